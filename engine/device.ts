@@ -1,0 +1,110 @@
+/**
+ * The WebGPU device: one adapter and device per process, opened with the adapter's largest limits,
+ * and a profile that kernels use to pick tile sizes for the hardware they run on.
+ *
+ * @module
+ */
+
+/** What kernels need to know about the hardware to choose their shapes. */
+export interface DeviceProfile {
+  /** The adapter's description, for example "llvmpipe (LLVM 15.0.6, 256 bits)" or "NVIDIA H100 80GB HBM3". */
+  readonly name: string;
+  /** True for CPU implementations of WebGPU (llvmpipe, lavapipe, SwiftShader), where barriers are costly. */
+  readonly isSoftware: boolean;
+  /** Largest byte size of one storage-buffer binding. */
+  readonly maxStorageBindingBytes: number;
+  /** Largest byte size of one buffer. */
+  readonly maxBufferBytes: number;
+  /** Largest workgroup count in one dimension of a dispatch. */
+  readonly maxWorkgroupsPerDimension: number;
+  /** Bytes of workgroup memory a kernel may use. */
+  readonly workgroupMemoryBytes: number;
+  /** Largest number of invocations in one workgroup. */
+  readonly maxInvocationsPerWorkgroup: number;
+  /** Storage buffers one shader stage may bind. */
+  readonly maxStorageBuffersPerStage: number;
+  /** Byte alignment of a storage-buffer binding's offset. */
+  readonly storageOffsetAlignment: number;
+  /** Byte alignment of a uniform-buffer binding's offset. */
+  readonly uniformOffsetAlignment: number;
+}
+
+/** The opened device together with its profile. */
+export interface Gpu {
+  /** The WebGPU device every tensor and kernel of this process uses. */
+  readonly device: GPUDevice;
+  /** Hardware facts for kernel selection. */
+  readonly profile: DeviceProfile;
+}
+
+/** Raised when no WebGPU adapter exists; its message says what to install. */
+export class NoAdapterError extends Error {
+  constructor() {
+    super(
+      "No WebGPU adapter is available. On a machine without a GPU, install Mesa's software driver " +
+        "(Debian/Ubuntu: `apt-get install libegl1 libgl1-mesa-dri` or `mesa-vulkan-drivers`) " +
+        "and run again; with a GPU, install its Vulkan driver. DENO_WEBGPU_BACKEND=vulkan|gl selects the backend.",
+    );
+    this.name = "NoAdapterError";
+  }
+}
+
+let opened: Promise<Gpu> | undefined;
+let current: Gpu | undefined;
+
+/**
+ * Opens the WebGPU device once per process and returns it; later calls return the same device.
+ * Throws {@linkcode NoAdapterError} when `requestAdapter()` finds nothing.
+ */
+export function initGpu(): Promise<Gpu> {
+  opened ??= openDevice();
+  return opened;
+}
+
+/** The device opened by {@linkcode initGpu}; throws if it was not awaited first. */
+export function gpu(): Gpu {
+  if (!current) {
+    throw new Error("WebGPU is not initialised: `await initGpu()` before creating tensors");
+  }
+  return current;
+}
+
+async function openDevice(): Promise<Gpu> {
+  const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new NoAdapterError();
+  const limits = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+      maxBufferSize: limits.maxBufferSize,
+      maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: limits.maxComputeWorkgroupSizeY,
+      maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
+    },
+  });
+  device.addEventListener("uncapturederror", (event) => {
+    const error = (event as GPUUncapturedErrorEvent).error;
+    console.error(`WebGPU error: ${error.message}`);
+  });
+  const description = adapter.info.description || adapter.info.vendor || "unknown adapter";
+  const isSoftware = adapter.info.isFallbackAdapter ||
+    /llvmpipe|lavapipe|swiftshader|softpipe/i.test(description);
+  current = {
+    device,
+    profile: {
+      name: description,
+      isSoftware,
+      maxStorageBindingBytes: device.limits.maxStorageBufferBindingSize,
+      maxBufferBytes: device.limits.maxBufferSize,
+      maxWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+      workgroupMemoryBytes: device.limits.maxComputeWorkgroupStorageSize,
+      maxInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup,
+      maxStorageBuffersPerStage: device.limits.maxStorageBuffersPerShaderStage,
+      storageOffsetAlignment: device.limits.minStorageBufferOffsetAlignment,
+      uniformOffsetAlignment: device.limits.minUniformBufferOffsetAlignment,
+    },
+  };
+  return current;
+}

@@ -1,0 +1,165 @@
+/**
+ * Kernel definitions: a WGSL entry point with its uniform parameters and storage bindings declared
+ * once, so the engine can generate the binding header, cache the pipeline by source and pack the
+ * parameters of each dispatch.
+ *
+ * @module
+ */
+import { gpu } from "./device.ts";
+
+/** Scalar types a kernel parameter may have. */
+export type ParamType = "u32" | "i32" | "f32";
+
+/** Element types a storage binding may have. */
+export type ElementType = "f32" | "u32" | "i32" | "vec4<f32>" | "atomic<u32>";
+
+/** One storage binding of a kernel. */
+export interface BindingSpec {
+  /** The WGSL variable name. */
+  readonly name: string;
+  /** Element type of the runtime-sized array; f32 when omitted. */
+  readonly type?: ElementType;
+  /** True if the kernel writes the binding. */
+  readonly write?: boolean;
+}
+
+/** Everything needed to build a kernel. */
+export interface KernelSpec {
+  /** Name shown by `MM_DEBUG` and in errors, e.g. "matmul_64x64". */
+  readonly name: string;
+  /** Uniform parameters, in order; read in WGSL as `params.<name>`. */
+  readonly params: Readonly<Record<string, ParamType>>;
+  /** Storage bindings, in order; binding 0 is the uniform block, these follow from 1. */
+  readonly bindings: readonly BindingSpec[];
+  /** WGSL after the generated header: helper functions and one `@compute fn main`. */
+  readonly code: string;
+}
+
+/** A compiled kernel: its pipeline, layout and parameter packing. */
+export interface Kernel {
+  /** Name shown by `MM_DEBUG`. */
+  readonly name: string;
+  /** Full WGSL source, header included. */
+  readonly source: string;
+  /** Parameter names in uniform order. */
+  readonly paramNames: readonly string[];
+  /** Parameter types in uniform order. */
+  readonly paramTypes: readonly ParamType[];
+  /** Storage binding declarations. */
+  readonly bindings: readonly BindingSpec[];
+  /** The compute pipeline. */
+  readonly pipeline: GPUComputePipeline;
+  /** Layout of group 0. */
+  readonly layout: GPUBindGroupLayout;
+  /** Small integer identifying the pipeline in bind-group cache keys. */
+  readonly id: number;
+}
+
+/** Bytes reserved for one dispatch's uniform parameters (64 scalars). */
+export const PARAM_BLOCK_BYTES = 256;
+
+const pipelines = new Map<string, Kernel>();
+
+/** Builds the WGSL source of a kernel: uniform struct, binding declarations, then the spec's code. */
+export function kernelSource(spec: KernelSpec): string {
+  const fields = Object.entries(spec.params);
+  const struct = fields.length > 0
+    ? `struct Params {\n${fields.map(([n, t]) => `  ${n}: ${t},`).join("\n")}\n}\n`
+    : "struct Params {\n  unused: u32,\n}\n";
+  const uniform = "@group(0) @binding(0) var<uniform> params: Params;\n";
+  const storage = spec.bindings.map((b, i) =>
+    `@group(0) @binding(${i + 1}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${
+      b.type ?? "f32"
+    }>;`
+  ).join("\n");
+  return `${struct}${uniform}${storage}\n${spec.code}`;
+}
+
+/**
+ * Returns the compiled kernel for a spec, compiling it on first use; pipelines are cached by their
+ * full source, so two specs that generate the same WGSL share one pipeline.
+ */
+export function compileKernel(spec: KernelSpec): Kernel {
+  const source = kernelSource(spec);
+  const cached = pipelines.get(source);
+  if (cached) return cached;
+  if (Object.keys(spec.params).length * 4 > PARAM_BLOCK_BYTES) {
+    throw new RangeError(`kernel ${spec.name}: more than ${PARAM_BLOCK_BYTES / 4} uniform parameters`);
+  }
+  const { device, profile } = gpu();
+  if (spec.bindings.length > profile.maxStorageBuffersPerStage) {
+    throw new RangeError(
+      `kernel ${spec.name}: ${spec.bindings.length} storage bindings exceed the device's ` +
+        `maxStorageBuffersPerShaderStage of ${profile.maxStorageBuffersPerStage}`,
+    );
+  }
+  const layout = device.createBindGroupLayout({
+    label: spec.name,
+    entries: [
+      { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform", hasDynamicOffset: true } },
+      ...spec.bindings.map((b, i) => ({
+        binding: i + 1,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: (b.write ? "storage" : "read-only-storage") as GPUBufferBindingType },
+      })),
+    ],
+  });
+  const module = device.createShaderModule({ label: spec.name, code: source });
+  const pipeline = device.createComputePipeline({
+    label: spec.name,
+    layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+    compute: { module, entryPoint: "main" },
+  });
+  const kernel: Kernel = {
+    name: spec.name,
+    source,
+    paramNames: Object.keys(spec.params),
+    paramTypes: Object.values(spec.params),
+    bindings: spec.bindings,
+    pipeline,
+    layout,
+    id: pipelines.size + 1,
+  };
+  pipelines.set(source, kernel);
+  return kernel;
+}
+
+/** Number of distinct pipelines compiled so far. */
+export function pipelineCount(): number {
+  return pipelines.size;
+}
+
+const byVariant = new Map<string, Kernel>();
+
+/**
+ * Returns the kernel for a variant key (for example "layernorm_forward/256"), building its spec
+ * only the first time, so hot paths do not regenerate WGSL on every dispatch.
+ */
+export function kernelFor(variant: string, build: () => KernelSpec): Kernel {
+  let kernel = byVariant.get(variant);
+  if (!kernel) {
+    kernel = compileKernel(build());
+    byVariant.set(variant, kernel);
+  }
+  return kernel;
+}
+
+/**
+ * Workgroup counts covering `count` invocations with `perWorkgroup` each, spread over x and y so
+ * that no dimension exceeds the device limit; kernels recover the index with {@linkcode linearIndex}.
+ */
+export function grid(count: number, perWorkgroup: number): [number, number] {
+  const groups = Math.ceil(count / perWorkgroup);
+  const limit = gpu().profile.maxWorkgroupsPerDimension;
+  if (groups <= limit) return [groups, 1];
+  const y = Math.ceil(groups / limit);
+  return [Math.ceil(groups / y), y];
+}
+
+/**
+ * WGSL expression for the flat invocation index of a {@linkcode grid} dispatch; needs `gid`
+ * (global_invocation_id) and `groups` (num_workgroups) in scope.
+ */
+export function linearIndex(perWorkgroup: number): string {
+  return `gid.x + gid.y * groups.x * ${perWorkgroup}u`;
+}

@@ -1,0 +1,304 @@
+/**
+ * Recording of GPU work. Dispatches, uploads and copies go into one command encoder (and one
+ * compute pass while only dispatches follow each other) until something needs the results on the
+ * CPU; only then is the encoder submitted. A training step therefore becomes one command buffer.
+ *
+ * Each dispatch's uniform parameters take a 256-byte slot of a uniform ring that is written to the
+ * GPU once, just before submission; small uploads are staged the same way and copied in order.
+ *
+ * @module
+ */
+import { gpu } from "./device.ts";
+import { type Kernel, PARAM_BLOCK_BYTES } from "./kernel.ts";
+import { createBuffer, sizeClass } from "./pool.ts";
+
+/** A byte range of a GPU buffer, as bound to a kernel. */
+export interface BufferRange {
+  /** The buffer. */
+  readonly buffer: GPUBuffer;
+  /** Byte offset of the range; a multiple of the device's storage offset alignment. */
+  readonly offset: number;
+  /** Byte length of the range. */
+  readonly size: number;
+}
+
+/** One recorded dispatch, as listed by `MM_DEBUG=1` and {@linkcode traceDispatches}. */
+export interface DispatchRecord {
+  /** Kernel name. */
+  readonly kernel: string;
+  /** Workgroup counts in x, y, z. */
+  readonly workgroups: readonly [number, number, number];
+  /** Bytes of all storage ranges bound to the dispatch. */
+  readonly bytes: number;
+}
+
+/** Counters of recorded work since the process started. */
+export interface RecorderStats {
+  /** Dispatches recorded. */
+  dispatches: number;
+  /** Command buffers submitted. */
+  submits: number;
+  /** GPU-to-CPU readbacks (each one a `mapAsync` round trip). */
+  readbacks: number;
+}
+
+const RING_SLOTS = 4096;
+/** Uploads above this size bypass the staging ring and are written directly after a flush. */
+const DIRECT_UPLOAD_BYTES = 1 << 22;
+
+const stats: RecorderStats = { dispatches: 0, submits: 0, readbacks: 0 };
+const debug = readDebugFlag();
+
+let encoder: GPUCommandEncoder | undefined;
+let pass: GPUComputePassEncoder | undefined;
+let uniformBuffer: GPUBuffer | undefined;
+const uniformBytes = new ArrayBuffer(RING_SLOTS * PARAM_BLOCK_BYTES);
+const uniformU32 = new Uint32Array(uniformBytes);
+const uniformI32 = new Int32Array(uniformBytes);
+const uniformF32 = new Float32Array(uniformBytes);
+let uniformSlots = 0;
+let stagingBuffer: GPUBuffer | undefined;
+let stagingBytes = new Uint8Array(0);
+let stagingUsed = 0;
+const bindGroups = new Map<string, GPUBindGroup>();
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+const readbackFree = new Map<number, GPUBuffer[]>();
+let traces: DispatchRecord[][] = [];
+
+function readDebugFlag(): boolean {
+  try {
+    return (Deno.env.get("MM_DEBUG") ?? "") !== "" && Deno.env.get("MM_DEBUG") !== "0";
+  } catch {
+    return false;
+  }
+}
+
+function bufferId(buffer: GPUBuffer): number {
+  let id = bufferIds.get(buffer);
+  if (id === undefined) bufferIds.set(buffer, id = nextBufferId++);
+  return id;
+}
+
+function currentEncoder(): GPUCommandEncoder {
+  encoder ??= gpu().device.createCommandEncoder({ label: "step" });
+  return encoder;
+}
+
+function currentPass(): GPUComputePassEncoder {
+  pass ??= currentEncoder().beginComputePass();
+  return pass;
+}
+
+function endPass(): GPUCommandEncoder {
+  pass?.end();
+  pass = undefined;
+  return currentEncoder();
+}
+
+/**
+ * Records one dispatch of `kernel` with the given parameters (in the kernel's declared order) and
+ * storage ranges, over `workgroups`. Nothing runs until the next {@linkcode flush}.
+ */
+export function dispatch(
+  kernel: Kernel,
+  params: readonly number[],
+  ranges: readonly BufferRange[],
+  workgroups: readonly [number, number?, number?],
+): void {
+  const [x, y = 1, z = 1] = workgroups;
+  if (x === 0 || y === 0 || z === 0) return;
+  const limit = gpu().profile.maxWorkgroupsPerDimension;
+  if (x > limit || y > limit || z > limit) {
+    throw new RangeError(
+      `kernel ${kernel.name}: workgroups (${x}, ${y}, ${z}) exceed the device limit ${limit}`,
+    );
+  }
+  if (ranges.length !== kernel.bindings.length) {
+    throw new Error(
+      `kernel ${kernel.name}: ${ranges.length} buffers given, ${kernel.bindings.length} declared`,
+    );
+  }
+  if (params.length !== kernel.paramNames.length) {
+    throw new Error(
+      `kernel ${kernel.name}: ${params.length} parameters given, ${kernel.paramNames.length} declared`,
+    );
+  }
+  if (uniformSlots === RING_SLOTS) flush();
+  const slot = uniformSlots++;
+  const base = slot * (PARAM_BLOCK_BYTES / 4);
+  for (let i = 0; i < params.length; i++) {
+    const type = kernel.paramTypes[i];
+    if (type === "f32") uniformF32[base + i] = params[i];
+    else if (type === "i32") uniformI32[base + i] = params[i];
+    else uniformU32[base + i] = params[i];
+  }
+  const bindGroup = bindGroupFor(kernel, ranges);
+  const computePass = currentPass();
+  computePass.setPipeline(kernel.pipeline);
+  computePass.setBindGroup(0, bindGroup, [slot * PARAM_BLOCK_BYTES]);
+  computePass.dispatchWorkgroups(x, y, z);
+  stats.dispatches++;
+  if (debug || traces.length > 0) {
+    const record: DispatchRecord = {
+      kernel: kernel.name,
+      workgroups: [x, y, z],
+      bytes: ranges.reduce((sum, r) => sum + r.size, 0),
+    };
+    if (debug) console.error(`[mm] ${record.kernel} wg=(${x},${y},${z}) bytes=${record.bytes}`);
+    for (const trace of traces) trace.push(record);
+  }
+}
+
+function bindGroupFor(kernel: Kernel, ranges: readonly BufferRange[]): GPUBindGroup {
+  const uniforms = uniformRing();
+  let key = `${kernel.id}`;
+  for (const r of ranges) key += `|${bufferId(r.buffer)}:${r.offset}:${r.size}`;
+  let group = bindGroups.get(key);
+  if (!group) {
+    if (bindGroups.size >= 16384) bindGroups.clear();
+    group = gpu().device.createBindGroup({
+      layout: kernel.layout,
+      entries: [
+        { binding: 0, resource: { buffer: uniforms, offset: 0, size: PARAM_BLOCK_BYTES } },
+        ...ranges.map((r, i) => ({
+          binding: i + 1,
+          resource: { buffer: r.buffer, offset: r.offset, size: r.size },
+        })),
+      ],
+    });
+    bindGroups.set(key, group);
+  }
+  return group;
+}
+
+function uniformRing(): GPUBuffer {
+  uniformBuffer ??= createBuffer(
+    RING_SLOTS * PARAM_BLOCK_BYTES,
+    GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    "uniform ring",
+  );
+  return uniformBuffer;
+}
+
+/** Records a copy between buffers, ordered with the dispatches around it. */
+export function copyBuffer(from: BufferRange, to: BufferRange): void {
+  if (from.size !== to.size) throw new RangeError(`copyBuffer: ${from.size} bytes into ${to.size}`);
+  if (from.size === 0) return;
+  endPass().copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.size);
+}
+
+/** Records zero-filling of a buffer range, ordered with the dispatches around it. */
+export function clearBuffer(range: BufferRange): void {
+  if (range.size === 0) return;
+  endPass().clearBuffer(range.buffer, range.offset, range.size);
+}
+
+/**
+ * Records an upload of host data into a buffer range, ordered with recorded work: small uploads are
+ * staged and copied inside the command buffer; large ones flush first and are written directly.
+ */
+export function upload(to: BufferRange, data: ArrayBufferView): void {
+  const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  if (bytes.byteLength !== to.size) throw new RangeError(`upload: ${bytes.byteLength} bytes into ${to.size}`);
+  if (bytes.byteLength === 0) return;
+  if (bytes.byteLength > DIRECT_UPLOAD_BYTES) {
+    flush();
+    gpu().device.queue.writeBuffer(to.buffer, to.offset, bytes);
+    return;
+  }
+  const size = Math.ceil(bytes.byteLength / 4) * 4;
+  if (stagingUsed + size > stagingBytes.byteLength) {
+    if (stagingUsed > 0) flush();
+    if (size > stagingBytes.byteLength) {
+      stagingBytes = new Uint8Array(sizeClass(Math.max(size, 1 << 16)));
+      stagingBuffer = createBuffer(
+        stagingBytes.byteLength,
+        GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+        "upload staging",
+      );
+    }
+  }
+  stagingBytes.set(bytes, stagingUsed);
+  endPass().copyBufferToBuffer(stagingBuffer!, stagingUsed, to.buffer, to.offset, bytes.byteLength);
+  stagingUsed += size;
+}
+
+/** Submits everything recorded so far as one command buffer. Does nothing when nothing is pending. */
+export function flush(): void {
+  if (!encoder) return;
+  const { device } = gpu();
+  const commands = endPass().finish();
+  if (uniformSlots > 0) {
+    device.queue.writeBuffer(uniformRing(), 0, uniformBytes, 0, uniformSlots * PARAM_BLOCK_BYTES);
+  }
+  if (stagingUsed > 0) device.queue.writeBuffer(stagingBuffer!, 0, stagingBytes, 0, stagingUsed);
+  device.queue.submit([commands]);
+  stats.submits++;
+  encoder = undefined;
+  uniformSlots = 0;
+  stagingUsed = 0;
+}
+
+/**
+ * Copies the given ranges to the CPU with a single `mapAsync` round trip (about 11 ms in Deno
+ * whatever the size), after submitting all recorded work. Never call this inside a training step.
+ */
+export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayBuffer[]> {
+  const total = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
+  if (total === 0) return ranges.map(() => new ArrayBuffer(0));
+  const size = sizeClass(total);
+  const target = readbackFree.get(size)?.pop() ??
+    createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
+  const copies = endPass();
+  let offset = 0;
+  for (const r of ranges) {
+    if (r.size > 0) copies.copyBufferToBuffer(r.buffer, r.offset, target, offset, r.size);
+    offset += Math.ceil(r.size / 4) * 4;
+  }
+  flush();
+  await target.mapAsync(GPUMapMode.READ, 0, total);
+  stats.readbacks++;
+  const mapped = target.getMappedRange(0, total);
+  const results: ArrayBuffer[] = [];
+  offset = 0;
+  for (const r of ranges) {
+    results.push(mapped.slice(offset, offset + r.size));
+    offset += Math.ceil(r.size / 4) * 4;
+  }
+  target.unmap();
+  let free = readbackFree.get(size);
+  if (!free) readbackFree.set(size, free = []);
+  free.push(target);
+  return results;
+}
+
+/** Waits until the GPU has finished all submitted work (after submitting what is recorded). */
+export async function synchronize(): Promise<void> {
+  flush();
+  await gpu().device.queue.onSubmittedWorkDone();
+}
+
+/** A snapshot of the recorder's counters. */
+export function recorderStats(): RecorderStats {
+  return { ...stats };
+}
+
+/** Forgets cached bind groups, for instance after pooled buffers were destroyed. */
+export function clearBindGroups(): void {
+  bindGroups.clear();
+}
+
+/**
+ * Runs `fn` and returns the dispatches it recorded, in order, together with its result; used by
+ * tests and benchmarks to count the dispatches of a step.
+ */
+export function traceDispatches<T>(fn: () => T): { result: T; dispatches: DispatchRecord[] } {
+  const trace: DispatchRecord[] = [];
+  traces = [...traces, trace];
+  try {
+    return { result: fn(), dispatches: trace };
+  } finally {
+    traces = traces.filter((t) => t !== trace);
+  }
+}

@@ -1,0 +1,457 @@
+/**
+ * Tensors: float32 or int32 values in pooled GPU buffers, with a shape, reverse-mode autograd links
+ * and an explicit lifetime (see {@linkcode tidy}).
+ *
+ * Lifetime rule: a tensor created inside `tidy(fn)` is disposed when `fn` returns unless `fn`
+ * returns it (then it moves to the enclosing scope) or it was passed to {@linkcode keep}. A tensor
+ * created outside every scope lives until `dispose()`. Gradients stored in `.grad` are never
+ * scope-owned.
+ *
+ * @module
+ */
+import { acquireBuffer, releaseBuffer } from "./pool.ts";
+import { grid, kernelFor, linearIndex } from "./kernel.ts";
+import { type BufferRange, clearBuffer, copyBuffer, dispatch, readRanges, upload } from "./recorder.ts";
+import { assertShape, formatShape, shapeSize } from "./shape.ts";
+
+/** Element types of tensors. */
+export type DType = "float32" | "int32";
+
+/** A GPU buffer region shared by a tensor and its views; returned to the pool when the last user goes. */
+export class Storage {
+  /** Tensors (and views) holding this storage. */
+  refs = 1;
+  /**
+   * @param buffer the GPU buffer
+   * @param byteOffset where the region starts
+   * @param byteLength the region's length
+   * @param pooled whether the buffer goes back to the pool when the last reference is dropped
+   */
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly byteOffset: number,
+    readonly byteLength: number,
+    readonly pooled: boolean,
+  ) {}
+}
+
+/** How a tensor was computed: its inputs and the function that maps its gradient to theirs. */
+export interface GradNode {
+  /** Name of the op, shown in errors. */
+  readonly op: string;
+  /** Inputs of the op, in the order the backward function returns their gradients. */
+  readonly parents: readonly Tensor[];
+  /**
+   * Maps the output gradient to one gradient per parent (null where a parent needs none). It must
+   * not return `grad` itself (a `view()` of it is fine): the engine disposes `grad` afterwards.
+   */
+  readonly backward: (grad: Tensor) => (Tensor | null)[];
+}
+
+const scopes: Set<Tensor>[] = [];
+let gradEnabled = true;
+
+/** A multi-dimensional array on the GPU. */
+export class Tensor {
+  /** Number of elements. */
+  readonly size: number;
+  /** Gradient accumulated by `backward()`, with this tensor's shape; null until one arrives. */
+  grad: Tensor | null = null;
+  /** Whether gradients flow to this tensor. */
+  requiresGrad = false;
+  /** The op that produced this tensor, for autograd; null for leaves. */
+  node: GradNode | null = null;
+  /** Optional name used in error messages (parameters carry theirs). */
+  name?: string;
+  /** Host copy of int32 values uploaded from the CPU; gather backward uses it to group rows. */
+  hostValues?: Int32Array;
+  #disposed = false;
+
+  /** Use the creation functions ({@linkcode tensor}, {@linkcode zeros}, {@linkcode emptyTensor}). */
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly storage: Storage,
+    readonly byteOffset: number,
+  ) {
+    this.size = shapeSize(shape);
+    scopes.at(-1)?.add(this);
+  }
+
+  /** Number of dimensions. */
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** Whether `dispose()` was called. */
+  get isDisposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** The byte range a kernel binds for this tensor; throws if the tensor was disposed. */
+  range(): BufferRange {
+    if (this.#disposed) throw new Error(`${this.describe()} was used after dispose()`);
+    return { buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.size * 4) };
+  }
+
+  /** A short description for error messages: name, dtype and shape. */
+  describe(): string {
+    return `${this.name ? `tensor "${this.name}"` : "tensor"} ${this.dtype}${formatShape(this.shape)}`;
+  }
+
+  /** Releases the tensor's buffer to the pool once no view shares it. Safe to call twice. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const scope of scopes) scope.delete(this);
+    if (--this.storage.refs === 0 && this.storage.pooled) releaseBuffer(this.storage.buffer);
+  }
+
+  /** The values, copied to the CPU (one readback round trip; never inside a training step). */
+  async data(): Promise<Float32Array | Int32Array> {
+    const [bytes] = await readRanges([this.range()]);
+    return this.dtype === "int32"
+      ? new Int32Array(bytes, 0, this.size)
+      : new Float32Array(bytes, 0, this.size);
+  }
+
+  /** The single value of a one-element tensor. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item() needs one element, ${this.describe()} has ${this.size}`);
+    return (await this.data())[0];
+  }
+
+  /** A tensor of another shape over the same storage (no copy); gradients flow through it. */
+  reshape(shape: readonly number[]): Tensor {
+    const resolved = resolveShape(shape, this.size, this);
+    const out = this.#alias(resolved);
+    if (gradEnabled && this.requiresGrad) {
+      const source = this.shape;
+      attachGrad(out, "reshape", [this], (g) => [g.reshape(source)]);
+    }
+    return out;
+  }
+
+  /** Another tensor object over the same storage and shape, detached from autograd. */
+  view(): Tensor {
+    return this.#alias(this.shape);
+  }
+
+  /** Same values, no autograd link; shares storage. */
+  detach(): Tensor {
+    return this.#alias(this.shape);
+  }
+
+  #alias(shape: readonly number[]): Tensor {
+    if (this.#disposed) throw new Error(`${this.describe()} was used after dispose()`);
+    this.storage.refs++;
+    const out = new Tensor(shape, this.dtype, this.storage, this.byteOffset);
+    out.hostValues = this.hostValues;
+    return out;
+  }
+
+  /** Runs reverse-mode autograd from this tensor, accumulating into `.grad` of every leaf that needs it. */
+  backward(grad?: Tensor): void {
+    backwardFrom(this, grad);
+  }
+
+  /** Describes the tensor (not its values). */
+  toString(): string {
+    return `Tensor(${this.dtype}${formatShape(this.shape)}${this.requiresGrad ? ", requiresGrad" : ""})`;
+  }
+}
+
+function resolveShape(shape: readonly number[], size: number, t: Tensor): number[] {
+  const inferred = shape.indexOf(-1);
+  const known = shape.reduce((p, d, i) => (i === inferred ? p : p * d), 1);
+  const out = [...shape];
+  if (inferred >= 0) out[inferred] = known === 0 ? 0 : size / known;
+  if (shapeSize(out) !== size || out.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new Error(`reshape: cannot view ${t.describe()} as ${formatShape(shape)}`);
+  }
+  return out;
+}
+
+/** Nested arrays of numbers, as accepted by {@linkcode tensor}. */
+export type NestedNumbers = number | readonly NestedNumbers[];
+
+/** Options of the creation functions. */
+export interface TensorOptions {
+  /** Element type; float32 unless the data is an Int32Array. */
+  dtype?: DType;
+  /** Shape, required for flat typed arrays of rank above 1. */
+  shape?: readonly number[];
+  /** Whether gradients should flow to the new tensor. */
+  requiresGrad?: boolean;
+  /** Name used in error messages. */
+  name?: string;
+}
+
+/** Creates an uninitialised tensor in a pooled buffer; kernels write every element of it. */
+export function emptyTensor(shape: readonly number[], dtype: DType = "float32"): Tensor {
+  assertShape(shape, "emptyTensor");
+  const bytes = Math.max(4, shapeSize(shape) * 4);
+  return new Tensor(shape, dtype, new Storage(acquireBuffer(bytes), 0, bytes, true), 0);
+}
+
+/** Creates a tensor from nested arrays or a typed array. */
+export function tensor(
+  data: NestedNumbers | Float32Array | Int32Array | number[],
+  options: TensorOptions = {},
+): Tensor {
+  let values: Float32Array | Int32Array;
+  let shape: readonly number[];
+  const dtype: DType = options.dtype ?? (data instanceof Int32Array ? "int32" : "float32");
+  if (data instanceof Float32Array || data instanceof Int32Array) {
+    shape = options.shape ?? [data.length];
+    values = dtype === "int32" ? Int32Array.from(data) : Float32Array.from(data);
+  } else {
+    const flat: number[] = [];
+    shape = options.shape ?? nestedShape(data);
+    flatten(data, flat);
+    values = dtype === "int32" ? Int32Array.from(flat) : Float32Array.from(flat);
+  }
+  if (shapeSize(shape) !== values.length) {
+    throw new Error(`tensor: ${values.length} values do not fill shape ${formatShape(shape)}`);
+  }
+  const out = emptyTensor(shape, dtype);
+  upload(out.range(), values.length === 0 ? new Float32Array(1) : values);
+  if (dtype === "int32") out.hostValues = values as Int32Array;
+  out.requiresGrad = options.requiresGrad ?? false;
+  out.name = options.name;
+  return out;
+}
+
+function nestedShape(data: NestedNumbers): number[] {
+  const shape: number[] = [];
+  let level: NestedNumbers = data;
+  while (Array.isArray(level)) {
+    shape.push(level.length);
+    level = level[0] ?? 0;
+  }
+  return shape;
+}
+
+function flatten(data: NestedNumbers, out: number[]): void {
+  if (Array.isArray(data)) { for (const d of data) flatten(d, out); }
+  else out.push(data as number);
+}
+
+/** A tensor of zeros. */
+export function zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
+  const out = emptyTensor(shape, options.dtype);
+  clearBuffer(out.range());
+  out.requiresGrad = options.requiresGrad ?? false;
+  out.name = options.name;
+  return out;
+}
+
+/** A tensor filled with one value. */
+export function full(shape: readonly number[], value: number, options: TensorOptions = {}): Tensor {
+  const size = shapeSize(shape);
+  const values = options.dtype === "int32"
+    ? new Int32Array(size).fill(value)
+    : new Float32Array(size).fill(value);
+  return tensor(values, { ...options, shape });
+}
+
+/** Writes host values into an existing tensor, ordered with the work recorded before. */
+export function writeTensor(target: Tensor, values: Float32Array | Int32Array): void {
+  if (values.length !== target.size) {
+    throw new Error(`writeTensor: ${values.length} values for ${target.describe()}`);
+  }
+  upload(target.range(), values);
+  if (target.dtype === "int32") target.hostValues = Int32Array.from(values);
+}
+
+/** A copy of `source` in a new buffer (no autograd link). */
+export function copyOf(source: Tensor): Tensor {
+  const out = emptyTensor(source.shape, source.dtype);
+  copyBuffer(source.range(), out.range());
+  out.hostValues = source.hostValues;
+  return out;
+}
+
+/** Reads several tensors with a single GPU-to-CPU round trip. */
+export async function readAll(tensors: readonly Tensor[]): Promise<(Float32Array | Int32Array)[]> {
+  const bytes = await readRanges(tensors.map((t) => t.range()));
+  return bytes.map((b, i) =>
+    tensors[i].dtype === "int32"
+      ? new Int32Array(b, 0, tensors[i].size)
+      : new Float32Array(b, 0, tensors[i].size)
+  );
+}
+
+/**
+ * Runs `fn` in a scope: tensors it creates are disposed when it returns, except those it returns
+ * (in a value, an array or a plain object) and those passed to {@linkcode keep}. `fn` must be synchronous.
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+  }
+  if (result instanceof Promise) {
+    throw new Error("tidy() takes a synchronous function; await outside it");
+  }
+  const returned = new Set<Tensor>();
+  collectTensors(result, returned);
+  const parent = scopes.at(-1);
+  for (const t of scope) {
+    if (returned.has(t)) parent?.add(t);
+    else t.dispose();
+  }
+  return result;
+}
+
+function collectTensors(value: unknown, into: Set<Tensor>): void {
+  if (value instanceof Tensor) into.add(value);
+  else if (Array.isArray(value)) { for (const v of value) collectTensors(v, into); }
+  else if (value && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) collectTensors(v, into);
+  }
+}
+
+/** Takes a tensor out of every scope, so it lives until `dispose()`. Returns it. */
+export function keep<T extends Tensor>(t: T): T {
+  for (const scope of scopes) scope.delete(t);
+  return t;
+}
+
+/** Runs `fn` without recording autograd links. */
+export function noGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/** Whether ops currently record autograd links. */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Whether an op over these inputs records an autograd link (grad mode on, some input requires a gradient). */
+export function needsGrad(...inputs: readonly Tensor[]): boolean {
+  return gradEnabled && inputs.some((t) => t.requiresGrad);
+}
+
+/**
+ * Links `out` to its inputs for autograd if grad mode is on and any input requires a gradient.
+ * Every op calls this right after computing its output. Returns `out`.
+ */
+export function attachGrad(
+  out: Tensor,
+  op: string,
+  parents: readonly Tensor[],
+  backward: (grad: Tensor) => (Tensor | null)[],
+): Tensor {
+  if (needsGrad(...parents)) {
+    out.requiresGrad = true;
+    out.node = { op, parents, backward };
+  }
+  return out;
+}
+
+/** Adds `grad` into `into` in place (both with the same number of elements). */
+function accumulate(into: Tensor, grad: Tensor): void {
+  const kernel = kernelFor("accumulate", () => ({
+    name: "accumulate",
+    params: { count: "u32" },
+    bindings: [{ name: "into", write: true }, { name: "grad" }],
+    code: `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  if (i < params.count) { into[i] = into[i] + grad[i]; }
+}`,
+  }));
+  dispatch(kernel, [into.size], [into.range(), grad.range()], grid(into.size, 256));
+}
+
+function backwardFrom(root: Tensor, seed?: Tensor): void {
+  if (!root.requiresGrad) throw new Error(`backward: ${root.describe()} does not require a gradient`);
+  if (!seed && root.size !== 1) {
+    throw new Error(`backward: ${root.describe()} is not a scalar; pass its gradient explicitly`);
+  }
+  if (seed && seed.size !== root.size) {
+    throw new Error(`backward: gradient ${seed.describe()} does not match ${root.describe()}`);
+  }
+  const order = topologicalOrder(root);
+  const grads = new Map<Tensor, Tensor>();
+  noGrad(() => {
+    grads.set(root, seed ? seed.reshape(root.shape) : full(root.shape, 1));
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i];
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      if (!t.node) {
+        accumulateLeaf(t, g);
+        continue;
+      }
+      const parentGrads = t.node.backward(g);
+      g.dispose();
+      t.node.parents.forEach((parent, j) => {
+        const pg = parentGrads[j];
+        if (!pg) return;
+        if (!parent.requiresGrad) return pg.dispose();
+        if (pg.size !== parent.size) {
+          throw new Error(
+            `backward of ${t.node!.op}: gradient ${formatShape(pg.shape)} for input ${parent.describe()}`,
+          );
+        }
+        const existing = grads.get(parent);
+        if (!existing) return grads.set(parent, pg);
+        const owned = existing.storage.refs === 1 ? existing : copyOf(existing);
+        if (owned !== existing) existing.dispose();
+        accumulate(owned, pg);
+        pg.dispose();
+        grads.set(parent, owned);
+      });
+    }
+  });
+  for (const g of grads.values()) g.dispose();
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  if (leaf.grad) {
+    accumulate(leaf.grad, g);
+    g.dispose();
+    return;
+  }
+  const grad = g.storage.refs === 1 ? g.reshape(leaf.shape) : copyOf(g).reshape(leaf.shape);
+  g.dispose();
+  leaf.grad = keep(grad);
+}
+
+function topologicalOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  visited.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [t, next] = top;
+    const parents = t.node?.parents ?? [];
+    if (next < parents.length) {
+      top[1]++;
+      const p = parents[next];
+      if (p.requiresGrad && !visited.has(p)) {
+        visited.add(p);
+        stack.push([p, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}

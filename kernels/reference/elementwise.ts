@@ -1,0 +1,55 @@
+/**
+ * Float64 reference of the elementwise ops and their derivatives.
+ *
+ * @module
+ */
+import { erf } from "./array.ts";
+
+/** A scalar function with its derivative. */
+export interface ScalarOp {
+  /** f(x) */
+  readonly f: (x: number) => number;
+  /** f'(x) */
+  readonly df: (x: number) => number;
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+/** GELU, exact form: x * Phi(x). */
+export const geluErf: ScalarOp = {
+  f: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+  df: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI),
+};
+
+/** GELU, tanh approximation (GPT-2's `gelu_new`). */
+export const geluTanh: ScalarOp = {
+  f: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))),
+  df: (x) => {
+    const t = Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3));
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+  },
+};
+
+/** Hyperbolic tangent. */
+export const tanh: ScalarOp = { f: Math.tanh, df: (x) => 1 - Math.tanh(x) ** 2 };
+
+/** Logistic sigmoid. */
+export const sigmoid: ScalarOp = {
+  f: (x) => 1 / (1 + Math.exp(-x)),
+  df: (x) => {
+    const s = 1 / (1 + Math.exp(-x));
+    return s * (1 - s);
+  },
+};
+
+/** Exponential. */
+export const exp: ScalarOp = { f: Math.exp, df: Math.exp };
+
+/** Natural logarithm. */
+export const log: ScalarOp = { f: Math.log, df: (x) => 1 / x };
+
+/** Square root. */
+export const sqrt: ScalarOp = { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x) };
+
+/** max(x, 0). */
+export const relu: ScalarOp = { f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0) };
