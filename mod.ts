@@ -31,12 +31,12 @@ export {
   zeros,
 } from "./engine/tensor.ts";
 export { Random } from "./engine/random.ts";
-export { poolStats, type PoolStats, trimPool } from "./engine/pool.ts";
+export { type PoolStats, poolStats, trimPool } from "./engine/pool.ts";
 export {
   type DispatchRecord,
   flush,
-  recorderStats,
   type RecorderStats,
+  recorderStats,
   synchronize,
   traceDispatches,
 } from "./engine/recorder.ts";

@@ -50,3 +50,23 @@ export class Random {
     return Math.floor(this.uniform() * n);
   }
 }
+
+let kernelSeedBase = 0x2545f491;
+let kernelSeedCounter = 0;
+
+/**
+ * Sets the seed of GPU-side randomness (dropout masks): after `manualSeed(s)`, the same sequence of
+ * ops draws the same masks.
+ */
+export function manualSeed(seed: number): void {
+  kernelSeedBase = seed >>> 0;
+  kernelSeedCounter = 0;
+}
+
+/** The seed for the next random kernel launch: a hash of the base seed and a launch counter. */
+export function nextKernelSeed(): number {
+  let h = (kernelSeedBase ^ Math.imul(++kernelSeedCounter, 0x9e3779b9)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}

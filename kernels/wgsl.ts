@@ -37,3 +37,24 @@ fn sigmoid(x: f32) -> f32 {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }
 `;
+
+/**
+ * Counter-based random numbers: `random_uniform(seed, stream, index)` hashes its three inputs
+ * (lowbias32 mixing) to a float in [0, 1) with 24 random bits, so a mask can be regenerated in
+ * backward instead of stored. `randomUniform` in kernels/reference/random.ts computes the same bits.
+ */
+export const WGSL_RANDOM = `
+fn mix32(x: u32) -> u32 {
+  var h = x;
+  h ^= h >> 16u;
+  h *= 0x7feb352du;
+  h ^= h >> 15u;
+  h *= 0x846ca68bu;
+  h ^= h >> 16u;
+  return h;
+}
+fn random_uniform(seed: u32, stream: u32, index: u32) -> f32 {
+  let h = mix32(index ^ mix32(stream ^ mix32(seed)));
+  return f32(h >> 8u) * (1.0 / 16777216.0);
+}
+`;
