@@ -1,0 +1,178 @@
+/**
+ * Layout ops: permute/transpose, narrow (a slice along one axis) and concat. All are one strided
+ * copy kernel: either a strided read into a contiguous output, or a contiguous read into a strided
+ * region of the output. Each op's backward is the other direction.
+ *
+ * @module
+ */
+import { dispatch } from "../engine/recorder.ts";
+import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { attachGrad, emptyTensor, type Tensor, zeros } from "../engine/tensor.ts";
+import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
+
+/** Ranks above this are merged before copying; six covers every layout the models use. */
+const MAX_RANK = 6;
+
+/** A strided view: element `coord` of `dims` lives at `offset + sum(coord[r] * strides[r])`. */
+interface StridedView {
+  dims: number[];
+  strides: number[];
+  offset: number;
+}
+
+function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array(shape.length);
+  let s = 1;
+  for (let r = shape.length - 1; r >= 0; r--) {
+    strides[r] = s;
+    s *= shape[r];
+  }
+  return strides;
+}
+
+/** Drops unit dimensions and merges dimensions the strided side walks contiguously. */
+function simplify(view: StridedView): StridedView {
+  const dims: number[] = [];
+  const strides: number[] = [];
+  view.dims.forEach((d, r) => {
+    if (d === 1) return;
+    const last = dims.length - 1;
+    if (last >= 0 && strides[last] === view.strides[r] * d) {
+      dims[last] *= d;
+      strides[last] = view.strides[r];
+    } else {
+      dims.push(d);
+      strides.push(view.strides[r]);
+    }
+  });
+  if (dims.length === 0) return { dims: [1], strides: [1], offset: view.offset };
+  if (dims.length > MAX_RANK) throw new Error(`layout: a copy of rank ${dims.length} exceeds ${MAX_RANK}`);
+  return { dims, strides, offset: view.offset };
+}
+
+/**
+ * Copies between a contiguous tensor and a strided view of another: `gather` reads `strided` at the
+ * view into contiguous `dense`; otherwise `dense` is written into `strided` at the view.
+ */
+function stridedCopy(view: StridedView, strided: Tensor, dense: Tensor, gather: boolean): void {
+  const v = simplify(view);
+  const rank = v.dims.length;
+  const params: Record<string, "u32"> = { count: "u32", offset: "u32" };
+  for (let r = 0; r < rank; r++) {
+    params[`d${r}`] = "u32";
+    params[`s${r}`] = "u32";
+  }
+  const name = gather ? "strided_gather" : "strided_scatter";
+  const kernel = kernelFor(`${name}/${rank}`, () => ({
+    name,
+    params,
+    bindings: gather
+      ? [{ name: "strided" }, { name: "dense", write: true }]
+      : [{ name: "dense" }, { name: "strided", write: true }],
+    code: `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  if (i >= params.count) { return; }
+  var rem = i;
+  var at = params.offset;
+  ${
+      Array.from({ length: rank }, (_, k) => rank - 1 - k).map((r) =>
+        `at += (rem % params.d${r}) * params.s${r};${r > 0 ? ` rem = rem / params.d${r};` : ""}`
+      ).join("\n  ")
+    }
+  ${gather ? "dense[i] = strided[at];" : "strided[at] = dense[i];"}
+}`,
+  }));
+  const values = [dense.size, v.offset];
+  for (let r = 0; r < rank; r++) values.push(v.dims[r], v.strides[r]);
+  const ranges = gather ? [strided.range(), dense.range()] : [dense.range(), strided.range()];
+  dispatch(kernel, values, ranges, grid(dense.size, 256));
+}
+
+/** Reorders the axes of `x`: output axis i is input axis `order[i]` (a copy). */
+export function permute(x: Tensor, order: readonly number[]): Tensor {
+  const rank = x.rank;
+  const axes = order.map((a) => normalizeAxis(a, rank, "permute"));
+  if (axes.length !== rank || new Set(axes).size !== rank) {
+    throw new Error(`permute: order [${order}] is not a permutation of the axes of ${x.describe()}`);
+  }
+  const inStrides = contiguousStrides(x.shape);
+  const outShape = axes.map((a) => x.shape[a]);
+  const out = emptyTensor(outShape, x.dtype);
+  if (out.size > 0) {
+    stridedCopy({ dims: outShape, strides: axes.map((a) => inStrides[a]), offset: 0 }, x, out, true);
+  }
+  const inverse = new Array(rank);
+  axes.forEach((a, i) => (inverse[a] = i));
+  return attachGrad(out, "permute", [x], (g) => [permute(g, inverse)]);
+}
+
+/** Swaps two axes (a copy). */
+export function transpose(x: Tensor, axis0 = -2, axis1 = -1): Tensor {
+  const order = x.shape.map((_, i) => i);
+  const a = normalizeAxis(axis0, x.rank, "transpose");
+  const b = normalizeAxis(axis1, x.rank, "transpose");
+  [order[a], order[b]] = [order[b], order[a]];
+  return permute(x, order);
+}
+
+/** Elements `start .. start+length-1` of `axis` (a copy), like torch.narrow. */
+export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
+  const a = normalizeAxis(axis, x.rank, "narrow");
+  if (
+    !Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 ||
+    start + length > x.shape[a]
+  ) {
+    throw new Error(`narrow: [${start}, ${start + length}) is outside axis ${a} of ${x.describe()}`);
+  }
+  const outShape = x.shape.map((d, i) => (i === a ? length : d));
+  const view = {
+    dims: outShape,
+    strides: contiguousStrides(x.shape),
+    offset: start * shapeSize(x.shape.slice(a + 1)),
+  };
+  const out = emptyTensor(outShape, x.dtype);
+  if (out.size > 0) stridedCopy(view, x, out, true);
+  const inShape = x.shape;
+  return attachGrad(out, "narrow", [x], (g) => {
+    const grad = zeros(inShape);
+    if (g.size > 0) stridedCopy(view, grad, g, false);
+    return [grad];
+  });
+}
+
+/** Joins tensors along `axis`; all other dimensions must agree. */
+export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+  if (tensors.length === 0) throw new Error("concat: no tensors");
+  const first = tensors[0];
+  const a = normalizeAxis(axis, first.rank, "concat");
+  for (const t of tensors) {
+    const fits = t.rank === first.rank && t.dtype === first.dtype &&
+      t.shape.every((d, i) => i === a || d === first.shape[i]);
+    if (!fits) {
+      throw new Error(
+        `concat: ${tensors.map((x) => `${x.dtype}${formatShape(x.shape)}`).join(", ")} along axis ${a}`,
+      );
+    }
+  }
+  const total = tensors.reduce((s, t) => s + t.shape[a], 0);
+  const outShape = first.shape.map((d, i) => (i === a ? total : d));
+  const out = emptyTensor(outShape, first.dtype);
+  const outStrides = contiguousStrides(outShape);
+  let start = 0;
+  const starts = tensors.map((t) => {
+    const s = start;
+    if (t.size > 0) {
+      stridedCopy({ dims: [...t.shape], strides: outStrides, offset: s * outStrides[a] }, out, t, false);
+    }
+    start += t.shape[a];
+    return s;
+  });
+  return attachGrad(
+    out,
+    "concat",
+    tensors,
+    (g) => tensors.map((t, i) => (t.requiresGrad ? narrow(g, a, starts[i], t.shape[a]) : null)),
+  );
+}

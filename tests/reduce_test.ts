@@ -1,0 +1,59 @@
+import { tensor } from "../engine/tensor.ts";
+import { mean, sum } from "../kernels/reduce.ts";
+import { array64, sumAxis } from "../kernels/reference/array.ts";
+import { assertBitwiseEqual, assertClose, randomValues, setup } from "./helpers.ts";
+
+await setup();
+
+const size = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
+
+Deno.test("sum and mean over every axis match the reference, with broadcast gradients", async () => {
+  // Covers the row kernel (last axis), the strided kernel, and the chunked two-pass path (long axis, few outputs).
+  const shapes = [[1], [7], [33, 1], [3, 129], [2, 5, 7], [1000, 3], [4097], [2, 300, 2], [129, 33]];
+  let seed = 1;
+  for (const shape of shapes) {
+    for (let axis = 0; axis < shape.length; axis++) {
+      for (const op of ["sum", "mean"] as const) {
+        const values = randomValues(size(shape), seed++);
+        const x = tensor(values, { shape, requiresGrad: true });
+        const y = op === "sum" ? sum(x, axis) : mean(x, axis);
+        const expected = sumAxis(array64(shape, values), axis);
+        const factor = op === "mean" ? 1 / shape[axis] : 1;
+        const upstream = randomValues(Math.max(1, y.size), seed++);
+        y.backward(tensor(upstream, { shape: y.shape }));
+        const label = `${op} [${shape}] axis ${axis}`;
+        if (y.shape.join() !== expected.shape.join()) throw new Error(`${label}: shape [${y.shape}]`);
+        assertClose(await y.data(), expected.data.map((v) => v * factor), { atol: 1e-5, rtol: 1e-5 }, label);
+        const inner = size(shape.slice(axis + 1));
+        const grad = Array.from(
+          values,
+          (_, i) => upstream[Math.floor(i / (inner * shape[axis])) * inner + (i % inner)] * factor,
+        );
+        assertClose(await x.grad!.data(), grad, { atol: 1e-6, rtol: 1e-6 }, `${label} gradient`);
+      }
+    }
+  }
+});
+
+Deno.test("sum of all elements, keepDims, and bit-identical repeats", async () => {
+  const values = randomValues(5000, 9);
+  const x = tensor(values, { shape: [50, 100], requiresGrad: true });
+  const total = sum(x);
+  if (total.rank !== 0) throw new Error(`sum() rank ${total.rank}`);
+  assertClose([await total.item()], [values.reduce((s, v) => s + v, 0)], { atol: 1e-3 }, "sum all");
+  mean(x).backward();
+  assertClose(await x.grad!.data(), new Array(5000).fill(1 / 5000), { atol: 1e-9 }, "mean all gradient");
+  const kept = sum(x, 1, { keepDims: true });
+  if (kept.shape.join() !== "50,1") throw new Error(`keepDims shape [${kept.shape}]`);
+  assertBitwiseEqual(await sum(x, 0).data(), await sum(x, 0).data(), "sum twice");
+});
+
+Deno.test("reductions name the op and the axis when it is out of range", () => {
+  let message = "";
+  try {
+    sum(tensor([1, 2, 3]), 1);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (message !== "sum: axis 1 is out of range for rank 1") throw new Error(message);
+});
