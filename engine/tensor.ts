@@ -272,6 +272,14 @@ export function copyOf(source: Tensor): Tensor {
   return out;
 }
 
+/** Copies the values of `source` into `target`'s storage (same element count), ordered with recorded work. */
+export function copyInto(target: Tensor, source: Tensor): void {
+  if (target.size !== source.size || target.dtype !== source.dtype) {
+    throw new Error(`copyInto: ${source.describe()} into ${target.describe()}`);
+  }
+  copyBuffer(source.range(), target.range());
+}
+
 /** Reads several tensors with a single GPU-to-CPU round trip. */
 export async function readAll(tensors: readonly Tensor[]): Promise<(Float32Array | Int32Array)[]> {
   const bytes = await readRanges(tensors.map((t) => t.range()));

@@ -1,0 +1,144 @@
+import { copyInto, keep, noGrad, readAll, tensor, tidy, writeTensor, zeros } from "../engine/tensor.ts";
+import { poolStats } from "../engine/pool.ts";
+import { recorderStats, traceDispatches } from "../engine/recorder.ts";
+import { add, mul, scale, sub } from "../kernels/elementwise.ts";
+import { mean, sum } from "../kernels/reduce.ts";
+import { assertClose, setup } from "./helpers.ts";
+
+await setup();
+
+function expectError(fn: () => unknown, expected: string): void {
+  try {
+    fn();
+  } catch (e) {
+    if ((e as Error).message === expected) return;
+    throw new Error(`expected "${expected}", got "${(e as Error).message}"`);
+  }
+  throw new Error(`expected "${expected}", nothing was thrown`);
+}
+
+Deno.test("tensors round-trip values, shapes and dtypes", async () => {
+  const a = tensor([[1, 2, 3], [4, 5, 6]]);
+  if (a.shape.join() !== "2,3" || a.dtype !== "float32") throw new Error(`${a}`);
+  assertClose(await a.data(), [1, 2, 3, 4, 5, 6], { atol: 0 }, "float32 values");
+  const ids = tensor(Int32Array.of(3, -1, 7));
+  if (ids.dtype !== "int32") throw new Error("Int32Array should make an int32 tensor");
+  assertClose(await ids.data(), [3, -1, 7], { atol: 0 }, "int32 values");
+  const [x, y] = await readAll([tensor([9]), zeros([2, 2])]);
+  assertClose([...x, ...y], [9, 0, 0, 0, 0], { atol: 0 }, "readAll");
+  const target = zeros([3]);
+  writeTensor(target, Float32Array.of(1, 2, 3));
+  assertClose(await target.data(), [1, 2, 3], { atol: 0 }, "writeTensor");
+  expectError(() => tensor([1, 2, 3], { shape: [2, 2] }), "tensor: 3 values do not fill shape [2, 2]");
+});
+
+Deno.test("reshape is a view: no copy, no new buffer, gradient flows back in the original shape", async () => {
+  const x = tensor([1, 2, 3, 4, 5, 6], { requiresGrad: true });
+  const before = poolStats().inUseBytes;
+  const { result: y, dispatches } = traceDispatches(() => x.reshape([2, -1]));
+  if (dispatches.length !== 0 || poolStats().inUseBytes !== before) throw new Error("reshape copied");
+  if (y.shape.join() !== "2,3") throw new Error(`shape ${y.shape}`);
+  sum(mul(y, y)).backward();
+  assertClose(await x.grad!.data(), [2, 4, 6, 8, 10, 12], { atol: 0 }, "gradient through reshape");
+  expectError(() => x.reshape([4, 2]), "reshape: cannot view tensor float32[6] as [4, 2]");
+});
+
+Deno.test("gradients accumulate across backward calls and over shared subexpressions", async () => {
+  const x = tensor([1, 2, 3], { requiresGrad: true, name: "x" });
+  const y = mul(x, x); // x used twice in one op
+  const z = add(y, x); // and again through another path
+  sum(z).backward();
+  assertClose(await x.grad!.data(), [3, 5, 7], { atol: 0 }, "d(x^2 + x)");
+  sum(scale(x, 2)).backward();
+  assertClose(await x.grad!.data(), [5, 7, 9], { atol: 0 }, "accumulated");
+  const c = tensor([1, 1, 1]); // no requiresGrad: gets nothing
+  sum(sub(x, c)).backward();
+  if (c.grad) throw new Error("a constant received a gradient");
+  expectError(
+    () => z.backward(),
+    "backward: tensor float32[3] is not a scalar; pass its gradient explicitly",
+  );
+  expectError(() => c.backward(), "backward: tensor float32[3] does not require a gradient");
+});
+
+Deno.test("noGrad records no graph", () => {
+  const x = tensor([1, 2], { requiresGrad: true });
+  const y = noGrad(() => mul(x, x));
+  if (y.requiresGrad || y.node) throw new Error("noGrad output is linked to the graph");
+});
+
+Deno.test("tidy disposes what it does not return; keep and returned tensors survive", async () => {
+  const before = poolStats().inUseBytes;
+  let inner = tensor([0]);
+  const kept = tidy(() => {
+    inner = tensor([1, 2, 3]);
+    const k = keep(tensor([4]));
+    const returned = add(inner, 1);
+    return { returned, k };
+  });
+  if (!inner.isDisposed) throw new Error("tidy left an inner tensor alive");
+  assertClose(await kept.returned.data(), [2, 3, 4], { atol: 0 }, "returned tensor");
+  assertClose(await kept.k.data(), [4], { atol: 0 }, "kept tensor");
+  kept.returned.dispose();
+  kept.k.dispose();
+  inner.dispose();
+  if (poolStats().inUseBytes !== before + 256) throw new Error("buffers leaked"); // `inner` before tidy is alive
+  expectError(() => inner.range(), "tensor float32[3] was used after dispose()");
+  expectError(() => tidy(() => Promise.resolve(1)), "tidy() takes a synchronous function; await outside it");
+});
+
+Deno.test("a steady training loop creates no buffer after its first step and keeps the pool flat", async () => {
+  const w = tensor(new Float32Array(300).fill(0.5), { requiresGrad: true, name: "w" });
+  const x = tensor(Float32Array.from({ length: 300 }, (_, i) => Math.sin(i)));
+  const target = tensor(Float32Array.from({ length: 300 }, (_, i) => 2 * Math.sin(i)));
+  const step = () =>
+    tidy(() => {
+      w.grad?.dispose();
+      w.grad = null;
+      const error = sub(mul(w, x), target);
+      const loss = mean(mul(error, error));
+      loss.backward();
+      copyInto(w, noGrad(() => sub(w, scale(w.grad!, 50))));
+      return loss;
+    });
+  // Warm-up: the first step and the first readback create what the loop will reuse.
+  const firstLoss = await step().item();
+  const buffersAfterWarmUp = poolStats().buffersCreated;
+  const pooledAfterWarmUp = poolStats().pooledBytes;
+  const submitsBefore = recorderStats().submits;
+  let lastLoss = NaN;
+  for (let i = 0; i < 500; i++) {
+    const loss = step();
+    if (i === 499) lastLoss = await loss.item();
+    loss.dispose();
+  }
+  const stats = poolStats();
+  if (stats.buffersCreated !== buffersAfterWarmUp) {
+    throw new Error(`${stats.buffersCreated - buffersAfterWarmUp} buffers created after the first step`);
+  }
+  if (stats.pooledBytes !== pooledAfterWarmUp) {
+    throw new Error(`pool grew from ${pooledAfterWarmUp} to ${stats.pooledBytes}`);
+  }
+  // 500 steps were recorded without a submission of their own: only the final readback flushed.
+  if (recorderStats().submits - submitsBefore > 2) throw new Error("steps submitted work on their own");
+  if (!(lastLoss < firstLoss * 1e-3)) throw new Error(`loss went from ${firstLoss} to ${lastLoss}`);
+});
+
+Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes", async () => {
+  const script = `
+    import { initGpu } from "${new URL("../engine/device.ts", import.meta.url)}";
+    import { tensor } from "${new URL("../engine/tensor.ts", import.meta.url)}";
+    import { gelu } from "${new URL("../kernels/elementwise.ts", import.meta.url)}";
+    await initGpu();
+    await gelu(tensor(new Float32Array(1000))).data();`;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    env: { MM_DEBUG: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const lines = new TextDecoder().decode(output.stderr).split("\n").filter((l) => l.startsWith("[mm]"));
+  if (lines.length !== 1 || lines[0] !== "[mm] gelu_erf wg=(4,1,1) bytes=8000") {
+    throw new Error(`MM_DEBUG printed ${JSON.stringify(lines)}`);
+  }
+});
