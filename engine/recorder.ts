@@ -124,6 +124,17 @@ export function dispatch(
       `kernel ${kernel.name}: ${params.length} parameters given, ${kernel.paramNames.length} declared`,
     );
   }
+  const alignment = gpu().profile.storageOffsetAlignment;
+  ranges.forEach((r, i) => {
+    if (r.offset % alignment !== 0) {
+      throw new Error(
+        `kernel ${kernel.name}: binding "${
+          kernel.bindings[i].name
+        }" starts at byte ${r.offset}, not a multiple of ` +
+          `${alignment} (a packed parameter view cannot be bound; bind copyOf() it)`,
+      );
+    }
+  });
   if (uniformSlots === RING_SLOTS) flush();
   const slot = uniformSlots++;
   const base = slot * (PARAM_BLOCK_BYTES / 4);

@@ -1,0 +1,151 @@
+/**
+ * Parameter arenas: many tensors laid out in a few flat GPU buffers (values, and gradients beside
+ * them at the same offsets), so that an optimizer can update all of them with a handful of
+ * dispatches over flat ranges instead of one dispatch per tensor.
+ *
+ * Each tensor starts at a 256-byte boundary (the storage-binding alignment), the gaps are zero and
+ * stay zero under AdamW, and no tensor straddles two chunks; a chunk is at most one storage binding.
+ *
+ * @module
+ */
+import { gpu } from "./device.ts";
+import { createBuffer } from "./pool.ts";
+import { clearBuffer } from "./recorder.ts";
+import { shapeSize } from "./shape.ts";
+import { keep, Storage, Tensor } from "./tensor.ts";
+
+/** Elements per alignment unit (256 bytes of float32). */
+export const ARENA_ALIGN = 64;
+
+/** One flat buffer of an arena, with its gradient twin. */
+export interface ArenaChunk {
+  /** Parameter values. */
+  readonly values: GPUBuffer;
+  /** Gradients, at the same offsets as the values. */
+  readonly grads: GPUBuffer;
+  /** Elements in the chunk, padding included (a multiple of {@linkcode ARENA_ALIGN}). */
+  readonly length: number;
+}
+
+/** Where one tensor lives in an arena. */
+export interface ArenaSlot {
+  /** Index of the chunk. */
+  readonly chunk: number;
+  /** Offset in elements inside the chunk (a multiple of {@linkcode ARENA_ALIGN}). */
+  readonly offset: number;
+  /** Element count. */
+  readonly size: number;
+  /** Shape. */
+  readonly shape: readonly number[];
+}
+
+const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** A set of parameter tensors in flat GPU buffers, zero-initialised, with gradient buffers beside them. */
+export class Arena {
+  /** The chunks, in order. */
+  readonly chunks: readonly ArenaChunk[];
+  /** One slot per tensor, in the order of the shapes given. */
+  readonly slots: readonly ArenaSlot[];
+  #destroyed = false;
+
+  /**
+   * Lays out tensors of the given shapes; `maxChunkElements` (default: the device's largest storage
+   * binding) bounds each chunk, and a tensor larger than that is an error naming its index.
+   */
+  constructor(shapes: readonly (readonly number[])[], label: string, maxChunkElements?: number) {
+    const profile = gpu().profile;
+    const limit = maxChunkElements ??
+      Math.floor(Math.min(profile.maxStorageBindingBytes, profile.maxBufferBytes) / 4 / ARENA_ALIGN) *
+        ARENA_ALIGN;
+    const slots: ArenaSlot[] = [];
+    const lengths: number[] = [0];
+    shapes.forEach((shape, i) => {
+      const size = shapeSize(shape);
+      const padded = Math.max(ARENA_ALIGN, Math.ceil(size / ARENA_ALIGN) * ARENA_ALIGN);
+      if (padded > limit) {
+        throw new RangeError(
+          `${label}: tensor ${i} of ${size} elements exceeds the ${limit}-element binding limit`,
+        );
+      }
+      if (lengths[lengths.length - 1] + padded > limit) lengths.push(0);
+      const chunk = lengths.length - 1;
+      slots.push({ chunk, offset: lengths[chunk], size, shape: [...shape] });
+      lengths[chunk] += padded;
+    });
+    this.chunks = lengths.map((length, i) => {
+      const bytes = Math.max(length, ARENA_ALIGN) * 4;
+      const chunk = {
+        values: createBuffer(bytes, STORAGE, `${label} values ${i}`),
+        grads: createBuffer(bytes, STORAGE, `${label} grads ${i}`),
+        length: Math.max(length, ARENA_ALIGN),
+      };
+      clearBuffer({ buffer: chunk.values, offset: 0, size: bytes });
+      clearBuffer({ buffer: chunk.grads, offset: 0, size: bytes });
+      return chunk;
+    });
+    this.slots = slots;
+  }
+
+  /** Total elements over all chunks, padding included. */
+  get length(): number {
+    return this.chunks.reduce((s, c) => s + c.length, 0);
+  }
+
+  /**
+   * A leaf tensor viewing `shape` at element `offset` inside slot `i` (the whole slot by default),
+   * requiring a gradient, with `.grad` viewing the same place in the gradient buffer. Views at an
+   * offset that is not a multiple of {@linkcode ARENA_ALIGN} (parts of a packed slot, like one of
+   * q/k/v in a fused projection) can be read, written and updated, but not bound to a kernel.
+   */
+  parameterTensor(i: number, name?: string, offset = 0, shape?: readonly number[]): Tensor {
+    this.#assertAlive();
+    const slot = this.slots[i];
+    const viewShape = shape ?? slot.shape;
+    const size = shapeSize(viewShape);
+    if (offset < 0 || offset + size > slot.size) {
+      throw new RangeError(
+        `arena: view of ${size} elements at ${offset} is outside slot ${i} of ${slot.size}`,
+      );
+    }
+    const chunk = this.chunks[slot.chunk];
+    const byteOffset = (slot.offset + offset) * 4;
+    const value = new Tensor(
+      viewShape,
+      "float32",
+      new Storage(chunk.values, byteOffset, size * 4, false),
+      byteOffset,
+    );
+    const grad = new Tensor(
+      viewShape,
+      "float32",
+      new Storage(chunk.grads, byteOffset, size * 4, false),
+      byteOffset,
+    );
+    value.requiresGrad = true;
+    value.name = name;
+    grad.name = name && `${name}.grad`;
+    value.grad = keep(grad);
+    return keep(value);
+  }
+
+  /** Records zero-filling of every gradient (one command per chunk). */
+  zeroGrads(): void {
+    this.#assertAlive();
+    for (const c of this.chunks) clearBuffer({ buffer: c.grads, offset: 0, size: c.length * 4 });
+  }
+
+  /** Destroys the buffers; tensors viewing them must not be used afterwards. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    for (const c of this.chunks) {
+      c.values.destroy();
+      c.grads.destroy();
+    }
+  }
+
+  #assertAlive(): void {
+    if (this.#destroyed) throw new Error("arena: used after destroy()");
+  }
+}
