@@ -91,11 +91,6 @@ export class Tensor {
   /** The byte range a kernel binds for this tensor; throws if the tensor was disposed. */
   range(): BufferRange {
     if (this.#disposed) throw new Error(`${this.describe()} was used after dispose()`);
-    if (this.byteOffset % 256 !== 0) {
-      throw new Error(
-        `${this.describe()} is a packed view at byte offset ${this.byteOffset}; bind copyOf() it instead`,
-      );
-    }
     return { buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.size * 4) };
   }
 
