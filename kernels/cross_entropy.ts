@@ -1,0 +1,409 @@
+/**
+ * Fused log-softmax + negative log-likelihood, with hard (int32 class) or soft (distribution)
+ * targets.
+ *
+ * Forward is one kernel over row blocks: one or more invocations stream each row once with an online
+ * max / sum of exponentials (in blocks of 64 logits, so long rows sum pairwise), combine their partial
+ * states in a fixed tree in workgroup memory, and write the row's loss and statistics (the max m and
+ * the log-sum-exp shifted by m, kept apart so that softmax stays exact for logits around 1e4). A
+ * single workgroup then sums the losses (and counts non-ignored rows) in a fixed order and divides on
+ * the GPU: bit-identical run to run, no readback. Backward is one elementwise kernel reading the saved
+ * statistics, the row count and the upstream gradient from the GPU. Inputs larger than one storage
+ * binding are processed in row chunks.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { grid, type Kernel, kernelFor, type ParamType } from "../engine/kernel.ts";
+import { dispatch } from "../engine/recorder.ts";
+import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
+import { formatShape, sameShape } from "../engine/shape.ts";
+import { bindingChunks, rowRange } from "./embedding.ts";
+
+/** Options of {@linkcode crossEntropy}. */
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (PyTorch's default -100). */
+  ignoreIndex?: number;
+  /**
+   * "mean" over non-ignored rows (default, PyTorch semantics: NaN when every row is ignored), "sum",
+   * or "none" ([N] losses, 0 for ignored rows).
+   */
+  reduction?: "mean" | "sum" | "none";
+}
+
+/** Options of {@linkcode softCrossEntropy}. */
+export interface SoftCrossEntropyOptions {
+  /** "mean" over rows (default), "sum", or "none" (one loss per row). */
+  reduction?: "mean" | "sum" | "none";
+}
+
+type Kind = "hard" | "soft";
+type Reduction = NonNullable<CrossEntropyOptions["reduction"]>;
+
+const REDUCE_THREADS = 256;
+const ELEMENT_THREADS = 256;
+
+/** How a row block is laid out: invocations per row and rows per workgroup. */
+interface RowLayout {
+  /** Invocations sharing one row, a power of two; 1 means a row per invocation and no barriers. */
+  readonly perRow: number;
+  /** Rows of one workgroup. */
+  readonly rows: number;
+}
+
+/**
+ * Short rows take one invocation each; longer ones are split so that each invocation streams about
+ * 16 logits. Software adapters run a workgroup on one CPU thread, so splitting a row only adds
+ * barriers: there every invocation takes a row (measured faster for C from 7 to 50257).
+ */
+function rowLayout(cols: number): RowLayout {
+  if (gpu().profile.isSoftware) return { perRow: 1, rows: 16 };
+  let perRow = 1;
+  while (perRow < 256 && perRow * 16 < cols) perRow *= 2;
+  return { perRow, rows: 256 / perRow };
+}
+
+/** Logits an invocation folds into a fresh block state before merging it, so long rows sum pairwise. */
+const BLOCK = 64;
+
+/**
+ * A row's running state as vec4(max m, sum of exp(z - m), sum of soft targets, sum of t * (z - m));
+ * `merge` combines two states as if one had seen both ranges. A vec4 rather than a struct: llvmpipe
+ * compiles workgroup arrays of structs about ten times slower.
+ */
+const WGSL_MERGE = `
+fn merge(x: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
+  let m = max(x.x, y.x);
+  return vec4<f32>(m, x.y * exp(x.x - m) + y.y * exp(y.x - m), x.z + y.z,
+                   x.w + x.z * (x.x - m) + y.w + y.z * (y.x - m));
+}
+`;
+
+/** WGSL folding logit z (and soft target t) into the block state m, s (total, a). */
+function updateCode(kind: Kind): string {
+  const soft = kind === "soft";
+  return `if (z > m) {
+          s = s * exp(m - z) + 1.0;${soft ? "\n          a += total * (m - z);" : ""}
+          m = z;
+        } else {
+          s += exp(z - m);
+        }${soft ? "\n        total += t;\n        a += t * (z - m);" : ""}`;
+}
+
+/** Forward: one row block per workgroup, writing each row's loss and statistics. */
+function rowKernel(kind: Kind, { perRow, rows: rowsPerGroup }: RowLayout): Kernel {
+  const soft = kind === "soft";
+  const groupSize = rowsPerGroup * perRow;
+  const stride = BLOCK * perRow;
+  const tree = perRow === 1 ? "" : `
+  w_state[lid] = state;
+  workgroupBarrier();
+  for (var half = ${perRow / 2}u; half > 0u; half >>= 1u) {
+    if (lane < half) {
+      state = merge(state, w_state[lid + half]);
+      w_state[lid] = state;
+    }
+    workgroupBarrier();
+  }`;
+  const finish = soft
+    ? `losses[row] = state.z * log_sum - state.w;
+    stats[row * 3u] = state.x;
+    stats[row * 3u + 1u] = log_sum;
+    stats[row * 3u + 2u] = state.z;`
+    : `let label = targets[row];
+    let valid = label >= 0 && u32(label) < params.cols;
+    let picked = logits[base + min(u32(label), params.cols - 1u)];
+    let loss = select(params.nan, log_sum - (picked - state.x), valid);
+    losses[row] = select(loss, 0.0, label == params.ignore_index);
+    stats[row * 2u] = state.x;
+    stats[row * 2u + 1u] = log_sum;`;
+  const params: Record<string, ParamType> = soft
+    ? { rows: "u32", cols: "u32" }
+    : { rows: "u32", cols: "u32", ignore_index: "i32", nan: "f32" };
+  return kernelFor(`cross_entropy_rows/${kind}/${perRow}x${rowsPerGroup}`, () => ({
+    name: `${kind}_cross_entropy_rows`,
+    params,
+    bindings: [
+      { name: "logits" },
+      { name: "targets", type: soft ? "f32" : "i32" },
+      { name: "losses", write: true },
+      { name: "stats", write: true },
+    ],
+    code: `${WGSL_MERGE}${perRow === 1 ? "" : `var<workgroup> w_state: array<vec4<f32>, ${groupSize}>;`}
+@compute @workgroup_size(${groupSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % ${perRow}u;
+  let row = (wid.x + wid.y * groups.x) * ${rowsPerGroup}u + lid / ${perRow}u;
+  let in_range = row < params.rows;
+  let base = row * params.cols;
+  var state = vec4<f32>(-3.0e38, 0.0, 0.0, 0.0);
+  if (in_range) {
+    for (var start = lane; start < params.cols; start += ${stride}u) {
+      var m = -3.0e38;
+      var s = 0.0;${soft ? "\n      var total = 0.0;\n      var a = 0.0;" : ""}
+      let end = min(params.cols, start + ${stride}u);
+      for (var j = start; j < end; j += ${perRow}u) {
+        let z = logits[base + j];${soft ? "\n        let t = targets[base + j];" : ""}
+        ${updateCode(kind)}
+      }
+      state = merge(state, vec4<f32>(m, s, ${soft ? "total, a" : "0.0, 0.0"}));
+    }
+  }${tree}
+  if (in_range && lane == 0u) {
+    let log_sum = log(state.y);
+    ${finish}
+  }
+}`,
+  }));
+}
+
+/** A single workgroup summing the row losses (and counting counted rows) in a fixed order. */
+function reduceLosses(kind: Kind, losses: Tensor, targets: Tensor, mean: boolean, ignore: number) {
+  const hard = kind === "hard";
+  const kernel = kernelFor(`cross_entropy_reduce/${kind}`, () => ({
+    name: `${kind}_cross_entropy_reduce`,
+    params: { rows: "u32", mean: "u32", ignore_index: "i32", nan: "f32" },
+    bindings: [
+      { name: "losses" },
+      ...(hard ? [{ name: "targets", type: "i32" as const }] : []),
+      { name: "out", write: true },
+      ...(hard ? [{ name: "count", write: true }] : []),
+    ],
+    code: `
+var<workgroup> w_loss: array<f32, ${REDUCE_THREADS}>;
+var<workgroup> w_count: array<f32, ${REDUCE_THREADS}>;
+@compute @workgroup_size(${REDUCE_THREADS})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var loss = 0.0;
+  var counted = 0.0;
+  for (var r = lid; r < params.rows; r += ${REDUCE_THREADS}u) {
+    loss += losses[r];
+    counted += ${hard ? "select(1.0, 0.0, targets[r] == params.ignore_index)" : "1.0"};
+  }
+  w_loss[lid] = loss;
+  w_count[lid] = counted;
+  workgroupBarrier();
+  for (var stride = ${REDUCE_THREADS / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      w_loss[lid] += w_loss[lid + stride];
+      w_count[lid] += w_count[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let total = w_loss[0];
+    let n = w_count[0];
+    out[0] = select(total, select(total / n, params.nan, n == 0.0), params.mean == 1u);${
+      hard ? "\n    count[0] = n;" : ""
+    }
+  }
+}`,
+  }));
+  const out = emptyTensor([]);
+  const count = hard ? emptyTensor([1]) : null;
+  const ranges = count ? [losses, targets, out, count] : [losses, out];
+  dispatch(kernel, [losses.size, mean ? 1 : 0, ignore, NaN], ranges.map((t) => t.range()), [1]);
+  return { out, count };
+}
+
+/** Validates logits [..., C] and the reduction, returning C. */
+function checkLogits(op: string, logits: Tensor, reduction: string): number {
+  if (logits.dtype !== "float32" || logits.rank === 0) {
+    throw new Error(`${op}: logits must be float32 [..., C], got ${logits.describe()}`);
+  }
+  const cols = logits.shape[logits.rank - 1];
+  if (cols === 0) throw new Error(`${op}: logits ${formatShape(logits.shape)} have no classes`);
+  if (!["mean", "sum", "none"].includes(reduction)) {
+    throw new Error(`${op}: reduction must be "mean", "sum" or "none", got "${reduction}"`);
+  }
+  return cols;
+}
+
+/**
+ * Fused log-softmax + negative log-likelihood: logits [N, C] (or [..., C]), int32 targets [N] (or
+ * [...]). Returns a scalar for "mean" and "sum", the per-row losses (targets' shape) for "none".
+ * A target outside [0, C) that is not `ignoreIndex` is an error when the targets have host values,
+ * and gives a NaN loss otherwise.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  const { ignoreIndex = -100, reduction = "mean" } = options;
+  const cols = checkLogits("crossEntropy", logits, reduction);
+  if (targets.dtype !== "int32" || !sameShape(targets.shape, logits.shape.slice(0, -1))) {
+    throw new Error(
+      `crossEntropy: targets ${targets.describe()} do not match logits ${formatShape(logits.shape)}; ` +
+        `expected int32${formatShape(logits.shape.slice(0, -1))}`,
+    );
+  }
+  if (!Number.isInteger(ignoreIndex)) {
+    throw new Error(`crossEntropy: ignoreIndex ${ignoreIndex} is not an integer`);
+  }
+  for (const t of targets.hostValues ?? []) {
+    if (t !== ignoreIndex && !(t >= 0 && t < cols)) {
+      throw new RangeError(
+        `crossEntropy: target ${t} is outside [0, ${cols}) for logits ${formatShape(logits.shape)} ` +
+          `and is not ignoreIndex (${ignoreIndex})`,
+      );
+    }
+  }
+  return lossOp("hard", logits, targets, cols, reduction, ignoreIndex);
+}
+
+/**
+ * Cross-entropy with soft targets: -sum_c t_c * log_softmax(z)_c per row (distillation); targets
+ * [N, C] float32 like the logits, rows need not sum to 1. Both inputs get gradients if they need them.
+ */
+export function softCrossEntropy(
+  logits: Tensor,
+  targets: Tensor,
+  options: SoftCrossEntropyOptions = {},
+): Tensor {
+  const { reduction = "mean" } = options;
+  const cols = checkLogits("softCrossEntropy", logits, reduction);
+  if (targets.dtype !== "float32" || !sameShape(targets.shape, logits.shape)) {
+    throw new Error(
+      `softCrossEntropy: targets ${targets.describe()} do not match logits ${formatShape(logits.shape)}; ` +
+        `expected float32${formatShape(logits.shape)}`,
+    );
+  }
+  return lossOp("soft", logits, targets, cols, reduction, 0);
+}
+
+/** Forward, reduction and autograd link shared by both losses; `ignore` is unused for soft targets. */
+function lossOp(
+  kind: Kind,
+  logits: Tensor,
+  targets: Tensor,
+  cols: number,
+  reduction: Reduction,
+  ignore: number,
+) {
+  const soft = kind === "soft";
+  const op = soft ? "softCrossEntropy" : "crossEntropy";
+  const rowShape = logits.shape.slice(0, -1);
+  const rows = logits.size / cols;
+  const chunks = bindingChunks(op, rows, soft ? [cols * 4, 4, 12] : [cols * 4, 4, 4, 8]);
+  const statWidth = soft ? 3 : 2;
+  const losses = emptyTensor(rowShape);
+  const stats = emptyTensor([rows, statWidth]);
+  const layout = rowLayout(cols);
+  const kernel = rowKernel(kind, layout);
+  for (const [first, count] of chunks) {
+    dispatch(
+      kernel,
+      soft ? [count, cols] : [count, cols, ignore, NaN],
+      [
+        rowRange(logits, cols, first, count),
+        rowRange(targets, soft ? cols : 1, first, count),
+        rowRange(losses, 1, first, count),
+        rowRange(stats, statWidth, first, count),
+      ],
+      grid(count, layout.rows),
+    );
+  }
+  let out = losses;
+  let count: Tensor | null = null;
+  if (reduction !== "none") {
+    ({ out, count } = reduceLosses(kind, losses, targets, reduction === "mean", ignore));
+    losses.dispose();
+  }
+  if (!needsGrad(logits, targets)) {
+    stats.dispose();
+    count?.dispose();
+    return out;
+  }
+  return attachGrad(out, op, [logits, targets], (g) => {
+    const perRowGrad = reduction === "none";
+    const wantLogits = logits.requiresGrad;
+    const wantTargets = soft && targets.requiresGrad;
+    const dlogits = wantLogits ? emptyTensor(logits.shape) : null;
+    const dtargets = wantTargets ? emptyTensor(targets.shape) : null;
+    const kernel = backwardKernel(kind, wantLogits, wantTargets);
+    for (const [first, rowCount] of chunks) {
+      const gRange = perRowGrad ? rowRange(g, 1, first, rowCount) : g.range();
+      const params = soft
+        ? [rowCount, cols, perRowGrad ? 1 : 0, reduction === "mean" ? 1 / rows : 1]
+        : [rowCount, cols, perRowGrad ? 1 : 0, reduction === "mean" ? 1 : 0, ignore];
+      dispatch(
+        kernel,
+        params,
+        [
+          rowRange(logits, cols, first, rowCount),
+          rowRange(targets, soft ? cols : 1, first, rowCount),
+          rowRange(stats, statWidth, first, rowCount),
+          gRange,
+          ...(soft ? [] : [count ? count.range() : gRange]),
+          ...[dlogits, dtargets].filter((t): t is Tensor => t !== null).map((t) =>
+            rowRange(t, cols, first, rowCount)
+          ),
+        ],
+        backwardGrid(rowCount, cols),
+      );
+    }
+    return [dlogits, dtargets];
+  });
+}
+
+/**
+ * Backward workgroups: [column blocks, rows], rows folded into z beyond the per-dimension limit. GPUs
+ * get a block per 256 logits; software adapters pay per workgroup, so one block walks the whole row.
+ */
+function backwardGrid(rows: number, cols: number): [number, number, number] {
+  const { isSoftware, maxWorkgroupsPerDimension } = gpu().profile;
+  const y = Math.min(rows, maxWorkgroupsPerDimension);
+  return [isSoftware ? 1 : Math.ceil(cols / ELEMENT_THREADS), y, Math.ceil(rows / Math.max(1, y))];
+}
+
+/**
+ * Backward: workgroups spanning the columns of one row (the row's statistics and upstream gradient
+ * are uniform loads, no index is divided), each invocation stepping through its row by the width of
+ * all column blocks.
+ */
+function backwardKernel(kind: Kind, wantLogits: boolean, wantTargets: boolean): Kernel {
+  const soft = kind === "soft";
+  const outputs = [...(wantLogits ? ["dlogits"] : []), ...(wantTargets ? ["dtargets"] : [])];
+  const prelude = soft
+    ? `let m = stats[row * 3u];
+  let log_sum = stats[row * 3u + 1u];
+  let total = stats[row * 3u + 2u];
+  let scale = g[row * params.g_stride] * params.factor;`
+    : `let m = stats[row * 2u];
+  let log_sum = stats[row * 2u + 1u];
+  let label = targets[row];
+  let hot = select(params.cols, u32(label), label >= 0);
+  let divisor = select(1.0, count[0], params.mean == 1u);
+  let scale = select(g[row * params.g_stride] / divisor, 0.0, label == params.ignore_index);`;
+  const body = soft
+    ? `let shifted = logits[i] - m - log_sum;${
+      wantLogits ? "\n    dlogits[i] = (exp(shifted) * total - targets[i]) * scale;" : ""
+    }${wantTargets ? "\n    dtargets[i] = -shifted * scale;" : ""}`
+    : `let p = exp(logits[i] - m - log_sum);
+    dlogits[i] = (p - select(0.0, 1.0, col == hot)) * scale;`;
+  const params: Record<string, ParamType> = soft
+    ? { rows: "u32", cols: "u32", g_stride: "u32", factor: "f32" }
+    : { rows: "u32", cols: "u32", g_stride: "u32", mean: "u32", ignore_index: "i32" };
+  return kernelFor(`cross_entropy_backward/${kind}/${outputs.join(",")}`, () => ({
+    name: `${kind}_cross_entropy_backward`,
+    params,
+    bindings: [
+      { name: "logits" },
+      { name: "targets", type: soft ? "f32" : "i32" },
+      { name: "stats" },
+      { name: "g" },
+      ...(soft ? [] : [{ name: "count" }]),
+      ...outputs.map((name) => ({ name, write: true })),
+    ],
+    code: `
+@compute @workgroup_size(${ELEMENT_THREADS})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u,
+        @builtin(num_workgroups) groups: vec3u) {
+  let row = wid.y + wid.z * groups.y;
+  if (row >= params.rows) { return; }
+  ${prelude}
+  for (var col = gid.x; col < params.cols; col += groups.x * ${ELEMENT_THREADS}u) {
+    let i = row * params.cols + col;
+    ${body}
+  }
+}`,
+  }));
+}

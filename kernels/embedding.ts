@@ -1,0 +1,275 @@
+/**
+ * Embedding lookup: rows of a [V, C] table picked by int32 ids, with a deterministic backward.
+ *
+ * Forward is one coalesced copy kernel (an invocation per output element, vec4 when C is a multiple
+ * of 4). Backward groups the positions by id on the host from the ids' host values (a counting sort,
+ * stable in position), uploads the grouping, and runs one kernel with a workgroup per (unique id,
+ * column block) that sums that id's gradient rows in position order; rows of unused ids are zero.
+ * No atomics, so gradients are bit-identical run to run. Tables larger than one storage binding
+ * (GPT-2's 50257 x 768 on llvmpipe's 128 MiB) are bound in row chunks.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { type BufferRange, clearBuffer, dispatch } from "../engine/recorder.ts";
+import { attachGrad, emptyTensor, needsGrad, type Tensor, tensor } from "../engine/tensor.ts";
+import { formatShape } from "../engine/shape.ts";
+
+const FORWARD_WORKGROUP = 256;
+
+/**
+ * Row runs [first, count] such that, for each per-row byte size in `rowBytes`, the rows of a run fit
+ * one storage binding and start on the binding offset alignment; one run when everything fits.
+ */
+export function bindingChunks(op: string, rows: number, rowBytes: readonly number[]): [number, number][] {
+  const { maxStorageBindingBytes: limit, storageOffsetAlignment: align } = gpu().profile;
+  const fitting = Math.min(...rowBytes.map((b) => Math.floor(limit / b)));
+  if (rows <= fitting) return [[0, rows]];
+  const step = rowBytes.reduce((s, b) => lcm(s, align / gcd(align, b)), 1);
+  const perChunk = Math.floor(fitting / step) * step;
+  if (perChunk === 0) {
+    throw new RangeError(
+      `${op}: ${step} rows of ${Math.max(...rowBytes)} bytes exceed maxStorageBindingBytes (${limit})`,
+    );
+  }
+  const chunks: [number, number][] = [];
+  for (let first = 0; first < rows; first += perChunk) chunks.push([first, Math.min(perChunk, rows - first)]);
+  return chunks;
+}
+
+/** The byte range of rows [first, first + count) of a tensor whose rows hold `rowElements` elements. */
+export function rowRange(t: Tensor, rowElements: number, first: number, count: number): BufferRange {
+  const range = t.range();
+  return {
+    buffer: range.buffer,
+    offset: range.offset + first * rowElements * 4,
+    size: Math.max(4, count * rowElements * 4),
+  };
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+function lcm(a: number, b: number): number {
+  return (a / gcd(a, b)) * b;
+}
+
+/** Options of {@linkcode gatherRows}. */
+export interface GatherOptions {
+  /** Like `nn.Embedding(padding_idx=...)`: this id's row receives no gradient. */
+  paddingIndex?: number | null;
+}
+
+/**
+ * Rows of `table` [V, C] picked by int32 `ids` of any shape -> [...ids.shape, C]; an id outside
+ * [0, V) is an error. The table's gradient needs the ids' host values (ids made with `tensor()` or
+ * `writeTensor()`), from which the backward groups positions by id.
+ */
+export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = {}): Tensor {
+  if (table.dtype !== "float32" || table.rank !== 2) {
+    throw new Error(`gatherRows: table must be a float32 [V, C] tensor, got ${table.describe()}`);
+  }
+  if (ids.dtype !== "int32") throw new Error(`gatherRows: ids must be int32, got ${ids.describe()}`);
+  const [vocab, cols] = table.shape;
+  const hostIds = ids.hostValues;
+  if (hostIds) {
+    for (const id of hostIds) {
+      if (!(id >= 0 && id < vocab)) {
+        throw new RangeError(
+          `gatherRows: id ${id} is outside [0, ${vocab}) for table ${formatShape(table.shape)}`,
+        );
+      }
+    }
+  } else if (needsGrad(table)) {
+    throw new Error(
+      `gatherRows: the table's gradient needs the ids' host values; create ${ids.describe()} ` +
+        "from host values (tensor() or writeTensor())",
+    );
+  }
+  const out = emptyTensor([...ids.shape, cols]);
+  gatherForward(table, ids, out);
+  return attachGrad(out, "gatherRows", [table, ids], (g) => [
+    table.requiresGrad ? gatherBackward(g, hostIds!, vocab, cols, options.paddingIndex ?? null) : null,
+    null,
+  ]);
+}
+
+/** Width of the vector type a kernel moves: vec4 when rows are whole vec4s. */
+function vectorWidth(cols: number): 1 | 4 {
+  return cols % 4 === 0 ? 4 : 1;
+}
+
+function gatherForward(table: Tensor, ids: Tensor, out: Tensor): void {
+  const [vocab, cols] = table.shape;
+  const width = vectorWidth(cols);
+  const type = width === 4 ? "vec4<f32>" : "f32";
+  const kernel = kernelFor(`gather_rows/${width}`, () => ({
+    name: "gather_rows",
+    params: {
+      count: "u32",
+      cols: "u32",
+      row_first: "u32",
+      row_count: "u32",
+      vocab: "u32",
+      zero_invalid: "u32",
+    },
+    bindings: [{ name: "ids", type: "i32" }, { name: "table", type }, { name: "out", type, write: true }],
+    code: `
+@compute @workgroup_size(${FORWARD_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(FORWARD_WORKGROUP)};
+  if (i >= params.count) { return; }
+  let row = i / params.cols;
+  let id = ids[row];
+  let local = u32(id) - params.row_first;
+  if (id >= 0 && u32(id) >= params.row_first && local < params.row_count) {
+    out[i] = table[local * params.cols + i - row * params.cols];
+  } else if (params.zero_invalid == 1u && (id < 0 || u32(id) >= params.vocab)) {
+    // Ids that no chunk owns (possible only without host values to validate) read as zeros.
+    out[i] = ${type}(0.0);
+  }
+}`,
+  }));
+  const vecCols = cols / width;
+  const outChunks = bindingChunks("gatherRows", ids.size, [cols * 4, 4]);
+  const tableChunks = bindingChunks("gatherRows", vocab, [cols * 4]);
+  for (const [rowFirst, rowCount] of tableChunks) {
+    for (const [first, count] of outChunks) {
+      dispatch(
+        kernel,
+        [count * vecCols, vecCols, rowFirst, rowCount, vocab, rowFirst === 0 ? 1 : 0],
+        [
+          rowRange(ids, 1, first, count),
+          rowRange(table, cols, rowFirst, rowCount),
+          rowRange(out, cols, first, count),
+        ],
+        grid(count * vecCols, FORWARD_WORKGROUP),
+      );
+    }
+  }
+}
+
+/**
+ * Positions grouped by id, packed as one int32 array: the sorted unique ids (U), the segment starts
+ * (U + 1) and the positions (N) in (id, position) order, by a counting sort over the vocabulary.
+ * Positions holding `skipped` (the padding index) are left out.
+ */
+function groupPositions(
+  ids: Int32Array,
+  vocab: number,
+  skipped: number | null,
+): { packed: Int32Array; unique: number } {
+  const counts = new Int32Array(vocab + 1);
+  let kept = 0;
+  for (const id of ids) {
+    if (id === skipped) continue;
+    counts[id + 1]++;
+    kept++;
+  }
+  let unique = 0;
+  for (let v = 1; v <= vocab; v++) {
+    if (counts[v] > 0) unique++;
+    counts[v] += counts[v - 1];
+  }
+  const packed = new Int32Array(2 * unique + 1 + kept);
+  const positionsAt = 2 * unique + 1;
+  let segment = 0;
+  for (let v = 0; v < vocab; v++) {
+    if (counts[v + 1] === counts[v]) continue;
+    packed[segment] = v;
+    packed[unique + segment] = counts[v];
+    segment++;
+  }
+  packed[2 * unique] = kept;
+  const next = counts.subarray(0, vocab);
+  for (let position = 0; position < ids.length; position++) {
+    if (ids[position] !== skipped) packed[positionsAt + next[ids[position]]++] = position;
+  }
+  return { packed, unique };
+}
+
+function gatherBackward(
+  g: Tensor,
+  hostIds: Int32Array,
+  vocab: number,
+  cols: number,
+  skipped: number | null,
+): Tensor {
+  const { maxStorageBindingBytes, isSoftware } = gpu().profile;
+  if (g.size * 4 > maxStorageBindingBytes) {
+    throw new RangeError(
+      `gatherRows backward: gradient ${formatShape(g.shape)} exceeds maxStorageBindingBytes ` +
+        `(${maxStorageBindingBytes}); gather fewer rows per call`,
+    );
+  }
+  const grad = emptyTensor([vocab, cols]);
+  clearBuffer(grad.range());
+  const { packed, unique } = groupPositions(hostIds, vocab, skipped);
+  if (unique === 0) return grad;
+  const grouping = tensor(packed, { dtype: "int32" });
+  const width = vectorWidth(cols);
+  const type = width === 4 ? "vec4<f32>" : "f32";
+  // Software rasterisers run a workgroup per CPU thread, so narrow blocks keep both cores busy.
+  const threads = isSoftware ? 64 : 256;
+  const kernel = kernelFor(`gather_rows_backward/${width}/${threads}`, () => ({
+    name: "gather_rows_backward",
+    params: {
+      cols: "u32",
+      col_blocks: "u32",
+      segment_first: "u32",
+      segment_count: "u32",
+      starts_at: "u32",
+      positions_at: "u32",
+      row_first: "u32",
+    },
+    bindings: [{ name: "grouping", type: "i32" }, { name: "g", type }, { name: "grad", type, write: true }],
+    code: `
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let block = wid.x + wid.y * groups.x;
+  let segment = block / params.col_blocks;
+  let col = (block - segment * params.col_blocks) * ${threads}u + lid;
+  if (segment >= params.segment_count || col >= params.cols) { return; }
+  let s = params.segment_first + segment;
+  let row = u32(grouping[s]) - params.row_first;
+  let start = u32(grouping[params.starts_at + s]);
+  let end = u32(grouping[params.starts_at + s + 1u]);
+  var acc = ${type}(0.0);
+  var k = start;
+  // Four loads in flight per step keep long segments (a repeated padding id) from being latency-bound;
+  // the additions stay in position order.
+  for (; k + 4u <= end; k += 4u) {
+    let at = params.positions_at + k;
+    let g0 = g[u32(grouping[at]) * params.cols + col];
+    let g1 = g[u32(grouping[at + 1u]) * params.cols + col];
+    let g2 = g[u32(grouping[at + 2u]) * params.cols + col];
+    let g3 = g[u32(grouping[at + 3u]) * params.cols + col];
+    acc = (((acc + g0) + g1) + g2) + g3;
+  }
+  for (; k < end; k++) {
+    acc += g[u32(grouping[params.positions_at + k]) * params.cols + col];
+  }
+  grad[row * params.cols + col] = acc;
+}`,
+  }));
+  const vecCols = cols / width;
+  const colBlocks = Math.ceil(vecCols / threads);
+  let segmentFirst = 0;
+  for (const [rowFirst, rowCount] of bindingChunks("gatherRows backward", vocab, [cols * 4])) {
+    let segmentEnd = segmentFirst;
+    while (segmentEnd < unique && packed[segmentEnd] < rowFirst + rowCount) segmentEnd++;
+    const segments = segmentEnd - segmentFirst;
+    dispatch(
+      kernel,
+      [vecCols, colBlocks, segmentFirst, segments, unique, 2 * unique + 1, rowFirst],
+      [grouping.range(), g.range(), rowRange(grad, cols, rowFirst, rowCount)],
+      grid(segments * colBlocks, 1),
+    );
+    segmentFirst = segmentEnd;
+  }
+  grouping.dispose();
+  return grad;
+}

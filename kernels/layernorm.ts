@@ -1,0 +1,368 @@
+/**
+ * LayerNorm over the last axis, as `torch.nn.functional.layer_norm(x, [C], gamma, beta, eps)`.
+ *
+ * Forward is one row kernel (the layout of kernels/softmax.ts: a row spread over a workgroup or a
+ * fraction of one, its values kept in registers): a shifted two-pass mean and biased variance, two
+ * fixed-order trees, then the affine output; the per-row mean (relative to the row's first value)
+ * and 1/std are saved for backward.
+ * Backward is a row kernel for dx and, for gamma and beta, a column kernel that writes per-row-block
+ * partial sums followed by a second pass of the same kernel that adds the blocks in order, so no
+ * atomics are needed and results are bit-identical run to run.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { grid, kernelFor } from "../engine/kernel.ts";
+import { dispatch } from "../engine/recorder.ts";
+import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import { formatShape, sameShape } from "../engine/shape.ts";
+import {
+  assertBindable,
+  layoutKey,
+  rowGrid,
+  rowKernel,
+  rowLayout,
+  rowLoops,
+  rowReduce,
+  vectorHelpers,
+  vectorType,
+  vectorWidth,
+} from "./softmax.ts";
+
+const sumOf = (a: string, b: string) => `${a} + ${b}`;
+
+/** Rows whose parameter-gradient terms one workgroup adds before the blocks are added together. */
+const BLOCK_ROWS = 128;
+
+/**
+ * Writes y and, for every row of x viewed as [rows, cols], its mean minus its first value and
+ * 1/sqrt(var + eps): backward recomputes x - mean as (x - x[row, 0]) - centre, exactly as here, which
+ * a float32 mean would spoil for rows with a large offset.
+ */
+function forward(
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  eps: number,
+  rows: number,
+  cols: number,
+  outputs: { y: Tensor; centre: Tensor; rstd: Tensor },
+): void {
+  const layout = rowLayout(cols);
+  const type = vectorType(layout.width);
+  // Sums are taken of x minus the row's first value, so that a constant row gives exactly zero
+  // variance (y = beta) and a large offset does not swamp the deviations.
+  const kernel = kernelFor(`layernorm_forward/${layoutKey(layout)}`, () => ({
+    name: "layernorm_forward",
+    params: { rows: "u32", cols: "u32", eps: "f32" },
+    bindings: [
+      { name: "x", type },
+      { name: "gamma", type },
+      { name: "beta", type },
+      { name: "y", type, write: true },
+      { name: "centre", write: true },
+      { name: "rstd", write: true },
+    ],
+    code: rowKernel(
+      layout,
+      `${rowReduce("reduce_sum", "f32", sumOf, layout)}\n${
+        rowReduce("reduce_squares", "f32", sumOf, layout)
+      }`,
+      `var shift = 0.0;
+  if (valid) { shift = first(x[base]); }
+  var shifted: array<V, ${layout.perThread}>;
+  var s = V(0.0);
+  ${rowLoops(layout, "shifted[k] = x[base + j] - shift; s += shifted[k];", "s += x[base + j] - shift;")}
+  let n = f32(params.cols);
+  let mu = reduce_sum(hsum(s), lane, slot) / n;
+  var q = V(0.0);
+  ${
+        rowLoops(
+          layout,
+          "let c = shifted[k] - mu; q += c * c;",
+          "let c = (x[base + j] - shift) - mu; q += c * c;",
+        )
+      }
+  let r = inverseSqrt(reduce_squares(hsum(q), lane, slot) / n + params.eps);
+  ${
+        rowLoops(
+          layout,
+          "y[base + j] = (shifted[k] - mu) * r * gamma[j] + beta[j];",
+          "y[base + j] = ((x[base + j] - shift) - mu) * r * gamma[j] + beta[j];",
+        )
+      }
+  if (valid && lane == 0u) {
+    centre[row] = mu;
+    rstd[row] = r;
+  }`,
+    ),
+  }));
+  const { y, centre, rstd } = outputs;
+  dispatch(
+    kernel,
+    [rows, cols, eps],
+    [x.range(), gamma.range(), beta.range(), y.range(), centre.range(), rstd.range()],
+    rowGrid(rows, layout),
+  );
+}
+
+/** dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, per row. */
+function inputGradient(
+  x: Tensor,
+  gamma: Tensor,
+  dy: Tensor,
+  centre: Tensor,
+  rstd: Tensor,
+  rows: number,
+  cols: number,
+): Tensor {
+  const layout = rowLayout(cols);
+  const type = vectorType(layout.width);
+  const kernel = kernelFor(`layernorm_backward/${layoutKey(layout)}`, () => ({
+    name: "layernorm_backward",
+    params: { rows: "u32", cols: "u32" },
+    bindings: [
+      { name: "x", type },
+      { name: "gamma", type },
+      { name: "dy", type },
+      { name: "centre" },
+      { name: "rstd" },
+      { name: "dx", type, write: true },
+    ],
+    code: rowKernel(
+      layout,
+      rowReduce("reduce_pair", "vec2<f32>", sumOf, layout),
+      `var x0 = 0.0;
+  var mu = 0.0;
+  var r = 0.0;
+  if (valid) {
+    x0 = first(x[base]);
+    mu = centre[row];
+    r = rstd[row];
+  }
+  var gs: array<V, ${layout.perThread}>;
+  var hs: array<V, ${layout.perThread}>;
+  var sg = V(0.0);
+  var sgh = V(0.0);
+  ${
+        rowLoops(
+          layout,
+          "gs[k] = dy[base + j] * gamma[j]; hs[k] = ((x[base + j] - x0) - mu) * r; sg += gs[k]; sgh += gs[k] * hs[k];",
+          "let g = dy[base + j] * gamma[j]; let h = ((x[base + j] - x0) - mu) * r; sg += g; sgh += g * h;",
+        )
+      }
+  let m = reduce_pair(vec2<f32>(hsum(sg), hsum(sgh)), lane, slot) / f32(params.cols);
+  ${
+        rowLoops(
+          layout,
+          "dx[base + j] = r * (gs[k] - m.x - hs[k] * m.y);",
+          "let g = dy[base + j] * gamma[j]; let h = ((x[base + j] - x0) - mu) * r; dx[base + j] = r * (g - m.x - h * m.y);",
+        )
+      }`,
+    ),
+  }));
+  const dx = emptyTensor(x.shape);
+  dispatch(
+    kernel,
+    [rows, cols],
+    [x.range(), gamma.range(), dy.range(), centre.range(), rstd.range(), dx.range()],
+    rowGrid(rows, layout),
+  );
+  return dx;
+}
+
+/** How the column sums of parameter gradients split a block of rows over a workgroup. */
+export interface ColumnLayout {
+  /** Vector columns per workgroup. */
+  readonly tile: number;
+  /** Invocations per column that split the block's rows (a power of two), added by a tree. */
+  readonly lanes: number;
+}
+
+const GPU_COLUMNS: ColumnLayout = { tile: 32, lanes: 8 };
+const SOFTWARE_COLUMNS: ColumnLayout = { tile: 64, lanes: 1 };
+let forcedColumns: ColumnLayout | null = null;
+
+/**
+ * Forces the column layout of the parameter-gradient sums, or restores the per-adapter choice with
+ * null; tests use it to run the GPU's lane tree on a CPU adapter.
+ */
+export function forceColumnLayout(layout: ColumnLayout | null): void {
+  if (layout && !(layout.tile >= 1 && layout.lanes >= 1 && (layout.lanes & (layout.lanes - 1)) === 0)) {
+    throw new Error(`forceColumnLayout: invalid layout ${JSON.stringify(layout)}`);
+  }
+  forcedColumns = layout;
+}
+
+/** One input of {@linkcode columnSums}: a WGSL binding name and its tensor. */
+interface ColumnInput {
+  /** Binding name used by the terms. */
+  readonly name: string;
+  /** The tensor bound. */
+  readonly tensor: Tensor;
+  /** True for [rows] tensors, read one float per row; others are [rows, cols], read in vectors. */
+  readonly perRow?: boolean;
+}
+
+/**
+ * Column sums of WGSL terms over blocks of `blockRows` rows: for every term, a [blocks, cols] tensor
+ * (or [cols] when one block covers the rows) whose element (b, c) adds the term over rows of block
+ * b in a fixed order. Terms read input vectors at `i` (row `r`, vector column `col`) and per-row
+ * values at `r`. A workgroup takes a tile of vector columns; on GPUs 8 lanes per column split the
+ * block's rows and a tree in workgroup memory adds the lanes, on software adapters one lane walks
+ * the block (no barrier).
+ */
+function columnSums(
+  variant: string,
+  inputs: readonly ColumnInput[],
+  terms: readonly string[],
+  rows: number,
+  cols: number,
+  blockRows: number,
+): Tensor[] {
+  const width = vectorWidth(cols);
+  const type = vectorType(width);
+  const { tile, lanes } = forcedColumns ?? (gpu().profile.isSoftware ? SOFTWARE_COLUMNS : GPU_COLUMNS);
+  const threads = tile * lanes;
+  const tree = (k: number) =>
+    lanes === 1 ? "" : `
+  tree${k}[lid] = acc${k};
+  workgroupBarrier();
+  for (var stride = ${lanes / 2}u; stride > 0u; stride >>= 1u) {
+    if (lane < stride) { tree${k}[lid] += tree${k}[lid + stride * ${tile}u]; }
+    workgroupBarrier();
+  }
+  acc${k} = tree${k}[lid];`;
+  const kernel = kernelFor(`layernorm_column_sums/${variant}/${width}/${tile}x${lanes}`, () => ({
+    name: "layernorm_column_sums",
+    params: { rows: "u32", vectors: "u32", block_rows: "u32", blocks: "u32" },
+    bindings: [
+      ...inputs.map((input) => ({ name: input.name, type: input.perRow ? "f32" as const : type })),
+      ...terms.map((_, k) => ({ name: `out${k}`, type, write: true })),
+    ],
+    code: `
+${vectorHelpers(width)}
+${lanes === 1 ? "" : terms.map((_, k) => `var<workgroup> tree${k}: array<V, ${threads}>;`).join("\n")}
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let tiles = (params.vectors + ${tile - 1}u) / ${tile}u;
+  let group = wid.x + wid.y * groups.x;
+  let col = (group % tiles) * ${tile}u + lid % ${tile}u;
+  let lane = lid / ${tile}u;
+  let block = group / tiles;
+  let valid = col < params.vectors && block < params.blocks;
+  let start = block * params.block_rows;
+  let end = select(start, min(start + params.block_rows, params.rows), valid);
+  ${terms.map((_, k) => `var acc${k} = V(0.0);`).join("\n  ")}
+  for (var r = start + lane; r < end; r += ${lanes}u) {
+    let i = r * params.vectors + col;
+    ${terms.map((term, k) => `acc${k} += ${term};`).join("\n    ")}
+  }
+  ${terms.map((_, k) => tree(k)).join("")}
+  if (valid && lane == 0u) {
+    ${terms.map((_, k) => `out${k}[block * params.vectors + col] = acc${k};`).join("\n    ")}
+  }
+}`,
+  }));
+  const blocks = Math.ceil(rows / blockRows);
+  const vectors = cols / width;
+  const outputs = terms.map(() => emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
+  dispatch(
+    kernel,
+    [rows, vectors, blockRows, blocks],
+    [...inputs.map((input) => input.tensor), ...outputs].map((t) => t.range()),
+    grid(Math.ceil(vectors / tile) * blocks, 1),
+  );
+  return outputs;
+}
+
+/**
+ * Gradients of gamma (sum over rows of dy * xhat) and beta (sum over rows of dy), null where not
+ * wanted: per-block partial sums, then one more pass adding the blocks in order.
+ */
+function paramGradients(
+  wantGamma: boolean,
+  wantBeta: boolean,
+  x: Tensor,
+  dy: Tensor,
+  centre: Tensor,
+  rstd: Tensor,
+  rows: number,
+  cols: number,
+): [Tensor | null, Tensor | null] {
+  if (!wantGamma && !wantBeta) return [null, null];
+  const wanted = [wantGamma, wantBeta].filter((w) => w).length;
+  let grads: Tensor[];
+  if (rows === 0) grads = Array.from({ length: wanted }, () => zeros([cols]));
+  else {
+    const perRow = (name: string, tensor: Tensor) => ({ name, tensor, perRow: true });
+    const inputs: ColumnInput[] = wantGamma
+      ? [{ name: "x", tensor: x }, { name: "dy", tensor: dy }, perRow("centre", centre), perRow("rstd", rstd)]
+      : [{ name: "dy", tensor: dy }];
+    const terms = [
+      ...(wantGamma ? ["dy[i] * (((x[i] - first(x[r * params.vectors])) - centre[r]) * rstd[r])"] : []),
+      ...(wantBeta ? ["dy[i]"] : []),
+    ];
+    const variant = wantGamma && wantBeta ? "both" : wantGamma ? "gamma" : "beta";
+    const blocks = Math.ceil(rows / BLOCK_ROWS);
+    const partials = columnSums(variant, inputs, terms, rows, cols, BLOCK_ROWS);
+    if (blocks === 1) grads = partials;
+    else {
+      const names = partials.map((_, k) => `part${k}`);
+      grads = columnSums(
+        `blocks${wanted}`,
+        partials.map((tensor, k) => ({ name: names[k], tensor })),
+        names.map((name) => `${name}[i]`),
+        blocks,
+        cols,
+        blocks,
+      );
+      for (const p of partials) p.dispose();
+    }
+  }
+  const [first, second] = grads;
+  if (wantGamma && wantBeta) return [first, second];
+  return wantGamma ? [first, null] : [null, first];
+}
+
+/**
+ * LayerNorm over the last axis, as `torch.nn.functional.layer_norm(x, [C], gamma, beta, eps)`:
+ * x [..., C], gamma and beta [C]; the variance is biased (divided by C) and `eps` is added to it.
+ */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
+  for (const t of [x, gamma, beta]) {
+    if (t.dtype !== "float32") throw new Error(`layerNorm: ${t.describe()} is not float32`);
+  }
+  if (x.rank === 0 || x.shape[x.rank - 1] === 0) {
+    throw new Error(`layerNorm: x ${formatShape(x.shape)} has no values along its last axis to normalise`);
+  }
+  const cols = x.shape[x.rank - 1];
+  const rows = x.size / cols;
+  for (const [name, t] of [["gamma", gamma], ["beta", beta]] as const) {
+    if (!sameShape(t.shape, [cols])) {
+      throw new Error(
+        `layerNorm: ${name} ${formatShape(t.shape)} does not match the last dimension of x ${
+          formatShape(x.shape)
+        } (expected [${cols}])`,
+      );
+    }
+  }
+  if (!(eps >= 0 && Number.isFinite(eps))) {
+    throw new Error(`layerNorm: eps must be a finite number >= 0, got ${eps}`);
+  }
+  assertBindable("layerNorm", x);
+  const y = emptyTensor(x.shape);
+  const centre = emptyTensor([rows]);
+  const rstd = emptyTensor([rows]);
+  forward(x, gamma, beta, eps, rows, cols, { y, centre, rstd });
+  if (!needsGrad(x, gamma, beta)) {
+    centre.dispose();
+    rstd.dispose();
+    return y;
+  }
+  return attachGrad(y, "layerNorm", [x, gamma, beta], (g) => {
+    const dx = x.requiresGrad ? inputGradient(x, gamma, g, centre, rstd, rows, cols) : null;
+    return [dx, ...paramGradients(gamma.requiresGrad, beta.requiresGrad, x, g, centre, rstd, rows, cols)];
+  });
+}

@@ -1,0 +1,241 @@
+import { type DeviceProfile, gpu } from "../engine/device.ts";
+import { Random } from "../engine/random.ts";
+import { traceDispatches } from "../engine/recorder.ts";
+import { type Tensor, tensor } from "../engine/tensor.ts";
+import { gatherRows } from "../kernels/embedding.ts";
+import { gatherRowsBackward, gatherRowsForward } from "../kernels/reference/embedding.ts";
+import {
+  assertBitwiseEqual,
+  assertClose,
+  dot,
+  f64,
+  maxAbs,
+  numericGradient,
+  randomValues,
+  setup,
+} from "./helpers.ts";
+
+await setup();
+
+type Pattern = "repeats" | "single" | "distinct";
+
+function makeIds(count: number, vocab: number, pattern: Pattern, seed: number): Int32Array {
+  const random = new Random(seed);
+  if (pattern === "single") return new Int32Array(count).fill(random.int(vocab));
+  if (pattern === "repeats") return Int32Array.from({ length: count }, () => random.int(vocab));
+  const order = Array.from({ length: vocab }, (_, i) => i);
+  for (let i = vocab - 1; i > 0; i--) {
+    const j = random.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return Int32Array.from(order.slice(0, count));
+}
+
+/** Runs `fn` with device-profile fields replaced (GPU shapes on a CPU adapter, a small binding limit). */
+async function withProfile(overrides: Partial<DeviceProfile>, fn: () => Promise<void>): Promise<void> {
+  const profile = gpu().profile as { -readonly [K in keyof DeviceProfile]: DeviceProfile[K] };
+  const saved = { ...profile };
+  Object.assign(profile, overrides);
+  try {
+    await fn();
+  } finally {
+    Object.assign(profile, saved);
+  }
+}
+
+async function checkGather(
+  vocab: number,
+  cols: number,
+  idShape: number[],
+  pattern: Pattern,
+  seed: number,
+  withBackward = true,
+): Promise<void> {
+  const count = idShape.reduce((p, d) => p * d, 1);
+  const values = randomValues(vocab * cols, seed);
+  const idValues = makeIds(count, vocab, pattern, seed + 1);
+  const upstream = randomValues(count * cols, seed + 2);
+  const table = tensor(values, { shape: [vocab, cols], requiresGrad: withBackward });
+  const ids = tensor(idValues, { shape: idShape });
+  const out = gatherRows(table, ids);
+  const label = `V ${vocab}, C ${cols}, ids [${idShape}] ${pattern}`;
+  if (out.shape.join() !== [...idShape, cols].join()) throw new Error(`${label}: shape [${out.shape}]`);
+  assertClose(await out.data(), gatherRowsForward(values, cols, idValues), { atol: 0 }, `${label} forward`);
+  if (withBackward) {
+    out.backward(tensor(upstream, { shape: out.shape }));
+    const expected = gatherRowsBackward(upstream, vocab, cols, idValues);
+    const scale = Math.max(1, maxAbs(expected));
+    assertClose(await table.grad!.data(), expected, { atol: 1e-6 * scale, rtol: 1e-6 }, `${label} grad`);
+    table.grad!.dispose();
+  }
+  for (const t of [table, ids, out]) t.dispose();
+}
+
+Deno.test("reference backward agrees with finite differences", () => {
+  const vocab = 5, cols = 3;
+  const ids = [4, 0, 4, 2, 4];
+  const table = f64(randomValues(vocab * cols, 1));
+  const weights = f64(randomValues(ids.length * cols, 2));
+  const numeric = numericGradient((t) => dot(gatherRowsForward(t, cols, ids), weights), table);
+  assertClose(gatherRowsBackward(weights, vocab, cols, ids), numeric, { atol: 1e-8 }, "gather reference");
+});
+
+Deno.test("gatherRows matches the reference for every width class and id pattern", async () => {
+  // Scalar and vec4 widths, below and above the 64- and 256-column blocks of backward, and 256-element tiles.
+  const widths = [1, 7, 33, 63, 64, 65, 129, 255, 257, 4, 252, 256, 260, 1020, 1028];
+  const counts = [1, 7, 33, 129, 257];
+  let seed = 10;
+  for (const [k, cols] of widths.entries()) {
+    const count = counts[k % counts.length];
+    for (const pattern of ["repeats", "single", "distinct"] as const) {
+      const vocab = pattern === "distinct" ? count + 3 : [1, 7, 33, 129][k % 4];
+      await checkGather(vocab, cols, [count], pattern, seed++);
+    }
+  }
+});
+
+Deno.test("the GPU backward (256-column blocks) matches the reference", async () => {
+  await withProfile({ isSoftware: false }, async () => {
+    let seed = 50;
+    for (const cols of [255, 256, 257, 1020, 1024, 1028]) {
+      await checkGather(33, cols, [129], "repeats", seed++);
+    }
+  });
+});
+
+Deno.test("a small binding limit splits table and output into aligned row chunks", async () => {
+  // With 16 KiB per binding, rows of 33 floats go 64 to a chunk: 5 table chunks x 4 output chunks.
+  await withProfile({ maxStorageBindingBytes: 16384 }, async () => {
+    const table = tensor(new Float32Array(300 * 33), { shape: [300, 33] });
+    const dispatches = traceDispatches(() => gatherRows(table, tensor(makeIds(200, 300, "repeats", 1))))
+      .dispatches.length;
+    if (dispatches !== 20) throw new Error(`${dispatches} dispatches, expected 20 chunks`);
+    await checkGather(300, 33, [200], "repeats", 59, false);
+    let seed = 60;
+    for (const pattern of ["repeats", "single", "distinct"] as const) {
+      await checkGather(300, 33, [100], pattern, seed++);
+      await checkGather(300, 32, [100], pattern, seed++);
+    }
+    let message = "";
+    const tooBig = gatherRows(
+      tensor(new Float32Array(300 * 33), { shape: [300, 33], requiresGrad: true }),
+      tensor(makeIds(200, 300, "repeats", 2)),
+    );
+    try {
+      tooBig.backward(tensor(new Float32Array(200 * 33), { shape: [200, 33] }));
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    const expected = "gatherRows backward: gradient [200, 33] exceeds maxStorageBindingBytes (16384); " +
+      "gather fewer rows per call";
+    if (message !== expected) throw new Error(`got "${message}"`);
+  });
+});
+
+Deno.test("gatherRows takes ids of any shape and batch 1", async () => {
+  await checkGather(11, 5, [2, 3], "repeats", 100);
+  await checkGather(11, 8, [1, 4], "distinct", 101);
+  await checkGather(11, 8, [3, 1, 2], "repeats", 102);
+  await checkGather(3, 6, [1], "single", 103);
+});
+
+Deno.test("gatherRows backward is bit-identical run to run with many repeats", async () => {
+  const vocab = 9, cols = 129;
+  const values = randomValues(vocab * cols, 7);
+  const idValues = makeIds(2000, 5, "repeats", 8);
+  const upstream = randomValues(2000 * cols, 9);
+  const run = async () => {
+    const table = tensor(values, { shape: [vocab, cols], requiresGrad: true });
+    const out = gatherRows(table, tensor(idValues));
+    out.backward(tensor(upstream, { shape: out.shape }));
+    return [await out.data(), await table.grad!.data()];
+  };
+  const [out1, grad1] = await run();
+  const [out2, grad2] = await run();
+  assertBitwiseEqual(out1, out2, "forward twice");
+  assertBitwiseEqual(grad1, grad2, "table gradient twice");
+  const expected = gatherRowsBackward(upstream, vocab, cols, idValues);
+  assertClose(grad1, expected, { atol: 1e-4, rtol: 1e-5 }, "many repeats");
+});
+
+Deno.test("gatherRows binds a table above maxStorageBindingBytes in row chunks", async () => {
+  const cols = 1024;
+  const fitting = Math.floor(gpu().profile.maxStorageBindingBytes / (cols * 4));
+  const vocab = fitting + 100;
+  const values = new Float32Array(vocab * cols);
+  for (let i = 0; i < values.length; i++) values[i] = (i % 997) - 498;
+  const idValues = Int32Array.of(0, fitting - 1, fitting, vocab - 1, fitting, 5, vocab - 1);
+  const upstream = randomValues(idValues.length * cols, 3);
+  const table = tensor(values, { shape: [vocab, cols], requiresGrad: true });
+  const { result: out, dispatches } = traceDispatches(() => gatherRows(table, tensor(idValues)));
+  if (dispatches.length !== 2) throw new Error(`${dispatches.length} forward dispatches, expected 2 chunks`);
+  out.backward(tensor(upstream, { shape: out.shape }));
+  assertClose(await out.data(), gatherRowsForward(values, cols, idValues), { atol: 0 }, "chunked forward");
+  const grad = await table.grad!.data();
+  const expected = gatherRowsBackward(upstream, vocab, cols, idValues);
+  assertClose(grad, expected, { atol: 1e-6, rtol: 1e-6 }, "chunked gradient");
+  for (const t of [table, out, table.grad!]) t.dispose();
+});
+
+Deno.test("a constant table gathers from device ids; ids no row owns read as zeros", async () => {
+  const values = randomValues(12, 4);
+  const table = tensor(values, { shape: [4, 3] });
+  const ids = tensor(Int32Array.of(3, -2, 1, 4));
+  ids.hostValues = undefined;
+  const out = gatherRows(table, ids);
+  if (out.requiresGrad) throw new Error("the output of a constant table requires a gradient");
+  const expected = [...values.slice(9, 12), 0, 0, 0, ...values.slice(3, 6), 0, 0, 0];
+  assertClose(await out.data(), expected, { atol: 0 }, "device ids");
+});
+
+Deno.test("gatherRows errors name the op, the bad id and the table", () => {
+  const table = tensor(new Float32Array(21), { shape: [7, 3], requiresGrad: true });
+  const expectError = (fn: () => unknown, expected: string) => {
+    try {
+      fn();
+    } catch (e) {
+      if ((e as Error).message === expected) return;
+      throw new Error(`got "${(e as Error).message}", expected "${expected}"`);
+    }
+    throw new Error(`no error, expected "${expected}"`);
+  };
+  expectError(
+    () => gatherRows(table, tensor(Int32Array.of(1, 7))),
+    "gatherRows: id 7 is outside [0, 7) for table [7, 3]",
+  );
+  expectError(
+    () => gatherRows(table, tensor(Int32Array.of(-1))),
+    "gatherRows: id -1 is outside [0, 7) for table [7, 3]",
+  );
+  const deviceIds: Tensor = tensor(Int32Array.of(1, 2));
+  deviceIds.hostValues = undefined;
+  expectError(
+    () => gatherRows(table, deviceIds),
+    "gatherRows: the table's gradient needs the ids' host values; create tensor int32[2] " +
+      "from host values (tensor() or writeTensor())",
+  );
+  expectError(
+    () => gatherRows(table, tensor([1, 2])),
+    "gatherRows: ids must be int32, got tensor float32[2]",
+  );
+  expectError(
+    () => gatherRows(tensor(new Float32Array(7)), tensor(Int32Array.of(1))),
+    "gatherRows: table must be a float32 [V, C] tensor, got tensor float32[7]",
+  );
+});
+
+Deno.test("the padding row receives no gradient, like nn.Embedding(padding_idx)", async () => {
+  const vocab = 7, cols = 33;
+  const idValues = Int32Array.of(1, 0, 3, 1, 1, 6, 1, 2);
+  const values = randomValues(vocab * cols, 71);
+  const upstream = randomValues(idValues.length * cols, 72);
+  const table = tensor(values, { shape: [vocab, cols], requiresGrad: true });
+  const out = gatherRows(table, tensor(idValues), { paddingIndex: 1 });
+  assertClose(await out.data(), gatherRowsForward(values, cols, idValues), { atol: 0 }, "padding forward");
+  out.backward(tensor(upstream, { shape: out.shape }));
+  const expected = gatherRowsBackward(upstream, vocab, cols, idValues, 1);
+  if (expected.slice(cols, 2 * cols).some((v) => v !== 0)) {
+    throw new Error("reference padding row is not zero");
+  }
+  assertClose(await table.grad!.data(), expected, { atol: 1e-6, rtol: 1e-6 }, "padding gradient");
+});
