@@ -10,7 +10,7 @@
  */
 import { gpu } from "./device.ts";
 import { createBuffer } from "./pool.ts";
-import { clearBuffer } from "./recorder.ts";
+import { clearBuffer, flush } from "./recorder.ts";
 import { shapeSize } from "./shape.ts";
 import { keep, Storage, Tensor } from "./tensor.ts";
 
@@ -135,10 +135,11 @@ export class Arena {
     for (const c of this.chunks) clearBuffer({ buffer: c.grads, offset: 0, size: c.length * 4 });
   }
 
-  /** Destroys the buffers; tensors viewing them must not be used afterwards. */
+  /** Destroys the buffers (after submitting the work recorded so far); tensors viewing them must not be used afterwards. */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    flush();
     for (const c of this.chunks) {
       c.values.destroy();
       c.grads.destroy();

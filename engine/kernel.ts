@@ -163,3 +163,17 @@ export function grid(count: number, perWorkgroup: number): [number, number] {
 export function linearIndex(perWorkgroup: number): string {
   return `gid.x + gid.y * groups.x * ${perWorkgroup}u`;
 }
+
+/**
+ * Element windows [start, length] covering `count` float32 elements such that each window fits one
+ * storage binding and starts on the binding alignment; one window when everything fits. Ops that
+ * walk tensors elementwise bind one window per dispatch, so tensors beyond the binding limit work.
+ */
+export function bindingWindows(count: number): [number, number][] {
+  const { maxStorageBindingBytes, storageOffsetAlignment } = gpu().profile;
+  const step = Math.floor(maxStorageBindingBytes / storageOffsetAlignment) * storageOffsetAlignment / 4;
+  if (count <= step) return [[0, count]];
+  const windows: [number, number][] = [];
+  for (let start = 0; start < count; start += step) windows.push([start, Math.min(step, count - start)]);
+  return windows;
+}

@@ -9,7 +9,7 @@
 export class Random {
   #state: number;
 
-  /** @param seed any integer */
+  /** Starts the sequence of `seed` (any integer). */
   constructor(seed: number) {
     this.#state = seed >>> 0;
   }
@@ -69,4 +69,15 @@ export function nextKernelSeed(): number {
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
   return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The state of GPU-side randomness, saved in checkpoints so that a resumed run draws the same masks. */
+export function kernelSeedState(): { base: number; counter: number } {
+  return { base: kernelSeedBase, counter: kernelSeedCounter };
+}
+
+/** Restores a state from {@linkcode kernelSeedState}. */
+export function setKernelSeedState(state: { base: number; counter: number }): void {
+  kernelSeedBase = state.base >>> 0;
+  kernelSeedCounter = state.counter;
 }

@@ -124,14 +124,19 @@ export function dispatch(
       `kernel ${kernel.name}: ${params.length} parameters given, ${kernel.paramNames.length} declared`,
     );
   }
-  const alignment = gpu().profile.storageOffsetAlignment;
+  const { storageOffsetAlignment: alignment, maxStorageBindingBytes: bindingLimit } = gpu().profile;
   ranges.forEach((r, i) => {
+    const binding = kernel.bindings[i].name;
     if (r.offset % alignment !== 0) {
       throw new Error(
-        `kernel ${kernel.name}: binding "${
-          kernel.bindings[i].name
-        }" starts at byte ${r.offset}, not a multiple of ` +
-          `${alignment} (a packed parameter view cannot be bound; bind copyOf() it)`,
+        `kernel ${kernel.name}: binding "${binding}" starts at byte ${r.offset}, not a multiple of ${alignment} ` +
+          "(a packed parameter view cannot be bound; bind copyOf() it)",
+      );
+    }
+    if (r.size > bindingLimit) {
+      throw new RangeError(
+        `kernel ${kernel.name}: binding "${binding}" of ${r.size} bytes exceeds the adapter's ` +
+          `maxStorageBufferBindingSize of ${bindingLimit} bytes`,
       );
     }
   });

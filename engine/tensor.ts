@@ -10,7 +10,7 @@
  * @module
  */
 import { acquireBuffer, releaseBuffer } from "./pool.ts";
-import { grid, kernelFor, linearIndex } from "./kernel.ts";
+import { bindingWindows, grid, kernelFor, linearIndex } from "./kernel.ts";
 import { type BufferRange, clearBuffer, copyBuffer, dispatch, readRanges, upload } from "./recorder.ts";
 import { assertShape, formatShape, shapeSize } from "./shape.ts";
 
@@ -22,10 +22,8 @@ export class Storage {
   /** Tensors (and views) holding this storage. */
   refs = 1;
   /**
-   * @param buffer the GPU buffer
-   * @param byteOffset where the region starts
-   * @param byteLength the region's length
-   * @param pooled whether the buffer goes back to the pool when the last reference is dropped
+   * A region of `buffer`: `byteLength` bytes from `byteOffset`; `pooled` buffers go back to the pool
+   * when the last reference is dropped.
    */
   constructor(
     readonly buffer: GPUBuffer,
@@ -86,6 +84,12 @@ export class Tensor {
   /** Whether `dispose()` was called. */
   get isDisposed(): boolean {
     return this.#disposed;
+  }
+
+  /** The byte range of elements [start, start + length) (a window of {@linkcode range}). */
+  window(start: number, length: number): BufferRange {
+    const r = this.range();
+    return { buffer: r.buffer, offset: r.offset + start * 4, size: Math.max(4, length * 4) };
   }
 
   /** The byte range a kernel binds for this tensor; throws if the tensor was disposed. */
@@ -368,7 +372,7 @@ export function attachGrad(
   return out;
 }
 
-/** Adds `grad` into `into` in place (both with the same number of elements). */
+/** Adds `grad` into `into` in place (both with the same number of elements), a binding window at a time. */
 function accumulate(into: Tensor, grad: Tensor): void {
   const kernel = kernelFor("accumulate", () => ({
     name: "accumulate",
@@ -381,7 +385,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   if (i < params.count) { into[i] = into[i] + grad[i]; }
 }`,
   }));
-  dispatch(kernel, [into.size], [into.range(), grad.range()], grid(into.size, 256));
+  for (const [start, length] of bindingWindows(into.size)) {
+    dispatch(kernel, [length], [into.window(start, length), grad.window(start, length)], grid(length, 256));
+  }
 }
 
 function backwardFrom(root: Tensor, seed?: Tensor): void {

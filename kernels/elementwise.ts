@@ -10,13 +10,14 @@
  * @module
  */
 import { dispatch } from "../engine/recorder.ts";
-import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { bindingWindows, grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape } from "../engine/shape.ts";
 import { sumToShape } from "./reduce.ts";
 import { WGSL_MATH } from "./wgsl.ts";
 
-type Unary =
+/** Unary operations of elementwise expressions (the *_grad ones are derivatives used by backward). */
+export type Unary =
   | "neg"
   | "exp"
   | "log"
@@ -29,8 +30,10 @@ type Unary =
   | "gelu_erf_grad"
   | "gelu_tanh_grad"
   | "step";
-type Binary = "add" | "sub" | "mul" | "div";
-type Node =
+/** Binary operations of elementwise expressions. */
+export type Binary = "add" | "sub" | "mul" | "div";
+/** A node of an elementwise expression. */
+export type ExprNode =
   | { readonly kind: "input"; readonly index: number }
   | { readonly kind: "const"; readonly value: number }
   | { readonly kind: "unary"; readonly op: Unary; readonly a: Expr }
@@ -38,8 +41,8 @@ type Node =
 
 /** A symbolic elementwise expression; build one with the methods inside a {@linkcode fused} callback. */
 export class Expr {
-  /** @param node the expression's root */
-  constructor(readonly node: Node) {}
+  /** Wraps an expression node; build expressions with the methods instead. */
+  constructor(readonly node: ExprNode) {}
 
   /** this + other */
   add(other: Expr | number): Expr {
@@ -290,14 +293,14 @@ function layoutOf(outShape: readonly number[], shapes: readonly (readonly number
 }
 
 function indexParams(layout: Layout): Record<string, "u32"> {
-  const params: Record<string, "u32"> = { count: "u32" };
+  const params: Record<string, "u32"> = { count: "u32", base: "u32" };
   if (layout.strides.some((s) => s)) layout.dims.forEach((_, r) => (params[`d${r}`] = "u32"));
   layout.strides.forEach((s, k) => s?.forEach((_, r) => (params[`s${k}_${r}`] = "u32")));
   return params;
 }
 
-function indexValues(layout: Layout, count: number): number[] {
-  const values = [count];
+function indexValues(layout: Layout, count: number, base: number): number[] {
+  const values = [count, base];
   if (layout.strides.some((s) => s)) values.push(...layout.dims);
   for (const s of layout.strides) if (s) values.push(...s);
   return values;
@@ -306,7 +309,7 @@ function indexValues(layout: Layout, count: number): number[] {
 function offsetCode(layout: Layout): string {
   if (!layout.strides.some((s) => s)) return "";
   const rank = layout.dims.length;
-  const lines = ["var rem = i;"];
+  const lines = ["var rem = params.base + i;"];
   for (let r = rank - 1; r >= 0; r--) {
     lines.push(`let x${r} = rem % params.d${r};`);
     if (r > 0) lines.push(`rem = rem / params.d${r};`);
@@ -359,12 +362,18 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   out[i] = ${result};
 }`,
   }));
-  dispatch(
-    kernel,
-    [...indexValues(layout, out.size), ...emitter.constants],
-    [...inputs.map((t) => t.range()), out.range()],
-    grid(out.size, 256),
-  );
+  // Tensors beyond one storage binding are walked a window at a time; broadcast inputs are bound whole.
+  for (const [start, length] of bindingWindows(out.size)) {
+    dispatch(
+      kernel,
+      [...indexValues(layout, length, start), ...emitter.constants],
+      [
+        ...inputs.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
+        out.window(start, length),
+      ],
+      grid(length, 256),
+    );
+  }
   return out;
 }
 
@@ -409,12 +418,17 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
     }));
     const outputs = computed.map(() => emptyTensor(g.shape));
-    dispatch(
-      kernel,
-      [...indexValues(layout, g.size), ...emitter.constants],
-      [...all.map((t) => t.range()), ...outputs.map((t) => t.range())],
-      grid(g.size, 256),
-    );
+    for (const [start, length] of bindingWindows(g.size)) {
+      dispatch(
+        kernel,
+        [...indexValues(layout, length, start), ...emitter.constants],
+        [
+          ...all.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
+          ...outputs.map((t) => t.window(start, length)),
+        ],
+        grid(length, 256),
+      );
+    }
     computed.forEach((k, j) => (grads[k] = outputs[j]));
   }
   return grads.map((grad, k) => {
@@ -425,7 +439,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   });
 }
 
-type Operand = Tensor | number;
+/** A tensor or a number (a scalar broadcast to the tensor's shape). */
+export type Operand = Tensor | number;
 
 function binaryOp(op: Binary, a: Operand, b: Operand): Tensor {
   if (typeof a === "number" && typeof b === "number") {

@@ -18,7 +18,14 @@ import { sum } from "../kernels/reduce.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { array64, mapBroadcast, sumToShape } from "../kernels/reference/array.ts";
 import * as ref from "../kernels/reference/elementwise.ts";
-import { assertBitwiseEqual, assertClose, numericGradient, randomValues, setup } from "./helpers.ts";
+import {
+  assertBitwiseEqual,
+  assertClose,
+  numericGradient,
+  randomValues,
+  setup,
+  withProfile,
+} from "./helpers.ts";
 
 await setup();
 
@@ -167,4 +174,29 @@ Deno.test("shape errors name the op and the shapes", () => {
     message = (e as Error).message;
   }
   if (message !== "add: shapes [2, 3] and [4] do not broadcast") throw new Error(`got "${message}"`);
+});
+
+Deno.test("tensors beyond one storage binding are processed a window at a time, forward and backward", async () => {
+  const va = randomValues(3000, 21), vb = randomValues(30, 22);
+  const A = array64([100, 30], va), B = array64([30], vb);
+  await withProfile({ maxStorageBindingBytes: 4096 }, async () => {
+    const a = tensor(va, { shape: [100, 30], requiresGrad: true });
+    const b = tensor(vb, { shape: [30] }); // broadcast, bound whole (its gradient would need a windowed reduction)
+    const { result: y, dispatches } = traceDispatches(() => fused([a, b], (x, z) => x.mul(z).tanh()));
+    if (dispatches.length !== 3) {
+      throw new Error(`expected 3 windows of 1024 elements, got ${dispatches.length}`);
+    }
+    const ones = tensor(new Float32Array(3000).fill(1), { shape: [100, 30] });
+    y.backward(ones); // the gradients of a arrive through the windowed backward kernel
+    scale(a, 2).backward(ones); // and accumulate into a.grad window by window
+    const f = (x: number, z: number) => Math.tanh(x * z);
+    const dfa = (x: number, z: number) => (1 - Math.tanh(x * z) ** 2) * z + 2;
+    assertClose(await y.data(), mapBroadcast([A, B], f).data, { atol: 2e-6, rtol: 2e-6 }, "windowed forward");
+    assertClose(
+      await a.grad!.data(),
+      mapBroadcast([A, B], dfa).data,
+      { atol: 1e-5, rtol: 1e-5 },
+      "windowed gradient",
+    );
+  });
 });

@@ -142,3 +142,18 @@ Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes
     throw new Error(`MM_DEBUG printed ${JSON.stringify(lines)}`);
   }
 });
+
+Deno.test("without an adapter, a command stops with one line saying what to install", async () => {
+  const script = `import { openGpuOrExit } from "${new URL("../tools/start.ts", import.meta.url)}";
+    await openGpuOrExit();`;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    env: { DENO_WEBGPU_BACKEND: "metal" }, // a backend Linux does not have: requestAdapter() returns null
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr).trim();
+  if (output.code !== 1 || !stderr.startsWith("No WebGPU adapter is available.") || stderr.includes("\n")) {
+    throw new Error(`exit ${output.code}: ${stderr}`);
+  }
+});

@@ -4,12 +4,19 @@
  *
  * @module
  */
-import { initGpu } from "../engine/device.ts";
+import { type DeviceProfile, gpu, initGpu } from "../engine/device.ts";
 import { Random } from "../engine/random.ts";
 
-/** Opens the WebGPU device (once per process). */
+let watching = false;
+
+/** Opens the WebGPU device (once per process); any WebGPU validation error then fails the test run. */
 export async function setup(): Promise<void> {
-  await initGpu();
+  const { device } = await initGpu();
+  if (watching) return;
+  watching = true;
+  device.addEventListener("uncapturederror", (event) => {
+    throw new Error(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
+  });
 }
 
 /** `count` seeded normal values scaled by `std`, as float32. */
@@ -97,4 +104,22 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
+}
+
+/**
+ * Runs `fn` with device-profile fields replaced, e.g. `{ isSoftware: false }` to exercise the GPU
+ * kernel shapes on a CPU adapter, or a small `maxStorageBindingBytes` to exercise chunking.
+ */
+export async function withProfile<T>(
+  overrides: Partial<DeviceProfile>,
+  fn: () => T | Promise<T>,
+): Promise<T> {
+  const profile = gpu().profile as { -readonly [K in keyof DeviceProfile]: DeviceProfile[K] };
+  const saved = { ...profile };
+  Object.assign(profile, overrides);
+  try {
+    return await fn();
+  } finally {
+    Object.assign(profile, saved);
+  }
 }

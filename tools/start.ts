@@ -1,0 +1,20 @@
+/**
+ * How every command opens the GPU: print the adapter's name, or one line saying what to install
+ * and exit 1 (no stack trace) when WebGPU has no adapter.
+ *
+ * @module
+ */
+import { type Gpu, initGpu, NoAdapterError } from "../engine/device.ts";
+
+/** Opens the device and prints its adapter to stderr; exits with a one-line message when there is none. */
+export async function openGpuOrExit(): Promise<Gpu> {
+  try {
+    const opened = await initGpu();
+    console.error(`adapter: ${opened.profile.name}`);
+    return opened;
+  } catch (error) {
+    if (!(error instanceof NoAdapterError)) throw error;
+    console.error(error.message);
+    Deno.exit(1);
+  }
+}
