@@ -27,7 +27,7 @@ import {
   vectorHelpers,
   vectorType,
   vectorWidth,
-} from "./softmax.ts";
+} from "./rows.ts";
 
 const sumOf = (a: string, b: string) => `${a} + ${b}`;
 

@@ -1,7 +1,7 @@
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { forceColumnLayout, layerNorm } from "../kernels/layernorm.ts";
-import { forceRowLayout } from "../kernels/softmax.ts";
+import { forceRowLayout } from "../kernels/rows.ts";
 import { array64 } from "../kernels/reference/array.ts";
 import { layerNormBackward, layerNormForward } from "../kernels/reference/layernorm.ts";
 import {

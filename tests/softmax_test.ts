@@ -1,5 +1,6 @@
 import { readAll, tensor } from "../engine/tensor.ts";
-import { forceRowLayout, logSoftmax, softmax } from "../kernels/softmax.ts";
+import { logSoftmax, softmax } from "../kernels/softmax.ts";
+import { forceRowLayout } from "../kernels/rows.ts";
 import { array64 } from "../kernels/reference/array.ts";
 import { softmaxBackward, softmaxForward } from "../kernels/reference/softmax.ts";
 import { assertBitwiseEqual, assertClose, dot, numericGradient, randomValues, setup } from "./helpers.ts";

@@ -1,0 +1,175 @@
+/**
+ * Row kernels shared by softmax, log-softmax and LayerNorm: how rows are spread over workgroups
+ * per adapter, vector loads, and the fixed-order workgroup reductions.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { grid } from "../engine/kernel.ts";
+import type { Tensor } from "../engine/tensor.ts";
+
+/** How a row kernel spreads rows over workgroups; part of the kernel variant key. */
+export interface RowLayout {
+  /** Invocations sharing one row (a power of two). */
+  readonly threads: number;
+  /** Rows handled side by side by one workgroup. */
+  readonly rowsPerGroup: number;
+  /** Vectors of a row each invocation keeps in registers; the rest of a longer row is re-read. */
+  readonly perThread: number;
+  /** Floats per load: 4 (vec4) when the row length is a multiple of 4, else 1. */
+  readonly width: 1 | 4;
+}
+
+let forcedLayout: RowLayout | null = null;
+
+/**
+ * Forces one layout on every row kernel (its width applies to rows whose length is a multiple of
+ * it; other rows use width 1), or restores the per-adapter choice with null. Tests use it to run
+ * GPU-sized trees and register tails on a CPU adapter, benchmarks to compare layouts.
+ */
+export function forceRowLayout(layout: RowLayout | null): void {
+  if (layout) {
+    const { threads, rowsPerGroup, perThread, width } = layout;
+    const counts = [threads, rowsPerGroup, perThread];
+    if (
+      !counts.every((n) => Number.isInteger(n) && n >= 1) || (threads & (threads - 1)) !== 0 ||
+      ![1, 4].includes(width)
+    ) {
+      throw new Error(`forceRowLayout: invalid layout ${JSON.stringify(layout)}`);
+    }
+  }
+  forcedLayout = layout;
+}
+
+const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * The layout for rows of `cols` floats. GPUs get about 8 floats per invocation, up to 1024
+ * invocations per row and at least 256 per workgroup. On software adapters every barrier costs a
+ * pass over the workgroup and workgroup memory is plain memory, so one invocation walks a whole row
+ * (no barrier at all) and a workgroup takes 16 rows, leaving workgroups for every core.
+ */
+export function rowLayout(cols: number): RowLayout {
+  const width = vectorWidth(cols);
+  if (forcedLayout) {
+    return { ...forcedLayout, width: cols % forcedLayout.width === 0 ? forcedLayout.width : 1 };
+  }
+  const vectors = cols / width;
+  const { isSoftware, maxInvocationsPerWorkgroup } = gpu().profile;
+  if (isSoftware) return { threads: 1, rowsPerGroup: 16, perThread: Math.min(8, nextPow2(vectors)), width };
+  const invocations = Math.min(1024, maxInvocationsPerWorkgroup);
+  const threads = Math.min(invocations, nextPow2(Math.ceil(vectors / (8 / width))));
+  const perThread = Math.min(16 / width, nextPow2(Math.ceil(vectors / threads)));
+  return { threads, rowsPerGroup: Math.max(1, Math.min(256, invocations) / threads), perThread, width };
+}
+
+/** A short key of a layout for kernel variants. */
+export function layoutKey(layout: RowLayout): string {
+  return `${layout.threads}x${layout.rowsPerGroup}x${layout.perThread}x${layout.width}`;
+}
+
+/** Floats per load for rows or columns of `cols` floats: 4 (vec4) when `cols` is a multiple of 4. */
+export function vectorWidth(cols: number): 1 | 4 {
+  return cols % 4 === 0 ? 4 : 1;
+}
+
+/** The element type of bindings read `width` floats at a time. */
+export function vectorType(width: 1 | 4): "f32" | "vec4<f32>" {
+  return width === 4 ? "vec4<f32>" : "f32";
+}
+
+/** WGSL of `V`, the vector type of `width` floats, with `hsum`, `hmax` and `first` over its components. */
+export function vectorHelpers(width: 1 | 4): string {
+  return width === 4
+    ? `alias V = vec4<f32>;
+fn hsum(v: V) -> f32 { return (v.x + v.y) + (v.z + v.w); }
+fn hmax(v: V) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }
+fn first(v: V) -> f32 { return v.x; }`
+    : `alias V = f32;
+fn hsum(v: V) -> f32 { return v; }
+fn hmax(v: V) -> f32 { return v; }
+fn first(v: V) -> f32 { return v; }`;
+}
+
+/**
+ * WGSL of a row kernel: {@linkcode vectorHelpers}, `declarations`, then the entry point, whose
+ * preamble defines `lane` (position in the row), `slot` (row within the workgroup), `row`, `valid`,
+ * `vectors` (the row's vector count, 0 for the padding rows of the last workgroup, which still take
+ * part in the barriers) and `base` (index of the row's first vector) before `body`. Needs
+ * params.rows and params.cols.
+ */
+export function rowKernel(layout: RowLayout, declarations: string, body: string): string {
+  const { threads, rowsPerGroup, width } = layout;
+  return `${vectorHelpers(width)}
+${declarations}
+@compute @workgroup_size(${threads * rowsPerGroup})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let lane = lid % ${threads}u;
+  let slot = lid / ${threads}u;
+  let row = (wid.x + wid.y * groups.x) * ${rowsPerGroup}u + slot;
+  let valid = row < params.rows;
+  let vectors = select(0u, params.cols / ${width}u, valid);
+  let base = row * (params.cols / ${width}u);
+  ${body}
+}`;
+}
+
+/** Workgroup counts of a row kernel over `rows` rows. */
+export function rowGrid(rows: number, layout: RowLayout): [number, number] {
+  return grid(rows, layout.rowsPerGroup);
+}
+
+/**
+ * WGSL of `fn name(value, lane, slot)`, which combines `value` over the invocations of a row with a
+ * fixed tree in workgroup memory (so results are bit-identical run to run) and returns the result to
+ * all of them; no barrier when one invocation holds the row. Each reduction gets its own array, so
+ * consecutive reductions need no barrier between them. Call it from uniform control flow.
+ */
+export function rowReduce(
+  name: string,
+  type: "f32" | "vec2<f32>",
+  combine: (a: string, b: string) => string,
+  layout: RowLayout,
+): string {
+  const { threads, rowsPerGroup } = layout;
+  if (threads === 1) return `fn ${name}(value: ${type}, lane: u32, slot: u32) -> ${type} { return value; }`;
+  const tree = `${name}_tree`;
+  return `
+var<workgroup> ${tree}: array<${type}, ${threads * rowsPerGroup}>;
+fn ${name}(value: ${type}, lane: u32, slot: u32) -> ${type} {
+  let i = slot * ${threads}u + lane;
+  ${tree}[i] = value;
+  workgroupBarrier();
+  for (var stride = ${threads / 2}u; stride > 0u; stride >>= 1u) {
+    if (lane < stride) { ${tree}[i] = ${combine(`${tree}[i]`, `${tree}[i + stride]`)}; }
+    workgroupBarrier();
+  }
+  return ${tree}[i - lane];
+}`;
+}
+
+/**
+ * WGSL loops over the vectors of a row held by this invocation: `cached` runs for the k-th register
+ * vector (index `j`; `k` has a constant bound so the array stays in registers), `tail` for the
+ * vectors past the registers, re-read from memory.
+ */
+export function rowLoops(layout: RowLayout, cached: string, tail: string): string {
+  const { threads, perThread } = layout;
+  return `
+  for (var k = 0u; k < ${perThread}u; k++) {
+    let j = lane + k * ${threads}u;
+    if (j < vectors) { ${cached} }
+  }
+  for (var j = lane + ${perThread * threads}u; j < vectors; j += ${threads}u) { ${tail} }`;
+}
+
+/** Throws unless the tensor fits one storage binding of the device. */
+export function assertBindable(op: string, t: Tensor): void {
+  const limit = gpu().profile.maxStorageBindingBytes;
+  if (t.size * 4 > limit) {
+    throw new RangeError(
+      `${op}: ${t.describe()} exceeds the device's storage binding limit of ${limit} bytes`,
+    );
+  }
+}
