@@ -1,0 +1,48 @@
+import { gpu } from "../engine/device.ts";
+import { type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { Random } from "../engine/random.ts";
+import { attention } from "../kernels/attention.ts";
+import { benchGpu } from "./harness.ts";
+
+/**
+ * Forward + backward of attention at B, H, T, D; FLOPs counted as 4*B*H*T*T*D forward and 2.5
+ * times that backward, halved under the causal mask (the PyTorch H100 figures use the same shapes).
+ */
+function attentionCase(
+  batch: number,
+  heads: number,
+  tokens: number,
+  dim: number,
+  causal: boolean,
+  reps: number,
+) {
+  const shape = [batch, heads, tokens, dim];
+  const size = batch * heads * tokens * dim;
+  let q: Tensor, k: Tensor, v: Tensor, g: Tensor;
+  benchGpu({
+    name: `attention fwd+bwd B${batch} H${heads} T${tokens} D${dim}${causal ? " causal" : ""}`,
+    group: "attention",
+    flops: 3.5 * 4 * batch * heads * tokens * tokens * dim / (causal ? 2 : 1),
+    reps,
+    setup() {
+      const random = new Random(1);
+      [q, k, v] = [0, 1, 2].map(() => tensor(random.normals(size), { shape, requiresGrad: true }));
+      g = tensor(random.normals(size), { shape });
+    },
+    run() {
+      tidy(() => attention(q, k, v, { causal }).backward(g));
+      for (const t of [q, k, v]) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    },
+  });
+}
+
+// llvmpipe runs about 2 GFLOP/s here: one repetition of the large cases takes seconds, so B is cut to 2 there.
+const software = gpu().profile.isSoftware;
+const big = software ? 2 : 8;
+attentionCase(2, 4, 12, 8, false, software ? 5 : 50);
+attentionCase(big, 12, 128, 64, false, software ? 1 : 20);
+attentionCase(big, 12, 512, 64, false, software ? 1 : 10);
+attentionCase(big, 12, 512, 64, true, software ? 1 : 10);
