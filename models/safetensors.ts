@@ -35,7 +35,7 @@ export type HostTensorEntries = Iterable<readonly [string, HostTensor]> | Record
 
 /** Thrown for a malformed file, a tensor set that does not match, or tensors that cannot be written. */
 export class SafetensorsError extends Error {
-  /** @param message names the file (and the tensor where one is involved) */
+  /** An error whose `message` names the file (and the tensor where one is involved). */
   constructor(message: string) {
     super(message);
     this.name = "SafetensorsError";

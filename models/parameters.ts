@@ -1,0 +1,197 @@
+/**
+ * Parameters with structural metadata, stored in a flat arena.
+ *
+ * Every parameter knows its model, its role in the network, its layer, and its layout; the
+ * multi-model optimizer groups parameters by these facts, never by name substrings. A model
+ * declares "slots" (the tensors its forward pass uses); a slot may pack several Hugging Face
+ * parameters, like query, key and value of one BERT layer, so that their projection is one matmul.
+ *
+ * @module
+ */
+import { Arena } from "../engine/arena.ts";
+import { Random } from "../engine/random.ts";
+import { type Tensor, writeTensor } from "../engine/tensor.ts";
+import { formatShape, shapeSize } from "../engine/shape.ts";
+
+/** What a parameter does in the network. */
+export type ParameterRole =
+  | "token_embedding"
+  | "position_embedding"
+  | "type_embedding"
+  | "attention_query"
+  | "attention_key"
+  | "attention_value"
+  | "attention_qkv"
+  | "attention_output"
+  | "ffn_in"
+  | "ffn_out"
+  | "norm_gamma"
+  | "norm_beta"
+  | "pooler"
+  | "head";
+
+/**
+ * How a tensor's values are laid out: `out_in` for PyTorch Linear weights, `in_out` for GPT-2's
+ * Conv1D weights, `table` for embeddings (one row per id), `vector` for biases and norms. Tensors
+ * of different layouts are never averaged together, even when their shapes agree.
+ */
+export type ParameterLayout = "out_in" | "in_out" | "table" | "vector";
+
+/** Structural metadata of one parameter. */
+export interface ParameterInfo {
+  /** Name of the model it belongs to. */
+  readonly model: string;
+  /** Hugging Face state-dict name, as the model's class writes it (e.g. `bert.embeddings.word_embeddings.weight`). */
+  readonly name: string;
+  /** Function in the network. */
+  readonly role: ParameterRole;
+  /** Weight or bias (LayerNorm gamma is its weight, beta its bias). */
+  readonly kind: "weight" | "bias";
+  /** Where in the network, refining the role: embeddings, attention, ffn, final, pooler, head.dense, head.output... */
+  readonly site: string;
+  /** Transformer layer index, or null outside the layer stack. */
+  readonly layer: number | null;
+  /** Number of transformer layers of the model. */
+  readonly layerCount: number;
+  /** Shape. */
+  readonly shape: readonly number[];
+  /** Memory layout. */
+  readonly layout: ParameterLayout;
+}
+
+/** How a slot is initialised when a model is built from scratch (Hugging Face's `_init_weights`). */
+export type Initializer =
+  | { kind: "normal"; std: number; zeroRow?: number }
+  | { kind: "zeros" }
+  | { kind: "ones" };
+
+/** A parameter: its metadata and its value, a view into the model's arena. */
+export interface Parameter {
+  /** Metadata. */
+  readonly info: ParameterInfo;
+  /** The values (a leaf tensor; `.grad` holds its gradient). Replaced when the arena moves. */
+  value: Tensor;
+}
+
+/** One member of a slot: a parameter at an element offset inside the slot. */
+export interface SlotMember {
+  /** Metadata (without the model name, added by the set). */
+  readonly info: Omit<ParameterInfo, "model">;
+  /** Element offset inside the slot. */
+  readonly offset: number;
+}
+
+/** A tensor the forward pass uses, holding one or more parameters. */
+export interface SlotSpec {
+  /** Shape of the slot's tensor. */
+  readonly shape: readonly number[];
+  /** Initialisation. */
+  readonly init: Initializer;
+  /** The parameters packed in it, in order. */
+  readonly members: readonly SlotMember[];
+}
+
+/** The parameters of one model: slots laid out in an arena, and one {@linkcode Parameter} per HF tensor. */
+export class ParameterSet {
+  /** Every parameter, in declaration order. */
+  readonly parameters: Parameter[] = [];
+  readonly #specs: SlotSpec[] = [];
+  #slots: Tensor[] = [];
+  #arena: Arena | null = null;
+  #ownsArena = false;
+
+  /** Prepended to the names of parameters declared from now on (e.g. `bert.` for a model with a task head). */
+  namePrefix = "";
+
+  /** An empty set for the model named `model` (recorded in every parameter's metadata). */
+  constructor(readonly model: string) {}
+
+  /** Declares a slot with a single parameter; returns the slot index. */
+  declare(info: Omit<ParameterInfo, "model">, init: Initializer): number {
+    return this.declarePacked(info.shape, init, [{ info, offset: 0 }]);
+  }
+
+  /** Declares a slot holding several parameters at given element offsets; returns the slot index. */
+  declarePacked(shape: readonly number[], init: Initializer, members: readonly SlotMember[]): number {
+    if (this.#arena) throw new Error(`${this.model}: parameters declared after allocation`);
+    for (const m of members) {
+      if (m.offset + shapeSize(m.info.shape) > shapeSize(shape)) {
+        throw new Error(`${this.model}: ${m.info.name} does not fit its slot ${formatShape(shape)}`);
+      }
+    }
+    const prefixed = members.map((m) => ({ ...m, info: { ...m.info, name: this.namePrefix + m.info.name } }));
+    this.#specs.push({ shape, init, members: prefixed });
+    return this.#specs.length - 1;
+  }
+
+  /** Metadata of every declared parameter, in order (available before allocation). */
+  get infos(): ParameterInfo[] {
+    return this.#specs.flatMap((spec) => spec.members.map((m) => ({ ...m.info, model: this.model })));
+  }
+
+  /** Slot specifications, in order. */
+  get specs(): readonly SlotSpec[] {
+    return this.#specs;
+  }
+
+  /** Allocates an arena of its own and fills it with initial values from `seed`. */
+  allocate(seed: number): void {
+    const arena = new Arena(this.#specs.map((s) => s.shape), `${this.model} parameters`);
+    this.bind(arena, 0, true);
+    const random = new Random(seed);
+    this.#specs.forEach((spec, i) => writeTensor(this.#slots[i], initialValues(spec, random)));
+  }
+
+  /**
+   * Points every slot and parameter at the arena's slots `first .. first + slots - 1` (the values
+   * must already be there). `owned` arenas are destroyed when the set moves again.
+   */
+  bind(arena: Arena, first: number, owned: boolean): void {
+    const previous = this.#ownsArena ? this.#arena : null;
+    this.#slots = this.#specs.map((spec, i) =>
+      arena.parameterTensor(first + i, spec.members.map((m) => m.info.name).join("+"))
+    );
+    let p = 0;
+    this.#specs.forEach((spec, i) => {
+      for (const member of spec.members) {
+        const value = arena.parameterTensor(first + i, member.info.name, member.offset, member.info.shape);
+        if (this.#arena) this.parameters[p].value = value;
+        else this.parameters.push({ info: { ...member.info, model: this.model }, value });
+        p++;
+      }
+    });
+    this.#arena = arena;
+    this.#ownsArena = owned;
+    previous?.destroy();
+  }
+
+  /** The tensor of slot `i`, as used in the forward pass. */
+  slot(i: number): Tensor {
+    if (!this.#arena) throw new Error(`${this.model}: parameters are not allocated`);
+    return this.#slots[i];
+  }
+
+  /** The arena holding the values. */
+  get arena(): Arena {
+    if (!this.#arena) throw new Error(`${this.model}: parameters are not allocated`);
+    return this.#arena;
+  }
+
+  /** Total number of parameter values. */
+  get count(): number {
+    return this.parameters.reduce((s, p) => s + shapeSize(p.info.shape), 0);
+  }
+}
+
+function initialValues(spec: SlotSpec, random: Random): Float32Array {
+  const size = shapeSize(spec.shape);
+  const init = spec.init;
+  if (init.kind === "zeros") return new Float32Array(size);
+  if (init.kind === "ones") return new Float32Array(size).fill(1);
+  const values = random.normals(size, init.std);
+  if (init.zeroRow !== undefined) {
+    const width = spec.shape[spec.shape.length - 1];
+    values.fill(0, init.zeroRow * width, (init.zeroRow + 1) * width);
+  }
+  return values;
+}
