@@ -1,0 +1,579 @@
+/**
+ * The fused WGSL kernels of the multi-model optimizer. All parameters, gradients and moments of all
+ * models live in one flat arena; model m owns the elements [segment[m], segment[m + 1]). An update
+ * is a constant number of dispatches whatever the number of tensors:
+ *
+ * 1. `mm_tile_sumsq`: sum of squared gradients per 1024-element tile (tiles never cross models);
+ * 2. `mm_plan`: one workgroup sums each model's tiles in a fixed order, flags non-finite models,
+ *    clips, updates the adaptive multipliers and writes each model's learning rate and bias
+ *    corrections into the control table;
+ * 3. `mm_mix` over gradients (sharing), then 1-2 again, when sharing is on for this update;
+ * 4. `mm_adamw`: AdamW over every element, reading its model's row of the control table;
+ * 5. `mm_mix` over parameters (soft sync), when due.
+ *
+ * No readback, no atomics: every sum has a fixed order, so updates are bit-identical run to run.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { type BufferRange, dispatch } from "../engine/recorder.ts";
+import { WGSL_MATH } from "../kernels/wgsl.ts";
+import { MAX_MODELS } from "./options.ts";
+
+/** Fields of a model's row in the control table (float32, {@linkcode CONTROL_STRIDE} per model). */
+export const CONTROL = {
+  /** Effective learning rate of this update. */
+  lr: 0,
+  /** Factor applied to the raw gradient sum: 1/accumulation x clip factor. */
+  gradScale: 1,
+  /** 1 when this model's update is skipped (non-finite loss or gradient). */
+  skip: 2,
+  /** 1 - beta1^t, kept as state and advanced by q <- q + (1 - beta1)(1 - q), which has no cancellation. */
+  biasCorrection1: 3,
+  /** 1 - beta2^t, advanced the same way. */
+  biasCorrection2: 4,
+  /** Sum of squares of the averaged gradient (after sharing, when shared). */
+  sumOfSquares: 5,
+  /** Updates applied to this model (t). */
+  steps: 6,
+  /** Updates skipped. */
+  skipped: 7,
+  /** Adaptive learning-rate multiplier. */
+  multiplier: 8,
+  /** 1 until a non-finite loss is logged in the current update's micro-batches. */
+  lossFinite: 9,
+  /** Global gradient norm of the last update, before clipping. */
+  gradNorm: 10,
+  /** t-statistic of the loss trend at the last adaptive update (0 without a full window). */
+  trend: 11,
+} as const;
+
+/** Floats per model in the control table. */
+export const CONTROL_STRIDE = 16;
+
+/** Elements per tile of the norm pass (256 invocations x vec4). */
+export const TILE = 1024;
+
+/** u32 words per group in the group table: first block, size, count, pad, 8 offsets, 8 model indices. */
+export const GROUP_WORDS = 4 + 2 * MAX_MODELS;
+
+const FINITE = `
+fn finite(x: f32) -> bool {
+  // Bit test rather than comparisons, which compilers may fold under fast-math assumptions.
+  return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+`;
+
+function indexed(prefix: string, count: number, type: "u32" | "f32"): Record<string, "u32" | "f32"> {
+  const out: Record<string, "u32" | "f32"> = {};
+  for (let i = 0; i < count; i++) out[`${prefix}${i}`] = type;
+  return out;
+}
+
+/** WGSL returning uniform `${prefix}${i}` for a runtime index i (uniform struct fields cannot be indexed). */
+function uniformArray(name: string, prefix: string, count: number, type: "u32" | "f32"): string {
+  const cases = Array.from({ length: count }, (_, i) => `    case ${i}u: { return params.${prefix}${i}; }`)
+    .join("\n");
+  return `fn ${name}(i: u32) -> ${type} {\n  switch i {\n${cases}\n    default: { return params.${prefix}${
+    count - 1
+  }; }\n  }\n}\n`;
+}
+
+const SEGMENTS = `${uniformArray("segment", "seg", MAX_MODELS + 1, "u32")}
+fn model_of(element: u32) -> u32 {
+  var m = 0u;
+  for (; m + 1u < params.models; m++) {
+    if (element < segment(m + 1u)) { break; }
+  }
+  return m;
+}
+`;
+
+/** Layout facts every update needs, passed as uniforms. */
+export interface ArenaLayout {
+  /** Number of models. */
+  models: number;
+  /** Element offset where each model starts, plus the end (models + 1 entries). */
+  segments: number[];
+  /** First tile of each model, plus the total (models + 1 entries). */
+  tiles: number[];
+}
+
+function padded(values: readonly number[], length: number): number[] {
+  const out = [...values];
+  while (out.length < length) out.push(values[values.length - 1] ?? 0);
+  return out;
+}
+
+/**
+ * Records the per-tile sums of squared gradients into `partials`. On GPUs a workgroup reduces a
+ * tile with a tree; on CPU adapters, where barriers are expensive, one invocation sums a tile.
+ */
+export function recordTileSumOfSquares(layout: ArenaLayout, grads: BufferRange, partials: BufferRange): void {
+  const software = gpu().profile.isSoftware;
+  const kernel = kernelFor(`mm_tile_sumsq/${software ? "serial" : "tree"}`, () => ({
+    name: "mm_tile_sumsq",
+    params: {
+      models: "u32",
+      ...indexed("seg", MAX_MODELS + 1, "u32"),
+      ...indexed("tile", MAX_MODELS + 1, "u32"),
+    },
+    bindings: [{ name: "grads", type: "vec4<f32>" }, { name: "partials", write: true }],
+    code: `${SEGMENTS}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}
+fn tile_model(tile: u32) -> u32 {
+  var m = 0u;
+  for (; m + 1u < params.models; m++) {
+    if (tile < tile_start(m + 1u)) { break; }
+  }
+  return m;
+}
+${software ? SERIAL_TILE_SUM : TREE_TILE_SUM}`,
+  }));
+  const tiles = layout.tiles[layout.models];
+  dispatch(
+    kernel,
+    [layout.models, ...padded(layout.segments, MAX_MODELS + 1), ...padded(layout.tiles, MAX_MODELS + 1)],
+    [grads, partials],
+    software ? grid(tiles, 64) : grid(tiles, 1),
+  );
+}
+
+const TREE_TILE_SUM = `
+var<workgroup> sums: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let tile = wid.x + wid.y * groups.x;
+  if (tile >= tile_start(params.models)) { return; }
+  let m = tile_model(tile);
+  let element = segment(m) + (tile - tile_start(m)) * ${TILE}u + lid * 4u;
+  var s = 0.0;
+  if (element < segment(m + 1u)) {
+    let g = grads[element / 4u];
+    s = dot(g, g);
+  }
+  sums[lid] = s;
+  workgroupBarrier();
+  for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { sums[lid] += sums[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { partials[tile] = sums[0]; }
+}`;
+
+const SERIAL_TILE_SUM = `
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let tile = ${linearIndex(64)};
+  if (tile >= tile_start(params.models)) { return; }
+  let m = tile_model(tile);
+  let start = (segment(m) + (tile - tile_start(m)) * ${TILE}u) / 4u;
+  let end = min(start + ${TILE / 4}u, segment(m + 1u) / 4u);
+  var s = 0.0;
+  for (var i = start; i < end; i++) {
+    let g = grads[i];
+    s += dot(g, g);
+  }
+  partials[tile] = s;
+}`;
+
+/** What phase of an update `mm_plan` performs. */
+export const PlanPhase = {
+  /** Sum norms and flag non-finite models (before sharing). */
+  Flag: 0,
+  /** Sum norms again (after sharing) and plan the update. */
+  Finish: 1,
+  /** Both, when nothing changes the gradients in between. */
+  FlagAndFinish: 2,
+} as const;
+
+/** One of {@linkcode PlanPhase}. */
+export type PlanPhase = (typeof PlanPhase)[keyof typeof PlanPhase];
+
+/** Per-update values of the plan kernel. */
+export interface PlanUniforms {
+  /** Phase. */
+  phase: PlanPhase;
+  /** Base learning rate x schedule factor. */
+  lr: number;
+  /** 1 / gradient-accumulation steps. */
+  inverseAccumulation: number;
+  /** Clip bound, 0 for none. */
+  clip: number;
+  /** 1 - beta1, computed in float64. */
+  oneMinusBeta1: number;
+  /** 1 - beta2, computed in float64. */
+  oneMinusBeta2: number;
+  /** Adaptive multipliers on (1) or off (0). */
+  adaptive: number;
+  /** Loss window length. */
+  window: number;
+  /** Multiplier bounds and smoothing. */
+  min: number;
+  /** Multiplier bounds and smoothing. */
+  max: number;
+  /** Multiplier bounds and smoothing. */
+  smoothing: number;
+  /** Bit m set when model m has a full window of losses. */
+  validMask: number;
+  /** Ring index of each model's oldest loss in the window. */
+  ringHeads: number[];
+  /** Learning-rate factor of each model's weight. */
+  lrFactors: number[];
+}
+
+/** Records the plan: per-model norms, skip flags, clipping, adaptive multipliers, rates and bias corrections. */
+export function recordPlan(
+  layout: ArenaLayout,
+  u: PlanUniforms,
+  partials: BufferRange,
+  ring: BufferRange,
+  control: BufferRange,
+): void {
+  const kernel = kernelFor("mm_plan", () => ({
+    name: "mm_plan",
+    params: {
+      models: "u32",
+      phase: "u32",
+      lr: "f32",
+      inverse_accumulation: "f32",
+      clip: "f32",
+      one_minus_beta1: "f32",
+      one_minus_beta2: "f32",
+      adaptive: "u32",
+      window: "u32",
+      min_multiplier: "f32",
+      max_multiplier: "f32",
+      smoothing: "f32",
+      valid_mask: "u32",
+      ...indexed("tile", MAX_MODELS + 1, "u32"),
+      ...indexed("head", MAX_MODELS, "u32"),
+      ...indexed("factor", MAX_MODELS, "f32"),
+    },
+    bindings: [{ name: "partials" }, { name: "ring" }, { name: "control", write: true }],
+    code: `${FINITE}${WGSL_MATH}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}${
+      uniformArray("ring_head", "head", MAX_MODELS, "u32")
+    }${uniformArray("lr_factor", "factor", MAX_MODELS, "f32")}
+const S = ${CONTROL_STRIDE}u;
+var<workgroup> sums: array<f32, 256>;
+var<workgroup> trend_z: array<f32, ${MAX_MODELS}>;
+var<workgroup> trend_slope: array<f32, ${MAX_MODELS}>;
+var<workgroup> trend_valid: array<u32, ${MAX_MODELS}>;
+
+// Least-squares slope of model m's window and its t-statistic of decrease (see optim/adaptive.ts).
+fn fit_trend(m: u32) {
+  let n = params.window;
+  let mean_t = f32(n - 1u) * 0.5;
+  var mean_l = 0.0;
+  var ok = true;
+  for (var t = 0u; t < n; t++) {
+    let v = ring[m * n + (ring_head(m) + t) % n];
+    ok = ok && finite(v);
+    mean_l += v;
+  }
+  mean_l /= f32(n);
+  var sxx = 0.0;
+  var sxy = 0.0;
+  for (var t = 0u; t < n; t++) {
+    let v = ring[m * n + (ring_head(m) + t) % n];
+    sxx += (f32(t) - mean_t) * (f32(t) - mean_t);
+    sxy += (f32(t) - mean_t) * (v - mean_l);
+  }
+  let slope = sxy / sxx;
+  var residual = 0.0;
+  for (var t = 0u; t < n; t++) {
+    let v = ring[m * n + (ring_head(m) + t) % n];
+    let r = v - mean_l - slope * (f32(t) - mean_t);
+    residual += r * r;
+  }
+  let se = sqrt(max(residual / f32(n - 2u), 1e-12 * mean_l * mean_l + 1e-20) / sxx);
+  trend_slope[m] = slope;
+  trend_z[m] = -slope / se;
+  trend_valid[m] = select(0u, 1u, ok && finite(slope) && finite(trend_z[m]));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  // Each model's sum of squares: strided partial sums, then a fixed-order tree.
+  for (var m = 0u; m < params.models; m++) {
+    var s = 0.0;
+    for (var t = tile_start(m) + lid; t < tile_start(m + 1u); t += 256u) { s += partials[t]; }
+    sums[lid] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+      if (lid < stride) { sums[lid] += sums[lid + stride]; }
+      workgroupBarrier();
+    }
+    if (lid == 0u) {
+      let sumsq = sums[0] * params.inverse_accumulation * params.inverse_accumulation;
+      control[m * S + ${CONTROL.sumOfSquares}u] = sumsq;
+      if (params.phase != ${PlanPhase.Finish}u) {
+        let ok = finite(sumsq) && control[m * S + ${CONTROL.lossFinite}u] > 0.5;
+        control[m * S + ${CONTROL.skip}u] = select(1.0, 0.0, ok);
+      }
+    }
+    workgroupBarrier();
+  }
+  if (params.phase == ${PlanPhase.Flag}u) { return; }
+  let adaptive = params.adaptive == 1u;
+  if (adaptive && lid < params.models) {
+    trend_valid[lid] = 0u;
+    if ((params.valid_mask >> lid & 1u) == 1u) { fit_trend(lid); }
+  }
+  workgroupBarrier();
+  if (lid != 0u) { return; }
+  var z_sum = 0.0;
+  var z_count = 0.0;
+  for (var m = 0u; m < params.models; m++) {
+    if (trend_valid[m] == 1u) {
+      z_sum += trend_z[m];
+      z_count += 1.0;
+    }
+  }
+  let z_mean = z_sum / max(z_count, 1.0);
+  for (var m = 0u; m < params.models; m++) {
+    let row = m * S;
+    control[row + ${CONTROL.lossFinite}u] = 1.0;
+    if (control[row + ${CONTROL.skip}u] > 0.5) {
+      control[row + ${CONTROL.skipped}u] += 1.0;
+      continue;
+    }
+    let norm = sqrt(control[row + ${CONTROL.sumOfSquares}u]);
+    control[row + ${CONTROL.gradNorm}u] = norm;
+    var clip_factor = 1.0;
+    if (params.clip > 0.0) { clip_factor = min(1.0, params.clip / (norm + 1e-6)); }
+    control[row + ${CONTROL.gradScale}u] = params.inverse_accumulation * clip_factor;
+    var multiplier = control[row + ${CONTROL.multiplier}u];
+    if (adaptive && trend_valid[m] == 1u) {
+      let d = safe_tanh((trend_z[m] - z_mean) / (1.0 + abs(z_mean)));
+      var goal = select(1.0 + d * (1.0 - params.min_multiplier), 1.0 + d * (params.max_multiplier - 1.0), d >= 0.0);
+      if (trend_slope[m] > 0.0) { goal = min(goal, multiplier); }
+      multiplier += params.smoothing * (goal - multiplier);
+      control[row + ${CONTROL.multiplier}u] = multiplier;
+      control[row + ${CONTROL.trend}u] = trend_z[m];
+    }
+    control[row + ${CONTROL.lr}u] = params.lr * lr_factor(m) * multiplier;
+    control[row + ${CONTROL.steps}u] += 1.0;
+    // 1 - beta^t by recurrence: computing it as 1 - pow(beta, t) in float32 loses ~5 digits for small t.
+    let q1 = control[row + ${CONTROL.biasCorrection1}u];
+    let q2 = control[row + ${CONTROL.biasCorrection2}u];
+    control[row + ${CONTROL.biasCorrection1}u] = q1 + params.one_minus_beta1 * (1.0 - q1);
+    control[row + ${CONTROL.biasCorrection2}u] = q2 + params.one_minus_beta2 * (1.0 - q2);
+  }
+}`,
+  }));
+  dispatch(
+    kernel,
+    [
+      layout.models,
+      u.phase,
+      u.lr,
+      u.inverseAccumulation,
+      u.clip,
+      u.oneMinusBeta1,
+      u.oneMinusBeta2,
+      u.adaptive,
+      u.window,
+      u.min,
+      u.max,
+      u.smoothing,
+      u.validMask,
+      ...padded(layout.tiles, MAX_MODELS + 1),
+      ...padded(u.ringHeads, MAX_MODELS),
+      ...padded(u.lrFactors, MAX_MODELS),
+    ],
+    [partials, ring, control],
+    [1],
+  );
+}
+
+/** Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena. */
+export function recordAdamw(
+  layout: ArenaLayout,
+  hyper: { beta1: number; beta2: number; eps: number; weightDecay: number },
+  buffers: {
+    values: BufferRange;
+    grads: BufferRange;
+    expAvg: BufferRange;
+    expAvgSq: BufferRange;
+    control: BufferRange;
+  },
+): void {
+  const kernel = kernelFor("mm_adamw", () => ({
+    name: "mm_adamw",
+    params: {
+      count: "u32",
+      models: "u32",
+      one_minus_beta1: "f32",
+      beta2: "f32",
+      one_minus_beta2: "f32",
+      eps: "f32",
+      weight_decay: "f32",
+      ...indexed("seg", MAX_MODELS + 1, "u32"),
+    },
+    bindings: [
+      { name: "values", type: "vec4<f32>", write: true },
+      { name: "grads", type: "vec4<f32>" },
+      { name: "exp_avg", type: "vec4<f32>", write: true },
+      { name: "exp_avg_sq", type: "vec4<f32>", write: true },
+      { name: "control" },
+    ],
+    code: `${SEGMENTS}
+const S = ${CONTROL_STRIDE}u;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  if (i >= params.count) { return; }
+  let row = model_of(i * 4u) * S;
+  if (control[row + ${CONTROL.skip}u] > 0.5) { return; }
+  let lr = control[row + ${CONTROL.lr}u];
+  let g = grads[i] * control[row + ${CONTROL.gradScale}u];
+  let p = values[i] * (1.0 - lr * params.weight_decay);
+  let m = exp_avg[i] + (g - exp_avg[i]) * params.one_minus_beta1;
+  let v = exp_avg_sq[i] * params.beta2 + g * g * params.one_minus_beta2;
+  exp_avg[i] = m;
+  exp_avg_sq[i] = v;
+  let denom = sqrt(v) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;
+  values[i] = p - (lr / control[row + ${CONTROL.biasCorrection1}u]) * m / denom;
+}`,
+  }));
+  const count = buffers.values.size / 16;
+  dispatch(
+    kernel,
+    [
+      count,
+      layout.models,
+      1 - hyper.beta1,
+      hyper.beta2,
+      1 - hyper.beta2,
+      hyper.eps,
+      hyper.weightDecay,
+      ...padded(layout.segments, MAX_MODELS + 1),
+    ],
+    [buffers.values, buffers.grads, buffers.expAvg, buffers.expAvgSq, buffers.control],
+    grid(count, 256),
+  );
+}
+
+/** Elements of one group a workgroup mixes: 256 lanes x 16, adjacent lanes on adjacent elements. */
+export const MIX_BLOCK = 4096;
+
+/**
+ * The group table of {@linkcode recordMix}: per group its first block, size, member count, member
+ * offsets and model indices ({@linkcode GROUP_WORDS} words), then the group of every block.
+ */
+export function groupTable(
+  groups: readonly { size: number; members: readonly { offset: number; model: number }[] }[],
+): {
+  words: Uint32Array;
+  blocks: number;
+} {
+  const blocks = groups.reduce((s, g) => s + Math.ceil(g.size / MIX_BLOCK), 0);
+  const words = new Uint32Array(groups.length * GROUP_WORDS + blocks);
+  let block = 0;
+  groups.forEach((group, g) => {
+    const base = g * GROUP_WORDS;
+    words[base] = block;
+    words[base + 1] = group.size;
+    words[base + 2] = group.members.length;
+    group.members.forEach((member, k) => {
+      words[base + 4 + k] = member.offset;
+      words[base + 4 + MAX_MODELS + k] = member.model;
+    });
+    for (let b = 0; b < Math.ceil(group.size / MIX_BLOCK); b++) {
+      words[groups.length * GROUP_WORDS + block++] = g;
+    }
+  });
+  return { words, blocks };
+}
+
+/**
+ * Records `x <- (1 - ratio) x + ratio * sum(w x) / sum(w)` over every group's members (gradients
+ * for sharing, parameters for sync); models skipped in this update neither contribute nor change.
+ */
+export function recordMix(
+  target: BufferRange,
+  table: BufferRange,
+  control: BufferRange,
+  groups: { count: number; blocks: number },
+  ratio: number,
+  weights: readonly number[],
+): void {
+  const kernel = kernelFor("mm_mix", () => ({
+    name: "mm_mix",
+    params: { groups: "u32", blocks: "u32", ratio: "f32", ...indexed("weight", MAX_MODELS, "f32") },
+    bindings: [{ name: "mixed", write: true }, { name: "table", type: "u32" }, { name: "control" }],
+    code: `${uniformArray("model_weight", "weight", MAX_MODELS, "f32")}
+const S = ${CONTROL_STRIDE}u;
+const W = ${GROUP_WORDS}u;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lane: u32) {
+  let block = wid.x + wid.y * groups.x;
+  if (block >= params.blocks) { return; }
+  let base = table[params.groups * W + block] * W;
+  let size = table[base + 1u];
+  let count = table[base + 2u];
+  var offsets: array<u32, ${MAX_MODELS}>;
+  var weights: array<f32, ${MAX_MODELS}>;
+  var weight_sum = 0.0;
+  for (var k = 0u; k < count; k++) {
+    let m = table[base + 4u + ${MAX_MODELS}u + k];
+    offsets[k] = table[base + 4u + k];
+    // Models skipped in this update get weight 0: they neither contribute nor change.
+    weights[k] = select(model_weight(m), 0.0, control[m * S + ${CONTROL.skip}u] > 0.5);
+    weight_sum += weights[k];
+  }
+  if (weight_sum == 0.0) { return; }
+  let first = (block - table[base]) * ${MIX_BLOCK}u + lane;
+  for (var e = first; e < min(first + ${MIX_BLOCK}u, size); e += 256u) {
+    var total = 0.0;
+    // Constant trip counts let compilers unroll and keep offsets and weights in registers.
+    for (var k = 0u; k < ${MAX_MODELS}u; k++) {
+      if (k < count) { total += weights[k] * mixed[offsets[k] + e]; }
+    }
+    let mean = total / weight_sum;
+    for (var k = 0u; k < ${MAX_MODELS}u; k++) {
+      if (k < count && weights[k] > 0.0) {
+        let at = offsets[k] + e;
+        mixed[at] = (1.0 - params.ratio) * mixed[at] + params.ratio * mean;
+      }
+    }
+  }
+}`,
+  }));
+  dispatch(
+    kernel,
+    [groups.count, groups.blocks, ratio, ...padded(weights, MAX_MODELS)],
+    [target, table, control],
+    grid(groups.blocks, 1),
+  );
+}
+
+/** Records the logging of losses: each present model's latest loss goes into its ring slot; a non-finite one flags it. */
+export function recordLosses(
+  present: number,
+  slots: readonly number[],
+  window: number,
+  buffers: { latest: BufferRange; ring: BufferRange; control: BufferRange },
+): void {
+  const kernel = kernelFor("mm_log_losses", () => ({
+    name: "mm_log_losses",
+    params: { present: "u32", window: "u32", ...indexed("slot", MAX_MODELS, "u32") },
+    bindings: [{ name: "latest" }, { name: "ring", write: true }, { name: "control", write: true }],
+    code: `${FINITE}${uniformArray("ring_slot", "slot", MAX_MODELS, "u32")}
+@compute @workgroup_size(${MAX_MODELS})
+fn main(@builtin(local_invocation_index) m: u32) {
+  if ((params.present >> m & 1u) == 0u) { return; }
+  let loss = latest[m];
+  ring[m * params.window + ring_slot(m)] = loss;
+  if (!finite(loss)) { control[m * ${CONTROL_STRIDE}u + ${CONTROL.lossFinite}u] = 0.0; }
+}`,
+  }));
+  dispatch(kernel, [present, window, ...padded(slots, MAX_MODELS)], [
+    buffers.latest,
+    buffers.ring,
+    buffers.control,
+  ], [1]);
+}

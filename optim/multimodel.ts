@@ -1,0 +1,600 @@
+/**
+ * MultiModelOptimizer: joint AdamW over several models with gradient sharing, soft parameter
+ * synchronisation, convergence-aware learning rates and per-model weights, as a few fused GPU
+ * kernels over one flat arena that holds every model's parameters, gradients and moments.
+ *
+ * The training loop of the seed works as written, including with gradient accumulation:
+ *
+ * ```ts
+ * for (const batch of batches) {
+ *   optimizer.zeroGrad();             // clears only when the previous step() updated
+ *   const losses: Record<string, Tensor> = {};
+ *   for (const [name, model] of Object.entries(models)) {
+ *     const loss = model.forward(batch).loss!;
+ *     loss.backward();                // gradients add up over micro-batches
+ *     losses[name] = loss;
+ *   }
+ *   optimizer.logMetrics(losses);     // GPU scalars, no readback
+ *   optimizer.step();                 // updates every N-th call, with the mean gradient
+ * }
+ * ```
+ *
+ * @module
+ */
+import { Arena } from "../engine/arena.ts";
+import { gpu } from "../engine/device.ts";
+import { createBuffer } from "../engine/pool.ts";
+import { type BufferRange, clearBuffer, copyBuffer, readRanges, upload } from "../engine/recorder.ts";
+import { shapeSize } from "../engine/shape.ts";
+import { emptyTensor, type Tensor } from "../engine/tensor.ts";
+import type { Parameter, ParameterSet } from "../models/parameters.ts";
+import { buildGroups, type ParameterGroup } from "./groups.ts";
+import {
+  type ArenaLayout,
+  CONTROL,
+  CONTROL_STRIDE,
+  groupTable,
+  PlanPhase,
+  recordAdamw,
+  recordLosses,
+  recordMix,
+  recordPlan,
+  recordTileSumOfSquares,
+  TILE,
+} from "./kernels.ts";
+import {
+  MAX_MODELS,
+  modelLrFactors,
+  type OptimizerOptions,
+  type ResolvedOptions,
+  resolveOptions,
+  scheduleFactor,
+} from "./options.ts";
+
+/** What the optimizer needs of a model: its parameters with metadata, in an arena it may move. */
+export interface OptimizableModel {
+  /** The model's parameters. */
+  readonly parameterSet: ParameterSet;
+}
+
+/** Constructor options: the models by name, and everything of {@linkcode OptimizerOptions}. */
+export interface MultiModelOptimizerOptions extends OptimizerOptions {
+  /** The models, by name (the names used by modelWeights, logMetrics and metrics). */
+  models: Record<string, OptimizableModel>;
+}
+
+/** Per-model figures of {@linkcode MultiModelOptimizer.metrics}. */
+export interface ModelMetrics {
+  /** Updates applied to the model. */
+  updates: number;
+  /** Updates skipped because its loss or gradients were not finite. */
+  skipped: number;
+  /** Adaptive learning-rate multiplier. */
+  lrMultiplier: number;
+  /** Learning rate of its last update (schedule x weight factor x multiplier). */
+  lr: number;
+  /** Global norm of its last averaged gradient, before clipping. */
+  gradNorm: number;
+  /** t-statistic of its loss trend at the last adaptive update. */
+  lossTrend: number;
+  /** Its logged losses still in the window, oldest first. */
+  recentLosses: number[];
+}
+
+/** Figures of {@linkcode MultiModelOptimizer.metrics}. */
+export interface OptimizerMetrics {
+  /** Updates performed (step() calls that completed an accumulation cycle). */
+  updates: number;
+  /** Micro-batches accumulated towards the next update. */
+  pendingMicroBatches: number;
+  /** Figures per model. */
+  models: Record<string, ModelMetrics>;
+}
+
+/** A parameter's place in the joint arena. */
+interface Placed {
+  model: number;
+  parameter: Parameter;
+  offset: number;
+  size: number;
+}
+
+/** Host-side counters saved in state dicts. */
+export interface Counters {
+  /** Updates performed. */
+  updates: number;
+  /** Micro-batches accumulated towards the next update. */
+  microBatches: number;
+  /** Whether the next zeroGrad() clears (an update happened since the last clear). */
+  gradientsStale: boolean;
+  /** Next loss-window slot per model. */
+  ringPositions: number[];
+  /** Losses logged per model. */
+  ringCounts: number[];
+}
+
+/** Joint AdamW over several models with sharing, sync, adaptive rates and model weights; see the module docs. */
+export class MultiModelOptimizer {
+  /** Model names, in order. */
+  readonly modelNames: readonly string[];
+  /** Resolved options. */
+  readonly options: ResolvedOptions;
+  /** The groups that share and synchronise. */
+  readonly groups: readonly ParameterGroup[];
+  readonly #arena: Arena;
+  readonly #placed: Placed[] = [];
+  readonly #layout: ArenaLayout;
+  readonly #expAvg: GPUBuffer;
+  readonly #expAvgSq: GPUBuffer;
+  readonly #control: GPUBuffer;
+  readonly #partials: GPUBuffer;
+  readonly #ring: GPUBuffer;
+  readonly #latest: GPUBuffer;
+  readonly #groupTable: GPUBuffer | null;
+  readonly #groupBlocks: number;
+  readonly #window: number;
+  #counters: Counters;
+
+  /** Moves every model's parameters into one arena and prepares the state; see {@linkcode OptimizerOptions}. */
+  constructor(options: MultiModelOptimizerOptions) {
+    const sets = Object.values(options.models ?? {}).map((m) => m?.parameterSet);
+    this.modelNames = Object.keys(options.models ?? {});
+    this.options = resolveOptions(this.modelNames, options);
+    sets.forEach((set, i) => {
+      if (!set) {
+        throw new Error(`MultiModelOptimizer: "${this.modelNames[i]}" is not a model (no parameterSet)`);
+      }
+    });
+    if (new Set(sets).size !== sets.length) {
+      throw new Error("MultiModelOptimizer: the same model is given twice");
+    }
+    this.#arena = this.#moveIntoArena(sets);
+    const values = this.#arena.chunks[0];
+    const length = values.length;
+    this.#layout = this.#layoutOf(sets);
+    const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    this.#expAvg = createBuffer(length * 4, storage, "optimizer exp_avg");
+    this.#expAvgSq = createBuffer(length * 4, storage, "optimizer exp_avg_sq");
+    clearBuffer(this.#range(this.#expAvg));
+    clearBuffer(this.#range(this.#expAvgSq));
+    this.#control = createBuffer(MAX_MODELS * CONTROL_STRIDE * 4, storage, "optimizer control");
+    this.#window = this.options.adaptiveLr?.window ?? 3;
+    this.#ring = createBuffer(MAX_MODELS * this.#window * 4, storage, "optimizer loss ring");
+    this.#latest = createBuffer(MAX_MODELS * 4, storage, "optimizer latest losses");
+    this.#partials = createBuffer(
+      Math.max(1, this.#layout.tiles[this.#layout.models]) * 4,
+      storage,
+      "optimizer partials",
+    );
+    upload(this.#range(this.#control), this.#initialControl());
+    clearBuffer(this.#range(this.#ring));
+    this.groups = buildGroups(
+      sets.map((set, m) => set.parameters.map((p) => ({ ...p.info, model: this.modelNames[m] }))),
+    );
+    const table = this.#groupTableValues();
+    this.#groupBlocks = table.blocks;
+    this.#groupTable = this.groups.length > 0
+      ? createBuffer(Math.max(16, table.words.byteLength), storage, "optimizer groups")
+      : null;
+    if (this.#groupTable) {
+      upload({ buffer: this.#groupTable, offset: 0, size: table.words.byteLength }, table.words);
+    }
+    if (this.options.alignInitialization) this.#alignInitialValues();
+    this.#counters = {
+      updates: 0,
+      microBatches: 0,
+      gradientsStale: true,
+      ringPositions: this.modelNames.map(() => 0),
+      ringCounts: this.modelNames.map(() => 0),
+    };
+  }
+
+  /** Allocates the joint arena (one storage binding), copies every model's values in and rebinds the models. */
+  #moveIntoArena(sets: ParameterSet[]): Arena {
+    const shapes = sets.flatMap((set) => set.specs.map((spec) => spec.shape));
+    const profile = gpu().profile;
+    const limit = Math.floor(Math.min(profile.maxStorageBindingBytes, profile.maxBufferBytes) / 4);
+    const total = shapes.reduce((s, shape) => s + Math.ceil(Math.max(1, shapeSize(shape)) / 64) * 64, 0);
+    if (total > limit) {
+      throw new Error(
+        `MultiModelOptimizer: the models hold ${total} parameter values (${
+          (total * 4 / 2 ** 20).toFixed(0)
+        } MiB ` +
+          `with alignment), more than one storage binding of ${profile.name} (${
+            (limit * 4 / 2 ** 20).toFixed(0)
+          } MiB)`,
+      );
+    }
+    const arena = new Arena(shapes, "multimodel", limit);
+    let first = 0;
+    sets.forEach((set, m) => {
+      set.specs.forEach((_, i) => {
+        const slot = arena.slots[first + i];
+        const source = set.slot(i);
+        copyBuffer(source.range(), {
+          buffer: arena.chunks[0].values,
+          offset: slot.offset * 4,
+          size: slot.size * 4,
+        });
+      });
+      set.bind(arena, first, false);
+      let index = 0;
+      set.specs.forEach((spec, i) => {
+        for (const member of spec.members) {
+          this.#placed.push({
+            model: m,
+            parameter: set.parameters[index++],
+            offset: arena.slots[first + i].offset + member.offset,
+            size: shapeSize(member.info.shape),
+          });
+        }
+      });
+      first += set.specs.length;
+    });
+    return arena;
+  }
+
+  #layoutOf(sets: ParameterSet[]): ArenaLayout {
+    const segments: number[] = [];
+    let slot = 0;
+    for (const set of sets) {
+      segments.push(this.#arena.slots[slot].offset);
+      slot += set.specs.length;
+    }
+    segments.push(this.#arena.chunks[0].length);
+    const tiles = [0];
+    for (let m = 0; m < sets.length; m++) {
+      tiles.push(tiles[m] + Math.ceil((segments[m + 1] - segments[m]) / TILE));
+    }
+    return { models: sets.length, segments, tiles };
+  }
+
+  #range(buffer: GPUBuffer): BufferRange {
+    return { buffer, offset: 0, size: buffer.size };
+  }
+
+  #initialControl(): Float32Array {
+    const control = new Float32Array(MAX_MODELS * CONTROL_STRIDE);
+    for (let m = 0; m < MAX_MODELS; m++) {
+      control[m * CONTROL_STRIDE + CONTROL.multiplier] = 1;
+      control[m * CONTROL_STRIDE + CONTROL.lossFinite] = 1;
+    }
+    return control;
+  }
+
+  #find(model: string, parameter: string): Placed {
+    const m = this.modelNames.indexOf(model);
+    const placed = this.#placed.find((p) => p.model === m && p.parameter.info.name === parameter);
+    if (!placed) throw new Error(`MultiModelOptimizer: no parameter "${parameter}" in model "${model}"`);
+    return placed;
+  }
+
+  /** The group table of the mixing kernel, from the groups' members' places in the arena. */
+  #groupTableValues(): { words: Uint32Array; blocks: number } {
+    return groupTable(this.groups.map((group) => ({
+      size: shapeSize(group.shape),
+      members: group.members.map((member) => {
+        const placed = this.#find(member.model, member.parameter);
+        return { offset: placed.offset, model: placed.model };
+      }),
+    })));
+  }
+
+  /** Copies each group's first member's values into the other members (through a temporary: WebGPU copies between two buffers). */
+  #alignInitialValues(): void {
+    const values = this.#arena.chunks[0].values;
+    for (const group of this.groups) {
+      const [first, ...rest] = group.members.map((m) => this.#find(m.model, m.parameter));
+      const staging = emptyTensor([first.size]);
+      copyBuffer({ buffer: values, offset: first.offset * 4, size: first.size * 4 }, staging.range());
+      for (const member of rest) {
+        copyBuffer(staging.range(), { buffer: values, offset: member.offset * 4, size: member.size * 4 });
+      }
+      staging.dispose();
+    }
+  }
+
+  /**
+   * Zeroes the gradients of every model (one command), but only at the start of an accumulation
+   * cycle: between the micro-batches of one update it does nothing, so no gradient is discarded.
+   */
+  zeroGrad(): void {
+    if (!this.#counters.gradientsStale) return;
+    this.#arena.zeroGrads();
+    this.#counters.gradientsStale = false;
+  }
+
+  /**
+   * Records each model's loss (a number, or a one-element GPU tensor: no readback) for the adaptive
+   * learning rate and the non-finite check. Names must be models; models may be left out.
+   */
+  logMetrics(losses: Record<string, number | Tensor>): void {
+    let present = 0;
+    const slots = this.modelNames.map(() => 0);
+    for (const [name, loss] of Object.entries(losses)) {
+      const m = this.modelNames.indexOf(name);
+      if (m < 0) throw new Error(`logMetrics: "${name}" is not a model (${this.modelNames.join(", ")})`);
+      const target = { buffer: this.#latest, offset: m * 4, size: 4 };
+      if (typeof loss === "number") upload(target, Float32Array.of(loss));
+      else {
+        if (loss.size !== 1 || loss.dtype !== "float32") {
+          throw new Error(
+            `logMetrics: the loss of "${name}" must be one float32 value, got ${loss.describe()}`,
+          );
+        }
+        copyBuffer(loss.range(), target);
+      }
+      present |= 1 << m;
+      slots[m] = this.#counters.ringPositions[m];
+      this.#counters.ringPositions[m] = (this.#counters.ringPositions[m] + 1) % this.#window;
+      this.#counters.ringCounts[m]++;
+    }
+    if (present === 0) return;
+    recordLosses(present, slots, this.#window, {
+      latest: this.#range(this.#latest),
+      ring: this.#range(this.#ring),
+      control: this.#range(this.#control),
+    });
+  }
+
+  /**
+   * Counts a micro-batch; on the last one of an accumulation cycle, records the update of every
+   * model (sharing, clipping, adaptive rates, AdamW, sync) and returns true. A model whose loss or
+   * gradients are not finite keeps its parameters and moments; `metrics()` counts it as skipped.
+   */
+  step(): boolean {
+    const o = this.options;
+    const c = this.#counters;
+    c.microBatches++;
+    if (c.microBatches < o.gradientAccumulationSteps) return false;
+    c.microBatches = 0;
+    const update = c.updates++;
+    const chunk = this.#arena.chunks[0];
+    const grads = this.#range(chunk.grads);
+    const values = this.#range(chunk.values);
+    const control = this.#range(this.#control);
+    const partials = this.#range(this.#partials);
+    const ring = this.#range(this.#ring);
+    const sharing = o.gradientSharing !== null && this.#groupTable !== null &&
+      (update + 1) % o.gradientSharing.every === 0;
+    const adaptive = o.adaptiveLr;
+    const plan = (phase: PlanPhase) =>
+      recordPlan(
+        this.#layout,
+        {
+          phase,
+          lr: o.lr * scheduleFactor(o.schedule, update),
+          inverseAccumulation: 1 / o.gradientAccumulationSteps,
+          clip: o.clipGradNorm ?? 0,
+          oneMinusBeta1: 1 - o.betas[0],
+          oneMinusBeta2: 1 - o.betas[1],
+          adaptive: adaptive ? 1 : 0,
+          window: this.#window,
+          min: adaptive?.min ?? 1,
+          max: adaptive?.max ?? 1,
+          smoothing: adaptive?.smoothing ?? 0,
+          validMask: c.ringCounts.reduce((mask, n, m) => (n >= this.#window ? mask | (1 << m) : mask), 0),
+          ringHeads: c.ringPositions,
+          lrFactors: modelLrFactors(o.modelWeights),
+        },
+        partials,
+        ring,
+        control,
+      );
+    recordTileSumOfSquares(this.#layout, grads, partials);
+    if (sharing) {
+      plan(PlanPhase.Flag);
+      recordMix(
+        grads,
+        this.#range(this.#groupTable!),
+        control,
+        {
+          count: this.groups.length,
+          blocks: this.#groupBlocks,
+        },
+        o.gradientSharing!.ratio,
+        o.modelWeights,
+      );
+      recordTileSumOfSquares(this.#layout, grads, partials);
+      plan(PlanPhase.Finish);
+    } else {
+      plan(PlanPhase.FlagAndFinish);
+    }
+    recordAdamw(this.#layout, {
+      beta1: o.betas[0],
+      beta2: o.betas[1],
+      eps: o.eps,
+      weightDecay: o.weightDecay,
+    }, {
+      values,
+      grads,
+      expAvg: this.#range(this.#expAvg),
+      expAvgSq: this.#range(this.#expAvgSq),
+      control,
+    });
+    if (o.parameterSync && this.#groupTable && (update + 1) % o.parameterSync.every === 0) {
+      recordMix(
+        values,
+        this.#range(this.#groupTable),
+        control,
+        {
+          count: this.groups.length,
+          blocks: this.#groupBlocks,
+        },
+        o.parameterSync.ratio,
+        o.modelWeights,
+      );
+    }
+    c.gradientsStale = true;
+    return true;
+  }
+
+  /** Reads the optimizer's figures back from the GPU (one round trip; call it between steps, not inside one). */
+  async metrics(): Promise<OptimizerMetrics> {
+    const [controlBytes, ringBytes] = await readRanges([this.#range(this.#control), this.#range(this.#ring)]);
+    const control = new Float32Array(controlBytes);
+    const ring = new Float32Array(ringBytes);
+    const models: Record<string, ModelMetrics> = {};
+    this.modelNames.forEach((name, m) => {
+      const row = m * CONTROL_STRIDE;
+      const count = Math.min(this.#counters.ringCounts[m], this.#window);
+      const head = (this.#counters.ringPositions[m] - count + this.#window) % this.#window;
+      models[name] = {
+        updates: control[row + CONTROL.steps],
+        skipped: control[row + CONTROL.skipped],
+        lrMultiplier: control[row + CONTROL.multiplier],
+        lr: control[row + CONTROL.lr],
+        gradNorm: control[row + CONTROL.gradNorm],
+        lossTrend: control[row + CONTROL.trend],
+        recentLosses: Array.from(
+          { length: count },
+          (_, t) => ring[m * this.#window + (head + t) % this.#window],
+        ),
+      };
+    });
+    return { updates: this.#counters.updates, pendingMicroBatches: this.#counters.microBatches, models };
+  }
+
+  /** The groups as a table: role, shape and members (model and Hugging Face parameter name). */
+  describeGroups(): ParameterGroup[] {
+    return this.groups.map((g) => ({
+      role: g.role,
+      shape: [...g.shape],
+      members: g.members.map((m) => ({ ...m })),
+    }));
+  }
+
+  /**
+   * Frees the optimizer's GPU memory: moments, tables and the joint arena, which holds the models'
+   * parameters (so the models cannot be used afterwards).
+   */
+  dispose(): void {
+    this.#arena.destroy();
+    for (
+      const buffer of [this.#expAvg, this.#expAvgSq, this.#control, this.#ring, this.#latest, this.#partials]
+    ) {
+      buffer.destroy();
+    }
+    this.#groupTable?.destroy();
+  }
+
+  /**
+   * The optimizer's state: counters, per-model control rows (steps, skips, multipliers), the loss
+   * window and both moments of every parameter (keyed "model/parameter"). A fresh copy: changing it
+   * changes nothing here.
+   */
+  async stateDict(): Promise<OptimizerState> {
+    // Gradients belong to the state while a cycle is open (micro-batches accumulated, no update yet).
+    const withGradients = !this.#counters.gradientsStale;
+    const ranges = [
+      this.#range(this.#control),
+      this.#range(this.#ring),
+      this.#range(this.#expAvg),
+      this.#range(this.#expAvgSq),
+    ];
+    if (withGradients) ranges.push(this.#range(this.#arena.chunks[0].grads));
+    const [controlBytes, ringBytes, expAvgBytes, expAvgSqBytes, gradBytes] = await readRanges(ranges);
+    const expAvg = new Float32Array(expAvgBytes);
+    const expAvgSq = new Float32Array(expAvgSqBytes);
+    const grads = gradBytes ? new Float32Array(gradBytes) : null;
+    const moments: OptimizerState["moments"] = {};
+    for (const p of this.#placed) {
+      const range = [p.offset, p.offset + p.size] as const;
+      moments[`${this.modelNames[p.model]}/${p.parameter.info.name}`] = {
+        shape: [...p.parameter.info.shape],
+        expAvg: expAvg.slice(...range),
+        expAvgSq: expAvgSq.slice(...range),
+        ...(grads ? { pendingGrad: grads.slice(...range) } : {}),
+      };
+    }
+    return {
+      format: STATE_FORMAT,
+      models: [...this.modelNames],
+      counters: structuredClone(this.#counters),
+      control: new Float32Array(controlBytes).slice(0, this.modelNames.length * CONTROL_STRIDE),
+      lossRing: new Float32Array(ringBytes).slice(0, this.modelNames.length * this.#window),
+      moments,
+    };
+  }
+
+  /**
+   * Restores a state from {@linkcode stateDict} (of an optimizer over models with the same names and
+   * parameters). Every entry is checked before anything is written; the argument is not modified
+   * and can be loaded again.
+   */
+  loadStateDict(state: OptimizerState): void {
+    const fail = (message: string): never => {
+      throw new Error(`loadStateDict: ${message}`);
+    };
+    if (state?.format !== STATE_FORMAT) fail(`unknown format ${JSON.stringify(state?.format)}`);
+    if (state.models.join() !== this.modelNames.join()) {
+      fail(`state is for models [${state.models}], this optimizer has [${this.modelNames}]`);
+    }
+    if (state.control.length !== this.modelNames.length * CONTROL_STRIDE) {
+      fail("control table has the wrong size");
+    }
+    if (state.lossRing.length !== this.modelNames.length * this.#window) {
+      fail(
+        `loss window of ${
+          state.lossRing.length / this.modelNames.length
+        }, this optimizer's is ${this.#window}`,
+      );
+    }
+    const expected = new Set(this.#placed.map((p) => `${this.modelNames[p.model]}/${p.parameter.info.name}`));
+    for (const key of Object.keys(state.moments)) {
+      if (!expected.has(key)) fail(`unexpected parameter "${key}"`);
+    }
+    for (const p of this.#placed) {
+      const key = `${this.modelNames[p.model]}/${p.parameter.info.name}`;
+      const entry = state.moments[key];
+      if (!entry) fail(`no moments for "${key}"`);
+      const lengths = [entry.expAvg, entry.expAvgSq, entry.pendingGrad ?? entry.expAvg].map((a) => a.length);
+      if (lengths.some((n) => n !== p.size)) {
+        fail(`state of "${key}" has [${lengths}] values, the parameter has ${p.size}`);
+      }
+      if (!entry.pendingGrad !== state.counters.gradientsStale) {
+        fail(`"${key}" ${entry.pendingGrad ? "has" : "lacks"} the gradients of an open accumulation cycle`);
+      }
+    }
+    const control = this.#initialControl();
+    control.set(state.control);
+    upload(this.#range(this.#control), control);
+    const ring = new Float32Array(this.#ring.size / 4);
+    ring.set(state.lossRing);
+    upload(this.#range(this.#ring), ring);
+    this.#arena.zeroGrads();
+    for (const p of this.#placed) {
+      const entry = state.moments[`${this.modelNames[p.model]}/${p.parameter.info.name}`];
+      const at = (buffer: GPUBuffer) => ({ buffer, offset: p.offset * 4, size: p.size * 4 });
+      upload(at(this.#expAvg), Float32Array.from(entry.expAvg));
+      upload(at(this.#expAvgSq), Float32Array.from(entry.expAvgSq));
+      if (entry.pendingGrad) upload(at(this.#arena.chunks[0].grads), Float32Array.from(entry.pendingGrad));
+    }
+    this.#counters = structuredClone(state.counters);
+  }
+}
+
+/** The format tag of optimizer state dicts. */
+export const STATE_FORMAT = "multimodel-optimizer/1";
+
+/** The state of a {@linkcode MultiModelOptimizer}, as returned by `stateDict()`. */
+export interface OptimizerState {
+  /** Format tag. */
+  format: typeof STATE_FORMAT;
+  /** Model names, in order. */
+  models: string[];
+  /** Host-side counters: updates, pending micro-batches, loss-window positions. */
+  counters: Counters;
+  /** Per-model control rows (see optim/kernels.ts CONTROL). */
+  control: Float32Array;
+  /** Per-model loss windows. */
+  lossRing: Float32Array;
+  /**
+   * Per "model/parameter": both moments, and the gradient accumulated so far when the state was
+   * taken inside an accumulation cycle (between zeroGrad() and the updating step()).
+   */
+  moments: Record<
+    string,
+    { shape: number[]; expAvg: Float32Array; expAvgSq: Float32Array; pendingGrad?: Float32Array }
+  >;
+}

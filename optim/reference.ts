@@ -1,0 +1,186 @@
+/**
+ * Float64 reference of the multi-model optimizer's whole step, written plainly over host arrays
+ * per parameter: the trusted version the fused WGSL step is tested against.
+ *
+ * @module
+ */
+import { updateMultipliers } from "./adaptive.ts";
+import type { ParameterGroup } from "./groups.ts";
+import { modelLrFactors, type ResolvedOptions, scheduleFactor } from "./options.ts";
+
+/** A parameter of the reference: its model, name and float64 values. */
+export interface ReferenceParameter {
+  /** Model name. */
+  model: string;
+  /** Parameter name. */
+  name: string;
+  /** Values (updated in place). */
+  values: Float64Array;
+}
+
+interface ModelState {
+  steps: number;
+  skipped: number;
+  multiplier: number;
+  lossFinite: boolean;
+  losses: number[];
+}
+
+/** The reference optimizer: same options, groups and semantics as MultiModelOptimizer. */
+export class ReferenceOptimizer {
+  /** Gradients accumulated since the last clear, per "model/name". */
+  readonly grads = new Map<string, Float64Array>();
+  /** First moments per "model/name". */
+  readonly expAvg = new Map<string, Float64Array>();
+  /** Second moments per "model/name". */
+  readonly expAvgSq = new Map<string, Float64Array>();
+  /** Per-model counters, in model order. */
+  readonly state: ModelState[];
+  readonly #byKey = new Map<string, ReferenceParameter>();
+  #updates = 0;
+  #microBatches = 0;
+  #stale = true;
+
+  /**
+   * @param modelNames models in order
+   * @param parameters every parameter (values are updated in place)
+   * @param groups sharing groups
+   * @param options resolved options
+   */
+  constructor(
+    readonly modelNames: readonly string[],
+    readonly parameters: readonly ReferenceParameter[],
+    readonly groups: readonly ParameterGroup[],
+    readonly options: ResolvedOptions,
+  ) {
+    for (const p of parameters) {
+      const key = `${p.model}/${p.name}`;
+      this.#byKey.set(key, p);
+      this.grads.set(key, new Float64Array(p.values.length));
+      this.expAvg.set(key, new Float64Array(p.values.length));
+      this.expAvgSq.set(key, new Float64Array(p.values.length));
+    }
+    this.state = modelNames.map(() => ({
+      steps: 0,
+      skipped: 0,
+      multiplier: 1,
+      lossFinite: true,
+      losses: [],
+    }));
+    if (options.alignInitialization) {
+      for (const g of groups) {
+        const [first, ...rest] = g.members.map((m) => this.#values(m.model, m.parameter));
+        for (const values of rest) values.set(first);
+      }
+    }
+  }
+
+  #values(model: string, name: string): Float64Array {
+    return this.#byKey.get(`${model}/${name}`)!.values;
+  }
+
+  /** Clears the gradients at the start of an accumulation cycle (a no-op mid-cycle). */
+  zeroGrad(): void {
+    if (!this.#stale) return;
+    for (const g of this.grads.values()) g.fill(0);
+    this.#stale = false;
+  }
+
+  /** Adds one micro-batch's gradient of a parameter. */
+  addGradient(model: string, name: string, grad: ArrayLike<number>): void {
+    const g = this.grads.get(`${model}/${name}`)!;
+    for (let i = 0; i < g.length; i++) g[i] += grad[i];
+  }
+
+  /** Logs losses, like MultiModelOptimizer.logMetrics. */
+  logMetrics(losses: Record<string, number>): void {
+    for (const [name, loss] of Object.entries(losses)) {
+      const s = this.state[this.modelNames.indexOf(name)];
+      s.losses.push(Math.fround(loss));
+      if (!Number.isFinite(loss)) s.lossFinite = false;
+    }
+  }
+
+  #sumOfSquares(m: number): number {
+    const inverse = 1 / this.options.gradientAccumulationSteps;
+    let sum = 0;
+    for (const p of this.parameters) {
+      if (p.model !== this.modelNames[m]) continue;
+      for (const v of this.grads.get(`${p.model}/${p.name}`)!) sum += v * v;
+    }
+    return sum * inverse * inverse;
+  }
+
+  #mix(target: Map<string, Float64Array> | "values", ratio: number, skip: readonly boolean[]): void {
+    const weights = this.options.modelWeights;
+    for (const g of this.groups) {
+      const members = g.members
+        .map((m) => ({ m: this.modelNames.indexOf(m.model), key: `${m.model}/${m.parameter}` }))
+        .filter(({ m }) => !skip[m]);
+      if (members.length === 0) continue;
+      const arrays = members.map((
+        { key },
+      ) => (target === "values" ? this.#byKey.get(key)!.values : target.get(key)!));
+      const weightSum = members.reduce((s, { m }) => s + weights[m], 0);
+      for (let e = 0; e < arrays[0].length; e++) {
+        let total = 0;
+        members.forEach(({ m }, k) => (total += weights[m] * arrays[k][e]));
+        const mean = total / weightSum;
+        for (const a of arrays) a[e] = (1 - ratio) * a[e] + ratio * mean;
+      }
+    }
+  }
+
+  /** One step, like MultiModelOptimizer.step; returns whether an update happened. */
+  step(): boolean {
+    const o = this.options;
+    if (++this.#microBatches < o.gradientAccumulationSteps) return false;
+    this.#microBatches = 0;
+    const update = this.#updates++;
+    const models = this.modelNames.map((_, m) => m);
+    const skip = models.map((m) => !(Number.isFinite(this.#sumOfSquares(m)) && this.state[m].lossFinite));
+    if (o.gradientSharing && (update + 1) % o.gradientSharing.every === 0) {
+      this.#mix(this.grads, o.gradientSharing.ratio, skip);
+    }
+    if (o.adaptiveLr) {
+      const W = o.adaptiveLr.window;
+      const windows = this.state.map((s) => (s.losses.length >= W ? s.losses.slice(-W) : null));
+      const next = updateMultipliers(this.state.map((s) => s.multiplier), windows, o.adaptiveLr, skip);
+      this.state.forEach((s, m) => (s.multiplier = next[m]));
+    }
+    const factors = modelLrFactors(o.modelWeights);
+    const [beta1, beta2] = o.betas;
+    for (const m of models) {
+      const s = this.state[m];
+      s.lossFinite = true;
+      if (skip[m]) {
+        s.skipped++;
+        continue;
+      }
+      const norm = Math.sqrt(this.#sumOfSquares(m));
+      const clip = o.clipGradNorm === null ? 1 : Math.min(1, o.clipGradNorm / (norm + 1e-6));
+      const scale = clip / o.gradientAccumulationSteps;
+      const lr = o.lr * scheduleFactor(o.schedule, update) * factors[m] * s.multiplier;
+      s.steps++;
+      const bc1 = 1 - beta1 ** s.steps;
+      const bc2Sqrt = Math.sqrt(1 - beta2 ** s.steps);
+      for (const p of this.parameters) {
+        if (p.model !== this.modelNames[m]) continue;
+        const key = `${p.model}/${p.name}`;
+        const [g, mom, vel] = [this.grads.get(key)!, this.expAvg.get(key)!, this.expAvgSq.get(key)!];
+        for (let i = 0; i < g.length; i++) {
+          const grad = g[i] * scale;
+          p.values[i] *= 1 - lr * o.weightDecay;
+          mom[i] += (grad - mom[i]) * (1 - beta1);
+          vel[i] = vel[i] * beta2 + grad * grad * (1 - beta2);
+          p.values[i] -= (lr / bc1) * mom[i] / (Math.sqrt(vel[i]) / bc2Sqrt + o.eps);
+        }
+      }
+    }
+    if (o.parameterSync && (update + 1) % o.parameterSync.every === 0) {
+      this.#mix("values", o.parameterSync.ratio, skip);
+    }
+    this.#stale = true;
+    return true;
+  }
+}
