@@ -1,12 +1,13 @@
 /**
  * multimodel: a tensor and autograd engine on Deno's WebGPU with hand-written WGSL kernels,
- * Hugging Face-compatible BERT, GPT-2 and RoBERTa models, and a multi-model AdamW optimizer.
+ * Hugging Face-compatible BERT, GPT-2 and RoBERTa models, and a multi-model AdamW optimizer with
+ * gradient sharing, soft parameter sync, convergence-aware learning rates and model weights.
  *
  * ```ts
- * import { initGpu, matmul, sum, tensor } from "@multimodel/multimodel";
+ * import { gelu, initGpu, matmul, sum, tensor } from "@multimodel/multimodel";
  * await initGpu();
  * const x = tensor([[1, 2], [3, 4]], { requiresGrad: true });
- * const loss = sum(matmul(x, x));
+ * const loss = sum(gelu(matmul(x, x)));
  * loss.backward();
  * console.log(await loss.item(), await x.grad!.data());
  * ```
@@ -15,14 +16,17 @@
  */
 export { type DeviceProfile, type Gpu, gpu, initGpu, NoAdapterError } from "./engine/device.ts";
 export {
+  copyInto,
   copyOf,
   type DType,
   emptyTensor,
   full,
+  type GradNode,
   keep,
   type NestedNumbers,
   noGrad,
   readAll,
+  Storage,
   Tensor,
   tensor,
   type TensorOptions,
@@ -30,9 +34,10 @@ export {
   writeTensor,
   zeros,
 } from "./engine/tensor.ts";
-export { Random } from "./engine/random.ts";
+export { manualSeed, Random } from "./engine/random.ts";
 export { type PoolStats, poolStats, trimPool } from "./engine/pool.ts";
 export {
+  type BufferRange,
   type DispatchRecord,
   flush,
   type RecorderStats,
@@ -42,20 +47,101 @@ export {
 } from "./engine/recorder.ts";
 export {
   add,
+  type Binary,
   div,
   exp,
   Expr,
+  type ExprNode,
   fused,
   gelu,
   type GeluForm,
   log,
   mul,
   neg,
+  type Operand,
   relu,
   scale,
   sigmoid,
   sqrt,
   sub,
   tanh,
+  type Unary,
 } from "./kernels/elementwise.ts";
 export { mean, type ReduceOptions, sum } from "./kernels/reduce.ts";
+export { linear, matmul, type MatmulOptions, type TileConfig } from "./kernels/matmul.ts";
+export { attention, type AttentionOptions, fusedQkvAttention } from "./kernels/attention.ts";
+export { layerNorm } from "./kernels/layernorm.ts";
+export { logSoftmax, softmax } from "./kernels/softmax.ts";
+export { type GatherOptions, gatherRows } from "./kernels/embedding.ts";
+export {
+  crossEntropy,
+  type CrossEntropyOptions,
+  softCrossEntropy,
+  type SoftCrossEntropyOptions,
+} from "./kernels/cross_entropy.ts";
+export { dropout, type DropoutOptions } from "./kernels/dropout.ts";
+export { concat, narrow, permute, transpose } from "./kernels/layout.ts";
+export {
+  type Activation,
+  configFromHf,
+  configToHf,
+  type ModelConfig,
+  modelConfig,
+  type ModelFamily,
+} from "./models/config.ts";
+export { type ModelOptions, type ModelOutput, TransformerModel } from "./models/model.ts";
+export type { Task } from "./models/heads.ts";
+export type { Batch } from "./models/inputs.ts";
+export {
+  type Initializer,
+  type Parameter,
+  type ParameterInfo,
+  type ParameterLayout,
+  type ParameterRole,
+  ParameterSet,
+  type SlotMember,
+  type SlotSpec,
+} from "./models/parameters.ts";
+export { Arena, type ArenaChunk, type ArenaSlot } from "./engine/arena.ts";
+export {
+  type CheckedWeights,
+  checkWeights,
+  inferTask,
+  type LoadOptions,
+  loadPretrained,
+  type LoadReport,
+  loadWeights,
+  modelFromConfigFile,
+  savePretrained,
+} from "./models/checkpoint.ts";
+export {
+  type HostTensor,
+  type HostTensorEntries,
+  parseSafetensors,
+  readSafetensors,
+  type SafetensorsContents,
+  type SafetensorsDtype,
+  SafetensorsError,
+  serializeSafetensors,
+  writeSafetensors,
+} from "./models/safetensors.ts";
+export {
+  type Counters,
+  type ModelMetrics,
+  MultiModelOptimizer,
+  type MultiModelOptimizerOptions,
+  type OptimizableModel,
+  type OptimizerMetrics,
+  type OptimizerState,
+  STATE_FORMAT,
+} from "./optim/multimodel.ts";
+export type {
+  AdaptiveLrOptions,
+  OptimizerOptions,
+  ResolvedOptions,
+  ScheduleOptions,
+  SharingOptions,
+  SyncOptions,
+} from "./optim/options.ts";
+export { buildGroups, type ParameterGroup } from "./optim/groups.ts";
+export { loadCheckpoint, saveCheckpoint } from "./optim/checkpoint.ts";

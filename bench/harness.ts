@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { initGpu } from "../engine/device.ts";
+import { openGpuOrExit } from "../tools/start.ts";
 import { synchronize } from "../engine/recorder.ts";
 
 /** A GPU benchmark case. */
@@ -27,7 +27,7 @@ export interface GpuBench {
   run: () => void;
 }
 
-const gpuInfo = await initGpu();
+const gpuInfo = await openGpuOrExit();
 const rows: { name: string; ms: number; rate: string }[] = [];
 
 /** Registers a GPU benchmark. */
