@@ -1,4 +1,3 @@
-import { type DeviceProfile, gpu } from "../engine/device.ts";
 import { Random } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
@@ -8,11 +7,13 @@ import {
   assertBitwiseEqual,
   assertClose,
   dot,
+  expectError,
   f64,
   maxAbs,
   numericGradient,
   randomValues,
   setup,
+  withProfile,
 } from "./helpers.ts";
 
 await setup();
@@ -28,28 +29,6 @@ function makeTargets(rows: number, cols: number, seed: number, ignore = -100): I
 
 function upstreamFor(reduction: ref.Reduction, rows: number, seed: number): Float32Array {
   return reduction === "none" ? randomValues(rows, seed) : Float32Array.of(0.75);
-}
-
-/** Runs `fn` with device-profile fields replaced (GPU layouts on a CPU adapter, a small binding limit). */
-async function withProfile(overrides: Partial<DeviceProfile>, fn: () => Promise<void>): Promise<void> {
-  const profile = gpu().profile as { -readonly [K in keyof DeviceProfile]: DeviceProfile[K] };
-  const saved = { ...profile };
-  Object.assign(profile, overrides);
-  try {
-    await fn();
-  } finally {
-    Object.assign(profile, saved);
-  }
-}
-
-function expectError(fn: () => unknown, expected: string): void {
-  try {
-    fn();
-  } catch (e) {
-    if ((e as Error).message === expected) return;
-    throw new Error(`got "${(e as Error).message}", expected "${expected}"`);
-  }
-  throw new Error(`no error, expected "${expected}"`);
 }
 
 async function checkHard(

@@ -4,7 +4,7 @@ import { manualSeed, nextKernelSeed } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { dropout } from "../kernels/dropout.ts";
 import { dropoutBackward, dropoutForward, dropoutMask } from "../kernels/reference/dropout.ts";
-import { assertBitwiseEqual, assertClose, randomValues, setup } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, expectError, randomValues, setup } from "./helpers.ts";
 
 await setup();
 
@@ -81,15 +81,6 @@ Deno.test("dropout is the identity when p is 0 or training is false", () => {
 
 Deno.test("dropout rejects p outside [0, 1) and int32 tensors with clear errors", () => {
   const x = tensor([1, 2, 3]);
-  const expectError = (fn: () => unknown, expected: string) => {
-    try {
-      fn();
-    } catch (e) {
-      if ((e as Error).message === expected) return;
-      throw new Error(`got "${(e as Error).message}", expected "${expected}"`);
-    }
-    throw new Error(`no error, expected "${expected}"`);
-  };
   expectError(() => dropout(x, 1), "dropout: p must be in [0, 1), got 1 for tensor float32[3]");
   expectError(() => dropout(x, -0.1), "dropout: p must be in [0, 1), got -0.1 for tensor float32[3]");
   expectError(() => dropout(x, NaN), "dropout: p must be in [0, 1), got NaN for tensor float32[3]");

@@ -1,4 +1,4 @@
-import { type DeviceProfile, gpu } from "../engine/device.ts";
+import { gpu } from "../engine/device.ts";
 import { Random } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { type Tensor, tensor } from "../engine/tensor.ts";
@@ -8,11 +8,13 @@ import {
   assertBitwiseEqual,
   assertClose,
   dot,
+  expectError,
   f64,
   maxAbs,
   numericGradient,
   randomValues,
   setup,
+  withProfile,
 } from "./helpers.ts";
 
 await setup();
@@ -29,18 +31,6 @@ function makeIds(count: number, vocab: number, pattern: Pattern, seed: number): 
     [order[i], order[j]] = [order[j], order[i]];
   }
   return Int32Array.from(order.slice(0, count));
-}
-
-/** Runs `fn` with device-profile fields replaced (GPU shapes on a CPU adapter, a small binding limit). */
-async function withProfile(overrides: Partial<DeviceProfile>, fn: () => Promise<void>): Promise<void> {
-  const profile = gpu().profile as { -readonly [K in keyof DeviceProfile]: DeviceProfile[K] };
-  const saved = { ...profile };
-  Object.assign(profile, overrides);
-  try {
-    await fn();
-  } finally {
-    Object.assign(profile, saved);
-  }
 }
 
 async function checkGather(
@@ -190,15 +180,6 @@ Deno.test("a constant table gathers from device ids; ids no row owns read as zer
 
 Deno.test("gatherRows errors name the op, the bad id and the table", () => {
   const table = tensor(new Float32Array(21), { shape: [7, 3], requiresGrad: true });
-  const expectError = (fn: () => unknown, expected: string) => {
-    try {
-      fn();
-    } catch (e) {
-      if ((e as Error).message === expected) return;
-      throw new Error(`got "${(e as Error).message}", expected "${expected}"`);
-    }
-    throw new Error(`no error, expected "${expected}"`);
-  };
   expectError(
     () => gatherRows(table, tensor(Int32Array.of(1, 7))),
     "gatherRows: id 7 is outside [0, 7) for table [7, 3]",

@@ -3,19 +3,9 @@ import { poolStats } from "../engine/pool.ts";
 import { recorderStats, traceDispatches } from "../engine/recorder.ts";
 import { add, mul, scale, sub } from "../kernels/elementwise.ts";
 import { mean, sum } from "../kernels/reduce.ts";
-import { assertClose, setup } from "./helpers.ts";
+import { assertClose, expectError, setup } from "./helpers.ts";
 
 await setup();
-
-function expectError(fn: () => unknown, expected: string): void {
-  try {
-    fn();
-  } catch (e) {
-    if ((e as Error).message === expected) return;
-    throw new Error(`expected "${expected}", got "${(e as Error).message}"`);
-  }
-  throw new Error(`expected "${expected}", nothing was thrown`);
-}
 
 Deno.test("tensors round-trip values, shapes and dtypes", async () => {
   const a = tensor([[1, 2, 3], [4, 5, 6]]);

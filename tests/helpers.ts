@@ -123,3 +123,14 @@ export async function withProfile<T>(
     Object.assign(profile, saved);
   }
 }
+
+/** Throws unless `fn` throws an error whose message is exactly `expected`. */
+export function expectError(fn: () => unknown, expected: string): void {
+  try {
+    fn();
+  } catch (e) {
+    if ((e as Error).message === expected) return;
+    throw new Error(`expected "${expected}", got "${(e as Error).message}"`);
+  }
+  throw new Error(`expected "${expected}", nothing was thrown`);
+}
