@@ -165,15 +165,36 @@ export function linearIndex(perWorkgroup: number): string {
 }
 
 /**
- * Element windows [start, length] covering `count` float32 elements such that each window fits one
- * storage binding and starts on the binding alignment; one window when everything fits. Ops that
- * walk tensors elementwise bind one window per dispatch, so tensors beyond the binding limit work.
+ * Row runs [first, count] such that, for each per-row byte size in `rowBytes` (one per tensor an op
+ * walks row by row), the rows of a run fit one storage binding and start on the binding offset
+ * alignment; one run when everything fits. Ops bind one run per dispatch (`Tensor.window`), so
+ * tensors beyond the binding limit work.
  */
+export function rowWindows(op: string, rows: number, rowBytes: readonly number[]): [number, number][] {
+  const { maxStorageBindingBytes: limit, storageOffsetAlignment: align } = gpu().profile;
+  const fitting = Math.min(...rowBytes.map((b) => Math.floor(limit / b)));
+  if (rows <= fitting) return [[0, rows]];
+  const step = rowBytes.reduce((s, b) => lcm(s, align / gcd(align, b)), 1);
+  const perChunk = Math.floor(fitting / step) * step;
+  if (perChunk === 0) {
+    throw new RangeError(
+      `${op}: ${step} rows of ${Math.max(...rowBytes)} bytes exceed maxStorageBindingBytes (${limit})`,
+    );
+  }
+  const chunks: [number, number][] = [];
+  for (let first = 0; first < rows; first += perChunk) chunks.push([first, Math.min(perChunk, rows - first)]);
+  return chunks;
+}
+
+/** Element windows [start, length] of `count` float32 elements: {@linkcode rowWindows} of 4-byte rows. */
 export function bindingWindows(count: number): [number, number][] {
-  const { maxStorageBindingBytes, storageOffsetAlignment } = gpu().profile;
-  const step = Math.floor(maxStorageBindingBytes / storageOffsetAlignment) * storageOffsetAlignment / 4;
-  if (count <= step) return [[0, count]];
-  const windows: [number, number][] = [];
-  for (let start = 0; start < count; start += step) windows.push([start, Math.min(step, count - start)]);
-  return windows;
+  return rowWindows("elementwise", count, [4]);
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+function lcm(a: number, b: number): number {
+  return (a / gcd(a, b)) * b;
 }

@@ -14,11 +14,10 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, kernelFor, type ParamType } from "../engine/kernel.ts";
+import { grid, type Kernel, kernelFor, type ParamType, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
-import { bindingChunks, rowRange } from "./embedding.ts";
 
 /** Options of {@linkcode crossEntropy}. */
 export interface CrossEntropyOptions {
@@ -282,7 +281,7 @@ function lossOp(
   const op = soft ? "softCrossEntropy" : "crossEntropy";
   const rowShape = logits.shape.slice(0, -1);
   const rows = logits.size / cols;
-  const chunks = bindingChunks(op, rows, soft ? [cols * 4, 4, 12] : [cols * 4, 4, 4, 8]);
+  const chunks = rowWindows(op, rows, soft ? [cols * 4, 4, 12] : [cols * 4, 4, 4, 8]);
   const statWidth = soft ? 3 : 2;
   const losses = emptyTensor(rowShape);
   const stats = emptyTensor([rows, statWidth]);
@@ -293,10 +292,10 @@ function lossOp(
       kernel,
       soft ? [count, cols] : [count, cols, ignore, NaN],
       [
-        rowRange(logits, cols, first, count),
-        rowRange(targets, soft ? cols : 1, first, count),
-        rowRange(losses, 1, first, count),
-        rowRange(stats, statWidth, first, count),
+        logits.window(first * cols, count * cols),
+        targets.window(first * (soft ? cols : 1), count * (soft ? cols : 1)),
+        losses.window(first, count),
+        stats.window(first * statWidth, count * statWidth),
       ],
       grid(count, layout.rows),
     );
@@ -320,7 +319,7 @@ function lossOp(
     const dtargets = wantTargets ? emptyTensor(targets.shape) : null;
     const kernel = backwardKernel(kind, wantLogits, wantTargets);
     for (const [first, rowCount] of chunks) {
-      const gRange = perRowGrad ? rowRange(g, 1, first, rowCount) : g.range();
+      const gRange = perRowGrad ? g.window(first, rowCount) : g.range();
       const params = soft
         ? [rowCount, cols, perRowGrad ? 1 : 0, reduction === "mean" ? 1 / rows : 1]
         : [rowCount, cols, perRowGrad ? 1 : 0, reduction === "mean" ? 1 : 0, ignore];
@@ -328,13 +327,13 @@ function lossOp(
         kernel,
         params,
         [
-          rowRange(logits, cols, first, rowCount),
-          rowRange(targets, soft ? cols : 1, first, rowCount),
-          rowRange(stats, statWidth, first, rowCount),
+          logits.window(first * cols, rowCount * cols),
+          targets.window(first * (soft ? cols : 1), rowCount * (soft ? cols : 1)),
+          stats.window(first * statWidth, rowCount * statWidth),
           gRange,
           ...(soft ? [] : [count ? count.range() : gRange]),
           ...[dlogits, dtargets].filter((t): t is Tensor => t !== null).map((t) =>
-            rowRange(t, cols, first, rowCount)
+            t.window(first * cols, rowCount * cols)
           ),
         ],
         backwardGrid(rowCount, cols),

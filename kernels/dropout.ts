@@ -4,11 +4,10 @@
  *
  * @module
  */
-import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
 import { nextKernelSeed } from "../engine/random.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
-import { bindingChunks, rowRange } from "./embedding.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
 
 /** Options of {@linkcode dropout}. */
@@ -57,11 +56,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
   }));
   const scale = 1 / (1 - p);
-  for (const [first, count] of bindingChunks("dropout", input.size, [4])) {
+  for (const [first, count] of rowWindows("dropout", input.size, [4])) {
     dispatch(
       kernel,
       [count, first, seed, p, scale],
-      [rowRange(input, 1, first, count), rowRange(out, 1, first, count)],
+      [input.window(first, count), out.window(first, count)],
       grid(count, WORKGROUP),
     );
   }

@@ -11,50 +11,12 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
-import { type BufferRange, clearBuffer, dispatch } from "../engine/recorder.ts";
+import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
+import { clearBuffer, dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { formatShape } from "../engine/shape.ts";
 
 const FORWARD_WORKGROUP = 256;
-
-/**
- * Row runs [first, count] such that, for each per-row byte size in `rowBytes`, the rows of a run fit
- * one storage binding and start on the binding offset alignment; one run when everything fits.
- */
-export function bindingChunks(op: string, rows: number, rowBytes: readonly number[]): [number, number][] {
-  const { maxStorageBindingBytes: limit, storageOffsetAlignment: align } = gpu().profile;
-  const fitting = Math.min(...rowBytes.map((b) => Math.floor(limit / b)));
-  if (rows <= fitting) return [[0, rows]];
-  const step = rowBytes.reduce((s, b) => lcm(s, align / gcd(align, b)), 1);
-  const perChunk = Math.floor(fitting / step) * step;
-  if (perChunk === 0) {
-    throw new RangeError(
-      `${op}: ${step} rows of ${Math.max(...rowBytes)} bytes exceed maxStorageBindingBytes (${limit})`,
-    );
-  }
-  const chunks: [number, number][] = [];
-  for (let first = 0; first < rows; first += perChunk) chunks.push([first, Math.min(perChunk, rows - first)]);
-  return chunks;
-}
-
-/** The byte range of rows [first, first + count) of a tensor whose rows hold `rowElements` elements. */
-export function rowRange(t: Tensor, rowElements: number, first: number, count: number): BufferRange {
-  const range = t.range();
-  return {
-    buffer: range.buffer,
-    offset: range.offset + first * rowElements * 4,
-    size: Math.max(4, count * rowElements * 4),
-  };
-}
-
-function gcd(a: number, b: number): number {
-  return b === 0 ? a : gcd(b, a % b);
-}
-
-function lcm(a: number, b: number): number {
-  return (a / gcd(a, b)) * b;
-}
 
 /** Options of {@linkcode gatherRows}. */
 export interface GatherOptions {
@@ -133,17 +95,17 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
   }));
   const vecCols = cols / width;
-  const outChunks = bindingChunks("gatherRows", ids.size, [cols * 4, 4]);
-  const tableChunks = bindingChunks("gatherRows", vocab, [cols * 4]);
+  const outChunks = rowWindows("gatherRows", ids.size, [cols * 4, 4]);
+  const tableChunks = rowWindows("gatherRows", vocab, [cols * 4]);
   for (const [rowFirst, rowCount] of tableChunks) {
     for (const [first, count] of outChunks) {
       dispatch(
         kernel,
         [count * vecCols, vecCols, rowFirst, rowCount, vocab, rowFirst === 0 ? 1 : 0],
         [
-          rowRange(ids, 1, first, count),
-          rowRange(table, cols, rowFirst, rowCount),
-          rowRange(out, cols, first, count),
+          ids.window(first, count),
+          table.window(rowFirst * cols, rowCount * cols),
+          out.window(first * cols, count * cols),
         ],
         grid(count * vecCols, FORWARD_WORKGROUP),
       );
@@ -258,14 +220,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   const vecCols = cols / width;
   const colBlocks = Math.ceil(vecCols / threads);
   let segmentFirst = 0;
-  for (const [rowFirst, rowCount] of bindingChunks("gatherRows backward", vocab, [cols * 4])) {
+  for (const [rowFirst, rowCount] of rowWindows("gatherRows backward", vocab, [cols * 4])) {
     let segmentEnd = segmentFirst;
     while (segmentEnd < unique && packed[segmentEnd] < rowFirst + rowCount) segmentEnd++;
     const segments = segmentEnd - segmentFirst;
     dispatch(
       kernel,
       [vecCols, colBlocks, segmentFirst, segments, unique, 2 * unique + 1, rowFirst],
-      [grouping.range(), g.range(), rowRange(grad, cols, rowFirst, rowCount)],
+      [grouping.range(), g.range(), grad.window(rowFirst * cols, rowCount * cols)],
       grid(segments * colBlocks, 1),
     );
     segmentFirst = segmentEnd;
