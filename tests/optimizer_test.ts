@@ -11,6 +11,7 @@ import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { type OptimizerOptions, resolveOptions } from "../optim/options.ts";
 import { ReferenceOptimizer, type ReferenceParameter } from "../optim/reference.ts";
 import { checkAdamwFolder } from "../optim/parity.ts";
+import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
 import { assertBitwiseEqual, assertClose, maxAbs, setup, withProfile } from "./helpers.ts";
 
 await setup();
@@ -82,6 +83,30 @@ async function parameterValues(
 Deno.test("AdamW alone matches torch.optim.AdamW trajectories to 1e-6 relative", async () => {
   const result = await checkAdamwFolder(`${FIXTURES}adamw`);
   if (!result.pass) throw new Error(`worst relative error ${result.worstRelativeError} at ${result.worstAt}`);
+});
+
+Deno.test("deno task parity on an AdamW folder exits 1 when a trajectory is off", async () => {
+  const folder = await Deno.makeTempDir({ dir: "/tmp" });
+  await Deno.copyFile(`${FIXTURES}adamw/cases.json`, `${folder}/cases.json`);
+  const { tensors } = await readSafetensors(`${FIXTURES}adamw/adamw.safetensors`);
+  tensors.get("b_p3")!.data[10] += 1e-3;
+  await Deno.writeFile(`${folder}/adamw.safetensors`, serializeSafetensors(tensors));
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-env",
+      new URL("../tools/parity.ts", import.meta.url).pathname,
+      folder,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  await Deno.remove(folder, { recursive: true });
+  const line = JSON.parse(new TextDecoder().decode(output.stdout));
+  if (output.code !== 1 || line.pass !== false || line.worstAt !== "b step 3") {
+    throw new Error(JSON.stringify(line));
+  }
 });
 
 async function checkAgainstReference(updates: number): Promise<void> {
