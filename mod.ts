@@ -68,7 +68,8 @@ export {
   type Unary,
 } from "./kernels/elementwise.ts";
 export { mean, type ReduceOptions, sum } from "./kernels/reduce.ts";
-export { linear, matmul, type MatmulOptions, type TileConfig } from "./kernels/matmul.ts";
+export { linear, matmul, type MatmulOptions } from "./kernels/matmul.ts";
+export { type TileConfig } from "./kernels/matmul_kernel.ts";
 export { attention, type AttentionOptions, fusedQkvAttention } from "./kernels/attention.ts";
 export { layerNorm } from "./kernels/layernorm.ts";
 export { logSoftmax, softmax } from "./kernels/softmax.ts";

@@ -1,7 +1,8 @@
 import { readAll, Tensor, tensor } from "../engine/tensor.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
-import { linear, matmul, TILE_CONFIGS, type TileConfig } from "../kernels/matmul.ts";
+import { linear, matmul } from "../kernels/matmul.ts";
+import { TILE_CONFIGS, type TileConfig } from "../kernels/matmul_kernel.ts";
 import { type Array64, array64 } from "../kernels/reference/array.ts";
 import * as ref from "../kernels/reference/matmul.ts";
 import {

@@ -1,0 +1,319 @@
+/**
+ * The register-tiled matmul kernel: its tile configurations, the choice among them per adapter and
+ * problem size, and the WGSL generated per configuration and operand layout.
+ *
+ * A workgroup computes a `rows x cols` block of the output and each invocation a
+ * `threadRows x threadCols` block of it, accumulated in registers by unrolled outer products. On
+ * GPUs the workgroup stages `depth`-deep slices of both operands in workgroup memory (loaded as
+ * vec4 where alignment allows, the next slice's loads issued before the current slice's
+ * arithmetic). On software adapters (llvmpipe) every memory access is a loop over the SIMD lanes,
+ * so staging saves no loads and costs a store, a load and two barriers per element: there each
+ * invocation reads its operands directly, four steps of the inner dimension at a time.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { type Kernel, kernelFor, type ParamType } from "../engine/kernel.ts";
+
+/** The work of one workgroup and one invocation; every size is a multiple of 4. */
+export interface TileConfig {
+  /** Output rows per workgroup. */
+  readonly rows: number;
+  /** Output columns per workgroup. */
+  readonly cols: number;
+  /** Inner-dimension depth of the staged slices (4 when not staged). */
+  readonly depth: number;
+  /** Output rows per invocation. */
+  readonly threadRows: number;
+  /** Output columns per invocation. */
+  readonly threadCols: number;
+  /** Whether slices are staged in workgroup memory (GPUs) or read directly by each invocation. */
+  readonly staged: boolean;
+}
+
+/** The tile configurations the automatic choice picks from; tests and benchmarks may force one. */
+export const TILE_CONFIGS = {
+  /** Large problems on a GPU: 256 invocations of 8x8 outputs, slices 8 deep (9 KiB). */
+  gpuLarge: { rows: 128, cols: 128, depth: 8, threadRows: 8, threadCols: 8, staged: true },
+  /** Medium problems on a GPU: 256 invocations of 4x4 outputs. */
+  gpuMedium: { rows: 64, cols: 64, depth: 16, threadRows: 4, threadCols: 4, staged: true },
+  /** Small problems on a GPU: 64 invocations of 4x4 outputs. */
+  gpuSmall: { rows: 32, cols: 32, depth: 16, threadRows: 4, threadCols: 4, staged: true },
+  /**
+   * Software adapters: 4x2 invocations (one 8-lane SIMD row of llvmpipe) of 16x16 outputs read
+   * directly; measured faster than 8x8 blocks or staged tiles, and larger blocks compile for seconds.
+   */
+  software: { rows: 32, cols: 64, depth: 4, threadRows: 16, threadCols: 16, staged: false },
+} as const satisfies Record<string, TileConfig>;
+
+/** Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts. */
+const PARAMS: Record<string, ParamType> = Object.fromEntries(
+  ("M N K batch_inner a_outer a_inner b_outer b_inner c_outer c_inner batch0 row_tile0 col_tile0 " +
+    "a_shift b_shift c_shift has_bias bias_shift").split(" ").map((name) => [name, "u32"]),
+);
+
+/** The layout of one kernel variant: operand transposes and which bindings are read or written as vec4. */
+export interface Layout {
+  readonly transA: boolean;
+  readonly transB: boolean;
+  readonly vecA: boolean;
+  readonly vecB: boolean;
+  readonly vecC: boolean;
+}
+
+/** How one operand is addressed: element (i, k), i along the output's rows (a) or columns (b). */
+function operandAccess(name: "a" | "b", layout: Layout) {
+  const transposed = name === "a" ? layout.transA : layout.transB;
+  const index = (i: string, k: string) =>
+    name === "a"
+      ? (transposed ? `(${k}) * params.M + ${i}` : `(${i}) * params.K + ${k}`)
+      : (transposed ? `(${i}) * params.K + ${k}` : `(${k}) * params.N + ${i}`);
+  const vec = name === "a" ? layout.vecA : layout.vecB;
+  return {
+    /** Whether consecutive elements in memory step along k. */
+    depthContiguous: name === "a" ? !transposed : transposed,
+    vec,
+    bound: name === "a" ? "params.M" : "params.N",
+    read: (i: string, k: string) => `${name}[(${name}_base + ${index(i, k)})${vec ? " / 4u" : ""}]`,
+  };
+}
+
+/**
+ * Start of slice row i in the [i][k / 4] layout. One vec4 of padding after every fourth row puts the
+ * rows that neighbouring invocations read (4 apart) in different banks.
+ */
+function tileRow(t: TileConfig, i: string): string {
+  return `(${i}) * ${t.depth / 4}u + (${i}) / 4u`;
+}
+
+/** Vec4 slots of a staged slice of `extent` rows or columns, padded as {@linkcode tileRow} needs. */
+function tileSlots(t: TileConfig, extent: number): number {
+  return extent * (t.depth / 4) + extent / 4;
+}
+
+/**
+ * Staged slice copy. Each invocation loads units of four elements (one vec4 or four scalars) into
+ * registers and later stores them as whole vec4s: a slice whose memory runs along k is kept as
+ * [i][k / 4], otherwise as [k][i / 4], so neither copy nor arithmetic needs a component write.
+ */
+function stagedCopy(t: TileConfig, name: "a" | "b", layout: Layout, threads: number) {
+  const op = operandAccess(name, layout);
+  const extent = name === "a" ? t.rows : t.cols;
+  const perLine = (op.depthContiguous ? t.depth : extent) / 4;
+  const units = perLine * (op.depthContiguous ? extent : t.depth);
+  const decl: string[] = [], load: string[] = [], store: string[] = [];
+  for (let u = 0; u < Math.ceil(units / threads); u++) {
+    const reg = `${name}_reg${u}`, unit = `(lid + ${u * threads}u)`;
+    const guard = units % threads === 0 ? "" : `if (${unit} < ${units}u) `;
+    const along = `${unit} % ${perLine}u * 4u`, across = `${unit} / ${perLine}u`;
+    const [i, k] = op.depthContiguous ? [across, along] : [along, across];
+    const gi = `${name}_origin + ${i}`, gk = `k0 + ${k}`;
+    decl.push(`var ${reg}: vec4<f32>;`);
+    if (op.vec) {
+      const inside = `${gi} < ${op.bound} && ${gk} < params.K`;
+      load.push(`${guard}{ ${reg} = select(vec4<f32>(), ${op.read(gi, gk)}, ${inside}); }`);
+    } else {
+      const parts = [0, 1, 2, 3].map((e) => {
+        const [ei, ek] = op.depthContiguous ? [gi, `${gk} + ${e}u`] : [`${gi} + ${e}u`, gk];
+        return `if (${ei} < ${op.bound} && ${ek} < params.K) { ${reg}[${e}] = ${op.read(ei, ek)}; }`;
+      });
+      load.push(`${guard}{ ${reg} = vec4<f32>(); ${parts.join(" ")} }`);
+    }
+    const slot = op.depthContiguous
+      ? `${tileRow(t, i)} + (${k}) / 4u`
+      : `(${k}) * ${extent / 4}u + (${i}) / 4u`;
+    store.push(`${guard}{ ${name}_tile[${slot}] = ${reg}; }`);
+  }
+  return { decl, load, store };
+}
+
+/**
+ * Reads of four inner-dimension steps of an invocation's `count` rows (a) or columns (b), element e
+ * being row or column `index(e)`: from the staged slice (steps 4kq .. 4kq + 3 of the slice) or
+ * directly from the operand (steps k .. k + 3). Returns the statements and the WGSL expression of
+ * element e at step kk.
+ */
+function fourSteps(
+  name: "a" | "b",
+  layout: Layout,
+  t: TileConfig,
+  count: number,
+  index: (e: number) => string,
+) {
+  const op = operandAccess(name, layout);
+  const extent = name === "a" ? t.rows : t.cols;
+  const lines: string[] = [];
+  // Direct vec4 reads along k need K to be a multiple of 4, so they never straddle its end.
+  const alongK = op.depthContiguous && (t.staged || op.vec);
+  for (let e = 0; e < count && alongK; e++) {
+    const value = t.staged ? `${name}_tile[${tileRow(t, index(e))} + kq]` : op.read(index(e), "k");
+    lines.push(`let ${name}${e} = ${value};`);
+  }
+  for (let kk = 0; kk < 4 && !alongK; kk++) {
+    for (let q = 0; q < count / 4; q++) {
+      const read = (e: number) => op.read(index(e), `k + ${kk}u`);
+      const quad = () =>
+        op.vec ? read(4 * q) : `vec4<f32>(${[0, 1, 2, 3].map((c) => read(4 * q + c)).join(", ")})`;
+      const value = t.staged
+        ? `${name}_tile[(kq * 4u + ${kk}u) * ${extent / 4}u + (${index(4 * q)}) / 4u]`
+        : `select(vec4<f32>(), ${quad()}, k + ${kk}u < params.K)`;
+      lines.push(`let ${name}${kk}_${q} = ${value};`);
+    }
+  }
+  const at = alongK
+    ? (e: number, kk: number) => `${name}${e}[${kk}]`
+    : (e: number, kk: number) => `${name}${kk}_${e >> 2}[${e & 3}]`;
+  return { lines, at };
+}
+
+/** WGSL of the kernel for one configuration and layout. */
+function gemmSource(t: TileConfig, layout: Layout): string {
+  const threadsX = t.cols / t.threadCols, threadsY = t.rows / t.threadRows;
+  const threads = threadsX * threadsY;
+  const acc = (r: number, c: number) => `acc_${r}_${c}`;
+  // Staged invocations own interleaved quads of rows and columns (conflict-free vec4 reads of the
+  // slices, coalesced stores); direct ones own contiguous blocks (vec4 reads of their own data).
+  const localRow = (r: number) => `(ty + ${(r >> 2) * threadsY}u) * 4u + ${r & 3}u`;
+  const localCol = (c: number) => `(tx + ${(c >> 2) * threadsX}u) * 4u + ${c & 3}u`;
+  const quadCol = (j: number) =>
+    t.staged ? `b_origin + (tx + ${j * threadsX}u) * 4u` : `b_origin + tx * ${t.threadCols}u + ${4 * j}u`;
+  // Rows and columns whose operand values an invocation reads: slice indices when staged, else absolute.
+  const rowIndex = (r: number) => t.staged ? localRow(r) : `a_origin + ty * ${t.threadRows}u + ${r}u`;
+  const colIndex = (c: number) => t.staged ? localCol(c) : `b_origin + tx * ${t.threadCols}u + ${c}u`;
+  const rowOf = (r: number) => t.staged ? `a_origin + ${localRow(r)}` : rowIndex(r);
+  const a = fourSteps("a", layout, t, t.threadRows, rowIndex);
+  const b = fourSteps("b", layout, t, t.threadCols, colIndex);
+  const products = [...a.lines, ...b.lines], accDecl: string[] = [], epilogue: string[] = [];
+  for (let r = 0; r < t.threadRows; r++) {
+    for (let c = 0; c < t.threadCols; c++) accDecl.push(`var ${acc(r, c)} = 0.0;`);
+  }
+  for (let kk = 0; kk < 4; kk++) {
+    for (let r = 0; r < t.threadRows; r++) {
+      for (let c = 0; c < t.threadCols; c++) {
+        products.push(`${acc(r, c)} = fma(${a.at(r, kk)}, ${b.at(c, kk)}, ${acc(r, c)});`);
+      }
+    }
+  }
+  for (let j = 0; j < t.threadCols / 4; j++) epilogue.push(`let bias${j} = bias_quad(${quadCol(j)});`);
+  for (let r = 0; r < t.threadRows; r++) {
+    epilogue.push(`if (${rowOf(r)} < params.M) {`);
+    for (let j = 0; j < t.threadCols / 4; j++) {
+      const value = `vec4<f32>(${[0, 1, 2, 3].map((e) => acc(r, 4 * j + e)).join(", ")}) + bias${j}`;
+      epilogue.push(
+        `  store_quad(c_base + (${rowOf(r)}) * params.N + ${quadCol(j)}, ${quadCol(j)}, ${value});`,
+      );
+    }
+    epilogue.push(`}`);
+  }
+  let loop: string;
+  if (t.staged) {
+    const copyA = stagedCopy(t, "a", layout, threads), copyB = stagedCopy(t, "b", layout, threads);
+    loop = `
+  ${[...copyA.decl, ...copyB.decl].join("\n  ")}
+  // Iteration s stores slice s - 1 (loaded during the previous iteration's arithmetic), then loads
+  // slice s before multiplying slice s - 1; the loads past the end read zeros.
+  let steps = (params.K + ${t.depth - 1}u) / ${t.depth}u;
+  var k0 = 0u;
+  for (var step = 0u; step <= steps; step++) {
+    if (step > 0u) {
+      ${[...copyA.store, ...copyB.store].join("\n      ")}
+    }
+    workgroupBarrier();
+    ${[...copyA.load, ...copyB.load].join("\n    ")}
+    k0 += ${t.depth}u;
+    if (step > 0u) {
+      for (var kq = 0u; kq < ${t.depth / 4}u; kq++) {
+        ${products.join("\n        ")}
+      }
+    }
+    workgroupBarrier();
+  }`;
+  } else {
+    loop = `
+  for (var k = 0u; k < params.K; k += 4u) {
+    ${products.join("\n    ")}
+  }`;
+  }
+  const tiles = `var<workgroup> a_tile: array<vec4<f32>, ${tileSlots(t, t.rows)}>;
+var<workgroup> b_tile: array<vec4<f32>, ${tileSlots(t, t.cols)}>;`;
+  const store = layout.vecC
+    ? `if (col < params.N) { c[index / 4u] = value; }`
+    : `for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) { c[index + e] = value[e]; }`;
+  return `
+${t.staged ? tiles : ""}
+fn bias_quad(col: u32) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (params.has_bias != 0u) {
+    for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) {
+      v[e] = bias[params.bias_shift + col + e];
+    }
+  }
+  return v;
+}
+// Writes the in-bounds part of four consecutive outputs of a row, starting at column col.
+fn store_quad(index: u32, col: u32, value: vec4<f32>) {
+  ${store}
+}
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let z = wid.z + params.batch0;
+  let z_outer = z / params.batch_inner;
+  let z_inner = z - z_outer * params.batch_inner;
+  let a_base = z_outer * params.a_outer + z_inner * params.a_inner + params.a_shift;
+  let b_base = z_outer * params.b_outer + z_inner * params.b_inner + params.b_shift;
+  let c_base = z_outer * params.c_outer + z_inner * params.c_inner + params.c_shift;
+  let a_origin = (wid.y + params.row_tile0) * ${t.rows}u;
+  let b_origin = (wid.x + params.col_tile0) * ${t.cols}u;
+  let tx = lid % ${threadsX}u;
+  let ty = lid / ${threadsX}u;
+  ${accDecl.join("\n  ")}
+  ${loop}
+  ${epilogue.join("\n  ")}
+}`;
+}
+
+/** The compiled kernel for a configuration and layout. */
+export function gemmKernel(t: TileConfig, layout: Layout): Kernel {
+  const shape = `${t.rows}x${t.cols}x${t.depth}_${t.threadRows}x${t.threadCols}${t.staged ? "" : "_direct"}`;
+  const flags = [layout.transA, layout.transB, layout.vecA, layout.vecB, layout.vecC].map(Number).join("");
+  return kernelFor(`matmul/${shape}/${flags}`, () => ({
+    name: `matmul_${shape}`,
+    params: PARAMS,
+    bindings: [
+      { name: "a", type: layout.vecA ? "vec4<f32>" : "f32" },
+      { name: "b", type: layout.vecB ? "vec4<f32>" : "f32" },
+      { name: "bias" },
+      { name: "c", type: layout.vecC ? "vec4<f32>" : "f32", write: true },
+    ],
+    code: gemmSource(t, layout),
+  }));
+}
+
+/** Workgroups below which a GPU is considered under-filled and a smaller tile is chosen. */
+const ENOUGH_WORKGROUPS = 128;
+
+/** The tile configuration for a problem on the current adapter. */
+export function chooseTiles(batch: number, M: number, N: number): TileConfig {
+  if (gpu().profile.isSoftware) return TILE_CONFIGS.software;
+  const workgroups = (t: TileConfig) => batch * Math.ceil(M / t.rows) * Math.ceil(N / t.cols);
+  if (workgroups(TILE_CONFIGS.gpuLarge) >= ENOUGH_WORKGROUPS) return TILE_CONFIGS.gpuLarge;
+  if (workgroups(TILE_CONFIGS.gpuMedium) >= ENOUGH_WORKGROUPS) return TILE_CONFIGS.gpuMedium;
+  return TILE_CONFIGS.gpuSmall;
+}
+
+/** Throws unless the configuration is well formed and fits the device's limits. */
+export function checkTiles(t: TileConfig): void {
+  const { profile } = gpu();
+  const sizes = [t.rows, t.cols, t.depth, t.threadRows, t.threadCols];
+  const memory = t.staged ? (tileSlots(t, t.rows) + tileSlots(t, t.cols)) * 16 : 0;
+  if (
+    sizes.some((s) => !Number.isInteger(s) || s <= 0 || s % 4 !== 0) ||
+    t.rows % t.threadRows !== 0 || t.cols % t.threadCols !== 0 || (!t.staged && t.depth !== 4) ||
+    (t.rows / t.threadRows) * (t.cols / t.threadCols) > profile.maxInvocationsPerWorkgroup ||
+    memory > profile.workgroupMemoryBytes
+  ) {
+    throw new Error(
+      `matmul: tile configuration ${JSON.stringify(t)} is malformed or exceeds the device limits`,
+    );
+  }
+}
