@@ -149,8 +149,7 @@ export class MultiModelOptimizer {
       throw new Error("MultiModelOptimizer: the same model is given twice");
     }
     this.#arena = this.#moveIntoArena(sets);
-    const values = this.#arena.chunks[0];
-    const length = values.length;
+    const length = this.#arena.chunks[0].length;
     this.#layout = this.#layoutOf(sets);
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     this.#expAvg = createBuffer(length * 4, storage, "optimizer exp_avg");
