@@ -184,6 +184,10 @@ export async function savePretrained(model: TransformerModel, folder: string): P
   if (model.task === "sequence-classification" || model.task === "token-classification") {
     Object.assign(config, { num_labels: model.numLabels });
   }
+  // BertLMHeadModel and RobertaForCausalLM attend causally only when the config says so.
+  if (model.task === "causal-lm" && model.config.family !== "gpt2") {
+    Object.assign(config, { is_decoder: true });
+  }
   const temporary = `${folder}/config.json.tmp`;
   await Deno.writeTextFile(temporary, JSON.stringify(config, null, 2) + "\n");
   await Deno.rename(temporary, `${folder}/config.json`);
