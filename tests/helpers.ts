@@ -134,3 +134,20 @@ export function expectError(fn: () => unknown, expected: string): void {
   }
   throw new Error(`expected "${expected}", nothing was thrown`);
 }
+
+/** Runs `deno task parity` on a folder in a fresh process: its exit code and first JSON line. */
+export async function runParity(folder: string): Promise<{ code: number; line: Record<string, unknown> }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-env",
+      new URL("../tools/parity.ts", import.meta.url).pathname,
+      folder,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const first = new TextDecoder().decode(output.stdout).split("\n")[0];
+  return { code: output.code, line: JSON.parse(first) };
+}

@@ -11,7 +11,7 @@ import { bodyInputs } from "../models/inputs.ts";
 import { TransformerModel } from "../models/model.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
 import { checkModelFolder } from "../tools/parity.ts";
-import { assertBitwiseEqual, assertClose, setup } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, runParity, setup } from "./helpers.ts";
 
 await setup();
 
@@ -60,21 +60,10 @@ for (const family of FAMILIES) {
 }
 
 Deno.test("deno task parity exits 0 on the fixtures and 1 when a model is wrong", async () => {
-  const run = (folder: string) =>
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-read",
-        "--allow-env",
-        new URL("../tools/parity.ts", import.meta.url).pathname,
-        folder,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-  const good = await run(`${FIXTURES}gpt2`);
-  const line = JSON.parse(new TextDecoder().decode(good.stdout));
-  if (good.code !== 0 || !line.pass || line.model !== "gpt2/causal-lm") throw new Error(JSON.stringify(line));
+  const good = await runParity(`${FIXTURES}gpt2`);
+  if (good.code !== 0 || !good.line.pass || good.line.model !== "gpt2/causal-lm") {
+    throw new Error(JSON.stringify(good));
+  }
   // A copy with one LayerNorm gain changed must fail.
   const folder = await Deno.makeTempDir({ dir: "/tmp" });
   for (const f of ["config.json", "io.safetensors", "grads.safetensors"]) {
@@ -84,11 +73,9 @@ Deno.test("deno task parity exits 0 on the fixtures and 1 when a model is wrong"
   const gain = tensors.get("transformer.ln_f.weight")!;
   gain.data[3] += 0.5;
   await Deno.writeFile(`${folder}/model.safetensors`, serializeSafetensors(tensors));
-  const bad = await run(folder);
+  const bad = await runParity(folder);
   await Deno.remove(folder, { recursive: true });
-  if (bad.code !== 1 || JSON.parse(new TextDecoder().decode(bad.stdout)).pass !== false) {
-    throw new Error("bad model passed");
-  }
+  if (bad.code !== 1 || bad.line.pass !== false) throw new Error("bad model passed");
 });
 
 Deno.test("every head works on every family, with Hugging Face's names and losses", async () => {

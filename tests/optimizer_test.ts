@@ -12,7 +12,7 @@ import { type OptimizerOptions, resolveOptions } from "../optim/options.ts";
 import { ReferenceOptimizer, type ReferenceParameter } from "../optim/reference.ts";
 import { checkAdamwFolder } from "../optim/parity.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
-import { assertBitwiseEqual, assertClose, maxAbs, setup, withProfile } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, maxAbs, runParity, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -91,22 +91,9 @@ Deno.test("deno task parity on an AdamW folder exits 1 when a trajectory is off"
   const { tensors } = await readSafetensors(`${FIXTURES}adamw/adamw.safetensors`);
   tensors.get("b_p3")!.data[10] += 1e-3;
   await Deno.writeFile(`${folder}/adamw.safetensors`, serializeSafetensors(tensors));
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-env",
-      new URL("../tools/parity.ts", import.meta.url).pathname,
-      folder,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const { code, line } = await runParity(folder);
   await Deno.remove(folder, { recursive: true });
-  const line = JSON.parse(new TextDecoder().decode(output.stdout));
-  if (output.code !== 1 || line.pass !== false || line.worstAt !== "b step 3") {
-    throw new Error(JSON.stringify(line));
-  }
+  if (code !== 1 || line.pass !== false || line.worstAt !== "b step 3") throw new Error(JSON.stringify(line));
 });
 
 async function checkAgainstReference(updates: number): Promise<void> {
