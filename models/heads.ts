@@ -26,14 +26,18 @@ import {
 } from "./layers.ts";
 import type { ParameterSet } from "./parameters.ts";
 
+/** Every task a model can be built for, in the order error messages and `--help` list them. */
+export const TASKS = [
+  "base",
+  "sequence-classification",
+  "token-classification",
+  "question-answering",
+  "causal-lm",
+  "masked-lm",
+] as const;
+
 /** The tasks a model can be built for. */
-export type Task =
-  | "base"
-  | "sequence-classification"
-  | "token-classification"
-  | "question-answering"
-  | "causal-lm"
-  | "masked-lm";
+export type Task = typeof TASKS[number];
 
 /** What a head adds to the model's output. */
 export interface HeadOutput {
@@ -74,6 +78,11 @@ export function createHead(
   task: Task,
   numLabels: number,
 ): Head | null {
+  // The type does not reach JavaScript callers or names read from a command line; without this an
+  // unknown name would fall through the switch and build a headless model.
+  if (!(TASKS as readonly string[]).includes(task)) {
+    throw new Error(`unknown task ${JSON.stringify(task)}; valid tasks: ${TASKS.join(", ")}`);
+  }
   set.namePrefix = "";
   switch (task) {
     case "base":

@@ -64,21 +64,30 @@ export function bodyInputs(config: ModelConfig, batch: Batch): BodyInputs {
     throw new Error(`forward: inputIds must be [batch, length], got ${formatShape(ids.shape)}`);
   }
   const [B, T] = ids.shape;
-  const idValues = hostIds(ids, "forward inputIds");
-  if (T > config.maxPositions - (config.family === "roberta" ? config.padTokenId! + 1 : 0)) {
-    throw new Error(`forward: sequence length ${T} exceeds the model's ${config.maxPositions} positions`);
+  // An empty batch would otherwise surface deep inside the body as a matmul or gather shape error.
+  if (B === 0 || T === 0) {
+    const shape = formatShape(ids.shape);
+    throw new Error(`forward: inputIds ${shape} is empty; batch size and sequence length must be at least 1`);
   }
-  let maskValues: Int32Array | null = null;
-  if (batch.attentionMask) {
-    if (batch.attentionMask.shape.join() !== ids.shape.join()) {
+  const idValues = hostIds(ids, "forward inputIds");
+  // RoBERTa's positions start after the pad id, so pad + 1 of its position embeddings are never used.
+  const usable = config.maxPositions - (config.family === "roberta" ? config.padTokenId! + 1 : 0);
+  if (T > usable) {
+    throw new Error(
+      `forward: inputIds ${formatShape(ids.shape)}: sequence length ${T} exceeds the ${usable} positions ` +
+        `the model can use (maxPositions ${config.maxPositions})`,
+    );
+  }
+  // Checked for every family: GPT-2 ignores token types, but a wrong shape is still a wrong batch.
+  const companions = { attentionMask: batch.attentionMask, tokenTypeIds: batch.tokenTypeIds };
+  for (const [field, t] of Object.entries(companions)) {
+    if (t && t.shape.join() !== ids.shape.join()) {
       throw new Error(
-        `forward: attentionMask ${formatShape(batch.attentionMask.shape)} does not match inputIds ${
-          formatShape(ids.shape)
-        }`,
+        `forward: ${field} ${formatShape(t.shape)} does not match inputIds ${formatShape(ids.shape)}`,
       );
     }
-    maskValues = hostIds(batch.attentionMask, "forward attentionMask");
   }
+  const maskValues = batch.attentionMask ? hostIds(batch.attentionMask, "forward attentionMask") : null;
   const positions = new Int32Array(B * T);
   if (config.family === "roberta") {
     const pad = config.padTokenId!;
@@ -95,13 +104,6 @@ export function bodyInputs(config: ModelConfig, batch: Batch): BodyInputs {
   }
   let types: Tensor | null = null;
   if (config.family !== "gpt2") {
-    if (batch.tokenTypeIds && batch.tokenTypeIds.shape.join() !== ids.shape.join()) {
-      throw new Error(
-        `forward: tokenTypeIds ${formatShape(batch.tokenTypeIds.shape)} does not match inputIds ${
-          formatShape(ids.shape)
-        }`,
-      );
-    }
     types = batch.tokenTypeIds ?? tensor(new Int32Array(B * T), { shape: [B, T] });
   }
   const padded = maskValues !== null && maskValues.some((m) => m === 0);
