@@ -1,7 +1,8 @@
 /**
  * `deno task demo`: trains a one-layer GPT-2-style attention model to predict the next character of
  * a short text and prints its falling loss. Every step is recorded on the GPU without readback;
- * losses are read back in one batch every 25 steps.
+ * losses are read back in one batch every 25 steps. `--steps N` sets the length of the run (200);
+ * a bad flag or value exits 2 with one line.
  *
  * @module
  */
@@ -10,15 +11,26 @@ import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
+import { parseCommand, positiveInteger } from "./args.ts";
 import { openGpuOrExit } from "./start.ts";
 
 const TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs. ";
-const STEPS = 200;
 const REPORT_EVERY = 25;
 const BATCH = 8;
 const LENGTH = 32;
 
 async function main(): Promise<void> {
+  const { flags } = parseCommand({
+    name: "demo",
+    operands: "",
+    positionals: [0, 0],
+    summary: "Trains a one-layer GPT-2-style model to predict the next character of a sentence, " +
+      `printing the loss every ${REPORT_EVERY} steps.`,
+    flags: {
+      steps: { type: "string", value: "N", default: "200", description: "training steps" },
+    },
+  });
+  const steps = positiveInteger("demo", "steps", flags.steps);
   await openGpuOrExit();
   const alphabet = [...new Set(TEXT)].sort();
   const ids = Int32Array.from(TEXT, (c) => alphabet.indexOf(c));
@@ -39,7 +51,7 @@ async function main(): Promise<void> {
   const random = new Random(0);
   let pending: Tensor[] = [];
   const started = performance.now();
-  for (let step = 1; step <= STEPS; step++) {
+  for (let step = 1; step <= steps; step++) {
     const windows = new Int32Array(BATCH * LENGTH);
     for (let b = 0; b < BATCH; b++) {
       const start = random.int(ids.length - LENGTH);
@@ -55,7 +67,7 @@ async function main(): Promise<void> {
       return output.loss!;
     });
     pending.push(loss);
-    if (step % REPORT_EVERY === 0) {
+    if (step % REPORT_EVERY === 0 || step === steps) {
       const values = await readAll(pending);
       for (const t of pending) t.dispose();
       pending = [];

@@ -2,14 +2,17 @@
  * `deno task describe <config.json | bert | gpt2 | roberta> [--task T] [--json]`: prints the
  * structural metadata of every parameter of a model (role, kind, site, layer, shape, layout) -
  * what the multi-model optimizer groups by. Builds metadata only; no weights are allocated.
+ * Exits 2, with one line, on a bad flag, an unknown task or a source that is neither a family
+ * nor a readable, valid config.json.
  *
  * @module
  */
 import { modelFromConfigFile } from "../models/checkpoint.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
-import type { Task } from "../models/heads.ts";
+import { type Task, TASKS } from "../models/heads.ts";
 import { TransformerModel } from "../models/model.ts";
 import type { ParameterInfo } from "../models/parameters.ts";
+import { exitWithUsageError, parseCommand } from "./args.ts";
 
 const FAMILIES = ["bert", "gpt2", "roberta"];
 
@@ -39,17 +42,31 @@ export function metadataTable(infos: readonly ParameterInfo[]): string {
 }
 
 if (import.meta.main) {
-  const args = [...Deno.args];
-  const json = args.includes("--json");
-  const taskAt = args.indexOf("--task");
-  const task = (taskAt >= 0 ? args[taskAt + 1] : "base") as Task;
-  const source = args.find((a, i) => !a.startsWith("--") && (taskAt < 0 || i !== taskAt + 1));
-  if (!source) {
-    console.error("usage: deno task describe <config.json | bert | gpt2 | roberta> [--task T] [--json]");
-    Deno.exit(2);
+  const { flags, positionals: [source] } = parseCommand({
+    name: "describe",
+    operands: `<config.json | ${FAMILIES.join(" | ")}>`,
+    positionals: [1, 1],
+    summary: "Prints the structural metadata of every parameter of a model, without allocating weights.",
+    flags: {
+      task: {
+        type: "string",
+        short: "t",
+        value: "task",
+        default: "base",
+        description: `the head to build: ${TASKS.join(", ")}`,
+      },
+      json: { type: "boolean", default: false, description: "print JSON instead of a table" },
+    },
+  });
+  let infos: ParameterInfo[];
+  try {
+    infos = await describeModel(source, flags.task as Task);
+  } catch (error) {
+    // Building metadata reads only the arguments, so every failure here is a bad argument: an
+    // unknown task, or a config.json that is missing or not a model configuration.
+    exitWithUsageError("describe", (error as Error).message);
   }
-  const infos = await describeModel(source, task);
   const count = infos.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
-  if (json) console.log(JSON.stringify(infos, null, 2));
+  if (flags.json) console.log(JSON.stringify(infos, null, 2));
   else console.log(`${metadataTable(infos)}\n\n${infos.length} tensors, ${count} parameters`);
 }

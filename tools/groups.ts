@@ -2,21 +2,31 @@
  * `deno task groups [--json]`: the sharing and sync groups the multi-model optimizer forms for the
  * default three models (bert-base-uncased, gpt2 and roberta-base shapes, as BertModel, GPT2Model
  * and RobertaModel), from their structural metadata. `--json` prints an array of groups, each
- * `{ role, shape, members: [{ model, parameter }] }`.
+ * `{ role, shape, members: [{ model, parameter }] }`. Exits 2, with one line, on a bad flag.
  *
  * @module
  */
 import { modelConfig, type ModelFamily } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { buildGroups } from "../optim/groups.ts";
+import { parseCommand } from "./args.ts";
 
 if (import.meta.main) {
+  const { flags } = parseCommand({
+    name: "groups",
+    operands: "",
+    positionals: [0, 0],
+    summary: "Prints the sharing and sync groups the optimizer forms for bert-base, gpt2 and roberta-base.",
+    flags: {
+      json: { type: "boolean", default: false, description: "print the groups as JSON instead of a table" },
+    },
+  });
   const families: ModelFamily[] = ["bert", "gpt2", "roberta"];
   const infos = families.map((family) =>
     new TransformerModel(modelConfig(family), { name: family, allocate: false }).parameterSet.infos
   );
   const groups = buildGroups(infos);
-  if (Deno.args.includes("--json")) {
+  if (flags.json) {
     console.log(JSON.stringify(groups, null, 2));
   } else {
     const rows = groups.map((

@@ -4,7 +4,9 @@
  * `config.json`, `model.safetensors`, `io.safetensors` (inputs, outputs, `loss`, and the weights
  * `R`/`Rp`/`R_<output>` of a linear loss) and `grads.safetensors`; a folder holding `cases.json` is
  * an AdamW trajectory (optim/parity.ts). A folder with neither checks every such folder below it.
- * Prints one JSON line per model and exits 1 when a tolerance is exceeded.
+ * Prints one JSON line per model and exits 1 when a tolerance is exceeded (or WebGPU has no adapter).
+ * Exits 2, with one line and before opening the GPU, on a bad flag, a path that is not a folder, or
+ * a folder that holds no reference folder at all.
  *
  * @module
  */
@@ -15,8 +17,9 @@ import { loadPretrained } from "../models/checkpoint.ts";
 import type { Batch } from "../models/inputs.ts";
 import type { ModelOutput } from "../models/model.ts";
 import { checkAdamwFolder } from "../optim/parity.ts";
-import { openGpuOrExit } from "./start.ts";
 import { type HostTensor, readSafetensors } from "../models/safetensors.ts";
+import { exitWithUsageError, parseCommand } from "./args.ts";
+import { openGpuOrExit } from "./start.ts";
 
 /** Tolerances of the model check (from the project's parity requirement). */
 export const MODEL_TOLERANCE = {
@@ -152,21 +155,37 @@ async function foldersToCheck(path: string): Promise<string[]> {
 }
 
 if (import.meta.main) {
-  if (Deno.args.length === 0) {
-    console.error(
-      "usage: deno task parity <folder>...  (a model folder, an adamw folder, or a folder of them)",
-    );
-    Deno.exit(2);
+  const { positionals: paths } = parseCommand({
+    name: "parity",
+    operands: "<folder>...",
+    positionals: [1, Infinity],
+    summary:
+      "Checks models (or AdamW trajectories) against Hugging Face reference folders: a model folder, " +
+      "an adamw folder, or a folder of them.\nPrints one JSON line per folder; exits 1 when a tolerance " +
+      "is exceeded, 2 when a path is not a folder or holds no reference folder.",
+    flags: {},
+  });
+  // Every path is resolved before the GPU opens, so a mistyped one fails at once and is never
+  // mistaken for a pass with nothing checked.
+  const folders: string[] = [];
+  for (const path of paths) {
+    const info = await Deno.stat(path).catch(() => null);
+    if (!info?.isDirectory) {
+      exitWithUsageError("parity", `${path}: ${info ? "not a folder" : "no such folder"}`);
+    }
+    const found = await foldersToCheck(path);
+    if (found.length === 0) {
+      exitWithUsageError("parity", `${path}: holds no reference folder (one with config.json or cases.json)`);
+    }
+    folders.push(...found);
   }
   await openGpuOrExit();
   let failed = false;
-  for (const arg of Deno.args) {
-    for (const folder of await foldersToCheck(arg)) {
-      const isAdamw = await Deno.stat(`${folder}/cases.json`).then(() => true, () => false);
-      const result = isAdamw ? await checkAdamwFolder(folder) : await checkModelFolder(folder);
-      console.log(JSON.stringify(result));
-      failed ||= !result.pass;
-    }
+  for (const folder of folders) {
+    const isAdamw = await Deno.stat(`${folder}/cases.json`).then(() => true, () => false);
+    const result = isAdamw ? await checkAdamwFolder(folder) : await checkModelFolder(folder);
+    console.log(JSON.stringify(result));
+    failed ||= !result.pass;
   }
   Deno.exit(failed ? 1 : 0);
 }

@@ -1,0 +1,124 @@
+/**
+ * The commands behind `deno task` parse their flags strictly: `--help` lists every flag with its
+ * default and exits 0; a bad flag, value or argument is one line on stderr (no stack trace) and exit
+ * 2. Each case fails before WebGPU opens, so these run as fast subprocesses.
+ */
+
+const root = new URL("../", import.meta.url).pathname;
+
+/** Every command with its flags as `--help` must list them (with their defaults). */
+const COMMANDS: Record<string, string[]> = {
+  demo: ["--steps <N>", "(default: 200)", "-h, --help"],
+  describe: ["-t, --task <task>", "(default: base)", "--json", "-h, --help"],
+  groups: ["--json", "-h, --help"],
+  parity: ["-h, --help"],
+};
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `tools/<command>.ts` with the permissions its `deno task` grants. */
+async function run(command: string, ...args: string[]): Promise<Result> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", `tools/${command}.ts`, ...args],
+    cwd: root,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: output.code, stdout: text.decode(output.stdout), stderr: text.decode(output.stderr) };
+}
+
+/** Throws unless the command exited `code` with exactly one stderr line, from it, containing `fragment`. */
+function expectOneLine(result: Result, command: string, code: number, fragment: string): void {
+  const where = `${command}: exit ${result.code}, stderr ${JSON.stringify(result.stderr)}`;
+  if (result.code !== code) throw new Error(`${where}; expected exit ${code}`);
+  const lines = result.stderr.trimEnd().split("\n");
+  if (lines.length !== 1 || result.stderr.includes("Uncaught") || /\bat .*:\d+:\d+/.test(result.stderr)) {
+    throw new Error(`${where}; expected one line without a stack trace`);
+  }
+  if (!lines[0].startsWith(`${command}: `) || !lines[0].includes(fragment)) {
+    throw new Error(`${where}; expected "${command}: ...${fragment}..."`);
+  }
+  if (result.stdout !== "") {
+    throw new Error(`${where}; expected no output, got ${JSON.stringify(result.stdout)}`);
+  }
+}
+
+Deno.test("--help and -h list every flag with its default and exit 0", async () => {
+  for (const [command, flags] of Object.entries(COMMANDS)) {
+    for (const help of ["--help", "-h"]) {
+      const result = await run(command, help);
+      if (result.code !== 0) throw new Error(`${command} ${help}: exit ${result.code}: ${result.stderr}`);
+      if (!result.stdout.startsWith(`usage: deno task ${command}`)) {
+        throw new Error(`${command} ${help}: no usage line in ${JSON.stringify(result.stdout)}`);
+      }
+      for (const flag of flags) {
+        if (!result.stdout.includes(flag)) throw new Error(`${command} ${help}: "${flag}" missing from help`);
+      }
+    }
+  }
+});
+
+Deno.test("an unknown flag is one line and exit 2, for every command", async () => {
+  for (const command of Object.keys(COMMANDS)) {
+    // describe and parity get a valid positional too, so only the flag is wrong.
+    const operand = command === "describe" ? ["bert"] : command === "parity" ? [root] : [];
+    expectOneLine(await run(command, ...operand, "--foo"), command, 2, "unknown option --foo");
+    expectOneLine(await run(command, ...operand, "-x"), command, 2, "unknown option -x");
+  }
+});
+
+Deno.test("a missing or bad value, or a wrong number of arguments, is one line and exit 2", async () => {
+  expectOneLine(
+    await run("demo", "--steps", "abc"),
+    "demo",
+    2,
+    '--steps must be a positive integer, got "abc"',
+  );
+  expectOneLine(await run("demo", "--steps", "0"), "demo", 2, '--steps must be a positive integer, got "0"');
+  expectOneLine(await run("demo", "--steps"), "demo", 2, "option --steps needs a value");
+  expectOneLine(await run("describe", "bert", "--task"), "describe", 2, "option --task needs a value");
+  expectOneLine(await run("describe", "bert", "--json=yes"), "describe", 2, "option --json takes no value");
+  expectOneLine(await run("describe"), "describe", 2, "missing <config.json | bert | gpt2 | roberta>");
+  expectOneLine(await run("describe", "bert", "gpt2"), "describe", 2, 'unexpected argument "gpt2"');
+  expectOneLine(await run("groups", "bert"), "groups", 2, 'unexpected argument "bert"');
+  expectOneLine(await run("parity"), "parity", 2, "missing <folder>...");
+});
+
+Deno.test("describe rejects an unknown task with the valid names, and a source it cannot read", async () => {
+  expectOneLine(
+    await run("describe", "bert", "--task", "foo"),
+    "describe",
+    2,
+    'unknown task "foo"; valid tasks: base, sequence-classification, token-classification, ' +
+      "question-answering, causal-lm, masked-lm",
+  );
+  expectOneLine(await run("describe", "/no/such/config.json"), "describe", 2, "/no/such/config.json");
+});
+
+Deno.test("describe and groups still print their metadata with valid flags", async () => {
+  const described = await run("describe", "gpt2", "-t", "causal-lm", "--json");
+  if (described.code !== 0) throw new Error(`describe: exit ${described.code}: ${described.stderr}`);
+  const infos = JSON.parse(described.stdout) as { name: string }[];
+  if (infos[0].name !== "transformer.wte.weight") throw new Error(`describe: first tensor ${infos[0].name}`);
+  const groups = await run("groups", "--json");
+  if (groups.code !== 0) throw new Error(`groups: exit ${groups.code}: ${groups.stderr}`);
+  if (!Array.isArray(JSON.parse(groups.stdout))) throw new Error("groups --json: not an array");
+});
+
+Deno.test("parity on a missing folder, a file or a folder with no reference fails with one line", async () => {
+  expectOneLine(await run("parity", "/no/such/folder"), "parity", 2, "/no/such/folder: no such folder");
+  expectOneLine(await run("parity", "deno.json"), "parity", 2, "deno.json: not a folder");
+  const empty = await Deno.makeTempDir({ dir: "/tmp" });
+  try {
+    await Deno.mkdir(`${empty}/inner`);
+    expectOneLine(await run("parity", empty), "parity", 2, `${empty}: holds no reference folder`);
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+  }
+});
