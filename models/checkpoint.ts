@@ -9,8 +9,14 @@ import { readAll, writeTensor } from "../engine/tensor.ts";
 import { configFromHf, configToHf, type ModelFamily } from "./config.ts";
 import type { Task } from "./heads.ts";
 import { type ModelOptions, TransformerModel } from "./model.ts";
-import type { Parameter } from "./parameters.ts";
-import { checkTensorSet, type HostTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
+import {
+  checkTensorSet,
+  type HostTensor,
+  readSafetensors,
+  readSafetensorsHeader,
+  type TensorHeader,
+  writeSafetensors,
+} from "./safetensors.ts";
 
 /** Tensors Hugging Face may store that are tied to another one (decoders tied to the word embeddings). */
 const TIED_NAMES =
@@ -38,10 +44,10 @@ function isBodyName(name: string, family: ModelFamily): boolean {
 }
 
 /** Adds or strips the body prefix of a file's names to match the model's naming (BertModel vs BertFor...). */
-function alignNames(model: TransformerModel, tensors: Map<string, HostTensor>): Map<string, HostTensor> {
-  const expected = new Set(model.parameters.map((p) => p.info.name));
+function alignNames<T>(model: TransformerModel, tensors: Map<string, T>): Map<string, T> {
+  const expected = new Set(model.parameterSet.infos.map((p) => p.name));
   const prefix = { bert: "bert.", roberta: "roberta.", gpt2: "transformer." }[model.config.family];
-  const aligned = new Map<string, HostTensor>();
+  const aligned = new Map<string, T>();
   for (const [name, value] of tensors) {
     let target = name;
     if (!expected.has(name) && isBodyName(name, model.config.family)) {
@@ -63,6 +69,36 @@ export interface CheckedWeights {
 }
 
 /**
+ * Checks names, shapes and element types against the model's parameter metadata (available
+ * before the model allocates its weights); returns the tensors under the model's names.
+ */
+function checkTensors<T extends { readonly shape: readonly number[] }>(
+  model: TransformerModel,
+  tensors: Map<string, T>,
+  source: string,
+  options: LoadOptions,
+  isFloat: (tensor: T) => boolean,
+): { aligned: Map<string, T>; report: LoadReport } {
+  const aligned = alignNames(model, tensors);
+  const infos = model.parameterSet.infos;
+  const expected = new Map(infos.map((p) => [p.name, p.shape] as const));
+  const heads = infos.filter((p) => p.role === "head").map((p) => p.name);
+  const ignored = [...aligned.keys()].filter((n) =>
+    !expected.has(n) && (TIED_NAMES.test(n) || (options.allowNewHead && !isBodyName(n, model.config.family)))
+  );
+  checkTensorSet(source, expected, aligned, {
+    allowMissing: options.allowNewHead ? heads : [],
+    allowUnexpected: (name) => ignored.includes(name),
+  });
+  for (const p of infos) {
+    const found = aligned.get(p.name);
+    if (found && !isFloat(found)) throw new Error(`${source}: tensor "${p.name}" is not floating point`);
+  }
+  const newlyInitialized = infos.filter((p) => !aligned.has(p.name)).map((p) => p.name);
+  return { aligned, report: { newlyInitialized, ignored } };
+}
+
+/**
  * Checks Hugging Face tensors against a model without writing anything: one error naming `source`
  * and listing every missing, unexpected and misshapen tensor. Body names with or without the task
  * prefix (`bert.`, `roberta.`, `transformer.`) are accepted; tied decoder copies are ignored.
@@ -73,29 +109,18 @@ export function checkWeights(
   source: string,
   options: LoadOptions = {},
 ): CheckedWeights {
-  const aligned = alignNames(model, tensors);
-  const expected = new Map(model.parameters.map((p) => [p.info.name, p.info.shape] as const));
-  const heads = model.parameters.filter((p) => p.info.role === "head").map((p) => p.info.name);
-  const ignored = [...aligned.keys()].filter((n) =>
-    !expected.has(n) && (TIED_NAMES.test(n) || (options.allowNewHead && !isBodyName(n, model.config.family)))
+  const { aligned, report } = checkTensors(
+    model,
+    tensors,
+    source,
+    options,
+    (t) => t.data instanceof Float32Array,
   );
-  checkTensorSet(source, expected, aligned, {
-    allowMissing: options.allowNewHead ? heads : [],
-    allowUnexpected: (name) => ignored.includes(name),
-  });
-  const writes: [Parameter, Float32Array][] = [];
-  const newlyInitialized: string[] = [];
-  for (const p of model.parameters) {
+  const writes = model.parameters.flatMap((p) => {
     const found = aligned.get(p.info.name);
-    if (!found) newlyInitialized.push(p.info.name);
-    else if (found.data instanceof Int32Array) {
-      throw new Error(`${source}: tensor "${p.info.name}" is not floating point`);
-    } else writes.push([p, found.data]);
-  }
-  return {
-    report: { newlyInitialized, ignored },
-    apply: () => writes.forEach(([p, data]) => writeTensor(p.value, data)),
-  };
+    return found ? [[p, found.data as Float32Array] as const] : [];
+  });
+  return { report, apply: () => writes.forEach(([p, data]) => writeTensor(p.value, data)) };
 }
 
 /** Checks (see {@linkcode checkWeights}) and then loads Hugging Face tensors into a model: a bad file changes nothing. */
@@ -110,19 +135,57 @@ export function loadWeights(
   return checked.report;
 }
 
-/** Reads `config.json` of a folder and builds an untrained model of that configuration. */
+/** Reads a `config.json` as a JSON object; errors name the file. */
+async function readConfigJson(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read the configuration: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${path}: the configuration is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!json || typeof json !== "object" || Array.isArray(json)) {
+    throw new Error(`${path}: the configuration is not a JSON object`);
+  }
+  return json as Record<string, unknown>;
+}
+
+/** Reads `config.json` of a folder and builds an untrained model of that configuration (checked and bounded first). */
 export async function modelFromConfigFile(
   path: string,
   options: ModelOptions = {},
 ): Promise<TransformerModel> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    throw new Error(`${path}: cannot read the configuration: ${(e as Error).message}`);
-  }
-  if (!json || typeof json !== "object") throw new Error(`${path}: the configuration is not a JSON object`);
-  return new TransformerModel(configFromHf(json as Record<string, unknown>, path), options);
+  return new TransformerModel(configFromHf(await readConfigJson(path), path), options);
+}
+
+/**
+ * Checks that a `config.json` describes the architecture of `model` (every field {@linkcode configToHf}
+ * writes, and the task's architecture name); throws an error naming the file and each differing
+ * field. Nothing is written.
+ */
+export async function checkConfigFile(model: TransformerModel, path: string): Promise<void> {
+  const json = await readConfigJson(path);
+  const found: Record<string, unknown> = {
+    ...configToHf(configFromHf(json, path)),
+    architectures: Array.isArray(json.architectures) ? json.architectures[0] : json.architectures,
+  };
+  const expected: Record<string, unknown> = {
+    ...configToHf(model.config),
+    architectures: architectureName(model),
+  };
+  const differences = Object.keys(expected)
+    .filter((key) => JSON.stringify(found[key]) !== JSON.stringify(expected[key]))
+    .map((key) =>
+      `field "${key}" is ${JSON.stringify(found[key])}, the model "${model.name}" has ${
+        JSON.stringify(expected[key])
+      }`
+    );
+  if (differences.length > 0) throw new Error(`${path}: ${differences.join("; ")}`);
 }
 
 /** Infers the task of a checkpoint from its `architectures` entry or, failing that, its tensor names. */
@@ -151,7 +214,9 @@ export function inferTask(
 /**
  * Loads a Hugging Face folder (`config.json` + `model.safetensors`) into a model in eval mode,
  * like `from_pretrained`. The task comes from `options.task`, else from the checkpoint; the
- * number of labels of a classifier from its weight's shape.
+ * number of labels of a classifier from its weight's shape. The configuration is checked, and the
+ * file's header compared with the model it describes, before the model allocates its weights or
+ * the file's values are read: a mismatched folder fails at once.
  */
 export async function loadPretrained(
   folder: string,
@@ -159,27 +224,45 @@ export async function loadPretrained(
 ): Promise<TransformerModel> {
   const configPath = `${folder}/config.json`;
   const weightsPath = `${folder}/model.safetensors`;
-  const json = JSON.parse(await Deno.readTextFile(configPath)) as Record<string, unknown>;
-  const { tensors } = await readSafetensors(weightsPath);
-  const task = options.task ?? inferTask(json, tensors.keys()).task;
-  const labelsWeight = [...tensors].find(([n]) =>
+  const json = await readConfigJson(configPath);
+  const config = configFromHf(json, configPath);
+  const header = (await readSafetensorsHeader(weightsPath)).tensors;
+  const task = options.task ?? inferTask(json, header.keys()).task;
+  const labelsWeight = [...header].find(([n]) =>
     /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
   );
   const numLabels = options.numLabels ?? (labelsWeight ? labelsWeight[1].shape[0] : undefined);
-  const model = new TransformerModel(configFromHf(json, configPath), { ...options, task, numLabels });
+  const modelOptions = { ...options, task, numLabels };
+  checkTensors(
+    new TransformerModel(config, { ...modelOptions, allocate: false }),
+    header,
+    weightsPath,
+    options,
+    isFloatHeader,
+  );
+  const { tensors } = await readSafetensors(weightsPath);
+  const model = new TransformerModel(config, modelOptions);
   loadWeights(model, tensors, weightsPath, options);
   return model.eval();
 }
 
-/** Writes `config.json` and `model.safetensors` (Hugging Face names, F32) into `folder`, each file atomically. */
-export async function savePretrained(model: TransformerModel, folder: string): Promise<void> {
-  await Deno.mkdir(folder, { recursive: true });
+/** Whether a tensor of the header loads as float32 (the other dtypes load as int32). */
+function isFloatHeader(tensor: TensorHeader): boolean {
+  return ["F64", "F32", "F16", "BF16"].includes(tensor.dtype);
+}
+
+/**
+ * The contents of a Hugging Face folder for `model`, as {@linkcode savePretrained} writes them: the
+ * `config.json` object and the tensors of `model.safetensors` (Hugging Face names, F32).
+ */
+export async function pretrainedContents(
+  model: TransformerModel,
+): Promise<{ config: Record<string, unknown>; tensors: [string, HostTensor][] }> {
   const values = await readAll(model.parameters.map((p) => p.value));
   const tensors = model.parameters.map((p, i): [string, HostTensor] => [
     p.info.name,
     { shape: [...p.info.shape], data: values[i] },
   ]);
-  await writeSafetensors(`${folder}/model.safetensors`, tensors, { format: "pt" });
   const config = { ...configToHf(model.config), architectures: [architectureName(model)] };
   if (model.task === "sequence-classification" || model.task === "token-classification") {
     Object.assign(config, { num_labels: model.numLabels });
@@ -188,6 +271,14 @@ export async function savePretrained(model: TransformerModel, folder: string): P
   if (model.task === "causal-lm" && model.config.family !== "gpt2") {
     Object.assign(config, { is_decoder: true });
   }
+  return { config, tensors };
+}
+
+/** Writes `config.json` and `model.safetensors` (Hugging Face names, F32) into `folder`, each file atomically. */
+export async function savePretrained(model: TransformerModel, folder: string): Promise<void> {
+  await Deno.mkdir(folder, { recursive: true });
+  const { config, tensors } = await pretrainedContents(model);
+  await writeSafetensors(`${folder}/model.safetensors`, tensors, { format: "pt" });
   const temporary = `${folder}/config.json.tmp`;
   await Deno.writeTextFile(temporary, JSON.stringify(config, null, 2) + "\n");
   await Deno.rename(temporary, `${folder}/config.json`);

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { MAX_HEAD_DIM } from "../kernels/attention.ts";
+
 /** The model families. */
 export type ModelFamily = "bert" | "gpt2" | "roberta";
 
@@ -124,63 +126,103 @@ export function modelConfig(family: ModelFamily, overrides: Partial<ModelConfig>
   return config;
 }
 
-function activation(value: unknown, source: string): Activation {
+function activation(value: unknown, source: string, field: string): Activation {
   if (value === "gelu" || value === "relu") return value;
   if (value === "gelu_new" || value === "gelu_pytorch_tanh" || value === "gelu_fast") return "gelu_new";
-  throw new Error(`${source}: unsupported activation ${JSON.stringify(value)} (gelu, gelu_new, relu)`);
+  throw new Error(
+    `${source}: field "${field}": unsupported activation ${JSON.stringify(value)} (gelu, gelu_new, relu)`,
+  );
 }
 
-function numberField(
-  json: Record<string, unknown>,
-  keys: string[],
-  source: string,
-  fallback?: number,
-): number {
-  for (const key of keys) {
-    const value = json[key];
-    if (typeof value === "number") return value;
+/** Reads `config.json` fields and remembers which Hugging Face name supplied each configuration field. */
+class HfFields {
+  /** The Hugging Face name each configuration field came from (for errors). */
+  readonly names: FieldNames = {};
+
+  constructor(readonly json: Record<string, unknown>, readonly source: string) {}
+
+  /**
+   * The first of `keys` that is present (null counts as absent, as in Hugging Face); a value of
+   * another type than number is an error rather than silently replaced by the default.
+   */
+  number(field: keyof ModelConfig, keys: string[], fallback?: number): number {
+    this.names[field] = keys[0];
+    for (const key of keys) {
+      const value = this.json[key];
+      if (value === undefined || value === null) continue;
+      this.names[field] = key;
+      if (typeof value !== "number") {
+        throw new Error(`${this.source}: field "${key}" must be a number, got ${JSON.stringify(value)}`);
+      }
+      return value;
+    }
+    if (fallback !== undefined) return fallback;
+    throw new Error(`${this.source}: missing numeric field ${keys.map((k) => `"${k}"`).join(" or ")}`);
   }
-  if (fallback !== undefined) return fallback;
-  throw new Error(`${source}: missing numeric field ${keys.map((k) => `"${k}"`).join(" or ")}`);
+
+  /**
+   * A field that may be null (pad_token_id, classifier_dropout): null means none, as in Hugging
+   * Face, and only an absent field takes the default.
+   */
+  nullableNumber(field: keyof ModelConfig, key: string, fallback: number | null): number | null {
+    const value = this.json[key];
+    this.names[field] = key;
+    if (value === undefined) return fallback;
+    if (value === null) return null;
+    if (typeof value !== "number") {
+      throw new Error(
+        `${this.source}: field "${key}" must be a number or null, got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  }
 }
 
 /**
  * Reads a Hugging Face `config.json` object (model_type bert, gpt2 or roberta); `source` names the
- * file in errors. Missing optional fields take Hugging Face's defaults.
+ * file in errors, which name the Hugging Face field too. Missing optional fields take Hugging
+ * Face's defaults; every value is checked as in {@linkcode validateConfig}.
  */
 export function configFromHf(json: Record<string, unknown>, source: string): ModelConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new Error(`${source}: the configuration is not a JSON object`);
+  }
   const family = json.model_type;
   if (family !== "bert" && family !== "gpt2" && family !== "roberta") {
     throw new Error(`${source}: model_type ${JSON.stringify(family)} is not bert, gpt2 or roberta`);
   }
   const base = DEFAULTS[family];
-  const hidden = numberField(json, ["hidden_size", "n_embd"], source);
   const isGpt2 = family === "gpt2";
-  const classifierDropout = json.classifier_dropout;
+  const f = new HfFields(json, source);
+  const hidden = f.number("hiddenSize", ["hidden_size", "n_embd"]);
+  const actKey = json.hidden_act != null ? "hidden_act" : "activation_function";
   const config: ModelConfig = {
     family,
-    vocabSize: numberField(json, ["vocab_size"], source),
+    vocabSize: f.number("vocabSize", ["vocab_size"]),
     hiddenSize: hidden,
-    numLayers: numberField(json, ["num_hidden_layers", "n_layer"], source),
-    numHeads: numberField(json, ["num_attention_heads", "n_head"], source),
-    intermediateSize: numberField(json, ["intermediate_size", "n_inner"], source, 4 * hidden),
-    hiddenAct: activation(json.hidden_act ?? json.activation_function ?? base.hiddenAct, source),
-    layerNormEps: numberField(json, ["layer_norm_eps", "layer_norm_epsilon"], source, base.layerNormEps),
-    maxPositions: numberField(json, ["max_position_embeddings", "n_positions"], source, base.maxPositions),
-    padTokenId: typeof json.pad_token_id === "number" ? json.pad_token_id : isGpt2 ? null : base.padTokenId,
-    typeVocabSize: isGpt2 ? 0 : numberField(json, ["type_vocab_size"], source, base.typeVocabSize),
-    hiddenDropout: numberField(json, ["hidden_dropout_prob", "resid_pdrop"], source, base.hiddenDropout),
-    embeddingDropout: numberField(json, ["embd_pdrop", "hidden_dropout_prob"], source, base.embeddingDropout),
-    attentionDropout: numberField(
-      json,
+    numLayers: f.number("numLayers", ["num_hidden_layers", "n_layer"]),
+    numHeads: f.number("numHeads", ["num_attention_heads", "n_head"]),
+    intermediateSize: f.number("intermediateSize", ["intermediate_size", "n_inner"], 4 * hidden),
+    hiddenAct: activation(json[actKey] ?? base.hiddenAct, source, actKey),
+    layerNormEps: f.number("layerNormEps", ["layer_norm_eps", "layer_norm_epsilon"], base.layerNormEps),
+    maxPositions: f.number("maxPositions", ["max_position_embeddings", "n_positions"], base.maxPositions),
+    padTokenId: f.nullableNumber("padTokenId", "pad_token_id", isGpt2 ? null : base.padTokenId),
+    typeVocabSize: isGpt2 ? 0 : f.number("typeVocabSize", ["type_vocab_size"], base.typeVocabSize),
+    hiddenDropout: f.number("hiddenDropout", ["hidden_dropout_prob", "resid_pdrop"], base.hiddenDropout),
+    embeddingDropout: f.number(
+      "embeddingDropout",
+      ["embd_pdrop", "hidden_dropout_prob"],
+      base.embeddingDropout,
+    ),
+    attentionDropout: f.number(
+      "attentionDropout",
       ["attention_probs_dropout_prob", "attn_pdrop"],
-      source,
       base.attentionDropout,
     ),
-    classifierDropout: typeof classifierDropout === "number" ? classifierDropout : null,
-    initializerRange: numberField(json, ["initializer_range"], source, base.initializerRange),
+    classifierDropout: f.nullableNumber("classifierDropout", "classifier_dropout", null),
+    initializerRange: f.number("initializerRange", ["initializer_range"], base.initializerRange),
   };
-  validateConfig(config, source);
+  validateConfig(config, source, f.names);
   return config;
 }
 
@@ -226,35 +268,116 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
   };
 }
 
-/** Throws an error naming `source` and the field when a configuration cannot describe a model. */
-export function validateConfig(config: ModelConfig, source: string): void {
-  const positive = [
-    "vocabSize",
-    "hiddenSize",
+/**
+ * The largest sizes a configuration may ask for: far above any BERT, GPT-2 or RoBERTa checkpoint
+ * (the largest tokenizers have about 2^18 tokens, the widest of these models 1600 dimensions and
+ * 48 layers), but finite, so that a corrupt or hostile `config.json` (say, 1e9 layers) fails at
+ * once with an error instead of exhausting memory while the model is built. `parameters` bounds the
+ * body's total, 2^32 float32 values (16 GiB), more than a single device of this engine holds.
+ */
+export const CONFIG_LIMITS = {
+  vocabSize: 2 ** 24,
+  hiddenSize: 65536,
+  numLayers: 1024,
+  numHeads: 65536,
+  intermediateSize: 262144,
+  maxPositions: 2 ** 20,
+  typeVocabSize: 1024,
+  parameters: 2 ** 32,
+} as const;
+
+/** The name of each field in errors: its Hugging Face name when the configuration came from a file. */
+export type FieldNames = Partial<Record<keyof ModelConfig, string>>;
+
+/**
+ * The number of parameters of the body (embeddings, layers, final norm): a lower bound of the
+ * whole model's, enough to refuse a configuration no device could hold.
+ */
+function bodyParameters(c: ModelConfig): number {
+  const C = c.hiddenSize, I = c.intermediateSize;
+  const embeddings = (c.vocabSize + c.maxPositions + c.typeVocabSize) * C + 2 * C;
+  const layer = 4 * C * C + 4 * C + 2 * C * I + I + C + 4 * C;
+  return embeddings + c.numLayers * layer;
+}
+
+/**
+ * Throws an error naming `source` and the field (`names` maps fields to the names to report, such
+ * as Hugging Face's) when a configuration cannot describe a model: a size that is not an integer
+ * or exceeds {@linkcode CONFIG_LIMITS}, heads that do not divide the width or exceed the attention
+ * kernels' head dimension, a LayerNorm epsilon that is not positive in float32, a dropout outside
+ * [0, 1), an unknown activation, a padding id outside the vocabulary.
+ */
+export function validateConfig(config: ModelConfig, source: string, names: FieldNames = {}): void {
+  const fail = (field: keyof ModelConfig, problem: string): never => {
+    const value = config[field];
+    const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
+    throw new Error(`${source}: field "${names[field] ?? field}" ${problem}, got ${shown}`);
+  };
+  if (!(config.family in DEFAULTS)) fail("family", "must be bert, gpt2 or roberta");
+  const sizes = [
     "numLayers",
+    "hiddenSize",
     "numHeads",
     "intermediateSize",
+    "vocabSize",
     "maxPositions",
   ] as const;
-  for (const key of positive) {
-    if (!Number.isInteger(config[key]) || config[key] <= 0) {
-      throw new Error(`${source}: ${key} must be a positive integer, got ${config[key]}`);
+  for (const field of sizes) {
+    const value = config[field];
+    if (!Number.isInteger(value) || value < 1 || value > CONFIG_LIMITS[field]) {
+      fail(field, `must be an integer in [1, ${CONFIG_LIMITS[field]}]`);
     }
+  }
+  // GPT-2 has no token types; BERT and RoBERTa need at least one.
+  const minTypes = config.family === "gpt2" ? 0 : 1;
+  if (
+    !Number.isInteger(config.typeVocabSize) || config.typeVocabSize < minTypes ||
+    config.typeVocabSize > CONFIG_LIMITS.typeVocabSize
+  ) {
+    fail("typeVocabSize", `must be an integer in [${minTypes}, ${CONFIG_LIMITS.typeVocabSize}]`);
   }
   if (config.hiddenSize % config.numHeads !== 0) {
-    throw new Error(
-      `${source}: hiddenSize ${config.hiddenSize} is not divisible by numHeads ${config.numHeads}`,
+    fail(
+      "numHeads",
+      `must divide "${names.hiddenSize ?? "hiddenSize"}" (${config.hiddenSize} is not divisible by it)`,
     );
   }
-  for (const key of ["hiddenDropout", "embeddingDropout", "attentionDropout"] as const) {
-    if (!(config[key] >= 0 && config[key] < 1)) {
-      throw new Error(`${source}: ${key} must be in [0, 1), got ${config[key]}`);
+  if (config.hiddenSize / config.numHeads > MAX_HEAD_DIM) {
+    fail("numHeads", `gives heads of ${config.hiddenSize / config.numHeads} > ${MAX_HEAD_DIM} dimensions`);
+  }
+  if (!["gelu", "gelu_new", "relu"].includes(config.hiddenAct)) {
+    fail("hiddenAct", "must be gelu, gelu_new or relu");
+  }
+  // The kernels take epsilon as a float32 uniform: it must stay positive and finite there.
+  const eps = typeof config.layerNormEps === "number" ? Math.fround(config.layerNormEps) : NaN;
+  if (!(eps > 0 && eps < Infinity)) fail("layerNormEps", "must be positive and finite in float32");
+  for (
+    const field of ["hiddenDropout", "embeddingDropout", "attentionDropout", "classifierDropout"] as const
+  ) {
+    const p = config[field];
+    if ((p !== null || field !== "classifierDropout") && !(typeof p === "number" && p >= 0 && p < 1)) {
+      fail(field, "must be in [0, 1)");
     }
   }
-  if (config.family === "roberta" && config.padTokenId === null) {
-    throw new Error(`${source}: RoBERTa needs a pad_token_id (position ids start after it)`);
+  const std = config.initializerRange;
+  if (!(typeof std === "number" && std >= 0 && std < Infinity)) {
+    fail("initializerRange", "must be finite and non-negative");
   }
-  if (config.family !== "gpt2" && config.typeVocabSize < 1) {
-    throw new Error(`${source}: ${config.family} needs type_vocab_size >= 1`);
+  const pad = config.padTokenId;
+  if (pad !== null && !(Number.isInteger(pad) && pad >= 0 && pad < config.vocabSize)) {
+    fail("padTokenId", `must be null or a token id in [0, ${config.vocabSize})`);
+  }
+  if (config.family === "roberta") {
+    // RoBERTa's position ids start after the padding id, so the table needs a row beyond it.
+    if (pad === null) fail("padTokenId", "is needed by RoBERTa (position ids start after it)");
+    if (config.maxPositions <= pad! + 1) {
+      fail("maxPositions", `must exceed "${names.padTokenId ?? "padTokenId"}" + 1 = ${pad! + 1} for RoBERTa`);
+    }
+  }
+  const parameters = bodyParameters(config);
+  if (parameters > CONFIG_LIMITS.parameters) {
+    throw new Error(
+      `${source}: the configuration describes at least ${parameters} parameters, more than ${CONFIG_LIMITS.parameters}`,
+    );
   }
 }

@@ -73,30 +73,14 @@ interface Entry {
  * file in errors.
  */
 export function parseSafetensors(bytes: Uint8Array, source: string): SafetensorsContents {
-  if (bytes.length < 8) {
-    throw fileError(
-      source,
-      `${bytes.length} bytes is too short for a safetensors file (8-byte header length)`,
-    );
-  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = view.getBigUint64(0, true);
-  if (headerLength > BigInt(bytes.length - 8)) {
-    throw fileError(
-      source,
-      `truncated: the header length ${headerLength} runs past the end of the ${bytes.length}-byte file`,
-    );
-  }
-  const dataStart = 8 + Number(headerLength);
-  const header = parseHeader(bytes.subarray(8, dataStart), source);
-  const dataLength = bytes.length - dataStart;
-  let metadata: Record<string, string> = {};
-  const entries: Entry[] = [];
-  for (const [name, value] of Object.entries(header)) {
-    if (name === METADATA_KEY) metadata = readMetadata(value, source);
-    else entries.push(readEntry(name, value, dataLength, source));
-  }
-  checkCoverage(entries, dataLength, source);
+  const headerLength = checkHeaderLength(
+    bytes.length >= 8 ? view.getBigUint64(0, true) : null,
+    bytes.length,
+    source,
+  );
+  const dataStart = 8 + headerLength;
+  const { entries, metadata } = parseEntries(bytes.subarray(8, dataStart), bytes.length - dataStart, source);
   const tensors = new Map<string, HostTensor>();
   for (const entry of entries) {
     tensors.set(entry.name, { shape: entry.shape, data: decode(entry, view, dataStart, source) });
@@ -107,6 +91,81 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
 /** Reads and parses a safetensors file (see {@linkcode parseSafetensors}). */
 export async function readSafetensors(path: string): Promise<SafetensorsContents> {
   return parseSafetensors(await Deno.readFile(path), path);
+}
+
+/** A tensor as a safetensors header describes it, before any value is read. */
+export interface TensorHeader {
+  /** Element type in the file. */
+  dtype: SafetensorsDtype;
+  /** Dimensions; `[]` for a scalar. */
+  shape: number[];
+}
+
+/**
+ * Reads only the header of a safetensors file, with the checks of {@linkcode parseSafetensors} that
+ * need no values (entries, offsets against the file's size, coverage of the data region): what a
+ * loader compares with a model before it allocates memory or reads gigabytes of weights.
+ */
+export async function readSafetensorsHeader(
+  path: string,
+): Promise<{ tensors: Map<string, TensorHeader>; metadata: Record<string, string> }> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    const size = (await file.stat()).size;
+    const prefix = await readPrefix(file, Math.min(8, size), path);
+    const length = prefix.length === 8 ? new DataView(prefix.buffer).getBigUint64(0, true) : null;
+    const headerLength = checkHeaderLength(length, size, path);
+    const { entries, metadata } = parseEntries(
+      await readPrefix(file, headerLength, path),
+      size - 8 - headerLength,
+      path,
+    );
+    return { tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), metadata };
+  } finally {
+    file.close();
+  }
+}
+
+/** Reads exactly `count` bytes from the file's current position (its size was checked beforehand). */
+async function readPrefix(file: Deno.FsFile, count: number, source: string): Promise<Uint8Array> {
+  const out = new Uint8Array(count);
+  for (let read = 0; read < count;) {
+    const n = await file.read(out.subarray(read));
+    if (n === null) throw fileError(source, `the file ended after ${read} of ${count} bytes`);
+    read += n;
+  }
+  return out;
+}
+
+/** The header length of a `fileLength`-byte file (null: fewer than 8 bytes), checked against the file's size. */
+function checkHeaderLength(headerLength: bigint | null, fileLength: number, source: string): number {
+  if (headerLength === null) {
+    throw fileError(source, `${fileLength} bytes is too short for a safetensors file (8-byte header length)`);
+  }
+  if (headerLength > BigInt(fileLength - 8)) {
+    throw fileError(
+      source,
+      `truncated: the header length ${headerLength} runs past the end of the ${fileLength}-byte file`,
+    );
+  }
+  return Number(headerLength);
+}
+
+/** Validates a header's entries against a data region of `dataLength` bytes. */
+function parseEntries(
+  headerBytes: Uint8Array,
+  dataLength: number,
+  source: string,
+): { entries: Entry[]; metadata: Record<string, string> } {
+  const header = parseHeader(headerBytes, source);
+  let metadata: Record<string, string> = {};
+  const entries: Entry[] = [];
+  for (const [name, value] of Object.entries(header)) {
+    if (name === METADATA_KEY) metadata = readMetadata(value, source);
+    else entries.push(readEntry(name, value, dataLength, source));
+  }
+  checkCoverage(entries, dataLength, source);
+  return { entries, metadata };
 }
 
 /**
@@ -164,7 +223,7 @@ export interface TensorSetOptions {
 export function checkTensorSet(
   source: string,
   expected: Map<string, readonly number[]>,
-  found: Map<string, HostTensor>,
+  found: Map<string, { readonly shape: readonly number[] }>,
   options: TensorSetOptions = {},
 ): void {
   const allowMissing = new Set(options.allowMissing ?? []);
