@@ -9,7 +9,8 @@
  *
  *   target = 1 + d (max - 1) for d >= 0,   1 + d (1 - min) for d < 0,   d = tanh((z - zMean) / (1 + |zMean|))
  *
- * where zMean is the mean z of the models with a full window: learning rates shift towards the
+ * where zMean is the mean z of the models with a full window that take part in this update (a model
+ * sitting an update out influences no one): learning rates shift towards the
  * models whose loss falls more convincingly than the others', and the bounds keep a slow model
  * from stalling. Because only the difference from the mean counts, one model alone, or several
  * with the same trend, stay at 1. A model whose loss is rising (slope > 0) never moves up: its
@@ -52,8 +53,8 @@ export interface AdaptiveRule {
 /**
  * One update of the multipliers. `windows[m]` holds model m's last W losses (oldest first), or null
  * when it has fewer than W; a window with a non-finite loss counts as none. Models in `frozen`
- * (skipped in this update) keep their multiplier but still count in the mean trend. Returns the
- * new multipliers.
+ * (skipped in this update) keep their multiplier and do not count in the mean trend, so a fault in
+ * one model never changes another's rate. Returns the new multipliers.
  */
 export function updateMultipliers(
   current: readonly number[],
@@ -66,7 +67,7 @@ export function updateMultipliers(
     const trend = lossTrend(w);
     return Number.isFinite(trend.slope) && Number.isFinite(trend.z) ? trend : null;
   });
-  const valid = trends.filter((t): t is { slope: number; z: number } => t !== null);
+  const valid = trends.filter((t, m): t is { slope: number; z: number } => t !== null && !frozen[m]);
   if (valid.length === 0) return [...current];
   const zMean = valid.reduce((s, t) => s + t.z, 0) / valid.length;
   return current.map((multiplier, m) => {

@@ -3,7 +3,8 @@
  * models live in one flat arena; model m owns the elements [segment[m], segment[m + 1]). An update
  * is a constant number of dispatches whatever the number of tensors:
  *
- * 1. `mm_tile_sumsq`: sum of squared gradients per 1024-element tile (tiles never cross models);
+ * 1. `mm_tile_norms`: each 1024-element tile's gradient norm, scaled so it cannot overflow, and
+ *    whether it holds a non-finite gradient (or parameter, before sharing); tiles never cross models;
  * 2. `mm_plan`: one workgroup sums each model's tiles in a fixed order, flags non-finite models,
  *    clips, updates the adaptive multipliers and writes each model's learning rate and bias
  *    corrections into the control table;
@@ -27,14 +28,14 @@ export const CONTROL = {
   lr: 0,
   /** Factor applied to the raw gradient sum: 1/accumulation x clip factor. */
   gradScale: 1,
-  /** 1 when this model's update is skipped (non-finite loss or gradient). */
+  /** Why this model's update is skipped, a {@linkcode SkipReason} (0 when it is not). */
   skip: 2,
   /** 1 - beta1^t, kept as state and advanced by q <- q + (1 - beta1)(1 - q), which has no cancellation. */
   biasCorrection1: 3,
   /** 1 - beta2^t, advanced the same way. */
   biasCorrection2: 4,
-  /** Sum of squares of the averaged gradient (after sharing, when shared). */
-  sumOfSquares: 5,
+  /** Global norm of the averaged gradient (after sharing, when shared), computed without overflow. */
+  norm: 5,
   /** Updates applied to this model (t). */
   steps: 6,
   /** Updates skipped. */
@@ -47,13 +48,49 @@ export const CONTROL = {
   gradNorm: 10,
   /** t-statistic of the loss trend at the last adaptive update (0 without a full window). */
   trend: 11,
+  /** Largest |element| of the averaged gradient, before sharing. */
+  gradMax: 12,
+  /** 1 when this update's AdamW produced a non-finite parameter or moment (the model then takes no part in sync). */
+  fault: 13,
 } as const;
+
+/**
+ * Why a model sat an update out (the value of its {@linkcode CONTROL}.skip field). A skipped model's
+ * parameters and moments stay as they were, and it neither contributes to nor receives sharing or sync.
+ */
+export const SkipReason = {
+  /** Not skipped. */
+  None: 0,
+  /** A loss logged in this cycle was NaN or infinite. */
+  Loss: 1,
+  /** The accumulated gradient holds a NaN or an infinity. */
+  Gradient: 2,
+  /** A parameter holds a NaN or an infinity (checked before sharing, which would spread it). */
+  Parameters: 3,
+  /** The gradient is finite but an element exceeds {@linkcode GRADIENT_LIMIT}: its square overflows float32 moments. */
+  Overflow: 4,
+} as const;
+
+/** One of {@linkcode SkipReason}. */
+export type SkipReason = (typeof SkipReason)[keyof typeof SkipReason];
+
+/**
+ * Largest |gradient element| (after averaging over micro-batches) an update accepts: its square,
+ * which AdamW's second moment holds, must stay below float32's maximum of 3.4e38.
+ */
+export const GRADIENT_LIMIT = 1e19;
 
 /** Floats per model in the control table. */
 export const CONTROL_STRIDE = 16;
 
 /** Elements per tile of the norm pass (256 invocations x vec4). */
 export const TILE = 1024;
+
+/** Floats per tile in the norm pass's output: largest finite |g|, sum of (g / largest)^2, fault flags. */
+export const TILE_PARTIAL = 3;
+
+/** Bits of a tile's fault flags. */
+const TILE_FLAG = { gradient: 1, parameters: 2 } as const;
 
 /** u32 words per group in the group table: first block, size, count, pad, 8 offsets, 8 model indices. */
 export const GROUP_WORDS = 4 + 2 * MAX_MODELS;
@@ -107,20 +144,31 @@ function padded(values: readonly number[], length: number): number[] {
 }
 
 /**
- * Records the per-tile sums of squared gradients into `partials`. On GPUs a workgroup reduces a
- * tile with a tree; on CPU adapters, where barriers are expensive, one invocation sums a tile.
+ * Records each 1024-element tile's gradient norm without overflow (its largest finite |g| and the
+ * sum of (g / largest)^2, as LAPACK's nrm2 scales) and its fault flags: a non-finite gradient, and
+ * with `checkValues` a non-finite parameter. On GPUs a workgroup reduces a tile with a tree; on CPU
+ * adapters, where barriers are expensive, one invocation walks a tile.
  */
-export function recordTileSumOfSquares(layout: ArenaLayout, grads: BufferRange, partials: BufferRange): void {
+export function recordTileNorms(
+  layout: ArenaLayout,
+  buffers: { grads: BufferRange; values: BufferRange; partials: BufferRange },
+  checkValues: boolean,
+): void {
   const software = gpu().profile.isSoftware;
-  const kernel = kernelFor(`mm_tile_sumsq/${software ? "serial" : "tree"}`, () => ({
-    name: "mm_tile_sumsq",
+  const kernel = kernelFor(`mm_tile_norms/${software ? "serial" : "tree"}`, () => ({
+    name: "mm_tile_norms",
     params: {
       models: "u32",
+      check_values: "u32",
       ...indexed("seg", MAX_MODELS + 1, "u32"),
       ...indexed("tile", MAX_MODELS + 1, "u32"),
     },
-    bindings: [{ name: "grads", type: "vec4<f32>" }, { name: "partials", write: true }],
-    code: `${SEGMENTS}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}
+    bindings: [
+      { name: "grads", type: "vec4<f32>" },
+      { name: "values", type: "vec4<f32>" },
+      { name: "partials", write: true },
+    ],
+    code: `${FINITE}${SEGMENTS}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}
 fn tile_model(tile: u32) -> u32 {
   var m = 0u;
   for (; m + 1u < params.models; m++) {
@@ -128,41 +176,95 @@ fn tile_model(tile: u32) -> u32 {
   }
   return m;
 }
-${software ? SERIAL_TILE_SUM : TREE_TILE_SUM}`,
+
+fn all_finite(v: vec4<f32>) -> bool {
+  return finite(v.x) && finite(v.y) && finite(v.z) && finite(v.w);
+}
+
+// |v| with non-finite lanes zeroed: they are reported by the flags, not summed.
+fn finite_abs(v: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(select(0.0, abs(v.x), finite(v.x)), select(0.0, abs(v.y), finite(v.y)),
+                   select(0.0, abs(v.z), finite(v.z)), select(0.0, abs(v.w), finite(v.w)));
+}
+
+fn flags_of(i: u32) -> u32 {
+  var flags = select(${TILE_FLAG.gradient}u, 0u, all_finite(grads[i]));
+  if (params.check_values == 1u && !all_finite(values[i])) { flags |= ${TILE_FLAG.parameters}u; }
+  return flags;
+}
+
+fn scaled_square(i: u32, largest: f32) -> f32 {
+  if (largest == 0.0) { return 0.0; }
+  let x = finite_abs(grads[i]) / largest;
+  return dot(x, x);
+}
+${software ? SERIAL_TILE_NORM : TREE_TILE_NORM}`,
   }));
   const tiles = layout.tiles[layout.models];
   dispatch(
     kernel,
-    [layout.models, ...padded(layout.segments, MAX_MODELS + 1), ...padded(layout.tiles, MAX_MODELS + 1)],
-    [grads, partials],
+    [
+      layout.models,
+      checkValues ? 1 : 0,
+      ...padded(layout.segments, MAX_MODELS + 1),
+      ...padded(layout.tiles, MAX_MODELS + 1),
+    ],
+    [buffers.grads, buffers.values, buffers.partials],
     software ? grid(tiles, 64) : grid(tiles, 1),
   );
 }
 
-const TREE_TILE_SUM = `
+const TREE_TILE_NORM = `
+var<workgroup> largest: array<f32, 256>;
 var<workgroup> sums: array<f32, 256>;
+var<workgroup> flags: array<u32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let tile = wid.x + wid.y * groups.x;
-  if (tile >= tile_start(params.models)) { return; }
-  let m = tile_model(tile);
-  let element = segment(m) + (tile - tile_start(m)) * ${TILE}u + lid * 4u;
-  var s = 0.0;
-  if (element < segment(m + 1u)) {
-    let g = grads[element / 4u];
-    s = dot(g, g);
+  let in_range = tile < tile_start(params.models);
+  var m = 0u;
+  var i = 0u;
+  var inside = false;
+  if (in_range) {
+    m = tile_model(tile);
+    let element = segment(m) + (tile - tile_start(m)) * ${TILE}u + lid * 4u;
+    inside = element < segment(m + 1u);
+    i = element / 4u;
   }
+  var a = vec4<f32>(0.0);
+  var f = 0u;
+  if (inside) {
+    a = finite_abs(grads[i]);
+    f = flags_of(i);
+  }
+  largest[lid] = max(max(a.x, a.y), max(a.z, a.w));
+  flags[lid] = f;
+  workgroupBarrier();
+  for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      largest[lid] = max(largest[lid], largest[lid + stride]);
+      flags[lid] |= flags[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let top = largest[0];
+  var s = 0.0;
+  if (inside) { s = scaled_square(i, top); }
   sums[lid] = s;
   workgroupBarrier();
   for (var stride = 128u; stride > 0u; stride >>= 1u) {
     if (lid < stride) { sums[lid] += sums[lid + stride]; }
     workgroupBarrier();
   }
-  if (lid == 0u) { partials[tile] = sums[0]; }
+  if (in_range && lid == 0u) {
+    partials[tile * ${TILE_PARTIAL}u] = top;
+    partials[tile * ${TILE_PARTIAL}u + 1u] = sums[0];
+    partials[tile * ${TILE_PARTIAL}u + 2u] = f32(flags[0]);
+  }
 }`;
 
-const SERIAL_TILE_SUM = `
+const SERIAL_TILE_NORM = `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let tile = ${linearIndex(64)};
@@ -170,12 +272,18 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   let m = tile_model(tile);
   let start = (segment(m) + (tile - tile_start(m)) * ${TILE}u) / 4u;
   let end = min(start + ${TILE / 4}u, segment(m + 1u) / 4u);
-  var s = 0.0;
+  var top = 0.0;
+  var f = 0u;
   for (var i = start; i < end; i++) {
-    let g = grads[i];
-    s += dot(g, g);
+    let a = finite_abs(grads[i]);
+    top = max(top, max(max(a.x, a.y), max(a.z, a.w)));
+    f |= flags_of(i);
   }
-  partials[tile] = s;
+  var s = 0.0;
+  for (var i = start; i < end; i++) { s += scaled_square(i, top); }
+  partials[tile * ${TILE_PARTIAL}u] = top;
+  partials[tile * ${TILE_PARTIAL}u + 1u] = s;
+  partials[tile * ${TILE_PARTIAL}u + 2u] = f32(f);
 }`;
 
 /** What phase of an update `mm_plan` performs. */
@@ -256,10 +364,21 @@ export function recordPlan(
       uniformArray("ring_head", "head", MAX_MODELS, "u32")
     }${uniformArray("lr_factor", "factor", MAX_MODELS, "f32")}
 const S = ${CONTROL_STRIDE}u;
+var<workgroup> largest: array<f32, 256>;
 var<workgroup> sums: array<f32, 256>;
+var<workgroup> flags: array<u32, 256>;
 var<workgroup> trend_z: array<f32, ${MAX_MODELS}>;
 var<workgroup> trend_slope: array<f32, ${MAX_MODELS}>;
 var<workgroup> trend_valid: array<u32, ${MAX_MODELS}>;
+
+// Merges two scaled sums of squares (largest element, sum of squares relative to it).
+fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let top = max(a.x, b.x);
+  if (top == 0.0) { return vec2<f32>(0.0, 0.0); }
+  let ra = a.x / top;
+  let rb = b.x / top;
+  return vec2<f32>(top, a.y * ra * ra + b.y * rb * rb);
+}
 
 // Least-squares slope of model m's window and its t-statistic of decrease (see optim/adaptive.ts).
 fn fit_trend(m: u32) {
@@ -293,24 +412,50 @@ fn fit_trend(m: u32) {
   trend_valid[m] = select(0u, 1u, ok && finite(slope) && finite(trend_z[m]));
 }
 
+// The first reason to skip model m this update (a SkipReason), from its loss and tile flags.
+fn skip_reason(row: u32, tile_flags: u32, gradient_max: f32) -> f32 {
+  if (control[row + ${CONTROL.lossFinite}u] < 0.5) { return ${SkipReason.Loss}.0; }
+  if ((tile_flags & ${TILE_FLAG.gradient}u) != 0u) { return ${SkipReason.Gradient}.0; }
+  if ((tile_flags & ${TILE_FLAG.parameters}u) != 0u) { return ${SkipReason.Parameters}.0; }
+  if (gradient_max > ${GRADIENT_LIMIT.toExponential()}) { return ${SkipReason.Overflow}.0; }
+  return 0.0;
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32) {
-  // Each model's sum of squares: strided partial sums, then a fixed-order tree.
+  // Each model's norm: strided partial merges, then a fixed-order tree (bit-identical run to run).
   for (var m = 0u; m < params.models; m++) {
-    var s = 0.0;
-    for (var t = tile_start(m) + lid; t < tile_start(m + 1u); t += 256u) { s += partials[t]; }
-    sums[lid] = s;
+    var acc = vec2<f32>(0.0, 0.0);
+    var f = 0u;
+    for (var t = tile_start(m) + lid; t < tile_start(m + 1u); t += 256u) {
+      acc = merge(acc, vec2<f32>(partials[t * ${TILE_PARTIAL}u], partials[t * ${TILE_PARTIAL}u + 1u]));
+      f |= u32(partials[t * ${TILE_PARTIAL}u + 2u]);
+    }
+    largest[lid] = acc.x;
+    sums[lid] = acc.y;
+    flags[lid] = f;
     workgroupBarrier();
     for (var stride = 128u; stride > 0u; stride >>= 1u) {
-      if (lid < stride) { sums[lid] += sums[lid + stride]; }
+      if (lid < stride) {
+        let merged = merge(vec2<f32>(largest[lid], sums[lid]), vec2<f32>(largest[lid + stride], sums[lid + stride]));
+        largest[lid] = merged.x;
+        sums[lid] = merged.y;
+        flags[lid] |= flags[lid + stride];
+      }
       workgroupBarrier();
     }
     if (lid == 0u) {
-      let sumsq = sums[0] * params.inverse_accumulation * params.inverse_accumulation;
-      control[m * S + ${CONTROL.sumOfSquares}u] = sumsq;
+      let row = m * S;
+      let inverse = params.inverse_accumulation;
+      // A non-finite gradient has no norm; NaN reports it.
+      let nan = bitcast<f32>(0x7fc00000u);
+      let norm = select(largest[0] * sqrt(sums[0]) * inverse, nan, (flags[0] & ${TILE_FLAG.gradient}u) != 0u);
+      control[row + ${CONTROL.norm}u] = norm;
       if (params.phase != ${PlanPhase.Finish}u) {
-        let ok = finite(sumsq) && control[m * S + ${CONTROL.lossFinite}u] > 0.5;
-        control[m * S + ${CONTROL.skip}u] = select(1.0, 0.0, ok);
+        control[row + ${CONTROL.gradMax}u] = largest[0] * inverse;
+        control[row + ${CONTROL.gradNorm}u] = norm;
+        control[row + ${CONTROL.fault}u] = 0.0;
+        control[row + ${CONTROL.skip}u] = skip_reason(row, flags[0], largest[0] * inverse);
       }
     }
     workgroupBarrier();
@@ -326,7 +471,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   var z_sum = 0.0;
   var z_count = 0.0;
   for (var m = 0u; m < params.models; m++) {
-    if (trend_valid[m] == 1u) {
+    // A model sitting this update out takes no part in the others' rates either.
+    if (trend_valid[m] == 1u && control[m * S + ${CONTROL.skip}u] < 0.5) {
       z_sum += trend_z[m];
       z_count += 1.0;
     }
@@ -339,7 +485,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       control[row + ${CONTROL.skipped}u] += 1.0;
       continue;
     }
-    let norm = sqrt(control[row + ${CONTROL.sumOfSquares}u]);
+    let norm = control[row + ${CONTROL.norm}u];
     control[row + ${CONTROL.gradNorm}u] = norm;
     var clip_factor = 1.0;
     if (params.clip > 0.0) { clip_factor = min(1.0, params.clip / (norm + 1e-6)); }
@@ -388,7 +534,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   );
 }
 
-/** Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena. */
+/**
+ * Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena. A model
+ * whose new parameters or moments are not finite is marked in its control row's `fault` field, so
+ * the soft sync that follows leaves it out.
+ */
 export function recordAdamw(
   layout: ArenaLayout,
   hyper: { beta1: number; beta2: number; eps: number; weightDecay: number },
@@ -417,9 +567,12 @@ export function recordAdamw(
       { name: "grads", type: "vec4<f32>" },
       { name: "exp_avg", type: "vec4<f32>", write: true },
       { name: "exp_avg_sq", type: "vec4<f32>", write: true },
-      { name: "control" },
+      { name: "control", write: true },
     ],
-    code: `${SEGMENTS}
+    code: `${FINITE}${SEGMENTS}
+fn all_finite(v: vec4<f32>) -> bool {
+  return finite(v.x) && finite(v.y) && finite(v.z) && finite(v.w);
+}
 const S = ${CONTROL_STRIDE}u;
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
@@ -435,7 +588,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   exp_avg[i] = m;
   exp_avg_sq[i] = v;
   let denom = sqrt(v) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;
-  values[i] = p - (lr / control[row + ${CONTROL.biasCorrection1}u]) * m / denom;
+  let updated = p - (lr / control[row + ${CONTROL.biasCorrection1}u]) * m / denom;
+  values[i] = updated;
+  // Every writer stores the same value, so the unordered writes agree.
+  if (!(all_finite(updated) && all_finite(m) && all_finite(v))) { control[row + ${CONTROL.fault}u] = 1.0; }
 }`,
   }));
   const count = buffers.values.size / 16;
@@ -521,8 +677,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   for (var k = 0u; k < count; k++) {
     let m = table[base + 4u + ${MAX_MODELS}u + k];
     offsets[k] = table[base + 4u + k];
-    // Models skipped in this update get weight 0: they neither contribute nor change.
-    weights[k] = select(model_weight(m), 0.0, control[m * S + ${CONTROL.skip}u] > 0.5);
+    // Models sitting this update out (or whose AdamW just failed) get weight 0: they are never read
+    // (0 x NaN would still be NaN) and never changed.
+    let out = control[m * S + ${CONTROL.skip}u] > 0.5 || control[m * S + ${CONTROL.fault}u] > 0.5;
+    weights[k] = select(model_weight(m), 0.0, out);
     weight_sum += weights[k];
   }
   if (weight_sum == 0.0) { return; }
@@ -531,7 +689,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     var total = 0.0;
     // Constant trip counts let compilers unroll and keep offsets and weights in registers.
     for (var k = 0u; k < ${MAX_MODELS}u; k++) {
-      if (k < count) { total += weights[k] * mixed[offsets[k] + e]; }
+      if (k < count && weights[k] > 0.0) { total += weights[k] * mixed[offsets[k] + e]; }
     }
     let mean = total / weight_sum;
     for (var k = 0u; k < ${MAX_MODELS}u; k++) {

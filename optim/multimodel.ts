@@ -39,8 +39,10 @@ import {
   recordLosses,
   recordMix,
   recordPlan,
-  recordTileSumOfSquares,
+  recordTileNorms,
+  SkipReason,
   TILE,
+  TILE_PARTIAL,
 } from "./kernels.ts";
 import {
   MAX_MODELS,
@@ -63,18 +65,46 @@ export interface MultiModelOptimizerOptions extends OptimizerOptions {
   models: Record<string, OptimizableModel>;
 }
 
+/** Why a model sat an update out; see {@linkcode ModelMetrics.lastSkip}. */
+export type SkipCause = "loss" | "gradient" | "parameters" | "overflow";
+
+const SKIP_CAUSES: Record<number, SkipCause> = {
+  [SkipReason.Loss]: "loss",
+  [SkipReason.Gradient]: "gradient",
+  [SkipReason.Parameters]: "parameters",
+  [SkipReason.Overflow]: "overflow",
+};
+
 /** Per-model figures of {@linkcode MultiModelOptimizer.metrics}. */
 export interface ModelMetrics {
   /** Updates applied to the model. */
   updates: number;
-  /** Updates skipped because its loss or gradients were not finite. */
+  /** Updates the model sat out (see {@linkcode ModelMetrics.lastSkip}). */
   skipped: number;
+  /**
+   * Why the model sat the last update out, or null if it took part: `loss` (a logged loss was NaN
+   * or infinite), `gradient` (a gradient element was), `parameters` (a parameter was, found before
+   * sharing), `overflow` (finite, but an element above 1e19, whose square float32 moments cannot
+   * hold). A skipped model's parameters and moments stay as they were, and it neither contributes
+   * to nor receives sharing or sync.
+   */
+  lastSkip: SkipCause | null;
+  /**
+   * True when the last update's AdamW produced a non-finite parameter or moment for this model
+   * (the model then took no part in that update's sync; its next update will be skipped).
+   */
+  faulted: boolean;
   /** Adaptive learning-rate multiplier. */
   lrMultiplier: number;
   /** Learning rate of its last update (schedule x weight factor x multiplier). */
   lr: number;
-  /** Global norm of its last averaged gradient, before clipping. */
+  /**
+   * Global norm of its last averaged gradient, before clipping (after sharing when it took part),
+   * computed without overflow; NaN when the gradient was not finite.
+   */
   gradNorm: number;
+  /** Largest |element| of its last averaged gradient, before sharing. */
+  gradMax: number;
   /** t-statistic of its loss trend at the last adaptive update. */
   lossTrend: number;
   /** Its logged losses still in the window, oldest first. */
@@ -161,7 +191,7 @@ export class MultiModelOptimizer {
     this.#ring = createBuffer(MAX_MODELS * this.#window * 4, storage, "optimizer loss ring");
     this.#latest = createBuffer(MAX_MODELS * 4, storage, "optimizer latest losses");
     this.#partials = createBuffer(
-      Math.max(1, this.#layout.tiles[this.#layout.models]) * 4,
+      Math.max(1, this.#layout.tiles[this.#layout.models]) * TILE_PARTIAL * 4,
       storage,
       "optimizer partials",
     );
@@ -380,7 +410,9 @@ export class MultiModelOptimizer {
         ring,
         control,
       );
-    recordTileSumOfSquares(this.#layout, grads, partials);
+    // Parameters are checked only before sharing, the one place they could spread from before AdamW,
+    // which checks what it writes.
+    recordTileNorms(this.#layout, { grads, values, partials }, sharing);
     if (sharing) {
       plan(PlanPhase.Flag);
       recordMix(
@@ -394,7 +426,7 @@ export class MultiModelOptimizer {
         o.gradientSharing!.ratio,
         o.modelWeights,
       );
-      recordTileSumOfSquares(this.#layout, grads, partials);
+      recordTileNorms(this.#layout, { grads, values, partials }, false);
       plan(PlanPhase.Finish);
     } else {
       plan(PlanPhase.FlagAndFinish);
@@ -441,9 +473,12 @@ export class MultiModelOptimizer {
       models[name] = {
         updates: control[row + CONTROL.steps],
         skipped: control[row + CONTROL.skipped],
+        lastSkip: SKIP_CAUSES[control[row + CONTROL.skip]] ?? null,
+        faulted: control[row + CONTROL.fault] > 0.5,
         lrMultiplier: control[row + CONTROL.multiplier],
         lr: control[row + CONTROL.lr],
         gradNorm: control[row + CONTROL.gradNorm],
+        gradMax: control[row + CONTROL.gradMax],
         lossTrend: control[row + CONTROL.trend],
         recentLosses: Array.from(
           { length: count },
@@ -516,30 +551,68 @@ export class MultiModelOptimizer {
     };
   }
 
-  /**
-   * Restores a state from {@linkcode stateDict} (of an optimizer over models with the same names and
-   * parameters). Every entry is checked before anything is written; the argument is not modified
-   * and can be loaded again.
-   */
-  loadStateDict(state: OptimizerState): void {
+  /** Throws, naming the field, unless `state` is a complete, consistent state of this optimizer. */
+  #checkState(state: OptimizerState): void {
     const fail = (message: string): never => {
       throw new Error(`loadStateDict: ${message}`);
     };
+    const models = this.modelNames.length;
+    const isCount = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
     if (state?.format !== STATE_FORMAT) fail(`unknown format ${JSON.stringify(state?.format)}`);
-    if (state.models.join() !== this.modelNames.join()) {
+    if (!Array.isArray(state.models) || state.models.join() !== this.modelNames.join()) {
       fail(`state is for models [${state.models}], this optimizer has [${this.modelNames}]`);
     }
-    if (state.control.length !== this.modelNames.length * CONTROL_STRIDE) {
-      fail("control table has the wrong size");
-    }
-    if (state.lossRing.length !== this.modelNames.length * this.#window) {
+    const c = state.counters;
+    if (!c || typeof c !== "object") fail("counters are missing");
+    if (!isCount(c.updates)) fail(`counters.updates must be an integer >= 0, got ${c.updates}`);
+    if (!isCount(c.microBatches) || c.microBatches >= this.options.gradientAccumulationSteps) {
       fail(
-        `loss window of ${
-          state.lossRing.length / this.modelNames.length
-        }, this optimizer's is ${this.#window}`,
+        `counters.microBatches must be an integer in [0, ${this.options.gradientAccumulationSteps}), ` +
+          `got ${c.microBatches}`,
       );
     }
+    if (typeof c.gradientsStale !== "boolean") fail("counters.gradientsStale must be true or false");
+    for (const field of ["ringPositions", "ringCounts"] as const) {
+      const values = c[field];
+      if (!Array.isArray(values) || values.length !== models || !values.every(isCount)) {
+        fail(`counters.${field} must hold ${models} integers >= 0, got ${JSON.stringify(values)}`);
+      }
+    }
+    c.ringPositions.forEach((position, m) => {
+      if (position !== c.ringCounts[m] % this.#window) {
+        fail(
+          `counters.ringPositions[${m}] is ${position}, but ${c.ringCounts[m]} losses in a window of ` +
+            `${this.#window} put the next at ${c.ringCounts[m] % this.#window}`,
+        );
+      }
+    });
+    if (state.control?.length !== models * CONTROL_STRIDE) fail("control table has the wrong size");
+    if (state.lossRing?.length !== models * this.#window) {
+      fail(`loss window of ${state.lossRing?.length / models}, this optimizer's is ${this.#window}`);
+    }
+    this.modelNames.forEach((name, m) => {
+      const field = (key: keyof typeof CONTROL) => state.control[m * CONTROL_STRIDE + CONTROL[key]];
+      const check = (key: keyof typeof CONTROL, ok: (v: number) => boolean, what: string) => {
+        if (!ok(field(key))) fail(`control of "${name}": ${key} must be ${what}, got ${field(key)}`);
+      };
+      check("steps", isCount, "an integer >= 0");
+      check("skipped", isCount, "an integer >= 0");
+      if (field("steps") + field("skipped") !== c.updates) {
+        fail(
+          `control of "${name}": ${field("steps")} updates and ${field("skipped")} skipped ` +
+            `do not add up to counters.updates ${c.updates}`,
+        );
+      }
+      check("biasCorrection1", (v) => v >= 0 && v <= 1, "in [0, 1]");
+      check("biasCorrection2", (v) => v >= 0 && v <= 1, "in [0, 1]");
+      check("multiplier", (v) => Number.isFinite(v) && v > 0, "a positive number");
+      check("lossFinite", (v) => v === 0 || v === 1, "0 or 1");
+      check("fault", (v) => v === 0 || v === 1, "0 or 1");
+      check("skip", (v) => v === 0 || v in SKIP_CAUSES, "a skip reason code");
+      for (const key of ["lr", "gradScale", "trend"] as const) check(key, Number.isFinite, "finite");
+    });
     const expected = new Set(this.#placed.map((p) => `${this.modelNames[p.model]}/${p.parameter.info.name}`));
+    if (!state.moments || typeof state.moments !== "object") fail("moments are missing");
     for (const key of Object.keys(state.moments)) {
       if (!expected.has(key)) fail(`unexpected parameter "${key}"`);
     }
@@ -547,14 +620,32 @@ export class MultiModelOptimizer {
       const key = `${this.modelNames[p.model]}/${p.parameter.info.name}`;
       const entry = state.moments[key];
       if (!entry) fail(`no moments for "${key}"`);
-      const lengths = [entry.expAvg, entry.expAvgSq, entry.pendingGrad ?? entry.expAvg].map((a) => a.length);
+      const lengths = [entry.expAvg, entry.expAvgSq, entry.pendingGrad ?? entry.expAvg].map((a) => a?.length);
       if (lengths.some((n) => n !== p.size)) {
         fail(`state of "${key}" has [${lengths}] values, the parameter has ${p.size}`);
       }
-      if (!entry.pendingGrad !== state.counters.gradientsStale) {
+      if (!entry.pendingGrad !== c.gradientsStale) {
         fail(`"${key}" ${entry.pendingGrad ? "has" : "lacks"} the gradients of an open accumulation cycle`);
       }
+      // Pending gradients may hold a NaN (that micro-batch's update will be skipped); moments never may.
+      const bad = (values: ArrayLike<number>, ok: (v: number) => boolean) =>
+        Array.prototype.findIndex.call(values, (v: number) => !ok(v));
+      const first = bad(entry.expAvg, Number.isFinite);
+      if (first >= 0) fail(`exp_avg of "${key}" holds ${entry.expAvg[first]} at ${first}`);
+      const second = bad(entry.expAvgSq, (v) => Number.isFinite(v) && v >= 0);
+      if (second >= 0) {
+        fail(`exp_avg_sq of "${key}" holds ${entry.expAvgSq[second]} at ${second} (must be finite and >= 0)`);
+      }
     }
+  }
+
+  /**
+   * Restores a state from {@linkcode stateDict} (of an optimizer over models with the same names and
+   * parameters). Every entry is checked before anything is written; the argument is not modified
+   * and can be loaded again.
+   */
+  loadStateDict(state: OptimizerState): void {
+    this.#checkState(state);
     const control = this.#initialControl();
     control.set(state.control);
     upload(this.#range(this.#control), control);

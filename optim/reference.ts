@@ -18,12 +18,24 @@ export interface ReferenceParameter {
   values: Float64Array;
 }
 
+/** Why a model sat an update out in the reference (the GPU's SkipCause, written independently). */
+export type ReferenceSkip = "loss" | "gradient" | "parameters" | "overflow";
+
+/** Largest |averaged gradient element| an update accepts: its square must fit float32 (3.4e38). */
+const GRADIENT_LIMIT = 1e19;
+
 interface ModelState {
   steps: number;
   skipped: number;
   multiplier: number;
   lossFinite: boolean;
   losses: number[];
+  /** Why it sat the last update out, or null. */
+  lastSkip: ReferenceSkip | null;
+  /** Whether the last update's AdamW produced a value float32 cannot hold. */
+  faulted: boolean;
+  /** Global norm of the last averaged gradient before clipping (after sharing when it took part). */
+  gradNorm: number;
 }
 
 /** The reference optimizer: same options, groups and semantics as MultiModelOptimizer. */
@@ -66,6 +78,9 @@ export class ReferenceOptimizer {
       multiplier: 1,
       lossFinite: true,
       losses: [],
+      lastSkip: null,
+      faulted: false,
+      gradNorm: 0,
     }));
     if (options.alignInitialization) {
       for (const g of groups) {
@@ -101,14 +116,29 @@ export class ReferenceOptimizer {
     }
   }
 
-  #sumOfSquares(m: number): number {
-    const inverse = 1 / this.options.gradientAccumulationSteps;
+  #parametersOf(m: number): ReferenceParameter[] {
+    return this.parameters.filter((p) => p.model === this.modelNames[m]);
+  }
+
+  /** Norm of model m's averaged gradient (float64 holds squares up to 1e308: no scaling needed). */
+  #gradNorm(m: number): number {
     let sum = 0;
-    for (const p of this.parameters) {
-      if (p.model !== this.modelNames[m]) continue;
+    for (const p of this.#parametersOf(m)) {
       for (const v of this.grads.get(`${p.model}/${p.name}`)!) sum += v * v;
     }
-    return sum * inverse * inverse;
+    return Math.sqrt(sum) / this.options.gradientAccumulationSteps;
+  }
+
+  #skipCause(m: number, checkParameters: boolean): ReferenceSkip | null {
+    if (!this.state[m].lossFinite) return "loss";
+    const grads = this.#parametersOf(m).map((p) => this.grads.get(`${p.model}/${p.name}`)!);
+    if (grads.some((g) => g.some((v) => !Number.isFinite(v)))) return "gradient";
+    if (checkParameters && this.#parametersOf(m).some((p) => p.values.some((v) => !Number.isFinite(v)))) {
+      return "parameters";
+    }
+    const largest = Math.max(0, ...grads.map((g) => g.reduce((s, v) => Math.max(s, Math.abs(v)), 0)));
+    if (largest / this.options.gradientAccumulationSteps > GRADIENT_LIMIT) return "overflow";
+    return null;
   }
 
   #mix(target: Map<string, Float64Array> | "values", ratio: number, skip: readonly boolean[]): void {
@@ -138,10 +168,15 @@ export class ReferenceOptimizer {
     this.#microBatches = 0;
     const update = this.#updates++;
     const models = this.modelNames.map((_, m) => m);
-    const skip = models.map((m) => !(Number.isFinite(this.#sumOfSquares(m)) && this.state[m].lossFinite));
-    if (o.gradientSharing && (update + 1) % o.gradientSharing.every === 0) {
-      this.#mix(this.grads, o.gradientSharing.ratio, skip);
-    }
+    const sharing = o.gradientSharing !== null && (update + 1) % o.gradientSharing.every === 0;
+    const causes = models.map((m) => this.#skipCause(m, sharing));
+    const skip = causes.map((c) => c !== null);
+    models.forEach((m) => {
+      this.state[m].lastSkip = causes[m];
+      this.state[m].faulted = false;
+      if (skip[m]) this.state[m].gradNorm = causes[m] === "gradient" ? NaN : this.#gradNorm(m);
+    });
+    if (sharing) this.#mix(this.grads, o.gradientSharing!.ratio, skip);
     if (o.adaptiveLr) {
       const W = o.adaptiveLr.window;
       const windows = this.state.map((s) => (s.losses.length >= W ? s.losses.slice(-W) : null));
@@ -157,7 +192,8 @@ export class ReferenceOptimizer {
         s.skipped++;
         continue;
       }
-      const norm = Math.sqrt(this.#sumOfSquares(m));
+      const norm = this.#gradNorm(m);
+      s.gradNorm = norm;
       const clip = o.clipGradNorm === null ? 1 : Math.min(1, o.clipGradNorm / (norm + 1e-6));
       const scale = clip / o.gradientAccumulationSteps;
       const lr = o.lr * scheduleFactor(o.schedule, update) * factors[m] * s.multiplier;
@@ -174,11 +210,13 @@ export class ReferenceOptimizer {
           mom[i] += (grad - mom[i]) * (1 - beta1);
           vel[i] = vel[i] * beta2 + grad * grad * (1 - beta2);
           p.values[i] -= (lr / bc1) * mom[i] / (Math.sqrt(vel[i]) / bc2Sqrt + o.eps);
+          const float32 = [p.values[i], mom[i], vel[i]].map(Math.fround);
+          if (!float32.every(Number.isFinite)) s.faulted = true;
         }
       }
     }
     if (o.parameterSync && (update + 1) % o.parameterSync.every === 0) {
-      this.#mix("values", o.parameterSync.ratio, skip);
+      this.#mix("values", o.parameterSync.ratio, models.map((m) => skip[m] || this.state[m].faulted));
     }
     this.#stale = true;
     return true;
