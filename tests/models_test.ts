@@ -15,7 +15,7 @@ import { assertBitwiseEqual, assertClose, runParity, setup } from "./helpers.ts"
 
 await setup();
 
-const FIXTURES = new URL("../../shared/fixtures/hf/", import.meta.url).pathname;
+const FIXTURES = new URL("./fixtures/hf/", import.meta.url).pathname;
 const FAMILIES: ModelFamily[] = ["bert", "gpt2", "roberta"];
 const TASKS: Task[] = [
   "base",

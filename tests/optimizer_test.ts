@@ -16,7 +16,7 @@ import { assertBitwiseEqual, assertClose, maxAbs, runParity, setup, withProfile 
 
 await setup();
 
-const FIXTURES = new URL("../../shared/fixtures/hf/", import.meta.url).pathname;
+const FIXTURES = new URL("./fixtures/hf/", import.meta.url).pathname;
 
 function tinyModels(): Record<string, TransformerModel> {
   const shared = { hiddenSize: 16, numHeads: 2, intermediateSize: 32, vocabSize: 40, maxPositions: 24 };

@@ -9,7 +9,7 @@ import {
 } from "../models/safetensors.ts";
 import { assertBitwiseEqual } from "./helpers.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/hf/", import.meta.url);
+const FIXTURES = new URL("./fixtures/hf/", import.meta.url);
 const SOURCE = "test.safetensors";
 
 /** Builds a file by hand: a header (object or raw JSON text), optional padding, then `data`. */
