@@ -48,6 +48,8 @@ export class Arena {
   /** One slot per tensor, in the order of the shapes given. */
   readonly slots: readonly ArenaSlot[];
   #destroyed = false;
+  /** Tensors viewing the arena, disposed with it so that a stale reference fails loudly. */
+  readonly #views: Tensor[] = [];
 
   /**
    * Lays out tensors of the given shapes; `maxChunkElements` (default: the device's largest storage
@@ -126,6 +128,7 @@ export class Arena {
     value.name = name;
     grad.name = name && `${name}.grad`;
     value.grad = keep(grad);
+    this.#views.push(value, grad);
     return keep(value);
   }
 
@@ -135,10 +138,11 @@ export class Arena {
     for (const c of this.chunks) clearBuffer({ buffer: c.grads, offset: 0, size: c.length * 4 });
   }
 
-  /** Destroys the buffers (after submitting the work recorded so far); tensors viewing them must not be used afterwards. */
+  /** Destroys the buffers (after submitting the work recorded so far) and disposes every tensor viewing them. */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    for (const view of this.#views) view.dispose();
     flush();
     for (const c of this.chunks) {
       c.values.destroy();

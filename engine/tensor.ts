@@ -22,6 +22,12 @@ export class Storage {
   /** Tensors (and views) holding this storage. */
   refs = 1;
   /**
+   * The int32 values of the whole region as last written from the host (`tensor()`, `writeTensor`,
+   * `copyInto`, `copyOf`, `zeros`), or undefined when a kernel wrote them and the host does not know
+   * them. Every host write replaces it, so all views of the storage agree; never modify it in place.
+   */
+  hostInts?: Int32Array;
+  /**
    * A region of `buffer`: `byteLength` bytes from `byteOffset`; `pooled` buffers go back to the pool
    * when the last reference is dropped.
    */
@@ -61,8 +67,6 @@ export class Tensor {
   node: GradNode | null = null;
   /** Optional name used in error messages (parameters carry theirs). */
   name?: string;
-  /** Host copy of int32 values uploaded from the CPU; gather backward uses it to group rows. */
-  hostValues?: Int32Array;
   #disposed = false;
 
   /** Use the creation functions ({@linkcode tensor}, {@linkcode zeros}, {@linkcode emptyTensor}). */
@@ -79,6 +83,22 @@ export class Tensor {
   /** Number of dimensions. */
   get rank(): number {
     return this.shape.length;
+  }
+
+  /**
+   * The int32 values as the host last wrote them (see {@linkcode Storage.hostInts}), or undefined
+   * when unknown: gather's backward groups rows by them and range checks read them. Assigning
+   * replaces them for every view of the storage.
+   */
+  get hostValues(): Int32Array | undefined {
+    return this.storage.hostInts;
+  }
+
+  set hostValues(values: Int32Array | undefined) {
+    if (values && (this.dtype !== "int32" || values.length !== this.size)) {
+      throw new Error(`hostValues: ${values.length} int32 values for ${this.describe()}`);
+    }
+    this.storage.hostInts = values;
   }
 
   /** Whether `dispose()` was called. */
@@ -149,9 +169,7 @@ export class Tensor {
   #alias(shape: readonly number[]): Tensor {
     if (this.#disposed) throw new Error(`${this.describe()} was used after dispose()`);
     this.storage.refs++;
-    const out = new Tensor(shape, this.dtype, this.storage, this.byteOffset);
-    out.hostValues = this.hostValues;
-    return out;
+    return new Tensor(shape, this.dtype, this.storage, this.byteOffset);
   }
 
   /** Runs reverse-mode autograd from this tensor, accumulating into `.grad` of every leaf that needs it. */
@@ -220,7 +238,7 @@ export function tensor(
   }
   const out = emptyTensor(shape, dtype);
   upload(out.range(), values.length === 0 ? new Float32Array(1) : values);
-  if (dtype === "int32") out.hostValues = values as Int32Array;
+  if (dtype === "int32") out.storage.hostInts = values as Int32Array;
   out.requiresGrad = options.requiresGrad ?? false;
   out.name = options.name;
   return out;
@@ -245,6 +263,7 @@ function flatten(data: NestedNumbers, out: number[]): void {
 export function zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
   const out = emptyTensor(shape, options.dtype);
   clearBuffer(out.range());
+  if (out.dtype === "int32") out.storage.hostInts = new Int32Array(out.size);
   out.requiresGrad = options.requiresGrad ?? false;
   out.name = options.name;
   return out;
@@ -264,15 +283,18 @@ export function writeTensor(target: Tensor, values: Float32Array | Int32Array): 
   if (values.length !== target.size) {
     throw new Error(`writeTensor: ${values.length} values for ${target.describe()}`);
   }
+  if ((target.dtype === "int32") !== values instanceof Int32Array) {
+    throw new Error(`writeTensor: ${values.constructor.name} values for ${target.describe()}`);
+  }
   upload(target.range(), values);
-  if (target.dtype === "int32") target.hostValues = Int32Array.from(values);
+  if (target.dtype === "int32") target.storage.hostInts = Int32Array.from(values);
 }
 
 /** A copy of `source` in a new buffer (no autograd link). */
 export function copyOf(source: Tensor): Tensor {
   const out = emptyTensor(source.shape, source.dtype);
   copyBuffer(source.range(), out.range());
-  out.hostValues = source.hostValues;
+  out.storage.hostInts = source.storage.hostInts;
   return out;
 }
 
@@ -282,6 +304,7 @@ export function copyInto(target: Tensor, source: Tensor): void {
     throw new Error(`copyInto: ${source.describe()} into ${target.describe()}`);
   }
   copyBuffer(source.range(), target.range());
+  if (target.storage !== source.storage) target.storage.hostInts = source.storage.hostInts;
 }
 
 /** Reads several tensors with a single GPU-to-CPU round trip. */

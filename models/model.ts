@@ -97,9 +97,17 @@ export class TransformerModel {
     return this;
   }
 
-  /** Zeroes every parameter gradient (one clear per arena chunk). */
+  /** Zeroes this model's parameter gradients (and no other model's, when an optimizer holds several). */
   zeroGrad(): void {
-    this.parameterSet.arena.zeroGrads();
+    this.parameterSet.zeroGrad();
+  }
+
+  /**
+   * Frees the model's parameters; using the model afterwards is an error. While an optimizer owns
+   * them (it adopted the model), dispose the optimizer first: it hands the parameters back.
+   */
+  dispose(): void {
+    this.parameterSet.dispose();
   }
 
   /** Runs the model; with labels in the batch the output carries the task loss. */

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { Arena } from "../engine/arena.ts";
+import { Arena, ARENA_ALIGN } from "../engine/arena.ts";
+import { clearBuffer, copyBuffer } from "../engine/recorder.ts";
 import { Random } from "../engine/random.ts";
 import { type Tensor, writeTensor } from "../engine/tensor.ts";
 import { formatShape, shapeSize } from "../engine/shape.ts";
@@ -91,14 +92,25 @@ export interface SlotSpec {
   readonly members: readonly SlotMember[];
 }
 
-/** The parameters of one model: slots laid out in an arena, and one {@linkcode Parameter} per HF tensor. */
+/**
+ * The parameters of one model: slots laid out in an arena, and one {@linkcode Parameter} per HF tensor.
+ *
+ * Ownership: a set allocates an arena of its own. An optimizer may adopt the set ({@linkcode adopt}),
+ * moving the values into its joint arena; from then on the optimizer owns that memory, the set's
+ * `zeroGrad()` still clears only this set's gradients, and no second optimizer may adopt the set.
+ * When the optimizer releases it ({@linkcode release}, on the optimizer's `dispose()`), the set gets
+ * an arena of its own again holding the latest values, so the model stays usable. After the set's
+ * own `dispose()` any use is an error that names the model.
+ */
 export class ParameterSet {
   /** Every parameter, in declaration order. */
   readonly parameters: Parameter[] = [];
   readonly #specs: SlotSpec[] = [];
   #slots: Tensor[] = [];
   #arena: Arena | null = null;
-  #ownsArena = false;
+  #first = 0;
+  #owner: string | null = null;
+  #disposed = false;
 
   /** Prepended to the names of parameters declared from now on (e.g. `bert.` for a model with a task head). */
   namePrefix = "";
@@ -136,18 +148,94 @@ export class ParameterSet {
 
   /** Allocates an arena of its own and fills it with initial values from `seed`. */
   allocate(seed: number): void {
-    const arena = new Arena(this.#specs.map((s) => s.shape), `${this.model} parameters`);
-    this.bind(arena, 0, true);
+    this.#bind(this.#ownArena(), 0);
     const random = new Random(seed);
     this.#specs.forEach((spec, i) => writeTensor(this.#slots[i], initialValues(spec, random)));
   }
 
   /**
-   * Points every slot and parameter at the arena's slots `first .. first + slots - 1` (the values
-   * must already be there). `owned` arenas are destroyed when the set moves again.
+   * Moves the values into slots `first .. first + slots - 1` of `arena`, which `owner` (named in
+   * errors) owns from now on; this set's own arena is freed. Throws if another owner holds the set.
    */
-  bind(arena: Arena, first: number, owned: boolean): void {
-    const previous = this.#ownsArena ? this.#arena : null;
+  adopt(arena: Arena, first: number, owner: string): void {
+    this.#assertUsable();
+    if (this.#owner !== null) {
+      throw new Error(
+        `${this.model}: its parameters already belong to ${this.#owner}; a model can be trained by one ` +
+          "optimizer at a time (dispose() that one first)",
+      );
+    }
+    this.#specs.forEach((_, i) => {
+      const slot = arena.slots[first + i];
+      copyBuffer(this.#slots[i].range(), {
+        buffer: arena.chunks[slot.chunk].values,
+        offset: slot.offset * 4,
+        size: slot.size * 4,
+      });
+    });
+    const previous = this.#arena;
+    this.#bind(arena, first);
+    this.#owner = owner;
+    previous?.destroy();
+  }
+
+  /** Gives the set an arena of its own again, with the current values (and gradients); the owner lets go. */
+  release(): void {
+    if (this.#owner === null || !this.#arena) return;
+    const own = this.#ownArena();
+    this.#specs.forEach((_, i) => {
+      const from = this.#arena!.slots[this.#first + i];
+      const to = own.slots[i];
+      for (const kind of ["values", "grads"] as const) {
+        copyBuffer(
+          { buffer: this.#arena!.chunks[from.chunk][kind], offset: from.offset * 4, size: from.size * 4 },
+          { buffer: own.chunks[to.chunk][kind], offset: to.offset * 4, size: to.size * 4 },
+        );
+      }
+    });
+    this.#bind(own, 0);
+    this.#owner = null;
+  }
+
+  /** The optimizer that owns the parameters' memory, or null when the set owns it. */
+  get owner(): string | null {
+    return this.#owner;
+  }
+
+  /** Zeroes this set's gradients only (whoever owns the arena). */
+  zeroGrad(): void {
+    this.#assertUsable();
+    const arena = this.#arena!;
+    const slots = arena.slots.slice(this.#first, this.#first + this.#specs.length);
+    for (let c = 0; c < arena.chunks.length; c++) {
+      const inChunk = slots.filter((s) => s.chunk === c);
+      if (inChunk.length === 0) continue;
+      const start = inChunk[0].offset;
+      const last = inChunk[inChunk.length - 1];
+      const end = Math.min(
+        arena.chunks[c].length,
+        Math.ceil((last.offset + last.size) / ARENA_ALIGN) * ARENA_ALIGN,
+      );
+      clearBuffer({ buffer: arena.chunks[c].grads, offset: start * 4, size: (end - start) * 4 });
+    }
+  }
+
+  /** Frees the set's own arena. Throws while an optimizer owns the parameters. */
+  dispose(): void {
+    if (this.#disposed) return;
+    if (this.#owner !== null) {
+      throw new Error(`${this.model}: its parameters belong to ${this.#owner}; dispose() that first`);
+    }
+    this.#arena?.destroy();
+    this.#disposed = true;
+  }
+
+  #ownArena(): Arena {
+    return new Arena(this.#specs.map((s) => s.shape), `${this.model} parameters`);
+  }
+
+  /** Points every slot and parameter at the arena's slots `first ..` (the values must already be there). */
+  #bind(arena: Arena, first: number): void {
     this.#slots = this.#specs.map((spec, i) =>
       arena.parameterTensor(first + i, spec.members.map((m) => m.info.name).join("+"))
     );
@@ -161,20 +249,24 @@ export class ParameterSet {
       }
     });
     this.#arena = arena;
-    this.#ownsArena = owned;
-    previous?.destroy();
+    this.#first = first;
+  }
+
+  #assertUsable(): void {
+    if (this.#disposed) throw new Error(`${this.model}: used after dispose()`);
+    if (!this.#arena) throw new Error(`${this.model}: parameters are not allocated`);
   }
 
   /** The tensor of slot `i`, as used in the forward pass. */
   slot(i: number): Tensor {
-    if (!this.#arena) throw new Error(`${this.model}: parameters are not allocated`);
+    this.#assertUsable();
     return this.#slots[i];
   }
 
-  /** The arena holding the values. */
+  /** The arena holding the values (owned by {@linkcode owner} when that is not null). */
   get arena(): Arena {
-    if (!this.#arena) throw new Error(`${this.model}: parameters are not allocated`);
-    return this.#arena;
+    this.#assertUsable();
+    return this.#arena!;
   }
 
   /** Total number of parameter values. */

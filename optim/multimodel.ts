@@ -163,12 +163,15 @@ export class MultiModelOptimizer {
   readonly #groupTable: GPUBuffer | null;
   readonly #groupBlocks: number;
   readonly #window: number;
+  readonly #models: Record<string, OptimizableModel>;
   #counters: Counters;
+  #disposed = false;
 
   /** Moves every model's parameters into one arena and prepares the state; see {@linkcode OptimizerOptions}. */
   constructor(options: MultiModelOptimizerOptions) {
     const sets = Object.values(options.models ?? {}).map((m) => m?.parameterSet);
     this.modelNames = Object.keys(options.models ?? {});
+    this.#models = { ...options.models };
     this.options = resolveOptions(this.modelNames, options);
     sets.forEach((set, i) => {
       if (!set) {
@@ -178,6 +181,14 @@ export class MultiModelOptimizer {
     if (new Set(sets).size !== sets.length) {
       throw new Error("MultiModelOptimizer: the same model is given twice");
     }
+    sets.forEach((set, i) => {
+      if (set.owner !== null) {
+        throw new Error(
+          `MultiModelOptimizer: model "${this.modelNames[i]}" already belongs to ${set.owner}; ` +
+            "a model can be trained by one optimizer at a time (dispose() that one first)",
+        );
+      }
+    });
     this.#arena = this.#moveIntoArena(sets);
     const length = this.#arena.chunks[0].length;
     this.#layout = this.#layoutOf(sets);
@@ -237,16 +248,7 @@ export class MultiModelOptimizer {
     const arena = new Arena(shapes, "multimodel", limit);
     let first = 0;
     sets.forEach((set, m) => {
-      set.specs.forEach((_, i) => {
-        const slot = arena.slots[first + i];
-        const source = set.slot(i);
-        copyBuffer(source.range(), {
-          buffer: arena.chunks[0].values,
-          offset: slot.offset * 4,
-          size: slot.size * 4,
-        });
-      });
-      set.bind(arena, first, false);
+      set.adopt(arena, first, `the MultiModelOptimizer over [${this.modelNames.join(", ")}]`);
       let index = 0;
       set.specs.forEach((spec, i) => {
         for (const member of spec.members) {
@@ -328,6 +330,7 @@ export class MultiModelOptimizer {
    * cycle: between the micro-batches of one update it does nothing, so no gradient is discarded.
    */
   zeroGrad(): void {
+    this.#assertAlive("zeroGrad");
     if (!this.#counters.gradientsStale) return;
     this.#arena.zeroGrads();
     this.#counters.gradientsStale = false;
@@ -338,6 +341,7 @@ export class MultiModelOptimizer {
    * learning rate and the non-finite check. Names must be models; models may be left out.
    */
   logMetrics(losses: Record<string, number | Tensor>): void {
+    this.#assertAlive("logMetrics");
     let present = 0;
     const slots = this.modelNames.map(() => 0);
     for (const [name, loss] of Object.entries(losses)) {
@@ -372,6 +376,7 @@ export class MultiModelOptimizer {
    * gradients are not finite keeps its parameters and moments; `metrics()` counts it as skipped.
    */
   step(): boolean {
+    this.#assertAlive("step");
     const o = this.options;
     const c = this.#counters;
     c.microBatches++;
@@ -462,6 +467,7 @@ export class MultiModelOptimizer {
 
   /** Reads the optimizer's figures back from the GPU (one round trip; call it between steps, not inside one). */
   async metrics(): Promise<OptimizerMetrics> {
+    this.#assertAlive("metrics");
     const [controlBytes, ringBytes] = await readRanges([this.#range(this.#control), this.#range(this.#ring)]);
     const control = new Float32Array(controlBytes);
     const ring = new Float32Array(ringBytes);
@@ -499,10 +505,14 @@ export class MultiModelOptimizer {
   }
 
   /**
-   * Frees the optimizer's GPU memory: moments, tables and the joint arena, which holds the models'
-   * parameters (so the models cannot be used afterwards).
+   * Frees the optimizer's GPU memory (moments, tables, the joint arena) after handing every model
+   * its parameters back in an arena of its own, with their current values: the models stay usable
+   * (and can be given to another optimizer); this optimizer cannot be used again.
    */
   dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const model of Object.values(this.#models)) model.parameterSet.release();
     this.#arena.destroy();
     for (
       const buffer of [this.#expAvg, this.#expAvgSq, this.#control, this.#ring, this.#latest, this.#partials]
@@ -512,12 +522,21 @@ export class MultiModelOptimizer {
     this.#groupTable?.destroy();
   }
 
+  #assertAlive(method: string): void {
+    if (this.#disposed) {
+      throw new Error(
+        `MultiModelOptimizer over [${this.modelNames.join(", ")}]: ${method}() called after dispose()`,
+      );
+    }
+  }
+
   /**
    * The optimizer's state: counters, per-model control rows (steps, skips, multipliers), the loss
    * window and both moments of every parameter (keyed "model/parameter"). A fresh copy: changing it
    * changes nothing here.
    */
   async stateDict(): Promise<OptimizerState> {
+    this.#assertAlive("stateDict");
     // Gradients belong to the state while a cycle is open (micro-batches accumulated, no update yet).
     const withGradients = !this.#counters.gradientsStale;
     const ranges = [
@@ -645,6 +664,7 @@ export class MultiModelOptimizer {
    * and can be loaded again.
    */
   loadStateDict(state: OptimizerState): void {
+    this.#assertAlive("loadStateDict");
     this.#checkState(state);
     const control = this.#initialControl();
     control.set(state.control);
