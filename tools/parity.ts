@@ -1,6 +1,6 @@
 /**
  * `deno task parity <folder>...`: checks the engine against reference folders written with Hugging
- * Face transformers (layout of ../shared/fixtures/hf, see its README). A model folder holds
+ * Face transformers (layout of tests/fixtures/hf, see its README). A model folder holds
  * `config.json`, `model.safetensors`, `io.safetensors` (inputs, outputs, `loss`, and the weights
  * `R`/`Rp`/`R_<output>` of a linear loss) and `grads.safetensors`; a folder holding `cases.json` is
  * an AdamW trajectory (optim/parity.ts). A folder with neither checks every such folder below it.
