@@ -6,7 +6,7 @@
  */
 import type { Tensor } from "../engine/tensor.ts";
 import { BertEncoder } from "./bert.ts";
-import type { ModelConfig } from "./config.ts";
+import { type ModelConfig, validateConfig } from "./config.ts";
 import { Gpt2Decoder } from "./gpt2.ts";
 import { createHead, type Head, type Task } from "./heads.ts";
 import { type Batch, bodyInputs } from "./inputs.ts";
@@ -42,6 +42,9 @@ export interface ModelOutput {
   loss?: Tensor;
 }
 
+/** Most classes a classification head may have. */
+const MAX_LABELS = 1 << 20;
+
 const BODY_PREFIX = { bert: "bert.", roberta: "roberta.", gpt2: "transformer." } as const;
 
 /** A BERT-, GPT-2- or RoBERTa-style model, optionally with a task head. */
@@ -64,8 +67,12 @@ export class TransformerModel {
     this.name = options.name ?? config.family;
     this.task = options.task ?? "base";
     this.numLabels = options.numLabels ?? 2;
-    if (!Number.isInteger(this.numLabels) || this.numLabels < 1) {
-      throw new Error(`${this.name}: numLabels must be a positive integer, got ${this.numLabels}`);
+    // Configurations built in code skip modelConfig's checks; a size like 1e9 layers must fail here, not in allocation.
+    validateConfig(config, `${this.name} configuration`);
+    if (!Number.isInteger(this.numLabels) || this.numLabels < 1 || this.numLabels > MAX_LABELS) {
+      throw new Error(
+        `${this.name}: numLabels must be an integer in [1, ${MAX_LABELS}], got ${this.numLabels}`,
+      );
     }
     const set = new ParameterSet(this.name);
     set.namePrefix = this.task === "base" ? "" : BODY_PREFIX[config.family];

@@ -13,7 +13,7 @@ import {
   type ModelFamily,
 } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
-import { setup } from "./helpers.ts";
+import { expectError, setup } from "./helpers.ts";
 
 await setup();
 
@@ -146,4 +146,18 @@ Deno.test("a folder whose weights do not fit its configuration fails before any 
   await Deno.writeTextFile(`${folder}/config.json`, '{"model_type": "bert",');
   await expectFragments(() => loadPretrained(folder), [`${folder}/config.json`, "not valid JSON"]);
   await Deno.remove(folder, { recursive: true });
+});
+
+Deno.test("a configuration built in code is checked by the model's constructor before any allocation", () => {
+  const config = { ...modelConfig("bert", { hiddenSize: 8, numHeads: 2 }), numLayers: 1e9 };
+  const started = performance.now();
+  expectError(
+    () => new TransformerModel(config),
+    'bert configuration: field "numLayers" must be an integer in [1, 1024], got 1000000000',
+  );
+  if (performance.now() - started > 500) throw new Error("the check took too long");
+  expectError(
+    () => new TransformerModel(modelConfig("gpt2", { hiddenSize: 8, numHeads: 2 }), { numLabels: 0 }),
+    "gpt2: numLabels must be an integer in [1, 1048576], got 0",
+  );
 });
