@@ -1,0 +1,227 @@
+/**
+ * Examples to padded model inputs on the host (typed arrays [B, T], row-major); the training loop turns
+ * them into int32 tensors. Every sequence is `cls ... sep` (two segments: `cls question sep context
+ * sep`), padded with the pad id and attention mask 0 up to `maxLength`.
+ *
+ * The same encoding serves every family: BERT and RoBERTa classify from the first token (`cls`), GPT-2
+ * from the last real one (`sep`), so the added tokens are harmless for GPT-2 and give its causal LM a
+ * start token to predict the first word from. Labels follow Hugging Face: -100 is ignored by the loss.
+ *
+ * @module
+ */
+import { Random } from "../engine/random.ts";
+import type { LmExample, QaExample, TaggedExample, TextExample } from "./datasets.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+
+/** Label value the losses ignore (Hugging Face's convention). */
+export const IGNORE_INDEX = -100;
+
+/** Share of tokens a masked-LM batch selects, and how selected tokens are changed (BERT's 80/10/10). */
+export const MASKING = { probability: 0.15, mask: 0.8, random: 0.1 } as const;
+
+/** Padded inputs of one batch; every [B, T] array is row-major. */
+export interface EncodedBatch {
+  /** Token ids [B, T]. */
+  inputIds: Int32Array;
+  /** 1 for real tokens, 0 for padding [B, T]. */
+  attentionMask: Int32Array;
+  /** B. */
+  batch: number;
+  /** T (= maxLength). */
+  length: number;
+  /** Classification: class ids [B]; tagging and LM: [B, T] with -100 where no loss is taken. */
+  labels?: Int32Array;
+  /** QA: answer start token [B] (0, the `cls` token, when the answer is cut off by truncation). */
+  startPositions?: Int32Array;
+  /** QA: answer end token [B], inclusive (0 when cut off). */
+  endPositions?: Int32Array;
+  /** QA: 1 for `context sep`, 0 elsewhere [B, T]; for BERT only (RoBERTa has a single token type). */
+  tokenTypeIds?: Int32Array;
+  /** Tagging: the word each token belongs to, -1 for special tokens and padding [B, T]. */
+  wordIds?: Int32Array;
+  /** QA: each context token's [start, end) in its context [B, T, 2]; -1 for other tokens. */
+  contextOffsets?: Int32Array;
+}
+
+function check(what: string, examples: readonly unknown[], tokenizer: Tokenizer, maxLength: number, min: number) {
+  if (examples.length === 0) throw new Error(`${what}: no examples`);
+  if (!Number.isInteger(maxLength) || maxLength < min) {
+    throw new Error(`${what}: maxLength must be an integer >= ${min}, got ${maxLength}`);
+  }
+  const { pad, cls, sep } = tokenizer.special;
+  if (pad < 0 || cls < 0 || sep < 0) {
+    throw new Error(`${what}: the tokenizer needs pad, cls and sep tokens (has ${JSON.stringify(tokenizer.special)})`);
+  }
+}
+
+/** A batch of B rows of `length`, all padding. */
+function emptyBatch(batch: number, length: number, pad: number): EncodedBatch {
+  return {
+    inputIds: new Int32Array(batch * length).fill(pad),
+    attentionMask: new Int32Array(batch * length),
+    batch,
+    length,
+  };
+}
+
+/** Writes `ids` into row `b` from column 0 and sets their attention mask. */
+function putRow(out: EncodedBatch, b: number, ids: readonly number[]): void {
+  out.inputIds.set(ids, b * out.length);
+  out.attentionMask.fill(1, b * out.length, b * out.length + ids.length);
+}
+
+/** `cls text sep` per example (text truncated to maxLength - 2 tokens); labels [B] are the class ids. */
+export function encodeClassification(
+  examples: readonly TextExample[],
+  tokenizer: Tokenizer,
+  maxLength: number,
+): EncodedBatch {
+  check("encodeClassification", examples, tokenizer, maxLength, 3);
+  const { pad, cls, sep } = tokenizer.special;
+  const out = emptyBatch(examples.length, maxLength, pad);
+  out.labels = new Int32Array(examples.length);
+  examples.forEach((example, b) => {
+    if (!Number.isInteger(example.label) || example.label < 0) {
+      throw new Error(`encodeClassification: example ${b} has label ${example.label}`);
+    }
+    putRow(out, b, [cls, ...tokenizer.encode(example.text).ids.slice(0, maxLength - 2), sep]);
+    out.labels![b] = example.label;
+  });
+  return out;
+}
+
+/**
+ * `cls words sep` with the words joined by single spaces. Labels [B, T]: a word's tag on its first
+ * token, -100 on its other tokens, on special tokens and on padding; `wordIds` maps every token to its
+ * word, so predictions map back to words. Words past the truncation have no token (wordIds shows which).
+ */
+export function encodeTagging(
+  examples: readonly TaggedExample[],
+  tokenizer: Tokenizer,
+  maxLength: number,
+): EncodedBatch {
+  check("encodeTagging", examples, tokenizer, maxLength, 3);
+  const { pad, cls, sep } = tokenizer.special;
+  const out = emptyBatch(examples.length, maxLength, pad);
+  out.labels = new Int32Array(examples.length * maxLength).fill(IGNORE_INDEX);
+  out.wordIds = new Int32Array(examples.length * maxLength).fill(-1);
+  examples.forEach((example, b) => {
+    if (example.words.length !== example.tags.length) {
+      throw new Error(`encodeTagging: example ${b} has ${example.words.length} words but ${example.tags.length} tags`);
+    }
+    const wordEnds: number[] = [];
+    let text = "";
+    for (const word of example.words) {
+      text += (text.length > 0 ? " " : "") + word;
+      wordEnds.push(text.length);
+    }
+    const { ids, offsets } = tokenizer.encode(text);
+    const kept = Math.min(ids.length, maxLength - 2);
+    putRow(out, b, [cls, ...ids.slice(0, kept), sep]);
+    let word = 0;
+    let labelled = -1;
+    for (let t = 0; t < kept; t++) {
+      while (word < wordEnds.length - 1 && offsets[t][0] >= wordEnds[word]) word++;
+      const at = b * maxLength + 1 + t;
+      out.wordIds![at] = word;
+      if (word !== labelled) {
+        out.labels![at] = example.tags[word];
+        labelled = word;
+      }
+    }
+  });
+  return out;
+}
+
+/** Index of the first token whose span ends after `char`, in [from, to); `to` when none. */
+function tokenAt(offsets: readonly [number, number][], char: number, from: number, to: number): number {
+  let t = from;
+  while (t < to && offsets[t][1] <= char) t++;
+  return t;
+}
+
+/**
+ * `cls question sep context sep`: the question keeps at most half of maxLength, the context fills the
+ * rest and is cut at the end. Start and end positions are the tokens holding the answer's first and
+ * last characters; an answer the cut leaves out points at `cls` (position 0), as Hugging Face does.
+ * `contextOffsets` gives each context token's span in its context, to read predicted answers back.
+ */
+export function encodeQa(examples: readonly QaExample[], tokenizer: Tokenizer, maxLength: number): EncodedBatch {
+  check("encodeQa", examples, tokenizer, maxLength, 5);
+  const { pad, cls, sep } = tokenizer.special;
+  const B = examples.length;
+  const out = emptyBatch(B, maxLength, pad);
+  out.startPositions = new Int32Array(B);
+  out.endPositions = new Int32Array(B);
+  out.tokenTypeIds = new Int32Array(B * maxLength);
+  out.contextOffsets = new Int32Array(B * maxLength * 2).fill(-1);
+  examples.forEach((example, b) => {
+    const { text, start } = example.answer;
+    if (example.context.slice(start, start + text.length) !== text || text.length === 0) {
+      throw new Error(`encodeQa: example ${b}: the answer "${text}" is not at ${start} of its context`);
+    }
+    const question = tokenizer.encode(example.question).ids.slice(0, Math.floor(maxLength / 2));
+    const context = tokenizer.encode(example.context);
+    const kept = Math.min(context.ids.length, maxLength - question.length - 3);
+    putRow(out, b, [cls, ...question, sep, ...context.ids.slice(0, kept), sep]);
+    const first = question.length + 2; // row position of context token 0
+    out.tokenTypeIds!.fill(1, b * maxLength + first, b * maxLength + first + kept + 1);
+    for (let t = 0; t < kept; t++) {
+      out.contextOffsets!.set(context.offsets[t], 2 * (b * maxLength + first + t));
+    }
+    const startToken = tokenAt(context.offsets, start, 0, context.ids.length);
+    const endToken = tokenAt(context.offsets, start + text.length - 1, startToken, context.ids.length);
+    if (endToken < kept) {
+      out.startPositions![b] = first + startToken;
+      out.endPositions![b] = first + endToken;
+    }
+  });
+  return out;
+}
+
+/**
+ * `cls text sep` for language modelling. Causal: labels are the ids (the model shifts them), -100 on
+ * padding. Masked: each real token (not cls, sep or padding) is selected with probability 0.15; a
+ * selected token becomes the mask token (80%), a random non-special token (10%) or stays (10%), and
+ * is the only kind of position with a label. Deterministic: the same examples and seed give the same batch.
+ */
+export function encodeLm(
+  examples: readonly LmExample[],
+  tokenizer: Tokenizer,
+  maxLength: number,
+  mode: "causal" | "masked",
+  seed: number,
+): EncodedBatch {
+  check("encodeLm", examples, tokenizer, maxLength, 3);
+  const { pad, cls, sep, mask } = tokenizer.special;
+  if (mode === "masked" && mask < 0) throw new Error("encodeLm: masked mode needs a tokenizer with a mask token");
+  const out = emptyBatch(examples.length, maxLength, pad);
+  out.labels = new Int32Array(examples.length * maxLength).fill(IGNORE_INDEX);
+  examples.forEach((example, b) => {
+    const ids = [cls, ...tokenizer.encode(example.text).ids.slice(0, maxLength - 2), sep];
+    putRow(out, b, ids);
+    if (mode === "causal") out.labels!.set(ids, b * maxLength);
+  });
+  if (mode === "masked") maskTokens(out, tokenizer, seed);
+  return out;
+}
+
+/** Applies BERT's 80/10/10 masking to the real tokens of a batch, writing their labels. */
+function maskTokens(out: EncodedBatch, tokenizer: Tokenizer, seed: number): void {
+  const special = new Set(Object.values(tokenizer.special));
+  const random = new Random(seed);
+  for (let i = 0; i < out.inputIds.length; i++) {
+    const id = out.inputIds[i];
+    if (out.attentionMask[i] === 0 || special.has(id)) continue;
+    if (random.uniform() >= MASKING.probability) continue;
+    out.labels![i] = id;
+    const action = random.uniform();
+    if (action < MASKING.mask) {
+      out.inputIds[i] = tokenizer.special.mask;
+    } else if (action < MASKING.mask + MASKING.random) {
+      let replacement: number;
+      do replacement = random.int(tokenizer.vocabSize); while (special.has(replacement));
+      out.inputIds[i] = replacement;
+    }
+  }
+}

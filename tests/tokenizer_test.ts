@@ -1,0 +1,294 @@
+/**
+ * The tokenizer against @huggingface/tokenizers: a byte-level BPE trained on the sentiment training
+ * split, saved as tokenizer.json and loaded by the library, gives exactly our ids on the whole
+ * validation split (and on awkward text); hand-written Hugging Face files (BERT WordPiece, GPT-2
+ * byte-level BPE) load and encode as the library does; offsets point at the text each token came from.
+ */
+import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
+import { BYTE_TO_CHAR } from "../data/byte_level.ts";
+import { loadDataset } from "../data/datasets.ts";
+import { Tokenizer, TRAINED_SPECIAL_TOKENS, trainTokenizer } from "../data/tokenizer.ts";
+
+function expect(condition: boolean, message: string): void {
+  if (!condition) throw new Error(message);
+}
+
+function libraryIds(library: LibraryTokenizer, text: string): number[] {
+  return library.encode(text, { add_special_tokens: false }).ids;
+}
+
+function expectSameIds(
+  ours: Tokenizer,
+  library: LibraryTokenizer,
+  texts: readonly string[],
+  label: string,
+): void {
+  for (const text of texts) {
+    const a = ours.encode(text).ids.join();
+    const b = libraryIds(library, text).join();
+    expect(a === b, `${label}: ${JSON.stringify(text.slice(0, 80))}: ours [${a}], library [${b}]`);
+  }
+}
+
+/** Offsets are in order, inside the text, and a token's span holds non-space text unless the token is space. */
+function expectOffsets(tokenizer: Tokenizer, text: string): void {
+  const { ids, offsets } = tokenizer.encode(text);
+  expect(ids.length === offsets.length, "one offset per id");
+  let previous = 0;
+  for (const [start, end] of offsets) {
+    expect(
+      start >= previous - 1 && start <= end && end <= text.length,
+      `span [${start}, ${end}) of ${JSON.stringify(text)}`,
+    );
+    previous = start;
+  }
+}
+
+const AWKWARD = [
+  "",
+  " ",
+  "It's   we'll\tthey'd\n\nI'M",
+  "Naïve café – “quoted” … 100% ¿qué?",
+  "東京 に 行きました。",
+  "emoji 👍🏽 and flags 🇫🇷!",
+  "e\u0301 combining, zero\u200bwidth, bidi \u202e",
+  "control \u0000 \u0007 \u001b chars",
+  "lone surrogate \ud800 end",
+  "<s> special <mask> tokens </s><pad>",
+  "12345678901234567890 3.14159",
+  "a".repeat(600),
+  "   leading and trailing   ",
+];
+
+const sentiment = await loadDataset("sentiment");
+const trainTexts = sentiment.train.map((e) => e.text);
+const trained = trainTokenizer(trainTexts);
+
+Deno.test("trained tokenizer: saved tokenizer.json read by @huggingface/tokenizers gives our ids", async () => {
+  const folder = await Deno.makeTempDir({ dir: "/tmp" });
+  const path = `${folder}/tokenizer.json`;
+  try {
+    await trained.save(path);
+    const json = JSON.parse(await Deno.readTextFile(path));
+    const library = new LibraryTokenizer(json, {});
+    const reloaded = await Tokenizer.fromFile(path);
+    const validation = sentiment.validation.map((e) => e.text);
+    expectSameIds(trained, library, validation, "validation");
+    expectSameIds(reloaded, library, validation, "reloaded");
+    expectSameIds(trained, library, AWKWARD, "awkward text");
+    const withSpecials = library.encode(validation[0]).ids;
+    expect(
+      withSpecials.join() === [0, ...trained.encode(validation[0]).ids, 2].join(),
+      "the file's post-processor wraps a text in <s> ... </s>",
+    );
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("trained tokenizer: size, special tokens, determinism, lossless decoding", () => {
+  expect(trained.vocabSize > 1000 && trained.vocabSize <= 8192, `vocab ${trained.vocabSize}`);
+  expect(
+    JSON.stringify(trained.special) === '{"pad":1,"unk":3,"cls":0,"sep":2,"mask":4}',
+    JSON.stringify(trained.special),
+  );
+  TRAINED_SPECIAL_TOKENS.forEach((token, id) => expect(trained.idToToken(id) === token, token));
+  const again = trainTokenizer(trainTexts);
+  expect(JSON.stringify(again.toJson()) === JSON.stringify(trained.toJson()), "training is deterministic");
+  const small = trainTokenizer(trainTexts, { vocabSize: 300 });
+  expect(small.vocabSize === 300, `vocabSize 300 gave ${small.vocabSize}`);
+  for (const text of [...sentiment.validation.map((e) => e.text), ...AWKWARD.slice(2, 8)]) {
+    expect(trained.decode(trained.encode(text).ids) === text, `decode(encode(${JSON.stringify(text)}))`);
+    expectOffsets(trained, text);
+  }
+  const text = "Fulton County's jury";
+  const { ids, offsets } = trained.encode(text);
+  const pieces = offsets.map(([s, e]) => text.slice(s, e));
+  expect(pieces.join("") === "FultonCounty'sjury" && ids.length === pieces.length, pieces.join("|"));
+  let threw = "";
+  try {
+    trainTokenizer(["x"], { vocabSize: 100 });
+  } catch (e) {
+    threw = (e as Error).message;
+  }
+  expect(threw.startsWith("trainTokenizer: vocabSize must be an integer in [261,"), threw);
+});
+
+/** A BERT-style (uncased WordPiece) tokenizer.json, written as Hugging Face writes it. */
+const BERT_VOCAB = (
+  "[PAD] [UNK] [CLS] [SEP] [MASK] the cafe ##s caf ##e hello world ! , . ' un ##believ ##able a ##b ##c 中 国 ( ) - $ 1 " +
+  "##2 ##3 run ##ning don t creme is istanbul σας x b c naive"
+).split(" ");
+const BERT_JSON = {
+  version: "1.0",
+  truncation: null,
+  padding: null,
+  added_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map((content, id) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  })),
+  normalizer: {
+    type: "BertNormalizer",
+    clean_text: true,
+    handle_chinese_chars: true,
+    strip_accents: null,
+    lowercase: true,
+  },
+  pre_tokenizer: { type: "BertPreTokenizer" },
+  post_processor: {
+    type: "TemplateProcessing",
+    single: [{ SpecialToken: { id: "[CLS]", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, {
+      SpecialToken: { id: "[SEP]", type_id: 0 },
+    }],
+    pair: [
+      { SpecialToken: { id: "[CLS]", type_id: 0 } },
+      { Sequence: { id: "A", type_id: 0 } },
+      { SpecialToken: { id: "[SEP]", type_id: 0 } },
+      { Sequence: { id: "B", type_id: 1 } },
+      { SpecialToken: { id: "[SEP]", type_id: 1 } },
+    ],
+    special_tokens: {
+      "[CLS]": { id: "[CLS]", ids: [2], tokens: ["[CLS]"] },
+      "[SEP]": { id: "[SEP]", ids: [3], tokens: ["[SEP]"] },
+    },
+  },
+  decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+  model: {
+    type: "WordPiece",
+    unk_token: "[UNK]",
+    continuing_subword_prefix: "##",
+    max_input_chars_per_word: 100,
+    vocab: Object.fromEntries(BERT_VOCAB.map((token, id) => [token, id])),
+  },
+};
+
+Deno.test("a Hugging Face BERT (WordPiece) tokenizer.json encodes as the library does, with offsets", async () => {
+  const folder = await Deno.makeTempDir({ dir: "/tmp" });
+  try {
+    await Deno.writeTextFile(`${folder}/tokenizer.json`, JSON.stringify(BERT_JSON));
+    const bert = await Tokenizer.fromFile(`${folder}/tokenizer.json`);
+    const library = new LibraryTokenizer(BERT_JSON, {});
+    const texts = [
+      "Hello, World!",
+      "Café crème is unbelievable",
+      "The CAFES!!",
+      "中国人 中国",
+      "don't",
+      "a\tb\nc\u0000x\u200d",
+      "(1-23) $",
+      "[MASK] hello [MASK]",
+      "unknownword here",
+      "x".repeat(150),
+      "Naïve İstanbul ΣΑΣ",
+      "   ",
+      "",
+      "runningrunning, abc!",
+      "👍 hello",
+    ];
+    expectSameIds(bert, library, [...texts, ...AWKWARD], "bert");
+    for (const text of texts) expectOffsets(bert, text);
+    expect(
+      JSON.stringify(bert.special) === '{"pad":0,"unk":1,"cls":2,"sep":3,"mask":4}',
+      JSON.stringify(bert.special),
+    );
+    const text = "Café crème, unbelievable";
+    const { ids, offsets } = bert.encode(text);
+    const spans = offsets.map(([s, e]) => text.slice(s, e));
+    expect(ids.map((id) => bert.idToToken(id)).join(" ") === "cafe creme , un ##believ ##able", ids.join());
+    expect(spans.join("|") === "Café|crème|,|un|believ|able", spans.join("|"));
+    expect(bert.vocabSize === BERT_VOCAB.length, `vocab ${bert.vocabSize}`);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+/** A GPT-2-style (byte-level BPE, no prefix space, merges as pairs) tokenizer.json. */
+function gpt2Json(): Record<string, unknown> {
+  const merges = [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["Ġ", "w"], ["o", "r"], ["Ġw", "or"], ["l", "d"], [
+    "Ġwor",
+    "ld",
+  ], ["i", "n"]];
+  const vocab: Record<string, number> = {};
+  [...BYTE_TO_CHAR].sort().forEach((char) => (vocab[char] = Object.keys(vocab).length));
+  for (const [a, b] of merges) vocab[a + b] = Object.keys(vocab).length;
+  const eos = Object.keys(vocab).length;
+  vocab["<|endoftext|>"] = eos;
+  const byteLevel = { add_prefix_space: false, trim_offsets: true, use_regex: true };
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [{
+      id: eos,
+      content: "<|endoftext|>",
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: true,
+      special: true,
+    }],
+    normalizer: null,
+    pre_tokenizer: { type: "ByteLevel", ...byteLevel },
+    post_processor: { type: "ByteLevel", ...byteLevel },
+    decoder: { type: "ByteLevel", ...byteLevel },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: "",
+      end_of_word_suffix: "",
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges,
+    },
+  };
+}
+
+Deno.test("a Hugging Face GPT-2 (byte-level BPE) tokenizer.json encodes as the library does", () => {
+  const json = gpt2Json();
+  const gpt2 = Tokenizer.fromJson(json);
+  const library = new LibraryTokenizer(json, {});
+  const texts = ["the world", "The world in the theory<|endoftext|>the", " the", "Hello world", ...AWKWARD];
+  expectSameIds(gpt2, library, texts, "gpt2");
+  const eos = gpt2.vocabSize - 1;
+  expect(
+    JSON.stringify(gpt2.special) === JSON.stringify({ pad: eos, unk: eos, cls: eos, sep: eos, mask: -1 }),
+    "specials",
+  );
+  const { ids } = gpt2.encode("the world");
+  expect(
+    ids.map((id) => gpt2.idToToken(id)).join(" ") === "t he Ġworld",
+    ids.map((id) => gpt2.idToToken(id)).join(" "),
+  );
+  expect(gpt2.decode(gpt2.encode("the world in Zürich").ids) === "the world in Zürich", "decode");
+});
+
+Deno.test("a tokenizer.json we cannot encode is refused naming what is unsupported", () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [
+      { ...BERT_JSON, model: { ...BERT_JSON.model, type: "Unigram" } },
+      'unsupported model "Unigram" with pre_tokenizer "BertPreTokenizer"',
+    ],
+    [{ ...BERT_JSON, normalizer: { type: "Precompiled" } }, 'unsupported normalizer "Precompiled"'],
+    [
+      { ...gpt2Json(), model: { ...(gpt2Json().model as object), dropout: 0.1 } },
+      "unsupported BPE model.dropout 0.1",
+    ],
+    [{ ...BERT_JSON, added_tokens: "none" }, "added_tokens must be an array"],
+  ];
+  for (const [json, message] of cases) {
+    let thrown = "";
+    try {
+      Tokenizer.fromJson(json);
+    } catch (e) {
+      thrown = (e as Error).message;
+    }
+    expect(thrown.includes(message), `expected "${message}", got "${thrown}"`);
+  }
+});
