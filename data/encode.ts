@@ -43,14 +43,22 @@ export interface EncodedBatch {
   contextOffsets?: Int32Array;
 }
 
-function check(what: string, examples: readonly unknown[], tokenizer: Tokenizer, maxLength: number, min: number) {
+function check(
+  what: string,
+  examples: readonly unknown[],
+  tokenizer: Tokenizer,
+  maxLength: number,
+  min: number,
+) {
   if (examples.length === 0) throw new Error(`${what}: no examples`);
   if (!Number.isInteger(maxLength) || maxLength < min) {
     throw new Error(`${what}: maxLength must be an integer >= ${min}, got ${maxLength}`);
   }
   const { pad, cls, sep } = tokenizer.special;
   if (pad < 0 || cls < 0 || sep < 0) {
-    throw new Error(`${what}: the tokenizer needs pad, cls and sep tokens (has ${JSON.stringify(tokenizer.special)})`);
+    throw new Error(
+      `${what}: the tokenizer needs pad, cls and sep tokens (has ${JSON.stringify(tokenizer.special)})`,
+    );
   }
 }
 
@@ -107,7 +115,9 @@ export function encodeTagging(
   out.wordIds = new Int32Array(examples.length * maxLength).fill(-1);
   examples.forEach((example, b) => {
     if (example.words.length !== example.tags.length) {
-      throw new Error(`encodeTagging: example ${b} has ${example.words.length} words but ${example.tags.length} tags`);
+      throw new Error(
+        `encodeTagging: example ${b} has ${example.words.length} words but ${example.tags.length} tags`,
+      );
     }
     const wordEnds: number[] = [];
     let text = "";
@@ -146,7 +156,11 @@ function tokenAt(offsets: readonly [number, number][], char: number, from: numbe
  * last characters; an answer the cut leaves out points at `cls` (position 0), as Hugging Face does.
  * `contextOffsets` gives each context token's span in its context, to read predicted answers back.
  */
-export function encodeQa(examples: readonly QaExample[], tokenizer: Tokenizer, maxLength: number): EncodedBatch {
+export function encodeQa(
+  examples: readonly QaExample[],
+  tokenizer: Tokenizer,
+  maxLength: number,
+): EncodedBatch {
   check("encodeQa", examples, tokenizer, maxLength, 5);
   const { pad, cls, sep } = tokenizer.special;
   const B = examples.length;
@@ -194,7 +208,9 @@ export function encodeLm(
 ): EncodedBatch {
   check("encodeLm", examples, tokenizer, maxLength, 3);
   const { pad, cls, sep, mask } = tokenizer.special;
-  if (mode === "masked" && mask < 0) throw new Error("encodeLm: masked mode needs a tokenizer with a mask token");
+  if (mode === "masked" && mask < 0) {
+    throw new Error("encodeLm: masked mode needs a tokenizer with a mask token");
+  }
   const out = emptyBatch(examples.length, maxLength, pad);
   out.labels = new Int32Array(examples.length * maxLength).fill(IGNORE_INDEX);
   examples.forEach((example, b) => {
