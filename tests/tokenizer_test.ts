@@ -269,6 +269,27 @@ Deno.test("a Hugging Face GPT-2 (byte-level BPE) tokenizer.json encodes as the l
   expect(gpt2.decode(gpt2.encode("the world in Zürich").ids) === "the world in Zürich", "decode");
 });
 
+Deno.test("RoBERTa's <mask> (lstrip) and rstrip tokens split as the library splits them", () => {
+  const json = gpt2Json();
+  const vocabSize = Object.keys((json.model as { vocab: object }).vocab).length;
+  const extra = [
+    { id: vocabSize, content: "<mask>", lstrip: true, rstrip: false, normalized: false, special: true },
+    { id: vocabSize + 1, content: "[X]", lstrip: false, rstrip: true, normalized: false, special: true },
+  ];
+  const roberta = { ...json, added_tokens: [...(json.added_tokens as object[]), ...extra] };
+  const ours = Tokenizer.fromJson(roberta);
+  const library = new LibraryTokenizer(roberta, {});
+  const texts = ["the <mask> world", "the   <mask>", "<mask>the", "a [X]   the [X]", "[X]<mask> [X] <mask>"];
+  expectSameIds(ours, library, texts, "roberta");
+  const text = "the   <mask>  [X]   world";
+  const { ids, offsets } = ours.encode(text);
+  expect(ids.includes(vocabSize) && ids.includes(vocabSize + 1), "both added tokens found");
+  expect(
+    offsets.map(([s, e]) => text.slice(s, e)).join("|") === "t|he|<mask>| | |[X]|w|or|ld",
+    JSON.stringify(offsets),
+  );
+});
+
 Deno.test("a tokenizer.json we cannot encode is refused naming what is unsupported", () => {
   const cases: [Record<string, unknown>, string][] = [
     [
