@@ -122,10 +122,10 @@ export function encodeTagging(
     }
     const wordEnds: number[] = [];
     let text = "";
-    for (const word of example.words) {
-      text += (text.length > 0 ? " " : "") + word;
+    example.words.forEach((word, i) => {
+      text += (i > 0 ? " " : "") + word;
       wordEnds.push(text.length);
-    }
+    });
     const { ids, offsets } = tokenizer.encode(text);
     const kept = Math.min(ids.length, maxLength - 2);
     putRow(out, b, [cls, ...ids.slice(0, kept), sep]);

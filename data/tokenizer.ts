@@ -45,6 +45,8 @@ import {
   wordPiece,
 } from "./wordpiece.ts";
 
+export { TRAINED_SPECIAL_TOKENS, type TrainOptions };
+
 /** Token ids of a text without special tokens, and each token's [start, end) in the text. */
 export interface Encoding {
   /** Token ids. */
@@ -70,8 +72,6 @@ export interface SpecialTokens {
 type Model =
   | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean }
   | { kind: "wordpiece"; prefix: string; maxChars: number };
-
-export { TRAINED_SPECIAL_TOKENS, type TrainOptions };
 
 /** Whether a UTF-16 unit is whitespace (JavaScript's \\s). */
 function isSpace(code: number): boolean {
@@ -143,6 +143,9 @@ export class Tokenizer {
         if (model[field]) fail(`unsupported BPE model.${field} ${JSON.stringify(model[field])}`);
       }
       if (model.byte_fallback === true) fail("unsupported BPE model.byte_fallback");
+      if (this.unkToken !== null && !this.vocab.has(this.unkToken)) {
+        fail(`BPE model.unk_token ${JSON.stringify(this.unkToken)} is not in the vocabulary`);
+      }
       if (!Array.isArray(model.merges)) fail("model.merges must be an array");
       const merges = (model.merges as unknown[]).map((m, i) => {
         const pair = typeof m === "string" ? m.split(" ", 2) : m;
@@ -156,6 +159,9 @@ export class Tokenizer {
         addPrefixSpace: pre.add_prefix_space === true,
       };
     } else if (model.type === "WordPiece" && pre.type === "BertPreTokenizer") {
+      if (this.unkToken === null || !this.vocab.has(this.unkToken)) {
+        fail(`WordPiece model.unk_token ${JSON.stringify(model.unk_token)} is not in the vocabulary`);
+      }
       this.model = {
         kind: "wordpiece",
         prefix: typeof model.continuing_subword_prefix === "string" ? model.continuing_subword_prefix : "##",
@@ -245,22 +251,25 @@ export class Tokenizer {
 
   /** Decodes ids to text; special tokens are left out unless `keepSpecial`. */
   decode(ids: readonly number[], keepSpecial = false): string {
-    const pieces: string[] = [];
+    const model = this.model;
+    const parts: string[] = [];
+    let bytes = ""; // byte-level characters not yet decoded
     for (const id of ids) {
       const token = this.tokens[id];
-      if (token === undefined) continue;
-      const added = this.addedByContent.get(token);
-      if (added?.special && !keepSpecial) continue;
-      pieces.push(added ? `\u0000${token}\u0000` : token);
+      const added = token === undefined ? undefined : this.addedByContent.get(token);
+      if (token === undefined || (added?.special && !keepSpecial)) continue;
+      if (model.kind === "wordpiece") {
+        parts.push(token);
+      } else if (added) {
+        parts.push(byteLevelDecode(bytes), token);
+        bytes = "";
+      } else {
+        bytes += token;
+      }
     }
-    const joined = pieces.join(this.model.kind === "wordpiece" ? " " : "");
-    if (this.model.kind === "wordpiece") {
-      return joined.replaceAll(` ${this.model.prefix}`, "").replaceAll("\u0000", "");
-    }
-    const text = joined.split("\u0000").map((part, i) => (i % 2 === 1 ? part : byteLevelDecode(part))).join(
-      "",
-    );
-    return this.model.addPrefixSpace && text.startsWith(" ") ? text.slice(1) : text; // the space encode added
+    if (model.kind === "wordpiece") return parts.join(" ").replaceAll(` ${model.prefix}`, "");
+    const text = parts.join("") + byteLevelDecode(bytes);
+    return model.addPrefixSpace && text.startsWith(" ") ? text.slice(1) : text; // the space encode added
   }
 
   /** WordPiece on a normalized section `sub` starting at `subStart` of `normalized.text`. */
@@ -276,7 +285,7 @@ export class Tokenizer {
       const word = sub.slice(from, to);
       const pieces = wordPiece(word, this.vocab, model.prefix, model.maxChars);
       const at = subStart + from;
-      for (const piece of pieces ?? [{ token: this.unkToken ?? "", start: 0, end: word.length }]) {
+      for (const piece of pieces ?? [{ token: this.unkToken!, start: 0, end: word.length }]) {
         ids.push(this.idOf(piece.token));
         offsets.push([normalized.starts[at + piece.start], normalized.ends[at + piece.end - 1]]);
       }
@@ -320,21 +329,17 @@ export class Tokenizer {
       result = { ids: [this.vocab.get(text)!], ends: [text.length] };
     } else {
       const { tokens, ends } = bpeWord(text, model.ranks);
-      result = {
-        ids: tokens.map((
-          t,
-        ) => (this.vocab.has(t) ? this.idOf(t) : this.unkToken ? this.idOf(this.unkToken) : -1)),
-        ends,
-      };
+      const unknown = this.unkToken === null ? -1 : this.idOf(this.unkToken);
+      result = { ids: tokens.map((t) => (this.vocab.has(t) ? this.idOf(t) : unknown)), ends };
     }
     if (this.cache.size > 200_000) this.cache.clear();
     if (text.length < 256) this.cache.set(text, result);
     return result;
   }
 
-  /** The library's id of a model token: an added token's id first, then the vocabulary, then unknown. */
+  /** The library's id of a model token: an added token's id first, then the vocabulary. */
   private idOf(token: string): number {
-    return this.addedByContent.get(token)?.id ?? this.vocab.get(token) ?? this.special.unk;
+    return this.addedByContent.get(token)?.id ?? this.vocab.get(token)!;
   }
 }
 
