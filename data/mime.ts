@@ -212,9 +212,8 @@ function collectText(part: Part, depth: number, plain: string[], html: string[])
     // A declared boundary that never occurs, or none declared, or a multipart body sent as plain text:
     // a "--x" line followed by a Content- header is the boundary.
     const declared = params.get("boundary");
-    const sniffed = sniffBoundary(part.body);
     const split = (declared !== undefined ? splitMultipart(part.body, declared) : null) ??
-      splitMultipart(part.body, sniffed);
+      splitMultipart(part.body, sniffBoundary(part.body));
     if (split) {
       // A sniffed boundary's preamble is the message's own text; a declared one's is a MIME notice.
       if (declared === undefined || split.boundary !== declared) plain.push(split.preamble);
