@@ -64,8 +64,10 @@ export interface RunRecord {
   primaryMetric?: string;
   /** Whether a larger metric is better (false for perplexity). */
   higherIsBetter: boolean;
-  /** Training steps, one record per model per optimizer step (updates are counted from them). */
+  /** Logged training steps, one record per model per logged step (plotted). */
   steps: StepRecord[];
+  /** Updates applied and skipped per model over the run; counted from `steps` when absent. */
+  updates?: Record<string, { updates: number; skipped: number }>;
   /** Evaluations on validation and test. */
   evaluations: EvaluationRecord[];
   /** The no-transformer baseline's scores on both splits, keyed like the models' metrics. */
@@ -136,8 +138,8 @@ function summarise(run: RunRecord, model: string, key: string | undefined): Mode
     finalValidation: last("validation")?.metrics ?? {},
     finalTest: last("test")?.metrics ?? {},
     best,
-    updates: steps.length - skipped,
-    skipped,
+    updates: run.updates?.[model]?.updates ?? steps.length - skipped,
+    skipped: run.updates?.[model]?.skipped ?? skipped,
   };
 }
 

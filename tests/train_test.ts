@@ -1,0 +1,157 @@
+/**
+ * `deno task train` end to end on real data with tiny models: every task trains and its loss falls,
+ * a resumed run continues bit for bit, distillation and independent training run, and the command
+ * rejects bad flags with one line.
+ */
+import { readSafetensors } from "../models/safetensors.ts";
+import { train, type TrainResult } from "../train/loop.ts";
+import { defaultOptions, parseModels, type TrainOptions, type TrainTask } from "../train/options.ts";
+import { assertBitwiseEqual, setup } from "./helpers.ts";
+
+await setup();
+
+const TINY = { hiddenSize: 16, numLayers: 1, numHeads: 2, intermediateSize: 32 };
+
+function tiny(task: TrainTask, overrides: Partial<TrainOptions> = {}): TrainOptions {
+  return {
+    ...defaultOptions(task),
+    models: parseModels("bert,gpt2,roberta", TINY),
+    vocabSize: 320,
+    batchSize: 8,
+    limit: 24,
+    epochs: 4,
+    maxLength: task === "qa" ? 96 : 32,
+    logEvery: 3,
+    lr: 3e-3,
+    warmup: 0,
+    out: Deno.makeTempDirSync({ prefix: `train-${task}-` }),
+    quiet: true,
+    ...overrides,
+  };
+}
+
+interface StepLine {
+  type: string;
+  step: number;
+  seconds: number;
+  models: Record<string, { loss: number }>;
+}
+
+async function stepLines(folder: string): Promise<StepLine[]> {
+  const text = await Deno.readTextFile(`${folder}/metrics.jsonl`);
+  return text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l)).filter((l) => l.type === "step");
+}
+
+async function run(options: TrainOptions, resume?: string): Promise<TrainResult> {
+  return await train(options, { info: () => {} }, resume);
+}
+
+for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
+  Deno.test(`${task}: three tiny models train on real data, their loss falls, and the run is reported`, async () => {
+    const options = tiny(task);
+    const result = await run(options);
+    const lines = await stepLines(result.folder);
+    for (const model of ["bert", "gpt2", "roberta"]) {
+      const first = lines[0].models[model].loss;
+      const last = lines.at(-1)!.models[model].loss;
+      if (!(last < first)) throw new Error(`${task} ${model}: loss ${first} -> ${last}`);
+      const test = result.results[model].test;
+      if (Object.keys(test).length === 0 || !Object.values(test).every(Number.isFinite)) {
+        throw new Error(`${task} ${model}: test metrics ${JSON.stringify(test)}`);
+      }
+    }
+    const report = await Deno.readTextFile(`${result.folder}/report.md`);
+    for (const needed of ["| bert |", "baseline", "![Training loss per model](loss.svg)"]) {
+      if (!report.includes(needed)) throw new Error(`${task}: report.md lacks "${needed}"`);
+    }
+    await Deno.remove(result.folder, { recursive: true });
+  });
+}
+
+Deno.test("a run resumed from its first epoch's checkpoint continues bit for bit", async () => {
+  const straight = await run(tiny("sentiment", { epochs: 2 }));
+  // A run that stops during its second epoch's evaluation, before that epoch's checkpoint.
+  const interrupted = tiny("sentiment", { epochs: 2 });
+  const crash = (line: string) => {
+    if (line.startsWith("epoch 2 ")) throw new Error("stopped");
+  };
+  await train(interrupted, { info: crash }).catch(() => {});
+  await run(interrupted, interrupted.out);
+  // Everything but the wall-clock time of each interval.
+  const withoutTime = async (folder: string) =>
+    (await stepLines(folder)).map(({ seconds: _, ...rest }) => rest);
+  const [a, b] = [await withoutTime(straight.folder), await withoutTime(interrupted.out)];
+  if (JSON.stringify(a) !== JSON.stringify(b)) {
+    throw new Error(`step lines differ:\n${JSON.stringify(a)}\n${JSON.stringify(b)}`);
+  }
+  for (const model of ["bert", "gpt2", "roberta"]) {
+    const weights = async (folder: string) =>
+      (await readSafetensors(`${folder}/checkpoints/epoch-2/models/${model}/model.safetensors`)).tensors;
+    const [x, y] = [await weights(straight.folder), await weights(interrupted.out)];
+    for (const [name, t] of x) assertBitwiseEqual(t.data, y.get(name)!.data, `${model} ${name}`);
+  }
+  await Deno.remove(straight.folder, { recursive: true });
+  await Deno.remove(interrupted.out, { recursive: true });
+});
+
+Deno.test("mutual distillation and independent training run and learn", async () => {
+  for (const overrides of [{ distill: 0.5 }, { independent: true }] as Partial<TrainOptions>[]) {
+    const result = await run(tiny("sentiment", overrides));
+    const lines = await stepLines(result.folder);
+    for (const model of ["bert", "gpt2", "roberta"]) {
+      if (!(lines.at(-1)!.models[model].loss < lines[0].models[model].loss)) {
+        throw new Error(`${JSON.stringify(overrides)} ${model}: the loss did not fall`);
+      }
+    }
+    await Deno.remove(result.folder, { recursive: true });
+  }
+});
+
+Deno.test("bad options are errors naming the option", async () => {
+  const cases: [Partial<TrainOptions>, string][] = [
+    [
+      { task: "foo" as TrainTask },
+      'train: unknown task "foo"; valid tasks: sentiment, spam, ner, pos, qa, lm',
+    ],
+    [{ distill: 1, task: "lm" }, "train: distill is not defined for lm"],
+    [{ weights: { t5: 1 } }, 'train: weights name "t5", which is not a model'],
+    [{ batchSize: 0 }, "train: batch must be a positive integer, got 0"],
+  ];
+  for (const [overrides, expected] of cases) {
+    let message = "";
+    await run(tiny("sentiment", overrides)).catch((e: Error) => (message = e.message));
+    if (!message.startsWith(expected)) throw new Error(`expected "${expected}", got "${message}"`);
+  }
+});
+
+Deno.test("deno task train rejects bad flags with one line and exit 2", async () => {
+  const cases: [string[], string][] = [
+    [["--bogus"], "train: unknown option --bogus (try --help)"],
+    [
+      ["--task", "foo"],
+      'train: unknown task "foo"; valid tasks: sentiment, spam, ner, pos, qa, lm (try --help)',
+    ],
+    [["--steps", "x"], 'train: --steps must be a positive integer, got "x" (try --help)'],
+    [["--sharing", "2"], 'train: --sharing must be a ratio in [0, 1] or off, got "2" (try --help)'],
+    [["--models", "t5"], 'train: --models: cannot read "t5"'],
+  ];
+  for (const [args, expected] of cases) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", "--allow-env", "tools/train.ts", ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr).trim();
+    if (output.code !== 2 || stderr.split("\n").length !== 1 || !stderr.startsWith(expected)) {
+      throw new Error(`${args.join(" ")}: exit ${output.code}, stderr "${stderr}"`);
+    }
+  }
+  const help = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "tools/train.ts", "--help"],
+    stdout: "piped",
+  }).output();
+  const text = new TextDecoder().decode(help.stdout);
+  for (const flag of ["--task", "--models", "--distill", "--independent", "--resume", "--from", "--preset"]) {
+    if (!text.includes(flag)) throw new Error(`--help does not list ${flag}`);
+  }
+});

@@ -1,0 +1,120 @@
+/**
+ * The models and optimizers of a training run: built from scratch (sizes from the run's options, the
+ * vocabulary from its tokenizer) or loaded from Hugging Face folders, with the head each task needs,
+ * and either one joint MultiModelOptimizer or one plain AdamW per model (`independent`).
+ *
+ * @module
+ */
+import { loadPretrained } from "../models/checkpoint.ts";
+import { modelConfig, type ModelFamily } from "../models/config.ts";
+import type { Task } from "../models/heads.ts";
+import { TransformerModel } from "../models/model.ts";
+import { MultiModelOptimizer } from "../optim/multimodel.ts";
+import type { OptimizerOptions } from "../optim/options.ts";
+import type { ModelSpec, TrainOptions, TrainTask } from "./options.ts";
+
+/** The head a task trains on a family: language modelling is causal for GPT-2 and masked for the encoders. */
+export function headFor(task: TrainTask, family: ModelFamily): Task {
+  switch (task) {
+    case "sentiment":
+    case "spam":
+      return "sequence-classification";
+    case "ner":
+    case "pos":
+      return "token-classification";
+    case "qa":
+      return "question-answering";
+    case "lm":
+      return family === "gpt2" ? "causal-lm" : "masked-lm";
+  }
+}
+
+/** What a model's tokenizer contributes to its configuration. */
+export interface VocabularyFacts {
+  /** Entries of the vocabulary. */
+  vocabSize: number;
+  /** Id of the padding token. */
+  padId: number;
+}
+
+/** Builds one model from scratch, sized by its spec, for the task's head. */
+export function buildModel(
+  spec: ModelSpec,
+  options: Pick<TrainOptions, "task" | "maxLength" | "seed">,
+  vocabulary: VocabularyFacts,
+  numLabels: number,
+  index: number,
+): TransformerModel {
+  // RoBERTa numbers positions from pad + 1, so it needs pad + 1 more position embeddings.
+  const positions = options.maxLength + (spec.family === "roberta" ? vocabulary.padId + 1 : 0);
+  const config = modelConfig(spec.family, {
+    vocabSize: vocabulary.vocabSize,
+    hiddenSize: spec.hiddenSize,
+    numLayers: spec.numLayers,
+    numHeads: spec.numHeads,
+    intermediateSize: spec.intermediateSize,
+    maxPositions: positions,
+    padTokenId: spec.family === "gpt2" ? null : vocabulary.padId,
+  });
+  return new TransformerModel(config, {
+    name: spec.name,
+    task: headFor(options.task, spec.family),
+    numLabels: Math.max(1, numLabels),
+    seed: options.seed * 1009 + index,
+  });
+}
+
+/** Loads one model from a Hugging Face folder into the task's head (a new head is initialised, as HF does). */
+export async function loadModel(
+  spec: ModelSpec,
+  folder: string,
+  task: TrainTask,
+  numLabels: number,
+): Promise<TransformerModel> {
+  const model = await loadPretrained(folder, {
+    name: spec.name,
+    task: headFor(task, spec.family),
+    numLabels: Math.max(1, numLabels),
+    allowNewHead: true,
+  });
+  if (model.config.family !== spec.family) {
+    model.dispose();
+    throw new Error(
+      `--from ${spec.name}=${folder}: the folder holds a ${model.config.family} model, not ${spec.family}`,
+    );
+  }
+  return model.train();
+}
+
+/** The optimizer settings of a run, for `updates` updates in total. */
+export function optimizerOptions(options: TrainOptions, updates: number): OptimizerOptions {
+  const warmupSteps = Math.floor(options.warmup * updates);
+  return {
+    lr: options.lr,
+    weightDecay: options.weightDecay,
+    clipGradNorm: options.clip,
+    gradientAccumulationSteps: options.accumulate,
+    schedule: updates > warmupSteps ? { warmupSteps, totalSteps: updates, minRatio: 0.1 } : "constant",
+    gradientSharing: options.independent || options.sharing === false ? false : { ratio: options.sharing },
+    parameterSync: options.independent || options.sync === false ? false : { ratio: options.sync },
+    adaptiveLr: options.independent || !options.adaptive ? false : {},
+    alignInitialization: !options.independent && options.alignInit,
+    ...(options.weights && !options.independent ? { modelWeights: options.weights } : {}),
+  };
+}
+
+/**
+ * The optimizers of a run: one joint MultiModelOptimizer over every model, or with `independent`
+ * one per model, each plain AdamW with the same schedule (the baseline of an experiment).
+ */
+export function buildOptimizers(
+  models: Record<string, TransformerModel>,
+  options: TrainOptions,
+  updates: number,
+): MultiModelOptimizer[] {
+  const settings = optimizerOptions(options, updates);
+  if (!options.independent) return [new MultiModelOptimizer({ models, ...settings })];
+  return Object.entries(models).map(([name, model]) =>
+    new MultiModelOptimizer({ models: { [name]: model }, ...settings })
+  );
+}

@@ -1,0 +1,251 @@
+/**
+ * Settings of a training run (`deno task train`): the task, the models and their sizes, the schedule,
+ * the coordination mechanisms, and where results go. Plain values with defaults and two presets, so a
+ * run is described completely by its JSON (`config.json`).
+ *
+ * @module
+ */
+import type { ModelFamily } from "../models/config.ts";
+
+/** The tasks `deno task train` knows (data/datasets.ts loads them). */
+export const TRAIN_TASKS = ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const;
+
+/** One of {@linkcode TRAIN_TASKS}. */
+export type TrainTask = (typeof TRAIN_TASKS)[number];
+
+/** One model of a run: its name, family and size. */
+export interface ModelSpec {
+  /** Name (the optimizer's key, the report's row); unique in a run. */
+  name: string;
+  /** Architecture family. */
+  family: ModelFamily;
+  /** Width. */
+  hiddenSize: number;
+  /** Transformer layers. */
+  numLayers: number;
+  /** Attention heads (divides hiddenSize). */
+  numHeads: number;
+  /** Feed-forward width. */
+  intermediateSize: number;
+}
+
+/** Everything a run needs; {@linkcode resolveTrainOptions} fills in defaults and checks values. */
+export interface TrainOptions {
+  /** Task. */
+  task: TrainTask;
+  /** The models, trained together. */
+  models: ModelSpec[];
+  /** Passes over the training split (ignored when `steps` is set). */
+  epochs: number;
+  /** Training steps (one batch each); null trains `epochs` epochs. */
+  steps: number | null;
+  /** Examples per batch. */
+  batchSize: number;
+  /** Longest sequence in tokens, special tokens included; batches are padded to their longest example. */
+  maxLength: number;
+  /** Subword vocabulary of a tokenizer trained from scratch. */
+  vocabSize: number;
+  /** Base learning rate (peak of the warmup-cosine schedule). */
+  lr: number;
+  /** Fraction of the steps spent in linear warmup. */
+  warmup: number;
+  /** Decoupled weight decay. */
+  weightDecay: number;
+  /** Per-model gradient-norm bound, or null. */
+  clip: number | null;
+  /** Seed of initial weights, data order, dropout and masking. */
+  seed: number;
+  /** Gradient sharing ratio, or false. */
+  sharing: number | false;
+  /** Soft parameter sync ratio (every 10 updates), or false. */
+  sync: number | false;
+  /** Convergence-aware learning-rate multipliers. */
+  adaptive: boolean;
+  /** Per-model weights (relative priorities), or null for equal weights. */
+  weights: Record<string, number> | null;
+  /** Give each sharing group's members the same initial values. */
+  alignInit: boolean;
+  /** Micro-batches per update. */
+  accumulate: number;
+  /** Mutual distillation weight lambda (0: off). */
+  distill: number;
+  /** One plain AdamW per model and no mechanism (the baseline condition of an experiment). */
+  independent: boolean;
+  /** Start each model from a Hugging Face folder, by model name, or from an earlier run (key "*"). */
+  from: Record<string, string>;
+  /** Training steps between logged lines of metrics.jsonl. */
+  logEvery: number;
+  /** Cap on examples per split (for tests and quick looks); null uses everything. */
+  limit: number | null;
+  /** Output folder of the run. */
+  out: string;
+  /** Plain progress lines instead of a live bar. */
+  quiet: boolean;
+}
+
+/** Sizes of the two presets: `cpu` finishes in minutes on a 2-core software adapter, `gpu` is larger. */
+export const PRESETS = {
+  cpu: {
+    hiddenSize: 64,
+    numLayers: 2,
+    numHeads: 4,
+    intermediateSize: 256,
+    epochs: 4,
+    batchSize: 32,
+    vocabSize: 4096,
+  },
+  gpu: {
+    hiddenSize: 256,
+    numLayers: 4,
+    numHeads: 4,
+    intermediateSize: 1024,
+    epochs: 10,
+    batchSize: 32,
+    vocabSize: 8192,
+  },
+} as const;
+
+/** Name of a preset. */
+export type PresetName = keyof typeof PRESETS;
+
+/** Longest sequence per task (the tasks' texts differ in length). */
+export const TASK_MAX_LENGTH: Record<TrainTask, number> = {
+  sentiment: 64,
+  spam: 128,
+  ner: 64,
+  pos: 64,
+  qa: 256,
+  lm: 64,
+};
+
+/** Builds model specs from `family[:HIDDENxLAYERS]` entries, naming repeats `bert`, `bert-2`, ... */
+export function parseModels(
+  list: string,
+  defaults: Omit<ModelSpec, "name" | "family">,
+): ModelSpec[] {
+  const families: readonly string[] = ["bert", "gpt2", "roberta"];
+  const specs: ModelSpec[] = [];
+  for (const raw of list.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const match = /^(?:([a-z][\w-]*)=)?(bert|gpt2|roberta)(?::(\d+)x(\d+))?$/.exec(raw);
+    if (!match || !families.includes(match[2])) {
+      throw new Error(
+        `--models: cannot read "${raw}"; expected family[:HIDDENxLAYERS] or name=family[:HIDDENxLAYERS], ` +
+          "family one of bert, gpt2, roberta",
+      );
+    }
+    const [, givenName, family, hidden, layers] = match;
+    const hiddenSize = hidden ? Number(hidden) : defaults.hiddenSize;
+    const repeats = specs.filter((s) => s.family === family).length;
+    specs.push({
+      name: givenName ?? (repeats === 0 ? family : `${family}-${repeats + 1}`),
+      family: family as ModelFamily,
+      hiddenSize,
+      numLayers: layers ? Number(layers) : defaults.numLayers,
+      numHeads: hidden
+        ? Math.max(1, Math.round(hiddenSize / (defaults.hiddenSize / defaults.numHeads)))
+        : defaults.numHeads,
+      intermediateSize: hidden ? 4 * hiddenSize : defaults.intermediateSize,
+    });
+  }
+  if (specs.length === 0) throw new Error("--models: no model given");
+  const names = specs.map((s) => s.name);
+  const repeated = names.find((n, i) => names.indexOf(n) !== i);
+  if (repeated) throw new Error(`--models: the name "${repeated}" is used twice`);
+  return specs;
+}
+
+/** The default run of a preset for a task: the three families, jointly, with the optimizer's default mechanisms. */
+export function defaultOptions(task: TrainTask = "sentiment", preset: PresetName = "cpu"): TrainOptions {
+  const p = PRESETS[preset];
+  const size = {
+    hiddenSize: p.hiddenSize,
+    numLayers: p.numLayers,
+    numHeads: p.numHeads,
+    intermediateSize: p.intermediateSize,
+  };
+  return {
+    task,
+    models: parseModels("bert,gpt2,roberta", size),
+    epochs: p.epochs,
+    steps: null,
+    batchSize: p.batchSize,
+    maxLength: TASK_MAX_LENGTH[task],
+    vocabSize: p.vocabSize,
+    lr: 1e-3,
+    warmup: 0.06,
+    weightDecay: 0.01,
+    clip: 1,
+    seed: 0,
+    sharing: 0.2,
+    sync: 0.1,
+    adaptive: true,
+    weights: null,
+    alignInit: false,
+    accumulate: 1,
+    distill: 0,
+    independent: false,
+    from: {},
+    logEvery: 10,
+    limit: null,
+    out: "",
+    quiet: false,
+  };
+}
+
+/** Checks a run's options; errors name the option and the value. */
+export function checkTrainOptions(o: TrainOptions): void {
+  const fail = (message: string): never => {
+    throw new Error(`train: ${message}`);
+  };
+  if (!(TRAIN_TASKS as readonly string[]).includes(o.task)) {
+    fail(`unknown task "${o.task}"; valid tasks: ${TRAIN_TASKS.join(", ")}`);
+  }
+  const positiveInteger = (name: string, v: number | null) => {
+    if (v !== null && !(Number.isSafeInteger(v) && v >= 1)) {
+      fail(`${name} must be a positive integer, got ${v}`);
+    }
+  };
+  positiveInteger("epochs", o.epochs);
+  positiveInteger("steps", o.steps);
+  positiveInteger("batch", o.batchSize);
+  positiveInteger("accumulate", o.accumulate);
+  positiveInteger("log-every", o.logEvery);
+  positiveInteger("limit", o.limit);
+  if (!(o.maxLength >= 8 && Number.isInteger(o.maxLength))) {
+    fail(`max-length must be an integer >= 8, got ${o.maxLength}`);
+  }
+  if (!(o.vocabSize >= 261 && Number.isInteger(o.vocabSize))) {
+    fail(`vocab must be an integer >= 261 (256 bytes and 5 special tokens), got ${o.vocabSize}`);
+  }
+  if (!(o.lr > 0 && Number.isFinite(o.lr))) fail(`lr must be a positive number, got ${o.lr}`);
+  if (!(o.warmup >= 0 && o.warmup < 1)) fail(`warmup must be in [0, 1), got ${o.warmup}`);
+  if (!(o.weightDecay >= 0 && Number.isFinite(o.weightDecay))) {
+    fail(`weight-decay must be >= 0, got ${o.weightDecay}`);
+  }
+  if (o.clip !== null && !(o.clip > 0)) fail(`clip must be > 0, got ${o.clip}`);
+  if (!Number.isSafeInteger(o.seed) || o.seed < 0) fail(`seed must be an integer >= 0, got ${o.seed}`);
+  for (const [name, ratio] of [["sharing", o.sharing], ["sync", o.sync]] as const) {
+    if (ratio !== false && !(ratio >= 0 && ratio <= 1)) {
+      fail(`${name} must be a ratio in [0, 1] or off, got ${ratio}`);
+    }
+  }
+  if (!(o.distill >= 0 && Number.isFinite(o.distill))) fail(`distill must be >= 0, got ${o.distill}`);
+  if (o.distill > 0 && o.models.length < 2) fail("distill needs at least two models");
+  if (o.distill > 0 && o.task === "lm") {
+    fail("distill is not defined for lm: causal and masked models predict different tokens");
+  }
+  if (o.independent && (o.distill > 0)) fail("independent trains each model alone; it excludes distill");
+  for (const name of Object.keys(o.weights ?? {})) {
+    if (!o.models.some((m) => m.name === name)) fail(`weights name "${name}", which is not a model`);
+  }
+  for (const name of Object.keys(o.from)) {
+    if (name !== "*" && !o.models.some((m) => m.name === name)) {
+      fail(`from names "${name}", which is not a model`);
+    }
+  }
+  for (const m of o.models) {
+    if (m.hiddenSize % m.numHeads !== 0) {
+      fail(`model "${m.name}": ${m.numHeads} heads do not divide hidden size ${m.hiddenSize}`);
+    }
+  }
+}

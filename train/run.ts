@@ -1,0 +1,257 @@
+/**
+ * A run's folder, `runs/<id>/`: `config.json` (every setting, the adapter, the versions),
+ * `metrics.jsonl` (one line per logged interval of steps and per evaluation), a checkpoint per epoch
+ * (models as Hugging Face folders and the optimizer state, written atomically by saveCheckpoint),
+ * `state.json` (which checkpoint is the latest, written after it), the tokenizer(s) and `report.md`.
+ * `--resume` reads state.json, loads that checkpoint and drops metric lines written after it, so a
+ * resumed run continues bit for bit.
+ *
+ * @module
+ */
+import type { TransformerModel } from "../models/model.ts";
+import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
+import type { MultiModelOptimizer } from "../optim/multimodel.ts";
+import type { TrainOptions } from "./options.ts";
+import type { RunRecord } from "./report.ts";
+
+/** One logged interval of training steps: the mean task loss and the optimizer's figures per model. */
+export interface StepLine {
+  /** The last step of the interval (1-based). */
+  step: number;
+  /** Steps in the interval. */
+  steps: number;
+  /** Wall-clock seconds of the interval's steps. */
+  seconds: number;
+  /** Non-padding tokens seen in the interval. */
+  tokens: number;
+  /** Per model. */
+  models: Record<
+    string,
+    { loss: number; lr: number; lrMultiplier: number; gradNorm: number; updates: number; skipped: number }
+  >;
+}
+
+/** One evaluation of one model on a split. */
+export interface EvaluationLine {
+  /** Training steps done. */
+  step: number;
+  /** Epochs done. */
+  epoch: number;
+  /** Split. */
+  split: "validation" | "test";
+  /** Model name. */
+  model: string;
+  /** The task's metrics. */
+  metrics: Record<string, number>;
+}
+
+/** What `state.json` holds: the latest complete checkpoint. */
+interface RunState {
+  epoch: number;
+  step: number;
+  seconds: number;
+}
+
+/** Facts about the run recorded beside the options in config.json. */
+export interface RunFacts {
+  /** Adapter name. */
+  adapter: string;
+  /** Versions: deno, the data package, the project. */
+  versions: Record<string, string>;
+  /** Dataset sizes per split. */
+  counts: Record<string, number>;
+  /** When the run started (ISO 8601). */
+  started: string;
+}
+
+/** The folder of one run and the files in it. */
+export class RunFolder {
+  #seconds = 0;
+
+  /** A run folder at `path` (created by {@linkcode RunFolder.create}). */
+  constructor(readonly path: string, readonly options: TrainOptions, readonly facts: RunFacts) {}
+
+  /** Creates the folder of a new run and writes config.json; refuses a folder that already holds a run. */
+  static async create(options: TrainOptions, facts: RunFacts): Promise<RunFolder> {
+    const exists = await Deno.stat(`${options.out}/config.json`).then(() => true, () => false);
+    if (exists) {
+      throw new Error(
+        `train: ${options.out} already holds a run (use --resume ${options.out} or another --out)`,
+      );
+    }
+    await Deno.mkdir(options.out, { recursive: true });
+    await writeAtomically(
+      `${options.out}/config.json`,
+      JSON.stringify({ options, ...facts }, null, 2) + "\n",
+    );
+    await Deno.writeTextFile(`${options.out}/metrics.jsonl`, "");
+    return new RunFolder(options.out, options, facts);
+  }
+
+  /** Opens an earlier run: its options and facts from config.json. */
+  static async open(path: string): Promise<RunFolder> {
+    const file = `${path}/config.json`;
+    let json: { options: TrainOptions } & RunFacts;
+    try {
+      json = JSON.parse(await Deno.readTextFile(file));
+    } catch (error) {
+      throw new Error(`train: cannot read ${file}: ${(error as Error).message}`);
+    }
+    if (!json?.options?.task || !Array.isArray(json.options.models)) {
+      throw new Error(`train: ${file} is not the config.json of a run (no options.task / options.models)`);
+    }
+    return new RunFolder(path, { ...json.options, out: path }, json);
+  }
+
+  /** Appends logged training steps to metrics.jsonl. */
+  async appendSteps(lines: readonly StepLine[]): Promise<void> {
+    await this.#append(lines.map((l) => ({ type: "step", ...l })));
+  }
+
+  /** Appends evaluations to metrics.jsonl. */
+  async appendEvaluations(lines: readonly EvaluationLine[]): Promise<void> {
+    await this.#append(lines.map((l) => ({ type: "evaluation", ...l })));
+  }
+
+  async #append(records: readonly object[]): Promise<void> {
+    if (records.length === 0) return;
+    const text = records.map((r) => JSON.stringify(r, (_, v) => (Number.isNaN(v) ? "NaN" : v)) + "\n").join(
+      "",
+    );
+    await Deno.writeTextFile(`${this.path}/metrics.jsonl`, text, { append: true });
+  }
+
+  /** Saves the epoch's checkpoint (one per optimizer), then records it in state.json. */
+  async checkpoint(
+    epoch: number,
+    step: number,
+    optimizers: readonly MultiModelOptimizer[],
+    models: Record<string, TransformerModel>,
+    seconds: number,
+  ): Promise<void> {
+    const folder = `${this.path}/checkpoints/epoch-${epoch}`;
+    for (const optimizer of optimizers) {
+      const own = Object.fromEntries(optimizer.modelNames.map((n) => [n, models[n]]));
+      await saveCheckpoint(
+        optimizers.length === 1 ? folder : `${folder}/${optimizer.modelNames[0]}`,
+        optimizer,
+        own,
+      );
+    }
+    this.#seconds = seconds;
+    await writeAtomically(
+      `${this.path}/state.json`,
+      JSON.stringify({ epoch, step, seconds } satisfies RunState) + "\n",
+    );
+  }
+
+  /** Seconds the run spent before this session (0 for a new run). */
+  get previousSeconds(): number {
+    return this.#seconds;
+  }
+
+  /**
+   * Loads the latest checkpoint into the models and optimizers and drops metric lines written after
+   * it; returns the epoch and step to continue from.
+   */
+  async restore(
+    optimizers: readonly MultiModelOptimizer[],
+    models: Record<string, TransformerModel>,
+  ): Promise<{ epoch: number; step: number }> {
+    let state: RunState;
+    try {
+      state = JSON.parse(await Deno.readTextFile(`${this.path}/state.json`));
+    } catch {
+      throw new Error(`train: ${this.path} has no complete checkpoint to resume from (no state.json)`);
+    }
+    const folder = `${this.path}/checkpoints/epoch-${state.epoch}`;
+    for (const optimizer of optimizers) {
+      const own = Object.fromEntries(optimizer.modelNames.map((n) => [n, models[n]]));
+      await loadCheckpoint(
+        optimizers.length === 1 ? folder : `${folder}/${optimizer.modelNames[0]}`,
+        optimizer,
+        own,
+      );
+    }
+    const kept = (await this.#lines()).filter((l) =>
+      l.type === "step"
+        ? (l.step as number) <= state.step
+        : (l.split as string) === "validation" && (l.epoch as number) <= state.epoch
+    );
+    await Deno.writeTextFile(
+      `${this.path}/metrics.jsonl`,
+      kept.map((l) => JSON.stringify(l) + "\n").join(""),
+    );
+    this.#seconds = state.seconds;
+    return { epoch: state.epoch, step: state.step };
+  }
+
+  async #lines(): Promise<Record<string, unknown>[]> {
+    const text = await Deno.readTextFile(`${this.path}/metrics.jsonl`).catch(() => "");
+    return text.split("\n").filter((l) => l.trim() !== "").map((l) =>
+      JSON.parse(l, (_, v) => (v === "NaN" ? NaN : v))
+    );
+  }
+
+  /** Everything the report needs, from metrics.jsonl and config.json. */
+  async record(
+    extra: {
+      baseline: RunRecord["baseline"];
+      seconds: number;
+      title: string;
+      metricName: string;
+      higherIsBetter: boolean;
+    },
+  ): Promise<RunRecord> {
+    const lines = await this.#lines();
+    const steps: RunRecord["steps"] = [];
+    const total = { steps: 0, seconds: 0, tokens: 0 };
+    const skippedBefore: Record<string, number> = {};
+    const updates: Record<string, { updates: number; skipped: number }> = {};
+    for (const line of lines.filter((l) => l.type === "step") as unknown as StepLine[]) {
+      total.steps += line.steps;
+      total.seconds += line.seconds;
+      total.tokens += line.tokens;
+      for (const [model, m] of Object.entries(line.models)) {
+        const skipped = m.skipped > (skippedBefore[model] ?? 0);
+        skippedBefore[model] = m.skipped;
+        updates[model] = { updates: m.updates, skipped: m.skipped };
+        steps.push({
+          step: line.step,
+          model,
+          loss: m.loss,
+          lr: m.lr,
+          lrMultiplier: m.lrMultiplier,
+          gradNorm: m.gradNorm,
+          skipped,
+        });
+      }
+    }
+    const seconds = Math.max(total.seconds, 1e-9);
+    return {
+      title: extra.title,
+      config: { ...this.options, versions: this.facts.versions, counts: this.facts.counts } as Record<
+        string,
+        unknown
+      >,
+      adapter: this.facts.adapter,
+      started: this.facts.started,
+      durationSeconds: extra.seconds,
+      models: this.options.models.map((m) => m.name),
+      metricName: extra.metricName,
+      higherIsBetter: extra.higherIsBetter,
+      steps,
+      updates,
+      evaluations: lines.filter((l) => l.type === "evaluation") as unknown as RunRecord["evaluations"],
+      baseline: extra.baseline,
+      throughput: { stepsPerSecond: total.steps / seconds, tokensPerSecond: total.tokens / seconds },
+    };
+  }
+}
+
+/** Writes a small file through a temporary name and a rename, so readers never see half of it. */
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const temporary = `${path}.tmp-${crypto.randomUUID()}`;
+  await Deno.writeTextFile(temporary, text);
+  await Deno.rename(temporary, path);
+}
