@@ -155,3 +155,20 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
     if (!text.includes(flag)) throw new Error(`--help does not list ${flag}`);
   }
 });
+
+Deno.test("--from starts from an earlier run's last checkpoint, or from a Hugging Face folder with its tokenizer", async () => {
+  const first = await run(tiny("sentiment", { epochs: 1 }));
+  const continued = await run(tiny("sentiment", { epochs: 1, from: { "*": first.folder } }));
+  const before = (await stepLines(first.folder)).at(-1)!.models.gpt2.loss;
+  const after = (await stepLines(continued.folder))[0].models.gpt2.loss;
+  if (!(after < before + 0.05)) {
+    throw new Error(`a continued run starts from scratch: ${before} then ${after}`);
+  }
+  // A Hugging Face folder: the first run's GPT-2 with its tokenizer, for one model of a new run.
+  const folder = `${first.folder}/checkpoints/epoch-1/models/gpt2`;
+  await Deno.copyFile(`${first.folder}/tokenizer.json`, `${folder}/tokenizer.json`);
+  const mixed = await run(tiny("sentiment", { epochs: 1, from: { gpt2: folder } }));
+  const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();
+  if (tokenizers.join() !== "bert.json,gpt2.json,roberta.json") throw new Error(`tokenizers: ${tokenizers}`);
+  for (const r of [first, continued, mixed]) await Deno.remove(r.folder, { recursive: true });
+});
