@@ -146,3 +146,76 @@ export type {
 } from "./optim/options.ts";
 export { buildGroups, type ParameterGroup } from "./optim/groups.ts";
 export { loadCheckpoint, saveCheckpoint } from "./optim/checkpoint.ts";
+export { type DistillationOptions, mutualDistillation } from "./kernels/distillation.ts";
+export { TASKS } from "./models/heads.ts";
+export type { SkipCause } from "./optim/multimodel.ts";
+export {
+  type Dataset,
+  describeDataset,
+  type LmExample,
+  loadDataset,
+  type LoadOptions as DatasetLoadOptions,
+  type QaExample,
+  type TaggedExample,
+  TASK_NAMES,
+  type TaskExamples,
+  type TaskName,
+  type TextExample,
+} from "./data/datasets.ts";
+export {
+  type Encoding,
+  type SpecialTokens,
+  Tokenizer,
+  type TrainOptions as TokenizerTrainOptions,
+  trainTokenizer,
+} from "./data/tokenizer.ts";
+export {
+  encodeClassification,
+  type EncodedBatch,
+  encodeLm,
+  encodeQa,
+  encodeTagging,
+  IGNORE_INDEX,
+} from "./data/encode.ts";
+export { train, type TrainHooks, type TrainResult } from "./train/loop.ts";
+export {
+  defaultOptions,
+  type ModelSpec,
+  parseModels,
+  type PresetName,
+  PRESETS,
+  type TrainOptions,
+} from "./train/options.ts";
+export {
+  accuracy,
+  argmaxRows,
+  bestSpan,
+  entities,
+  type Entity,
+  maskedLmAccuracy,
+  perplexity,
+  type PrecisionRecall,
+  type Span,
+  spanF1,
+  type SpanScores,
+  squadExactMatch,
+  squadF1,
+  type SquadScores,
+  squadScores,
+  tokenAccuracy,
+} from "./train/metrics.ts";
+export {
+  bagOfWordsBaseline,
+  type BagOfWordsOptions,
+  type ClassificationBaseline,
+  type LabelledText,
+  mostFrequentTagBaseline,
+  nameSpanBaseline,
+  type QaBaseline,
+  type QuestionWithAnswer,
+  type TaggedWords,
+  type TaggingBaseline,
+  type UnigramBaseline,
+  unigramPerplexity,
+} from "./train/baseline.ts";
+export { type EvaluationRecord, type RunRecord, type StepRecord, writeReport } from "./train/report.ts";

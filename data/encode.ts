@@ -14,7 +14,7 @@ import type { LmExample, QaExample, TaggedExample, TextExample } from "./dataset
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Label value the losses ignore (Hugging Face's convention). */
-export const IGNORE_INDEX = -100;
+export const IGNORE_INDEX: number = -100;
 
 /** Share of tokens a masked-LM batch selects, and how selected tokens are changed (BERT's 80/10/10). */
 export const MASKING = { probability: 0.15, mask: 0.8, random: 0.1 } as const;

@@ -5,14 +5,15 @@
  */
 import { readSafetensors } from "../models/safetensors.ts";
 import { train, type TrainResult } from "../train/loop.ts";
-import { defaultOptions, parseModels, type TrainOptions, type TrainTask } from "../train/options.ts";
+import type { TaskName } from "../data/datasets.ts";
+import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
 import { assertBitwiseEqual, setup } from "./helpers.ts";
 
 await setup();
 
 const TINY = { hiddenSize: 16, numLayers: 1, numHeads: 2, intermediateSize: 32 };
 
-function tiny(task: TrainTask, overrides: Partial<TrainOptions> = {}): TrainOptions {
+function tiny(task: TaskName, overrides: Partial<TrainOptions> = {}): TrainOptions {
   return {
     ...defaultOptions(task),
     models: parseModels("bert,gpt2,roberta", TINY),
@@ -110,7 +111,7 @@ Deno.test("mutual distillation and independent training run and learn", async ()
 Deno.test("bad options are errors naming the option", async () => {
   const cases: [Partial<TrainOptions>, string][] = [
     [
-      { task: "foo" as TrainTask },
+      { task: "foo" as TaskName },
       'train: unknown task "foo"; valid tasks: sentiment, spam, ner, pos, qa, lm',
     ],
     [{ distill: 1, task: "lm" }, "train: distill is not defined for lm"],

@@ -11,10 +11,9 @@ import {
   type PresetName,
   PRESETS,
   TASK_MAX_LENGTH,
-  TRAIN_TASKS,
   type TrainOptions,
-  type TrainTask,
 } from "../train/options.ts";
+import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
 import { train } from "../train/loop.ts";
 import { exitWithUsageError, parseCommand, positiveInteger } from "./args.ts";
 import { openGpuOrExit } from "./start.ts";
@@ -31,7 +30,7 @@ const spec = {
       type: "string",
       default: "sentiment",
       value: "name",
-      description: `task: ${TRAIN_TASKS.join(", ")}`,
+      description: `task: ${TASK_NAMES.join(", ")}`,
     },
     models: {
       type: "string",
@@ -149,11 +148,11 @@ function positiveNumber(flag: string, value: string, allowZero = false): number 
 /** Builds a run's options from the command line (exits 2 with one line on a bad value). */
 export function optionsFromArgs(args: readonly string[]): { options: TrainOptions; resume: string | null } {
   const { flags } = parseCommand(spec, args);
-  if (!(TRAIN_TASKS as readonly string[]).includes(flags.task)) {
-    exitWithUsageError(NAME, `unknown task "${flags.task}"; valid tasks: ${TRAIN_TASKS.join(", ")}`);
+  if (!(TASK_NAMES as readonly string[]).includes(flags.task)) {
+    exitWithUsageError(NAME, `unknown task "${flags.task}"; valid tasks: ${TASK_NAMES.join(", ")}`);
   }
   if (!(flags.preset in PRESETS)) exitWithUsageError(NAME, `unknown preset "${flags.preset}" (cpu, gpu)`);
-  const task = flags.task as TrainTask;
+  const task = flags.task as TaskName;
   const options = defaultOptions(task, flags.preset as PresetName);
   const preset = PRESETS[flags.preset as PresetName];
   const int = (flag: keyof typeof flags, fallback: number) => {

@@ -11,10 +11,11 @@ import type { Task } from "../models/heads.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import type { OptimizerOptions } from "../optim/options.ts";
-import type { ModelSpec, TrainOptions, TrainTask } from "./options.ts";
+import type { TaskName } from "../data/datasets.ts";
+import type { ModelSpec, TrainOptions } from "./options.ts";
 
 /** The head a task trains on a family: language modelling is causal for GPT-2 and masked for the encoders. */
-export function headFor(task: TrainTask, family: ModelFamily): Task {
+export function headFor(task: TaskName, family: ModelFamily): Task {
   switch (task) {
     case "sentiment":
     case "spam":
@@ -68,7 +69,7 @@ export function buildModel(
 export async function loadModel(
   spec: ModelSpec,
   folder: string,
-  task: TrainTask,
+  task: TaskName,
   numLabels: number,
 ): Promise<TransformerModel> {
   const model = await loadPretrained(folder, {

@@ -5,13 +5,8 @@
  *
  * @module
  */
+import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
 import type { ModelFamily } from "../models/config.ts";
-
-/** The tasks `deno task train` knows (data/datasets.ts loads them). */
-export const TRAIN_TASKS = ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const;
-
-/** One of {@linkcode TRAIN_TASKS}. */
-export type TrainTask = (typeof TRAIN_TASKS)[number];
 
 /** One model of a run: its name, family and size. */
 export interface ModelSpec {
@@ -32,7 +27,7 @@ export interface ModelSpec {
 /** Everything a run needs; {@linkcode resolveTrainOptions} fills in defaults and checks values. */
 export interface TrainOptions {
   /** Task. */
-  task: TrainTask;
+  task: TaskName;
   /** The models, trained together. */
   models: ModelSpec[];
   /** Passes over the training split (ignored when `steps` is set). */
@@ -109,7 +104,7 @@ export const PRESETS = {
 export type PresetName = keyof typeof PRESETS;
 
 /** Longest sequence per task (the tasks' texts differ in length). */
-export const TASK_MAX_LENGTH: Record<TrainTask, number> = {
+export const TASK_MAX_LENGTH: Record<TaskName, number> = {
   sentiment: 64,
   spam: 128,
   ner: 64,
@@ -155,7 +150,7 @@ export function parseModels(
 }
 
 /** The default run of a preset for a task: the three families, jointly, with the optimizer's default mechanisms. */
-export function defaultOptions(task: TrainTask = "sentiment", preset: PresetName = "cpu"): TrainOptions {
+export function defaultOptions(task: TaskName = "sentiment", preset: PresetName = "cpu"): TrainOptions {
   const p = PRESETS[preset];
   const size = {
     hiddenSize: p.hiddenSize,
@@ -197,8 +192,8 @@ export function checkTrainOptions(o: TrainOptions): void {
   const fail = (message: string): never => {
     throw new Error(`train: ${message}`);
   };
-  if (!(TRAIN_TASKS as readonly string[]).includes(o.task)) {
-    fail(`unknown task "${o.task}"; valid tasks: ${TRAIN_TASKS.join(", ")}`);
+  if (!(TASK_NAMES as readonly string[]).includes(o.task)) {
+    fail(`unknown task "${o.task}"; valid tasks: ${TASK_NAMES.join(", ")}`);
   }
   const positiveInteger = (name: string, v: number | null) => {
     if (v !== null && !(Number.isSafeInteger(v) && v >= 1)) {

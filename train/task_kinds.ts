@@ -8,7 +8,14 @@
  */
 import { type Tensor, tensor } from "../engine/tensor.ts";
 import { gatherRows } from "../kernels/embedding.ts";
-import type { Dataset, LmExample, QaExample, TaggedExample, TextExample } from "../data/datasets.ts";
+import type {
+  Dataset,
+  LmExample,
+  QaExample,
+  TaggedExample,
+  TaskName,
+  TextExample,
+} from "../data/datasets.ts";
 import {
   encodeClassification,
   type EncodedBatch,
@@ -37,7 +44,6 @@ import {
   squadScores,
   tokenAccuracy,
 } from "./metrics.ts";
-import type { TrainTask } from "./options.ts";
 
 /** What the inputs of a model depend on besides the examples: its tokenizer and its objective. */
 export interface Encoder {
@@ -303,7 +309,7 @@ const languageModelling: TaskKind<LmExample> = {
 };
 
 /** The kind of a task; `labels` are the data set's class or tag names. */
-export function taskKind(task: TrainTask, labels: readonly string[]): TaskKind<unknown> {
+export function taskKind(task: TaskName, labels: readonly string[]): TaskKind<unknown> {
   switch (task) {
     case "sentiment":
     case "spam":
