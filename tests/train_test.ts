@@ -21,6 +21,9 @@ function tiny(task: TaskName, overrides: Partial<TrainOptions> = {}): TrainOptio
     batchSize: 8,
     limit: 24,
     epochs: 4,
+    steps: null,
+    evalEvery: null,
+    evalLimit: null,
     maxLength: task === "qa" ? 96 : 32,
     logEvery: 3,
     lr: 3e-3,
@@ -69,31 +72,39 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
   });
 }
 
-Deno.test("a run resumed from its first epoch's checkpoint continues bit for bit", async () => {
-  const straight = await run(tiny("sentiment", { epochs: 2 }));
-  // A run that stops during its second epoch's evaluation, before that epoch's checkpoint.
-  const interrupted = tiny("sentiment", { epochs: 2 });
-  const crash = (line: string) => {
-    if (line.startsWith("epoch 2 ")) throw new Error("stopped");
-  };
-  await train(interrupted, { info: crash }).catch(() => {});
-  await run(interrupted, interrupted.out);
-  // Everything but the wall-clock time of each interval.
-  const withoutTime = async (folder: string) =>
-    (await stepLines(folder)).map(({ seconds: _, ...rest }) => rest);
-  const [a, b] = [await withoutTime(straight.folder), await withoutTime(interrupted.out)];
-  if (JSON.stringify(a) !== JSON.stringify(b)) {
-    throw new Error(`step lines differ:\n${JSON.stringify(a)}\n${JSON.stringify(b)}`);
-  }
-  for (const model of ["bert", "gpt2", "roberta"]) {
-    const weights = async (folder: string) =>
-      (await readSafetensors(`${folder}/checkpoints/epoch-2/models/${model}/model.safetensors`)).tensors;
-    const [x, y] = [await weights(straight.folder), await weights(interrupted.out)];
-    for (const [name, t] of x) assertBitwiseEqual(t.data, y.get(name)!.data, `${model} ${name}`);
-  }
-  await Deno.remove(straight.folder, { recursive: true });
-  await Deno.remove(interrupted.out, { recursive: true });
-});
+for (const evalEvery of [null, 2]) {
+  const where = evalEvery === null ? "an epoch's end" : "the middle of an epoch";
+  Deno.test(`a run resumed from a checkpoint at ${where} continues bit for bit`, async () => {
+    const straight = await run(tiny("sentiment", { epochs: 2, evalEvery }));
+    // The same run, stopped during its second evaluation (before that checkpoint), then resumed.
+    const interrupted = tiny("sentiment", { epochs: 2, evalEvery });
+    let evaluations = 0;
+    const crash = (line: string) => {
+      if (/ validation bert:/.test(line) && ++evaluations === 2) throw new Error("stopped");
+    };
+    await train(interrupted, { info: crash }).catch(() => {});
+    const state = JSON.parse(await Deno.readTextFile(`${interrupted.out}/state.json`));
+    if (state.step !== (evalEvery ?? 3)) {
+      throw new Error(`the stopped run's last checkpoint is at step ${state.step}`);
+    }
+    await run(interrupted, interrupted.out);
+    // Everything but the wall-clock time of each interval.
+    const withoutTime = async (folder: string) =>
+      (await stepLines(folder)).map(({ seconds: _, ...rest }) => rest);
+    const [a, b] = [await withoutTime(straight.folder), await withoutTime(interrupted.out)];
+    if (JSON.stringify(a) !== JSON.stringify(b)) {
+      throw new Error(`step lines differ:\n${JSON.stringify(a)}\n${JSON.stringify(b)}`);
+    }
+    for (const model of ["bert", "gpt2", "roberta"]) {
+      const weights = async (folder: string) =>
+        (await readSafetensors(`${folder}/checkpoints/step-6/models/${model}/model.safetensors`)).tensors;
+      const [x, y] = [await weights(straight.folder), await weights(interrupted.out)];
+      for (const [name, t] of x) assertBitwiseEqual(t.data, y.get(name)!.data, `${model} ${name}`);
+    }
+    await Deno.remove(straight.folder, { recursive: true });
+    await Deno.remove(interrupted.out, { recursive: true });
+  });
+}
 
 Deno.test("mutual distillation and independent training run and learn", async () => {
   for (const overrides of [{ distill: 0.5 }, { independent: true }] as Partial<TrainOptions>[]) {
@@ -166,7 +177,7 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
     throw new Error(`a continued run starts from scratch: ${before} then ${after}`);
   }
   // A Hugging Face folder: the first run's GPT-2 with its tokenizer, for one model of a new run.
-  const folder = `${first.folder}/checkpoints/epoch-1/models/gpt2`;
+  const folder = `${first.folder}/checkpoints/step-3/models/gpt2`;
   await Deno.copyFile(`${first.folder}/tokenizer.json`, `${folder}/tokenizer.json`);
   const mixed = await run(tiny("sentiment", { epochs: 1, from: { gpt2: folder } }));
   const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();

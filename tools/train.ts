@@ -50,9 +50,22 @@ const spec = {
     epochs: { type: "string", default: "preset", value: "n", description: "passes over the training split" },
     steps: {
       type: "string",
-      default: "epochs",
+      default: "preset",
       value: "n",
-      description: "training steps (overrides --epochs)",
+      description:
+        "training steps (overrides --epochs; the cpu preset gives ner, pos, spam, qa and lm a budget)",
+    },
+    "eval-every": {
+      type: "string",
+      default: "preset",
+      value: "n|epoch",
+      description: "steps between evaluations and checkpoints, or epoch",
+    },
+    "eval-limit": {
+      type: "string",
+      default: "preset",
+      value: "n|all",
+      description: "validation and test examples used (their first n)",
     },
     batch: { type: "string", default: "preset", value: "n", description: "examples per step" },
     lr: {
@@ -170,8 +183,25 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   } catch (error) {
     exitWithUsageError(NAME, (error as Error).message);
   }
-  options.epochs = int("epochs", preset.epochs);
-  options.steps = flags.steps === "epochs" ? null : positiveInteger(NAME, "steps", flags.steps);
+  if (flags.epochs !== "preset") {
+    options.epochs = positiveInteger(NAME, "epochs", flags.epochs);
+    options.steps = null;
+    options.evalEvery = null;
+  }
+  if (flags.steps !== "preset") {
+    options.steps = positiveInteger(NAME, "steps", flags.steps);
+    options.evalEvery ??= Math.ceil(options.steps / 3);
+  }
+  if (flags["eval-every"] !== "preset") {
+    options.evalEvery = flags["eval-every"] === "epoch"
+      ? null
+      : positiveInteger(NAME, "eval-every", flags["eval-every"]);
+  }
+  if (flags["eval-limit"] !== "preset") {
+    options.evalLimit = flags["eval-limit"] === "all"
+      ? null
+      : positiveInteger(NAME, "eval-limit", flags["eval-limit"]);
+  }
   options.batchSize = int("batch", preset.batchSize);
   options.maxLength = int("max-length", TASK_MAX_LENGTH[task]);
   options.vocabSize = int("vocab", preset.vocabSize);

@@ -54,11 +54,9 @@ export async function train(
   const names = Object.keys(models);
   const stepsPerEpoch = Math.ceil(runner.trainSize / settings.batchSize);
   const totalSteps = settings.steps ?? settings.epochs * stepsPerEpoch;
-  const epochs = Math.ceil(totalSteps / stepsPerEpoch);
   const optimizers = buildOptimizers(models, settings, Math.ceil(totalSteps / settings.accumulate));
   let step = 0;
-  let firstEpoch = 0;
-  if (resume) ({ step, epoch: firstEpoch } = await folder.restore(optimizers, models));
+  if (resume) step = await folder.restore(optimizers, models);
   else manualSeed(settings.seed);
   const startStep = step;
   const progress = createProgress({
@@ -72,35 +70,42 @@ export async function train(
     progress.finish();
     (hooks.info ?? ((l: string) => write(`${l}\n`)))(line);
   };
+  // Evaluation (then a checkpoint) after every epoch, or every evalEvery steps, and after the last step.
+  const evaluationDue = (at: number, epochEnd: boolean) =>
+    at === totalSteps || (settings.evalEvery === null ? epochEnd : at % settings.evalEvery === 0);
   const pending: { step: number; losses: Record<string, Tensor>; tokens: number }[] = [];
   let windowStart = performance.now();
-  for (let epoch = firstEpoch; epoch < epochs && step < totalSteps; epoch++) {
-    for (const batch of runner.trainBatches(epoch, settings.batchSize)) {
-      if (step >= totalSteps) break;
+  while (step < totalSteps) {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    for (const batch of runner.trainBatches(epoch, settings.batchSize, step % stepsPerEpoch)) {
       pending.push({ step: step + 1, losses: trainStep(run, optimizers, batch.index), tokens: batch.tokens });
       step++;
-      if (pending.length === settings.logEvery || step === totalSteps) {
+      const evaluating = evaluationDue(step, step % stepsPerEpoch === 0);
+      // Logged intervals end at multiples of logEvery and at checkpoints, so a resumed run logs the same lines.
+      if (step % settings.logEvery === 0 || evaluating) {
         // The readback waits for the interval's GPU work, so the interval's time is measured after it.
         const line = await logSteps(pending.splice(0), optimizers, names, () => elapsed(windowStart));
-        const seconds = line.seconds;
-        windowStart = performance.now();
         await folder.appendSteps([line]);
         progress.update({
           step,
           losses: Object.fromEntries(names.map((n) => [n, line.models[n].loss])),
-          stepsPerSecond: line.steps / seconds,
-          tokensPerSecond: line.tokens / seconds,
+          stepsPerSecond: line.steps / line.seconds,
+          tokensPerSecond: line.tokens / line.seconds,
         });
+        windowStart = performance.now();
       }
+      if (evaluating) {
+        const evaluation = await evaluate(run, "validation", step / stepsPerEpoch, step);
+        for (const line of evaluation) info(describeEvaluation(line));
+        await folder.appendEvaluations(evaluation);
+        await folder.checkpoint(step, optimizers, models, folder.previousSeconds + elapsed(started));
+        windowStart = performance.now();
+      }
+      if (step === totalSteps) break;
     }
-    const evaluation = await evaluate(run, "validation", epoch + 1, step);
-    for (const line of evaluation) info(describeEvaluation(line));
-    await folder.appendEvaluations(evaluation);
-    await folder.checkpoint(epoch + 1, step, optimizers, models, folder.previousSeconds + elapsed(started));
-    windowStart = performance.now();
   }
   progress.finish();
-  const testLines = await evaluate(run, "test", epochs, step);
+  const testLines = await evaluate(run, "test", step / stepsPerEpoch, step);
   for (const line of testLines) info(describeEvaluation(line));
   await folder.appendEvaluations(testLines);
   const baseline = runner.baseline();
@@ -253,5 +258,7 @@ function formatMetrics(metrics: Record<string, number>): string {
 }
 
 function describeEvaluation(line: EvaluationLine): string {
-  return `epoch ${line.epoch} step ${line.step} ${line.split} ${line.model}: ${formatMetrics(line.metrics)}`;
+  return `epoch ${line.epoch.toFixed(1)} step ${line.step} ${line.split} ${line.model}: ${
+    formatMetrics(line.metrics)
+  }`;
 }

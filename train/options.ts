@@ -70,8 +70,12 @@ export interface TrainOptions {
   from: Record<string, string>;
   /** Training steps between logged lines of metrics.jsonl. */
   logEvery: number;
+  /** Training steps between evaluations (each followed by a checkpoint); null evaluates after every epoch. */
+  evalEvery: number | null;
   /** Cap on examples per split (for tests and quick looks); null uses everything. */
   limit: number | null;
+  /** Cap on validation and test examples (their first ones: the splits are fixed); null uses them all. */
+  evalLimit: number | null;
   /** Output folder of the run. */
   out: string;
   /** Plain progress lines instead of a live bar. */
@@ -102,6 +106,20 @@ export const PRESETS = {
 
 /** Name of a preset. */
 export type PresetName = keyof typeof PRESETS;
+
+/**
+ * How long each task trains on the `cpu` preset, so that every default run takes minutes on two
+ * cores: the small sentiment set trains for epochs; the large corpora get a step budget, three
+ * evaluations, and validation and test cut to their first examples.
+ */
+export const CPU_BUDGET: Record<TaskName, { steps: number | null; evalLimit: number | null }> = {
+  sentiment: { steps: null, evalLimit: null },
+  spam: { steps: 300, evalLimit: null },
+  ner: { steps: 300, evalLimit: 1000 },
+  pos: { steps: 300, evalLimit: 1000 },
+  qa: { steps: 200, evalLimit: 500 },
+  lm: { steps: 300, evalLimit: 500 },
+};
 
 /** Longest sequence per task (the tasks' texts differ in length). */
 export const TASK_MAX_LENGTH: Record<TaskName, number> = {
@@ -158,11 +176,12 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     numHeads: p.numHeads,
     intermediateSize: p.intermediateSize,
   };
+  const budget = preset === "cpu" ? CPU_BUDGET[task] : { steps: null, evalLimit: null };
   return {
     task,
     models: parseModels("bert,gpt2,roberta", size),
     epochs: p.epochs,
-    steps: null,
+    steps: budget.steps,
     batchSize: p.batchSize,
     maxLength: TASK_MAX_LENGTH[task],
     vocabSize: p.vocabSize,
@@ -181,7 +200,9 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     independent: false,
     from: {},
     logEvery: 10,
+    evalEvery: budget.steps === null ? null : Math.ceil(budget.steps / 3),
     limit: null,
+    evalLimit: budget.evalLimit,
     out: "",
     quiet: false,
   };
@@ -206,6 +227,8 @@ export function checkTrainOptions(o: TrainOptions): void {
   positiveInteger("accumulate", o.accumulate);
   positiveInteger("log-every", o.logEvery);
   positiveInteger("limit", o.limit);
+  positiveInteger("eval-every", o.evalEvery);
+  positiveInteger("eval-limit", o.evalLimit);
   if (!(o.maxLength >= 8 && Number.isInteger(o.maxLength))) {
     fail(`max-length must be an integer >= 8, got ${o.maxLength}`);
   }

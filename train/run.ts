@@ -47,7 +47,6 @@ export interface EvaluationLine {
 
 /** What `state.json` holds: the latest complete checkpoint. */
 interface RunState {
-  epoch: number;
   step: number;
   seconds: number;
 }
@@ -121,15 +120,14 @@ export class RunFolder {
     await Deno.writeTextFile(`${this.path}/metrics.jsonl`, text, { append: true });
   }
 
-  /** Saves the epoch's checkpoint (one per optimizer), then records it in state.json. */
+  /** Saves the checkpoint after `step` (one per optimizer), then records it in state.json. */
   async checkpoint(
-    epoch: number,
     step: number,
     optimizers: readonly MultiModelOptimizer[],
     models: Record<string, TransformerModel>,
     seconds: number,
   ): Promise<void> {
-    const folder = `${this.path}/checkpoints/epoch-${epoch}`;
+    const folder = checkpointFolder(this.path, step);
     for (const optimizer of optimizers) {
       const own = Object.fromEntries(optimizer.modelNames.map((n) => [n, models[n]]));
       await saveCheckpoint(
@@ -141,7 +139,7 @@ export class RunFolder {
     this.#seconds = seconds;
     await writeAtomically(
       `${this.path}/state.json`,
-      JSON.stringify({ epoch, step, seconds } satisfies RunState) + "\n",
+      JSON.stringify({ step, seconds } satisfies RunState) + "\n",
     );
   }
 
@@ -152,19 +150,14 @@ export class RunFolder {
 
   /**
    * Loads the latest checkpoint into the models and optimizers and drops metric lines written after
-   * it; returns the epoch and step to continue from.
+   * it; returns the step to continue from.
    */
   async restore(
     optimizers: readonly MultiModelOptimizer[],
     models: Record<string, TransformerModel>,
-  ): Promise<{ epoch: number; step: number }> {
-    let state: RunState;
-    try {
-      state = JSON.parse(await Deno.readTextFile(`${this.path}/state.json`));
-    } catch {
-      throw new Error(`train: ${this.path} has no complete checkpoint to resume from (no state.json)`);
-    }
-    const folder = `${this.path}/checkpoints/epoch-${state.epoch}`;
+  ): Promise<number> {
+    const state = await readState(this.path);
+    const folder = checkpointFolder(this.path, state.step);
     for (const optimizer of optimizers) {
       const own = Object.fromEntries(optimizer.modelNames.map((n) => [n, models[n]]));
       await loadCheckpoint(
@@ -174,16 +167,14 @@ export class RunFolder {
       );
     }
     const kept = (await this.#lines()).filter((l) =>
-      l.type === "step"
-        ? (l.step as number) <= state.step
-        : (l.split as string) === "validation" && (l.epoch as number) <= state.epoch
+      (l.step as number) <= state.step && (l.type === "step" || l.split === "validation")
     );
     await Deno.writeTextFile(
       `${this.path}/metrics.jsonl`,
       kept.map((l) => JSON.stringify(l) + "\n").join(""),
     );
     this.#seconds = state.seconds;
-    return { epoch: state.epoch, step: state.step };
+    return state.step;
   }
 
   async #lines(): Promise<Record<string, unknown>[]> {
@@ -247,6 +238,27 @@ export class RunFolder {
       throughput: { stepsPerSecond: total.steps / seconds, tokensPerSecond: total.tokens / seconds },
     };
   }
+}
+
+/** The folder of the checkpoint taken after `step`. */
+function checkpointFolder(run: string, step: number): string {
+  return `${run}/checkpoints/step-${step}`;
+}
+
+/** The latest complete checkpoint of a run, from its state.json. */
+async function readState(run: string): Promise<RunState> {
+  try {
+    const state = JSON.parse(await Deno.readTextFile(`${run}/state.json`));
+    if (Number.isSafeInteger(state.step) && state.step >= 0 && Number.isFinite(state.seconds)) return state;
+  } catch {
+    // Reported below, naming the run.
+  }
+  throw new Error(`train: ${run} has no complete checkpoint (no valid state.json)`);
+}
+
+/** The folder of a run's latest checkpoint (for `--from <run>`). */
+export async function latestCheckpoint(run: string): Promise<string> {
+  return checkpointFolder(run, (await readState(run)).step);
 }
 
 /** Writes a small file through a temporary name and a rename, so readers never see half of it. */

@@ -16,7 +16,7 @@ import type { Batch } from "../models/inputs.ts";
 import type { ModelOutput, TransformerModel } from "../models/model.ts";
 import { buildModel, headFor, loadModel } from "./models.ts";
 import type { TrainOptions } from "./options.ts";
-import { type RunFacts, RunFolder } from "./run.ts";
+import { latestCheckpoint, type RunFacts, RunFolder } from "./run.ts";
 import { type DistillationPart, type Encoder, type TaskKind, taskKind } from "./task_kinds.ts";
 
 /** Examples per evaluation batch. */
@@ -127,12 +127,12 @@ export class TaskRunner {
   }
 
   /**
-   * The epoch's batches in a seeded order; each yielded batch is encoded for every model before the
+   * The epoch's batches in a seeded order, from batch `skip` on (a resumed run); each yielded batch is encoded for every model before the
    * loop asks for its tensors ({@linkcode trainBatch}). `tokens` counts the first group's real tokens.
    */
-  *trainBatches(epoch: number, batchSize: number): Generator<{ index: number; tokens: number }> {
+  *trainBatches(epoch: number, batchSize: number, skip = 0): Generator<{ index: number; tokens: number }> {
     const order = shuffledOrder(this.trainSize, this.options.seed, epoch);
-    for (let index = 0; index * batchSize < order.length; index++) {
+    for (let index = skip; index * batchSize < order.length; index++) {
       const examples = order.slice(index * batchSize, (index + 1) * batchSize).map((i) =>
         this.dataset.train[i]
       );
@@ -237,16 +237,6 @@ function objectiveOf(
   return headFor(options.task, family) === "causal-lm" ? "causal" : "masked";
 }
 
-/** The latest checkpoint folder of an earlier run, for `--from <run>`. */
-async function latestCheckpoint(run: string): Promise<string> {
-  const state = JSON.parse(
-    await Deno.readTextFile(`${run}/state.json`).catch(() => {
-      throw new Error(`--from ${run}: not a run with a checkpoint (no state.json)`);
-    }),
-  );
-  return `${run}/checkpoints/epoch-${state.epoch}`;
-}
-
 /**
  * Loads the data, prepares tokenizers and models and opens the run folder (a new one, or the
  * run being resumed, whose options then replace `requested`).
@@ -259,6 +249,10 @@ export async function prepareRun(
   const opened = resume ? await RunFolder.open(resume) : null;
   const options = opened ? { ...opened.options, quiet: requested.quiet } : requested;
   const dataset = await loadDataset(options.task, options.limit ? { limit: options.limit } : {});
+  if (options.evalLimit !== null) {
+    dataset.validation = dataset.validation.slice(0, options.evalLimit);
+    dataset.test = dataset.test.slice(0, options.evalLimit);
+  }
   info(describeDataset(dataset));
   const kind = taskKind(options.task, dataset.labels);
   const earlierRun = options.from["*"];
