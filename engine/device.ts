@@ -69,6 +69,18 @@ export function gpu(): Gpu {
   return current;
 }
 
+// Known exit crash that no code here can prevent: under `deno test` on the GL backend (Mesa through
+// libglvnd's libEGL), a process sometimes aborts at exit with "double free or corruption" or another
+// heap-corruption message after every test passed (about 1 run in 100 of a one-file test, more on a loaded
+// machine). Deno runs each test file on a tokio blocking thread, and the first EGL call there gives that
+// thread a libglvnd thread-state record, freed by a pthread-key destructor when the thread exits. At the
+// end Deno shuts that thread down without joining it and calls exit(), and libEGL's destructor frees every
+// thread-state record without a lock, so both free the same record when they overlap. A five-line test
+// that only opens a device crashes the same way. Destroying the buffers and the device at unload, with or
+// without waiting for onSubmittedWorkDone, leaves the rate unchanged, because wgpu makes more EGL calls on
+// that thread when Deno drops the runtime. `deno run` is unaffected because its JavaScript runs on the
+// main thread. DENO_WEBGPU_BACKEND=vulkan with a Vulkan driver (Mesa lavapipe) loads no EGL and exits
+// cleanly.
 async function openDevice(): Promise<Gpu> {
   const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new NoAdapterError();
