@@ -111,6 +111,12 @@ const spec = {
       default: false,
       description: "give each sharing group one initial value",
     },
+    dropout: {
+      type: "string",
+      default: "0.1",
+      value: "p",
+      description: "dropout of models built from scratch",
+    },
     accumulate: { type: "string", default: "1", value: "n", description: "micro-batches per update" },
     clip: { type: "string", default: "1", value: "norm|off", description: "per-model gradient-norm bound" },
     distill: {
@@ -215,6 +221,7 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   options.adaptive = flags.adaptive === "on";
   options.alignInit = flags["align-init"];
   options.accumulate = positiveInteger(NAME, "accumulate", flags.accumulate);
+  options.dropout = positiveNumber("dropout", flags.dropout, true);
   options.clip = flags.clip === "off" ? null : positiveNumber("clip", flags.clip);
   options.distill = positiveNumber("distill", flags.distill, true);
   options.independent = flags.independent;

@@ -41,7 +41,7 @@ export interface VocabularyFacts {
 /** Builds one model from scratch, sized by its spec, for the task's head. */
 export function buildModel(
   spec: ModelSpec,
-  options: Pick<TrainOptions, "task" | "maxLength" | "seed">,
+  options: Pick<TrainOptions, "task" | "maxLength" | "seed" | "dropout">,
   vocabulary: VocabularyFacts,
   numLabels: number,
   index: number,
@@ -56,6 +56,9 @@ export function buildModel(
     intermediateSize: spec.intermediateSize,
     maxPositions: positions,
     padTokenId: spec.family === "gpt2" ? null : vocabulary.padId,
+    hiddenDropout: options.dropout,
+    embeddingDropout: options.dropout,
+    attentionDropout: options.dropout,
   });
   return new TransformerModel(config, {
     name: spec.name,

@@ -46,6 +46,8 @@ export interface TrainOptions {
   warmup: number;
   /** Decoupled weight decay. */
   weightDecay: number;
+  /** Dropout on hidden states and attention probabilities of models built from scratch. */
+  dropout: number;
   /** Per-model gradient-norm bound, or null. */
   clip: number | null;
   /** Seed of initial weights, data order, dropout and masking. */
@@ -188,6 +190,7 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     lr: 1e-3,
     warmup: 0.06,
     weightDecay: 0.01,
+    dropout: 0.1,
     clip: 1,
     seed: 0,
     sharing: 0.2,
@@ -241,6 +244,7 @@ export function checkTrainOptions(o: TrainOptions): void {
     fail(`weight-decay must be >= 0, got ${o.weightDecay}`);
   }
   if (o.clip !== null && !(o.clip > 0)) fail(`clip must be > 0, got ${o.clip}`);
+  if (!(o.dropout >= 0 && o.dropout < 1)) fail(`dropout must be in [0, 1), got ${o.dropout}`);
   if (!Number.isSafeInteger(o.seed) || o.seed < 0) fail(`seed must be an integer >= 0, got ${o.seed}`);
   for (const [name, ratio] of [["sharing", o.sharing], ["sync", o.sync]] as const) {
     if (ratio !== false && !(ratio >= 0 && ratio <= 1)) {
