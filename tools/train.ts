@@ -113,7 +113,7 @@ const spec = {
     },
     dropout: {
       type: "string",
-      default: "0.1",
+      default: "preset",
       value: "p",
       description: "dropout of models built from scratch",
     },
@@ -221,7 +221,7 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   options.adaptive = flags.adaptive === "on";
   options.alignInit = flags["align-init"];
   options.accumulate = positiveInteger(NAME, "accumulate", flags.accumulate);
-  options.dropout = positiveNumber("dropout", flags.dropout, true);
+  if (flags.dropout !== "preset") options.dropout = positiveNumber("dropout", flags.dropout, true);
   options.clip = flags.clip === "off" ? null : positiveNumber("clip", flags.clip);
   options.distill = positiveNumber("distill", flags.distill, true);
   options.independent = flags.independent;

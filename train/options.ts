@@ -93,7 +93,8 @@ export const PRESETS = {
     intermediateSize: 256,
     epochs: 4,
     batchSize: 32,
-    vocabSize: 4096,
+    vocabSize: 1024,
+    dropout: 0.2,
   },
   gpu: {
     hiddenSize: 256,
@@ -103,6 +104,7 @@ export const PRESETS = {
     epochs: 10,
     batchSize: 32,
     vocabSize: 8192,
+    dropout: 0.1,
   },
 } as const;
 
@@ -190,7 +192,7 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     lr: 1e-3,
     warmup: 0.06,
     weightDecay: 0.01,
-    dropout: 0.1,
+    dropout: p.dropout,
     clip: 1,
     seed: 0,
     sharing: 0.2,
