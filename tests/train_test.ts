@@ -18,6 +18,7 @@ function tiny(task: TaskName, overrides: Partial<TrainOptions> = {}): TrainOptio
     ...defaultOptions(task),
     models: parseModels("bert,gpt2,roberta", TINY),
     vocabSize: 320,
+    dropout: 0,
     batchSize: 8,
     limit: 24,
     epochs: 4,
