@@ -4,7 +4,9 @@
  * rejects bad flags with one line.
  */
 import { readSafetensors } from "../models/safetensors.ts";
+import { readAll } from "../engine/tensor.ts";
 import { train, type TrainResult } from "../train/loop.ts";
+import { prepareRun } from "../train/tasks.ts";
 import type { TaskName } from "../data/datasets.ts";
 import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
 import { assertBitwiseEqual, setup } from "./helpers.ts";
@@ -184,4 +186,26 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();
   if (tokenizers.join() !== "bert.json,gpt2.json,roberta.json") throw new Error(`tokenizers: ${tokenizers}`);
   for (const r of [first, continued, mixed]) await Deno.remove(r.folder, { recursive: true });
+});
+
+Deno.test("a placebo partner trains on the same examples with their labels permuted", async () => {
+  const options = tiny("sentiment", { shuffledLabels: ["gpt2"] });
+  const { runner, models } = await prepareRun(options, () => {});
+  const real: number[] = [];
+  const placebo: number[] = [];
+  for (const batch of runner.trainBatches(0, 8)) {
+    const [a, b] = await readAll([
+      runner.trainBatch("bert", batch.index).labels!,
+      runner.trainBatch("gpt2", batch.index).labels!,
+    ]);
+    real.push(...a);
+    placebo.push(...b);
+  }
+  // A permutation of the labels: the same counts, not the same order.
+  const sorted = (labels: number[]) => [...labels].sort().join();
+  if (sorted(real) !== sorted(placebo) || real.join() === placebo.join()) {
+    throw new Error(`labels ${real} and placebo labels ${placebo}`);
+  }
+  for (const model of Object.values(models)) model.dispose();
+  await Deno.remove(options.out, { recursive: true });
 });

@@ -126,6 +126,12 @@ const spec = {
       description: "mutual distillation weight (0: off)",
     },
     independent: { type: "boolean", default: false, description: "one plain AdamW per model, no mechanism" },
+    "shuffled-labels": {
+      type: "string",
+      default: "none",
+      value: "name,...",
+      description: "models trained on permuted labels (a placebo partner; classification)",
+    },
     from: {
       type: "string",
       default: "none",
@@ -225,6 +231,7 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   options.clip = flags.clip === "off" ? null : positiveNumber("clip", flags.clip);
   options.distill = positiveNumber("distill", flags.distill, true);
   options.independent = flags.independent;
+  if (flags["shuffled-labels"] !== "none") options.shuffledLabels = flags["shuffled-labels"].split(",");
   options.quiet = flags.quiet;
   options.limit = flags.limit === "none" ? null : positiveInteger(NAME, "limit", flags.limit);
   if (flags.weights !== "equal") {

@@ -68,6 +68,11 @@ export interface TrainOptions {
   distill: number;
   /** One plain AdamW per model and no mechanism (the baseline condition of an experiment). */
   independent: boolean;
+  /**
+   * Models trained on the training labels permuted at random (classification only): partners with
+   * the same shapes and gradient norms but no knowledge of the task, the placebo of an experiment.
+   */
+  shuffledLabels: string[];
   /** Start each model from a Hugging Face folder, by model name, or from an earlier run (key "*"). */
   from: Record<string, string>;
   /** Training steps between logged lines of metrics.jsonl. */
@@ -203,6 +208,7 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     accumulate: 1,
     distill: 0,
     independent: false,
+    shuffledLabels: [],
     from: {},
     logEvery: 10,
     evalEvery: budget.steps === null ? null : Math.ceil(budget.steps / 3),
@@ -261,6 +267,9 @@ export function checkTrainOptions(o: TrainOptions): void {
   if (o.independent && (o.distill > 0)) fail("independent trains each model alone; it excludes distill");
   for (const name of Object.keys(o.weights ?? {})) {
     if (!o.models.some((m) => m.name === name)) fail(`weights name "${name}", which is not a model`);
+  }
+  for (const name of o.shuffledLabels) {
+    if (!o.models.some((m) => m.name === name)) fail(`shuffled-labels names "${name}", which is not a model`);
   }
   for (const name of Object.keys(o.from)) {
     if (name !== "*" && !o.models.some((m) => m.name === name)) {

@@ -81,6 +81,8 @@ export class TaskRunner {
   readonly #groups = new Map<string, string>();
   #current: { index: number; encoded: Map<string, EncodedBatch> } | null = null;
   readonly #evaluation = new Map<string, EncodedBatch[]>();
+  /** Training examples with their labels permuted, for the models of `shuffledLabels` (a placebo). */
+  readonly #shuffled: unknown[] | null = null;
 
   /** A runner over `dataset` for models with the given encoders. */
   constructor(
@@ -94,7 +96,18 @@ export class TaskRunner {
     for (const [name, encoder] of Object.entries(encoders)) {
       if (!tokenizerIds.has(encoder.tokenizer)) tokenizerIds.set(encoder.tokenizer, tokenizerIds.size);
       this.#encoders.set(name, encoder);
-      this.#groups.set(name, `${tokenizerIds.get(encoder.tokenizer)}/${encoder.objective}`);
+      const placebo = options.shuffledLabels.includes(name) ? "/shuffled" : "";
+      this.#groups.set(name, `${tokenizerIds.get(encoder.tokenizer)}/${encoder.objective}${placebo}`);
+    }
+    if (options.shuffledLabels.length > 0) {
+      const train = dataset.train as { label?: number }[];
+      if (train.some((e) => typeof e.label !== "number")) {
+        throw new Error(
+          `train: shuffled labels need a classification task (sentiment, spam), not ${options.task}`,
+        );
+      }
+      const order = shuffledOrder(train.length, options.seed + 99_991, 0);
+      this.#shuffled = train.map((e, i) => ({ ...e, label: train[order[i]].label }));
     }
   }
 
@@ -114,10 +127,12 @@ export class TaskRunner {
     return encoder;
   }
 
-  #encodeGroups(examples: readonly unknown[], seed: number): Map<string, EncodedBatch> {
+  #encodeGroups(indices: readonly number[], seed: number): Map<string, EncodedBatch> {
     const out = new Map<string, EncodedBatch>();
     for (const [name, group] of this.#groups) {
       if (out.has(group)) continue;
+      const source = group.endsWith("/shuffled") ? this.#shuffled! : this.dataset.train;
+      const examples = indices.map((i) => source[i]);
       out.set(
         group,
         trimBatch(this.kind.encode(examples, this.#encoder(name), this.options.maxLength, seed)),
@@ -133,10 +148,8 @@ export class TaskRunner {
   *trainBatches(epoch: number, batchSize: number, skip = 0): Generator<{ index: number; tokens: number }> {
     const order = shuffledOrder(this.trainSize, this.options.seed, epoch);
     for (let index = skip; index * batchSize < order.length; index++) {
-      const examples = order.slice(index * batchSize, (index + 1) * batchSize).map((i) =>
-        this.dataset.train[i]
-      );
-      const encoded = this.#encodeGroups(examples, this.options.seed * 1_000_003 + epoch * 10_007 + index);
+      const indices = order.slice(index * batchSize, (index + 1) * batchSize);
+      const encoded = this.#encodeGroups(indices, this.options.seed * 1_000_003 + epoch * 10_007 + index);
       this.#current = { index, encoded };
       yield { index, tokens: realTokens(encoded.values().next().value!) };
     }
