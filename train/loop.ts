@@ -31,6 +31,10 @@ export interface TrainResult {
   steps: number;
   /** Seconds spent in this call. */
   seconds: number;
+  /** The task's headline metric: in words, its key in the metrics, and its direction. */
+  metric: { name: string; key: string; higherIsBetter: boolean };
+  /** Training steps per epoch. */
+  stepsPerEpoch: number;
 }
 
 /** Where to write progress and messages (the command prints to stderr; tests collect lines). */
@@ -134,7 +138,14 @@ export async function train(
     };
   }
   results[`baseline (${baseline.name})`] = { validation: baseline.validation, test: baseline.test };
-  return { folder: folder.path, results, steps: step - startStep, seconds: elapsed(started) };
+  return {
+    folder: folder.path,
+    results,
+    steps: step - startStep,
+    seconds: elapsed(started),
+    metric: { name: runner.metricName, key: runner.primaryMetric, higherIsBetter: runner.kind.higherIsBetter },
+    stepsPerEpoch,
+  };
 }
 
 /** Seconds since `since` (a performance.now() reading). */
