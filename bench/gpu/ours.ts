@@ -1,0 +1,188 @@
+/**
+ * The Deno half of the side-by-side benchmark (`bash bench/gpu/run.sh` runs both halves).
+ *
+ *     deno run --allow-read --allow-write --allow-env bench/gpu/ours.ts <folder> [--doc docs/PERFORMANCE.md]
+ *     deno run --allow-read --allow-env bench/gpu/ours.ts --dry-run
+ *
+ * With a folder written by torch_side.py it checks every workload against PyTorch's outputs, exits
+ * 1 naming each workload and tensor off its tolerance before anything is timed, then times every
+ * workload, prints the table of ours / PyTorch with the targets and, with `--doc`, writes it into
+ * that file's results section. `--dry-run` needs no folder and no PyTorch: the tiny shapes, expected
+ * values from float64 references (standalone runs for the models), a few repetitions - the code path
+ * of every workload on whatever adapter there is, not a measurement.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { openGpuOrExit } from "../../tools/start.ts";
+import { exitWithUsageError } from "../../tools/args.ts";
+import { computedSource, describeFailure, folderSource, passes, type Source } from "./check.ts";
+import { type Size, workloads } from "./inputs.ts";
+import { attentionWorkload, chainWorkload, layerNormWorkload, matmulWorkload } from "./kernel_workloads.ts";
+import { modelsWorkload } from "./model_workloads.ts";
+import { optimizerWorkload } from "./optimizer_workload.ts";
+import { markdownTable, met, replaceResults, tableRows, type Times } from "./report.ts";
+import { DRY_TIMING, FULL_TIMING, type Measurement } from "./timing.ts";
+import type { Workload } from "./workload.ts";
+
+const NAME = "bench/gpu/ours.ts";
+
+/** What torch_side.py records in `torch.json`. */
+interface TorchRun {
+  size: Size;
+  device: string;
+  card: string;
+  driver: string;
+  torch: string;
+  transformers: string;
+  optimizer: string;
+  date: string;
+  timings: Record<string, { ms: number }>;
+}
+
+const { values: flags, positionals } = (() => {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        "dry-run": { type: "boolean", default: false },
+        only: { type: "string", default: "" },
+        doc: { type: "string", default: "" },
+        json: { type: "string", default: "" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      allowPositionals: true,
+    });
+  } catch (error) {
+    exitWithUsageError(NAME, (error as Error).message.split("\n")[0]);
+  }
+})();
+
+if (flags.help) {
+  console.log(
+    `usage: deno run --allow-read --allow-write --allow-env ${NAME} (<folder> | --dry-run) [options]\n\n` +
+      "Checks our kernels, optimizer and models against PyTorch's outputs in <folder> (written by\n" +
+      "bench/gpu/torch_side.py), then times them and prints ours / PyTorch against the targets.\n\n" +
+      "options:\n" +
+      "  --dry-run      tiny shapes, float64 references, no folder: runs every code path\n" +
+      "  --only LIST    comma-separated prefixes of workload ids (matmul, attention/T512, model/small...)\n" +
+      "  --doc PATH     write the table into the results section of PATH (docs/PERFORMANCE.md)\n" +
+      "  --json PATH    write every measurement and PyTorch's run record as JSON\n" +
+      "  -h, --help     print this help and exit",
+  );
+  Deno.exit(0);
+}
+const dryRun = flags["dry-run"];
+if (dryRun === (positionals.length === 1) || positionals.length > 1) {
+  exitWithUsageError(NAME, "give either one folder written by torch_side.py or --dry-run");
+}
+if (dryRun && flags.doc) exitWithUsageError(NAME, "--doc needs PyTorch's figures; a dry run has none");
+
+const folder = positionals[0] ?? null;
+let torchRun: TorchRun | null = null;
+if (folder) {
+  const path = `${folder}/torch.json`;
+  try {
+    torchRun = JSON.parse(await Deno.readTextFile(path));
+  } catch (error) {
+    exitWithUsageError(NAME, `${path}: ${(error as Error).message} (run torch_side.py first)`);
+  }
+}
+const size: Size = torchRun?.size ?? "tiny";
+const w = workloads(size);
+const filters = flags.only ? flags.only.split(",").filter((f) => f !== "") : [];
+const selected = (id: string) => filters.length === 0 || filters.some((f) => id.startsWith(f));
+
+const gpuInfo = await openGpuOrExit();
+const source: Source = folder ? folderSource(folder) : computedSource();
+
+const makers: (readonly [string, () => Workload | Promise<Workload>])[] = [
+  ...w.matmul.map((m) => [`matmul/${m.id}`, () => matmulWorkload(m, source)] as const),
+  ...w.attention.cases.map((c) =>
+    [`attention/${c.id}`, () => attentionWorkload(w.attention, c, source)] as const
+  ),
+  ["layernorm", () => layerNormWorkload(w.layernorm, source)],
+  ["chain", () => chainWorkload(w.chain, source)],
+  ["optimizer", () => optimizerWorkload(w.optimizer, source)],
+  ...w.models.sizes.map((s) => [`model/${s.id}`, () => modelsWorkload(s, w.models, source)] as const),
+];
+const chosen = makers.filter(([id]) => selected(id));
+if (chosen.length === 0) exitWithUsageError(NAME, `--only ${flags.only} selects no workload`);
+
+// Every check runs before anything is timed: a wrong kernel fails the run, it is never timed.
+console.log(`checking ${chosen.length} workloads (${size} shapes) against ${source.label}`);
+const active: Workload[] = [];
+const failures: string[] = [];
+for (const [id, make] of chosen) {
+  try {
+    const workload = await make();
+    active.push(workload);
+    const comparisons = await workload.check();
+    const worst = comparisons.reduce((a, b) => (b.error / b.tolerance > a.error / a.tolerance ? b : a));
+    const failed = comparisons.filter((c) => !passes(c));
+    failures.push(...failed.map(describeFailure));
+    console.log(
+      `${failed.length ? "FAIL" : "ok  "} ${id}: ${comparisons.length} tensors, worst ${worst.tensor} ` +
+        `${worst.error.toExponential(1)} (tolerance ${worst.tolerance.toExponential(0)})`,
+    );
+  } catch (error) {
+    failures.push(`${id}: ${(error as Error).message}`);
+    console.log(`FAIL ${id}: ${(error as Error).message}`);
+  }
+}
+if (failures.length > 0) {
+  for (const failure of failures) console.error(`${NAME}: check failed: ${failure}`);
+  console.error(`${NAME}: ${failures.length} check(s) failed; nothing was timed`);
+  Deno.exit(1);
+}
+
+const timing = size === "full" ? FULL_TIMING : DRY_TIMING;
+const measurements: Measurement[] = [];
+for (const workload of active) {
+  const measured = await workload.time(timing);
+  for (const m of measured) console.log(`timed ${m.id}: ${m.ms.toFixed(3)} ms (${m.reps} reps)`);
+  measurements.push(...measured);
+  workload.dispose();
+}
+
+const ours: Times = new Map(measurements.map((m) => [m.id, m.ms]));
+const torchTimes: Times | null = torchRun
+  ? new Map(Object.entries(torchRun.timings).map(([id, t]) => [id, t.ms]))
+  : null;
+const rows = tableRows(w, ours, torchTimes, torchRun?.optimizer ?? "PyTorch AdamW").filter((r) =>
+  r.ours !== null
+);
+const judged = size === "full";
+const table = markdownTable(rows, judged);
+const date = new Date().toISOString().slice(0, 10);
+const command = Deno.env.get("BENCH_GPU_COMMAND") ?? `deno run ... ${NAME} ${Deno.args.join(" ")}`;
+const verdict = judged
+  ? `Targets met: ${rows.filter((r) => met(r) === true).length} of ${
+    rows.filter((r) => met(r) !== null).length
+  }.`
+  : "Tiny shapes: a check of correctness and of the code paths; no time here means anything, no target is judged.";
+const header = torchRun
+  ? `Run of ${date}: **${torchRun.card}** (driver ${torchRun.driver}), WebGPU adapter "${gpuInfo.profile.name}", ` +
+    `Deno ${Deno.version.deno}; PyTorch ${torchRun.torch} on ${torchRun.device} (TF32 off), transformers ` +
+    `${torchRun.transformers}; ${size} shapes. Command: \`${command}\`. Every workload below passed its check ` +
+    `against PyTorch before it was timed. ${verdict}`
+  : `Dry run of ${date} on "${gpuInfo.profile.name}", Deno ${Deno.version.deno}: checked against float64 ` +
+    `references (the models against standalone runs), a few repetitions each. ${verdict}`;
+console.log(`\n${header}\n\n${table}`);
+
+if (flags.doc) {
+  const doc = await Deno.readTextFile(flags.doc);
+  await Deno.writeTextFile(flags.doc, replaceResults(doc, `${header}\n\n${table}`, flags.doc));
+  console.log(`\nwrote the results into ${flags.doc}`);
+}
+if (flags.json) {
+  const record = {
+    date,
+    adapter: gpuInfo.profile.name,
+    deno: Deno.version.deno,
+    size,
+    measurements,
+    torch: torchRun,
+  };
+  await Deno.writeTextFile(flags.json, JSON.stringify(record, null, 2) + "\n");
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark against PyTorch, both halves in one command (docs/PERFORMANCE.md):
+#   bash bench/gpu/run.sh [--size full|tiny] [--device cuda|cpu] [--only LIST] [--out DIR]
+# 1. bench/gpu/torch_side.py (python3 with torch, transformers, safetensors; PYTHON overrides) runs every
+#    workload in PyTorch, saves the outputs our side is checked against and times them, into DIR
+#    (default: a new folder under /tmp);
+# 2. bench/gpu/ours.ts checks our outputs against PyTorch's (exit 1, naming the workload, before
+#    anything is timed), times ours and prints the table; a whole full-size run on CUDA also writes it
+#    into docs/PERFORMANCE.md, and DIR/results.json keeps every measurement.
+# --only takes comma-separated prefixes of workload ids: matmul, attention/T512, layernorm, chain,
+# optimizer, model/small, model/large. --size tiny --device cpu is a correctness check on any machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command_line="bash bench/gpu/run.sh${*:+ $*}"
+size=full device=cuda only="" out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size | --device | --only | --out)
+      [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
+      case "$1" in
+        --size) size=$2 ;;
+        --device) device=$2 ;;
+        --only) only=$2 ;;
+        --out) out=$2 ;;
+      esac
+      shift 2 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+out=${out:-$(mktemp -d /tmp/bench-gpu.XXXXXX)}
+mkdir -p "$out"
+only_flag=()
+[ -z "$only" ] || only_flag=(--only "$only")
+doc_flag=()
+# Only a whole run on CUDA replaces the results in docs/PERFORMANCE.md; partial runs print their table.
+[ "$size" != full ] || [ "$device" != cuda ] || [ -n "$only" ] || doc_flag=(--doc docs/PERFORMANCE.md)
+
+"${PYTHON:-python3}" bench/gpu/torch_side.py --out "$out" --size "$size" --device "$device" "${only_flag[@]}"
+BENCH_GPU_COMMAND="$command_line" deno run --cached-only --allow-read --allow-env \
+  --allow-write="$out,docs/PERFORMANCE.md" bench/gpu/ours.ts "$out" --json "$out/results.json" \
+  "${only_flag[@]}" "${doc_flag[@]}"
+# The table is written unaligned; the formatter keeps `deno fmt --check` (part of `deno task test`) passing.
+[ ${#doc_flag[@]} -eq 0 ] || deno fmt --quiet docs/PERFORMANCE.md
+echo "reference files and results.json: $out"

@@ -1,0 +1,245 @@
+/**
+ * The side-by-side benchmark against PyTorch (bench/gpu/): its dry run end to end, the folder path
+ * with a reference that is right and one that is wrong (which must fail before anything is timed),
+ * the input hash both halves share, and the table's verdicts. With `.venv/bin/python` holding torch
+ * and transformers, the PyTorch half runs on the CPU and our side is checked against it.
+ */
+import { array64 } from "../kernels/reference/array.ts";
+import { matmul } from "../kernels/reference/matmul.ts";
+import { writeSafetensors } from "../models/safetensors.ts";
+import { compare, passes } from "../bench/gpu/check.ts";
+import { hash32, streamInts, streamValues, workloads } from "../bench/gpu/inputs.ts";
+import { markdownTable, met, ratio, replaceResults, RESULT_MARKERS, type Row } from "../bench/gpu/report.ts";
+import { assertBitwiseEqual } from "./helpers.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function ours(...args: string[]): Promise<Result> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", "bench/gpu/ours.ts", ...args],
+    cwd: root,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: output.code, stdout: text.decode(output.stdout), stderr: text.decode(output.stderr) };
+}
+
+function expectExit(result: Result, code: number, what: string): void {
+  if (result.code !== code) {
+    throw new Error(`${what}: exit ${result.code}, expected ${code}\n${result.stdout}\n${result.stderr}`);
+  }
+}
+
+Deno.test("the dry run checks and times every workload on the software adapter and prints the table", async () => {
+  const result = await ours("--dry-run");
+  expectExit(result, 0, "ours.ts --dry-run");
+  const w = workloads("tiny");
+  const ids = [
+    ...w.matmul.map((m) => `matmul/${m.id}`),
+    ...w.attention.cases.map((c) => `attention/${c.id}`),
+    "layernorm",
+    "chain",
+    "optimizer",
+    ...w.models.sizes.map((s) => `model/${s.id}`),
+  ];
+  for (const id of ids) {
+    if (!result.stdout.includes(`ok   ${id}:`)) {
+      throw new Error(`no passing check of ${id}:\n${result.stdout}`);
+    }
+  }
+  const rows = [
+    "| workload | ours | baseline | ours / baseline | target | met |",
+    "| matmul square-64",
+    "| attention fwd+bwd B2 H2 T24 D16 padded",
+    "| LayerNorm fwd+bwd",
+    "| gelu(x + bias) + residual",
+    "AdamW only",
+    "sharing + sync + adaptive every step",
+    "| small: joint step vs our sequential",
+    "| large: sequential (the three steps alone, summed)",
+  ];
+  for (const row of rows) {
+    if (!result.stdout.includes(row)) throw new Error(`the table has no "${row}":\n${result.stdout}`);
+  }
+  if (result.stdout.includes("**no**") || result.stdout.includes("| yes |")) {
+    throw new Error(`a dry run judged a target:\n${result.stdout}`);
+  }
+});
+
+/** A folder as torch_side.py writes it, holding only the tiny square-64 product with output `c`. */
+async function productFolder(c: Float32Array | Float64Array): Promise<string> {
+  const folder = await Deno.makeTempDir({ prefix: "bench-gpu-test-" });
+  const record = {
+    size: "tiny",
+    device: "cpu",
+    card: "test",
+    driver: "-",
+    torch: "-",
+    transformers: "-",
+    optimizer: "-",
+    date: "-",
+    timings: { "matmul/square-64": { ms: 1 } },
+  };
+  await Deno.writeTextFile(`${folder}/torch.json`, JSON.stringify(record));
+  await writeSafetensors(`${folder}/matmul-square-64.safetensors`, {
+    c: { shape: [64, 64], data: Float32Array.from(c) },
+  });
+  return folder;
+}
+
+function expectedProduct(): Float64Array {
+  const a = array64([64, 64], streamValues("matmul.a", 64 * 64));
+  const b = array64([64, 64], streamValues("matmul.b", 64 * 64));
+  return matmul(a, b).data;
+}
+
+Deno.test("a folder's reference is checked and the workload timed against its PyTorch time", async () => {
+  const folder = await productFolder(expectedProduct());
+  try {
+    const result = await ours(folder, "--only", "matmul/square-64");
+    expectExit(result, 0, "ours.ts with a right reference");
+    if (!/\| matmul square-64: .* \| PyTorch a @ b \(TF32 off\): 1\.00 ms/.test(result.stdout)) {
+      throw new Error(`no row against PyTorch's 1 ms:\n${result.stdout}`);
+    }
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("a reference that disagrees fails the run, naming workload, tensor and element, before timing", async () => {
+  const wrong = expectedProduct();
+  wrong[64 * 17 + 5] += 1;
+  const folder = await productFolder(wrong);
+  try {
+    const result = await ours(folder, "--only", "matmul/square-64");
+    expectExit(result, 1, "ours.ts with a wrong reference");
+    if (
+      !result.stderr.includes("check failed: matmul/square-64: c: error") ||
+      !result.stderr.includes("element 1093")
+    ) {
+      throw new Error(`the failure does not name the workload, tensor and element:\n${result.stderr}`);
+    }
+    if (result.stdout.includes("timed ")) throw new Error(`a failed check was timed:\n${result.stdout}`);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("a missing reference file or a bad flag is an error, not a pass", async () => {
+  const folder = await productFolder(expectedProduct());
+  try {
+    const missing = await ours(folder, "--only", "layernorm");
+    expectExit(missing, 1, "ours.ts without layernorm.safetensors");
+    if (!missing.stderr.includes("layernorm.safetensors")) throw new Error(missing.stderr);
+    expectExit(await ours(folder, "--only", "nothing-matches"), 2, "ours.ts --only nothing-matches");
+    expectExit(await ours("--dry-run", folder), 2, "ours.ts --dry-run with a folder");
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("the input hash matches torch_side.py's (values pinned from PyTorch 2.13)", () => {
+  assertBitwiseEqual([0, 1, 12345, 99999999].map((i) => hash32(i, 7)), [
+    2834455371,
+    888469281,
+    1296396589,
+    1295107298,
+  ], "hash32");
+  assertBitwiseEqual(
+    streamValues("optimizer.g1", 4, 99999996),
+    Float32Array.of(
+      -0.0075382874347269535,
+      0.009672751650214195,
+      0.010144300758838654,
+      -0.012267770245671272,
+    ),
+    "optimizer.g1",
+  );
+  assertBitwiseEqual(
+    streamValues("layernorm.x", 3),
+    Float32Array.of(1.6397923231124878, -0.17254850268363953, 1.1443370580673218),
+    "layernorm.x",
+  );
+  assertBitwiseEqual(streamInts("model.ids", 5, 2, 8192), [266, 6676, 7598, 5692, 6855], "model.ids");
+});
+
+Deno.test("comparisons scale by the expected maximum and never pass a NaN or a length mismatch", () => {
+  const ok = compare("w", "t", [1, 2.0001], [1, 2], 1e-4);
+  if (!passes(ok) || Math.abs(ok.error - 5e-5) > 1e-9) throw new Error(JSON.stringify(ok));
+  if (passes(compare("w", "t", [1, NaN], [1, 2], 1))) throw new Error("NaN passed");
+  if (passes(compare("w", "t", [1], [1, 2], 1))) throw new Error("a length mismatch passed");
+  const floored = compare("w", "t", [1e-6], [0], 1e-3, 1e-2);
+  if (!passes(floored)) throw new Error(`the floor was not applied: ${JSON.stringify(floored)}`);
+});
+
+Deno.test("rows judge time ratios from above, rate ratios from below, and replace the doc's results", () => {
+  const time: Row = {
+    label: "a",
+    ours: 3,
+    baseline: 2,
+    baselineLabel: "b",
+    terms: "time",
+    target: { bound: 1.5 },
+  };
+  const rate: Row = {
+    label: "r",
+    ours: 4,
+    baseline: 2,
+    baselineLabel: "b",
+    terms: "rate",
+    target: { bound: 0.6 },
+  };
+  if (ratio(time) !== 1.5 || met(time) !== true) throw new Error(`time row: ${ratio(time)} ${met(time)}`);
+  if (ratio(rate) !== 0.5 || met(rate) !== false) throw new Error(`rate row: ${ratio(rate)} ${met(rate)}`);
+  const table = markdownTable([time, rate], true);
+  if (
+    !table.includes("| 1.50x time | time ≤ 1.50x | yes |") ||
+    !table.includes("| 0.50x rate | rate ≥ 0.60x | **no** |")
+  ) {
+    throw new Error(table);
+  }
+  const doc = `# T\n\n${RESULT_MARKERS[0]}\nold\n${RESULT_MARKERS[1]}\n\ntail\n`;
+  const replaced = replaceResults(doc, "new", "doc.md");
+  if (replaced !== `# T\n\n${RESULT_MARKERS[0]}\n\nnew\n\n${RESULT_MARKERS[1]}\n\ntail\n`) {
+    throw new Error(replaced);
+  }
+});
+
+const python = `${root}.venv/bin/python`;
+const hasTorch = await new Deno.Command(python, {
+  args: ["-c", "import torch, transformers, safetensors"],
+  stdout: "null",
+  stderr: "null",
+}).output().then((o) => o.success, () => false);
+
+Deno.test({
+  name: "with torch on the CPU: the PyTorch half's tiny references pass our check (skipped without .venv)",
+  ignore: !hasTorch,
+  async fn() {
+    const folder = await Deno.makeTempDir({ prefix: "bench-gpu-torch-" });
+    try {
+      const torchSide = await new Deno.Command(python, {
+        args: ["bench/gpu/torch_side.py", "--out", folder, "--size", "tiny", "--device", "cpu"],
+        cwd: root,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!torchSide.success) throw new Error(new TextDecoder().decode(torchSide.stderr));
+      const result = await ours(folder);
+      expectExit(result, 0, "ours.ts against PyTorch on the CPU");
+      if (!result.stdout.includes("| large: joint step vs PyTorch sequential |")) {
+        throw new Error(result.stdout);
+      }
+    } finally {
+      await Deno.remove(folder, { recursive: true });
+    }
+  },
+});
