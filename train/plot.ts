@@ -1,6 +1,6 @@
 /**
  * A small dependency-free line chart writer for the training report: line series with gaps at
- * NaN/Infinity, dashed horizontal reference lines, event marks along the x axis, nice ticks, a
+ * NaN/Infinity, shaded bands (such as an interval over seeds), dashed horizontal reference lines, event marks along the x axis, nice ticks, a
  * legend, a title and an optional log-scale y axis. The result is a standalone SVG document with
  * width, height and viewBox, which Markdown viewers such as GitHub render from `![](chart.svg)`.
  *
@@ -24,6 +24,27 @@ export interface Series {
   /** Draw dashed (default false). */
   dashed?: boolean;
   /** List in the legend (default true). */
+  legend?: boolean;
+}
+
+/**
+ * A shaded area between two curves over the same x, such as a confidence band over seeds; drawn
+ * beneath the lines. A point whose x, low or high is not finite (or not positive on a log axis) is a gap.
+ */
+export interface Band {
+  /** Legend text. */
+  name: string;
+  /** X values, in drawing order. */
+  x: ArrayLike<number>;
+  /** Lower edge, one per x. */
+  low: ArrayLike<number>;
+  /** Upper edge, one per x. */
+  high: ArrayLike<number>;
+  /** Fill colour (CSS); default: the palette colour of the band's position. */
+  color?: string;
+  /** Fill opacity, 0-1 (default 0.18). */
+  opacity?: number;
+  /** List in the legend (default false: a band usually belongs to a line that is listed). */
   legend?: boolean;
 }
 
@@ -59,6 +80,8 @@ export interface ChartOptions {
   yLabel?: string;
   /** The lines. */
   series: Series[];
+  /** Shaded bands beneath the lines. */
+  bands?: Band[];
   /** Horizontal reference lines. */
   lines?: ReferenceLine[];
   /** Event marks. */
@@ -245,6 +268,34 @@ function pathOf(xs: number[], ys: number[]): { d: string; dots: [number, number]
   return { d: parts.join(""), dots };
 }
 
+/**
+ * The SVG path data of a band: one closed polygon per run of shown points, along the upper edge
+ * forwards and the lower edge back. A single shown point between gaps draws nothing.
+ */
+function bandPath(
+  band: Band,
+  shown: (i: number) => boolean,
+  toX: (v: number) => number,
+  toY: (v: number) => number,
+): string {
+  const parts: string[] = [];
+  let run: number[] = [];
+  const flush = () => {
+    if (run.length > 1) {
+      const upper = run.map((i, k) => `${k ? "L" : "M"}${r2(toX(band.x[i]))} ${r2(toY(band.high[i]))}`);
+      const lower = [...run].reverse().map((i) => `L${r2(toX(band.x[i]))} ${r2(toY(band.low[i]))}`);
+      parts.push(`${upper.join("")}${lower.join("")}Z`);
+    }
+    run = [];
+  };
+  for (let i = 0; i < band.x.length; i++) {
+    if (shown(i)) run.push(i);
+    else flush();
+  }
+  flush();
+  return parts.join("");
+}
+
 /** A standalone SVG line chart; see {@linkcode ChartOptions}. */
 export function lineChart(options: ChartOptions): string {
   const width = options.width ?? 720;
@@ -260,13 +311,30 @@ export function lineChart(options: ChartOptions): string {
     }
     return { ...s, color: s.color ?? PALETTE[i % PALETTE.length] };
   });
+  const bands = (options.bands ?? []).map((b, i) => {
+    if (b.x.length !== b.low.length || b.x.length !== b.high.length) {
+      throw new Error(
+        `lineChart "${options.title}": band "${b.name}" has ${b.x.length} x, ${b.low.length} low and ` +
+          `${b.high.length} high values`,
+      );
+    }
+    return { ...b, color: b.color ?? PALETTE[i % PALETTE.length] };
+  });
   const shown = (s: Series, i: number) =>
     Number.isFinite(s.x[i]) && Number.isFinite(s.y[i]) && (!options.logY || s.y[i] > 0);
+  const bandShown = (b: Band, i: number) =>
+    Number.isFinite(b.x[i]) && Number.isFinite(b.low[i]) && Number.isFinite(b.high[i]) &&
+    (!options.logY || (b.low[i] > 0 && b.high[i] > 0));
   const xValues: number[] = [];
   const yValues: number[] = lines.map((l) => l.y);
   for (const s of series) {
     for (let i = 0; i < s.x.length; i++) {
       if (shown(s, i)) xValues.push(s.x[i]), yValues.push(s.y[i]);
+    }
+  }
+  for (const b of bands) {
+    for (let i = 0; i < b.x.length; i++) {
+      if (bandShown(b, i)) xValues.push(b.x[i]), yValues.push(b.low[i], b.high[i]);
     }
   }
   for (const m of marks) xValues.push(...Array.from(m.x));
@@ -333,7 +401,14 @@ export function lineChart(options: ChartOptions): string {
     );
   }
 
-  const legend: { name: string; color: string; dashed: boolean; tick: boolean }[] = [];
+  const legend: { name: string; color: string; dashed: boolean; tick: boolean; area?: number }[] = [];
+  for (const b of bands) {
+    const color = escapeXml(b.color);
+    const opacity = b.opacity ?? 0.18;
+    const d = bandPath(b, (i) => bandShown(b, i), xAxis.toPixel, yAxis.toPixel);
+    if (d) out.push(`<path d="${d}" fill="${color}" fill-opacity="${opacity}" stroke="none"/>`);
+    if (b.legend ?? false) legend.push({ name: b.name, color, dashed: false, tick: false, area: opacity });
+  }
   for (const line of lines) {
     const y = yAxis.toPixel(line.y);
     const color = escapeXml(line.color ?? "#555555");
@@ -390,7 +465,11 @@ export function lineChart(options: ChartOptions): string {
     const x = plot.right + 14;
     const name = entry.name.length > 22 ? `${entry.name.slice(0, 21)}…` : entry.name;
     out.push(
-      entry.tick
+      entry.area !== undefined
+        ? `<rect x="${x}" y="${
+          y - 5
+        }" width="20" height="10" fill="${entry.color}" fill-opacity="${entry.area}"/>`
+        : entry.tick
         ? `<path d="M${x + 10} ${y + 5}v-10" stroke="${entry.color}" stroke-width="2"/>`
         : `<line x1="${x}" y1="${y}" x2="${x + 20}" y2="${y}" stroke="${entry.color}" stroke-width="2"${
           entry.dashed ? ` stroke-dasharray="6 4"` : ""

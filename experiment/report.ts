@@ -1,0 +1,431 @@
+/**
+ * `docs/RESULTS.md` of `deno task experiment`: {@linkcode writeResults} turns the raw run lines into
+ * the document (method, a verdict per claim, the grid and every table with where its numbers came
+ * from) and its SVG plots in `docs/results/`: validation curves with a band over seeds per task,
+ * and the ablations as bars with interval whiskers. Groups that have not run yet are shown as "not
+ * run", so a partial experiment renders too.
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { formatMetric } from "../train/report.ts";
+import { ablationChart, curveChart, slug } from "./charts.ts";
+import { claimRows, claimSection } from "./claims.ts";
+import {
+  code,
+  differenceText,
+  durationText,
+  estimateText,
+  fixed,
+  intervalText,
+  md,
+  NOT_RUN,
+  nText,
+  provenance,
+  table,
+} from "./markdown.ts";
+import { type ExperimentRun, gridRows, tasksOf } from "./runs.ts";
+import type { Estimate, Interval } from "./stats.ts";
+import {
+  ablationRows,
+  BOOTSTRAP_SEED,
+  type ComparisonRow,
+  comparisonRows,
+  computeRows,
+  placeboRows,
+  type StepsCell,
+  stepsRows,
+  TARGET_FRACTION,
+} from "./tables.ts";
+
+/** What the document's header says about the experiment as a whole. */
+export interface ResultsMeta {
+  /** The command that ran the experiment. */
+  command: string;
+  /** The GPU adapter, in words. */
+  adapter: string;
+  /** When it ran (ISO 8601). */
+  date: string;
+  /** Wall time of the whole experiment. */
+  durationSeconds: number;
+}
+
+/** The files of the results: "RESULTS.md" and "results/<name>.svg", relative to the docs folder. */
+export type ResultsFiles = Record<string, string>;
+
+function methodSection(): string[] {
+  return [
+    "## Method",
+    "",
+    "- **Seeds and pairing.** Every cell should have at least 5 seeds; a count below 5 is marked `(< 5)`. " +
+    "Conditions are compared **paired by seed** (the same seed's data order and initialisation on both " +
+    "sides): the difference is computed per seed, then averaged.",
+    "- **Intervals.** Means and paired differences carry a **95% Student-t interval**, mean ± t(0.975, n-1) " +
+    "· sd / √n, with the t quantile computed from the incomplete beta function (`experiment/stats.ts`). " +
+    `Ratios (fewer steps in %, relative compute) carry a **95% percentile bootstrap** interval over seeds ` +
+    `(10 000 resamples, seed ${BOOTSTRAP_SEED}; paired when both sides have the same seeds). ` +
+    "One seed gives no interval.",
+    "- **Units.** Accuracy and span F1 are shown in points (x100); QA's exact match and F1 already are. " +
+    "Scores are on the **test** split, at the end of training.",
+    "- **Learning rate.** Each condition's rate is the one with the best mean validation score (mean over " +
+    "the models and seeds) in the grid below; the later groups run at the rates the protocol derives from " +
+    "it, which each table shows. Where a condition ran at several rates outside the grid, a table uses the " +
+    "grid's choice, else the rate with the best mean validation.",
+    `- **Steps to target.** The target is ${TARGET_FRACTION * 100}% of the independent model's mean final ` +
+    "validation score on that task (divided by 0.9 where lower is better): a level every independent run " +
+    "reaches near its end, so the count measures speed rather than final quality. A run is counted at the " +
+    "first validation evaluation at or past the target; a run that never gets there is **censored** and " +
+    "counted at its length, a lower bound on what it would need.",
+    "- **Claim rule.** Each effect is oriented so that larger supports the claim (points gained, % fewer " +
+    "steps, cost relative to joint). **Confirmed**: the whole interval lies above no effect (0, or 1 for a " +
+    "ratio) and the estimate is at least the claimed minimum (1.2 points; 27% fewer steps; 3.0x and 1.2x). " +
+    "**Contradicted**: the whole interval lies below the claimed minimum, which includes an interval " +
+    "wholly on the wrong side of no effect. **Not confirmed**: anything else, and always without an " +
+    "interval. For steps, censoring biases the count towards the censored side, so a verdict is held at " +
+    "not confirmed when it would rest on censored runs of the side it favours.",
+    "",
+  ];
+}
+
+function gridSection(runs: readonly ExperimentRun[]): string[] {
+  const rows = gridRows(runs);
+  const out = ["## Learning-rate grid", ""];
+  if (rows.length === 0) return [...out, "Not run: no grid runs yet.", ""];
+  out.push(
+    ...table(
+      ["task", "condition", "lr", "seeds", "mean validation (points) [95% CI]", "per model", "chosen"],
+      rows.map((g) => [
+        md(g.task),
+        md(g.condition),
+        String(g.lr),
+        g.seeds.join(", "),
+        estimateText(g.validation),
+        Object.entries(g.perModel).map(([m, v]) => `${md(m)} ${fixed(v)}`).join(", "),
+        g.chosen ? "**yes**" : "",
+      ]),
+    ),
+    "",
+    provenance(runs.filter((r) => r.group === "grid")),
+    "",
+  );
+  return out;
+}
+
+function comparisonTable(rows: readonly ComparisonRow[]): string[] {
+  return table(
+    [
+      "task",
+      "model",
+      "metric",
+      "lr (ind. / joint)",
+      "independent [95% CI]",
+      "joint [95% CI]",
+      "joint - independent [95% CI]",
+      "n pairs",
+    ],
+    rows.map((r) =>
+      r.model === "–" ? [md(r.task), "–", "–", "–", NOT_RUN, NOT_RUN, NOT_RUN, "0"] : [
+        md(r.task),
+        md(r.model),
+        md(r.metric) + (r.primary ? "" : " (secondary)"),
+        `${r.lr.independent ?? "–"} / ${r.lr.joint ?? "–"}`,
+        estimateText(r.independent),
+        estimateText(r.joint),
+        differenceText(r.difference),
+        nText(r.difference?.n),
+      ]
+    ),
+  );
+}
+
+function stepsText(cell: StepsCell | null): [string, string] {
+  if (!cell) return [NOT_RUN, "–"];
+  const bound = cell.censored ? "≥ " : "";
+  return [
+    `${bound}${fixed(cell.mean, 1)} (median ${bound}${fixed(cell.median, 0)})`,
+    `${cell.censored} of ${cell.n}`,
+  ];
+}
+
+function stepsSection(runs: readonly ExperimentRun[]): string[] {
+  const rows = stepsRows(runs);
+  return [
+    "## Table 2: steps to the validation target",
+    "",
+    `Target: ${
+      TARGET_FRACTION * 100
+    }% of the independent model's mean final validation score (see Method). ` +
+    "Steps are mean (median) over seeds, censored runs counted at their length and the mean marked ≥.",
+    "",
+    ...table(
+      [
+        "task",
+        "model",
+        "target (points)",
+        "independent steps",
+        "censored",
+        "joint steps",
+        "censored",
+        "fewer steps with joint [95% bootstrap CI]",
+        "n pairs",
+      ],
+      rows.map((r) => {
+        if (r.model === "–") return [md(r.task), "–", "–", NOT_RUN, "–", NOT_RUN, "–", NOT_RUN, "0"];
+        const reduction = r.reduction
+          ? `${fixed(r.reduction.estimate, 1)}%${intervalText(r.reduction.ci, (v) => `${fixed(v, 1)}%`)}`
+          : NOT_RUN;
+        return [
+          md(r.task),
+          md(r.model),
+          r.target === null ? NOT_RUN : fixed(r.target),
+          ...stepsText(r.independent),
+          ...stepsText(r.joint),
+          reduction,
+          nText(r.reduction?.n),
+        ];
+      }),
+    ),
+    "",
+    provenance(runs.filter((r) => r.group === "main")),
+    "",
+  ];
+}
+
+function computeSection(runs: readonly ExperimentRun[]): string[] {
+  const rows = computeRows(runs);
+  const ms = (e: Estimate | null) => estimateText(e, formatMetric);
+  const ratio = (r: { estimate: number; ci: Interval | null } | null) =>
+    r ? `${fixed(r.estimate)}${intervalText(r.ci, fixed)}` : "–";
+  const adapters = [...new Set(rows.flatMap((r) => r.adapters))];
+  const sameAdapter = adapters.length > 1
+    ? `**These runs used ${adapters.length} adapters (${adapters.map(md).join("; ")}), so their times do ` +
+      "not compare.**"
+    : adapters.length === 1
+    ? `All of them ran on ${md(adapters[0])}.`
+    : "";
+  return [
+    "## Table 3: compute",
+    "",
+    "Milliseconds per training step of all the models (sequential: the sum of the models' steps, one " +
+    "model after another), split into forward + backward and optimizer; relative = step time / joint's " +
+    `step time, so joint = 1.00. ${sameAdapter}`,
+    "",
+    ...table(
+      [
+        "task",
+        "condition",
+        "runs",
+        "ms per step",
+        "forward + backward ms",
+        "optimizer ms",
+        "GPU ms per step",
+        "run wall time (s)",
+        "relative step time [95% CI]",
+        "relative GPU time",
+      ],
+      rows.map((r) =>
+        r.n === 0 ? [md(r.task), md(r.condition), "0", NOT_RUN, "–", "–", "–", "–", "–", "–"] : [
+          md(r.task),
+          md(r.condition),
+          nText(r.n),
+          ms(r.stepMs),
+          ms(r.forwardBackwardMs),
+          ms(r.optimizerMs),
+          r.gpuMs ? ms(r.gpuMs) : "not measured",
+          ms(r.seconds),
+          ratio(r.relative),
+          r.relativeGpu ? ratio(r.relativeGpu) : "–",
+        ]
+      ),
+    ),
+    "",
+    provenance(runs.filter((r) => r.group === "compute")),
+    "",
+  ];
+}
+
+function ablationSection(runs: readonly ExperimentRun[], charts: string[]): string[] {
+  const rows = ablationRows(runs);
+  const out = ["## Ablations", ""];
+  if (rows.length === 0) return [...out, "Not run: no ablation runs yet.", ""];
+  out.push(
+    "Each variant against full joint training (all mechanisms on) with the same seeds; the " +
+      "`independent` row shows the whole joint effect for scale. Test score, primary metric, points.",
+    "",
+    ...table(
+      ["task", "variant", "model", "test score [95% CI]", "minus full joint [95% CI]", "n pairs"],
+      rows.map((r) => [
+        md(r.task),
+        md(r.condition),
+        md(r.model),
+        estimateText(r.score),
+        r.model === "–" ? NOT_RUN : differenceText(r.difference),
+        nText(r.difference?.n),
+      ]),
+    ),
+    "",
+  );
+  const clear = rows.filter((r) =>
+    r.condition !== "independent" && r.difference?.ci &&
+    (r.difference.ci.low > 0 || r.difference.ci.high < 0)
+  );
+  out.push(
+    clear.length
+      ? `Changes whose interval excludes zero: ${
+        clear.map((r) => `${md(r.condition)} on ${md(r.task)}/${md(r.model)} ${differenceText(r.difference)}`)
+          .join("; ")
+      }.`
+      : "No variant changed the test score by more than its interval allows: no single mechanism is shown to matter.",
+    "",
+    ...charts.map((c) => `![Ablations: difference from full joint, with 95% intervals](${c})`),
+    "",
+    provenance(runs.filter((r) => r.group === "ablation")),
+    "",
+  );
+  return out;
+}
+
+function placeboSection(runs: readonly ExperimentRun[]): string[] {
+  const rows = placeboRows(runs);
+  const out = ["## Placebo: sharing with a partner trained on shuffled labels", ""];
+  if (rows.length === 0) return [...out, "Not run: no placebo runs yet.", ""];
+  const reading = (r: (typeof rows)[number]) => {
+    const gain = r.jointMinusIndependent;
+    if (!gain?.ci || !(gain.ci.low > 0)) return "no joint gain to explain";
+    if (r.jointMinusPlacebo?.ci && r.jointMinusPlacebo.ci.low > 0) return "joint beats the placebo: transfer";
+    return "the placebo is within the interval of joint: not shown to be transfer";
+  };
+  out.push(
+    "The placebo trains the model jointly while its partners learn from permuted labels: what it gains over " +
+      "independent is a regularisation effect, what joint gains over it is transfer.",
+    "",
+    ...table(
+      [
+        "task",
+        "model",
+        "independent",
+        "joint",
+        "placebo",
+        "joint - placebo [95% CI]",
+        "placebo - independent [95% CI]",
+        "reading",
+      ],
+      rows.map((r) => [
+        md(r.task),
+        md(r.model),
+        estimateText(r.independent),
+        estimateText(r.joint),
+        estimateText(r.placebo),
+        differenceText(r.jointMinusPlacebo),
+        differenceText(r.placeboMinusIndependent),
+        reading(r),
+      ]),
+    ),
+    "",
+    provenance(runs.filter((r) => r.group === "placebo")),
+    "",
+  );
+  return out;
+}
+
+/** The document and its plots, by path relative to the docs folder; see {@linkcode writeResults}. */
+export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta): ResultsFiles {
+  const files: ResultsFiles = {};
+  const groupCounts = ["grid", "main", "ablation", "placebo", "pretrained", "compute"]
+    .map((g) => `${g} ${runs.filter((r) => r.group === g).length}`).join(", ");
+  const curveLinks = (group: "main" | "pretrained") =>
+    tasksOf(runs.filter((r) => r.group === group)).flatMap((task) => {
+      const svg = curveChart(runs, group, task);
+      if (!svg) return [];
+      const name = `results/curve-${group === "pretrained" ? "pretrained-" : ""}${slug(task)}.svg`;
+      files[name] = svg;
+      return [
+        `![${md(task)}: validation curves, independent dashed, joint solid, 95% bands over seeds](${name})`,
+      ];
+    });
+  const ablationLinks = tasksOf(runs.filter((r) => r.group === "ablation")).flatMap((task) => {
+    const svg = ablationChart(runs, task);
+    if (!svg) return [];
+    const name = `results/ablations-${slug(task)}.svg`;
+    files[name] = svg;
+    return [name];
+  });
+  const main = runs.filter((r) => r.group === "main");
+  const pretrained = comparisonRows(runs, "pretrained", []);
+  const lines = [
+    "# Results: joint vs independent training",
+    "",
+    `Built from the ${runs.length} raw run lines in [results/runs.jsonl](results/runs.jsonl) (one JSON ` +
+    `object per finished run); ${code("deno task experiment --report")} rebuilds this page and its plots ` +
+    "from them without training.",
+    "",
+    ...table(["", ""], [
+      ["command", code(meta.command)],
+      ["adapter", md(meta.adapter)],
+      ["date", md(meta.date)],
+      ["duration", durationText(meta.durationSeconds)],
+      ["runs", groupCounts],
+    ]),
+    "",
+    ...methodSection(),
+    ...claimSection(claimRows(runs)),
+    ...gridSection(runs),
+    "## Table 1: accuracy, independent vs joint",
+    "",
+    "Test score at the end of training, points, at each condition's chosen learning rate.",
+    "",
+    ...comparisonTable(comparisonRows(runs, "main")),
+    "",
+    provenance(main),
+    "",
+    ...curveLinks("main"),
+    "",
+    ...stepsSection(runs),
+    ...computeSection(runs),
+    ...ablationSection(runs, ablationLinks),
+    ...placeboSection(runs),
+    "## Pretrained start",
+    "",
+    ...(pretrained.length
+      ? [
+        "The same comparison after a short joint language-model pretraining on Moby-Dick, so that all " +
+        "models start from a common ancestor (what weight averaging assumes).",
+        "",
+        ...comparisonTable(pretrained),
+        "",
+        provenance(runs.filter((r) => r.group === "pretrained")),
+        "",
+        ...curveLinks("pretrained"),
+      ]
+      : ["Not run: no pretrained runs yet."]),
+    "",
+    "## Raw data",
+    "",
+    "[results/runs.jsonl](results/runs.jsonl) holds one JSON object per run (key, group, task, condition, " +
+    "lr, seed, final validation and test scores per model, the validation curve, timing, command, adapter, " +
+    "date), so anyone can recompute every table above.",
+    "",
+  ];
+  files["RESULTS.md"] = lines.join("\n").replace(/\n{3,}/g, "\n\n");
+  return files;
+}
+
+/**
+ * Writes `RESULTS.md` into `folder` (the docs folder) and its SVG plots into `folder/results/`
+ * (both created if missing), leaving the raw `results/runs.jsonl` alone; returns the paths written.
+ * Needs `--allow-write` for the folder.
+ */
+export async function writeResults(
+  folder: string,
+  runs: readonly ExperimentRun[],
+  meta: ResultsMeta,
+): Promise<string[]> {
+  const written: string[] = [];
+  for (const [name, text] of Object.entries(renderResults(runs, meta))) {
+    const path = join(folder, name);
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await Deno.writeTextFile(path, text);
+    written.push(path);
+  }
+  return written;
+}
