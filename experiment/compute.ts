@@ -1,0 +1,110 @@
+/**
+ * The compute comparison of the experiment (the seed's third claim): time per training step of the
+ * three models trained (a) independently one after another, (b) independently in one process, all
+ * three in one command buffer per step with separate optimizers, and (c) jointly with the fused
+ * MultiModelOptimizer; each split into forward + backward and optimizer. Every case runs on the same
+ * sentiment batches in this process, after a warm-up, timed by the wall clock around a GPU
+ * synchronisation (on a software adapter wall time is GPU time).
+ *
+ * @module
+ */
+import { synchronize } from "../engine/recorder.ts";
+import { type Tensor, tidy } from "../engine/tensor.ts";
+import type { TransformerModel } from "../models/model.ts";
+import { buildOptimizers } from "../train/models.ts";
+import { prepareRun } from "../train/tasks.ts";
+import { conditionOptions, type ExperimentScale } from "./protocol.ts";
+
+/** Per-step times of one condition (milliseconds), over `steps` steps. */
+export interface ComputeTiming {
+  /** Forward and backward of the three models. */
+  forwardBackwardMs: number;
+  /** Optimizer updates (the step minus forward and backward). */
+  optimizerMs: number;
+  /** A whole step. */
+  stepMs: number;
+  /** Steps timed per case. */
+  steps: number;
+  /** Wall time of the measurement. */
+  seconds: number;
+}
+
+/** How the three models are trained in a compute case. */
+export type ComputeCondition = "sequential" | "parallel" | "joint";
+
+/** Times `steps` calls of `step` after one warm-up call; returns ms per call. */
+async function timeSteps(steps: number, step: (index: number) => void): Promise<number> {
+  step(0);
+  await synchronize();
+  const started = performance.now();
+  for (let i = 1; i <= steps; i++) step(i);
+  await synchronize();
+  return (performance.now() - started) / steps;
+}
+
+/** Measures one compute condition on sentiment batches with the scale's model size. */
+export async function measureCompute(
+  scale: ExperimentScale,
+  condition: ComputeCondition,
+): Promise<ComputeTiming> {
+  const started = performance.now();
+  const steps = scale.compute.steps;
+  const options = {
+    ...conditionOptions(
+      scale,
+      "sentiment",
+      condition === "joint" ? "joint" : "independent",
+      1e-3,
+      scale.seeds[0],
+    ),
+    out: await Deno.makeTempDir({ prefix: "experiment-compute-" }),
+  };
+  const run = await prepareRun(options, () => {});
+  const { runner, models } = run;
+  const names = Object.keys(models);
+  // Every case trains on the epoch's first batch, so all three see the same sequence lengths.
+  const batch = runner.trainBatches(0, options.batchSize).next().value!.index;
+  const forward = (model: TransformerModel) =>
+    model.forward(runner.trainBatch(model.name, batch)).loss!.backward();
+  const optimizers = buildOptimizers(models, options, steps + 1);
+  let forwardBackwardMs: number;
+  let stepMs: number;
+  if (condition === "sequential") {
+    // One model after another: each trains its steps alone, then the next.
+    forwardBackwardMs = 0;
+    stepMs = 0;
+    for (const [m, name] of names.entries()) {
+      const model = models[name];
+      forwardBackwardMs += await timeSteps(steps, () => tidy(() => forward(model)));
+      stepMs += await timeSteps(steps, () =>
+        tidy(() => {
+          optimizers[m].zeroGrad();
+          forward(model);
+          optimizers[m].step();
+        }));
+    }
+  } else {
+    const all = () => {
+      const losses: Tensor[] = [];
+      for (const name of names) losses.push(models[name].forward(runner.trainBatch(name, batch)).loss!);
+      for (const loss of losses) loss.backward();
+    };
+    forwardBackwardMs = await timeSteps(steps, () => tidy(all));
+    stepMs = await timeSteps(steps, () =>
+      tidy(() => {
+        for (const o of optimizers) o.zeroGrad();
+        all();
+        for (const o of optimizers) o.step();
+      }));
+  }
+  for (const o of optimizers) o.dispose();
+  for (const model of Object.values(models)) model.dispose();
+  await Deno.remove(options.out, { recursive: true });
+  return {
+    forwardBackwardMs,
+    optimizerMs: Math.max(0, stepMs - forwardBackwardMs),
+    stepMs,
+    steps,
+    seconds: (performance.now() - started) / 1000,
+  };
+}

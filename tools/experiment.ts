@@ -1,0 +1,82 @@
+/**
+ * `deno task experiment`: measures the seed's three claims (accuracy, speed of learning, compute) with
+ * the protocol of experiment/protocol.ts, appending each run's results to
+ * `docs/results/runs.jsonl` as it goes (an interrupted experiment resumes), then writes
+ * `docs/RESULTS.md`. `--report` rebuilds the tables from the results file without training;
+ * `--quick` runs a small version in minutes.
+ *
+ * @module
+ */
+import { writeResults } from "../experiment/report.ts";
+import { SCALES } from "../experiment/protocol.ts";
+import { readRuns, runExperiment } from "../experiment/runner.ts";
+import { exitWithUsageError, parseCommand } from "./args.ts";
+import { openGpuOrExit } from "./start.ts";
+
+const NAME = "experiment";
+
+if (import.meta.main) {
+  const { flags } = parseCommand({
+    name: NAME,
+    operands: "",
+    positionals: [0, 0],
+    summary:
+      "Trains independent and joint models over seeds, ablations and a placebo, and writes docs/RESULTS.md.",
+    flags: {
+      quick: { type: "boolean", default: false, description: "2 seeds, few steps, sentiment only (minutes)" },
+      preset: {
+        type: "string",
+        default: "cpu",
+        value: "cpu|gpu",
+        description: "sizes and budgets of the full protocol",
+      },
+      report: {
+        type: "boolean",
+        default: false,
+        description: "rebuild docs/RESULTS.md from the results file, no training",
+      },
+      results: {
+        type: "string",
+        default: "docs",
+        value: "folder",
+        description: "where RESULTS.md and results/ go",
+      },
+    },
+  });
+  if (flags.preset !== "cpu" && flags.preset !== "gpu") {
+    exitWithUsageError(NAME, `unknown preset "${flags.preset}" (cpu, gpu)`);
+  }
+  const scale = SCALES[flags.quick ? "quick" : flags.preset];
+  const folder = flags.results;
+  const resultsFile = `${folder}/results/${scale.name === "cpu" ? "runs" : `runs-${scale.name}`}.jsonl`;
+  const command = `deno task experiment${
+    flags.quick ? " --quick" : flags.preset === "gpu" ? " --preset gpu" : ""
+  }`;
+  const started = performance.now();
+  let adapter = "";
+  try {
+    if (!flags.report) {
+      adapter = (await openGpuOrExit()).profile.name;
+      await Deno.mkdir(`${folder}/results`, { recursive: true });
+      await runExperiment(scale, {
+        resultsFile,
+        workFolder: `runs/experiment-${scale.name}`,
+        command,
+        info: (line) => console.error(line),
+      });
+    }
+    const runs = await readRuns(resultsFile);
+    if (runs.length === 0) throw new Error(`${resultsFile} holds no runs; run deno task experiment first`);
+    const seconds = runs.reduce((s, r) => s + r.seconds, 0);
+    await writeResults(folder, runs, {
+      command,
+      adapter: adapter || runs[0].adapter,
+      date: runs.at(-1)!.date.slice(0, 10),
+      durationSeconds: flags.report ? seconds : Math.max(seconds, (performance.now() - started) / 1000),
+    });
+    console.log(`${runs.length} runs; results: ${folder}/RESULTS.md`);
+  } catch (error) {
+    console.error(`${NAME}: ${(error as Error).message}`);
+    Deno.exit(1);
+  }
+}
