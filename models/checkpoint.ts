@@ -24,7 +24,10 @@ const TIED_NAMES =
 
 /** Options of {@linkcode loadWeights}. */
 export interface LoadOptions {
-  /** Accept a file without the head's tensors (they keep their initial values) and ignore tensors of other heads. */
+  /**
+   * Accept a file without the head's tensors or the pooler (they keep their initial values) and ignore
+   * tensors of other heads and an unused pooler, as Hugging Face loads a checkpoint into another head.
+   */
   allowNewHead?: boolean;
 }
 
@@ -82,9 +85,13 @@ function checkTensors<T extends { readonly shape: readonly number[] }>(
   const aligned = alignNames(model, tensors);
   const infos = model.parameterSet.infos;
   const expected = new Map(infos.map((p) => [p.name, p.shape] as const));
-  const heads = infos.filter((p) => p.role === "head").map((p) => p.name);
+  // As Hugging Face does, a new head may come with or without a pooler: a missing pooler is newly
+  // initialised and an unused one ignored (a masked-LM checkpoint has none, a classifier's has one).
+  const heads = infos.filter((p) => p.site.startsWith("head") || p.role === "pooler").map((p) => p.name);
   const ignored = [...aligned.keys()].filter((n) =>
-    !expected.has(n) && (TIED_NAMES.test(n) || (options.allowNewHead && !isBodyName(n, model.config.family)))
+    !expected.has(n) &&
+    (TIED_NAMES.test(n) ||
+      (options.allowNewHead && (!isBodyName(n, model.config.family) || /(^|\.)pooler\./.test(n))))
   );
   checkTensorSet(source, expected, aligned, {
     allowMissing: options.allowNewHead ? heads : [],
