@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { debugLevel } from "./debug.ts";
 
 /** What kernels need to know about the hardware to choose their shapes. */
 export interface DeviceProfile {
@@ -85,7 +86,10 @@ async function openDevice(): Promise<Gpu> {
   const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new NoAdapterError();
   const limits = adapter.limits;
+  // MM_DEBUG=4 times kernels with timestamp queries where the adapter has them.
+  const timestamps = debugLevel >= 4 && adapter.features.has("timestamp-query");
   const device = await adapter.requestDevice({
+    requiredFeatures: timestamps ? ["timestamp-query"] : [],
     requiredLimits: {
       maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
       maxBufferSize: limits.maxBufferSize,

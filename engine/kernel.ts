@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { debugLevel, debugLine } from "./debug.ts";
 import { gpu } from "./device.ts";
 
 /** Scalar types a kernel parameter may have. */
@@ -25,7 +26,7 @@ export interface BindingSpec {
 
 /** Everything needed to build a kernel. */
 export interface KernelSpec {
-  /** Name shown by `MM_DEBUG` and in errors, e.g. "matmul_64x64". */
+  /** Name shown by `MM_DEBUG` and in errors, ending in the variant where a family has several ("matmul_tiled64"). */
   readonly name: string;
   /** Uniform parameters, in order; read in WGSL as `params.<name>`. */
   readonly params: Readonly<Record<string, ParamType>>;
@@ -77,12 +78,13 @@ export function kernelSource(spec: KernelSpec): string {
 
 /**
  * Returns the compiled kernel for a spec, compiling it on first use; pipelines are cached by their
- * full source, so two specs that generate the same WGSL share one pipeline.
+ * full source, so two specs that generate the same WGSL share one pipeline (each keeps its name).
+ * `MM_DEBUG=3` prints each new pipeline's WGSL and the time its creation took.
  */
 export function compileKernel(spec: KernelSpec): Kernel {
   const source = kernelSource(spec);
   const cached = pipelines.get(source);
-  if (cached) return cached;
+  if (cached) return cached.name === spec.name ? cached : { ...cached, name: spec.name };
   if (Object.keys(spec.params).length * 4 > PARAM_BLOCK_BYTES) {
     throw new RangeError(`kernel ${spec.name}: more than ${PARAM_BLOCK_BYTES / 4} uniform parameters`);
   }
@@ -104,12 +106,17 @@ export function compileKernel(spec: KernelSpec): Kernel {
       })),
     ],
   });
+  const started = performance.now();
   const module = device.createShaderModule({ label: spec.name, code: source });
   const pipeline = device.createComputePipeline({
     label: spec.name,
     layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
     compute: { module, entryPoint: "main" },
   });
+  if (debugLevel >= 3) {
+    const ms = performance.now() - started;
+    debugLine(`pipeline ${pipelines.size + 1} ${spec.name}, created in ${ms.toFixed(1)} ms:\n${source}`);
+  }
   const kernel: Kernel = {
     name: spec.name,
     source,

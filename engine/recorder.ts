@@ -6,10 +6,22 @@
  * Each dispatch's uniform parameters take a 256-byte slot of a uniform ring that is written to the
  * GPU once, just before submission; small uploads are staged the same way and copied in order.
  *
+ * `MM_DEBUG` (see debug.ts) makes the recorder print dispatches and submits and, at level 4, time
+ * every kernel: with timestamps, each dispatch gets a compute pass of its own; with host timing, a
+ * command buffer of its own, submitted one at a time inside the program's own waits.
+ *
  * @module
  */
 import { gpu } from "./device.ts";
-import { type Kernel, PARAM_BLOCK_BYTES } from "./kernel.ts";
+import {
+  createKernelTimer,
+  debugLevel,
+  debugLine,
+  formatBytes,
+  SerialTimer,
+  TimestampTimer,
+} from "./debug.ts";
+import { type Kernel, PARAM_BLOCK_BYTES, pipelineCount } from "./kernel.ts";
 import { createBuffer, sizeClass } from "./pool.ts";
 
 /** A byte range of a GPU buffer, as bound to a kernel. */
@@ -24,7 +36,7 @@ export interface BufferRange {
 
 /** One recorded dispatch, as listed by `MM_DEBUG=1` and {@linkcode traceDispatches}. */
 export interface DispatchRecord {
-  /** Kernel name. */
+  /** Kernel name, ending in its variant for kernels that have several (`matmul_direct`). */
   readonly kernel: string;
   /** Workgroup counts in x, y, z. */
   readonly workgroups: readonly [number, number, number];
@@ -47,7 +59,9 @@ const RING_SLOTS = 4096;
 const DIRECT_UPLOAD_BYTES = 1 << 22;
 
 const stats: RecorderStats = { dispatches: 0, submits: 0, readbacks: 0 };
-const debug = readDebugFlag();
+/** What the next submit holds, for `MM_DEBUG=2`. */
+const pendingWork = { dispatches: 0, bytes: 0, pipelines: 0 };
+let timer: TimestampTimer | SerialTimer | null | undefined;
 
 let encoder: GPUCommandEncoder | undefined;
 let pass: GPUComputePassEncoder | undefined;
@@ -66,12 +80,13 @@ let nextBufferId = 1;
 const readbackFree = new Map<number, GPUBuffer[]>();
 let traces: DispatchRecord[][] = [];
 
-function readDebugFlag(): boolean {
-  try {
-    return (Deno.env.get("MM_DEBUG") ?? "") !== "" && Deno.env.get("MM_DEBUG") !== "0";
-  } catch {
-    return false;
+/** The level-4 kernel timer, created with the first dispatch; null below level 4. */
+function kernelTimer(): TimestampTimer | SerialTimer | null {
+  if (timer === undefined) {
+    const { device, profile } = gpu();
+    timer = createKernelTimer(device, profile.name, synchronize);
   }
+  return timer;
 }
 
 function bufferId(buffer: GPUBuffer): number {
@@ -140,7 +155,9 @@ export function dispatch(
       );
     }
   });
-  if (uniformSlots === RING_SLOTS) flush();
+  const timing = kernelTimer();
+  if (uniformSlots === RING_SLOTS) submit("uniform ring full");
+  if (timing instanceof TimestampTimer && timing.full) submit("timestamp queries full");
   const slot = uniformSlots++;
   const base = slot * (PARAM_BLOCK_BYTES / 4);
   for (let i = 0; i < params.length; i++) {
@@ -150,20 +167,46 @@ export function dispatch(
     else uniformU32[base + i] = params[i];
   }
   const bindGroup = bindGroupFor(kernel, ranges);
-  const computePass = currentPass();
+  const computePass = timing ? timedPass(timing, kernel.name) : currentPass();
   computePass.setPipeline(kernel.pipeline);
   computePass.setBindGroup(0, bindGroup, [slot * PARAM_BLOCK_BYTES]);
   computePass.dispatchWorkgroups(x, y, z);
+  if (timing) {
+    endPass();
+    if (timing instanceof SerialTimer) {
+      timing.record(encoder!.finish(), kernel.name);
+      encoder = undefined;
+    }
+  }
   stats.dispatches++;
-  if (debug || traces.length > 0) {
+  pendingWork.dispatches++;
+  if (debugLevel > 0 || traces.length > 0) {
     const record: DispatchRecord = {
       kernel: kernel.name,
       workgroups: [x, y, z],
       bytes: ranges.reduce((sum, r) => sum + r.size, 0),
     };
-    if (debug) console.error(`[mm] ${record.kernel} wg=(${x},${y},${z}) bytes=${record.bytes}`);
+    pendingWork.bytes += record.bytes;
+    if (debugLevel > 0) debugLine(`${record.kernel} wg=(${x},${y},${z}) bytes=${record.bytes}`);
     for (const trace of traces) trace.push(record);
   }
+}
+
+/**
+ * A compute pass for one timed dispatch: with timestamp writes, or alone in a command buffer (the
+ * commands recorded before it go to a command buffer of their own).
+ */
+function timedPass(timing: TimestampTimer | SerialTimer, kernel: string): GPUComputePassEncoder {
+  if (timing instanceof TimestampTimer) {
+    pass = endPass().beginComputePass(timing.passFor(kernel));
+    return pass;
+  }
+  if (encoder) {
+    timing.record(endPass().finish());
+    encoder = undefined;
+  }
+  pass = currentEncoder().beginComputePass({ label: kernel });
+  return pass;
 }
 
 function bindGroupFor(kernel: Kernel, ranges: readonly BufferRange[]): GPUBindGroup {
@@ -219,13 +262,15 @@ export function upload(to: BufferRange, data: ArrayBufferView): void {
   if (bytes.byteLength !== to.size) throw new RangeError(`upload: ${bytes.byteLength} bytes into ${to.size}`);
   if (bytes.byteLength === 0) return;
   if (bytes.byteLength > DIRECT_UPLOAD_BYTES) {
-    flush();
-    gpu().device.queue.writeBuffer(to.buffer, to.offset, bytes);
+    submit("large upload");
+    const timing = kernelTimer();
+    if (timing instanceof SerialTimer) timing.write(to.buffer, to.offset, bytes);
+    else gpu().device.queue.writeBuffer(to.buffer, to.offset, bytes);
     return;
   }
   const size = Math.ceil(bytes.byteLength / 4) * 4;
   if (stagingUsed + size > stagingBytes.byteLength) {
-    if (stagingUsed > 0) flush();
+    if (stagingUsed > 0) submit("upload staging full");
     if (size > stagingBytes.byteLength) {
       stagingBytes = new Uint8Array(sizeClass(Math.max(size, 1 << 16)));
       stagingBuffer = createBuffer(
@@ -242,15 +287,46 @@ export function upload(to: BufferRange, data: ArrayBufferView): void {
 
 /** Submits everything recorded so far as one command buffer. Does nothing when nothing is pending. */
 export function flush(): void {
-  if (!encoder) return;
+  submit("flush", true);
+}
+
+/**
+ * Submits the recorded work; `reason` is printed by `MM_DEBUG=2`. Level-4 host timing holds the work
+ * back until the next wait, where it submits it one dispatch at a time, unless `immediate` (an
+ * explicit flush(), after which the caller may destroy buffers the work uses).
+ */
+function submit(reason: string, immediate = false): void {
+  if (!encoder && uniformSlots === 0 && stagingUsed === 0) return;
   const { device } = gpu();
-  const commands = endPass().finish();
+  const timing = kernelTimer();
+  const writes = [];
   if (uniformSlots > 0) {
-    device.queue.writeBuffer(uniformRing(), 0, uniformBytes, 0, uniformSlots * PARAM_BLOCK_BYTES);
+    writes.push({
+      buffer: uniformRing(),
+      data: new Uint8Array(uniformBytes, 0, uniformSlots * PARAM_BLOCK_BYTES),
+    });
   }
-  if (stagingUsed > 0) device.queue.writeBuffer(stagingBuffer!, 0, stagingBytes, 0, stagingUsed);
-  device.queue.submit([commands]);
+  if (stagingUsed > 0) writes.push({ buffer: stagingBuffer!, data: stagingBytes.subarray(0, stagingUsed) });
+  if (timing instanceof SerialTimer) {
+    if (encoder) timing.record(endPass().finish());
+    timing.flush(writes);
+    if (immediate) timing.submitNow();
+  } else {
+    const commands = endPass();
+    timing?.resolve(commands);
+    for (const { buffer, data } of writes) device.queue.writeBuffer(buffer, 0, data);
+    device.queue.submit([commands.finish()]);
+  }
   stats.submits++;
+  if (debugLevel >= 2) {
+    const pipelines = pipelineCount() - pendingWork.pipelines;
+    debugLine(
+      `submit ${stats.submits} (${reason}): ${pendingWork.dispatches} dispatches, ${
+        formatBytes(pendingWork.bytes)
+      } bound, ${pipelines} pipelines created`,
+    );
+  }
+  Object.assign(pendingWork, { dispatches: 0, bytes: 0, pipelines: pipelineCount() });
   encoder = undefined;
   uniformSlots = 0;
   stagingUsed = 0;
@@ -259,9 +335,14 @@ export function flush(): void {
 /**
  * Copies the given ranges to the CPU with a single `mapAsync` round trip (about 11 ms in Deno
  * whatever the size), after submitting all recorded work. Never call this inside a training step.
+ * At level 4 the kernels' timestamps come back with the same copy.
  */
 export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayBuffer[]> {
-  const total = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
+  const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
+  const timing = timer !== undefined || rangeBytes > 0 || encoder ? kernelTimer() : null;
+  const timestamps = timing instanceof TimestampTimer && timing.pending ? timing : undefined;
+  if (timestamps) timestamps.resolve(endPass());
+  const total = rangeBytes + (timestamps?.resolvedBytes ?? 0);
   if (total === 0) return ranges.map(() => new ArrayBuffer(0));
   const size = sizeClass(total);
   const target = readbackFree.get(size)?.pop() ??
@@ -272,7 +353,9 @@ export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayB
     if (r.size > 0) copies.copyBufferToBuffer(r.buffer, r.offset, target, offset, r.size);
     offset += Math.ceil(r.size / 4) * 4;
   }
-  flush();
+  const readTimes = timestamps?.copyResolved(copies, target, rangeBytes);
+  submit("readback");
+  if (timing instanceof SerialTimer) await timing.drain();
   await target.mapAsync(GPUMapMode.READ, 0, total);
   stats.readbacks++;
   const mapped = target.getMappedRange(0, total);
@@ -282,6 +365,7 @@ export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayB
     results.push(mapped.slice(offset, offset + r.size));
     offset += Math.ceil(r.size / 4) * 4;
   }
+  readTimes?.(mapped);
   target.unmap();
   let free = readbackFree.get(size);
   if (!free) readbackFree.set(size, free = []);
@@ -289,9 +373,18 @@ export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayB
   return results;
 }
 
-/** Waits until the GPU has finished all submitted work (after submitting what is recorded). */
+/**
+ * Waits until the GPU has finished all submitted work (after submitting what is recorded). At level
+ * 4 the wait is a readback of the kernels' timestamps, or the timed submission of each dispatch.
+ */
 export async function synchronize(): Promise<void> {
-  flush();
+  const timing = kernelTimer();
+  if (timing instanceof TimestampTimer && timing.pending) {
+    await readRanges([]);
+    return;
+  }
+  submit("synchronize");
+  if (timing instanceof SerialTimer) await timing.drain();
   await gpu().device.queue.onSubmittedWorkDone();
 }
 
