@@ -10,8 +10,9 @@
  * read and written in place without transposes. The head dimension D is a compile-time constant
  * and rows of D are handled as vec4s (zero-padded past D).
  *
- * Two kernel families implement the same passes. "tiled" (GPUs) stages query and key tiles in
- * workgroup memory; each thread owns a micro-tile of scores and of outputs. "rows" (llvmpipe)
+ * Two kernel families implement the same passes (the variants of `MM_KERNELS=attention:...`).
+ * "tiled" (GPUs) stages query and key tiles in workgroup memory; each thread owns a micro-tile of
+ * scores and of outputs ("tiled_small": the same with small blocks). "rows" (llvmpipe)
  * gives each invocation whole rows in private arrays and reads the other side's rows straight from
  * memory: there, workgroup memory and barriers cost more than they save, and llvmpipe's
  * compilation time grows superlinearly with the workgroup memory a shader declares.
@@ -26,6 +27,7 @@ import { gpu } from "../engine/device.ts";
 import { grid, type Kernel, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { type BufferRange, copyBuffer, dispatch } from "../engine/recorder.ts";
 import { nextKernelSeed } from "../engine/random.ts";
+import { kernelVariant } from "../engine/variants.ts";
 import { formatShape } from "../engine/shape.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { type AttentionPass, header } from "./attention_header.ts";
@@ -50,26 +52,21 @@ export interface AttentionOptions {
 /** Largest supported head dimension. */
 export const MAX_HEAD_DIM = 256;
 
-/** The kernel families: "tiled" for GPUs, "rows" for software adapters (see the module comment). */
-export type AttentionKernels = "tiled" | "rows";
-
-/** The distinct query and key block sizes the current kernel family uses for head dimension `dim` (for tests). */
+/** The distinct query and key block sizes the current variant uses for head dimension `dim` (for tests). */
 export function attentionBlockSizes(dim: number): number[] {
-  if (kernelFamily() === "rows") return [rowBlockSize(dim)];
+  const variant = attentionVariant();
+  if (variant === "rows") return [rowBlockSize(dim)];
   const passes: AttentionPass[] = ["forward", "keyGrad", "queryGrad"];
-  const sizes = passes.flatMap((pass) => [attentionTiles(pass, dim).queries, attentionTiles(pass, dim).keys]);
+  const sizes = passes.flatMap((pass) => {
+    const t = attentionTiles(pass, dim, variant === "tiled_small");
+    return [t.queries, t.keys];
+  });
   return [...new Set(sizes)].sort((a, b) => a - b);
 }
 
-let forcedKernels: AttentionKernels | undefined;
-
-/** Overrides the adapter's choice of kernel family (tests run the tiled kernels on llvmpipe); undefined restores it. */
-export function useAttentionKernels(kind?: AttentionKernels): void {
-  forcedKernels = kind;
-}
-
-function kernelFamily(): AttentionKernels {
-  return forcedKernels ?? (gpu().profile.isSoftware ? "rows" : "tiled");
+/** Rows on software adapters, tiled on GPUs (see the module comment). */
+function attentionVariant() {
+  return kernelVariant("attention", () => gpu().profile.isSoftware ? "rows" : "tiled");
 }
 
 const PARAMS = Object.fromEntries(
@@ -87,16 +84,16 @@ const PASSES = {
   queryGrad: { write: "dq", outputs: ["dq"] },
 } as const;
 
-/** The kernel of one pass for head dimension `dim`, in the current family; and the rows one workgroup covers. */
+/** The kernel of one pass for head dimension `dim`, in the current variant; and the rows one workgroup covers. */
 function passKernel(pass: AttentionPass, dim: number): { kernel: Kernel; rowsPerBlock: number } {
-  const family = kernelFamily(), spec = PASSES[pass];
+  const variant = attentionVariant(), spec = PASSES[pass];
   const reads = pass === "forward" ? ["q", "k", "v"] : ["q", "k", "v", "o_grad"];
   const bindings = [
     ...(pass === "forward" ? INPUTS : GRAD_INPUTS),
     ...spec.outputs.map((name) => ({ name, write: true })),
   ];
-  const name = `attention_${pass}_${family}`;
-  if (family === "rows") {
+  const name = `attention_${pass}_${variant}`;
+  if (variant === "rows") {
     const kernel = kernelFor(`${name}/${dim}`, () => ({
       name,
       params: PARAMS,
@@ -105,7 +102,7 @@ function passKernel(pass: AttentionPass, dim: number): { kernel: Kernel; rowsPer
     }));
     return { kernel, rowsPerBlock: rowBlockSize(dim) };
   }
-  const t = attentionTiles(pass, dim);
+  const t = attentionTiles(pass, dim, variant === "tiled_small");
   const consts = tiledConstants(pass, dim, t);
   const kernel = kernelFor(`${name}/${dim}/${Object.values(t).join("x")}`, () => ({
     name,

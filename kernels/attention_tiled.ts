@@ -1,7 +1,7 @@
 /**
  * The tiled attention kernels, for GPUs: a workgroup stages its query and key blocks in workgroup
  * memory and each thread owns a micro-tile of scores and of outputs. Holds the choice of tiles per
- * pass and device, the workgroup arrays and compile-time constants that follow from the tiles, and
+ * pass, head dimension and variant, the workgroup arrays and compile-time constants that follow from the tiles, and
  * the WGSL of the three passes, which runs after the header of attention_header.ts.
  *
  * @module
@@ -40,8 +40,11 @@ const HARDWARE_TILES: Record<AttentionPass, number[][]> = {
   keyGrad: [[32, 32, 16, 16], [16, 16, 16, 16], [16, 8, 8, 8], [8, 8, 8, 8], [4, 4, 4, 4], [2, 2, 2, 1]],
   queryGrad: [[32, 32, 16, 16], [16, 16, 16, 16], [16, 8, 16, 8], [8, 8, 8, 8], [4, 4, 4, 4], [2, 2, 2, 1]],
 };
-/** Small tiles with several rows and columns per thread, for running the tiled kernels on llvmpipe in tests. */
-const SOFTWARE_TILES: Record<AttentionPass, number[][]> = {
+/**
+ * Small tiles with several rows and columns per thread (variant tiled_small), for running the tiled
+ * kernels on llvmpipe, whose compile time grows superlinearly with the workgroup memory declared.
+ */
+const SMALL_TILES: Record<AttentionPass, number[][]> = {
   forward: [[8, 8, 4, 2], [4, 4, 2, 2], [2, 2, 2, 1]],
   keyGrad: [[8, 8, 4, 2], [4, 4, 2, 2], [2, 2, 2, 1]],
   queryGrad: [[8, 4, 4, 2], [4, 4, 2, 2], [2, 2, 2, 1]],
@@ -55,12 +58,10 @@ function workgroupBytes(pass: AttentionPass, dim: number, t: AttentionTiles): nu
   return 2 * (bq + bk) * row + 4 * ((pass === "keyGrad" ? 2 : 1) * bq * (bk + 1) + 2 * bq + bk);
 }
 
-/** The tiles of the tiled kernel of `pass` for head dimension `dim` on the current device. */
-export function attentionTiles(pass: AttentionPass, dim: number): AttentionTiles {
-  const { isSoftware, workgroupMemoryBytes } = gpu().profile;
-  for (
-    const [queries, keys, rowThreads, colThreads] of (isSoftware ? SOFTWARE_TILES : HARDWARE_TILES)[pass]
-  ) {
+/** The tiles of the tiled kernel of `pass` for head dimension `dim`, from the small candidates or the GPU's. */
+export function attentionTiles(pass: AttentionPass, dim: number, small: boolean): AttentionTiles {
+  const { workgroupMemoryBytes } = gpu().profile;
+  for (const [queries, keys, rowThreads, colThreads] of (small ? SMALL_TILES : HARDWARE_TILES)[pass]) {
     const tiles = { queries, keys, rowThreads, colThreads };
     const divides = queries % rowThreads === 0 && keys % colThreads === 0 &&
       (pass !== "keyGrad" || keys % rowThreads === 0);

@@ -18,6 +18,7 @@ import { grid, type Kernel, kernelFor, type ParamType, rowWindows } from "../eng
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
+import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 
 /** Options of {@linkcode crossEntropy}. */
 export interface CrossEntropyOptions {
@@ -50,13 +51,19 @@ interface RowLayout {
   readonly rows: number;
 }
 
+/** The variant ("cross_entropy" in `MM_KERNELS`): serial on software adapters, tree on GPUs. */
+function crossEntropyVariant(): KernelVariant<"cross_entropy"> {
+  return kernelVariant("cross_entropy", () => gpu().profile.isSoftware ? "serial" : "tree");
+}
+
 /**
- * Short rows take one invocation each; longer ones are split so that each invocation streams about
- * 16 logits. Software adapters run a workgroup on one CPU thread, so splitting a row only adds
- * barriers: there every invocation takes a row (measured faster for C from 7 to 50257).
+ * In the tree variant short rows take one invocation each and longer ones are split so that each
+ * invocation streams about 16 logits. Software adapters run a workgroup on one CPU thread, so
+ * splitting a row only adds barriers: there the serial variant gives every invocation a row
+ * (measured faster for C from 7 to 50257).
  */
 function rowLayout(cols: number): RowLayout {
-  if (gpu().profile.isSoftware) return { perRow: 1, rows: 16 };
+  if (crossEntropyVariant() === "serial") return { perRow: 1, rows: 16 };
   let perRow = 1;
   while (perRow < 256 && perRow * 16 < cols) perRow *= 2;
   return { perRow, rows: 256 / perRow };
@@ -119,8 +126,9 @@ function rowKernel(kind: Kind, { perRow, rows: rowsPerGroup }: RowLayout): Kerne
   const params: Record<string, ParamType> = soft
     ? { rows: "u32", cols: "u32" }
     : { rows: "u32", cols: "u32", ignore_index: "i32", nan: "f32" };
-  return kernelFor(`cross_entropy_rows/${kind}/${perRow}x${rowsPerGroup}`, () => ({
-    name: `${kind}_cross_entropy_rows`,
+  const name = `${kind}_cross_entropy_rows_${crossEntropyVariant()}`;
+  return kernelFor(`${name}/${perRow}x${rowsPerGroup}`, () => ({
+    name,
     params,
     bindings: [
       { name: "logits" },
@@ -344,13 +352,15 @@ function lossOp(
 }
 
 /**
- * Backward workgroups: [column blocks, rows], rows folded into z beyond the per-dimension limit. GPUs
- * get a block per 256 logits; software adapters pay per workgroup, so one block walks the whole row.
+ * Backward workgroups: [column blocks, rows], rows folded into z beyond the per-dimension limit. The
+ * tree variant (GPUs) gets a block per 256 logits; software adapters pay per workgroup, so in the
+ * serial variant one block walks the whole row.
  */
 function backwardGrid(rows: number, cols: number): [number, number, number] {
-  const { isSoftware, maxWorkgroupsPerDimension } = gpu().profile;
+  const { maxWorkgroupsPerDimension } = gpu().profile;
   const y = Math.min(rows, maxWorkgroupsPerDimension);
-  return [isSoftware ? 1 : Math.ceil(cols / ELEMENT_THREADS), y, Math.ceil(rows / Math.max(1, y))];
+  const blocks = crossEntropyVariant() === "serial" ? 1 : Math.ceil(cols / ELEMENT_THREADS);
+  return [blocks, y, Math.ceil(rows / Math.max(1, y))];
 }
 
 /**
@@ -381,8 +391,9 @@ function backwardKernel(kind: Kind, wantLogits: boolean, wantTargets: boolean): 
   const params: Record<string, ParamType> = soft
     ? { rows: "u32", cols: "u32", g_stride: "u32", factor: "f32" }
     : { rows: "u32", cols: "u32", g_stride: "u32", mean: "u32", ignore_index: "i32" };
-  return kernelFor(`cross_entropy_backward/${kind}/${outputs.join(",")}`, () => ({
-    name: `${kind}_cross_entropy_backward`,
+  const name = `${kind}_cross_entropy_backward_${crossEntropyVariant()}`;
+  return kernelFor(`${name}/${outputs.join(",")}`, () => ({
+    name,
     params,
     bindings: [
       { name: "logits" },

@@ -15,6 +15,7 @@ import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
 import { clearBuffer, dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { formatShape } from "../engine/shape.ts";
+import { kernelVariant } from "../engine/variants.ts";
 
 const FORWARD_WORKGROUP = 256;
 
@@ -160,6 +161,8 @@ function gatherBackward(
   skipped: number | null,
 ): Tensor {
   const { maxStorageBindingBytes, isSoftware } = gpu().profile;
+  // Software rasterisers run a workgroup per CPU thread, so narrow blocks keep both cores busy.
+  const variant = kernelVariant("gather_rows_backward", () => isSoftware ? "block64" : "block256");
   if (g.size * 4 > maxStorageBindingBytes) {
     throw new RangeError(
       `gatherRows backward: gradient ${formatShape(g.shape)} exceeds maxStorageBindingBytes ` +
@@ -173,10 +176,9 @@ function gatherBackward(
   const grouping = tensor(packed, { dtype: "int32" });
   const width = vectorWidth(cols);
   const type = width === 4 ? "vec4<f32>" : "f32";
-  // Software rasterisers run a workgroup per CPU thread, so narrow blocks keep both cores busy.
-  const threads = isSoftware ? 64 : 256;
+  const threads = variant === "block64" ? 64 : 256;
   const kernel = kernelFor(`gather_rows_backward/${width}/${threads}`, () => ({
-    name: "gather_rows_backward",
+    name: `gather_rows_backward_${variant}`,
     params: {
       cols: "u32",
       col_blocks: "u32",

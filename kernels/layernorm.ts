@@ -16,6 +16,7 @@ import { grid, kernelFor } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
+import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import {
   assertBindable,
   layoutKey,
@@ -24,6 +25,7 @@ import {
   rowLayout,
   rowLoops,
   rowReduce,
+  rowVariant,
   vectorHelpers,
   vectorType,
   vectorWidth,
@@ -52,8 +54,9 @@ function forward(
   const type = vectorType(layout.width);
   // Sums are taken of x minus the row's first value, so that a constant row gives exactly zero
   // variance (y = beta) and a large offset does not swamp the deviations.
-  const kernel = kernelFor(`layernorm_forward/${layoutKey(layout)}`, () => ({
-    name: "layernorm_forward",
+  const name = `layernorm_forward_${rowVariant()}`;
+  const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
+    name,
     params: { rows: "u32", cols: "u32", eps: "f32" },
     bindings: [
       { name: "x", type },
@@ -118,8 +121,9 @@ function inputGradient(
 ): Tensor {
   const layout = rowLayout(cols);
   const type = vectorType(layout.width);
-  const kernel = kernelFor(`layernorm_backward/${layoutKey(layout)}`, () => ({
-    name: "layernorm_backward",
+  const name = `layernorm_backward_${rowVariant()}`;
+  const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
+    name,
     params: { rows: "u32", cols: "u32" },
     bindings: [
       { name: "x", type },
@@ -179,8 +183,11 @@ export interface ColumnLayout {
   readonly lanes: number;
 }
 
-const GPU_COLUMNS: ColumnLayout = { tile: 32, lanes: 8 };
-const SOFTWARE_COLUMNS: ColumnLayout = { tile: 64, lanes: 1 };
+/** The column layout of each variant of `layernorm_column_sums`. */
+const COLUMN_LAYOUTS: Record<KernelVariant<"layernorm_column_sums">, ColumnLayout> = {
+  tree: { tile: 32, lanes: 8 },
+  serial: { tile: 64, lanes: 1 },
+};
 let forcedColumns: ColumnLayout | null = null;
 
 /**
@@ -208,9 +215,9 @@ interface ColumnInput {
  * Column sums of WGSL terms over blocks of `blockRows` rows: for every term, a [blocks, cols] tensor
  * (or [cols] when one block covers the rows) whose element (b, c) adds the term over rows of block
  * b in a fixed order. Terms read input vectors at `i` (row `r`, vector column `col`) and per-row
- * values at `r`. A workgroup takes a tile of vector columns; on GPUs 8 lanes per column split the
- * block's rows and a tree in workgroup memory adds the lanes, on software adapters one lane walks
- * the block (no barrier).
+ * values at `r`. A workgroup takes a tile of vector columns; in the tree variant (GPUs) 8 lanes per
+ * column split the block's rows and a tree in workgroup memory adds the lanes, in the serial variant
+ * (software adapters) one lane walks the block (no barrier).
  */
 function columnSums(
   variant: string,
@@ -222,7 +229,8 @@ function columnSums(
 ): Tensor[] {
   const width = vectorWidth(cols);
   const type = vectorType(width);
-  const { tile, lanes } = forcedColumns ?? (gpu().profile.isSoftware ? SOFTWARE_COLUMNS : GPU_COLUMNS);
+  const kind = kernelVariant("layernorm_column_sums", () => gpu().profile.isSoftware ? "serial" : "tree");
+  const { tile, lanes } = forcedColumns ?? COLUMN_LAYOUTS[kind];
   const threads = tile * lanes;
   const tree = (k: number) =>
     lanes === 1 ? "" : `
@@ -233,8 +241,8 @@ function columnSums(
     workgroupBarrier();
   }
   acc${k} = tree${k}[lid];`;
-  const kernel = kernelFor(`layernorm_column_sums/${variant}/${width}/${tile}x${lanes}`, () => ({
-    name: "layernorm_column_sums",
+  const kernel = kernelFor(`layernorm_column_sums_${kind}/${variant}/${width}/${tile}x${lanes}`, () => ({
+    name: `layernorm_column_sums_${kind}`,
     params: { rows: "u32", vectors: "u32", block_rows: "u32", blocks: "u32" },
     bindings: [
       ...inputs.map((input) => ({ name: input.name, type: input.perRow ? "f32" as const : type })),

@@ -16,7 +16,7 @@ import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
-import { checkTiles, chooseTiles, gemmKernel, type TileConfig } from "./matmul_kernel.ts";
+import { chooseTiles, gemmKernel } from "./matmul_kernel.ts";
 import { sumToShape } from "./reduce.ts";
 
 /** Options of {@linkcode matmul}. */
@@ -27,8 +27,6 @@ export interface MatmulOptions {
   transposeB?: boolean;
   /** [N] added to every output row in the kernel's epilogue (fused, no extra dispatch). */
   bias?: Tensor;
-  /** Forces a tile configuration (tests, benchmarks); chosen per adapter and problem size when omitted. */
-  tiles?: TileConfig;
 }
 
 /** A stored operand: `tensor` viewed as a batch of [rows, cols] matrices. */
@@ -92,7 +90,6 @@ interface ProductOptions {
   transA: boolean;
   transB: boolean;
   bias?: Tensor;
-  tiles?: TileConfig;
   /** Shape of the result; [...batch, M, N] when omitted. */
   outShape?: readonly number[];
 }
@@ -113,10 +110,9 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
   }
   const out = emptyTensor(options.outShape ?? [...batch, M, N]);
   if (out.size === 0) return out;
-  const t = options.tiles ?? chooseTiles(shapeSize(batch), M, N);
-  checkTiles(t);
+  const { variant, tiles: t } = chooseTiles(shapeSize(batch), M, N);
   const aligned = (o: Operand, contiguous: number) => contiguous % 4 === 0 && o.tensor.byteOffset % 16 === 0;
-  const kernel = gemmKernel(t, {
+  const kernel = gemmKernel(variant, {
     transA,
     transB,
     vecA: aligned(a, transA ? M : K),
@@ -224,7 +220,7 @@ function reduceTo(full: Tensor, shape: readonly number[]): Tensor {
  * the kernel; the backward uses transposed products too, so nothing is transposed in memory.
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
-  const { transposeA = false, transposeB = false, bias, tiles } = options;
+  const { transposeA = false, transposeB = false, bias } = options;
   checkOperands("matmul", a, b, transposeA, transposeB);
   const N = b.shape[b.rank - (transposeB ? 2 : 1)];
   if (bias && (bias.dtype !== "float32" || !sameShape(bias.shape, [N]))) {
@@ -235,7 +231,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   // the inner dimension of the weight's gradient: dW = X^T dY with X as [batch * M, K]).
   const fold = b.rank === 2 && a.rank > 2 && !transposeA;
   const outShape = fold ? [...a.shape.slice(0, -1), N] : undefined;
-  const options2 = { transA: transposeA, transB: transposeB, bias, tiles, outShape };
+  const options2 = { transA: transposeA, transB: transposeB, bias, outShape };
   const out = product("matmul", operand(a, fold), operand(b), options2);
   return attachGrad(out, "matmul", bias ? [a, b, bias] : [a, b], (g) => {
     const sg = operand(g, fold), sa = operand(a, fold), sb = operand(b);
@@ -243,10 +239,9 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     let gradA: Tensor | null = null, gradB: Tensor | null = null;
     if (a.requiresGrad) {
       gradA = reduceTo(
-        transposeA ? product(op, sb, sg, { transA: transposeB, transB: true, tiles }) : product(op, sg, sb, {
+        transposeA ? product(op, sb, sg, { transA: transposeB, transB: true }) : product(op, sg, sb, {
           transA: false,
           transB: !transposeB,
-          tiles,
           outShape: fold ? a.shape : undefined,
         }),
         a.shape,
@@ -255,8 +250,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     if (b.requiresGrad) {
       gradB = reduceTo(
         transposeB
-          ? product(op, sg, sa, { transA: true, transB: transposeA, tiles })
-          : product(op, sa, sg, { transA: !transposeA, transB: false, tiles }),
+          ? product(op, sg, sa, { transA: true, transB: transposeA })
+          : product(op, sa, sg, { transA: !transposeA, transB: false }),
         b.shape,
       );
     }

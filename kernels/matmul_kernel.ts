@@ -14,6 +14,7 @@
  */
 import { gpu } from "../engine/device.ts";
 import { type Kernel, kernelFor, type ParamType } from "../engine/kernel.ts";
+import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 
 /** The work of one workgroup and one invocation; every size is a multiple of 4. */
 export interface TileConfig {
@@ -31,20 +32,20 @@ export interface TileConfig {
   readonly staged: boolean;
 }
 
-/** The tile configurations the automatic choice picks from; tests and benchmarks may force one. */
-export const TILE_CONFIGS = {
+/** The tile configuration of each matmul variant (`MM_KERNELS=matmul:<name>` forces one). */
+const TILE_CONFIGS = {
   /** Large problems on a GPU: 256 invocations of 8x8 outputs, slices 8 deep (9 KiB). */
-  gpuLarge: { rows: 128, cols: 128, depth: 8, threadRows: 8, threadCols: 8, staged: true },
+  tiled128: { rows: 128, cols: 128, depth: 8, threadRows: 8, threadCols: 8, staged: true },
   /** Medium problems on a GPU: 256 invocations of 4x4 outputs. */
-  gpuMedium: { rows: 64, cols: 64, depth: 16, threadRows: 4, threadCols: 4, staged: true },
+  tiled64: { rows: 64, cols: 64, depth: 16, threadRows: 4, threadCols: 4, staged: true },
   /** Small problems on a GPU: 64 invocations of 4x4 outputs. */
-  gpuSmall: { rows: 32, cols: 32, depth: 16, threadRows: 4, threadCols: 4, staged: true },
+  tiled32: { rows: 32, cols: 32, depth: 16, threadRows: 4, threadCols: 4, staged: true },
   /**
    * Software adapters: 4x2 invocations (one 8-lane SIMD row of llvmpipe) of 16x16 outputs read
    * directly; measured faster than 8x8 blocks or staged tiles, and larger blocks compile for seconds.
    */
-  software: { rows: 32, cols: 64, depth: 4, threadRows: 16, threadCols: 16, staged: false },
-} as const satisfies Record<string, TileConfig>;
+  direct: { rows: 32, cols: 64, depth: 4, threadRows: 16, threadCols: 16, staged: false },
+} as const satisfies Record<KernelVariant<"matmul">, TileConfig>;
 
 /** Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts. */
 const PARAMS: Record<string, ParamType> = Object.fromEntries(
@@ -272,12 +273,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
-/** The compiled kernel for a configuration and layout. */
-export function gemmKernel(t: TileConfig, layout: Layout): Kernel {
-  const shape = `${t.rows}x${t.cols}x${t.depth}_${t.threadRows}x${t.threadCols}${t.staged ? "" : "_direct"}`;
+/** The compiled kernel of a variant for an operand layout. */
+export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Kernel {
+  const t = TILE_CONFIGS[variant];
   const flags = [layout.transA, layout.transB, layout.vecA, layout.vecB, layout.vecC].map(Number).join("");
-  return kernelFor(`matmul/${shape}/${flags}`, () => ({
-    name: `matmul_${shape}`,
+  return kernelFor(`matmul/${variant}/${flags}`, () => ({
+    name: `matmul_${variant}`,
     params: PARAMS,
     bindings: [
       { name: "a", type: layout.vecA ? "vec4<f32>" : "f32" },
@@ -292,28 +293,31 @@ export function gemmKernel(t: TileConfig, layout: Layout): Kernel {
 /** Workgroups below which a GPU is considered under-filled and a smaller tile is chosen. */
 const ENOUGH_WORKGROUPS = 128;
 
-/** The tile configuration for a problem on the current adapter. */
-export function chooseTiles(batch: number, M: number, N: number): TileConfig {
-  if (gpu().profile.isSoftware) return TILE_CONFIGS.software;
-  const workgroups = (t: TileConfig) => batch * Math.ceil(M / t.rows) * Math.ceil(N / t.cols);
-  if (workgroups(TILE_CONFIGS.gpuLarge) >= ENOUGH_WORKGROUPS) return TILE_CONFIGS.gpuLarge;
-  if (workgroups(TILE_CONFIGS.gpuMedium) >= ENOUGH_WORKGROUPS) return TILE_CONFIGS.gpuMedium;
-  return TILE_CONFIGS.gpuSmall;
-}
-
-/** Throws unless the configuration is well formed and fits the device's limits. */
-export function checkTiles(t: TileConfig): void {
+/**
+ * The variant for a problem (forced by `MM_KERNELS`, or chosen for the adapter and problem size) and
+ * its tile configuration; throws when a forced variant exceeds the device's limits.
+ */
+export function chooseTiles(
+  batch: number,
+  M: number,
+  N: number,
+): { variant: KernelVariant<"matmul">; tiles: TileConfig } {
+  const variant = kernelVariant("matmul", () => {
+    if (gpu().profile.isSoftware) return "direct";
+    const workgroups = (t: TileConfig) => batch * Math.ceil(M / t.rows) * Math.ceil(N / t.cols);
+    if (workgroups(TILE_CONFIGS.tiled128) >= ENOUGH_WORKGROUPS) return "tiled128";
+    if (workgroups(TILE_CONFIGS.tiled64) >= ENOUGH_WORKGROUPS) return "tiled64";
+    return "tiled32";
+  });
+  const t = TILE_CONFIGS[variant];
   const { profile } = gpu();
-  const sizes = [t.rows, t.cols, t.depth, t.threadRows, t.threadCols];
   const memory = t.staged ? (tileSlots(t, t.rows) + tileSlots(t, t.cols)) * 16 : 0;
-  if (
-    sizes.some((s) => !Number.isInteger(s) || s <= 0 || s % 4 !== 0) ||
-    t.rows % t.threadRows !== 0 || t.cols % t.threadCols !== 0 || (!t.staged && t.depth !== 4) ||
-    (t.rows / t.threadRows) * (t.cols / t.threadCols) > profile.maxInvocationsPerWorkgroup ||
-    memory > profile.workgroupMemoryBytes
-  ) {
+  const invocations = (t.rows / t.threadRows) * (t.cols / t.threadCols);
+  if (invocations > profile.maxInvocationsPerWorkgroup || memory > profile.workgroupMemoryBytes) {
     throw new Error(
-      `matmul: tile configuration ${JSON.stringify(t)} is malformed or exceeds the device limits`,
+      `matmul: variant ${variant} needs ${invocations} invocations and ${memory} bytes of workgroup memory, ` +
+        `beyond the device's ${profile.maxInvocationsPerWorkgroup} and ${profile.workgroupMemoryBytes}`,
     );
   }
+  return { variant, tiles: t };
 }

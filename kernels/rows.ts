@@ -6,6 +6,7 @@
  */
 import { gpu } from "../engine/device.ts";
 import { grid } from "../engine/kernel.ts";
+import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import type { Tensor } from "../engine/tensor.ts";
 
 /** How a row kernel spreads rows over workgroups; part of the kernel variant key. */
@@ -43,11 +44,17 @@ export function forceRowLayout(layout: RowLayout | null): void {
 
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
+/** The variant of the row kernels ("rows" in `MM_KERNELS`): serial on software adapters, tree on GPUs. */
+export function rowVariant(): KernelVariant<"rows"> {
+  return kernelVariant("rows", () => gpu().profile.isSoftware ? "serial" : "tree");
+}
+
 /**
- * The layout for rows of `cols` floats. GPUs get about 8 floats per invocation, up to 1024
- * invocations per row and at least 256 per workgroup. On software adapters every barrier costs a
- * pass over the workgroup and workgroup memory is plain memory, so one invocation walks a whole row
- * (no barrier at all) and a workgroup takes 16 rows, leaving workgroups for every core.
+ * The layout for rows of `cols` floats. The tree variant (GPUs) gives about 8 floats to an
+ * invocation, up to 1024 invocations to a row and at least 256 to a workgroup. On software adapters
+ * every barrier costs a pass over the workgroup and workgroup memory is plain memory, so the serial
+ * variant has one invocation walk a whole row (no barrier at all) and a workgroup take 16 rows,
+ * leaving workgroups for every core.
  */
 export function rowLayout(cols: number): RowLayout {
   const width = vectorWidth(cols);
@@ -55,8 +62,10 @@ export function rowLayout(cols: number): RowLayout {
     return { ...forcedLayout, width: cols % forcedLayout.width === 0 ? forcedLayout.width : 1 };
   }
   const vectors = cols / width;
-  const { isSoftware, maxInvocationsPerWorkgroup } = gpu().profile;
-  if (isSoftware) return { threads: 1, rowsPerGroup: 16, perThread: Math.min(8, nextPow2(vectors)), width };
+  const { maxInvocationsPerWorkgroup } = gpu().profile;
+  if (rowVariant() === "serial") {
+    return { threads: 1, rowsPerGroup: 16, perThread: Math.min(8, nextPow2(vectors)), width };
+  }
   const invocations = Math.min(1024, maxInvocationsPerWorkgroup);
   const threads = Math.min(invocations, nextPow2(Math.ceil(vectors / (8 / width))));
   const perThread = Math.min(16 / width, nextPow2(Math.ceil(vectors / threads)));

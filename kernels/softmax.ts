@@ -22,6 +22,7 @@ import {
   rowLayout,
   rowLoops,
   rowReduce,
+  rowVariant,
   vectorType,
 } from "./rows.ts";
 
@@ -46,8 +47,9 @@ function rowsForward(mode: Mode, x: Tensor, y: Tensor, rows: number, cols: numbe
     ? { sum: "cache[k] = exp(cache[k] - m); s += cache[k];", cached: "cache[k] * scale" }
     : { sum: "s += exp(cache[k] - m);", cached: "(cache[k] - total.x) - log_sum" };
   const tail = mode === "softmax" ? "exp(v - total.x) * inverse" : "(v - total.x) - log_sum";
-  const kernel = kernelFor(`${mode}_rows/${layoutKey(layout)}`, () => ({
-    name: `${mode}_rows`,
+  const name = `${mode}_rows_${rowVariant()}`;
+  const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
+    name,
     params: { rows: "u32", cols: "u32" },
     bindings: [{ name: "x", type }, { name: "y", type, write: true }],
     code: rowKernel(
@@ -76,8 +78,9 @@ function rowsBackward(mode: Mode, y: Tensor, dy: Tensor, dx: Tensor, rows: numbe
   const term = mode === "softmax" ? "g * v" : "g";
   const write = mode === "softmax" ? "v * (g - total)" : "g - exp(v) * total";
   const type = vectorType(layout.width);
-  const kernel = kernelFor(`${mode}_rows_backward/${layoutKey(layout)}`, () => ({
-    name: `${mode}_rows_backward`,
+  const name = `${mode}_rows_backward_${rowVariant()}`;
+  const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
+    name,
     params: { rows: "u32", cols: "u32" },
     bindings: [{ name: "y", type }, { name: "dy", type }, { name: "dx", type, write: true }],
     code: rowKernel(

@@ -19,6 +19,7 @@
 import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
+import { kernelVariant } from "../engine/variants.ts";
 import { WGSL_MATH } from "../kernels/wgsl.ts";
 import { MAX_MODELS } from "./options.ts";
 
@@ -146,17 +147,19 @@ function padded(values: readonly number[], length: number): number[] {
 /**
  * Records each 1024-element tile's gradient norm without overflow (its largest finite |g| and the
  * sum of (g / largest)^2, as LAPACK's nrm2 scales) and its fault flags: a non-finite gradient, and
- * with `checkValues` a non-finite parameter. On GPUs a workgroup reduces a tile with a tree; on CPU
- * adapters, where barriers are expensive, one invocation walks a tile.
+ * with `checkValues` a non-finite parameter. In the tree variant (GPUs) a workgroup reduces a tile
+ * with a tree; in the serial variant (CPU adapters, where barriers are expensive) one invocation
+ * walks a tile.
  */
 export function recordTileNorms(
   layout: ArenaLayout,
   buffers: { grads: BufferRange; values: BufferRange; partials: BufferRange },
   checkValues: boolean,
 ): void {
-  const software = gpu().profile.isSoftware;
-  const kernel = kernelFor(`mm_tile_norms/${software ? "serial" : "tree"}`, () => ({
-    name: "mm_tile_norms",
+  const variant = kernelVariant("mm_tile_norms", () => gpu().profile.isSoftware ? "serial" : "tree");
+  const software = variant === "serial";
+  const kernel = kernelFor(`mm_tile_norms/${variant}`, () => ({
+    name: `mm_tile_norms_${variant}`,
     params: {
       models: "u32",
       check_values: "u32",

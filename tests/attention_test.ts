@@ -5,8 +5,8 @@ import {
   attentionBlockSizes,
   type AttentionOptions,
   fusedQkvAttention,
-  useAttentionKernels,
 } from "../kernels/attention.ts";
+import { withKernels } from "../engine/variants.ts";
 import {
   attentionBackward,
   attentionForward,
@@ -154,15 +154,12 @@ Deno.test("attention handles head dims 1, 3, 64 and 256", async () => {
 });
 
 Deno.test("the tiled kernels (the GPU path, with small tiles) match the reference too", async () => {
-  useAttentionKernels("tiled");
-  try {
+  await withKernels("attention:tiled_small", async () => {
     await sweep(8, 400);
     // D = 9 leaves some threads without a vec4 of D and pads the last vec4.
     await check({ batch: 2, heads: 2, queries: 17, keys: 10, dim: 9, masked: true, dropout: 0.2 }, 450);
     await check({ batch: 1, heads: 1, queries: 9, keys: 9, dim: 9, causal: true, masked: true }, 460);
-  } finally {
-    useAttentionKernels(undefined);
-  }
+  });
 });
 
 Deno.test("rows whose keys are all masked output zeros and get zero gradients", async () => {
@@ -262,18 +259,15 @@ Deno.test("dropout: the reference rebuilds the mask, p = 0 equals no dropout, a 
 });
 
 Deno.test("the same inputs give bit-identical outputs and gradients", async () => {
-  for (const kind of ["rows", "tiled"] as const) {
-    useAttentionKernels(kind);
-    try {
+  for (const kind of ["rows", "tiled_small"] as const) {
+    await withKernels(`attention:${kind}`, async () => {
       const c: Case = { batch: 2, heads: 2, queries: 25, keys: 19, dim: 8, masked: true };
       const x = inputs(c, 800);
       const [first, second] = [await runGpu(c, x), await runGpu(c, x)];
       for (const key of ["o", "dq", "dk", "dv"] as const) {
         assertBitwiseEqual(first[key], second[key], `${kind} ${key}`);
       }
-    } finally {
-      useAttentionKernels(undefined);
-    }
+    });
   }
 });
 

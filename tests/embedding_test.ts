@@ -1,6 +1,7 @@
 import { gpu } from "../engine/device.ts";
 import { Random } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
+import { withKernels } from "../engine/variants.ts";
 import { type Tensor, tensor } from "../engine/tensor.ts";
 import { gatherRows } from "../kernels/embedding.ts";
 import { gatherRowsBackward, gatherRowsForward } from "../kernels/reference/embedding.ts";
@@ -85,7 +86,7 @@ Deno.test("gatherRows matches the reference for every width class and id pattern
 });
 
 Deno.test("the GPU backward (256-column blocks) matches the reference", async () => {
-  await withProfile({ isSoftware: false }, async () => {
+  await withKernels("gather_rows_backward:block256", async () => {
     let seed = 50;
     for (const cols of [255, 256, 257, 1020, 1024, 1028]) {
       await checkGather(33, cols, [129], "repeats", seed++);

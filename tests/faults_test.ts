@@ -13,7 +13,8 @@ import { TransformerModel } from "../models/model.ts";
 import { ParameterSet } from "../models/parameters.ts";
 import { MultiModelOptimizer, type OptimizerState } from "../optim/multimodel.ts";
 import type { OptimizerOptions } from "../optim/options.ts";
-import { assertBitwiseEqual, assertClose, setup, withProfile } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, setup } from "./helpers.ts";
+import { withKernels } from "../engine/variants.ts";
 
 await setup();
 
@@ -181,7 +182,7 @@ Deno.test("a fault in one model leaves the others bit-identical to a run in whic
 });
 
 Deno.test("the GPU-shaped norm kernels isolate faults the same way", async () => {
-  await withProfile({ isSoftware: false }, async () => {
+  await withKernels("mm_tile_norms:tree", async () => {
     const satOut = await run({ loss: NaN });
     satOut.optimizer.dispose();
     for (const fault of [{ gradient: NaN }, { parameter: Infinity }, { gradient: 3e24 }]) {
@@ -213,8 +214,8 @@ function vectorModel(name: string, values: number[]): { parameterSet: ParameterS
 
 Deno.test("gradient norms never overflow: 4096 elements of 1e18 report a norm of 6.4e19 and clip", async () => {
   const size = 4096;
-  for (const software of [true, false]) {
-    await withProfile({ isSoftware: software }, async () => {
+  for (const variant of ["serial", "tree"]) {
+    await withKernels(`mm_tile_norms:${variant}`, async () => {
       const models = { a: vectorModel("a", new Array(size).fill(0)) };
       const optimizer = new MultiModelOptimizer({ models, lr: 0.1, clipGradNorm: 1, adaptiveLr: false });
       optimizer.zeroGrad();

@@ -107,8 +107,8 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /**
- * Runs `fn` with device-profile fields replaced, e.g. `{ isSoftware: false }` to exercise the GPU
- * kernel shapes on a CPU adapter, or a small `maxStorageBindingBytes` to exercise chunking.
+ * Runs `fn` with device-profile fields replaced, e.g. a small `maxStorageBindingBytes` to exercise
+ * chunking. Kernel variants are forced with `withKernels` (engine/variants.ts), not here.
  */
 export async function withProfile<T>(
   overrides: Partial<DeviceProfile>,

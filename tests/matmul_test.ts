@@ -1,8 +1,8 @@
 import { readAll, Tensor, tensor } from "../engine/tensor.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
+import { withKernels } from "../engine/variants.ts";
 import { linear, matmul } from "../kernels/matmul.ts";
-import { TILE_CONFIGS, type TileConfig } from "../kernels/matmul_kernel.ts";
 import { type Array64, array64 } from "../kernels/reference/array.ts";
 import * as ref from "../kernels/reference/matmul.ts";
 import {
@@ -19,15 +19,14 @@ await setup();
 
 const size = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
 
-/** One product to check: stored shapes of a and b, flags, and optionally a forced tile configuration. */
+/** One product to check: stored shapes of a and b, and flags. */
 interface Case {
   a: number[];
   b: number[];
   transposeA?: boolean;
   transposeB?: boolean;
   bias?: boolean;
-  tiles?: TileConfig;
-  /** Skip the backward pass (keeps the forced GPU configurations to few compiled variants). */
+  /** Skip the backward pass (keeps the forced GPU variants to few compiled kernels). */
   forwardOnly?: boolean;
 }
 
@@ -50,7 +49,7 @@ async function check(c: Case, seed: number): Promise<Float32Array[]> {
   const b = tensor(vb, { shape: c.b, requiresGrad: !c.forwardOnly });
   const bias = c.bias ? tensor(vbias, { requiresGrad: !c.forwardOnly }) : undefined;
   const options = { transposeA, transposeB };
-  const y = matmul(a, b, { ...options, bias, tiles: c.tiles });
+  const y = matmul(a, b, { ...options, bias });
   const A = array64(c.a, va), B = array64(c.b, vb);
   const refOptions = { ...options, bias: c.bias ? array64([N], vbias) : undefined };
   const expected = ref.matmul(A, B, refOptions);
@@ -198,16 +197,17 @@ Deno.test("a 2-D weight folds the batch into one product, forward and for its gr
 });
 
 Deno.test("the staged GPU tile configurations are correct on small odd and aligned shapes", async () => {
-  const { gpuLarge, gpuSmall } = TILE_CONFIGS;
-  await check(
-    { a: [2, 129, 9], b: [7, 9], transposeB: true, bias: true, tiles: gpuLarge, forwardOnly: true },
-    1,
+  await withKernels(
+    "matmul:tiled128",
+    () => check({ a: [2, 129, 9], b: [7, 9], transposeB: true, bias: true, forwardOnly: true }, 1),
   );
   // Each slice layout ([i][k / 4] and [k][i / 4]) with scalar and with vec4 loads.
-  await check({ a: [17, 33], b: [17, 31], transposeA: true, tiles: gpuSmall, forwardOnly: true }, 5);
-  await check({ a: [36, 20], b: [20, 28], bias: true, tiles: gpuSmall, forwardOnly: true }, 9);
-  const both = { transposeA: true, transposeB: true, tiles: gpuSmall, forwardOnly: true };
-  await check({ a: [20, 36], b: [28, 20], ...both }, 13);
+  await withKernels("matmul:tiled32", async () => {
+    await check({ a: [17, 33], b: [17, 31], transposeA: true, forwardOnly: true }, 5);
+    await check({ a: [36, 20], b: [20, 28], bias: true, forwardOnly: true }, 9);
+    const both = { transposeA: true, transposeB: true, forwardOnly: true };
+    await check({ a: [20, 36], b: [28, 20], ...both }, 13);
+  });
 });
 
 Deno.test("the same inputs give bit-identical outputs and gradients", async () => {

@@ -12,7 +12,8 @@ import { type OptimizerOptions, resolveOptions } from "../optim/options.ts";
 import { ReferenceOptimizer, type ReferenceParameter } from "../optim/reference.ts";
 import { checkAdamwFolder } from "../optim/parity.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
-import { assertBitwiseEqual, assertClose, maxAbs, runParity, setup, withProfile } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, maxAbs, runParity, setup } from "./helpers.ts";
+import { withKernels } from "../engine/variants.ts";
 
 await setup();
 
@@ -186,7 +187,7 @@ Deno.test("the fused step matches the float64 reference over 20 updates with eve
 });
 
 Deno.test("the GPU-shaped norm kernel (workgroup tree) matches the reference too", async () => {
-  await withProfile({ isSoftware: false }, () => checkAgainstReference(8));
+  await withKernels("mm_tile_norms:tree", () => checkAgainstReference(8));
 });
 
 Deno.test("with sharing, sync and adaptive rates off and equal weights, each model's update is AdamW alone", async () => {

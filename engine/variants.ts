@@ -1,0 +1,132 @@
+/**
+ * Kernel variants: every kernel family with more than one implementation, the names of its variants,
+ * and the choice among them. Each family's automatic choice (per adapter, and for matmul per problem
+ * size) lives beside its kernels and is passed to {@linkcode kernelVariant}; `MM_KERNELS` (read once at
+ * startup) or {@linkcode withKernels} (tests, benchmarks) overrides it, so every variant can be run,
+ * validated and timed on any adapter:
+ *
+ * ```sh
+ * MM_KERNELS=matmul:tiled128,attention:tiled deno task bench
+ * ```
+ *
+ * Kernel names carry their variant (`matmul_direct`, `attention_forward_rows`, `softmax_rows_tree`), so
+ * `MM_DEBUG` output and traced dispatches show which one ran.
+ *
+ * @module
+ */
+
+/** Every kernel family with more than one implementation: its variants, and what each one is. */
+export const KERNEL_VARIANTS = {
+  matmul: {
+    tiled128:
+      "128x128 output tiles, 8x8 per invocation, slices staged in workgroup memory (large problems on GPUs)",
+    tiled64: "64x64 output tiles, 4x4 per invocation, staged (medium problems on GPUs)",
+    tiled32: "32x32 output tiles, 4x4 per invocation, staged (small problems on GPUs)",
+    direct: "32x64 output tiles, 16x16 per invocation, operands read directly (software adapters)",
+  },
+  attention: {
+    tiled: "query and key blocks staged in workgroup memory, a micro-tile per thread (GPUs)",
+    tiled_small: "the tiled kernels with small blocks, cheap to compile on a software adapter",
+    rows: "whole rows per invocation in private arrays, no workgroup memory (software adapters)",
+  },
+  rows: {
+    tree: "softmax, log-softmax and layerNorm rows split over invocations, combined by a tree (GPUs)",
+    serial: "one invocation walks a whole row, no barrier (software adapters)",
+  },
+  layernorm_column_sums: {
+    tree: "layerNorm's parameter gradients: 8 lanes per column and a tree (GPUs)",
+    serial: "one lane walks each column's block of rows, no barrier (software adapters)",
+  },
+  cross_entropy: {
+    tree: "rows split over up to 256 invocations, backward in 256-column blocks (GPUs)",
+    serial: "a row per invocation, backward walks the whole row (software adapters)",
+  },
+  gather_rows_backward: {
+    block256: "embedding gradient in workgroups of 256 columns (GPUs)",
+    block64: "workgroups of 64 columns, keeping every CPU core busy (software adapters)",
+  },
+  mm_tile_norms: {
+    tree: "optimizer gradient norms: a workgroup reduces each tile with a tree (GPUs)",
+    serial: "one invocation walks each tile (software adapters)",
+  },
+} as const;
+
+/** A kernel family with variants. */
+export type KernelFamily = keyof typeof KERNEL_VARIANTS;
+
+/** The variant names of a family. */
+export type KernelVariant<F extends KernelFamily> = keyof (typeof KERNEL_VARIANTS)[F] & string;
+
+type Choices = Partial<Record<KernelFamily, string>>;
+
+/** Parses "family:variant,..." into choices; throws naming the bad part and the accepted names. */
+export function parseKernelChoices(spec: string, source = "MM_KERNELS"): Choices {
+  const choices: Choices = {};
+  for (const part of spec.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+    const [family, variant, ...rest] = part.split(":").map((s) => s.trim());
+    if (!Object.hasOwn(KERNEL_VARIANTS, family)) {
+      throw new Error(
+        `${source}: unknown kernel family "${family}" in "${part}"; families: ${acceptedNames()}`,
+      );
+    }
+    const variants = Object.keys(KERNEL_VARIANTS[family as KernelFamily]);
+    if (variant === undefined || rest.length > 0 || !variants.includes(variant)) {
+      throw new Error(
+        `${source}: unknown variant "${variant ?? ""}" of ${family} in "${part}"; accepted: ${
+          variants.join(", ")
+        }`,
+      );
+    }
+    choices[family as KernelFamily] = variant;
+  }
+  return choices;
+}
+
+/** "family (variant, variant), ..." for error messages. */
+function acceptedNames(): string {
+  return Object.entries(KERNEL_VARIANTS).map(([family, variants]) =>
+    `${family} (${Object.keys(variants).join(", ")})`
+  ).join(", ");
+}
+
+function readEnvironment(): Choices {
+  let spec: string | undefined;
+  try {
+    spec = Deno.env.get("MM_KERNELS");
+  } catch {
+    return {};
+  }
+  return parseKernelChoices(spec ?? "");
+}
+
+let choices: Choices = readEnvironment();
+
+/**
+ * The variant of `family` to run: the one `MM_KERNELS` or {@linkcode withKernels} names, otherwise
+ * `automatic()`, the family's own choice for the adapter and problem.
+ */
+export function kernelVariant<F extends KernelFamily>(
+  family: F,
+  automatic: () => KernelVariant<F>,
+): KernelVariant<F> {
+  return (choices[family] as KernelVariant<F> | undefined) ?? automatic();
+}
+
+/** The variants forced by `MM_KERNELS` and {@linkcode withKernels}, as "family:variant,..." ("" when none). */
+export function forcedKernels(): string {
+  return Object.entries(choices).map(([family, variant]) => `${family}:${variant}`).join(",");
+}
+
+/**
+ * Runs `fn` with the variants of `spec` ("family:variant,...", the syntax of `MM_KERNELS`) forced on
+ * top of the current ones, then restores them; tests use it to run a GPU's kernels on a CPU adapter.
+ */
+export async function withKernels<T>(spec: string, fn: () => T | Promise<T>): Promise<T> {
+  const saved = choices;
+  choices = { ...choices, ...parseKernelChoices(spec, "withKernels") };
+  try {
+    return await fn();
+  } finally {
+    choices = saved;
+  }
+}

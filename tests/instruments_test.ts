@@ -1,0 +1,200 @@
+/**
+ * The performance instruments: `MM_DEBUG` levels 1 to 4 print what engine/debug.ts documents, and
+ * `MM_KERNELS` (or `withKernels`) picks kernel variants and rejects unknown names with the accepted
+ * ones. The levels and `MM_KERNELS` are read once at startup, so those cases run a small script as a
+ * subprocess and read its stderr.
+ */
+import { traceDispatches } from "../engine/recorder.ts";
+import { tensor } from "../engine/tensor.ts";
+import { KERNEL_VARIANTS, parseKernelChoices, withKernels } from "../engine/variants.ts";
+import { attention } from "../kernels/attention.ts";
+import { matmul } from "../kernels/matmul.ts";
+import { softmax } from "../kernels/softmax.ts";
+import { setup } from "./helpers.ts";
+
+await setup();
+
+const engine = new URL("../", import.meta.url).href;
+
+/**
+ * A product and a softmax submitted by flush() (it prints the readbacks so far), a softmax read
+ * back, then one more softmax submitted after the last readback.
+ */
+const SCRIPT = `
+import { initGpu } from "${engine}engine/device.ts";
+import { flush, recorderStats } from "${engine}engine/recorder.ts";
+import { tensor } from "${engine}engine/tensor.ts";
+import { matmul } from "${engine}kernels/matmul.ts";
+import { softmax } from "${engine}kernels/softmax.ts";
+await initGpu();
+const a = tensor(new Float32Array(8 * 12).fill(0.5), { shape: [8, 12] });
+const b = tensor(new Float32Array(12 * 4).fill(0.25), { shape: [12, 4] });
+const y = softmax(matmul(a, b));
+flush();
+console.log("readbacks after flush() " + recorderStats().readbacks);
+const z = softmax(y);
+console.log("value " + (await z.data())[0]);
+softmax(z);
+flush();
+`;
+
+interface Run {
+  code: number;
+  stdout: string;
+  /** Lines of stderr starting with "[mm] ", without the prefix. */
+  debug: string[];
+  stderr: string;
+}
+
+async function runScript(env: Record<string, string>): Promise<Run> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", SCRIPT],
+    env: { NO_COLOR: "1", MM_DEBUG: "", MM_KERNELS: "", MM_TIMING: "", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  const stderr = text.decode(output.stderr);
+  const debug = stderr.split("\n").filter((l) => l.startsWith("[mm] ")).map((l) => l.slice(5));
+  const run = { code: output.code, stdout: text.decode(output.stdout), debug, stderr };
+  if (run.code !== 0) throw new Error(`script exited ${run.code}: ${stderr}`);
+  if (!run.stdout.includes("value 0.25")) throw new Error(`wrong result: ${run.stdout}`);
+  return run;
+}
+
+const DISPATCH = /^(\w+) wg=\(\d+,\d+,\d+\) bytes=\d+$/;
+const dispatchLines = (run: Run) => run.debug.filter((l) => DISPATCH.test(l));
+
+function expect(condition: boolean, what: string, run: Run): void {
+  if (!condition) throw new Error(`${what}; stderr:\n${run.stderr}`);
+}
+
+Deno.test("MM_DEBUG=1 lists every dispatch with its variant, and nothing else", async () => {
+  const run = await runScript({ MM_DEBUG: "1" });
+  const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
+  expect(kernels.length === 4 && run.debug.length === 4, "four dispatch lines", run);
+  expect(/^matmul_(tiled128|tiled64|tiled32|direct)$/.test(kernels[0]), "matmul with its variant", run);
+  expect(/^softmax_rows_(tree|serial)$/.test(kernels[1]), "softmax with its variant", run);
+  expect(kernels[2] === kernels[1] && kernels[3] === kernels[1], "softmax thrice", run);
+  const quiet = await runScript({});
+  expect(quiet.debug.length === 0, "no debug output without MM_DEBUG", quiet);
+});
+
+Deno.test("MM_DEBUG=2 adds one line per submit: dispatches, bytes bound, pipelines created", async () => {
+  const run = await runScript({ MM_DEBUG: "2" });
+  const submits = run.debug.filter((l) => l.startsWith("submit "));
+  const pattern =
+    /^submit \d+ \(([a-z ]+)\): (\d+) dispatches, [\d.]+ k?M?G?B bound, (\d+) pipelines created$/;
+  expect(submits.every((l) => pattern.test(l)), "submit lines in the documented format", run);
+  const fields = submits.map((l) => l.match(pattern)!);
+  const dispatches = fields.reduce((sum, f) => sum + Number(f[2]), 0);
+  const pipelines = fields.reduce((sum, f) => sum + Number(f[3]), 0);
+  expect(dispatches === 4 && pipelines === 2, "4 dispatches and 2 pipelines over the submits", run);
+  expect(fields.map((f) => f[1]).join() === "flush,readback,flush", "a submit per flush and readback", run);
+  expect(dispatchLines(run).length === 4, "level 1 lines too", run);
+});
+
+Deno.test("MM_DEBUG=3 prints each new pipeline's WGSL with its creation time", async () => {
+  const run = await runScript({ MM_DEBUG: "3" });
+  const headers = run.debug.filter((l) => /^pipeline \d+ \w+, created in [\d.]+ ms:$/.test(l));
+  expect(headers.length === 2, "two pipeline headers", run);
+  expect(
+    run.stderr.includes("@compute @workgroup_size") && run.stderr.includes("struct Params"),
+    "WGSL",
+    run,
+  );
+});
+
+/** The rows of the level-4 table: kernel -> count. */
+function tableRows(run: Run): { title: string; rows: Map<string, number>; notes: string[] } {
+  const at = run.debug.findIndex((l) => l.startsWith("kernel times, "));
+  expect(at >= 0 && /^kernel +count +total ms +mean ms +share$/.test(run.debug[at + 1]), "a table", run);
+  const rows = new Map<string, number>(), notes: string[] = [];
+  for (const line of run.debug.slice(at + 2)) {
+    const m = line.match(/^(\w+) +(\d+) +[\d.]+ +[\d.]+ +[\d.]+%$/);
+    if (m) rows.set(m[1], Number(m[2]));
+    else notes.push(line);
+  }
+  return { title: run.debug[at], rows, notes };
+}
+
+Deno.test("MM_DEBUG=4 times every kernel and prints a table at exit, without a readback inside the work", async () => {
+  const run = await runScript({ MM_DEBUG: "4" });
+  expect(run.stdout.includes("readbacks after flush() 0"), "no readback before the program's own", run);
+  const { title, rows } = tableRows(run);
+  const timestamps = title.includes("GPU timestamps (one compute pass per dispatch)");
+  const host = title.includes("serialised host timing: includes per-submit overhead");
+  expect(timestamps || host, "a label", run);
+  const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
+  // With timestamps every dispatch is timed, even the softmax submitted after the last readback (read
+  // in a last wait at exit); host timing times the softmax submitted by the readback.
+  const [matmuls, softmaxes] = timestamps ? [1, 3] : [undefined, 1];
+  expect(rows.get(kernels[0]) === matmuls && rows.get(kernels[1]) === softmaxes, "a row per kernel", run);
+});
+
+Deno.test("MM_TIMING=host times each dispatch alone inside the program's waits", async () => {
+  const run = await runScript({ MM_DEBUG: "4", MM_TIMING: "host" });
+  const { title, rows, notes } = tableRows(run);
+  expect(title.includes("serialised host timing: includes per-submit overhead"), "the host label", run);
+  const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
+  expect(rows.size === 1 && rows.get(kernels[2]) === 1, "the softmax submitted by the readback", run);
+  expect(notes.some((n) => n.startsWith("3 dispatches not timed")), "the flushed ones reported untimed", run);
+});
+
+Deno.test("MM_KERNELS picks the variants, in kernel names", async () => {
+  const run = await runScript({ MM_DEBUG: "1", MM_KERNELS: "matmul:tiled32, rows:tree" });
+  const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
+  expect(kernels.join() === `matmul_tiled32${",softmax_rows_tree".repeat(3)}`, "forced variants", run);
+});
+
+Deno.test("withKernels forces variants in code and restores the automatic choice", async () => {
+  const q = tensor(new Float32Array(2 * 5 * 4), { shape: [1, 2, 5, 4] });
+  const a = tensor(new Float32Array(6), { shape: [2, 3] }),
+    b = tensor(new Float32Array(12), { shape: [3, 4] });
+  const names = () =>
+    traceDispatches(() => [matmul(a, b), softmax(a), attention(q, q, q)]).dispatches.map((d) => d.kernel);
+  const automatic = names();
+  const forced = await withKernels("matmul:tiled64,rows:serial,attention:tiled_small", names);
+  if (forced.join() !== "matmul_tiled64,softmax_rows_serial,attention_forward_tiled_small") {
+    throw new Error(`forced: ${forced}`);
+  }
+  if (names().join() !== automatic.join()) throw new Error(`not restored: ${names()} after ${automatic}`);
+});
+
+Deno.test("unknown families and variants are errors that list the accepted names", async () => {
+  const families = Object.entries(KERNEL_VARIANTS).map(([f, v]) => `${f} (${Object.keys(v).join(", ")})`);
+  const cases: [string, string][] = [
+    [
+      "matmul:tiled256",
+      'MM_KERNELS: unknown variant "tiled256" of matmul in "matmul:tiled256"; accepted: ' +
+      "tiled128, tiled64, tiled32, direct",
+    ],
+    [
+      "matmul",
+      'MM_KERNELS: unknown variant "" of matmul in "matmul"; accepted: tiled128, tiled64, tiled32, direct',
+    ],
+    [
+      "softmax:tree",
+      `MM_KERNELS: unknown kernel family "softmax" in "softmax:tree"; families: ${families.join(", ")}`,
+    ],
+  ];
+  for (const [spec, message] of cases) {
+    let thrown = "";
+    try {
+      parseKernelChoices(spec);
+    } catch (e) {
+      thrown = (e as Error).message;
+    }
+    if (thrown !== message) throw new Error(`${spec}: ${thrown}`);
+  }
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", SCRIPT],
+    env: { NO_COLOR: "1", MM_KERNELS: "attention:tiles" },
+    stderr: "piped",
+    stdout: "null",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  const expected =
+    'unknown variant "tiles" of attention in "attention:tiles"; accepted: tiled, tiled_small, rows';
+  if (output.code === 0 || !stderr.includes(expected)) throw new Error(`exit ${output.code}: ${stderr}`);
+});
