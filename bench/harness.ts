@@ -1,13 +1,19 @@
 /**
- * GPU benchmark harness on top of `Deno.bench`. Each measured iteration records `reps` repetitions
- * of the work and waits for the GPU once, so the ~11 ms cost of a Deno WebGPU synchronisation is
- * amortised; the rate (GFLOP/s or GB/s) of the best iteration is printed in a table at exit, with
- * the adapter's name.
+ * GPU benchmark harness on top of `Deno.bench`. Before the workloads, two microbenchmarks measure
+ * the adapter's peaks: copy bandwidth (a vec4 streaming copy between two large buffers) and FMA
+ * throughput (a register-bound loop of independent vec4 FMA chains). Each measured iteration of a
+ * workload records `reps` repetitions of the work and waits for the GPU once, so the ~11 ms cost of
+ * a Deno WebGPU synchronisation is amortised; at exit a table gives, per workload, the best
+ * iteration's time per repetition, its rate (GFLOP/s or GB/s) and that rate as a share of the
+ * matching peak, with the adapter's name and any variants forced by `MM_KERNELS`.
  *
  * @module
  */
 import { openGpuOrExit } from "../tools/start.ts";
-import { synchronize } from "../engine/recorder.ts";
+import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { dispatch, synchronize } from "../engine/recorder.ts";
+import { zeros } from "../engine/tensor.ts";
+import { forcedKernels } from "../engine/variants.ts";
 
 /** A GPU benchmark case. */
 export interface GpuBench {
@@ -15,9 +21,9 @@ export interface GpuBench {
   name: string;
   /** Group for `deno bench`'s comparison output. */
   group?: string;
-  /** Floating-point operations of one repetition (reported as GFLOP/s). */
+  /** Floating-point operations of one repetition (reported as GFLOP/s, against the FMA peak). */
   flops?: number;
-  /** Bytes one repetition must move at least (reported as GB/s). */
+  /** Bytes one repetition must move at least (reported as GB/s, against the copy peak). */
   bytes?: number;
   /** Repetitions recorded per measured iteration. */
   reps: number;
@@ -28,17 +34,122 @@ export interface GpuBench {
 }
 
 const gpuInfo = await openGpuOrExit();
-const rows: { name: string; ms: number; rate: string }[] = [];
+const software = gpuInfo.profile.isSoftware;
 
-/** Registers a GPU benchmark. */
+/**
+ * Milliseconds per repetition of `record`, as the slope between waits after `reps` and `2 * reps`
+ * repetitions (best of three each), which cancels the fixed cost of the wait; `reps` doubles until
+ * one wait spans `spanMs`.
+ */
+async function slopeMs(record: () => void, spanMs: number): Promise<number> {
+  const timed = async (reps: number) => {
+    let best = Infinity;
+    for (let trial = 0; trial < 3; trial++) {
+      const start = performance.now();
+      for (let i = 0; i < reps; i++) record();
+      await synchronize();
+      best = Math.min(best, performance.now() - start);
+    }
+    return best;
+  };
+  record();
+  await synchronize();
+  let reps = 1;
+  while (reps < 4096 && await timed(reps) < spanMs) reps *= 2;
+  return Math.max(1e-6, (await timed(2 * reps) - await timed(reps)) / reps);
+}
+
+/** Copy bandwidth in GB/s (bytes read plus bytes written): a vec4 copy between two buffers. */
+async function copyPeak(): Promise<{ rate: number; detail: string }> {
+  const bytes = Math.min(software ? 32 << 20 : 256 << 20, gpuInfo.profile.maxStorageBindingBytes);
+  const vectors = bytes / 16;
+  const [from, to] = [zeros([vectors * 4]), zeros([vectors * 4])];
+  const kernel = kernelFor("peak_copy", () => ({
+    name: "peak_copy",
+    params: { count: "u32" },
+    bindings: [{ name: "src", type: "vec4<f32>" }, { name: "dst", type: "vec4<f32>", write: true }],
+    code: `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  if (i < params.count) { dst[i] = src[i]; }
+}`,
+  }));
+  const ms = await slopeMs(
+    () => dispatch(kernel, [vectors], [from.range(), to.range()], grid(vectors, 256)),
+    100,
+  );
+  from.dispose();
+  to.dispose();
+  return { rate: (2 * bytes) / ms / 1e6, detail: `vec4 copy of ${bytes >> 20} MiB` };
+}
+
+/** Chains of FMA per invocation in {@linkcode fmaPeak}: independent, so they overlap in the pipeline. */
+const CHAINS = 8;
+
+/** FMA throughput in GFLOP/s (an FMA counts 2): independent vec4 FMA chains held in registers. */
+async function fmaPeak(): Promise<{ rate: number; detail: string }> {
+  const invocations = software ? 1 << 14 : 1 << 20, iterations = 1024;
+  const out = zeros([invocations * 4]);
+  const chains = Array.from({ length: CHAINS }, (_, k) => k);
+  const kernel = kernelFor("peak_fma", () => ({
+    name: "peak_fma",
+    params: { count: "u32", iterations: "u32", b: "f32", c: "f32" },
+    bindings: [{ name: "out", type: "vec4<f32>", write: true }],
+    code: `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  let b = vec4<f32>(params.b);
+  let c = vec4<f32>(params.c);
+  ${chains.map((k) => `var a${k} = vec4<f32>(f32(i) * 1e-7 + ${k}.0);`).join("\n  ")}
+  for (var k = 0u; k < params.iterations; k++) {
+    ${chains.map((k) => `a${k} = fma(a${k}, b, c);`).join("\n    ")}
+  }
+  if (i < params.count) { out[i] = ${chains.map((k) => `a${k}`).join(" + ")}; }
+}`,
+  }));
+  // b and c are uniforms, so the compiler cannot fold the loop; |a| stays bounded for b < 1.
+  const params = [invocations, iterations, 0.999, 0.001];
+  const ms = await slopeMs(() => dispatch(kernel, params, [out.range()], grid(invocations, 256)), 100);
+  out.dispose();
+  const flops = invocations * iterations * CHAINS * 4 * 2;
+  return {
+    rate: flops / ms / 1e6,
+    detail: `${invocations} invocations x ${iterations} x ${CHAINS} vec4 FMA`,
+  };
+}
+
+const peaks = { copy: await copyPeak(), fma: await fmaPeak() };
+console.log(
+  `peaks of ${gpuInfo.profile.name}: copy ${peaks.copy.rate.toFixed(1)} GB/s (${peaks.copy.detail}), ` +
+    `FMA ${peaks.fma.rate.toFixed(1)} GFLOP/s (${peaks.fma.detail})`,
+);
+
+const rows: { name: string; ms: number; rate: string; share: string }[] = [];
+
+/** The row of a workload whose best repetition took `ms`. */
+function row(spec: GpuBench, ms: number) {
+  const [rate, unit, peak] = spec.flops
+    ? [spec.flops / ms / 1e6, "GFLOP/s", peaks.fma.rate]
+    : [(spec.bytes ?? 0) / ms / 1e6, "GB/s", peaks.copy.rate];
+  return {
+    name: spec.name,
+    ms,
+    rate: `${rate.toFixed(2)} ${unit}`,
+    share: `${((100 * rate) / peak).toFixed(1)}%`,
+  };
+}
+
+/** Registers a GPU benchmark. Software adapters take fewer iterations: one repetition can take seconds. */
 export function benchGpu(spec: GpuBench): void {
   let prepared = false;
   let best = Infinity;
   Deno.bench({
     name: spec.name,
     group: spec.group,
-    n: 5,
-    warmup: 1,
+    n: software ? 2 : 5,
+    warmup: software ? 0 : 1,
     async fn(b) {
       if (!prepared) {
         await spec.setup();
@@ -55,12 +166,8 @@ export function benchGpu(spec: GpuBench): void {
       if (ms < best) {
         best = ms;
         const existing = rows.findIndex((r) => r.name === spec.name);
-        const rate = spec.flops
-          ? `${(spec.flops / ms / 1e6).toFixed(2)} GFLOP/s`
-          : `${((spec.bytes ?? 0) / ms / 1e6).toFixed(2)} GB/s`;
-        const row = { name: spec.name, ms, rate };
-        if (existing >= 0) rows[existing] = row;
-        else rows.push(row);
+        if (existing >= 0) rows[existing] = row(spec, ms);
+        else rows.push(row(spec, ms));
       }
     },
   });
@@ -68,7 +175,11 @@ export function benchGpu(spec: GpuBench): void {
 
 globalThis.addEventListener("unload", () => {
   if (rows.length === 0) return;
-  console.log(`\nadapter: ${gpuInfo.profile.name}`);
-  console.log("| case | ms per repetition | rate |\n|---|---|---|");
-  for (const r of rows) console.log(`| ${r.name} | ${r.ms.toFixed(3)} | ${r.rate} |`);
+  const forced = forcedKernels();
+  console.log(`\nadapter: ${gpuInfo.profile.name}${forced ? `, kernels forced: ${forced}` : ""}`);
+  console.log(
+    `peaks: copy ${peaks.copy.rate.toFixed(1)} GB/s, FMA ${peaks.fma.rate.toFixed(1)} GFLOP/s`,
+  );
+  console.log("| case | ms per repetition | rate | % of peak |\n|---|---|---|---|");
+  for (const r of rows) console.log(`| ${r.name} | ${r.ms.toFixed(3)} | ${r.rate} | ${r.share} |`);
 });
