@@ -8,7 +8,7 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { type TrainOptions } from "../train/options.ts";
+import type { TrainOptions } from "../train/options.ts";
 import { train } from "../train/loop.ts";
 import { measureCompute } from "./compute.ts";
 import { type ExperimentRun, parseRuns } from "./runs.ts";

@@ -143,7 +143,11 @@ export async function train(
     results,
     steps: step - startStep,
     seconds: elapsed(started),
-    metric: { name: runner.metricName, key: runner.primaryMetric, higherIsBetter: runner.kind.higherIsBetter },
+    metric: {
+      name: runner.metricName,
+      key: runner.primaryMetric,
+      higherIsBetter: runner.kind.higherIsBetter,
+    },
     stepsPerEpoch,
   };
 }
