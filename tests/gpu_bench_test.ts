@@ -214,11 +214,14 @@ Deno.test("rows judge time ratios from above, rate ratios from below, and replac
 });
 
 const python = `${root}.venv/bin/python`;
-const hasTorch = await new Deno.Command(python, {
-  args: ["-c", "import torch, transformers, safetensors"],
-  stdout: "null",
-  stderr: "null",
-}).output().then((o) => o.success, () => false);
+// Spawning a missing program rejects in a way the test runner reports as uncaught: look first.
+const hasPython = await Deno.stat(python).then(() => true, () => false);
+const hasTorch = hasPython &&
+  (await new Deno.Command(python, {
+    args: ["-c", "import torch, transformers, safetensors"],
+    stdout: "null",
+    stderr: "null",
+  }).output()).success;
 
 Deno.test({
   name: "with torch on the CPU: the PyTorch half's tiny references pass our check (skipped without .venv)",
