@@ -6,7 +6,19 @@
  */
 import { updateMultipliers } from "./adaptive.ts";
 import type { ParameterGroup } from "./groups.ts";
-import { modelLrFactors, type ResolvedOptions, scheduleFactor } from "./options.ts";
+import type { ResolvedOptions } from "./options.ts";
+
+/**
+ * The schedule's factor at update u, written here from the README's words (linear warmup, then cosine to
+ * minRatio, held after totalSteps) rather than taken from optim/options.ts, which the GPU path uses: a
+ * reference shares no code with what it checks.
+ */
+function schedule(s: ResolvedOptions["schedule"], u: number): number {
+  if (!s) return 1;
+  if (u < s.warmupSteps) return (u + 1) / s.warmupSteps;
+  const progress = Math.min(1, (u - s.warmupSteps) / (s.totalSteps - s.warmupSteps));
+  return s.minRatio + (1 - s.minRatio) * (1 + Math.cos(Math.PI * progress)) / 2;
+}
 
 /** A parameter of the reference: its model, name and float64 values. */
 export interface ReferenceParameter {
@@ -183,7 +195,7 @@ export class ReferenceOptimizer {
       const next = updateMultipliers(this.state.map((s) => s.multiplier), windows, o.adaptiveLr, skip);
       this.state.forEach((s, m) => (s.multiplier = next[m]));
     }
-    const factors = modelLrFactors(o.modelWeights);
+    const meanWeight = o.modelWeights.reduce((sum, w) => sum + w, 0) / o.modelWeights.length;
     const [beta1, beta2] = o.betas;
     for (const m of models) {
       const s = this.state[m];
@@ -196,7 +208,7 @@ export class ReferenceOptimizer {
       s.gradNorm = norm;
       const clip = o.clipGradNorm === null ? 1 : Math.min(1, o.clipGradNorm / (norm + 1e-6));
       const scale = clip / o.gradientAccumulationSteps;
-      const lr = o.lr * scheduleFactor(o.schedule, update) * factors[m] * s.multiplier;
+      const lr = o.lr * schedule(o.schedule, update) * (o.modelWeights[m] / meanWeight) * s.multiplier;
       s.steps++;
       const bc1 = 1 - beta1 ** s.steps;
       const bc2Sqrt = Math.sqrt(1 - beta2 ** s.steps);
