@@ -97,7 +97,7 @@ Deno.test("deno task parity on an AdamW folder exits 1 when a trajectory is off"
   if (code !== 1 || line.pass !== false || line.worstAt !== "b step 3") throw new Error(JSON.stringify(line));
 });
 
-async function checkAgainstReference(updates: number): Promise<void> {
+async function checkAgainstReference(updates: number, overrides: OptimizerOptions = {}): Promise<void> {
   const models = tinyModels();
   const options: OptimizerOptions = {
     lr: 2e-2,
@@ -111,6 +111,7 @@ async function checkAgainstReference(updates: number): Promise<void> {
     parameterSync: { ratio: 0.2, every: 3 },
     adaptiveLr: { window: 4, min: 0.5, max: 1.5, smoothing: 0.5 },
     alignInitialization: true,
+    ...overrides,
   };
   const optimizer = new MultiModelOptimizer({ models, ...options });
   const start = await parameterValues(models);
@@ -184,6 +185,18 @@ async function checkAgainstReference(updates: number): Promise<void> {
 
 Deno.test("the fused step matches the float64 reference over 20 updates with every mechanism on", async () => {
   await checkAgainstReference(20);
+});
+
+Deno.test("sharing and sync at other periods (every 2 and 4, every 1 and 1) match the reference", async () => {
+  // An off-by-one in either period's test shows within 8 updates.
+  await checkAgainstReference(8, {
+    gradientSharing: { ratio: 0.3, every: 2 },
+    parameterSync: { ratio: 0.2, every: 4 },
+  });
+  await checkAgainstReference(8, {
+    gradientSharing: { ratio: 0.3, every: 1 },
+    parameterSync: { ratio: 0.2, every: 1 },
+  });
 });
 
 Deno.test("the GPU-shaped norm kernel (workgroup tree) matches the reference too", async () => {
