@@ -3,7 +3,7 @@
  * models live in one flat arena; model m owns the elements [segment[m], segment[m + 1]). An update
  * is a constant number of dispatches whatever the number of tensors:
  *
- * 1. `mm_tile_norms`: each 1024-element tile's gradient norm, scaled so it cannot overflow, and
+ * 1. `mm_tile_norms`: each TILE-element tile's gradient norm, scaled so it cannot overflow, and
  *    whether it holds a non-finite gradient (or parameter, before sharing); tiles never cross models;
  * 2. `mm_plan`: one workgroup sums each model's tiles in a fixed order, flags non-finite models,
  *    clips, updates the adaptive multipliers and writes each model's learning rate and bias
@@ -20,8 +20,8 @@ import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { kernelVariant } from "../engine/variants.ts";
-import { WGSL_MATH } from "../kernels/wgsl.ts";
 import { MAX_MODELS } from "./options.ts";
+import { type ArenaLayout, FINITE, indexed, LANES, padded, SEGMENTS, uniformArray } from "./wgsl.ts";
 
 /** Fields of a model's row in the control table (float32, {@linkcode CONTROL_STRIDE} per model). */
 export const CONTROL = {
@@ -84,68 +84,20 @@ export const GRADIENT_LIMIT = 1e19;
 /** Floats per model in the control table. */
 export const CONTROL_STRIDE = 16;
 
-/** Elements per tile of the norm pass (256 invocations x vec4). */
-export const TILE = 1024;
+/** Elements per tile of the norm pass (LANES invocations x vec4). */
+export const TILE = LANES * 4;
 
 /** Floats per tile in the norm pass's output: largest finite |g|, sum of (g / largest)^2, fault flags. */
 export const TILE_PARTIAL = 3;
 
 /** Bits of a tile's fault flags. */
-const TILE_FLAG = { gradient: 1, parameters: 2 } as const;
+export const TILE_FLAG = { gradient: 1, parameters: 2 } as const;
 
 /** u32 words per group in the group table: first block, size, count, pad, 8 offsets, 8 model indices. */
 export const GROUP_WORDS = 4 + 2 * MAX_MODELS;
 
-const FINITE = `
-fn finite(x: f32) -> bool {
-  // Bit test rather than comparisons, which compilers may fold under fast-math assumptions.
-  return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
-}
-`;
-
-function indexed(prefix: string, count: number, type: "u32" | "f32"): Record<string, "u32" | "f32"> {
-  const out: Record<string, "u32" | "f32"> = {};
-  for (let i = 0; i < count; i++) out[`${prefix}${i}`] = type;
-  return out;
-}
-
-/** WGSL returning uniform `${prefix}${i}` for a runtime index i (uniform struct fields cannot be indexed). */
-function uniformArray(name: string, prefix: string, count: number, type: "u32" | "f32"): string {
-  const cases = Array.from({ length: count }, (_, i) => `    case ${i}u: { return params.${prefix}${i}; }`)
-    .join("\n");
-  return `fn ${name}(i: u32) -> ${type} {\n  switch i {\n${cases}\n    default: { return params.${prefix}${
-    count - 1
-  }; }\n  }\n}\n`;
-}
-
-const SEGMENTS = `${uniformArray("segment", "seg", MAX_MODELS + 1, "u32")}
-fn model_of(element: u32) -> u32 {
-  var m = 0u;
-  for (; m + 1u < params.models; m++) {
-    if (element < segment(m + 1u)) { break; }
-  }
-  return m;
-}
-`;
-
-/** Layout facts every update needs, passed as uniforms. */
-export interface ArenaLayout {
-  /** Number of models. */
-  models: number;
-  /** Element offset where each model starts, plus the end (models + 1 entries). */
-  segments: number[];
-  /** First tile of each model, plus the total (models + 1 entries). */
-  tiles: number[];
-}
-
-function padded(values: readonly number[], length: number): number[] {
-  const out = [...values];
-  while (out.length < length) out.push(values[values.length - 1] ?? 0);
-  return out;
-}
-
 /**
- * Records each 1024-element tile's gradient norm without overflow (its largest finite |g| and the
+ * Records each TILE-element tile's gradient norm without overflow (its largest finite |g| and the
  * sum of (g / largest)^2, as LAPACK's nrm2 scales) and its fault flags: a non-finite gradient, and
  * with `checkValues` a non-finite parameter. In the tree variant (GPUs) a workgroup reduces a tile
  * with a tree; in the serial variant (CPU adapters, where barriers are expensive) one invocation
@@ -218,10 +170,10 @@ ${software ? SERIAL_TILE_NORM : TREE_TILE_NORM}`,
 }
 
 const TREE_TILE_NORM = `
-var<workgroup> largest: array<f32, 256>;
-var<workgroup> sums: array<f32, 256>;
-var<workgroup> flags: array<u32, 256>;
-@compute @workgroup_size(256)
+var<workgroup> largest: array<f32, ${LANES}>;
+var<workgroup> sums: array<f32, ${LANES}>;
+var<workgroup> flags: array<u32, ${LANES}>;
+@compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let tile = wid.x + wid.y * groups.x;
@@ -244,7 +196,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   largest[lid] = max(max(a.x, a.y), max(a.z, a.w));
   flags[lid] = f;
   workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride >>= 1u) {
+  for (var stride = ${LANES / 2}u; stride > 0u; stride >>= 1u) {
     if (lid < stride) {
       largest[lid] = max(largest[lid], largest[lid + stride]);
       flags[lid] |= flags[lid + stride];
@@ -256,7 +208,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   if (inside) { s = scaled_square(i, top); }
   sums[lid] = s;
   workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride >>= 1u) {
+  for (var stride = ${LANES / 2}u; stride > 0u; stride >>= 1u) {
     if (lid < stride) { sums[lid] += sums[lid + stride]; }
     workgroupBarrier();
   }
@@ -288,254 +240,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   partials[tile * ${TILE_PARTIAL}u + 1u] = s;
   partials[tile * ${TILE_PARTIAL}u + 2u] = f32(f);
 }`;
-
-/** What phase of an update `mm_plan` performs. */
-export const PlanPhase = {
-  /** Sum norms and flag non-finite models (before sharing). */
-  Flag: 0,
-  /** Sum norms again (after sharing) and plan the update. */
-  Finish: 1,
-  /** Both, when nothing changes the gradients in between. */
-  FlagAndFinish: 2,
-} as const;
-
-/** One of {@linkcode PlanPhase}. */
-export type PlanPhase = (typeof PlanPhase)[keyof typeof PlanPhase];
-
-/** Per-update values of the plan kernel. */
-export interface PlanUniforms {
-  /** Phase. */
-  phase: PlanPhase;
-  /** Base learning rate x schedule factor. */
-  lr: number;
-  /** 1 / gradient-accumulation steps. */
-  inverseAccumulation: number;
-  /** Clip bound, 0 for none. */
-  clip: number;
-  /** 1 - beta1, computed in float64. */
-  oneMinusBeta1: number;
-  /** 1 - beta2, computed in float64. */
-  oneMinusBeta2: number;
-  /** Adaptive multipliers on (1) or off (0). */
-  adaptive: number;
-  /** Loss window length. */
-  window: number;
-  /** Multiplier bounds and smoothing. */
-  min: number;
-  /** Multiplier bounds and smoothing. */
-  max: number;
-  /** Multiplier bounds and smoothing. */
-  smoothing: number;
-  /** Bit m set when model m has a full window of losses. */
-  validMask: number;
-  /** Ring index of each model's oldest loss in the window. */
-  ringHeads: number[];
-  /** Learning-rate factor of each model's weight. */
-  lrFactors: number[];
-}
-
-/** Records the plan: per-model norms, skip flags, clipping, adaptive multipliers, rates and bias corrections. */
-export function recordPlan(
-  layout: ArenaLayout,
-  u: PlanUniforms,
-  partials: BufferRange,
-  ring: BufferRange,
-  control: BufferRange,
-): void {
-  const kernel = kernelFor("mm_plan", () => ({
-    name: "mm_plan",
-    params: {
-      models: "u32",
-      phase: "u32",
-      lr: "f32",
-      inverse_accumulation: "f32",
-      clip: "f32",
-      one_minus_beta1: "f32",
-      one_minus_beta2: "f32",
-      adaptive: "u32",
-      window: "u32",
-      min_multiplier: "f32",
-      max_multiplier: "f32",
-      smoothing: "f32",
-      valid_mask: "u32",
-      ...indexed("tile", MAX_MODELS + 1, "u32"),
-      ...indexed("head", MAX_MODELS, "u32"),
-      ...indexed("factor", MAX_MODELS, "f32"),
-    },
-    bindings: [{ name: "partials" }, { name: "ring" }, { name: "control", write: true }],
-    code: `${FINITE}${WGSL_MATH}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}${
-      uniformArray("ring_head", "head", MAX_MODELS, "u32")
-    }${uniformArray("lr_factor", "factor", MAX_MODELS, "f32")}
-const S = ${CONTROL_STRIDE}u;
-var<workgroup> largest: array<f32, 256>;
-var<workgroup> sums: array<f32, 256>;
-var<workgroup> flags: array<u32, 256>;
-var<workgroup> trend_z: array<f32, ${MAX_MODELS}>;
-var<workgroup> trend_slope: array<f32, ${MAX_MODELS}>;
-var<workgroup> trend_valid: array<u32, ${MAX_MODELS}>;
-
-// Merges two scaled sums of squares (largest element, sum of squares relative to it).
-fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-  let top = max(a.x, b.x);
-  if (top == 0.0) { return vec2<f32>(0.0, 0.0); }
-  let ra = a.x / top;
-  let rb = b.x / top;
-  return vec2<f32>(top, a.y * ra * ra + b.y * rb * rb);
-}
-
-// Least-squares slope of model m's window and its t-statistic of decrease (see optim/adaptive.ts).
-fn fit_trend(m: u32) {
-  let n = params.window;
-  let mean_t = f32(n - 1u) * 0.5;
-  var mean_l = 0.0;
-  var ok = true;
-  for (var t = 0u; t < n; t++) {
-    let v = ring[m * n + (ring_head(m) + t) % n];
-    ok = ok && finite(v);
-    mean_l += v;
-  }
-  mean_l /= f32(n);
-  var sxx = 0.0;
-  var sxy = 0.0;
-  for (var t = 0u; t < n; t++) {
-    let v = ring[m * n + (ring_head(m) + t) % n];
-    sxx += (f32(t) - mean_t) * (f32(t) - mean_t);
-    sxy += (f32(t) - mean_t) * (v - mean_l);
-  }
-  let slope = sxy / sxx;
-  var residual = 0.0;
-  for (var t = 0u; t < n; t++) {
-    let v = ring[m * n + (ring_head(m) + t) % n];
-    let r = v - mean_l - slope * (f32(t) - mean_t);
-    residual += r * r;
-  }
-  let se = sqrt(max(residual / f32(n - 2u), 1e-12 * mean_l * mean_l + 1e-20) / sxx);
-  trend_slope[m] = slope;
-  trend_z[m] = -slope / se;
-  trend_valid[m] = select(0u, 1u, ok && finite(slope) && finite(trend_z[m]));
-}
-
-// The first reason to skip model m this update (a SkipReason), from its loss and tile flags.
-fn skip_reason(row: u32, tile_flags: u32, gradient_max: f32) -> f32 {
-  if (control[row + ${CONTROL.lossFinite}u] < 0.5) { return ${SkipReason.Loss}.0; }
-  if ((tile_flags & ${TILE_FLAG.gradient}u) != 0u) { return ${SkipReason.Gradient}.0; }
-  if ((tile_flags & ${TILE_FLAG.parameters}u) != 0u) { return ${SkipReason.Parameters}.0; }
-  if (gradient_max > ${GRADIENT_LIMIT.toExponential()}) { return ${SkipReason.Overflow}.0; }
-  return 0.0;
-}
-
-@compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) lid: u32) {
-  // Each model's norm: strided partial merges, then a fixed-order tree (bit-identical run to run).
-  for (var m = 0u; m < params.models; m++) {
-    var acc = vec2<f32>(0.0, 0.0);
-    var f = 0u;
-    for (var t = tile_start(m) + lid; t < tile_start(m + 1u); t += 256u) {
-      acc = merge(acc, vec2<f32>(partials[t * ${TILE_PARTIAL}u], partials[t * ${TILE_PARTIAL}u + 1u]));
-      f |= u32(partials[t * ${TILE_PARTIAL}u + 2u]);
-    }
-    largest[lid] = acc.x;
-    sums[lid] = acc.y;
-    flags[lid] = f;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-      if (lid < stride) {
-        let merged = merge(vec2<f32>(largest[lid], sums[lid]), vec2<f32>(largest[lid + stride], sums[lid + stride]));
-        largest[lid] = merged.x;
-        sums[lid] = merged.y;
-        flags[lid] |= flags[lid + stride];
-      }
-      workgroupBarrier();
-    }
-    if (lid == 0u) {
-      let row = m * S;
-      let inverse = params.inverse_accumulation;
-      // A non-finite gradient has no norm; NaN reports it.
-      let nan = bitcast<f32>(0x7fc00000u);
-      let norm = select(largest[0] * sqrt(sums[0]) * inverse, nan, (flags[0] & ${TILE_FLAG.gradient}u) != 0u);
-      control[row + ${CONTROL.norm}u] = norm;
-      if (params.phase != ${PlanPhase.Finish}u) {
-        control[row + ${CONTROL.gradMax}u] = largest[0] * inverse;
-        control[row + ${CONTROL.gradNorm}u] = norm;
-        control[row + ${CONTROL.fault}u] = 0.0;
-        control[row + ${CONTROL.skip}u] = skip_reason(row, flags[0], largest[0] * inverse);
-      }
-    }
-    workgroupBarrier();
-  }
-  if (params.phase == ${PlanPhase.Flag}u) { return; }
-  let adaptive = params.adaptive == 1u;
-  if (adaptive && lid < params.models) {
-    trend_valid[lid] = 0u;
-    if ((params.valid_mask >> lid & 1u) == 1u) { fit_trend(lid); }
-  }
-  workgroupBarrier();
-  if (lid != 0u) { return; }
-  var z_sum = 0.0;
-  var z_count = 0.0;
-  for (var m = 0u; m < params.models; m++) {
-    // A model sitting this update out takes no part in the others' rates either.
-    if (trend_valid[m] == 1u && control[m * S + ${CONTROL.skip}u] < 0.5) {
-      z_sum += trend_z[m];
-      z_count += 1.0;
-    }
-  }
-  let z_mean = z_sum / max(z_count, 1.0);
-  for (var m = 0u; m < params.models; m++) {
-    let row = m * S;
-    control[row + ${CONTROL.lossFinite}u] = 1.0;
-    if (control[row + ${CONTROL.skip}u] > 0.5) {
-      control[row + ${CONTROL.skipped}u] += 1.0;
-      continue;
-    }
-    let norm = control[row + ${CONTROL.norm}u];
-    control[row + ${CONTROL.gradNorm}u] = norm;
-    var clip_factor = 1.0;
-    if (params.clip > 0.0) { clip_factor = min(1.0, params.clip / (norm + 1e-6)); }
-    control[row + ${CONTROL.gradScale}u] = params.inverse_accumulation * clip_factor;
-    var multiplier = control[row + ${CONTROL.multiplier}u];
-    if (adaptive && trend_valid[m] == 1u) {
-      let d = safe_tanh((trend_z[m] - z_mean) / (1.0 + abs(z_mean)));
-      var goal = select(1.0 + d * (1.0 - params.min_multiplier), 1.0 + d * (params.max_multiplier - 1.0), d >= 0.0);
-      if (trend_slope[m] > 0.0) { goal = min(goal, multiplier); }
-      multiplier += params.smoothing * (goal - multiplier);
-      control[row + ${CONTROL.multiplier}u] = multiplier;
-      control[row + ${CONTROL.trend}u] = trend_z[m];
-    }
-    control[row + ${CONTROL.lr}u] = params.lr * lr_factor(m) * multiplier;
-    control[row + ${CONTROL.steps}u] += 1.0;
-    // 1 - beta^t by recurrence: computing it as 1 - pow(beta, t) in float32 loses ~5 digits for small t.
-    let q1 = control[row + ${CONTROL.biasCorrection1}u];
-    let q2 = control[row + ${CONTROL.biasCorrection2}u];
-    control[row + ${CONTROL.biasCorrection1}u] = q1 + params.one_minus_beta1 * (1.0 - q1);
-    control[row + ${CONTROL.biasCorrection2}u] = q2 + params.one_minus_beta2 * (1.0 - q2);
-  }
-}`,
-  }));
-  dispatch(
-    kernel,
-    [
-      layout.models,
-      u.phase,
-      u.lr,
-      u.inverseAccumulation,
-      u.clip,
-      u.oneMinusBeta1,
-      u.oneMinusBeta2,
-      u.adaptive,
-      u.window,
-      u.min,
-      u.max,
-      u.smoothing,
-      u.validMask,
-      ...padded(layout.tiles, MAX_MODELS + 1),
-      ...padded(u.ringHeads, MAX_MODELS),
-      ...padded(u.lrFactors, MAX_MODELS),
-    ],
-    [partials, ring, control],
-    [1],
-  );
-}
 
 /**
  * Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena. A model
@@ -577,9 +281,9 @@ fn all_finite(v: vec4<f32>) -> bool {
   return finite(v.x) && finite(v.y) && finite(v.z) && finite(v.w);
 }
 const S = ${CONTROL_STRIDE}u;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${LANES})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let i = ${linearIndex(256)};
+  let i = ${linearIndex(LANES)};
   if (i >= params.count) { return; }
   let row = model_of(i * 4u) * S;
   if (control[row + ${CONTROL.skip}u] > 0.5) { return; }
@@ -611,12 +315,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       ...padded(layout.segments, MAX_MODELS + 1),
     ],
     [buffers.values, buffers.grads, buffers.expAvg, buffers.expAvgSq, buffers.control],
-    grid(count, 256),
+    grid(count, LANES),
   );
 }
 
-/** Elements of one group a workgroup mixes: 256 lanes x 16, adjacent lanes on adjacent elements. */
-export const MIX_BLOCK = 4096;
+/** Elements of one group a workgroup mixes: LANES lanes x 16, adjacent lanes on adjacent elements. */
+export const MIX_BLOCK = LANES * 16;
 
 /**
  * The group table of {@linkcode recordMix}: per group its first block, size, member count, member
@@ -666,7 +370,7 @@ export function recordMix(
     code: `${uniformArray("model_weight", "weight", MAX_MODELS, "f32")}
 const S = ${CONTROL_STRIDE}u;
 const W = ${GROUP_WORDS}u;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lane: u32) {
   let block = wid.x + wid.y * groups.x;
@@ -688,7 +392,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }
   if (weight_sum == 0.0) { return; }
   let first = (block - table[base]) * ${MIX_BLOCK}u + lane;
-  for (var e = first; e < min(first + ${MIX_BLOCK}u, size); e += 256u) {
+  for (var e = first; e < min(first + ${MIX_BLOCK}u, size); e += ${LANES}u) {
     var total = 0.0;
     // Constant trip counts let compilers unroll and keep offsets and weights in registers.
     for (var k = 0u; k < ${MAX_MODELS}u; k++) {

@@ -21,27 +21,19 @@
  *
  * @module
  */
-import { Arena } from "../engine/arena.ts";
-import { gpu } from "../engine/device.ts";
 import { createBuffer } from "../engine/pool.ts";
 import { type BufferRange, clearBuffer, copyBuffer, readRanges, upload } from "../engine/recorder.ts";
-import { shapeSize } from "../engine/shape.ts";
-import { emptyTensor, type Tensor } from "../engine/tensor.ts";
-import type { Parameter, ParameterSet } from "../models/parameters.ts";
+import type { Tensor } from "../engine/tensor.ts";
+import type { ParameterSet } from "../models/parameters.ts";
 import { buildGroups, type ParameterGroup } from "./groups.ts";
 import {
-  type ArenaLayout,
   CONTROL,
   CONTROL_STRIDE,
-  groupTable,
-  PlanPhase,
   recordAdamw,
   recordLosses,
   recordMix,
-  recordPlan,
   recordTileNorms,
   SkipReason,
-  TILE,
   TILE_PARTIAL,
 } from "./kernels.ts";
 import {
@@ -52,6 +44,11 @@ import {
   resolveOptions,
   scheduleFactor,
 } from "./options.ts";
+import { JointArena } from "./placement.ts";
+import { PlanPhase, recordPlan } from "./plan.ts";
+import { checkState, type Counters, type OptimizerState, STATE_FORMAT } from "./state.ts";
+
+export { type Counters, type OptimizerState, STATE_FORMAT };
 
 /** What the optimizer needs of a model: its parameters with metadata, in an arena it may move. */
 export interface OptimizableModel {
@@ -121,28 +118,6 @@ export interface OptimizerMetrics {
   models: Record<string, ModelMetrics>;
 }
 
-/** A parameter's place in the joint arena. */
-interface Placed {
-  model: number;
-  parameter: Parameter;
-  offset: number;
-  size: number;
-}
-
-/** Host-side counters saved in state dicts. */
-export interface Counters {
-  /** Updates performed. */
-  updates: number;
-  /** Micro-batches accumulated towards the next update. */
-  microBatches: number;
-  /** Whether the next zeroGrad() clears (an update happened since the last clear). */
-  gradientsStale: boolean;
-  /** Next loss-window slot per model. */
-  ringPositions: number[];
-  /** Losses logged per model. */
-  ringCounts: number[];
-}
-
 /** Joint AdamW over several models with sharing, sync, adaptive rates and model weights; see the module docs. */
 export class MultiModelOptimizer {
   /** Model names, in order. */
@@ -151,9 +126,7 @@ export class MultiModelOptimizer {
   readonly options: ResolvedOptions;
   /** The groups that share and synchronise. */
   readonly groups: readonly ParameterGroup[];
-  readonly #arena: Arena;
-  readonly #placed: Placed[] = [];
-  readonly #layout: ArenaLayout;
+  readonly #joint: JointArena;
   readonly #expAvg: GPUBuffer;
   readonly #expAvgSq: GPUBuffer;
   readonly #control: GPUBuffer;
@@ -189,9 +162,12 @@ export class MultiModelOptimizer {
         );
       }
     });
-    this.#arena = this.#moveIntoArena(sets);
-    const length = this.#arena.chunks[0].length;
-    this.#layout = this.#layoutOf(sets);
+    this.#joint = new JointArena(
+      this.modelNames,
+      sets,
+      `the MultiModelOptimizer over [${this.modelNames.join(", ")}]`,
+    );
+    const length = this.#joint.arena.chunks[0].length;
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     this.#expAvg = createBuffer(length * 4, storage, "optimizer exp_avg");
     this.#expAvgSq = createBuffer(length * 4, storage, "optimizer exp_avg_sq");
@@ -202,7 +178,7 @@ export class MultiModelOptimizer {
     this.#ring = createBuffer(MAX_MODELS * this.#window * 4, storage, "optimizer loss ring");
     this.#latest = createBuffer(MAX_MODELS * 4, storage, "optimizer latest losses");
     this.#partials = createBuffer(
-      Math.max(1, this.#layout.tiles[this.#layout.models]) * TILE_PARTIAL * 4,
+      Math.max(1, this.#joint.layout.tiles[this.#joint.layout.models]) * TILE_PARTIAL * 4,
       storage,
       "optimizer partials",
     );
@@ -211,7 +187,7 @@ export class MultiModelOptimizer {
     this.groups = buildGroups(
       sets.map((set, m) => set.parameters.map((p) => ({ ...p.info, model: this.modelNames[m] }))),
     );
-    const table = this.#groupTableValues();
+    const table = this.#joint.groupTable(this.groups);
     this.#groupBlocks = table.blocks;
     this.#groupTable = this.groups.length > 0
       ? createBuffer(Math.max(16, table.words.byteLength), storage, "optimizer groups")
@@ -219,7 +195,7 @@ export class MultiModelOptimizer {
     if (this.#groupTable) {
       upload({ buffer: this.#groupTable, offset: 0, size: table.words.byteLength }, table.words);
     }
-    if (this.options.alignInitialization) this.#alignInitialValues();
+    if (this.options.alignInitialization) this.#joint.alignInitialValues(this.groups);
     this.#counters = {
       updates: 0,
       microBatches: 0,
@@ -227,57 +203,6 @@ export class MultiModelOptimizer {
       ringPositions: this.modelNames.map(() => 0),
       ringCounts: this.modelNames.map(() => 0),
     };
-  }
-
-  /** Allocates the joint arena (one storage binding), copies every model's values in and rebinds the models. */
-  #moveIntoArena(sets: ParameterSet[]): Arena {
-    const shapes = sets.flatMap((set) => set.specs.map((spec) => spec.shape));
-    const profile = gpu().profile;
-    const limit = Math.floor(Math.min(profile.maxStorageBindingBytes, profile.maxBufferBytes) / 4);
-    const total = shapes.reduce((s, shape) => s + Math.ceil(Math.max(1, shapeSize(shape)) / 64) * 64, 0);
-    if (total > limit) {
-      throw new Error(
-        `MultiModelOptimizer: the models hold ${total} parameter values (${
-          (total * 4 / 2 ** 20).toFixed(0)
-        } MiB ` +
-          `with alignment), more than one storage binding of ${profile.name} (${
-            (limit * 4 / 2 ** 20).toFixed(0)
-          } MiB)`,
-      );
-    }
-    const arena = new Arena(shapes, "multimodel", limit);
-    let first = 0;
-    sets.forEach((set, m) => {
-      set.adopt(arena, first, `the MultiModelOptimizer over [${this.modelNames.join(", ")}]`);
-      let index = 0;
-      set.specs.forEach((spec, i) => {
-        for (const member of spec.members) {
-          this.#placed.push({
-            model: m,
-            parameter: set.parameters[index++],
-            offset: arena.slots[first + i].offset + member.offset,
-            size: shapeSize(member.info.shape),
-          });
-        }
-      });
-      first += set.specs.length;
-    });
-    return arena;
-  }
-
-  #layoutOf(sets: ParameterSet[]): ArenaLayout {
-    const segments: number[] = [];
-    let slot = 0;
-    for (const set of sets) {
-      segments.push(this.#arena.slots[slot].offset);
-      slot += set.specs.length;
-    }
-    segments.push(this.#arena.chunks[0].length);
-    const tiles = [0];
-    for (let m = 0; m < sets.length; m++) {
-      tiles.push(tiles[m] + Math.ceil((segments[m + 1] - segments[m]) / TILE));
-    }
-    return { models: sets.length, segments, tiles };
   }
 
   #range(buffer: GPUBuffer): BufferRange {
@@ -293,38 +218,6 @@ export class MultiModelOptimizer {
     return control;
   }
 
-  #find(model: string, parameter: string): Placed {
-    const m = this.modelNames.indexOf(model);
-    const placed = this.#placed.find((p) => p.model === m && p.parameter.info.name === parameter);
-    if (!placed) throw new Error(`MultiModelOptimizer: no parameter "${parameter}" in model "${model}"`);
-    return placed;
-  }
-
-  /** The group table of the mixing kernel, from the groups' members' places in the arena. */
-  #groupTableValues(): { words: Uint32Array; blocks: number } {
-    return groupTable(this.groups.map((group) => ({
-      size: shapeSize(group.shape),
-      members: group.members.map((member) => {
-        const placed = this.#find(member.model, member.parameter);
-        return { offset: placed.offset, model: placed.model };
-      }),
-    })));
-  }
-
-  /** Copies each group's first member's values into the other members (through a temporary: WebGPU copies between two buffers). */
-  #alignInitialValues(): void {
-    const values = this.#arena.chunks[0].values;
-    for (const group of this.groups) {
-      const [first, ...rest] = group.members.map((m) => this.#find(m.model, m.parameter));
-      const staging = emptyTensor([first.size]);
-      copyBuffer({ buffer: values, offset: first.offset * 4, size: first.size * 4 }, staging.range());
-      for (const member of rest) {
-        copyBuffer(staging.range(), { buffer: values, offset: member.offset * 4, size: member.size * 4 });
-      }
-      staging.dispose();
-    }
-  }
-
   /**
    * Zeroes the gradients of every model (one command), but only at the start of an accumulation
    * cycle: between the micro-batches of one update it does nothing, so no gradient is discarded.
@@ -332,7 +225,7 @@ export class MultiModelOptimizer {
   zeroGrad(): void {
     this.#assertAlive("zeroGrad");
     if (!this.#counters.gradientsStale) return;
-    this.#arena.zeroGrads();
+    this.#joint.arena.zeroGrads();
     this.#counters.gradientsStale = false;
   }
 
@@ -379,90 +272,98 @@ export class MultiModelOptimizer {
     this.#assertAlive("step");
     const o = this.options;
     const c = this.#counters;
+    // 1. Accumulate: only the last micro-batch of a cycle updates.
     c.microBatches++;
     if (c.microBatches < o.gradientAccumulationSteps) return false;
     c.microBatches = 0;
     const update = c.updates++;
-    const chunk = this.#arena.chunks[0];
-    const grads = this.#range(chunk.grads);
-    const values = this.#range(chunk.values);
-    const control = this.#range(this.#control);
-    const partials = this.#range(this.#partials);
-    const ring = this.#range(this.#ring);
     const sharing = o.gradientSharing !== null && this.#groupTable !== null &&
       (update + 1) % o.gradientSharing.every === 0;
-    const adaptive = o.adaptiveLr;
-    const plan = (phase: PlanPhase) =>
-      recordPlan(
-        this.#layout,
-        {
-          phase,
-          lr: o.lr * scheduleFactor(o.schedule, update),
-          inverseAccumulation: 1 / o.gradientAccumulationSteps,
-          clip: o.clipGradNorm ?? 0,
-          oneMinusBeta1: 1 - o.betas[0],
-          oneMinusBeta2: 1 - o.betas[1],
-          adaptive: adaptive ? 1 : 0,
-          window: this.#window,
-          min: adaptive?.min ?? 1,
-          max: adaptive?.max ?? 1,
-          smoothing: adaptive?.smoothing ?? 0,
-          validMask: c.ringCounts.reduce((mask, n, m) => (n >= this.#window ? mask | (1 << m) : mask), 0),
-          ringHeads: c.ringPositions,
-          lrFactors: modelLrFactors(o.modelWeights),
-        },
-        partials,
-        ring,
-        control,
-      );
-    // Parameters are checked only before sharing, the one place they could spread from before AdamW,
-    // which checks what it writes.
-    recordTileNorms(this.#layout, { grads, values, partials }, sharing);
+    const syncing = o.parameterSync !== null && this.#groupTable !== null &&
+      (update + 1) % o.parameterSync.every === 0;
+    // 2. Guard: each model's gradient norm and whether it sits the update out. Parameters are checked
+    // only before sharing, the one place they could spread from before AdamW, which checks what it writes.
+    this.#recordNorms(sharing);
     if (sharing) {
-      plan(PlanPhase.Flag);
-      recordMix(
-        grads,
-        this.#range(this.#groupTable!),
-        control,
-        {
-          count: this.groups.length,
-          blocks: this.#groupBlocks,
-        },
-        o.gradientSharing!.ratio,
-        o.modelWeights,
-      );
-      recordTileNorms(this.#layout, { grads, values, partials }, false);
-      plan(PlanPhase.Finish);
-    } else {
-      plan(PlanPhase.FlagAndFinish);
+      this.#recordPlan(PlanPhase.Flag, update);
+      // 3. Share: mix each group's gradients, then measure the norms again.
+      this.#recordMix(this.#arenaRange("grads"), o.gradientSharing!.ratio);
+      this.#recordNorms(false);
     }
-    recordAdamw(this.#layout, {
+    // 4-5. Clip and rate: clip factors, adaptive multipliers, learning rates and bias corrections.
+    this.#recordPlan(sharing ? PlanPhase.Finish : PlanPhase.FlagAndFinish, update);
+    // 6. AdamW over every element of every model that takes part.
+    recordAdamw(this.#joint.layout, {
       beta1: o.betas[0],
       beta2: o.betas[1],
       eps: o.eps,
       weightDecay: o.weightDecay,
     }, {
-      values,
-      grads,
+      values: this.#arenaRange("values"),
+      grads: this.#arenaRange("grads"),
       expAvg: this.#range(this.#expAvg),
       expAvgSq: this.#range(this.#expAvgSq),
-      control,
+      control: this.#range(this.#control),
     });
-    if (o.parameterSync && this.#groupTable && (update + 1) % o.parameterSync.every === 0) {
-      recordMix(
-        values,
-        this.#range(this.#groupTable),
-        control,
-        {
-          count: this.groups.length,
-          blocks: this.#groupBlocks,
-        },
-        o.parameterSync.ratio,
-        o.modelWeights,
-      );
-    }
+    // 7. Sync: mix each group's parameters.
+    if (syncing) this.#recordMix(this.#arenaRange("values"), o.parameterSync!.ratio);
     c.gradientsStale = true;
     return true;
+  }
+
+  #arenaRange(kind: "values" | "grads"): BufferRange {
+    return this.#range(this.#joint.arena.chunks[0][kind]);
+  }
+
+  #recordNorms(checkValues: boolean): void {
+    recordTileNorms(
+      this.#joint.layout,
+      {
+        grads: this.#arenaRange("grads"),
+        values: this.#arenaRange("values"),
+        partials: this.#range(this.#partials),
+      },
+      checkValues,
+    );
+  }
+
+  #recordMix(target: BufferRange, ratio: number): void {
+    recordMix(
+      target,
+      this.#range(this.#groupTable!),
+      this.#range(this.#control),
+      { count: this.groups.length, blocks: this.#groupBlocks },
+      ratio,
+      this.options.modelWeights,
+    );
+  }
+
+  #recordPlan(phase: PlanPhase, update: number): void {
+    const o = this.options;
+    const c = this.#counters;
+    const adaptive = o.adaptiveLr;
+    recordPlan(
+      this.#joint.layout,
+      {
+        phase,
+        lr: o.lr * scheduleFactor(o.schedule, update),
+        inverseAccumulation: 1 / o.gradientAccumulationSteps,
+        clip: o.clipGradNorm ?? 0,
+        oneMinusBeta1: 1 - o.betas[0],
+        oneMinusBeta2: 1 - o.betas[1],
+        adaptive: adaptive ? 1 : 0,
+        window: this.#window,
+        min: adaptive?.min ?? 1,
+        max: adaptive?.max ?? 1,
+        smoothing: adaptive?.smoothing ?? 0,
+        validMask: c.ringCounts.reduce((mask, n, m) => (n >= this.#window ? mask | (1 << m) : mask), 0),
+        ringHeads: c.ringPositions,
+        lrFactors: modelLrFactors(o.modelWeights),
+      },
+      this.#range(this.#partials),
+      this.#range(this.#ring),
+      this.#range(this.#control),
+    );
   }
 
   /** Reads the optimizer's figures back from the GPU (one round trip; call it between steps, not inside one). */
@@ -513,7 +414,7 @@ export class MultiModelOptimizer {
     if (this.#disposed) return;
     this.#disposed = true;
     for (const model of Object.values(this.#models)) model.parameterSet.release();
-    this.#arena.destroy();
+    this.#joint.arena.destroy();
     for (
       const buffer of [this.#expAvg, this.#expAvgSq, this.#control, this.#ring, this.#latest, this.#partials]
     ) {
@@ -545,15 +446,15 @@ export class MultiModelOptimizer {
       this.#range(this.#expAvg),
       this.#range(this.#expAvgSq),
     ];
-    if (withGradients) ranges.push(this.#range(this.#arena.chunks[0].grads));
+    if (withGradients) ranges.push(this.#range(this.#joint.arena.chunks[0].grads));
     const [controlBytes, ringBytes, expAvgBytes, expAvgSqBytes, gradBytes] = await readRanges(ranges);
     const expAvg = new Float32Array(expAvgBytes);
     const expAvgSq = new Float32Array(expAvgSqBytes);
     const grads = gradBytes ? new Float32Array(gradBytes) : null;
     const moments: OptimizerState["moments"] = {};
-    for (const p of this.#placed) {
+    for (const p of this.#joint.placed) {
       const range = [p.offset, p.offset + p.size] as const;
-      moments[`${this.modelNames[p.model]}/${p.parameter.info.name}`] = {
+      moments[this.#joint.key(p)] = {
         shape: [...p.parameter.info.shape],
         expAvg: expAvg.slice(...range),
         expAvgSq: expAvgSq.slice(...range),
@@ -570,94 +471,6 @@ export class MultiModelOptimizer {
     };
   }
 
-  /** Throws, naming the field, unless `state` is a complete, consistent state of this optimizer. */
-  #checkState(state: OptimizerState): void {
-    const fail = (message: string): never => {
-      throw new Error(`loadStateDict: ${message}`);
-    };
-    const models = this.modelNames.length;
-    const isCount = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
-    if (state?.format !== STATE_FORMAT) fail(`unknown format ${JSON.stringify(state?.format)}`);
-    if (!Array.isArray(state.models) || state.models.join() !== this.modelNames.join()) {
-      fail(`state is for models [${state.models}], this optimizer has [${this.modelNames}]`);
-    }
-    const c = state.counters;
-    if (!c || typeof c !== "object") fail("counters are missing");
-    if (!isCount(c.updates)) fail(`counters.updates must be an integer >= 0, got ${c.updates}`);
-    if (!isCount(c.microBatches) || c.microBatches >= this.options.gradientAccumulationSteps) {
-      fail(
-        `counters.microBatches must be an integer in [0, ${this.options.gradientAccumulationSteps}), ` +
-          `got ${c.microBatches}`,
-      );
-    }
-    if (typeof c.gradientsStale !== "boolean") fail("counters.gradientsStale must be true or false");
-    for (const field of ["ringPositions", "ringCounts"] as const) {
-      const values = c[field];
-      if (!Array.isArray(values) || values.length !== models || !values.every(isCount)) {
-        fail(`counters.${field} must hold ${models} integers >= 0, got ${JSON.stringify(values)}`);
-      }
-    }
-    c.ringPositions.forEach((position, m) => {
-      if (position !== c.ringCounts[m] % this.#window) {
-        fail(
-          `counters.ringPositions[${m}] is ${position}, but ${c.ringCounts[m]} losses in a window of ` +
-            `${this.#window} put the next at ${c.ringCounts[m] % this.#window}`,
-        );
-      }
-    });
-    if (state.control?.length !== models * CONTROL_STRIDE) fail("control table has the wrong size");
-    if (state.lossRing?.length !== models * this.#window) {
-      fail(`loss window of ${state.lossRing?.length / models}, this optimizer's is ${this.#window}`);
-    }
-    this.modelNames.forEach((name, m) => {
-      const field = (key: keyof typeof CONTROL) => state.control[m * CONTROL_STRIDE + CONTROL[key]];
-      const check = (key: keyof typeof CONTROL, ok: (v: number) => boolean, what: string) => {
-        if (!ok(field(key))) fail(`control of "${name}": ${key} must be ${what}, got ${field(key)}`);
-      };
-      check("steps", isCount, "an integer >= 0");
-      check("skipped", isCount, "an integer >= 0");
-      if (field("steps") + field("skipped") !== c.updates) {
-        fail(
-          `control of "${name}": ${field("steps")} updates and ${field("skipped")} skipped ` +
-            `do not add up to counters.updates ${c.updates}`,
-        );
-      }
-      check("biasCorrection1", (v) => v >= 0 && v <= 1, "in [0, 1]");
-      check("biasCorrection2", (v) => v >= 0 && v <= 1, "in [0, 1]");
-      check("multiplier", (v) => Number.isFinite(v) && v > 0, "a positive number");
-      check("lossFinite", (v) => v === 0 || v === 1, "0 or 1");
-      check("fault", (v) => v === 0 || v === 1, "0 or 1");
-      check("skip", (v) => v === 0 || v in SKIP_CAUSES, "a skip reason code");
-      for (const key of ["lr", "gradScale", "trend"] as const) check(key, Number.isFinite, "finite");
-    });
-    const expected = new Set(this.#placed.map((p) => `${this.modelNames[p.model]}/${p.parameter.info.name}`));
-    if (!state.moments || typeof state.moments !== "object") fail("moments are missing");
-    for (const key of Object.keys(state.moments)) {
-      if (!expected.has(key)) fail(`unexpected parameter "${key}"`);
-    }
-    for (const p of this.#placed) {
-      const key = `${this.modelNames[p.model]}/${p.parameter.info.name}`;
-      const entry = state.moments[key];
-      if (!entry) fail(`no moments for "${key}"`);
-      const lengths = [entry.expAvg, entry.expAvgSq, entry.pendingGrad ?? entry.expAvg].map((a) => a?.length);
-      if (lengths.some((n) => n !== p.size)) {
-        fail(`state of "${key}" has [${lengths}] values, the parameter has ${p.size}`);
-      }
-      if (!entry.pendingGrad !== c.gradientsStale) {
-        fail(`"${key}" ${entry.pendingGrad ? "has" : "lacks"} the gradients of an open accumulation cycle`);
-      }
-      // Pending gradients may hold a NaN (that micro-batch's update will be skipped); moments never may.
-      const bad = (values: ArrayLike<number>, ok: (v: number) => boolean) =>
-        Array.prototype.findIndex.call(values, (v: number) => !ok(v));
-      const first = bad(entry.expAvg, Number.isFinite);
-      if (first >= 0) fail(`exp_avg of "${key}" holds ${entry.expAvg[first]} at ${first}`);
-      const second = bad(entry.expAvgSq, (v) => Number.isFinite(v) && v >= 0);
-      if (second >= 0) {
-        fail(`exp_avg_sq of "${key}" holds ${entry.expAvgSq[second]} at ${second} (must be finite and >= 0)`);
-      }
-    }
-  }
-
   /**
    * Restores a state from {@linkcode stateDict} (of an optimizer over models with the same names and
    * parameters). Every entry is checked before anything is written; the argument is not modified
@@ -665,46 +478,28 @@ export class MultiModelOptimizer {
    */
   loadStateDict(state: OptimizerState): void {
     this.#assertAlive("loadStateDict");
-    this.#checkState(state);
+    checkState(state, {
+      modelNames: this.modelNames,
+      window: this.#window,
+      accumulation: this.options.gradientAccumulationSteps,
+      parameters: this.#joint.placed.map((p) => ({ key: this.#joint.key(p), size: p.size })),
+    });
     const control = this.#initialControl();
     control.set(state.control);
     upload(this.#range(this.#control), control);
     const ring = new Float32Array(this.#ring.size / 4);
     ring.set(state.lossRing);
     upload(this.#range(this.#ring), ring);
-    this.#arena.zeroGrads();
-    for (const p of this.#placed) {
-      const entry = state.moments[`${this.modelNames[p.model]}/${p.parameter.info.name}`];
+    this.#joint.arena.zeroGrads();
+    for (const p of this.#joint.placed) {
+      const entry = state.moments[this.#joint.key(p)];
       const at = (buffer: GPUBuffer) => ({ buffer, offset: p.offset * 4, size: p.size * 4 });
       upload(at(this.#expAvg), Float32Array.from(entry.expAvg));
       upload(at(this.#expAvgSq), Float32Array.from(entry.expAvgSq));
-      if (entry.pendingGrad) upload(at(this.#arena.chunks[0].grads), Float32Array.from(entry.pendingGrad));
+      if (entry.pendingGrad) {
+        upload(at(this.#joint.arena.chunks[0].grads), Float32Array.from(entry.pendingGrad));
+      }
     }
     this.#counters = structuredClone(state.counters);
   }
-}
-
-/** The format tag of optimizer state dicts. */
-export const STATE_FORMAT = "multimodel-optimizer/1";
-
-/** The state of a {@linkcode MultiModelOptimizer}, as returned by `stateDict()`. */
-export interface OptimizerState {
-  /** Format tag. */
-  format: typeof STATE_FORMAT;
-  /** Model names, in order. */
-  models: string[];
-  /** Host-side counters: updates, pending micro-batches, loss-window positions. */
-  counters: Counters;
-  /** Per-model control rows (see optim/kernels.ts CONTROL). */
-  control: Float32Array;
-  /** Per-model loss windows. */
-  lossRing: Float32Array;
-  /**
-   * Per "model/parameter": both moments, and the gradient accumulated so far when the state was
-   * taken inside an accumulation cycle (between zeroGrad() and the updating step()).
-   */
-  moments: Record<
-    string,
-    { shape: number[]; expAvg: Float32Array; expAvgSq: Float32Array; pendingGrad?: Float32Array }
-  >;
 }

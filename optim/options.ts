@@ -31,7 +31,7 @@ export interface SyncOptions {
   every?: number;
 }
 
-/** Convergence-aware learning-rate multipliers (see optim/adaptive.ts for the rule). */
+/** Convergence-aware learning-rate multipliers (see optim/plan.ts for the rule). */
 export interface AdaptiveLrOptions {
   /** Logged losses the trend is fitted over; default 20. */
   window?: number;

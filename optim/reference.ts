@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { updateMultipliers } from "./adaptive.ts";
+import { updateMultipliers } from "./plan.ts";
 import type { ParameterGroup } from "./groups.ts";
 import type { ResolvedOptions } from "./options.ts";
 

@@ -1,5 +1,5 @@
 import { Random } from "../engine/random.ts";
-import { lossTrend, updateMultipliers } from "../optim/adaptive.ts";
+import { lossTrend, updateMultipliers } from "../optim/plan.ts";
 import { scheduleFactor } from "../optim/options.ts";
 import { assertClose } from "./helpers.ts";
 
