@@ -95,6 +95,8 @@ Deno.test("entities: seqeval's get_entities examples, positions across sentences
   );
   // test_get_entities_with_only_IOB: bare tags have type "_", and sentences join with one O.
   deepStrictEqual(tuples([["O", "O", "O", "B", "I", "I", "O"], ["B", "I", "O"]]), [["_", 3, 5], ["_", 8, 9]]);
+  // A bare I after O starts a chunk too (the O and the I then have the same type "_").
+  deepStrictEqual(tuples([["O", "I", "I", "O"]]), [["_", 1, 2]]);
 });
 
 Deno.test("entities: I without B starts a chunk (default mode, not strict)", () => {
