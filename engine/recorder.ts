@@ -71,9 +71,14 @@ const uniformU32 = new Uint32Array(uniformBytes);
 const uniformI32 = new Int32Array(uniformBytes);
 const uniformF32 = new Float32Array(uniformBytes);
 let uniformSlots = 0;
-let stagingBuffer: GPUBuffer | undefined;
-let stagingBytes = new Uint8Array(0);
-let stagingUsed = 0;
+/**
+ * Upload staging: host bytes copied into GPU buffers by the command buffer, written to their chunks at
+ * submit. When a chunk fills up the next one is used, and a new one (twice the last) is made when
+ * none is left, so a training step's uploads never force a submit; chunks are kept for later steps.
+ */
+const staging: { buffer: GPUBuffer; bytes: Uint8Array<ArrayBuffer>; used: number }[] = [];
+/** The chunk being filled; the ones before it hold this submit's earlier uploads. */
+let stagingChunk = 0;
 const bindGroups = new Map<string, GPUBindGroup>();
 const bufferIds = new WeakMap<GPUBuffer, number>();
 let nextBufferId = 1;
@@ -269,20 +274,21 @@ export function upload(to: BufferRange, data: ArrayBufferView): void {
     return;
   }
   const size = Math.ceil(bytes.byteLength / 4) * 4;
-  if (stagingUsed + size > stagingBytes.byteLength) {
-    if (stagingUsed > 0) submit("upload staging full");
-    if (size > stagingBytes.byteLength) {
-      stagingBytes = new Uint8Array(sizeClass(Math.max(size, 1 << 16)));
-      stagingBuffer = createBuffer(
-        stagingBytes.byteLength,
-        GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-        "upload staging",
-      );
-    }
+  while (
+    staging[stagingChunk] && staging[stagingChunk].used + size > staging[stagingChunk].bytes.byteLength
+  ) {
+    stagingChunk++;
   }
-  stagingBytes.set(bytes, stagingUsed);
-  endPass().copyBufferToBuffer(stagingBuffer!, stagingUsed, to.buffer, to.offset, bytes.byteLength);
-  stagingUsed += size;
+  if (!staging[stagingChunk]) {
+    const length = sizeClass(Math.max(size, 2 * (staging.at(-1)?.bytes.byteLength ?? 1 << 15)));
+    const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const buffer = createBuffer(length, usage, "upload staging");
+    staging.push({ buffer, bytes: new Uint8Array(length), used: 0 });
+  }
+  const chunk = staging[stagingChunk];
+  chunk.bytes.set(bytes, chunk.used);
+  endPass().copyBufferToBuffer(chunk.buffer, chunk.used, to.buffer, to.offset, bytes.byteLength);
+  chunk.used += size;
 }
 
 /** Submits everything recorded so far as one command buffer. Does nothing when nothing is pending. */
@@ -296,7 +302,7 @@ export function flush(): void {
  * explicit flush(), after which the caller may destroy buffers the work uses).
  */
 function submit(reason: string, immediate = false): void {
-  if (!encoder && uniformSlots === 0 && stagingUsed === 0) return;
+  if (!encoder && uniformSlots === 0 && !staging.some((chunk) => chunk.used > 0)) return;
   const { device } = gpu();
   const timing = kernelTimer();
   const writes = [];
@@ -306,7 +312,10 @@ function submit(reason: string, immediate = false): void {
       data: new Uint8Array(uniformBytes, 0, uniformSlots * PARAM_BLOCK_BYTES),
     });
   }
-  if (stagingUsed > 0) writes.push({ buffer: stagingBuffer!, data: stagingBytes.subarray(0, stagingUsed) });
+  for (const chunk of staging) {
+    if (chunk.used > 0) writes.push({ buffer: chunk.buffer, data: chunk.bytes.subarray(0, chunk.used) });
+    chunk.used = 0;
+  }
   if (timing instanceof SerialTimer) {
     if (encoder) timing.record(endPass().finish());
     timing.flush(writes);
@@ -329,7 +338,7 @@ function submit(reason: string, immediate = false): void {
   Object.assign(pendingWork, { dispatches: 0, bytes: 0, pipelines: pipelineCount() });
   encoder = undefined;
   uniformSlots = 0;
-  stagingUsed = 0;
+  stagingChunk = 0;
 }
 
 /**
