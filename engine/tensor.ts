@@ -368,11 +368,6 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-/** Whether ops currently record autograd links. */
-export function isGradEnabled(): boolean {
-  return gradEnabled;
-}
-
 /** Whether an op over these inputs records an autograd link (grad mode on, some input requires a gradient). */
 export function needsGrad(...inputs: readonly Tensor[]): boolean {
   return gradEnabled && inputs.some((t) => t.requiresGrad);
