@@ -47,6 +47,11 @@ export interface ModelConfig {
   classifierDropout: number | null;
   /** Standard deviation of the normal initialisation of weights. */
   initializerRange: number;
+  /**
+   * BERT and RoBERTa: attend causally whatever the head (HF `is_decoder`), as Hugging Face does. A
+   * causal-LM head attends causally either way; GPT-2 always does.
+   */
+  isDecoder: boolean;
 }
 
 const DEFAULTS: Record<ModelFamily, ModelConfig> = {
@@ -67,6 +72,7 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
     attentionDropout: 0.1,
     classifierDropout: null,
     initializerRange: 0.02,
+    isDecoder: false,
   },
   roberta: {
     family: "roberta",
@@ -85,6 +91,7 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
     attentionDropout: 0.1,
     classifierDropout: null,
     initializerRange: 0.02,
+    isDecoder: false,
   },
   gpt2: {
     family: "gpt2",
@@ -103,6 +110,7 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
     attentionDropout: 0.1,
     classifierDropout: null,
     initializerRange: 0.02,
+    isDecoder: false,
   },
 };
 
@@ -158,6 +166,17 @@ class HfFields {
     }
     if (fallback !== undefined) return fallback;
     throw new Error(`${this.source}: missing numeric field ${keys.map((k) => `"${k}"`).join(" or ")}`);
+  }
+
+  /** A true/false field; absent or null is false, as in Hugging Face. */
+  boolean(field: keyof ModelConfig, key: string): boolean {
+    const value = this.json[key];
+    this.names[field] = key;
+    if (value === undefined || value === null) return false;
+    if (typeof value !== "boolean") {
+      throw new Error(`${this.source}: field "${key}" must be true or false, got ${JSON.stringify(value)}`);
+    }
+    return value;
   }
 
   /**
@@ -221,6 +240,7 @@ export function configFromHf(json: Record<string, unknown>, source: string): Mod
     ),
     classifierDropout: f.nullableNumber("classifierDropout", "classifier_dropout", null),
     initializerRange: f.number("initializerRange", ["initializer_range"], base.initializerRange),
+    isDecoder: !isGpt2 && f.boolean("isDecoder", "is_decoder"),
   };
   validateConfig(config, source, f.names);
   return config;
@@ -264,6 +284,7 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
     attention_probs_dropout_prob: config.attentionDropout,
     classifier_dropout: config.classifierDropout,
     initializer_range: config.initializerRange,
+    is_decoder: config.isDecoder,
     tie_word_embeddings: true,
   };
 }
@@ -358,6 +379,10 @@ export function validateConfig(config: ModelConfig, source: string, names: Field
     if ((p !== null || field !== "classifierDropout") && !(typeof p === "number" && p >= 0 && p < 1)) {
       fail(field, "must be in [0, 1)");
     }
+  }
+  // Configurations saved before the field existed lack it; they mean false.
+  if (config.isDecoder !== undefined && typeof config.isDecoder !== "boolean") {
+    fail("isDecoder", "must be true or false");
   }
   const std = config.initializerRange;
   if (!(typeof std === "number" && std >= 0 && std < Infinity)) {

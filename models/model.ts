@@ -79,9 +79,10 @@ export class TransformerModel {
     // Hugging Face builds a pooler only for the bare BERT/RoBERTa model and BERT's sequence classifier.
     const pooler = config.family !== "gpt2" &&
       (this.task === "base" || (this.task === "sequence-classification" && config.family === "bert"));
-    this.#body = config.family === "gpt2"
-      ? new Gpt2Decoder(config, set)
-      : new BertEncoder(config, set, { pooler, causal: this.task === "causal-lm" });
+    this.#body = config.family === "gpt2" ? new Gpt2Decoder(config, set) : new BertEncoder(config, set, {
+      pooler,
+      causal: this.task === "causal-lm" || config.isDecoder === true,
+    });
     this.#head = createHead(config, set, this.task, this.numLabels);
     if (options.allocate !== false) set.allocate(options.seed ?? 0);
     this.parameterSet = set;
