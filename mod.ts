@@ -108,13 +108,19 @@ export {
   type CheckedWeights,
   checkWeights,
   inferTask,
+  type LoadedModel,
   type LoadOptions,
   loadPretrained,
+  loadPretrainedWithReport,
   type LoadReport,
+  loadWarnings,
   loadWeights,
+  type MismatchedTensor,
   modelFromConfigFile,
+  type SaveOptions,
   savePretrained,
 } from "./models/checkpoint.ts";
+export { type ShardOptions } from "./models/sharded.ts";
 export {
   type HostTensor,
   type HostTensorEntries,

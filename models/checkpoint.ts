@@ -1,66 +1,84 @@
 /**
- * Hugging Face checkpoints: a folder with `config.json` and `model.safetensors`. Loading checks the
- * whole file against the model before writing anything, so a bad file never half-loads a model;
- * saving writes files that Hugging Face's `from_pretrained` loads.
+ * Hugging Face checkpoints: a folder with `config.json` and `model.safetensors` (or its shards).
+ * Loading checks every file against the model before writing anything, so a bad file never
+ * half-loads a model, and loads into a model of another head by Hugging Face's rule
+ * ({@linkcode LoadOptions}); saving writes files that Hugging Face's `from_pretrained` loads.
  *
  * @module
  */
+import { formatShape, sameShape } from "../engine/shape.ts";
 import { readAll, writeTensor } from "../engine/tensor.ts";
 import { configFromHf, configToHf, type ModelFamily } from "./config.ts";
 import type { Task } from "./heads.ts";
 import { type ModelOptions, TransformerModel } from "./model.ts";
-import {
-  checkTensorSet,
-  type HostTensor,
-  readSafetensors,
-  readSafetensorsHeader,
-  type TensorHeader,
-  writeSafetensors,
-} from "./safetensors.ts";
+import { checkTensorSet, type HostTensor, type TensorHeader } from "./safetensors.ts";
+import { locateWeights, readWeights, type ShardOptions, writeWeights } from "./sharded.ts";
 
-/** Tensors Hugging Face may store that are tied to another one (decoders tied to the word embeddings). */
+/**
+ * Tensors Hugging Face stores that are tied to another one: LM decoders tied to the word embeddings
+ * (and BERT's and RoBERTa's decoder bias to the head's bias). A model with that head holds them
+ * once, under the other name.
+ */
 const TIED_NAMES =
   /^(lm_head\.weight|lm_head\.decoder\.(weight|bias)|cls\.predictions\.decoder\.(weight|bias))$/;
+
+/**
+ * Buffers some checkpoints hold that Hugging Face never loads (`_keys_to_ignore_on_load_unexpected`
+ * and the `position_ids` rule of transformers 5): ignored without a word, as there.
+ */
+const IGNORED_BUFFERS: Record<ModelFamily, RegExp> = {
+  bert: /(^|\.)position_ids$/,
+  roberta: /(^|\.)position_ids$/,
+  gpt2: /attn.bias|crossattention.bias/,
+};
+
+const BODY_PREFIX: Record<ModelFamily, string> = { bert: "bert.", roberta: "roberta.", gpt2: "transformer." };
 
 /** Options of {@linkcode loadWeights}. */
 export interface LoadOptions {
   /**
-   * Accept a file without the head's tensors or the pooler (they keep their initial values) and ignore
-   * tensors of other heads and an unused pooler, as Hugging Face loads a checkpoint into another head.
+   * Load into a model of another head, by Hugging Face's rule: what the model needs and the file
+   * lacks keeps its initial values (newly initialised: a new head, a pooler), what the file holds
+   * and the model does not use is ignored; both are reported. Without it every tensor must match.
    */
   allowNewHead?: boolean;
+  /**
+   * Re-initialise tensors whose shape differs from the file's (a classifier of another number of
+   * labels), as Hugging Face's `ignore_mismatched_sizes`; without it they are an error naming both shapes.
+   */
+  ignoreMismatchedSizes?: boolean;
 }
 
-/** What {@linkcode loadWeights} did besides loading. */
+/** A tensor the file holds in another shape than the model's. */
+export interface MismatchedTensor {
+  /** The model's name of the tensor. */
+  name: string;
+  /** Its shape in the file. */
+  found: number[];
+  /** Its shape in the model. */
+  expected: number[];
+}
+
+/** What {@linkcode loadWeights} did besides loading: Hugging Face's missing, unexpected and mismatched keys. */
 export interface LoadReport {
-  /** Head parameters the file did not have (kept at their initial values). */
+  /** Parameters the file lacks, by the model's names: they keep their initial values. */
   newlyInitialized: string[];
-  /** Tensors of the file the model does not use (other heads, tied copies). */
+  /** Tensors of the file the model does not use, by the file's names. */
   ignored: string[];
+  /** Parameters re-initialised because the file's shape differs (with `ignoreMismatchedSizes`). */
+  mismatched: MismatchedTensor[];
 }
 
-function isBodyName(name: string, family: ModelFamily): boolean {
-  const body = family === "gpt2"
-    ? /^(transformer\.)?(wte|wpe|h\.\d+|ln_f)\./
-    : /^(bert\.|roberta\.)?(embeddings|encoder|pooler)\./;
-  return body.test(name);
-}
-
-/** Adds or strips the body prefix of a file's names to match the model's naming (BertModel vs BertFor...). */
-function alignNames<T>(model: TransformerModel, tensors: Map<string, T>): Map<string, T> {
-  const expected = new Set(model.parameterSet.infos.map((p) => p.name));
-  const prefix = { bert: "bert.", roberta: "roberta.", gpt2: "transformer." }[model.config.family];
-  const aligned = new Map<string, T>();
-  for (const [name, value] of tensors) {
-    let target = name;
-    if (!expected.has(name) && isBodyName(name, model.config.family)) {
-      if (name.startsWith(prefix) && expected.has(name.slice(prefix.length))) {
-        target = name.slice(prefix.length);
-      } else if (expected.has(prefix + name)) target = prefix + name;
-    }
-    aligned.set(target, value);
-  }
-  return aligned;
+/**
+ * The model's name for a file's tensor, by Hugging Face's rule: the name itself, or with the body
+ * prefix (`bert.`, `roberta.`, `transformer.`) stripped or added where that names a parameter of
+ * the model (bare-model and head-model checkpoints load into each other).
+ */
+function modelName(name: string, expected: ReadonlyMap<string, unknown>, prefix: string): string {
+  if (expected.has(name)) return name;
+  if (name.startsWith(prefix) && expected.has(name.slice(prefix.length))) return name.slice(prefix.length);
+  if (expected.has(prefix + name)) return prefix + name;
+  return name;
 }
 
 /** Values checked by {@linkcode checkWeights}, ready to be written. */
@@ -73,7 +91,7 @@ export interface CheckedWeights {
 
 /**
  * Checks names, shapes and element types against the model's parameter metadata (available
- * before the model allocates its weights); returns the tensors under the model's names.
+ * before the model allocates its weights); returns the tensors to load under the model's names.
  */
 function checkTensors<T extends { readonly shape: readonly number[] }>(
   model: TransformerModel,
@@ -82,33 +100,61 @@ function checkTensors<T extends { readonly shape: readonly number[] }>(
   options: LoadOptions,
   isFloat: (tensor: T) => boolean,
 ): { aligned: Map<string, T>; report: LoadReport } {
-  const aligned = alignNames(model, tensors);
+  const family = model.config.family;
   const infos = model.parameterSet.infos;
   const expected = new Map(infos.map((p) => [p.name, p.shape] as const));
-  // As Hugging Face does, a new head may come with or without a pooler: a missing pooler is newly
-  // initialised and an unused one ignored (a masked-LM checkpoint has none, a classifier's has one).
-  const heads = infos.filter((p) => p.site.startsWith("head") || p.role === "pooler").map((p) => p.name);
-  const ignored = [...aligned.keys()].filter((n) =>
-    !expected.has(n) &&
-    (TIED_NAMES.test(n) ||
-      (options.allowNewHead && (!isBodyName(n, model.config.family) || /(^|\.)pooler\./.test(n))))
-  );
-  checkTensorSet(source, expected, aligned, {
-    allowMissing: options.allowNewHead ? heads : [],
-    allowUnexpected: (name) => ignored.includes(name),
+  // A language model holds its decoder once, tied: the file's copy is not a tensor it leaves unused.
+  const holdsTied = model.task === "causal-lm" || model.task === "masked-lm";
+  const aligned = new Map<string, T>();
+  const fileNames = new Map<string, string>();
+  const ignored: string[] = [];
+  for (const [name, tensor] of tensors) {
+    const target = modelName(name, expected, BODY_PREFIX[family]);
+    if (expected.has(target)) {
+      if (aligned.has(target)) {
+        throw new Error(
+          `${source}: "${fileNames.get(target)}" and "${name}" are the same tensor "${target}"`,
+        );
+      }
+      aligned.set(target, tensor);
+      fileNames.set(target, name);
+    } else if (!IGNORED_BUFFERS[family].test(name) && !(holdsTied && TIED_NAMES.test(name))) {
+      ignored.push(name);
+    }
+  }
+  const mismatched = infos.filter((p) =>
+    aligned.has(p.name) && !sameShape(aligned.get(p.name)!.shape, p.shape)
+  )
+    .map((p) => ({ name: p.name, found: [...aligned.get(p.name)!.shape], expected: [...p.shape] }));
+  const found = new Map(aligned);
+  if (options.ignoreMismatchedSizes) { for (const { name } of mismatched) found.delete(name); }
+  // Without allowNewHead a tied copy is still no error (a bare model loads an LM's file), as before.
+  const strictUnexpected = ignored.filter((name) => !TIED_NAMES.test(name));
+  if (!options.allowNewHead) { for (const name of strictUnexpected) found.set(name, tensors.get(name)!); }
+  checkTensorSet(source, expected, found, {
+    allowMissing: options.allowNewHead ? [...expected.keys()] : mismatched.map((m) => m.name),
+    note: mismatched.length > 0 && !options.ignoreMismatchedSizes
+      ? "ignoreMismatchedSizes re-initialises tensors whose shape differs (Hugging Face's ignore_mismatched_sizes)"
+      : undefined,
   });
-  for (const p of infos) {
-    const found = aligned.get(p.name);
-    if (found && !isFloat(found)) throw new Error(`${source}: tensor "${p.name}" is not floating point`);
+  if (options.allowNewHead && !infos.some((p) => !p.site.startsWith("head") && found.has(p.name))) {
+    throw new Error(
+      `${source}: holds none of the body tensors of "${model.name}": not a ${family} checkpoint`,
+    );
+  }
+  for (const [name, tensor] of found) {
+    if (!isFloat(tensor)) throw new Error(`${source}: tensor "${name}" is not floating point`);
   }
   const newlyInitialized = infos.filter((p) => !aligned.has(p.name)).map((p) => p.name);
-  return { aligned, report: { newlyInitialized, ignored } };
+  return { aligned: found, report: { newlyInitialized, ignored, mismatched } };
 }
 
 /**
  * Checks Hugging Face tensors against a model without writing anything: one error naming `source`
- * and listing every missing, unexpected and misshapen tensor. Body names with or without the task
- * prefix (`bert.`, `roberta.`, `transformer.`) are accepted; tied decoder copies are ignored.
+ * and listing every missing, unexpected and misshapen tensor (see {@linkcode LoadOptions} for what
+ * loading into another head allows). Body names with or without the task prefix (`bert.`,
+ * `roberta.`, `transformer.`) are accepted; tied decoder copies and buffers Hugging Face never loads
+ * are ignored.
  */
 export function checkWeights(
   model: TransformerModel,
@@ -142,6 +188,41 @@ export function loadWeights(
   return checked.report;
 }
 
+/**
+ * The warnings Hugging Face prints for a load report, one line per kind (none when everything
+ * loaded): tensors of the file not used, parameters newly initialised, and those re-initialised
+ * because their shape differs.
+ */
+export function loadWarnings(report: LoadReport, model: TransformerModel, source: string): string[] {
+  const architecture = architectureName(model);
+  const list = (names: string[]) => `[${names.map((n) => `'${n}'`).join(", ")}]`;
+  const lines: string[] = [];
+  if (report.ignored.length > 0) {
+    lines.push(
+      `Some weights of the model checkpoint at ${source} were not used when initializing ${architecture}: ` +
+        list(report.ignored),
+    );
+  }
+  if (report.newlyInitialized.length > 0) {
+    lines.push(
+      `Some weights of ${architecture} were not initialized from the model checkpoint at ${source} and are ` +
+        `newly initialized: ${list(report.newlyInitialized)}`,
+    );
+  }
+  if (report.mismatched.length > 0) {
+    const shapes = report.mismatched.map((m) =>
+      `${m.name}: found shape ${formatShape(m.found)} in the checkpoint and ${
+        formatShape(m.expected)
+      } in the model`
+    );
+    lines.push(
+      `Some weights of ${architecture} were not initialized from the model checkpoint at ${source} and are ` +
+        `newly initialized because the shapes did not match: ${shapes.join("; ")}`,
+    );
+  }
+  return lines;
+}
+
 /** Reads a `config.json` as a JSON object; errors name the file. */
 async function readConfigJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
@@ -170,6 +251,11 @@ export async function modelFromConfigFile(
   return new TransformerModel(configFromHf(await readConfigJson(path), path), options);
 }
 
+/** Whether a model attends causally as a BERT or RoBERTa decoder: `is_decoder` in its config.json. */
+function isDecoder(model: TransformerModel): boolean {
+  return model.config.isDecoder || model.task === "causal-lm";
+}
+
 /**
  * Checks that a `config.json` describes the architecture of `model` (every field {@linkcode configToHf}
  * writes, and the task's architecture name); throws an error naming the file and each differing
@@ -185,6 +271,7 @@ export async function checkConfigFile(model: TransformerModel, path: string): Pr
     ...configToHf(model.config),
     architectures: architectureName(model),
   };
+  if (model.config.family !== "gpt2") expected.is_decoder = isDecoder(model);
   const differences = Object.keys(expected)
     .filter((key) => JSON.stringify(found[key]) !== JSON.stringify(expected[key]))
     .map((key) =>
@@ -195,62 +282,110 @@ export async function checkConfigFile(model: TransformerModel, path: string): Pr
   if (differences.length > 0) throw new Error(`${path}: ${differences.join("; ")}`);
 }
 
-/** Infers the task of a checkpoint from its `architectures` entry or, failing that, its tensor names. */
+const ARCHITECTURE_TASKS: [RegExp, Task][] = [
+  [/ForSequenceClassification$/, "sequence-classification"],
+  [/ForTokenClassification$/, "token-classification"],
+  [/ForQuestionAnswering$/, "question-answering"],
+  [/(LMHeadModel|ForCausalLM)$/, "causal-lm"],
+  [/ForMaskedLM$/, "masked-lm"],
+  [/^(Bert|Roberta|GPT2)Model$/, "base"],
+];
+
+/**
+ * Infers the task of a checkpoint from its `architectures` entry or, when it has none (hand-written
+ * and older files), from its tensor names: the head's own tensors decide, never a missing pooler
+ * (masked LMs and RoBERTa's classifiers have none). Two heads share their names: BERT's sequence
+ * and token classifiers, told apart by the pooler only the first has; and a masked LM from a
+ * causal one, which `is_decoder` marks. GPT-2's causal LM saves its body under `transformer.`
+ * without the decoder it ties to the embeddings.
+ */
 export function inferTask(
   config: Record<string, unknown>,
   names: Iterable<string>,
 ): { task: Task; numLabels?: number } {
   const architecture = Array.isArray(config.architectures) ? String(config.architectures[0]) : "";
-  const byArchitecture: [RegExp, Task][] = [
-    [/ForSequenceClassification$/, "sequence-classification"],
-    [/ForTokenClassification$/, "token-classification"],
-    [/ForQuestionAnswering$/, "question-answering"],
-    [/(LMHeadModel|ForCausalLM)$/, "causal-lm"],
-    [/ForMaskedLM$/, "masked-lm"],
-  ];
-  for (const [pattern, task] of byArchitecture) if (pattern.test(architecture)) return { task };
+  for (const [pattern, task] of ARCHITECTURE_TASKS) if (pattern.test(architecture)) return { task };
   const all = [...names];
-  if (all.some((n) => n.startsWith("qa_outputs."))) return { task: "question-answering" };
-  if (all.some((n) => /^(classifier|score)\./.test(n))) return { task: "sequence-classification" };
-  if (all.some((n) => n.startsWith("cls.predictions.") || n.startsWith("lm_head."))) {
-    return { task: config.model_type === "gpt2" ? "causal-lm" : "masked-lm" };
+  const has = (pattern: RegExp) => all.some((n) => pattern.test(n));
+  if (has(/^qa_outputs\./)) return { task: "question-answering" };
+  if (config.model_type === "gpt2") {
+    if (has(/^score\./)) return { task: "sequence-classification" };
+    if (has(/^classifier\./)) return { task: "token-classification" };
+    return { task: has(/^(lm_head|transformer)\./) ? "causal-lm" : "base" };
+  }
+  if (has(/^classifier\.(dense|out_proj)\./)) return { task: "sequence-classification" };
+  if (has(/^classifier\./)) {
+    const pooled = config.model_type === "bert" && has(/^(bert\.)?pooler\./);
+    return { task: pooled ? "sequence-classification" : "token-classification" };
+  }
+  if (has(/^(cls\.predictions|lm_head)\./)) {
+    return { task: config.is_decoder === true ? "causal-lm" : "masked-lm" };
   }
   return { task: "base" };
 }
 
+/** A loaded model and what loading did besides writing values. */
+export interface LoadedModel {
+  /** The model, in eval mode. */
+  model: TransformerModel;
+  /** Newly initialised, ignored and mismatched tensors (see {@linkcode LoadReport}). */
+  report: LoadReport;
+  /** The path of the weights: `model.safetensors`, or the index of a sharded folder. */
+  source: string;
+}
+
 /**
- * Loads a Hugging Face folder (`config.json` + `model.safetensors`) into a model in eval mode,
- * like `from_pretrained`. The task comes from `options.task`, else from the checkpoint; the
- * number of labels of a classifier from its weight's shape. The configuration is checked, and the
- * file's header compared with the model it describes, before the model allocates its weights or
- * the file's values are read: a mismatched folder fails at once.
+ * Loads a Hugging Face folder (`config.json` and `model.safetensors`, or the shards of
+ * `model.safetensors.index.json`) into a model in eval mode, like `from_pretrained`, and says what
+ * was newly initialised or ignored. The task comes from `options.task`, else from the checkpoint
+ * ({@linkcode inferTask}); the number of labels of a classifier from `options.numLabels`, else its
+ * weight's shape, else the config's `id2label`. The configuration is checked, and every file's
+ * header compared with the model it describes, before the model allocates its weights or any
+ * value is read: a mismatched folder fails at once.
+ */
+export async function loadPretrainedWithReport(
+  folder: string,
+  options: ModelOptions & LoadOptions = {},
+): Promise<LoadedModel> {
+  const configPath = `${folder}/config.json`;
+  const json = await readConfigJson(configPath);
+  const config = configFromHf(json, configPath);
+  const weights = await locateWeights(folder);
+  const task = options.task ?? inferTask(json, weights.headers.keys()).task;
+  const labelsWeight = [...weights.headers].find(([n]) =>
+    /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
+  );
+  const labelled = json.id2label && typeof json.id2label === "object"
+    ? Object.keys(json.id2label).length
+    : typeof json.num_labels === "number"
+    ? json.num_labels
+    : undefined;
+  const numLabels = options.numLabels ?? labelsWeight?.[1].shape[0] ?? labelled;
+  const modelOptions = { ...options, task, numLabels };
+  checkTensors(
+    new TransformerModel(config, { ...modelOptions, allocate: false }),
+    weights.headers,
+    weights.source,
+    options,
+    isFloatHeader,
+  );
+  const tensors = await readWeights(weights);
+  const model = new TransformerModel(config, modelOptions);
+  const report = loadWeights(model, tensors, weights.source, options);
+  return { model: model.eval(), report, source: weights.source };
+}
+
+/**
+ * {@linkcode loadPretrainedWithReport} that returns the model and prints, on stderr, the warnings
+ * Hugging Face prints when a tensor was newly initialised or ignored ({@linkcode loadWarnings}).
  */
 export async function loadPretrained(
   folder: string,
   options: ModelOptions & LoadOptions = {},
 ): Promise<TransformerModel> {
-  const configPath = `${folder}/config.json`;
-  const weightsPath = `${folder}/model.safetensors`;
-  const json = await readConfigJson(configPath);
-  const config = configFromHf(json, configPath);
-  const header = (await readSafetensorsHeader(weightsPath)).tensors;
-  const task = options.task ?? inferTask(json, header.keys()).task;
-  const labelsWeight = [...header].find(([n]) =>
-    /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
-  );
-  const numLabels = options.numLabels ?? (labelsWeight ? labelsWeight[1].shape[0] : undefined);
-  const modelOptions = { ...options, task, numLabels };
-  checkTensors(
-    new TransformerModel(config, { ...modelOptions, allocate: false }),
-    header,
-    weightsPath,
-    options,
-    isFloatHeader,
-  );
-  const { tensors } = await readSafetensors(weightsPath);
-  const model = new TransformerModel(config, modelOptions);
-  loadWeights(model, tensors, weightsPath, options);
-  return model.eval();
+  const { model, report, source } = await loadPretrainedWithReport(folder, options);
+  for (const line of loadWarnings(report, model, source)) console.warn(line);
+  return model;
 }
 
 /** Whether a tensor of the header loads as float32 (the other dtypes load as int32). */
@@ -275,17 +410,26 @@ export async function pretrainedContents(
     Object.assign(config, { num_labels: model.numLabels });
   }
   // BertLMHeadModel and RobertaForCausalLM attend causally only when the config says so.
-  if (model.task === "causal-lm" && model.config.family !== "gpt2") {
-    Object.assign(config, { is_decoder: true });
-  }
+  if (model.config.family !== "gpt2") Object.assign(config, { is_decoder: isDecoder(model) });
   return { config, tensors };
 }
 
-/** Writes `config.json` and `model.safetensors` (Hugging Face names, F32) into `folder`, each file atomically. */
-export async function savePretrained(model: TransformerModel, folder: string): Promise<void> {
+/** Options of {@linkcode savePretrained}. */
+export type SaveOptions = ShardOptions;
+
+/**
+ * Writes `config.json` and the weights (Hugging Face names, F32) into `folder`, each file
+ * atomically: `model.safetensors`, or with `maxShardBytes` shards and their index when the weights
+ * exceed it, as Hugging Face's `save_pretrained(max_shard_size=...)` does.
+ */
+export async function savePretrained(
+  model: TransformerModel,
+  folder: string,
+  options: SaveOptions = {},
+): Promise<void> {
   await Deno.mkdir(folder, { recursive: true });
   const { config, tensors } = await pretrainedContents(model);
-  await writeSafetensors(`${folder}/model.safetensors`, tensors, { format: "pt" });
+  await writeWeights(folder, tensors, options);
   const temporary = `${folder}/config.json.tmp`;
   await Deno.writeTextFile(temporary, JSON.stringify(config, null, 2) + "\n");
   await Deno.rename(temporary, `${folder}/config.json`);

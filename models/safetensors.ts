@@ -214,6 +214,8 @@ export interface TensorSetOptions {
   allowMissing?: string[];
   /** Whether a name that is not expected may be present (e.g. buffers a model does not load). */
   allowUnexpected?: (name: string) => boolean;
+  /** A last line for the error when a shape is wrong (how to accept it, say). */
+  note?: string;
 }
 
 /**
@@ -254,6 +256,7 @@ export function checkTensorSet(
     ...missing,
     ...unexpected,
     ...wrongShape,
+    ...(wrongShape.length > 0 && options.note ? [options.note] : []),
   ];
   throw fileError(source, lines.join("\n"));
 }

@@ -1,11 +1,18 @@
-/** Loading a checkpoint into another head with allowNewHead follows Hugging Face's rule for the pooler. */
+/**
+ * Loading a checkpoint into another head: Hugging Face's rule under allowNewHead, the strict check
+ * without it, label counts that differ, the warnings, configs without `architectures`, and
+ * `is_decoder`. tests/load_matrix_test.ts holds every pair of heads against transformers itself.
+ */
+import { readAll, tensor } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
-import { loadPretrained, loadWeights, savePretrained } from "../models/checkpoint.ts";
+import { loadPretrainedWithReport, loadWarnings, loadWeights, savePretrained } from "../models/checkpoint.ts";
 import { TransformerModel } from "../models/model.ts";
-import { readSafetensors } from "../models/safetensors.ts";
-import { setup } from "./helpers.ts";
+import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { assertBitwiseEqual, setup } from "./helpers.ts";
 
 await setup();
+
+const HEADS = new URL("./fixtures/hf/heads/", import.meta.url).pathname;
 
 const SIZE = {
   hiddenSize: 8,
@@ -16,17 +23,33 @@ const SIZE = {
   maxPositions: 12,
 };
 
+async function message(fn: () => unknown): Promise<string> {
+  try {
+    await fn();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "nothing was thrown";
+}
+
+/** A copy of a head folder's config.json and weights, with the config changed by `edit`. */
+async function copyHead(name: string, edit: (config: Record<string, unknown>) => void): Promise<string> {
+  const folder = await Deno.makeTempDir({ dir: "/tmp", prefix: `${name}-` });
+  const config = JSON.parse(await Deno.readTextFile(`${HEADS}${name}/config.json`));
+  edit(config);
+  await Deno.writeTextFile(`${folder}/config.json`, JSON.stringify(config));
+  await Deno.copyFile(`${HEADS}${name}/model.safetensors`, `${folder}/model.safetensors`);
+  return folder;
+}
+
 Deno.test("a masked-LM BERT becomes a sequence classifier with a new pooler and head, and back", async () => {
   const folder = await Deno.makeTempDir({ prefix: "heads-" });
   const lm = new TransformerModel(modelConfig("bert", SIZE), { task: "masked-lm", seed: 1 });
   await savePretrained(lm, `${folder}/lm`);
-  const classifier = await loadPretrained(`${folder}/lm`, {
+  const { model: classifier, report } = await loadPretrainedWithReport(`${folder}/lm`, {
     task: "sequence-classification",
     allowNewHead: true,
   });
-  const fresh = new TransformerModel(modelConfig("bert", SIZE), { task: "sequence-classification" });
-  const { tensors } = await readSafetensors(`${folder}/lm/model.safetensors`);
-  const report = loadWeights(fresh, tensors, "lm", { allowNewHead: true });
   const expected = [
     "bert.pooler.dense.weight",
     "bert.pooler.dense.bias",
@@ -34,26 +57,183 @@ Deno.test("a masked-LM BERT becomes a sequence classifier with a new pooler and 
     "classifier.bias",
   ];
   if (report.newlyInitialized.join() !== expected.join()) throw new Error(`new: ${report.newlyInitialized}`);
-  if (!report.ignored.every((n) => n.startsWith("cls."))) throw new Error(`ignored: ${report.ignored}`);
-  // Without allowNewHead the strict check stays.
-  let message = "";
-  try {
-    loadWeights(
-      new TransformerModel(modelConfig("bert", SIZE), { task: "sequence-classification" }),
-      tensors,
-      "lm",
-    );
-  } catch (e) {
-    message = (e as Error).message;
+  if (report.ignored.length !== 5 || !report.ignored.every((n) => n.startsWith("cls."))) {
+    throw new Error(`ignored: ${report.ignored}`);
   }
-  if (!message.startsWith("lm: tensors do not match the expected set (4 missing, 5 unexpected")) {
-    throw new Error(message);
+  const warnings = loadWarnings(report, classifier, "lm");
+  if (
+    warnings.length !== 2 ||
+    !warnings[0].startsWith(
+      "Some weights of the model checkpoint at lm were not used when initializing BertForSequenceClassification: ['cls.",
+    ) ||
+    !warnings[1].startsWith(
+      "Some weights of BertForSequenceClassification were not initialized from the model checkpoint at lm " +
+        "and are newly initialized: ['bert.pooler.dense.weight', ",
+    )
+  ) {
+    throw new Error(warnings.join("\n"));
+  }
+  // Without allowNewHead the strict check stays.
+  const { tensors } = await readSafetensors(`${folder}/lm/model.safetensors`);
+  const strict = new TransformerModel(modelConfig("bert", SIZE), { task: "sequence-classification" });
+  const refused = await message(() => loadWeights(strict, tensors, "lm"));
+  if (!refused.startsWith("lm: tensors do not match the expected set (4 missing, 5 unexpected")) {
+    throw new Error(refused);
   }
   await savePretrained(classifier, `${folder}/classifier`);
   const back = await readSafetensors(`${folder}/classifier/model.safetensors`);
   const lmAgain = new TransformerModel(modelConfig("bert", SIZE), { task: "masked-lm" });
   const reverse = loadWeights(lmAgain, back.tensors, "classifier", { allowNewHead: true });
-  if (!reverse.ignored.includes("bert.pooler.dense.weight")) throw new Error(`ignored: ${reverse.ignored}`);
-  for (const m of [lm, classifier, fresh, lmAgain]) m.dispose();
+  if (
+    reverse.ignored.join() !==
+      "bert.pooler.dense.weight,bert.pooler.dense.bias,classifier.weight,classifier.bias"
+  ) {
+    throw new Error(`ignored: ${reverse.ignored}`);
+  }
+  if (loadWarnings(loadWeights(lmAgain, tensors, "lm"), lmAgain, "lm").length !== 0) {
+    throw new Error("a complete load warns");
+  }
+  for (const m of [lm, classifier, strict, lmAgain]) m.dispose();
+  await Deno.remove(folder, { recursive: true });
+});
+
+Deno.test("buffers Hugging Face never loads are ignored quietly, even by the strict check", async () => {
+  const { tensors } = await readSafetensors(`${HEADS}bert-sequence-classification/model.safetensors`);
+  tensors.set("bert.embeddings.position_ids", { shape: [1, 40], data: new Int32Array(40) });
+  const { model } = await loadPretrainedWithReport(`${HEADS}bert-sequence-classification`);
+  const report = loadWeights(model, tensors, "file");
+  if (report.ignored.length + report.newlyInitialized.length !== 0) throw new Error(JSON.stringify(report));
+  model.dispose();
+  const gpt2 = (await readSafetensors(`${HEADS}gpt2-base/model.safetensors`)).tensors;
+  gpt2.set("h.0.attn.bias", { shape: [1, 1, 40, 40], data: new Float32Array(1600) });
+  const decoder = (await loadPretrainedWithReport(`${HEADS}gpt2-base`)).model;
+  if (loadWeights(decoder, gpt2, "gpt2").ignored.length !== 0) throw new Error("attn.bias reported");
+  decoder.dispose();
+});
+
+Deno.test("a classifier of another label count is refused, naming both shapes, or re-initialised on request", async () => {
+  const folder = `${HEADS}bert-sequence-classification`;
+  const refused = await message(() => loadPretrainedWithReport(folder, { numLabels: 2, allowNewHead: true }));
+  for (
+    const fragment of [
+      `${folder}/model.safetensors`,
+      'wrong shape "classifier.weight": expected [2, 32], found [3, 32]',
+      'wrong shape "classifier.bias": expected [2], found [3]',
+      "ignoreMismatchedSizes",
+    ]
+  ) {
+    if (!refused.includes(fragment)) throw new Error(`"${fragment}" not in: ${refused}`);
+  }
+  const { model, report } = await loadPretrainedWithReport(folder, {
+    numLabels: 2,
+    ignoreMismatchedSizes: true,
+  });
+  const mismatched = report.mismatched.map((m) => `${m.name} ${m.found} ${m.expected}`).join("; ");
+  if (
+    mismatched !== "classifier.weight 3,32 2,32; classifier.bias 3 2" || report.newlyInitialized.length > 0
+  ) {
+    throw new Error(JSON.stringify(report));
+  }
+  const warnings = loadWarnings(report, model, "f");
+  if (
+    warnings.length !== 1 ||
+    !warnings[0].endsWith(
+      "because the shapes did not match: classifier.weight: found shape [3, 32] in the checkpoint and " +
+        "[2, 32] in the model; classifier.bias: found shape [3] in the checkpoint and [2] in the model",
+    )
+  ) {
+    throw new Error(warnings.join("\n"));
+  }
+  const [weight] = await readAll([model.parameters.find((p) => p.info.name === "classifier.weight")!.value]);
+  if (weight.length !== 64) throw new Error(`classifier.weight has ${weight.length} values`);
+  model.dispose();
+});
+
+const INFERRED: Record<string, [string, number]> = {
+  "base": ["base", 2],
+  "sequence-classification": ["sequence-classification", 3],
+  "regression": ["sequence-classification", 1],
+  "token-classification": ["token-classification", 3],
+  "question-answering": ["question-answering", 2],
+  "causal-lm": ["causal-lm", 2],
+  "masked-lm": ["masked-lm", 2],
+};
+
+Deno.test("configs without architectures load every head from its tensor names", async () => {
+  const names = (await Array.fromAsync(Deno.readDir(HEADS))).filter((e) => e.isDirectory).map((e) => e.name);
+  if (names.length !== 20) throw new Error(`${names.length} head folders`);
+  for (const name of names) {
+    const folder = await copyHead(name, (config) => delete config.architectures);
+    const { model, report } = await loadPretrainedWithReport(folder);
+    const [task, labels] = INFERRED[name.slice(name.indexOf("-") + 1)];
+    const classifier = task === "sequence-classification" || task === "token-classification";
+    if (model.task !== task || (classifier && model.numLabels !== labels)) {
+      throw new Error(`${name}: loaded as ${model.task} with ${model.numLabels} labels`);
+    }
+    if (report.newlyInitialized.length + report.ignored.length > 0) throw new Error(`${name}: ${report}`);
+    model.dispose();
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("a bare BERT without its pooler is still a bare BERT: the pooler is newly initialised, or missing", async () => {
+  const folder = await copyHead("bert-base", (config) => delete config.architectures);
+  const { tensors } = await readSafetensors(`${folder}/model.safetensors`);
+  for (const name of [...tensors.keys()]) if (name.startsWith("pooler.")) tensors.delete(name);
+  await Deno.writeFile(`${folder}/model.safetensors`, serializeSafetensors(tensors));
+  const strict = await message(() => loadPretrainedWithReport(folder));
+  if (!strict.includes('missing "pooler.dense.weight"')) throw new Error(strict);
+  const { model, report } = await loadPretrainedWithReport(folder, { allowNewHead: true });
+  if (model.task !== "base" || report.newlyInitialized.join() !== "pooler.dense.weight,pooler.dense.bias") {
+    throw new Error(`${model.task}: ${JSON.stringify(report)}`);
+  }
+  model.dispose();
+  await Deno.remove(folder, { recursive: true });
+});
+
+/** The last hidden state for two batches that differ only in their last token. */
+async function withLastTokenChanged(model: TransformerModel): Promise<[Float32Array, Float32Array]> {
+  const run = (last: number) =>
+    model.forward({ inputIds: tensor(Int32Array.of(2, 17, 33, 9, 41, last), { shape: [1, 6] }) })
+      .lastHiddenState;
+  const [a, b] = await readAll([run(50), run(60)]);
+  return [a as Float32Array, b as Float32Array];
+}
+
+Deno.test("is_decoder makes BERT and RoBERTa attention causal whatever the head, as in Hugging Face", async () => {
+  const C = 32;
+  for (const family of ["bert", "roberta"]) {
+    // The causal LM's config says is_decoder: loaded as a bare body it stays causal, and computes the LM's body.
+    const decoder = await loadPretrainedWithReport(`${HEADS}${family}-causal-lm`, {
+      task: "base",
+      allowNewHead: true,
+    });
+    if (!decoder.model.config.isDecoder) throw new Error(`${family}: is_decoder not read`);
+    const [a, b] = await withLastTokenChanged(decoder.model);
+    assertBitwiseEqual(a.subarray(0, 5 * C), b.subarray(0, 5 * C), `${family} decoder: earlier positions`);
+    const lm = await loadPretrainedWithReport(`${HEADS}${family}-causal-lm`);
+    const [lmHidden] = await withLastTokenChanged(lm.model);
+    assertBitwiseEqual(a, lmHidden, `${family}: the bare decoder computes the causal LM's body`);
+    // The masked LM's is not a decoder: every position sees the last token.
+    const encoder = await loadPretrainedWithReport(`${HEADS}${family}-masked-lm`, {
+      task: "base",
+      allowNewHead: true,
+    });
+    const [c, d] = await withLastTokenChanged(encoder.model);
+    if (c.subarray(0, C).every((v, i) => v === d[i])) {
+      throw new Error(`${family} encoder: the first position is blind`);
+    }
+    for (const m of [decoder.model, lm.model, encoder.model]) m.dispose();
+  }
+  // A model built in code with isDecoder saves is_decoder: true, and loads back causal.
+  const folder = await Deno.makeTempDir({ dir: "/tmp", prefix: "decoder-" });
+  const built = new TransformerModel(modelConfig("bert", { ...SIZE, isDecoder: true }), {
+    task: "sequence-classification",
+  });
+  await savePretrained(built, folder);
+  const json = JSON.parse(await Deno.readTextFile(`${folder}/config.json`));
+  const again = await loadPretrainedWithReport(folder);
+  if (json.is_decoder !== true || !again.model.config.isDecoder) throw new Error("is_decoder not saved");
+  for (const m of [built, again.model]) m.dispose();
   await Deno.remove(folder, { recursive: true });
 });
