@@ -5,6 +5,8 @@
  * `R`/`Rp`/`R_<output>` of a linear loss) and `grads.safetensors`; a folder holding `cases.json` is
  * an AdamW trajectory (optim/parity.ts). A folder with neither checks every such folder below it.
  * Prints one JSON line per model and exits 1 when a tolerance is exceeded (or WebGPU has no adapter).
+ * Each folder is checked on its own: one that cannot be loaded or run gets a failing line
+ * (`{"folder", "error", "pass": false}`) and the others are still checked.
  * Exits 2, with one line and before opening the GPU, on a bad flag, a path that is not a folder, or
  * a folder that holds no reference folder at all.
  *
@@ -19,7 +21,7 @@ import type { Batch } from "../models/inputs.ts";
 import type { ModelOutput } from "../models/model.ts";
 import type { ParameterInfo } from "../models/parameters.ts";
 import { type HostTensor, readSafetensors } from "../models/safetensors.ts";
-import { checkAdamwFolder } from "../optim/parity.ts";
+import { type AdamwParity, checkAdamwFolder } from "../optim/parity.ts";
 import { exitWithUsageError, parseCommand } from "./args.ts";
 import { openGpuOrExit } from "./start.ts";
 
@@ -253,6 +255,29 @@ export async function checkModelFolder(folder: string): Promise<ModelParity> {
   };
 }
 
+/** A folder that could not be checked: a bad file, or an error while running it. */
+export interface FolderError {
+  /** The folder. */
+  folder: string;
+  /** What went wrong. */
+  error: string;
+  /** Always false. */
+  pass: false;
+}
+
+/**
+ * Checks one folder - an AdamW trajectory when it holds `cases.json`, else a model - and turns an
+ * error into that folder's failing result, so that one bad folder does not stop the others' checks.
+ */
+export async function checkFolder(folder: string): Promise<ModelParity | AdamwParity | FolderError> {
+  try {
+    const isAdamw = await Deno.stat(`${folder}/cases.json`).then(() => true, () => false);
+    return isAdamw ? await checkAdamwFolder(folder) : await checkModelFolder(folder);
+  } catch (e) {
+    return { folder, error: (e as Error).message, pass: false };
+  }
+}
+
 async function foldersToCheck(path: string): Promise<string[]> {
   const has = async (name: string) => await Deno.stat(`${path}/${name}`).then(() => true, () => false);
   if (await has("config.json") || await has("cases.json")) return [path];
@@ -270,8 +295,9 @@ if (import.meta.main) {
     positionals: [1, Infinity],
     summary:
       "Checks models (or AdamW trajectories) against Hugging Face reference folders: a model folder, " +
-      "an adamw folder, or a folder of them.\nPrints one JSON line per folder; exits 1 when a tolerance " +
-      "is exceeded, 2 when a path is not a folder or holds no reference folder.",
+      "an adamw folder, or a folder of them.\nPrints one JSON line per folder (an error in one is its " +
+      "failing line; the others are still checked); exits 1 when a tolerance is exceeded or a folder " +
+      "fails, 2 when a path is not a folder or holds no reference folder.",
     flags: {},
   });
   // Every path is resolved before the GPU opens, so a mistyped one fails at once and is never
@@ -291,8 +317,7 @@ if (import.meta.main) {
   await openGpuOrExit();
   let failed = false;
   for (const folder of folders) {
-    const isAdamw = await Deno.stat(`${folder}/cases.json`).then(() => true, () => false);
-    const result = isAdamw ? await checkAdamwFolder(folder) : await checkModelFolder(folder);
+    const result = await checkFolder(folder);
     console.log(JSON.stringify(result));
     failed ||= !result.pass;
   }
