@@ -1,7 +1,7 @@
 /**
  * Training checkpoints: every model as a Hugging Face folder (`models/<name>/config.json` and
- * `model.safetensors`), the optimizer's tensors (moments, and the gradients of an open accumulation
- * cycle) in `optimizer.safetensors` and the rest (format, model names, counters, the GPU random
+ * `model.safetensors`), the optimizer's tensors (moments, AMSGrad's maximum of the second, and the
+ * gradients of an open accumulation cycle) in `optimizer.safetensors` and the rest (format, model names, counters, the GPU random
  * state, the moments' shapes) in `optimizer.json`. Resuming reproduces the following steps bit for
  * bit.
  *
@@ -180,6 +180,9 @@ async function checkpointContents(
     momentShapes[key] = entry.shape;
     tensors.push([`exp_avg/${key}`, { shape: entry.shape, data: entry.expAvg }]);
     tensors.push([`exp_avg_sq/${key}`, { shape: entry.shape, data: entry.expAvgSq }]);
+    if (entry.maxExpAvgSq) {
+      tensors.push([`max_exp_avg_sq/${key}`, { shape: entry.shape, data: entry.maxExpAvgSq }]);
+    }
     if (entry.pendingGrad) {
       tensors.push([`pending_grad/${key}`, { shape: entry.shape, data: entry.pendingGrad }]);
     }
@@ -367,8 +370,15 @@ function readOptimizerJson(
   return { format: STATE_FORMAT, models: names, counters, random, momentShapes };
 }
 
-/** Reads `optimizer.safetensors` and checks its tensors against the moments' shapes and the counters. */
-async function readOptimizerTensors(path: string, json: OptimizerJson): Promise<OptimizerState> {
+/**
+ * Reads `optimizer.safetensors` and checks its tensors against the moments' shapes, the counters and
+ * whether the optimizer uses AMSGrad (whose maximum of the second moment it then holds).
+ */
+async function readOptimizerTensors(
+  path: string,
+  json: OptimizerJson,
+  amsgrad: boolean,
+): Promise<OptimizerState> {
   const { tensors } = await readSafetensors(path);
   const take = (name: string): Float32Array => {
     const t = tensors.get(name);
@@ -381,7 +391,9 @@ async function readOptimizerTensors(path: string, json: OptimizerJson): Promise<
     return data;
   });
   // Gradients are saved exactly when an accumulation cycle is open (see stateDict).
-  const kinds = json.counters.gradientsStale ? MOMENT_KINDS : [...MOMENT_KINDS, "pending_grad"];
+  const kinds: string[] = [...MOMENT_KINDS];
+  if (amsgrad) kinds.push("max_exp_avg_sq");
+  if (!json.counters.gradientsStale) kinds.push("pending_grad");
   const expected = new Map(
     Object.entries(json.momentShapes).flatMap(([key, shape]) =>
       kinds.map((kind) => [`${kind}/${key}`, shape])
@@ -394,6 +406,7 @@ async function readOptimizerTensors(path: string, json: OptimizerJson): Promise<
   for (const [key, shape] of Object.entries(json.momentShapes)) {
     const [expAvg, expAvgSq] = MOMENT_KINDS.map((kind) => take(`${kind}/${key}`));
     moments[key] = { shape, expAvg, expAvgSq };
+    if (amsgrad) moments[key].maxExpAvgSq = take(`max_exp_avg_sq/${key}`);
     if (!json.counters.gradientsStale) moments[key].pendingGrad = take(`pending_grad/${key}`);
   }
   return { format: json.format, models: json.models, counters: json.counters, control, lossRing, moments };
@@ -431,7 +444,7 @@ export async function loadCheckpoint(
     const weightsPath = `${root}/models/${name}/model.safetensors`;
     weights.push(checkWeights(models[name], (await readSafetensors(weightsPath)).tensors, weightsPath));
   }
-  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json);
+  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json, optimizer.options.amsgrad);
   try {
     optimizer.loadStateDict(state); // checks every value before it writes any
   } catch (e) {

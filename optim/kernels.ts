@@ -242,9 +242,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`;
 
 /**
- * Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena. A model
- * whose new parameters or moments are not finite is marked in its control row's `fault` field, so
- * the soft sync that follows leaves it out.
+ * Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena; with a
+ * `maxExpAvgSq` buffer, AMSGrad: the denominator comes from the running maximum of the second
+ * moment, `max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)`, as in PyTorch. A model whose new
+ * parameters or moments are not finite is marked in its control row's `fault` field, so the soft
+ * sync that follows leaves it out.
  */
 export function recordAdamw(
   layout: ArenaLayout,
@@ -255,10 +257,13 @@ export function recordAdamw(
     expAvg: BufferRange;
     expAvgSq: BufferRange;
     control: BufferRange;
+    maxExpAvgSq?: BufferRange;
   },
 ): void {
-  const kernel = kernelFor("mm_adamw", () => ({
-    name: "mm_adamw",
+  const amsgrad = buffers.maxExpAvgSq !== undefined;
+  const secondMoment = amsgrad ? "max_v" : "v";
+  const kernel = kernelFor(amsgrad ? "mm_adamw/amsgrad" : "mm_adamw", () => ({
+    name: amsgrad ? "mm_adamw_amsgrad" : "mm_adamw",
     params: {
       count: "u32",
       models: "u32",
@@ -275,6 +280,7 @@ export function recordAdamw(
       { name: "exp_avg", type: "vec4<f32>", write: true },
       { name: "exp_avg_sq", type: "vec4<f32>", write: true },
       { name: "control", write: true },
+      ...(amsgrad ? [{ name: "max_exp_avg_sq", type: "vec4<f32>" as const, write: true }] : []),
     ],
     code: `${FINITE}${SEGMENTS}
 fn all_finite(v: vec4<f32>) -> bool {
@@ -293,8 +299,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   let m = exp_avg[i] + (g - exp_avg[i]) * params.one_minus_beta1;
   let v = exp_avg_sq[i] * params.beta2 + g * g * params.one_minus_beta2;
   exp_avg[i] = m;
-  exp_avg_sq[i] = v;
-  let denom = sqrt(v) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;
+  exp_avg_sq[i] = v;${amsgrad ? AMSGRAD_MAXIMUM : ""}
+  let denom = sqrt(${secondMoment}) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;
   let updated = p - (lr / control[row + ${CONTROL.biasCorrection1}u]) * m / denom;
   values[i] = updated;
   // Every writer stores the same value, so the unordered writes agree.
@@ -314,10 +320,22 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       hyper.weightDecay,
       ...padded(layout.segments, MAX_MODELS + 1),
     ],
-    [buffers.values, buffers.grads, buffers.expAvg, buffers.expAvgSq, buffers.control],
+    [
+      buffers.values,
+      buffers.grads,
+      buffers.expAvg,
+      buffers.expAvgSq,
+      buffers.control,
+      ...(buffers.maxExpAvgSq ? [buffers.maxExpAvgSq] : []),
+    ],
     grid(count, LANES),
   );
 }
+
+/** AMSGrad's running maximum of the second moment, which it divides by instead of the moment itself. */
+const AMSGRAD_MAXIMUM = `
+  let max_v = max(max_exp_avg_sq[i], v);
+  max_exp_avg_sq[i] = max_v;`;
 
 /** Elements of one group a workgroup mixes: LANES lanes x 16, adjacent lanes on adjacent elements. */
 export const MIX_BLOCK = LANES * 16;

@@ -129,6 +129,8 @@ export class MultiModelOptimizer {
   readonly #joint: JointArena;
   readonly #expAvg: GPUBuffer;
   readonly #expAvgSq: GPUBuffer;
+  /** AMSGrad's running maximum of exp_avg_sq; null without AMSGrad. */
+  readonly #maxExpAvgSq: GPUBuffer | null;
   readonly #control: GPUBuffer;
   readonly #partials: GPUBuffer;
   readonly #ring: GPUBuffer;
@@ -171,8 +173,12 @@ export class MultiModelOptimizer {
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     this.#expAvg = createBuffer(length * 4, storage, "optimizer exp_avg");
     this.#expAvgSq = createBuffer(length * 4, storage, "optimizer exp_avg_sq");
+    this.#maxExpAvgSq = this.options.amsgrad
+      ? createBuffer(length * 4, storage, "optimizer max_exp_avg_sq")
+      : null;
     clearBuffer(this.#range(this.#expAvg));
     clearBuffer(this.#range(this.#expAvgSq));
+    if (this.#maxExpAvgSq) clearBuffer(this.#range(this.#maxExpAvgSq));
     this.#control = createBuffer(MAX_MODELS * CONTROL_STRIDE * 4, storage, "optimizer control");
     this.#window = this.options.adaptiveLr?.window ?? 3;
     this.#ring = createBuffer(MAX_MODELS * this.#window * 4, storage, "optimizer loss ring");
@@ -304,6 +310,7 @@ export class MultiModelOptimizer {
       expAvg: this.#range(this.#expAvg),
       expAvgSq: this.#range(this.#expAvgSq),
       control: this.#range(this.#control),
+      ...(this.#maxExpAvgSq ? { maxExpAvgSq: this.#range(this.#maxExpAvgSq) } : {}),
     });
     // 7. Sync: mix each group's parameters.
     if (syncing) this.#recordMix(this.#arenaRange("values"), o.parameterSync!.ratio);
@@ -421,6 +428,7 @@ export class MultiModelOptimizer {
       buffer.destroy();
     }
     this.#groupTable?.destroy();
+    this.#maxExpAvgSq?.destroy();
   }
 
   #assertAlive(method: string): void {
@@ -433,8 +441,8 @@ export class MultiModelOptimizer {
 
   /**
    * The optimizer's state: counters, per-model control rows (steps, skips, multipliers), the loss
-   * window and both moments of every parameter (keyed "model/parameter"). A fresh copy: changing it
-   * changes nothing here.
+   * window and both moments of every parameter (keyed "model/parameter"), with AMSGrad's maximum
+   * of the second. A fresh copy: changing it changes nothing here.
    */
   async stateDict(): Promise<OptimizerState> {
     this.#assertAlive("stateDict");
@@ -446,11 +454,13 @@ export class MultiModelOptimizer {
       this.#range(this.#expAvg),
       this.#range(this.#expAvgSq),
     ];
+    if (this.#maxExpAvgSq) ranges.push(this.#range(this.#maxExpAvgSq));
     if (withGradients) ranges.push(this.#range(this.#joint.arena.chunks[0].grads));
-    const [controlBytes, ringBytes, expAvgBytes, expAvgSqBytes, gradBytes] = await readRanges(ranges);
+    const [controlBytes, ringBytes, expAvgBytes, expAvgSqBytes, ...rest] = await readRanges(ranges);
     const expAvg = new Float32Array(expAvgBytes);
     const expAvgSq = new Float32Array(expAvgSqBytes);
-    const grads = gradBytes ? new Float32Array(gradBytes) : null;
+    const maxExpAvgSq = this.#maxExpAvgSq ? new Float32Array(rest.shift()!) : null;
+    const grads = withGradients ? new Float32Array(rest.shift()!) : null;
     const moments: OptimizerState["moments"] = {};
     for (const p of this.#joint.placed) {
       const range = [p.offset, p.offset + p.size] as const;
@@ -458,6 +468,7 @@ export class MultiModelOptimizer {
         shape: [...p.parameter.info.shape],
         expAvg: expAvg.slice(...range),
         expAvgSq: expAvgSq.slice(...range),
+        ...(maxExpAvgSq ? { maxExpAvgSq: maxExpAvgSq.slice(...range) } : {}),
         ...(grads ? { pendingGrad: grads.slice(...range) } : {}),
       };
     }
@@ -482,6 +493,7 @@ export class MultiModelOptimizer {
       modelNames: this.modelNames,
       window: this.#window,
       accumulation: this.options.gradientAccumulationSteps,
+      amsgrad: this.options.amsgrad,
       parameters: this.#joint.placed.map((p) => ({ key: this.#joint.key(p), size: p.size })),
     });
     const control = this.#initialControl();
@@ -496,6 +508,7 @@ export class MultiModelOptimizer {
       const at = (buffer: GPUBuffer) => ({ buffer, offset: p.offset * 4, size: p.size * 4 });
       upload(at(this.#expAvg), Float32Array.from(entry.expAvg));
       upload(at(this.#expAvgSq), Float32Array.from(entry.expAvgSq));
+      if (this.#maxExpAvgSq) upload(at(this.#maxExpAvgSq), Float32Array.from(entry.maxExpAvgSq!));
       if (entry.pendingGrad) {
         upload(at(this.#joint.arena.chunks[0].grads), Float32Array.from(entry.pendingGrad));
       }

@@ -53,6 +53,11 @@ export interface OptimizerOptions {
   eps?: number;
   /** Decoupled weight decay (AdamW), applied to every parameter; default 0. */
   weightDecay?: number;
+  /**
+   * AMSGrad (PyTorch's `amsgrad`): divide by the running maximum of the second moment, a third
+   * moment buffer on the GPU; default false.
+   */
+  amsgrad?: boolean;
   /** Positive weight per model; default 1 each. See {@linkcode modelLrFactors}. */
   modelWeights?: Record<string, number>;
   /** Micro-batches whose gradients add up (and are averaged) per update; default 1. */
@@ -81,6 +86,8 @@ export interface ResolvedOptions {
   eps: number;
   /** Decoupled weight decay. */
   weightDecay: number;
+  /** AMSGrad. */
+  amsgrad: boolean;
   /** Weight per model, in model order. */
   modelWeights: number[];
   /** Micro-batches per update. */
@@ -118,6 +125,8 @@ export function resolveOptions(modelNames: readonly string[], options: Optimizer
   check(betas.every((b) => b >= 0 && b < 1), `betas must be in [0, 1), got [${betas}]`);
   check(eps > 0, `eps must be > 0, got ${eps}`);
   check(weightDecay >= 0, `weightDecay must be >= 0, got ${weightDecay}`);
+  const amsgrad = options.amsgrad ?? false;
+  check(typeof amsgrad === "boolean", `amsgrad must be true or false, got ${JSON.stringify(amsgrad)}`);
   const weights = options.modelWeights ?? {};
   for (const name of Object.keys(weights)) {
     check(
@@ -186,6 +195,7 @@ export function resolveOptions(modelNames: readonly string[], options: Optimizer
     betas,
     eps,
     weightDecay,
+    amsgrad,
     modelWeights,
     gradientAccumulationSteps: accumulation,
     clipGradNorm: clip,

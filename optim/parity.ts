@@ -1,6 +1,6 @@
 /**
  * The AdamW check against `torch.optim.AdamW` trajectories: a folder with `cases.json` (per case
- * lr, betas, eps, weight_decay) and `adamw.safetensors` (`p0`, gradients `g1`..`gK`, and per case
+ * lr, betas, eps, weight_decay, and amsgrad, false when absent) and `adamw.safetensors` (`p0`, gradients `g1`..`gK`, and per case
  * the parameters after each step, `<case>_p1`..`<case>_pK`). The multi-model optimizer runs with
  * sharing, sync and adaptive rates off on a one-parameter model, which must be plain AdamW.
  *
@@ -33,6 +33,7 @@ interface AdamwCase {
   betas: [number, number];
   eps: number;
   weight_decay: number;
+  amsgrad?: boolean;
 }
 
 /** Runs every case of an AdamW folder through the optimizer and compares each step with torch's parameters. */
@@ -66,6 +67,7 @@ export async function checkAdamwFolder(folder: string): Promise<AdamwParity> {
       betas: c.betas,
       eps: c.eps,
       weightDecay: c.weight_decay,
+      amsgrad: c.amsgrad ?? false,
       gradientSharing: false,
       parameterSync: false,
       adaptiveLr: false,

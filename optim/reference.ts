@@ -58,6 +58,8 @@ export class ReferenceOptimizer {
   readonly expAvg = new Map<string, Float64Array>();
   /** Second moments per "model/name". */
   readonly expAvgSq = new Map<string, Float64Array>();
+  /** AMSGrad's running maximum of the second moment per "model/name" (kept, unused, without AMSGrad). */
+  readonly maxExpAvgSq = new Map<string, Float64Array>();
   /** Per-model counters, in model order. */
   readonly state: ModelState[];
   readonly #byKey = new Map<string, ReferenceParameter>();
@@ -83,6 +85,7 @@ export class ReferenceOptimizer {
       this.grads.set(key, new Float64Array(p.values.length));
       this.expAvg.set(key, new Float64Array(p.values.length));
       this.expAvgSq.set(key, new Float64Array(p.values.length));
+      this.maxExpAvgSq.set(key, new Float64Array(p.values.length));
     }
     this.state = modelNames.map(() => ({
       steps: 0,
@@ -216,12 +219,16 @@ export class ReferenceOptimizer {
         if (p.model !== this.modelNames[m]) continue;
         const key = `${p.model}/${p.name}`;
         const [g, mom, vel] = [this.grads.get(key)!, this.expAvg.get(key)!, this.expAvgSq.get(key)!];
+        const top = this.maxExpAvgSq.get(key)!;
         for (let i = 0; i < g.length; i++) {
           const grad = g[i] * scale;
           p.values[i] *= 1 - lr * o.weightDecay;
           mom[i] += (grad - mom[i]) * (1 - beta1);
           vel[i] = vel[i] * beta2 + grad * grad * (1 - beta2);
-          p.values[i] -= (lr / bc1) * mom[i] / (Math.sqrt(vel[i]) / bc2Sqrt + o.eps);
+          // AMSGrad (PyTorch's order): the maximum is updated, then divided by in place of vel.
+          top[i] = Math.max(top[i], vel[i]);
+          const second = o.amsgrad ? top[i] : vel[i];
+          p.values[i] -= (lr / bc1) * mom[i] / (Math.sqrt(second) / bc2Sqrt + o.eps);
           const float32 = [p.values[i], mom[i], vel[i]].map(Math.fround);
           if (!float32.every(Number.isFinite)) s.faulted = true;
         }

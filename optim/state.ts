@@ -28,6 +28,8 @@ export interface ExpectedState {
   window: number;
   /** Micro-batches per update. */
   accumulation: number;
+  /** Whether the state holds AMSGrad's maximum of the second moment. */
+  amsgrad: boolean;
   /** Every parameter: its "model/parameter" key and element count. */
   parameters: readonly { key: string; size: number }[];
 }
@@ -37,7 +39,8 @@ const SKIP_CODES = new Set<number>(Object.values(SkipReason));
 /**
  * Throws, naming the field, unless `state` is a complete, consistent state of an optimizer with the
  * given models, loss window, accumulation and parameters: counters in range and consistent with each
- * other and with the control rows, finite moments and non-negative second moments.
+ * other and with the control rows, finite moments and non-negative second moments (AMSGrad's
+ * maximum present exactly when the optimizer uses it, and never below the second moment).
  */
 export function checkState(state: OptimizerState, expected: ExpectedState): void {
   const fail = (message: string): never => {
@@ -107,7 +110,19 @@ export function checkState(state: OptimizerState, expected: ExpectedState): void
     const key = p.key;
     const entry = state.moments[key];
     if (!entry) fail(`no moments for "${key}"`);
-    const lengths = [entry.expAvg, entry.expAvgSq, entry.pendingGrad ?? entry.expAvg].map((a) => a?.length);
+    if ((entry.maxExpAvgSq !== undefined) !== expected.amsgrad) {
+      fail(
+        `"${key}" ${entry.maxExpAvgSq ? "has" : "lacks"} max_exp_avg_sq, and this optimizer ` +
+          `${expected.amsgrad ? "uses" : "does not use"} AMSGrad`,
+      );
+    }
+    const lengths = [
+      entry.expAvg,
+      entry.expAvgSq,
+      ...(entry.maxExpAvgSq ? [entry.maxExpAvgSq] : []),
+      entry.pendingGrad ?? entry.expAvg,
+    ]
+      .map((a) => a?.length);
     if (lengths.some((n) => n !== p.size)) {
       fail(`state of "${key}" has [${lengths}] values, the parameter has ${p.size}`);
     }
@@ -122,6 +137,20 @@ export function checkState(state: OptimizerState, expected: ExpectedState): void
     const second = bad(entry.expAvgSq, (v) => Number.isFinite(v) && v >= 0);
     if (second >= 0) {
       fail(`exp_avg_sq of "${key}" holds ${entry.expAvgSq[second]} at ${second} (must be finite and >= 0)`);
+    }
+    // AMSGrad's maximum never falls below the moment it is the maximum of.
+    const top = entry.maxExpAvgSq;
+    const third = top ? bad(top, (v) => Number.isFinite(v) && v >= 0) : -1;
+    if (third >= 0) {
+      fail(`max_exp_avg_sq of "${key}" holds ${top![third]} at ${third} (must be finite and >= 0)`);
+    }
+    const below = top
+      ? Array.prototype.findIndex.call(top, (v: number, i: number) => v < entry.expAvgSq[i])
+      : -1;
+    if (below >= 0) {
+      fail(
+        `max_exp_avg_sq of "${key}" is ${top![below]} at ${below}, below exp_avg_sq ${entry.expAvgSq[below]}`,
+      );
     }
   }
 }
@@ -142,11 +171,18 @@ export interface OptimizerState {
   /** Per-model loss windows. */
   lossRing: Float32Array;
   /**
-   * Per "model/parameter": both moments, and the gradient accumulated so far when the state was
-   * taken inside an accumulation cycle (between zeroGrad() and the updating step()).
+   * Per "model/parameter": both moments, AMSGrad's maximum of the second (with AMSGrad only),
+   * and the gradient accumulated so far when the state was taken inside an accumulation cycle
+   * (between zeroGrad() and the updating step()).
    */
   moments: Record<
     string,
-    { shape: number[]; expAvg: Float32Array; expAvgSq: Float32Array; pendingGrad?: Float32Array }
+    {
+      shape: number[];
+      expAvg: Float32Array;
+      expAvgSq: Float32Array;
+      maxExpAvgSq?: Float32Array;
+      pendingGrad?: Float32Array;
+    }
   >;
 }

@@ -48,9 +48,17 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "optimizer: AdamW without the second bias correction",
     file: "optim/kernels.ts",
-    find: "let denom = sqrt(v) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;",
-    replace: "let denom = sqrt(v) + params.eps;",
+    find:
+      "let denom = sqrt(${secondMoment}) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;",
+    replace: "let denom = sqrt(${secondMoment}) + params.eps;",
     tests: ["optimizer_test.ts"],
+  },
+  {
+    name: "optimizer: AMSGrad divides by the second moment, not its running maximum",
+    file: "optim/kernels.ts",
+    find: 'const secondMoment = amsgrad ? "max_v" : "v";',
+    replace: 'const secondMoment = "v";',
+    tests: ["amsgrad_test.ts"],
   },
   {
     name: "optimizer: weight decay ignored",
@@ -111,9 +119,10 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "checkpoint: weights written before the optimizer state is checked",
     file: "optim/checkpoint.ts",
-    find: "  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json);",
-    replace:
-      "  for (const w of weights) w.apply();\n  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json);",
+    find:
+      "  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json, optimizer.options.amsgrad);",
+    replace: "  for (const w of weights) w.apply();\n" +
+      "  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json, optimizer.options.amsgrad);",
     tests: ["checkpoint_files_test.ts"],
   },
   // Engine.
