@@ -111,6 +111,24 @@ Deno.test("buffers Hugging Face never loads are ignored quietly, even by the str
   decoder.dispose();
 });
 
+Deno.test("allowNewHead still refuses a file of another model, and a tensor given under both names", async () => {
+  const { model } = await loadPretrainedWithReport(`${HEADS}bert-base`);
+  const gpt2 = (await readSafetensors(`${HEADS}gpt2-base/model.safetensors`)).tensors;
+  const foreign = await message(() => loadWeights(model, gpt2, "gpt2 file", { allowNewHead: true }));
+  if (foreign !== 'gpt2 file: holds none of the body tensors of "bert": not a bert checkpoint') {
+    throw new Error(foreign);
+  }
+  const { tensors } = await readSafetensors(`${HEADS}bert-base/model.safetensors`);
+  tensors.set("bert.pooler.dense.bias", tensors.get("pooler.dense.bias")!);
+  const twice = await message(() => loadWeights(model, tensors, "file", { allowNewHead: true }));
+  if (
+    twice !== 'file: "pooler.dense.bias" and "bert.pooler.dense.bias" are the same tensor "pooler.dense.bias"'
+  ) {
+    throw new Error(twice);
+  }
+  model.dispose();
+});
+
 Deno.test("a classifier of another label count is refused, naming both shapes, or re-initialised on request", async () => {
   const folder = `${HEADS}bert-sequence-classification`;
   const refused = await message(() => loadPretrainedWithReport(folder, { numLabels: 2, allowNewHead: true }));
