@@ -11,14 +11,17 @@ import { gpu } from "./device.ts";
 /** Scalar types a kernel parameter may have. */
 export type ParamType = "u32" | "i32" | "f32";
 
-/** Element types a storage binding may have. */
-export type ElementType = "f32" | "u32" | "i32" | "vec4<f32>" | "atomic<u32>";
+/**
+ * Element types a storage binding may have, or "texture": a read-only `texture_2d<f32>` of rgba32float
+ * texels, bound with a texture view (software adapters read operands that way, see kernels/texels.ts).
+ */
+export type ElementType = "f32" | "u32" | "i32" | "vec4<f32>" | "atomic<u32>" | "texture";
 
-/** One storage binding of a kernel. */
+/** One storage or texture binding of a kernel. */
 export interface BindingSpec {
   /** The WGSL variable name. */
   readonly name: string;
-  /** Element type of the runtime-sized array; f32 when omitted. */
+  /** Element type of the runtime-sized array (f32 when omitted), or "texture". */
   readonly type?: ElementType;
   /** True if the kernel writes the binding. */
   readonly write?: boolean;
@@ -69,9 +72,11 @@ export function kernelSource(spec: KernelSpec): string {
     : "struct Params {\n  unused: u32,\n}\n";
   const uniform = "@group(0) @binding(0) var<uniform> params: Params;\n";
   const storage = spec.bindings.map((b, i) =>
-    `@group(0) @binding(${i + 1}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${
-      b.type ?? "f32"
-    }>;`
+    b.type === "texture"
+      ? `@group(0) @binding(${i + 1}) var ${b.name}: texture_2d<f32>;`
+      : `@group(0) @binding(${i + 1}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${
+        b.type ?? "f32"
+      }>;`
   ).join("\n");
   return `${struct}${uniform}${storage}\n${spec.code}`;
 }
@@ -89,9 +94,10 @@ export function compileKernel(spec: KernelSpec): Kernel {
     throw new RangeError(`kernel ${spec.name}: more than ${PARAM_BLOCK_BYTES / 4} uniform parameters`);
   }
   const { device, profile } = gpu();
-  if (spec.bindings.length > profile.maxStorageBuffersPerStage) {
+  const storageBindings = spec.bindings.filter((b) => b.type !== "texture").length;
+  if (storageBindings > profile.maxStorageBuffersPerStage) {
     throw new RangeError(
-      `kernel ${spec.name}: ${spec.bindings.length} storage bindings exceed the device's ` +
+      `kernel ${spec.name}: ${storageBindings} storage bindings exceed the device's ` +
         `maxStorageBuffersPerShaderStage of ${profile.maxStorageBuffersPerStage}`,
     );
   }
@@ -102,7 +108,9 @@ export function compileKernel(spec: KernelSpec): Kernel {
       ...spec.bindings.map((b, i) => ({
         binding: i + 1,
         visibility: GPUShaderStage.COMPUTE,
-        buffer: { type: (b.write ? "storage" : "read-only-storage") as GPUBufferBindingType },
+        ...(b.type === "texture"
+          ? { texture: { sampleType: "unfilterable-float" as const } }
+          : { buffer: { type: (b.write ? "storage" : "read-only-storage") as GPUBufferBindingType } }),
       })),
     ],
   });

@@ -34,6 +34,12 @@ export interface BufferRange {
   readonly size: number;
 }
 
+/**
+ * What a kernel binding is given: a buffer range, or for a "texture" binding the view of a texture
+ * (software adapters read operands through textures, see kernels/texels.ts).
+ */
+export type Binding = BufferRange | GPUTextureView;
+
 /** One recorded dispatch, as listed by `MM_DEBUG=1` and {@linkcode traceDispatches}. */
 export interface DispatchRecord {
   /** Kernel name, ending in its variant for kernels that have several (`matmul_direct`). */
@@ -80,8 +86,8 @@ const staging: { buffer: GPUBuffer; bytes: Uint8Array<ArrayBuffer>; used: number
 /** The chunk being filled; the ones before it hold this submit's earlier uploads. */
 let stagingChunk = 0;
 const bindGroups = new Map<string, GPUBindGroup>();
-const bufferIds = new WeakMap<GPUBuffer, number>();
-let nextBufferId = 1;
+const objectIds = new WeakMap<GPUBuffer | GPUTextureView, number>();
+let nextObjectId = 1;
 const readbackFree = new Map<number, GPUBuffer[]>();
 let traces: DispatchRecord[][] = [];
 
@@ -94,9 +100,9 @@ function kernelTimer(): TimestampTimer | SerialTimer | null {
   return timer;
 }
 
-function bufferId(buffer: GPUBuffer): number {
-  let id = bufferIds.get(buffer);
-  if (id === undefined) bufferIds.set(buffer, id = nextBufferId++);
+function objectId(object: GPUBuffer | GPUTextureView): number {
+  let id = objectIds.get(object);
+  if (id === undefined) objectIds.set(object, id = nextObjectId++);
   return id;
 }
 
@@ -118,12 +124,13 @@ function endPass(): GPUCommandEncoder {
 
 /**
  * Records one dispatch of `kernel` with the given parameters (in the kernel's declared order) and
- * storage ranges, over `workgroups`. Nothing runs until the next {@linkcode flush}.
+ * bindings (storage ranges and texture views), over `workgroups`. Nothing runs until the next
+ * {@linkcode flush}.
  */
 export function dispatch(
   kernel: Kernel,
   params: readonly number[],
-  ranges: readonly BufferRange[],
+  ranges: readonly Binding[],
   workgroups: readonly [number, number?, number?],
 ): void {
   const [x, y = 1, z = 1] = workgroups;
@@ -147,6 +154,14 @@ export function dispatch(
   const { storageOffsetAlignment: alignment, maxStorageBindingBytes: bindingLimit } = gpu().profile;
   ranges.forEach((r, i) => {
     const binding = kernel.bindings[i].name;
+    if ((kernel.bindings[i].type === "texture") !== r instanceof GPUTextureView) {
+      throw new Error(
+        `kernel ${kernel.name}: binding "${binding}" needs a ${
+          r instanceof GPUTextureView ? "buffer range" : "texture view"
+        }`,
+      );
+    }
+    if (r instanceof GPUTextureView) return;
     if (r.offset % alignment !== 0) {
       throw new Error(
         `kernel ${kernel.name}: binding "${binding}" starts at byte ${r.offset}, not a multiple of ${alignment} ` +
@@ -189,7 +204,7 @@ export function dispatch(
     const record: DispatchRecord = {
       kernel: kernel.name,
       workgroups: [x, y, z],
-      bytes: ranges.reduce((sum, r) => sum + r.size, 0),
+      bytes: ranges.reduce((sum, r) => sum + (r instanceof GPUTextureView ? 0 : r.size), 0),
     };
     pendingWork.bytes += record.bytes;
     if (debugLevel > 0) debugLine(`${record.kernel} wg=(${x},${y},${z}) bytes=${record.bytes}`);
@@ -214,10 +229,12 @@ function timedPass(timing: TimestampTimer | SerialTimer, kernel: string): GPUCom
   return pass;
 }
 
-function bindGroupFor(kernel: Kernel, ranges: readonly BufferRange[]): GPUBindGroup {
+function bindGroupFor(kernel: Kernel, ranges: readonly Binding[]): GPUBindGroup {
   const uniforms = uniformRing();
   let key = `${kernel.id}`;
-  for (const r of ranges) key += `|${bufferId(r.buffer)}:${r.offset}:${r.size}`;
+  for (const r of ranges) {
+    key += r instanceof GPUTextureView ? `|t${objectId(r)}` : `|${objectId(r.buffer)}:${r.offset}:${r.size}`;
+  }
   let group = bindGroups.get(key);
   if (!group) {
     if (bindGroups.size >= 16384) bindGroups.clear();
@@ -227,7 +244,7 @@ function bindGroupFor(kernel: Kernel, ranges: readonly BufferRange[]): GPUBindGr
         { binding: 0, resource: { buffer: uniforms, offset: 0, size: PARAM_BLOCK_BYTES } },
         ...ranges.map((r, i) => ({
           binding: i + 1,
-          resource: { buffer: r.buffer, offset: r.offset, size: r.size },
+          resource: r instanceof GPUTextureView ? r : { buffer: r.buffer, offset: r.offset, size: r.size },
         })),
       ],
     });
@@ -250,6 +267,34 @@ export function copyBuffer(from: BufferRange, to: BufferRange): void {
   if (from.size !== to.size) throw new RangeError(`copyBuffer: ${from.size} bytes into ${to.size}`);
   if (from.size === 0) return;
   endPass().copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.size);
+}
+
+/**
+ * Records a copy of a buffer range into the first texels of a 2-D rgba32float texture, row after row
+ * (texel t of the range at column t % width, row t / width), ordered with the dispatches around it.
+ * The range's offset and size must be multiples of 16 bytes (one texel) and the texture large enough.
+ */
+export function copyToTexture(from: BufferRange, to: GPUTexture): void {
+  const texels = from.size / 16, width = to.width;
+  if (from.offset % 16 !== 0 || !Number.isInteger(texels) || texels > width * to.height) {
+    throw new RangeError(
+      `copyToTexture: ${from.size} bytes at ${from.offset} are not whole texels of a ${width}x${to.height} texture`,
+    );
+  }
+  const rows = Math.floor(texels / width), rest = texels - rows * width;
+  const commands = endPass();
+  if (rows > 0) {
+    commands.copyBufferToTexture({ buffer: from.buffer, offset: from.offset, bytesPerRow: width * 16 }, {
+      texture: to,
+    }, [width, rows]);
+  }
+  if (rest > 0) {
+    const offset = from.offset + rows * width * 16;
+    commands.copyBufferToTexture({ buffer: from.buffer, offset }, { texture: to, origin: [0, rows] }, [
+      rest,
+      1,
+    ]);
+  }
 }
 
 /** Records zero-filling of a buffer range, ordered with the dispatches around it. */

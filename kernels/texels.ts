@@ -1,0 +1,96 @@
+/**
+ * Operands read through textures, for software adapters. llvmpipe (Mesa 22) loads a storage buffer
+ * one SIMD lane and one component at a time, each behind a branch: about 26 ns of one core per vec4
+ * and lane here, against 2.3 ns for a texel fetch, which it compiles to a straight gather (stores cost
+ * 3 ns). Kernels that read each element many times (matmul, attention) therefore copy their operands
+ * into rgba32float textures first (a memcpy, about 20 GB/s) and read them with `textureLoad`.
+ *
+ * A texture holds a buffer range as a flat run of texels, {@linkcode TEXEL_ROW} to a row: floats
+ * 4t .. 4t + 3 of the range are texel t, at column t % TEXEL_ROW of row t / TEXEL_ROW. Kernels read
+ * texel t with `texel(name, t)` from {@linkcode TEXEL_WGSL}. Textures are pooled by height (a power
+ * of two), so a steady loop creates none; like pooled buffers, one can be handed out again as soon as
+ * the dispatch that reads it is recorded, since the GPU runs recorded work in order.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import { type BufferRange, copyToTexture } from "../engine/recorder.ts";
+
+/** Texels in one row of an operand texture (64 KiB). */
+export const TEXEL_ROW = 4096;
+
+/** WGSL of `texel(t, i)`: texel i of an operand texture. */
+export const TEXEL_WGSL = `fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
+  return textureLoad(t, vec2u(i & ${TEXEL_ROW - 1}u, i >> ${Math.log2(TEXEL_ROW)}u), 0);
+}`;
+
+const freeByHeight = new Map<number, GPUTexture[]>();
+const views = new WeakMap<GPUTexture, GPUTextureView>();
+let texturesCreated = 0;
+
+/** Operand textures created since the process started (a steady loop creates none). */
+export function texelTexturesCreated(): number {
+  return texturesCreated;
+}
+
+/** Whether a range can be copied into texels: its offset and size are whole texels (16 bytes). */
+export function texelCopyable(range: BufferRange): boolean {
+  return range.offset % 16 === 0 && range.size % 16 === 0;
+}
+
+/**
+ * The range widened to whole texels (its size rounded up to 16 bytes within its buffer), or null
+ * when its offset is not on a texel or the buffer ends first.
+ */
+export function texelRange(range: BufferRange): BufferRange | null {
+  const size = Math.ceil(range.size / 16) * 16;
+  if (range.offset % 16 !== 0 || range.offset + size > range.buffer.size) return null;
+  return { ...range, size };
+}
+
+function acquire(rows: number): GPUTexture {
+  const height = 2 ** Math.ceil(Math.log2(Math.max(1, rows)));
+  const reused = freeByHeight.get(height)?.pop();
+  if (reused) return reused;
+  const limit = gpu().device.limits.maxTextureDimension2D;
+  if (height > limit) {
+    throw new RangeError(`texels: ${rows} rows of ${TEXEL_ROW} texels exceed the texture limit ${limit}`);
+  }
+  texturesCreated++;
+  const texture = gpu().device.createTexture({
+    label: `operand texels ${height}`,
+    size: [TEXEL_ROW, height],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  views.set(texture, texture.createView());
+  return texture;
+}
+
+/**
+ * Copies each range into a pooled texture (recorded in order with the other work; equal ranges
+ * share one), runs `record` with their views, which records the dispatches that read them, and
+ * returns the textures to the pool. Ranges must be {@linkcode texelCopyable}.
+ */
+export function withTexels<T>(ranges: readonly BufferRange[], record: (views: GPUTextureView[]) => T): T {
+  const textures: GPUTexture[] = [];
+  const chosen = ranges.map((range, i) => {
+    const same = ranges.findIndex((r) =>
+      r.buffer === range.buffer && r.offset === range.offset && r.size === range.size
+    );
+    if (same < i) return textures[same];
+    const texture = acquire(Math.ceil(range.size / 16 / TEXEL_ROW));
+    copyToTexture(range, texture);
+    textures[i] = texture;
+    return texture;
+  });
+  try {
+    return record(chosen.map((t) => views.get(t)!));
+  } finally {
+    for (const texture of textures.filter((t) => t)) {
+      let free = freeByHeight.get(texture.height);
+      if (!free) freeByHeight.set(texture.height, free = []);
+      free.push(texture);
+    }
+  }
+}
