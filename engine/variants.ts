@@ -23,11 +23,15 @@ export const KERNEL_VARIANTS = {
     tiled64: "64x64 output tiles, 4x4 per invocation, staged (medium problems on GPUs)",
     tiled32: "32x32 output tiles, 4x4 per invocation, staged (small problems on GPUs)",
     direct: "32x64 output tiles, 16x16 per invocation, operands read directly (software adapters)",
+    texel:
+      "16x64 output tiles, 8x16 per invocation, operands copied into textures (software adapters; direct where rows are not whole texels)",
   },
   attention: {
     tiled: "query and key blocks staged in workgroup memory, a micro-tile per thread (GPUs)",
     tiled_small: "the tiled kernels with small blocks, cheap to compile on a software adapter",
-    rows: "whole rows per invocation in private arrays, no workgroup memory (software adapters)",
+    rows: "whole rows per invocation in private arrays, no workgroup memory (software adapters' fallback)",
+    texel:
+      "rows per invocation in registers, inputs read through textures (software adapters; rows where D % 4 != 0)",
   },
   rows: {
     tree: "softmax, log-softmax and layerNorm rows split over invocations, combined by a tree (GPUs)",

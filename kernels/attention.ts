@@ -24,14 +24,16 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { type BindingSpec, grid, type Kernel, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { type BufferRange, copyBuffer, dispatch } from "../engine/recorder.ts";
 import { nextKernelSeed } from "../engine/random.ts";
-import { kernelVariant } from "../engine/variants.ts";
+import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { formatShape } from "../engine/shape.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { type AttentionPass, header } from "./attention_header.ts";
 import { ROW_PASSES, rowBlockSize, rowConstants } from "./attention_rows.ts";
+import { texelBlockSize, texelConstants, texelPass } from "./attention_texel.ts";
+import { texelRange, withTexels } from "./texels.ts";
 import { attentionTiles, TILED_PASSES, tiledArrays, tiledConstants } from "./attention_tiled.ts";
 
 /** Options of {@linkcode attention} and {@linkcode fusedQkvAttention}. */
@@ -56,6 +58,7 @@ export const MAX_HEAD_DIM = 256;
 export function attentionBlockSizes(dim: number): number[] {
   const variant = attentionVariant();
   if (variant === "rows") return [rowBlockSize(dim)];
+  if (variant === "texel") return [texelBlockSize(dim)];
   const passes: AttentionPass[] = ["forward", "keyGrad", "queryGrad"];
   const sizes = passes.flatMap((pass) => {
     const t = attentionTiles(pass, dim, variant === "tiled_small");
@@ -64,9 +67,9 @@ export function attentionBlockSizes(dim: number): number[] {
   return [...new Set(sizes)].sort((a, b) => a - b);
 }
 
-/** Rows on software adapters, tiled on GPUs (see the module comment). */
+/** Texels on software adapters, tiled on GPUs (see the module comment). */
 function attentionVariant() {
-  return kernelVariant("attention", () => gpu().profile.isSoftware ? "rows" : "tiled");
+  return kernelVariant("attention", () => gpu().profile.isSoftware ? "texel" : "tiled");
 }
 
 const PARAMS = Object.fromEntries(
@@ -84,15 +87,32 @@ const PASSES = {
   queryGrad: { write: "dq", outputs: ["dq"] },
 } as const;
 
-/** The kernel of one pass for head dimension `dim`, in the current variant; and the rows one workgroup covers. */
-function passKernel(pass: AttentionPass, dim: number): { kernel: Kernel; rowsPerBlock: number } {
-  const variant = attentionVariant(), spec = PASSES[pass];
+/** The kernel of one pass for head dimension `dim` in a variant; and the rows one workgroup covers. */
+function passKernel(
+  pass: AttentionPass,
+  dim: number,
+  variant: KernelVariant<"attention">,
+): { kernel: Kernel; rowsPerBlock: number } {
+  const spec = PASSES[pass];
   const reads = pass === "forward" ? ["q", "k", "v"] : ["q", "k", "v", "o_grad"];
   const bindings = [
     ...(pass === "forward" ? INPUTS : GRAD_INPUTS),
     ...spec.outputs.map((name) => ({ name, write: true })),
   ];
   const name = `attention_${pass}_${variant}`;
+  if (variant === "texel") {
+    const kernel = kernelFor(`${name}/${dim}`, () => ({
+      name,
+      params: PARAMS,
+      // Inputs are textures; outputs are written a vec4 at a time, lse a float at a time.
+      bindings: bindings.map((b): BindingSpec => ({
+        ...b,
+        type: !("write" in b) ? "texture" : b.name === "lse" ? "f32" : "vec4<f32>",
+      })),
+      code: `${header(dim, texelConstants(dim), reads, spec.write, true)}${texelPass(pass, dim)}`,
+    }));
+    return { kernel, rowsPerBlock: texelBlockSize(dim) };
+  }
   if (variant === "rows") {
     const kernel = kernelFor(`${name}/${dim}`, () => ({
       name,
@@ -159,17 +179,53 @@ interface Problem {
   readonly mask: Tensor | undefined;
   readonly dropout: number;
   readonly seed: number;
+  /** The kernel family: the adapter's choice, or rows where the texel kernels cannot read the operands. */
+  readonly variant: KernelVariant<"attention">;
 }
 
-/** Records one pass over every head; dK and dV go to element offsets dkOffset and dvOffset of `dkv`. */
-function launch(pass: AttentionPass, p: Problem, ranges: BufferRange[], dkOffset = 0, dvOffset = 0): void {
-  const { kernel, rowsPerBlock } = passKernel(pass, p.dim);
+/**
+ * Records one pass over every head; dK and dV go to element offsets dkOffset and dvOffset of `dkv`.
+ * The texel family reads the inputs through textures, copied first.
+ */
+function launch(
+  pass: AttentionPass,
+  p: Problem,
+  inputs: BufferRange[],
+  outputs: BufferRange[],
+  dkOffset = 0,
+  dvOffset = 0,
+): void {
+  const { kernel, rowsPerBlock } = passKernel(pass, p.dim, p.variant);
   const blocks = Math.ceil((pass === "keyGrad" ? p.keys : p.queries) / rowsPerBlock);
   const { q, kv, o } = p;
   const params = [blocks, p.heads, p.batch * p.heads, p.queries, p.keys, q.offset, q.batch, q.head, q.row];
   params.push(kv.offset, p.vOffset, kv.batch, kv.head, kv.row, o.batch, o.head, o.row, dkOffset, dvOffset);
   params.push(p.scale, p.causal ? 1 : 0, p.mask ? 1 : 0, p.dropout, 1 / (1 - p.dropout), p.seed);
-  dispatch(kernel, params, ranges, grid(blocks * p.batch * p.heads, 1));
+  const groups = grid(blocks * p.batch * p.heads, 1);
+  if (p.variant !== "texel") dispatch(kernel, params, [...inputs, ...outputs], groups);
+  else {
+    const texels = inputs.map((range) => texelRange(range)!);
+    withTexels(texels, (views) => dispatch(kernel, params, [...views, ...outputs], groups));
+  }
+}
+
+/**
+ * The adapter's attention family for a problem, or `rows` where texel kernels cannot read it: they
+ * need D % 4 == 0, row offsets and strides in whole vec4s and inputs on texel boundaries.
+ */
+function chooseVariant(
+  shape: Pick<Problem, "dim" | "q" | "kv" | "vOffset" | "o">,
+  inputs: Tensor[],
+  mask: Tensor | undefined,
+): KernelVariant<"attention"> {
+  const variant = attentionVariant();
+  if (variant !== "texel") return variant;
+  const { dim, q, kv, o, vOffset } = shape;
+  const offsets = [dim, vOffset, ...[q, kv, o].flatMap((s) => [s.offset, s.batch, s.head, s.row])];
+  const readable = (t: Tensor) => texelRange(t.range()) !== null;
+  return offsets.every((n) => n % 4 === 0) && inputs.every(readable) && (!mask || readable(mask))
+    ? variant
+    : "rows";
 }
 
 /** q, k and v ranges and the mask's (q's when there is none: bound but never read). */
@@ -192,8 +248,13 @@ function backward(
   const rowDot = [rows, p.queries, p.heads, p.dim, p.o.batch, p.o.head, p.o.row];
   dispatch(rowDotKernel(), rowDot, [out.range(), outGrad.range(), dvec.range()], grid(rows, 64));
   const shared = [...inputRanges(p, q, k, v), outGrad.range(), lse.range(), dvec.range()];
-  if (dkv) launch("keyGrad", p, [...shared, dkv.target.range()], dkv.dkOffset, dkv.dvOffset);
-  if (dq) launch("queryGrad", p, [...shared, dq.range()]);
+  // The saved logsumexp means the same in every family, so an upstream gradient the texel kernels
+  // cannot read sends only the backward pass to the row kernels.
+  const pass = p.variant === "texel" && texelRange(outGrad.range()) === null
+    ? { ...p, variant: "rows" as const }
+    : p;
+  if (dkv) launch("keyGrad", pass, shared, [dkv.target.range()], dkv.dkOffset, dkv.dvOffset);
+  if (dq) launch("queryGrad", pass, shared, [dq.range()]);
   dvec.dispose();
 }
 
@@ -233,7 +294,7 @@ function settings(
 /** Runs the forward pass into new tensors; returns the output and the logsumexp saved for backward. */
 function forward(p: Problem, q: Tensor, k: Tensor, v: Tensor, outShape: number[]): [Tensor, Tensor] {
   const out = emptyTensor(outShape), lse = emptyTensor([p.batch, p.heads, p.queries]);
-  launch("forward", p, [...inputRanges(p, q, k, v), out.range(), lse.range()]);
+  launch("forward", p, inputRanges(p, q, k, v), [out.range(), lse.range()]);
   return [out, lse];
 }
 
@@ -274,14 +335,15 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
     head: rows * dim,
     row: dim,
   });
-  const p: Problem = {
+  const layout = {
     ...{ batch, heads, queries, keys, dim },
     q: contiguous(queries),
     kv: contiguous(keys),
     vOffset: 0,
     o: contiguous(queries),
-    ...settings("attention", shapes, [q, k, v], batch, keys, dim, options),
   };
+  const set = settings("attention", shapes, [q, k, v], batch, keys, dim, options);
+  const p: Problem = { ...layout, ...set, variant: chooseVariant(layout, [q, k, v], set.mask) };
   const [out, lse] = forward(p, q, k, v, [batch, heads, queries, dim]);
   if (!needsGrad(q, k, v)) {
     lse.dispose();
@@ -314,14 +376,15 @@ export function fusedQkvAttention(qkv: Tensor, heads: number, options: Attention
   }
   const dim = width / (3 * heads), inner = heads * dim;
   const part = (offset: number): Strides => ({ offset, batch: tokens * width, head: dim, row: width });
-  const p: Problem = {
+  const layout = {
     ...{ batch, heads, queries: tokens, keys: tokens, dim },
     q: part(0),
     kv: part(inner),
     vOffset: 2 * inner,
     o: { offset: 0, batch: tokens * inner, head: dim, row: inner },
-    ...settings("fusedQkvAttention", `qkv ${shape}`, [qkv], batch, tokens, dim, options),
   };
+  const set = settings("fusedQkvAttention", `qkv ${shape}`, [qkv], batch, tokens, dim, options);
+  const p: Problem = { ...layout, ...set, variant: chooseVariant(layout, [qkv], set.mask) };
   const [out, lse] = forward(p, qkv, qkv, qkv, [batch, tokens, inner]);
   if (!needsGrad(qkv)) {
     lse.dispose();

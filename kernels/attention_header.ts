@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { TEXEL_WGSL } from "./texels.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
 
 /** The three passes: forward, dK/dV (a workgroup per key block) and dQ (a workgroup per query block). */
@@ -39,13 +40,26 @@ fn store4_${write}(at: u32, c: u32, v: vec4<f32>) {
 }`;
 }
 
-/** Constants, accessors, helpers and the start of `main` (decoding the workgroup's head and block). */
-export function header(dim: number, consts: Record<string, number>, reads: string[], write: string): string {
+/**
+ * Constants, accessors, helpers and the start of `main` (decoding the workgroup's head and block).
+ * With `texels` (the texel family) the inputs are textures: `texel()` replaces the row accessors and
+ * the key mask is read through its texture.
+ */
+export function header(
+  dim: number,
+  consts: Record<string, number>,
+  reads: string[],
+  write: string,
+  texels = false,
+): string {
   const all = { D: dim, D4: vec4s(dim), DS: paddedStride(dim), ...consts };
+  const maskAt = texels
+    ? "texel(mask, (b * params.tk + j) / 4u)[(b * params.tk + j) % 4u]"
+    : "mask[b * params.tk + j]";
   return `${WGSL_RANDOM}
 ${Object.entries(all).map(([name, value]) => `const ${name} = ${value}u;`).join("\n")}
 const MASKED = -3.0e38;
-${rowAccessors(dim, reads, write)}
+${texels ? TEXEL_WGSL : rowAccessors(dim, reads, write)}
 fn keep_factor(bh: u32, i: u32, j: u32) -> f32 {
   if (params.dropout <= 0.0) { return 1.0; }
   return select(0.0, params.keep_scale, random_uniform(params.seed, bh, i * params.tk + j) >= params.dropout);
@@ -54,7 +68,7 @@ fn key_limit(q0: u32) -> u32 {
   return select(params.tk, min(params.tk, min(q0 + BQ, params.tq)), params.causal != 0u);
 }
 fn key_exists(b: u32, j: u32) -> bool {
-  return j < params.tk && (params.has_mask == 0u || mask[b * params.tk + j] != 0.0);
+  return j < params.tk && (params.has_mask == 0u || ${maskAt} != 0.0);
 }
 fn query_sees(i: u32, j: u32) -> bool {
   return i < params.tq && (params.causal == 0u || j <= i);

@@ -18,6 +18,7 @@ import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
 import { chooseTiles, gemmKernel } from "./matmul_kernel.ts";
 import { sumToShape } from "./reduce.ts";
+import { withTexels } from "./texels.ts";
 
 /** Options of {@linkcode matmul}. */
 export interface MatmulOptions {
@@ -110,15 +111,11 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
   }
   const out = emptyTensor(options.outShape ?? [...batch, M, N]);
   if (out.size === 0) return out;
-  const { variant, tiles: t } = chooseTiles(shapeSize(batch), M, N);
   const aligned = (o: Operand, contiguous: number) => contiguous % 4 === 0 && o.tensor.byteOffset % 16 === 0;
-  const kernel = gemmKernel(variant, {
-    transA,
-    transB,
-    vecA: aligned(a, transA ? M : K),
-    vecB: aligned(b, transB ? K : N),
-    vecC: N % 4 === 0,
-  });
+  const layout = { transA, transB, vecA: aligned(a, transA ? M : K), vecB: aligned(b, transB ? K : N) };
+  const { variant, tiles: t } = chooseTiles(shapeSize(batch), M, N, layout.vecA && layout.vecB);
+  const kernel = gemmKernel(variant, { ...layout, vecC: N % 4 === 0 });
+  const texel = variant === "texel";
   const strides = [a, b].map((o) => broadcastStrides(o.batch, batch).map((s) => s * o.rows * o.cols));
   strides.push(broadcastStrides(batch, batch).map((s) => s * M * N));
   const dims = batchDims(batch, strides);
@@ -186,8 +183,14 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
           if (!fits([wa, wb, wc])) throw tooLarge();
           const params = [M, N, K, inner.size, outer.a, inner.a, outer.b, inner.b, outer.c, inner.c];
           params.push(z0, r0, c0, wa.shift, wb.shift, wc.shift, bias ? 1 : 0, biasWindow?.shift ?? 0);
-          const ranges = [wa.range, wb.range, biasWindow?.range ?? wa.range, wc.range];
-          dispatch(kernel, params, ranges, [c1 - c0, r1 - r0, z1 - z0]);
+          const others = [biasWindow?.range ?? wa.range, wc.range];
+          const groups: [number, number, number] = [c1 - c0, r1 - r0, z1 - z0];
+          if (texel) {
+            withTexels(
+              [wa.range, wb.range],
+              (views) => dispatch(kernel, params, [...views, ...others], groups),
+            );
+          } else dispatch(kernel, params, [wa.range, wb.range, ...others], groups);
         }
       }
     }

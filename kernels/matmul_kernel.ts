@@ -15,6 +15,7 @@
 import { gpu } from "../engine/device.ts";
 import { type Kernel, kernelFor, type ParamType } from "../engine/kernel.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
+import { texelGemmSource } from "./matmul_texel.ts";
 
 /** The work of one workgroup and one invocation; every size is a multiple of 4. */
 export interface TileConfig {
@@ -45,6 +46,11 @@ const TILE_CONFIGS = {
    * directly; measured faster than 8x8 blocks or staged tiles, and larger blocks compile for seconds.
    */
   direct: { rows: 32, cols: 64, depth: 4, threadRows: 16, threadCols: 16, staged: false },
+  /**
+   * Software adapters, operands in textures (matmul_texel.ts): 2x4 invocations of 8x16 outputs, so
+   * a 64-column output keeps all eight lanes busy; measured faster than 8x8, 4x16 or 16x16 blocks.
+   */
+  texel: { rows: 16, cols: 64, depth: 4, threadRows: 8, threadCols: 16, staged: false },
 } as const satisfies Record<KernelVariant<"matmul">, TileConfig>;
 
 /** Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts. */
@@ -167,6 +173,26 @@ function fourSteps(
   return { lines, at };
 }
 
+/** WGSL of `bias_quad(col)` (four bias values from column col, zero past N) and `store_quad`. */
+export function outputHelpers(layout: Layout): string {
+  const store = layout.vecC
+    ? `if (col < params.N) { c[index / 4u] = value; }`
+    : `for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) { c[index + e] = value[e]; }`;
+  return `fn bias_quad(col: u32) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (params.has_bias != 0u) {
+    for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) {
+      v[e] = bias[params.bias_shift + col + e];
+    }
+  }
+  return v;
+}
+// Writes the in-bounds part of four consecutive outputs of a row, starting at column col.
+fn store_quad(index: u32, col: u32, value: vec4<f32>) {
+  ${store}
+}`;
+}
+
 /** WGSL of the kernel for one configuration and layout. */
 function gemmSource(t: TileConfig, layout: Layout): string {
   const threadsX = t.cols / t.threadCols, threadsY = t.rows / t.threadRows;
@@ -237,24 +263,9 @@ function gemmSource(t: TileConfig, layout: Layout): string {
   }
   const tiles = `var<workgroup> a_tile: array<vec4<f32>, ${tileSlots(t, t.rows)}>;
 var<workgroup> b_tile: array<vec4<f32>, ${tileSlots(t, t.cols)}>;`;
-  const store = layout.vecC
-    ? `if (col < params.N) { c[index / 4u] = value; }`
-    : `for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) { c[index + e] = value[e]; }`;
   return `
 ${t.staged ? tiles : ""}
-fn bias_quad(col: u32) -> vec4<f32> {
-  var v = vec4<f32>();
-  if (params.has_bias != 0u) {
-    for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) {
-      v[e] = bias[params.bias_shift + col + e];
-    }
-  }
-  return v;
-}
-// Writes the in-bounds part of four consecutive outputs of a row, starting at column col.
-fn store_quad(index: u32, col: u32, value: vec4<f32>) {
-  ${store}
-}
+${outputHelpers(layout)}
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let z = wid.z + params.batch0;
@@ -273,20 +284,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }`;
 }
 
-/** The compiled kernel of a variant for an operand layout. */
+/**
+ * The compiled kernel of a variant for an operand layout. The `texel` variant binds a and b as
+ * textures and needs `vecA` and `vecB` (rows of whole texels).
+ */
 export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Kernel {
   const t = TILE_CONFIGS[variant];
   const flags = [layout.transA, layout.transB, layout.vecA, layout.vecB, layout.vecC].map(Number).join("");
+  const texel = variant === "texel";
+  if (texel && !(layout.vecA && layout.vecB)) {
+    throw new Error(`matmul: the texel variant needs both operands in whole texels (layout ${flags})`);
+  }
   return kernelFor(`matmul/${variant}/${flags}`, () => ({
     name: `matmul_${variant}`,
     params: PARAMS,
     bindings: [
-      { name: "a", type: layout.vecA ? "vec4<f32>" : "f32" },
-      { name: "b", type: layout.vecB ? "vec4<f32>" : "f32" },
+      { name: "a", type: texel ? "texture" : layout.vecA ? "vec4<f32>" : "f32" },
+      { name: "b", type: texel ? "texture" : layout.vecB ? "vec4<f32>" : "f32" },
       { name: "bias" },
       { name: "c", type: layout.vecC ? "vec4<f32>" : "f32", write: true },
     ],
-    code: gemmSource(t, layout),
+    code: texel ? texelGemmSource(t, layout) : gemmSource(t, layout),
   }));
 }
 
@@ -295,20 +313,23 @@ const ENOUGH_WORKGROUPS = 128;
 
 /**
  * The variant for a problem (forced by `MM_KERNELS`, or chosen for the adapter and problem size) and
- * its tile configuration; throws when a forced variant exceeds the device's limits.
+ * its tile configuration; `texel` becomes `direct` unless both operands are `wholeTexels` (vec4
+ * layouts). Throws when a forced variant exceeds the device's limits.
  */
 export function chooseTiles(
   batch: number,
   M: number,
   N: number,
+  wholeTexels: boolean,
 ): { variant: KernelVariant<"matmul">; tiles: TileConfig } {
-  const variant = kernelVariant("matmul", () => {
-    if (gpu().profile.isSoftware) return "direct";
+  const chosen = kernelVariant("matmul", () => {
+    if (gpu().profile.isSoftware) return "texel";
     const workgroups = (t: TileConfig) => batch * Math.ceil(M / t.rows) * Math.ceil(N / t.cols);
     if (workgroups(TILE_CONFIGS.tiled128) >= ENOUGH_WORKGROUPS) return "tiled128";
     if (workgroups(TILE_CONFIGS.tiled64) >= ENOUGH_WORKGROUPS) return "tiled64";
     return "tiled32";
   });
+  const variant = chosen === "texel" && !wholeTexels ? "direct" : chosen;
   const t = TILE_CONFIGS[variant];
   const { profile } = gpu();
   const memory = t.staged ? (tileSlots(t, t.rows) + tileSlots(t, t.cols)) * 16 : 0;

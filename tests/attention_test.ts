@@ -153,6 +153,23 @@ Deno.test("attention handles head dims 1, 3, 64 and 256", async () => {
   await check({ batch: 1, heads: 1, queries: 5, keys: 9, dim: 256, masked: true }, 330);
 });
 
+Deno.test("the texel kernels (software adapters) match the reference at head dims 4, 16 and 32", async () => {
+  await withKernels("attention:texel", async () => {
+    let seed = 340;
+    for (const dim of [4, 16, 32]) {
+      const block = attentionBlockSizes(dim)[0];
+      for (const t of [block - 1, block + 1]) {
+        await check({ batch: 2, heads: 2, queries: t, keys: t, dim, causal: true, masked: true }, seed++);
+      }
+      await check({ batch: 1, heads: 3, queries: 9, keys: 21, dim, masked: true, dropout: 0.2 }, seed++);
+    }
+  });
+});
+
+Deno.test("the row kernels (the software fallback where D % 4 != 0) match the reference at head dim 8", async () => {
+  await withKernels("attention:rows", () => sweep(8, 500));
+});
+
 Deno.test("the tiled kernels (the GPU path, with small tiles) match the reference too", async () => {
   await withKernels("attention:tiled_small", async () => {
     await sweep(8, 400);
@@ -184,7 +201,12 @@ Deno.test("rows whose keys are all masked output zeros and get zero gradients", 
 });
 
 Deno.test("fusedQkvAttention equals attention on the split tensors, bit for bit", async () => {
-  const [batch, tokens, heads, dim] = [2, 13, 3, 5];
+  // Head dim 5 runs the row kernels on a software adapter, 8 the texel ones (strided fused rows).
+  for (const dim of [5, 8]) await fusedEqualsSplit(dim);
+});
+
+async function fusedEqualsSplit(dim: number): Promise<void> {
+  const [batch, tokens, heads] = [2, 13, 3];
   const width = 3 * heads * dim;
   const qkvValues = randomValues(batch * tokens * width, 600);
   const upstream = randomValues(batch * tokens * heads * dim, 601);
@@ -227,7 +249,7 @@ Deno.test("fusedQkvAttention equals attention on the split tensors, bit for bit"
   assertBitwiseEqual(split(dqkv, 3, 0), dq, "dq");
   assertBitwiseEqual(split(dqkv, 3, 1), dk, "dk");
   assertBitwiseEqual(split(dqkv, 3, 2), dv, "dv");
-});
+}
 
 Deno.test("dropout: the reference rebuilds the mask, p = 0 equals no dropout, a seed repeats bit for bit", async () => {
   const c: Case = {
@@ -259,7 +281,7 @@ Deno.test("dropout: the reference rebuilds the mask, p = 0 equals no dropout, a 
 });
 
 Deno.test("the same inputs give bit-identical outputs and gradients", async () => {
-  for (const kind of ["rows", "tiled_small"] as const) {
+  for (const kind of ["texel", "rows", "tiled_small"] as const) {
     await withKernels(`attention:${kind}`, async () => {
       const c: Case = { batch: 2, heads: 2, queries: 25, keys: 19, dim: 8, masked: true };
       const x = inputs(c, 800);

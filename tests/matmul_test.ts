@@ -210,6 +210,50 @@ Deno.test("the staged GPU tile configurations are correct on small odd and align
   });
 });
 
+Deno.test("the texel variant (software adapters) matches at every shape class and transpose", async () => {
+  await withKernels("matmul:texel", async () => {
+    let seed = 3000;
+    // Its tile is 16 x 64 per workgroup and 8 x 16 per invocation; the contiguous dimension of each
+    // operand must be a multiple of 4, and K may be odd only for a^T b (its partial last quad).
+    const cases: [number, number, number, boolean, boolean][] = [
+      [1, 4, 4, false, false],
+      [7, 60, 12, false, false],
+      [17, 68, 8, false, false],
+      [33, 132, 20, false, false],
+      [8, 12, 1, true, false],
+      [16, 64, 7, true, false],
+      [20, 68, 33, true, false],
+      [9, 5, 12, false, true],
+      [15, 65, 8, false, true],
+      [4, 17, 16, true, true],
+      [36, 63, 4, true, true],
+    ];
+    for (const [M, N, K, transposeA, transposeB] of cases) {
+      const a = transposeA ? [K, M] : [M, K], b = transposeB ? [N, K] : [K, N];
+      const { dispatches } = traceDispatches(() =>
+        matmul(tensor(new Float32Array(M * K), { shape: a }), tensor(new Float32Array(K * N), { shape: b }), {
+          transposeA,
+          transposeB,
+        })
+      );
+      if (dispatches[0].kernel !== "matmul_texel") {
+        throw new Error(`[${M}, ${N}, ${K}] ran ${dispatches[0].kernel}`);
+      }
+      await check({ a, b, transposeA, transposeB, bias: true }, seed += 4);
+    }
+    await check({ a: [1, 12, 8], b: [8, 20], bias: true }, seed += 4);
+    await check({ a: [3, 9, 8], b: [3, 8, 12], forwardOnly: true }, seed += 4);
+    await check({ a: [2, 1, 8, 12], b: [1, 3, 12, 16], forwardOnly: true }, seed += 4);
+    // Rows that are not whole texels run the direct kernel instead.
+    const odd = traceDispatches(() =>
+      matmul(tensor(new Float32Array(15), { shape: [3, 5] }), tensor(new Float32Array(20), { shape: [5, 4] }))
+    );
+    if (odd.dispatches[0].kernel !== "matmul_direct") {
+      throw new Error(`[3, 5] x [5, 4] ran ${odd.dispatches[0].kernel}`);
+    }
+  });
+});
+
 Deno.test("the same inputs give bit-identical outputs and gradients", async () => {
   const first = await check({ a: [3, 33, 65], b: [65, 17], bias: true }, 7);
   const second = await check({ a: [3, 33, 65], b: [65, 17], bias: true }, 7);

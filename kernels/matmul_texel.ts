@@ -1,0 +1,124 @@
+/**
+ * The software adapters' matmul (variant `texel`): both operands are read through textures
+ * (kernels/texels.ts), where llvmpipe fetches a vec4 about ten times faster than from a storage
+ * buffer. A workgroup is one 8-lane SIMD batch with no workgroup memory and no barrier; each
+ * invocation accumulates a `threadRows x threadCols` block of the output in registers, fetching per
+ * four steps of the inner dimension one texel per row of its block and one per column (or per
+ * four columns), all unrolled by the generator. Each operand layout (transposed or not) reads whole
+ * texels along its contiguous dimension, so that dimension must be a multiple of 4; matmul.ts falls
+ * back to the `direct` variant for operands that are not.
+ *
+ * @module
+ */
+import type { Layout, TileConfig } from "./matmul_kernel.ts";
+import { outputHelpers } from "./matmul_kernel.ts";
+import { TEXEL_WGSL } from "./texels.ts";
+
+/**
+ * The loads of four inner-dimension steps (4q .. 4q + 3) and the WGSL of element (row r, step kk)
+ * of a and of the quad (step kk, columns 4j .. 4j + 3) of b. When `guarded`, steps at or past K
+ * read zeros (the last, partial quad).
+ */
+function quadLoads(t: TileConfig, layout: Layout, guarded: boolean) {
+  const R = t.threadRows, C = t.threadCols;
+  const lines: string[] = [];
+  const step = (kk: number) => `4u * q + ${kk}u`;
+  const guard = (kk: number, value: string) =>
+    guarded ? `select(vec4<f32>(), ${value}, ${step(kk)} < params.K)` : value;
+  if (!layout.transA) {
+    for (let r = 0; r < R; r++) lines.push(`let a${r} = texel(a, a_row${r} + q);`);
+  } else {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let j = 0; j < R / 4; j++) {
+        lines.push(`let a${kk}_${j} = ${guard(kk, `texel(a, a_col + (${step(kk)}) * a_step + ${j}u)`)};`);
+      }
+    }
+  }
+  if (layout.transB) {
+    for (let c = 0; c < C; c++) lines.push(`let b${c} = texel(b, b_col${c} + q);`);
+  } else {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let j = 0; j < C / 4; j++) {
+        lines.push(`let b${kk}_${j} = ${guard(kk, `texel(b, b_row + (${step(kk)}) * b_step + ${j}u)`)};`);
+      }
+    }
+  }
+  const aAt = (r: number, kk: number) => layout.transA ? `a${kk}_${r >> 2}[${r & 3}]` : `a${r}[${kk}]`;
+  const bQuad = (kk: number, j: number) =>
+    layout.transB
+      ? `vec4<f32>(${[0, 1, 2, 3].map((e) => `b${4 * j + e}[${kk}]`).join(", ")})`
+      : `b${kk}_${j}`;
+  const products: string[] = [];
+  for (let kk = 0; kk < 4; kk++) {
+    for (let r = 0; r < R; r++) {
+      for (let j = 0; j < C / 4; j++) {
+        products.push(`acc${r}_${j} = fma(vec4<f32>(${aAt(r, kk)}), ${bQuad(kk, j)}, acc${r}_${j});`);
+      }
+    }
+  }
+  return [...lines, ...products];
+}
+
+/**
+ * WGSL of the texel kernel for one tile configuration and layout; bindings a and b are textures of
+ * the operands' windows, bias and c storage buffers, with the uniforms of the other variants.
+ */
+export function texelGemmSource(t: TileConfig, layout: Layout): string {
+  const R = t.threadRows, C = t.threadCols;
+  const threadsX = t.cols / C;
+  const setup: string[] = [], accumulators: string[] = [], epilogue: string[] = [];
+  // Texel indices of each row of the block (a) and column (b), clamped into the matrix: rows and
+  // columns past its end compute values that are never stored.
+  if (!layout.transA) {
+    for (let r = 0; r < R; r++) {
+      setup.push(`let a_row${r} = (a_base + min(m0 + ${r}u, params.M - 1u) * params.K) / 4u;`);
+    }
+  } else setup.push(`let a_col = (a_base + m0) / 4u;`, `let a_step = params.M / 4u;`);
+  if (layout.transB) {
+    for (let c = 0; c < C; c++) {
+      setup.push(`let b_col${c} = (b_base + min(n0 + ${c}u, params.N - 1u) * params.K) / 4u;`);
+    }
+  } else setup.push(`let b_row = (b_base + n0) / 4u;`, `let b_step = params.N / 4u;`);
+  for (let r = 0; r < R; r++) {
+    for (let j = 0; j < C / 4; j++) accumulators.push(`var acc${r}_${j} = vec4<f32>();`);
+  }
+  for (let j = 0; j < C / 4; j++) epilogue.push(`let bias${j} = bias_quad(n0 + ${4 * j}u);`);
+  for (let r = 0; r < R; r++) {
+    epilogue.push(`if (m0 + ${r}u < params.M) {`);
+    for (let j = 0; j < C / 4; j++) {
+      const col = `n0 + ${4 * j}u`;
+      epilogue.push(
+        `  store_quad(c_base + (m0 + ${r}u) * params.N + ${col}, ${col}, acc${r}_${j} + bias${j});`,
+      );
+    }
+    epilogue.push(`}`);
+  }
+  // Only when both operands step along k across rows can K be odd (the others need K % 4 == 0).
+  const tail = layout.transA && !layout.transB
+    ? `
+  if (params.K % 4u != 0u) {
+    let q = quads;
+    ${quadLoads(t, layout, true).join("\n    ")}
+  }`
+    : "";
+  return `${TEXEL_WGSL}
+${outputHelpers(layout)}
+@compute @workgroup_size(${threadsX * (t.rows / R)})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let z = wid.z + params.batch0;
+  let z_outer = z / params.batch_inner;
+  let z_inner = z - z_outer * params.batch_inner;
+  let a_base = z_outer * params.a_outer + z_inner * params.a_inner + params.a_shift;
+  let b_base = z_outer * params.b_outer + z_inner * params.b_inner + params.b_shift;
+  let c_base = z_outer * params.c_outer + z_inner * params.c_inner + params.c_shift;
+  let m0 = (wid.y + params.row_tile0) * ${t.rows}u + (lid / ${threadsX}u) * ${R}u;
+  let n0 = (wid.x + params.col_tile0) * ${t.cols}u + (lid % ${threadsX}u) * ${C}u;
+  ${setup.join("\n  ")}
+  ${accumulators.join("\n  ")}
+  let quads = params.K / 4u;
+  for (var q = 0u; q < quads; q++) {
+    ${quadLoads(t, layout, false).join("\n    ")}
+  }${tail}
+  ${epilogue.join("\n  ")}
+}`;
+}
