@@ -33,6 +33,11 @@ export const KERNEL_VARIANTS = {
     texel:
       "rows per invocation in registers, inputs read through textures (software adapters; rows where D % 4 != 0)",
   },
+  elementwise: {
+    scalar: "an element per invocation, inputs read from storage buffers (GPUs)",
+    texel:
+      "a vec4 per invocation, inputs read through textures, kernel names end in _texel (software adapters; scalar for other shapes)",
+  },
   rows: {
     tree: "softmax, log-softmax and layerNorm rows split over invocations, combined by a tree (GPUs)",
     serial: "one invocation walks a whole row, no barrier (software adapters)",

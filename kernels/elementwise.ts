@@ -9,12 +9,10 @@
  *
  * @module
  */
-import { dispatch } from "../engine/recorder.ts";
-import { bindingWindows, grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
-import { broadcastShapes, broadcastStrides, formatShape, sameShape } from "../engine/shape.ts";
+import { broadcastShapes, formatShape, sameShape } from "../engine/shape.ts";
+import { recordElementwise, structureKey } from "./elementwise_kernel.ts";
 import { sumToShape } from "./reduce.ts";
-import { WGSL_MATH } from "./wgsl.ts";
 
 /** Unary operations of elementwise expressions (the *_grad ones are derivatives used by backward). */
 export type Unary =
@@ -107,22 +105,6 @@ function binary(op: Binary, a: Expr | number, b: Expr | number): Expr {
   return new Expr({ kind: "binary", op, a: lift(a), b: lift(b) });
 }
 
-const UNARY_WGSL: Record<Unary, (a: string) => string> = {
-  neg: (a) => `-(${a})`,
-  exp: (a) => `exp(${a})`,
-  log: (a) => `log(${a})`,
-  sqrt: (a) => `sqrt(${a})`,
-  tanh: (a) => `safe_tanh(${a})`,
-  sigmoid: (a) => `sigmoid(${a})`,
-  relu: (a) => `max(${a}, 0.0)`,
-  gelu_erf: (a) => `gelu_erf(${a})`,
-  gelu_tanh: (a) => `gelu_tanh(${a})`,
-  gelu_erf_grad: (a) => `gelu_erf_grad(${a})`,
-  gelu_tanh_grad: (a) => `gelu_tanh_grad(${a})`,
-  step: (a) => `select(0.0, 1.0, ${a} > 0.0)`,
-};
-const BINARY_WGSL: Record<Binary, string> = { add: "+", sub: "-", mul: "*", div: "/" };
-
 /**
  * The local derivatives of a node with respect to its operands, as expressions; `self` is the
  * node itself so that exp, tanh, sqrt and sigmoid reuse their forward value.
@@ -206,120 +188,6 @@ function gradientExprs(root: Expr, inputCount: number, outputGrad: Expr): (Expr 
   return grads;
 }
 
-/** Emits WGSL `let` statements for a set of expressions, sharing common subexpressions. */
-class Emitter {
-  readonly lines: string[] = [];
-  readonly constants: number[] = [];
-  readonly #names = new Map<Expr, string>();
-  readonly #byText = new Map<string, string>();
-
-  constructor(readonly inputName: (index: number) => string) {}
-
-  /** The WGSL name holding the value of `e`. */
-  emit(e: Expr): string {
-    const known = this.#names.get(e);
-    if (known) return known;
-    const n = e.node;
-    let text: string;
-    if (n.kind === "input") text = this.inputName(n.index);
-    else if (n.kind === "const") {
-      text = `params.c${this.constants.length}`;
-      this.constants.push(n.value);
-    } else if (n.kind === "unary") text = UNARY_WGSL[n.op](this.emit(n.a));
-    else text = `${this.emit(n.a)} ${BINARY_WGSL[n.op]} ${this.emit(n.b)}`;
-    let name = n.kind === "const" ? text : this.#byText.get(text);
-    if (!name) {
-      name = `v${this.lines.length}`;
-      this.lines.push(`let ${name} = ${text};`);
-      this.#byText.set(text, name);
-    }
-    this.#names.set(e, name);
-    return name;
-  }
-}
-
-/** A structural key of an expression (constants by position, not value), for kernel caching. */
-function structureKey(e: Expr, memo = new Map<Expr, string>()): string {
-  const hit = memo.get(e);
-  if (hit) return hit;
-  const n = e.node;
-  const key = n.kind === "input"
-    ? `i${n.index}`
-    : n.kind === "const"
-    ? "c"
-    : n.kind === "unary"
-    ? `${n.op}(${structureKey(n.a, memo)})`
-    : `${n.op}(${structureKey(n.a, memo)},${structureKey(n.b, memo)})`;
-  memo.set(e, key);
-  return key;
-}
-
-/** Output dims and per-input strides after merging dimensions that every input walks contiguously. */
-function collapse(outShape: readonly number[], strides: number[][]): { dims: number[]; strides: number[][] } {
-  const dims: number[] = [];
-  const merged: number[][] = strides.map(() => []);
-  for (let r = 0; r < outShape.length; r++) {
-    if (outShape[r] === 1) continue;
-    const last = dims.length - 1;
-    const contiguous = last >= 0 && strides.every((s, k) => merged[k][last] === s[r] * outShape[r]);
-    if (contiguous) {
-      dims[last] *= outShape[r];
-      strides.forEach((s, k) => (merged[k][last] = s[r]));
-    } else {
-      dims.push(outShape[r]);
-      strides.forEach((s, k) => merged[k].push(s[r]));
-    }
-  }
-  if (dims.length === 0) return { dims: [1], strides: strides.map(() => [1]) };
-  return { dims, strides: merged };
-}
-
-interface Layout {
-  /** Collapsed output dims. */
-  dims: number[];
-  /** Per input: its collapsed strides, or null when it is read at the output's own index. */
-  strides: (number[] | null)[];
-  /** Part of the kernel variant key. */
-  key: string;
-}
-
-function layoutOf(outShape: readonly number[], shapes: readonly (readonly number[])[]): Layout {
-  const c = collapse(outShape, shapes.map((s) => broadcastStrides(s, outShape)));
-  const full = (s: number[]) =>
-    s.length === c.dims.length && s.every((v, r) => v === c.dims.slice(r + 1).reduce((p, d) => p * d, 1));
-  const strides = c.strides.map((s, k) => (sameShape(shapes[k], outShape) || full(s) ? null : s));
-  const key = `${c.dims.length}:${strides.map((s) => (s ? "b" : "f")).join("")}`;
-  return { dims: c.dims, strides, key };
-}
-
-function indexParams(layout: Layout): Record<string, "u32"> {
-  const params: Record<string, "u32"> = { count: "u32", base: "u32" };
-  if (layout.strides.some((s) => s)) layout.dims.forEach((_, r) => (params[`d${r}`] = "u32"));
-  layout.strides.forEach((s, k) => s?.forEach((_, r) => (params[`s${k}_${r}`] = "u32")));
-  return params;
-}
-
-function indexValues(layout: Layout, count: number, base: number): number[] {
-  const values = [count, base];
-  if (layout.strides.some((s) => s)) values.push(...layout.dims);
-  for (const s of layout.strides) if (s) values.push(...s);
-  return values;
-}
-
-function offsetCode(layout: Layout): string {
-  if (!layout.strides.some((s) => s)) return "";
-  const rank = layout.dims.length;
-  const lines = ["var rem = params.base + i;"];
-  for (let r = rank - 1; r >= 0; r--) {
-    lines.push(`let x${r} = rem % params.d${r};`);
-    if (r > 0) lines.push(`rem = rem / params.d${r};`);
-  }
-  layout.strides.forEach((s, k) => {
-    if (s) lines.push(`let o${k} = ${s.map((_, r) => `x${r} * params.s${k}_${r}`).join(" + ")};`);
-  });
-  return lines.join("\n  ");
-}
-
 function checkInputs(op: string, inputs: readonly Tensor[]): void {
   for (const t of inputs) {
     if (t.dtype !== "float32") throw new Error(`${op}: ${t.describe()} is not float32`);
@@ -345,42 +213,16 @@ export function fused(inputs: readonly Tensor[], fn: (...xs: Expr[]) => Expr, na
 function evaluate(name: string, root: Expr, inputs: readonly Tensor[], outShape: readonly number[]): Tensor {
   const out = emptyTensor(outShape);
   if (out.size === 0) return out;
-  const layout = layoutOf(outShape, inputs.map((t) => t.shape));
-  const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"}]`);
-  const result = emitter.emit(root);
-  const kernel = kernelFor(`elementwise/${structureKey(root)}/${layout.key}`, () => ({
+  recordElementwise({
     name,
-    params: { ...indexParams(layout), ...constParams(emitter.constants.length) },
-    bindings: [...inputs.map((_, k) => ({ name: `in${k}` })), { name: "out", write: true }],
-    code: `${WGSL_MATH}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let i = ${linearIndex(256)};
-  if (i >= params.count) { return; }
-  ${offsetCode(layout)}
-  ${emitter.lines.join("\n  ")}
-  out[i] = ${result};
-}`,
-  }));
-  // Tensors beyond one storage binding are walked a window at a time; broadcast inputs are bound whole.
-  for (const [start, length] of bindingWindows(out.size)) {
-    dispatch(
-      kernel,
-      [...indexValues(layout, length, start), ...emitter.constants],
-      [
-        ...inputs.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
-        out.window(start, length),
-      ],
-      grid(length, 256),
-    );
-  }
+    key: `elementwise/${structureKey(root)}`,
+    exprs: [root],
+    inputs,
+    outputs: [out],
+    outputNames: ["out"],
+    shape: outShape,
+  });
   return out;
-}
-
-function constParams(count: number): Record<string, "f32"> {
-  const params: Record<string, "f32"> = {};
-  for (let c = 0; c < count; c++) params[`c${c}`] = "f32";
-  return params;
 }
 
 function backward(name: string, root: Expr, inputs: readonly Tensor[], g: Tensor): (Tensor | null)[] {
@@ -395,40 +237,16 @@ function backward(name: string, root: Expr, inputs: readonly Tensor[], g: Tensor
     else computed.push(k);
   });
   if (computed.length > 0) {
-    const all = [...inputs, g];
-    const layout = layoutOf(g.shape, all.map((t) => t.shape));
-    const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"}]`);
-    const results = computed.map((k) => emitter.emit(exprs[k]!));
-    const variant = `elementwise_grad/${structureKey(root)}/${computed.join(",")}/${layout.key}`;
-    const kernel = kernelFor(variant, () => ({
-      name: `${name}_backward`,
-      params: { ...indexParams(layout), ...constParams(emitter.constants.length) },
-      bindings: [
-        ...all.map((_, k) => ({ name: `in${k}` })),
-        ...computed.map((k) => ({ name: `grad${k}`, write: true })),
-      ],
-      code: `${WGSL_MATH}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let i = ${linearIndex(256)};
-  if (i >= params.count) { return; }
-  ${offsetCode(layout)}
-  ${emitter.lines.join("\n  ")}
-  ${computed.map((k, j) => `grad${k}[i] = ${results[j]};`).join("\n  ")}
-}`,
-    }));
     const outputs = computed.map(() => emptyTensor(g.shape));
-    for (const [start, length] of bindingWindows(g.size)) {
-      dispatch(
-        kernel,
-        [...indexValues(layout, length, start), ...emitter.constants],
-        [
-          ...all.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
-          ...outputs.map((t) => t.window(start, length)),
-        ],
-        grid(length, 256),
-      );
-    }
+    recordElementwise({
+      name: `${name}_backward`,
+      key: `elementwise_grad/${structureKey(root)}/${computed.join(",")}`,
+      exprs: computed.map((k) => exprs[k]!),
+      inputs: [...inputs, g],
+      outputs,
+      outputNames: computed.map((k) => `grad${k}`),
+      shape: g.shape,
+    });
     computed.forEach((k, j) => (grads[k] = outputs[j]));
   }
   return grads.map((grad, k) => {

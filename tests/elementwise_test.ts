@@ -16,6 +16,7 @@ import {
 } from "../kernels/elementwise.ts";
 import { sum } from "../kernels/reduce.ts";
 import { traceDispatches } from "../engine/recorder.ts";
+import { withKernels } from "../engine/variants.ts";
 import { array64, mapBroadcast, sumToShape } from "../kernels/reference/array.ts";
 import * as ref from "../kernels/reference/elementwise.ts";
 import {
@@ -50,6 +51,10 @@ Deno.test("reference derivatives agree with finite differences", () => {
 });
 
 Deno.test("unary ops match the float64 reference, forward and backward, at every size", async () => {
+  for (const size of SIZES) await unaryOps(size);
+});
+
+async function unaryOps(size: number): Promise<void> {
   const cases: [string, (t: ReturnType<typeof tensor>) => ReturnType<typeof tensor>, ref.ScalarOp, number][] =
     [
       ["gelu erf", (t) => gelu(t, "erf"), ref.geluErf, 0],
@@ -61,7 +66,7 @@ Deno.test("unary ops match the float64 reference, forward and backward, at every
       ["log", log, ref.log, 3],
       ["sqrt", sqrt, ref.sqrt, 3],
     ];
-  for (const size of SIZES) {
+  {
     for (const [name, op, reference, shift] of cases) {
       const values = randomValues(size, size, 2).map((v) => (shift ? Math.abs(v) + 0.1 : v));
       const upstream = randomValues(size, size + 1);
@@ -75,7 +80,7 @@ Deno.test("unary ops match the float64 reference, forward and backward, at every
       assertClose(grad, expectedGrad, { atol: 5e-6, rtol: 5e-6 }, `${name} backward, size ${size}`);
     }
   }
-});
+}
 
 Deno.test("tanh and GELU stay finite for large inputs", async () => {
   const x = tensor([-1e4, -90, -20, 20, 90, 1e4]);
@@ -85,7 +90,7 @@ Deno.test("tanh and GELU stay finite for large inputs", async () => {
 });
 
 Deno.test("binary ops broadcast like NumPy and reduce gradients to each input's shape", async () => {
-  const shapes: [number[], number[]][] = [
+  await binaryOps([
     [[7], [7]],
     [[3, 33], [33]],
     [[2, 5, 7], [5, 1]],
@@ -93,7 +98,26 @@ Deno.test("binary ops broadcast like NumPy and reduce gradients to each input's 
     [[2, 1, 3], [1, 4, 1]],
     [[1], [2, 3]],
     [[257, 3], [257, 1]],
-  ];
+  ]);
+});
+
+Deno.test("the texel variant (software adapters) reads every broadcast pattern in vec4s", async () => {
+  // Each input a quad of its own, a contiguous row, one value per quad (a column or a scalar).
+  const shapes: [number[], number[]][] = [[[12], [12]], [[3, 32], [32]], [[2, 5, 8], [5, 1]], [[1], [4, 4]]];
+  await withKernels("elementwise:texel", async () => {
+    for (const [sa, sb] of shapes) {
+      const a = tensor(new Float32Array(sa.reduce((p, d) => p * d, 1)), { shape: sa });
+      const b = tensor(new Float32Array(sb.reduce((p, d) => p * d, 1)), { shape: sb });
+      const kernel = traceDispatches(() => add(a, b)).dispatches[0].kernel;
+      if (kernel !== "add_texel") throw new Error(`[${sa}] + [${sb}] ran ${kernel}`);
+    }
+    await binaryOps([...shapes, [[3, 7], [7]]]);
+    for (const size of [4, 1000]) await unaryOps(size);
+  });
+  await withKernels("elementwise:scalar", () => unaryOps(1000));
+});
+
+async function binaryOps(shapes: [number[], number[]][]): Promise<void> {
   const ops: [
     string,
     typeof add,
@@ -127,7 +151,7 @@ Deno.test("binary ops broadcast like NumPy and reduce gradients to each input's 
       assertClose(await b.grad!.data(), gb.data, { atol: 1e-5, rtol: 1e-5 }, `${label} grad b`);
     }
   }
-});
+}
 
 Deno.test("a fused chain is one kernel and matches the unfused ops", async () => {
   const va = randomValues(3 * 33, 11), vb = randomValues(33, 12);
@@ -177,16 +201,21 @@ Deno.test("shape errors name the op and the shapes", () => {
 });
 
 Deno.test("tensors beyond one storage binding are processed a window at a time, forward and backward", async () => {
-  const va = randomValues(3000, 21), vb = randomValues(30, 22);
-  const A = array64([100, 30], va), B = array64([30], vb);
+  await windowed(30); // 30 columns: the scalar kernel
+  await windowed(32); // 32: the texel kernel on a software adapter
+});
+
+async function windowed(columns: number): Promise<void> {
+  const va = randomValues(100 * columns, 21), vb = randomValues(columns, 22);
+  const A = array64([100, columns], va), B = array64([columns], vb);
   await withProfile({ maxStorageBindingBytes: 4096 }, async () => {
-    const a = tensor(va, { shape: [100, 30], requiresGrad: true });
-    const b = tensor(vb, { shape: [30] }); // broadcast, bound whole (its gradient would need a windowed reduction)
+    const a = tensor(va, { shape: [100, columns], requiresGrad: true });
+    const b = tensor(vb, { shape: [columns] }); // broadcast, bound whole (its gradient would need a windowed reduction)
     const { result: y, dispatches } = traceDispatches(() => fused([a, b], (x, z) => x.mul(z).tanh()));
-    if (dispatches.length !== 3) {
-      throw new Error(`expected 3 windows of 1024 elements, got ${dispatches.length}`);
+    if (dispatches.length !== Math.ceil(100 * columns / 1024)) {
+      throw new Error(`expected windows of 1024 elements, got ${dispatches.length}`);
     }
-    const ones = tensor(new Float32Array(3000).fill(1), { shape: [100, 30] });
+    const ones = tensor(new Float32Array(100 * columns).fill(1), { shape: [100, columns] });
     y.backward(ones); // the gradients of a arrive through the windowed backward kernel
     scale(a, 2).backward(ones); // and accumulate into a.grad window by window
     const f = (x: number, z: number) => Math.tanh(x * z);
@@ -199,4 +228,4 @@ Deno.test("tensors beyond one storage binding are processed a window at a time, 
       "windowed gradient",
     );
   });
-});
+}

@@ -123,7 +123,8 @@ Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes
     await gelu(tensor(new Float32Array(1000))).data();`;
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["eval", script],
-    env: { MM_DEBUG: "1" },
+    // The scalar variant everywhere: the texel one (software adapters) binds a texture and a buffer.
+    env: { MM_DEBUG: "1", MM_KERNELS: "elementwise:scalar" },
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -1,0 +1,284 @@
+/**
+ * The kernels of elementwise expressions (elementwise.ts): WGSL emitted from an expression graph,
+ * the collapsed broadcast layout of the inputs, and the two variants of `MM_KERNELS=elementwise:...`.
+ *
+ * - `scalar` (GPUs): one element per invocation, inputs read from storage buffers at the output's
+ *   index or, when broadcast, at offsets from the collapsed strides.
+ * - `texel` (software adapters): one vec4 of outputs per invocation, inputs copied into textures
+ *   (kernels/texels.ts) and fetched a vec4 at a time; llvmpipe loads a storage buffer one lane and
+ *   one float at a time, a texel as one gather. It needs a multiple of 4 outputs and, for broadcast
+ *   inputs, a last collapsed dimension of a multiple of 4 that the input walks contiguously or not
+ *   at all; other problems run the scalar kernel.
+ *
+ * @module
+ */
+import { bindingWindows, grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { gpu } from "../engine/device.ts";
+import { dispatch } from "../engine/recorder.ts";
+import type { Tensor } from "../engine/tensor.ts";
+import { broadcastStrides, sameShape } from "../engine/shape.ts";
+import { kernelVariant } from "../engine/variants.ts";
+import type { Binary, Expr, Unary } from "./elementwise.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { WGSL_MATH } from "./wgsl.ts";
+
+const UNARY_WGSL: Record<Unary, (a: string) => string> = {
+  neg: (a) => `-(${a})`,
+  exp: (a) => `exp(${a})`,
+  log: (a) => `log(${a})`,
+  sqrt: (a) => `sqrt(${a})`,
+  tanh: (a) => `safe_tanh(${a})`,
+  sigmoid: (a) => `sigmoid(${a})`,
+  relu: (a) => `max(${a}, 0.0)`,
+  gelu_erf: (a) => `gelu_erf(${a})`,
+  gelu_tanh: (a) => `gelu_tanh(${a})`,
+  gelu_erf_grad: (a) => `gelu_erf_grad(${a})`,
+  gelu_tanh_grad: (a) => `gelu_tanh_grad(${a})`,
+  step: (a) => `select(0.0, 1.0, ${a} > 0.0)`,
+};
+const BINARY_WGSL: Record<Binary, string> = { add: "+", sub: "-", mul: "*", div: "/" };
+
+/** Emits WGSL `let` statements for a set of expressions, sharing common subexpressions. */
+class Emitter {
+  readonly lines: string[] = [];
+  readonly constants: number[] = [];
+  readonly #names = new Map<Expr, string>();
+  readonly #byText = new Map<string, string>();
+
+  /** `inputName` gives the WGSL of input k; `prefix` starts every name (one emitter per vec4 lane). */
+  constructor(readonly inputName: (index: number) => string, readonly prefix = "v") {}
+
+  /** The WGSL name holding the value of `e`. */
+  emit(e: Expr): string {
+    const known = this.#names.get(e);
+    if (known) return known;
+    const n = e.node;
+    let text: string;
+    if (n.kind === "input") text = this.inputName(n.index);
+    else if (n.kind === "const") {
+      text = `params.c${this.constants.length}`;
+      this.constants.push(n.value);
+    } else if (n.kind === "unary") text = UNARY_WGSL[n.op](this.emit(n.a));
+    else text = `${this.emit(n.a)} ${BINARY_WGSL[n.op]} ${this.emit(n.b)}`;
+    let name = n.kind === "const" ? text : this.#byText.get(text);
+    if (!name) {
+      name = `${this.prefix}${this.lines.length}`;
+      this.lines.push(`let ${name} = ${text};`);
+      this.#byText.set(text, name);
+    }
+    this.#names.set(e, name);
+    return name;
+  }
+}
+
+/** A structural key of an expression (constants by position, not value), for kernel caching. */
+export function structureKey(e: Expr, memo = new Map<Expr, string>()): string {
+  const hit = memo.get(e);
+  if (hit) return hit;
+  const n = e.node;
+  const key = n.kind === "input"
+    ? `i${n.index}`
+    : n.kind === "const"
+    ? "c"
+    : n.kind === "unary"
+    ? `${n.op}(${structureKey(n.a, memo)})`
+    : `${n.op}(${structureKey(n.a, memo)},${structureKey(n.b, memo)})`;
+  memo.set(e, key);
+  return key;
+}
+
+/** Output dims and per-input strides after merging dimensions that every input walks contiguously. */
+function collapse(outShape: readonly number[], strides: number[][]): { dims: number[]; strides: number[][] } {
+  const dims: number[] = [];
+  const merged: number[][] = strides.map(() => []);
+  for (let r = 0; r < outShape.length; r++) {
+    if (outShape[r] === 1) continue;
+    const last = dims.length - 1;
+    const contiguous = last >= 0 && strides.every((s, k) => merged[k][last] === s[r] * outShape[r]);
+    if (contiguous) {
+      dims[last] *= outShape[r];
+      strides.forEach((s, k) => (merged[k][last] = s[r]));
+    } else {
+      dims.push(outShape[r]);
+      strides.forEach((s, k) => merged[k].push(s[r]));
+    }
+  }
+  if (dims.length === 0) return { dims: [1], strides: strides.map(() => [1]) };
+  return { dims, strides: merged };
+}
+
+interface Layout {
+  /** Collapsed output dims. */
+  dims: number[];
+  /** Per input: its collapsed strides, or null when it is read at the output's own index. */
+  strides: (number[] | null)[];
+  /** Part of the kernel variant key. */
+  key: string;
+}
+
+function layoutOf(outShape: readonly number[], shapes: readonly (readonly number[])[]): Layout {
+  const c = collapse(outShape, shapes.map((s) => broadcastStrides(s, outShape)));
+  const full = (s: number[]) =>
+    s.length === c.dims.length && s.every((v, r) => v === c.dims.slice(r + 1).reduce((p, d) => p * d, 1));
+  const strides = c.strides.map((s, k) => (sameShape(shapes[k], outShape) || full(s) ? null : s));
+  const key = `${c.dims.length}:${strides.map((s) => (s ? "b" : "f")).join("")}`;
+  return { dims: c.dims, strides, key };
+}
+
+function indexParams(layout: Layout): Record<string, "u32"> {
+  const params: Record<string, "u32"> = { count: "u32", base: "u32" };
+  if (layout.strides.some((s) => s)) layout.dims.forEach((_, r) => (params[`d${r}`] = "u32"));
+  layout.strides.forEach((s, k) => s?.forEach((_, r) => (params[`s${k}_${r}`] = "u32")));
+  return params;
+}
+
+function indexValues(layout: Layout, count: number, base: number): number[] {
+  const values = [count, base];
+  if (layout.strides.some((s) => s)) values.push(...layout.dims);
+  for (const s of layout.strides) if (s) values.push(...s);
+  return values;
+}
+
+/** `o<k>`, the offset in input k of the element at global index `index`, for every broadcast input. */
+function offsetCode(layout: Layout, index: string): string {
+  if (!layout.strides.some((s) => s)) return "";
+  const rank = layout.dims.length;
+  const lines = [`var rem = ${index};`];
+  for (let r = rank - 1; r >= 0; r--) {
+    lines.push(`let x${r} = rem % params.d${r};`);
+    if (r > 0) lines.push(`rem = rem / params.d${r};`);
+  }
+  layout.strides.forEach((s, k) => {
+    if (s) lines.push(`let o${k} = ${s.map((_, r) => `x${r} * params.s${k}_${r}`).join(" + ")};`);
+  });
+  return lines.join("\n  ");
+}
+
+function constParams(count: number): Record<string, "f32"> {
+  const params: Record<string, "f32"> = {};
+  for (let c = 0; c < count; c++) params[`c${c}`] = "f32";
+  return params;
+}
+
+/** What {@linkcode recordElementwise} computes. */
+export interface ElementwiseWork {
+  /** Kernel name (texel kernels add "_texel"). */
+  readonly name: string;
+  /** Variant key of the expressions, unique per structure. */
+  readonly key: string;
+  /** One expression per output, over the inputs. */
+  readonly exprs: readonly Expr[];
+  /** The inputs, each broadcastable to `shape`. */
+  readonly inputs: readonly Tensor[];
+  /** The outputs, all of `shape`, and their binding names. */
+  readonly outputs: readonly Tensor[];
+  readonly outputNames: readonly string[];
+  readonly shape: readonly number[];
+}
+
+/**
+ * How the texel kernel fetches each input's four values of an output quad: "quad" the input's own
+ * quad, "row" four contiguous values at the first one's offset, "splat" one value for all four;
+ * null when the texel kernel cannot read the problem.
+ */
+function quadReads(layout: Layout, work: ElementwiseWork): ("quad" | "row" | "splat")[] | null {
+  const count = work.outputs[0].size, last = layout.dims.length - 1;
+  if (count % 4 !== 0) return null;
+  const reads = layout.strides.map((s) => {
+    if (!s) return "quad" as const;
+    if (layout.dims[last] % 4 !== 0) return null;
+    return s[last] === 1 ? "row" as const : s[last] === 0 ? "splat" as const : null;
+  });
+  const readable = work.inputs.every((t) => texelRange(t.range()) !== null);
+  return reads.every((r) => r !== null) && readable ? reads as ("quad" | "row" | "splat")[] : null;
+}
+
+/** Records `outputs[j] = exprs[j]` elementwise over the inputs (broadcast), in binding-sized windows. */
+export function recordElementwise(work: ElementwiseWork): void {
+  const { inputs, outputs, shape, exprs } = work;
+  const layout = layoutOf(shape, inputs.map((t) => t.shape));
+  const variant = kernelVariant("elementwise", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  const reads = variant === "texel" ? quadReads(layout, work) : null;
+  if (reads) return recordTexel(work, layout, reads);
+  const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"}]`);
+  const results = exprs.map((e) => emitter.emit(e));
+  const kernel = kernelFor(`${work.key}/${layout.key}`, () => ({
+    name: work.name,
+    params: { ...indexParams(layout), ...constParams(emitter.constants.length) },
+    bindings: [
+      ...inputs.map((_, k) => ({ name: `in${k}` })),
+      ...work.outputNames.map((name) => ({ name, write: true })),
+    ],
+    code: `${WGSL_MATH}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  if (i >= params.count) { return; }
+  ${offsetCode(layout, "params.base + i")}
+  ${emitter.lines.join("\n  ")}
+  ${work.outputNames.map((name, j) => `${name}[i] = ${results[j]};`).join("\n  ")}
+}`,
+  }));
+  // Tensors beyond one storage binding are walked a window at a time; broadcast inputs are bound whole.
+  for (const [start, length] of bindingWindows(outputs[0].size)) {
+    dispatch(
+      kernel,
+      [...indexValues(layout, length, start), ...emitter.constants],
+      [
+        ...inputs.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
+        ...outputs.map((t) => t.window(start, length)),
+      ],
+      grid(length, 256),
+    );
+  }
+}
+
+const TEXEL_THREADS = 64;
+
+/** The texel kernel: a vec4 of every output per invocation, the expressions unrolled per component. */
+function recordTexel(work: ElementwiseWork, layout: Layout, reads: ("quad" | "row" | "splat")[]): void {
+  const { inputs, outputs, exprs } = work;
+  const fetch = reads.map((read, k) =>
+    read === "quad"
+      ? `let q${k} = texel(in${k}, i);`
+      : read === "row"
+      ? `let q${k} = texel(in${k}, o${k} / 4u);`
+      : `let q${k} = vec4<f32>(texel(in${k}, o${k} / 4u)[o${k} % 4u]);`
+  );
+  const lanes = [0, 1, 2, 3].map((e) => new Emitter((k) => `q${k}[${e}]`, `v${e}_`));
+  const results = lanes.map((emitter) => exprs.map((e) => emitter.emit(e)));
+  const kernel = kernelFor(`${work.key}/${layout.key}/texel/${reads.join(",")}`, () => ({
+    name: `${work.name}_texel`,
+    params: { ...indexParams(layout), ...constParams(lanes[0].constants.length) },
+    bindings: [
+      ...inputs.map((_, k) => ({ name: `in${k}`, type: "texture" as const })),
+      ...work.outputNames.map((name) => ({ name, type: "vec4<f32>" as const, write: true })),
+    ],
+    code: `${WGSL_MATH}
+${TEXEL_WGSL}
+@compute @workgroup_size(${TEXEL_THREADS})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(TEXEL_THREADS)};
+  if (i >= params.count / 4u) { return; }
+  ${offsetCode(layout, "params.base + 4u * i")}
+  ${fetch.join("\n  ")}
+  ${lanes.flatMap((emitter) => emitter.lines).join("\n  ")}
+  ${
+      work.outputNames.map((name, j) => `${name}[i] = vec4<f32>(${results.map((r) => r[j]).join(", ")});`)
+        .join("\n  ")
+    }
+}`,
+  }));
+  for (const [start, length] of bindingWindows(outputs[0].size)) {
+    const sources = inputs.map((t, k) =>
+      texelRange(layout.strides[k] ? t.range() : t.window(start, length))!
+    );
+    withTexels(sources, (views) =>
+      dispatch(
+        kernel,
+        [...indexValues(layout, length, start), ...lanes[0].constants],
+        [...views, ...outputs.map((t) => t.window(start, length))],
+        grid(length / 4, TEXEL_THREADS),
+      ));
+  }
+}
