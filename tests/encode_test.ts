@@ -2,7 +2,7 @@
  * Model inputs from examples: padding and attention masks, tagging labels on the first token of each
  * word, QA positions that read back the answer through offsets, and masked LM's seeded 15% / 80-10-10.
  */
-import { loadDataset } from "../data/datasets.ts";
+import { loadDataset } from "../data/load.ts";
 import { encodeClassification, encodeLm, encodeQa, encodeTagging, IGNORE_INDEX } from "../data/encode.ts";
 import { trainTokenizer } from "../data/tokenizer.ts";
 

@@ -1,6 +1,6 @@
 /**
  * README's TypeScript examples run as written: each ```ts block is run in a fresh process from the
- * repository root, with its import of "./mod.ts" pointed at this checkout.
+ * repository root, with its imports of "./mod.ts" and "./deno.ts" pointed at this checkout.
  */
 
 const root = new URL("../", import.meta.url);
@@ -14,7 +14,10 @@ Deno.test("README has the engine, model and training-loop examples", () => {
 blocks.forEach((code, i) => {
   Deno.test(`README example ${i + 1} runs as written`, async () => {
     const file = await Deno.makeTempFile({ dir: "/tmp", suffix: ".ts" });
-    await Deno.writeTextFile(file, code.replaceAll('from "./mod.ts"', `from "${new URL("mod.ts", root)}"`));
+    await Deno.writeTextFile(
+      file,
+      code.replace(/from "\.\/(mod|deno)\.ts"/g, (_, entry) => `from "${new URL(`${entry}.ts`, root)}"`),
+    );
     const result = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-read", "--allow-env", file],
       cwd: root.pathname,

@@ -6,8 +6,9 @@
  */
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { BYTE_TO_CHAR } from "../data/byte_level.ts";
-import { loadDataset } from "../data/datasets.ts";
+import { loadDataset } from "../data/load.ts";
 import { Tokenizer, TRAINED_SPECIAL_TOKENS, trainTokenizer } from "../data/tokenizer.ts";
+import { readTokenizer, writeTokenizer } from "../data/tokenizer_file.ts";
 
 function expect(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -68,10 +69,10 @@ Deno.test("trained tokenizer: saved tokenizer.json read by @huggingface/tokenize
   const folder = await Deno.makeTempDir({ dir: "/tmp" });
   const path = `${folder}/tokenizer.json`;
   try {
-    await trained.save(path);
+    await writeTokenizer(trained, path);
     const json = JSON.parse(await Deno.readTextFile(path));
     const library = new LibraryTokenizer(json, {});
-    const reloaded = await Tokenizer.fromFile(path);
+    const reloaded = await readTokenizer(path);
     const validation = sentiment.validation.map((e) => e.text);
     expectSameIds(trained, library, validation, "validation");
     expectSameIds(reloaded, library, validation, "reloaded");
@@ -171,7 +172,7 @@ Deno.test("a Hugging Face BERT (WordPiece) tokenizer.json encodes as the library
   const folder = await Deno.makeTempDir({ dir: "/tmp" });
   try {
     await Deno.writeTextFile(`${folder}/tokenizer.json`, JSON.stringify(BERT_JSON));
-    const bert = await Tokenizer.fromFile(`${folder}/tokenizer.json`);
+    const bert = await readTokenizer(`${folder}/tokenizer.json`);
     const library = new LibraryTokenizer(BERT_JSON, {});
     const texts = [
       "Hello, World!",

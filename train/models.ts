@@ -1,11 +1,10 @@
 /**
  * The models and optimizers of a training run: built from scratch (sizes from the run's options, the
- * vocabulary from its tokenizer) or loaded from Hugging Face folders, with the head each task needs,
- * and either one joint MultiModelOptimizer or one plain AdamW per model (`independent`).
+ * vocabulary from its tokenizer) with the head each task needs (tasks.ts loads them from Hugging Face
+ * folders instead), and either one joint MultiModelOptimizer or one plain AdamW per model (`independent`).
  *
  * @module
  */
-import { loadPretrained } from "../models/checkpoint.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
 import { TransformerModel } from "../models/model.ts";
@@ -66,28 +65,6 @@ export function buildModel(
     numLabels: Math.max(1, numLabels),
     seed: options.seed * 1009 + index,
   });
-}
-
-/** Loads one model from a Hugging Face folder into the task's head (a new head is initialised, as HF does). */
-export async function loadModel(
-  spec: ModelSpec,
-  folder: string,
-  task: TaskName,
-  numLabels: number,
-): Promise<TransformerModel> {
-  const model = await loadPretrained(folder, {
-    name: spec.name,
-    task: headFor(task, spec.family),
-    numLabels: Math.max(1, numLabels),
-    allowNewHead: true,
-  });
-  if (model.config.family !== spec.family) {
-    model.dispose();
-    throw new Error(
-      `--from ${spec.name}=${folder}: the folder holds a ${model.config.family} model, not ${spec.family}`,
-    );
-  }
-  return model.train();
 }
 
 /** The optimizer settings of a run, for `updates` updates in total. */

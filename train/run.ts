@@ -13,37 +13,7 @@ import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import type { TrainOptions } from "./options.ts";
 import type { RunRecord } from "./report.ts";
-
-/** One logged interval of training steps: the mean task loss and the optimizer's figures per model. */
-export interface StepLine {
-  /** The last step of the interval (1-based). */
-  step: number;
-  /** Steps in the interval. */
-  steps: number;
-  /** Wall-clock seconds of the interval's steps. */
-  seconds: number;
-  /** Non-padding tokens seen in the interval. */
-  tokens: number;
-  /** Per model. */
-  models: Record<
-    string,
-    { loss: number; lr: number; lrMultiplier: number; gradNorm: number; updates: number; skipped: number }
-  >;
-}
-
-/** One evaluation of one model on a split. */
-export interface EvaluationLine {
-  /** Training steps done. */
-  step: number;
-  /** Epochs done. */
-  epoch: number;
-  /** Split. */
-  split: "validation" | "test";
-  /** Model name. */
-  model: string;
-  /** The task's metrics. */
-  metrics: Record<string, number>;
-}
+import type { EvaluationLine, StepLine } from "./session.ts";
 
 /** What `state.json` holds: the latest complete checkpoint. */
 interface RunState {
