@@ -18,9 +18,10 @@
  */
 import { createBuffer, sizeClass } from "./pool.ts";
 
+/** An environment variable under Deno ("" when unset, not permitted, or in a browser, which has no Deno). */
 function readEnv(name: string): string {
   try {
-    return Deno.env.get(name) ?? "";
+    return globalThis.Deno?.env.get(name) ?? "";
   } catch {
     return "";
   }

@@ -101,7 +101,8 @@ function acceptedNames(): string {
 function readEnvironment(): Choices {
   let spec: string | undefined;
   try {
-    spec = Deno.env.get("MM_KERNELS");
+    // A browser has no Deno, and so no MM_KERNELS.
+    spec = globalThis.Deno?.env.get("MM_KERNELS");
   } catch {
     return {};
   }

@@ -448,7 +448,7 @@ export function recordLosses(
     code: `${FINITE}${uniformArray("ring_slot", "slot", MAX_MODELS, "u32")}
 @compute @workgroup_size(${MAX_MODELS})
 fn main(@builtin(local_invocation_index) m: u32) {
-  if ((params.present >> m & 1u) == 0u) { return; }
+  if (((params.present >> m) & 1u) == 0u) { return; }
   let loss = latest[m];
   ring[m * params.window + ring_slot(m)] = loss;
   if (!finite(loss)) { control[m * ${CONTROL_STRIDE}u + ${CONTROL.lossFinite}u] = 0.0; }

@@ -251,8 +251,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
       let row = m * S;
       let inverse = params.inverse_accumulation;
-      // A non-finite gradient has no norm; NaN reports it.
-      let nan = bitcast<f32>(0x7fc00000u);
+      // A non-finite gradient has no norm; NaN reports it (read from a var: Tint rejects a constant NaN).
+      var nan_bits = 0x7fc00000u;
+      let nan = bitcast<f32>(nan_bits);
       let norm = select(largest[0] * sqrt(sums[0]) * inverse, nan, (flags[0] & ${TILE_FLAG.gradient}u) != 0u);
       control[row + ${CONTROL.norm}u] = norm;
       if (params.phase != ${PlanPhase.Finish}u) {
@@ -268,7 +269,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let adaptive = params.adaptive == 1u;
   if (adaptive && lid < params.models) {
     trend_valid[lid] = 0u;
-    if ((params.valid_mask >> lid & 1u) == 1u) { fit_trend(lid); }
+    if (((params.valid_mask >> lid) & 1u) == 1u) { fit_trend(lid); }
   }
   workgroupBarrier();
   if (lid != 0u) { return; }
