@@ -40,7 +40,14 @@ export {
   zeros,
 } from "./engine/tensor.ts";
 export { manualSeed, Random } from "./engine/random.ts";
-export { type PoolStats, poolStats, trimPool } from "./engine/pool.ts";
+export {
+  formatBinary,
+  memoryBudget,
+  type PoolStats,
+  poolStats,
+  setMemoryBudget,
+  trimPool,
+} from "./engine/pool.ts";
 export {
   type BufferRange,
   type DispatchRecord,
@@ -97,6 +104,13 @@ export {
 } from "./models/config.ts";
 export { type ModelOptions, type ModelOutput, TransformerModel } from "./models/model.ts";
 export type { Task } from "./models/heads.ts";
+export {
+  estimateMemory,
+  type MemoryEstimate,
+  type MemoryModel,
+  type MemoryOptions,
+  type ModelMemory,
+} from "./models/memory.ts";
 export type { Batch } from "./models/inputs.ts";
 export {
   type Initializer,

@@ -9,7 +9,7 @@
  * @module
  */
 import { gpu } from "./device.ts";
-import { createBuffer } from "./pool.ts";
+import { createBuffer, destroyBuffer } from "./pool.ts";
 import { clearBuffer, flush } from "./recorder.ts";
 import { shapeSize } from "./shape.ts";
 import { keep, Storage, Tensor } from "./tensor.ts";
@@ -145,8 +145,8 @@ export class Arena {
     for (const view of this.#views) view.dispose();
     flush();
     for (const c of this.chunks) {
-      c.values.destroy();
-      c.grads.destroy();
+      destroyBuffer(c.values);
+      destroyBuffer(c.grads);
     }
   }
 

@@ -5,6 +5,7 @@
  * @module
  */
 import { debugLevel } from "./debug.ts";
+import { formatBinary, poolStats } from "./pool.ts";
 
 /** What kernels need to know about the hardware to choose their shapes. */
 export interface DeviceProfile {
@@ -102,7 +103,12 @@ async function openDevice(): Promise<Gpu> {
   });
   device.addEventListener("uncapturederror", (event) => {
     const error = (event as GPUUncapturedErrorEvent).error;
-    console.error(`WebGPU error: ${error.message}`);
+    // WebGPU cannot say how much memory there is, so what the process holds is the best hint.
+    const held = error instanceof GPUOutOfMemoryError
+      ? ` (out of memory with ${formatBinary(poolStats().liveBytes)} held in buffers; ` +
+        "estimateMemory() says what a configuration needs, setMemoryBudget() refuses what will not fit)"
+      : "";
+    console.error(`WebGPU error: ${error.message}${held}`);
   });
   const description = adapter.info.description || adapter.info.vendor || "unknown adapter";
   const isSoftware = adapter.info.isFallbackAdapter ||

@@ -20,9 +20,21 @@ export interface PoolStats {
   inUseBytes: number;
   /** Pooled storage buffers currently free. */
   freeBuffers: number;
+  /** Bytes of every buffer the engine created and has not destroyed (pool, arenas, optimizer state, staging). */
+  liveBytes: number;
+  /** The largest {@linkcode PoolStats.liveBytes} so far: the process's peak GPU memory. */
+  peakLiveBytes: number;
 }
 
-const stats: PoolStats = { buffersCreated: 0, pooledBytes: 0, inUseBytes: 0, freeBuffers: 0 };
+const stats: PoolStats = {
+  buffersCreated: 0,
+  pooledBytes: 0,
+  inUseBytes: 0,
+  freeBuffers: 0,
+  liveBytes: 0,
+  peakLiveBytes: 0,
+};
+let budget = Infinity;
 const freeBySize = new Map<number, GPUBuffer[]>();
 
 /**
@@ -36,7 +48,50 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
-/** Creates a GPUBuffer and counts it; every buffer of the engine is made here. */
+/**
+ * Sets the bytes of GPU memory this process may hold in buffers (null: no limit, the default).
+ * WebGPU cannot report how much memory an adapter has, so the engine cannot know when an allocation
+ * will fail; with a budget (on a software adapter, the machine's free memory; on a GPU, its memory
+ * size), a buffer that would exceed it is refused with an error saying what is needed and what is
+ * left, instead of the device losing memory or the process being killed.
+ */
+export function setMemoryBudget(bytes: number | null): void {
+  if (bytes !== null && !(bytes > 0)) {
+    throw new RangeError(`setMemoryBudget: ${bytes} is not a positive byte count`);
+  }
+  budget = bytes ?? Infinity;
+}
+
+/** The budget of {@linkcode setMemoryBudget}: Infinity when none is set. */
+export function memoryBudget(): number {
+  return budget;
+}
+
+/**
+ * Throws unless `bytes` more fit the memory budget; `what` names the allocation and `breakdown`
+ * says what the bytes are for.
+ */
+export function assertFitsBudget(what: string, bytes: number, breakdown = ""): void {
+  if (stats.liveBytes + bytes <= budget) return;
+  throw new RangeError(
+    `${what} needs ${formatBinary(bytes)}${breakdown ? ` (${breakdown})` : ""}, but only ` +
+      `${formatBinary(Math.max(0, budget - stats.liveBytes))} of the ${formatBinary(budget)} memory budget ` +
+      `are left (${formatBinary(stats.liveBytes)} held in buffers; see setMemoryBudget)`,
+  );
+}
+
+/** Bytes in binary units with three significant digits ("1.43 GiB", "512 B"). */
+export function formatBinary(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toPrecision(3)} ${units[unit]}`;
+}
+
+/** Creates a GPUBuffer and counts it; every buffer of the engine is made here and freed by {@linkcode destroyBuffer}. */
 export function createBuffer(size: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
   const { device, profile } = gpu();
   if (size > profile.maxBufferBytes) {
@@ -44,8 +99,17 @@ export function createBuffer(size: number, usage: GPUBufferUsageFlags, label: st
       `${label}: ${size} bytes exceed the device's maxBufferSize of ${profile.maxBufferBytes} bytes`,
     );
   }
+  assertFitsBudget(`buffer "${label}"`, size);
   stats.buffersCreated++;
+  stats.liveBytes += size;
+  stats.peakLiveBytes = Math.max(stats.peakLiveBytes, stats.liveBytes);
   return device.createBuffer({ size, usage, label });
+}
+
+/** Destroys a buffer made by {@linkcode createBuffer} and stops counting its bytes. */
+export function destroyBuffer(buffer: GPUBuffer): void {
+  stats.liveBytes -= buffer.size;
+  buffer.destroy();
 }
 
 /** Hands out a storage buffer of at least `bytes` bytes, reusing a free one of the same size class. */
@@ -77,7 +141,7 @@ export function trimPool(): void {
   for (const free of freeBySize.values()) {
     for (const buffer of free) {
       stats.pooledBytes -= buffer.size;
-      buffer.destroy();
+      destroyBuffer(buffer);
     }
   }
   freeBySize.clear();

@@ -9,7 +9,7 @@ const root = new URL("../", import.meta.url).pathname;
 /** Every command with its flags as `--help` must list them (with their defaults). */
 const COMMANDS: Record<string, string[]> = {
   demo: ["--steps <N>", "(default: 200)", "-h, --help"],
-  describe: ["-t, --task <task>", "(default: base)", "--json", "-h, --help"],
+  describe: ["-t, --task <task>", "(default: base)", "--batch <N>", "--length <N>", "--json", "-h, --help"],
   groups: ["--json", "-h, --help"],
   parity: ["-h, --help"],
 };
@@ -106,6 +106,14 @@ Deno.test("describe and groups still print their metadata with valid flags", asy
   if (described.code !== 0) throw new Error(`describe: exit ${described.code}: ${described.stderr}`);
   const infos = JSON.parse(described.stdout) as { name: string }[];
   if (infos[0].name !== "transformer.wte.weight") throw new Error(`describe: first tensor ${infos[0].name}`);
+  const memory = await run("describe", "gpt2", "--batch", "2", "--length", "16");
+  if (!/activations \(batch 2 x 16\) +\d/.test(memory.stdout)) throw new Error(`describe: ${memory.stdout}`);
+  expectOneLine(
+    await run("describe", "gpt2", "--length", "0"),
+    "describe",
+    2,
+    '--length must be a positive integer, got "0"',
+  );
   const groups = await run("groups", "--json");
   if (groups.code !== 0) throw new Error(`groups: exit ${groups.code}: ${groups.stderr}`);
   if (!Array.isArray(JSON.parse(groups.stdout))) throw new Error("groups --json: not an array");

@@ -1,27 +1,50 @@
 /**
- * `deno task describe <config.json | bert | gpt2 | roberta> [--task T] [--json]`: prints the
- * structural metadata of every parameter of a model (role, kind, site, layer, shape, layout) -
- * what the multi-model optimizer groups by. Builds metadata only; no weights are allocated.
+ * `deno task describe <config.json | bert | gpt2 | roberta> [--task T] [--batch B] [--length T] [--json]`:
+ * prints the structural metadata of every parameter of a model (role, kind, site, layer, shape,
+ * layout) - what the multi-model optimizer groups by - and the memory training it takes: bytes of
+ * parameters, gradients, AdamW state and the activations of a B x T batch (models/memory.ts).
+ * Builds metadata only; no weights are allocated.
  * Exits 2, with one line, on a bad flag, an unknown task or a source that is neither a family
  * nor a readable, valid config.json.
  *
  * @module
  */
 import { modelFromConfigFile } from "../models/checkpoint.ts";
+import { formatBinary } from "../engine/pool.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
 import { type Task, TASKS } from "../models/heads.ts";
 import { TransformerModel } from "../models/model.ts";
+import { estimateMemory, type MemoryModel, type ModelMemory } from "../models/memory.ts";
 import type { ParameterInfo } from "../models/parameters.ts";
-import { exitWithUsageError, parseCommand } from "./args.ts";
+import { exitWithUsageError, parseCommand, positiveInteger } from "./args.ts";
 
 const FAMILIES = ["bert", "gpt2", "roberta"];
 
-/** Builds the metadata of a model from a family name or a Hugging Face config.json path. */
-export async function describeModel(source: string, task: Task = "base"): Promise<ParameterInfo[]> {
-  const model = FAMILIES.includes(source)
+/** Builds a model's metadata (no weights) from a family name or a Hugging Face config.json path. */
+export async function describedModel(source: string, task: Task = "base"): Promise<TransformerModel> {
+  return FAMILIES.includes(source)
     ? new TransformerModel(modelConfig(source as ModelFamily), { task, allocate: false })
     : await modelFromConfigFile(source, { task, allocate: false });
-  return model.parameterSet.infos;
+}
+
+/** Builds the metadata of a model from a family name or a Hugging Face config.json path. */
+export async function describeModel(source: string, task: Task = "base"): Promise<ParameterInfo[]> {
+  return (await describedModel(source, task)).parameterSet.infos;
+}
+
+/** The memory lines of `describe`: what training the model takes at a batch of `batch` x `length` tokens. */
+export function memoryLines(name: string, model: MemoryModel, batch: number, length: number): string {
+  const m: ModelMemory = estimateMemory({ [name]: model }, { batch, length }).models[name];
+  const rows: [string, number][] = [
+    ["parameters", m.parameters],
+    ["gradients", m.gradients],
+    ["optimizer state (AdamW moments)", m.optimizerState],
+    [`activations (batch ${batch} x ${length})`, m.activations],
+    ["backward peak (two largest activation gradients)", m.backwardPeak],
+    ["total", m.total],
+  ];
+  const width = Math.max(...rows.map(([label]) => label.length));
+  return rows.map(([label, bytes]) => `${label.padEnd(width)}  ${formatBinary(bytes)}`).join("\n");
 }
 
 /** Formats metadata as an aligned text table. */
@@ -46,7 +69,9 @@ if (import.meta.main) {
     name: "describe",
     operands: `<config.json | ${FAMILIES.join(" | ")}>`,
     positionals: [1, 1],
-    summary: "Prints the structural metadata of every parameter of a model, without allocating weights.",
+    summary:
+      "Prints the structural metadata of every parameter of a model and the memory training it takes, " +
+      "without allocating weights.",
     flags: {
       task: {
         type: "string",
@@ -55,18 +80,36 @@ if (import.meta.main) {
         default: "base",
         description: `the head to build: ${TASKS.join(", ")}`,
       },
-      json: { type: "boolean", default: false, description: "print JSON instead of a table" },
+      batch: {
+        type: "string",
+        value: "N",
+        default: "1",
+        description: "sequences per batch, for the memory estimate",
+      },
+      length: {
+        type: "string",
+        value: "N",
+        default: "128",
+        description: "tokens per sequence, for the memory estimate",
+      },
+      json: { type: "boolean", default: false, description: "print the parameter metadata as JSON" },
     },
   });
-  let infos: ParameterInfo[];
+  const batch = positiveInteger("describe", "batch", flags.batch);
+  const length = positiveInteger("describe", "length", flags.length);
+  let model: TransformerModel;
   try {
-    infos = await describeModel(source, flags.task as Task);
+    model = await describedModel(source, flags.task as Task);
   } catch (error) {
     // Building metadata reads only the arguments, so every failure here is a bad argument: an
     // unknown task, or a config.json that is missing or not a model configuration.
     exitWithUsageError("describe", (error as Error).message);
   }
+  const infos = model.parameterSet.infos;
   const count = infos.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
   if (flags.json) console.log(JSON.stringify(infos, null, 2));
-  else console.log(`${metadataTable(infos)}\n\n${infos.length} tensors, ${count} parameters`);
+  else {
+    console.log(`${metadataTable(infos)}\n\n${infos.length} tensors, ${count} parameters\n`);
+    console.log(`training memory, AdamW, float32:\n${memoryLines(model.name, model, batch, length)}`);
+  }
 }

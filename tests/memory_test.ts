@@ -1,0 +1,108 @@
+import { poolStats, setMemoryBudget } from "../engine/pool.ts";
+import { tensor, tidy } from "../engine/tensor.ts";
+import { modelConfig, type ModelFamily } from "../models/config.ts";
+import type { Task } from "../models/heads.ts";
+import type { Batch } from "../models/inputs.ts";
+import { estimateMemory } from "../models/memory.ts";
+import { TransformerModel } from "../models/model.ts";
+import { expectError, setup } from "./helpers.ts";
+
+await setup();
+
+const SMALL = {
+  hiddenSize: 64,
+  numLayers: 2,
+  numHeads: 4,
+  intermediateSize: 256,
+  vocabSize: 500,
+  maxPositions: 40,
+};
+
+function batchFor(task: Task, B: number, T: number): Batch {
+  const ids = new Int32Array(B * T).map((_, i) => 3 + (i * 7) % 400);
+  const batch: Batch = { inputIds: tensor(ids, { shape: [B, T] }) };
+  if (task === "causal-lm" || task === "token-classification") {
+    batch.labels = tensor(ids.map((x) => x % 2), { shape: [B, T] });
+  }
+  return batch;
+}
+
+Deno.test("the activation estimate is within 15% below what a training forward pass holds", () => {
+  const [B, T] = [2, 16];
+  for (const family of ["bert", "gpt2", "roberta"] as ModelFamily[]) {
+    for (const task of ["base", "causal-lm", "token-classification"] as Task[]) {
+      const model = new TransformerModel(modelConfig(family, SMALL), { task });
+      const batch = batchFor(task, B, T);
+      const before = poolStats().inUseBytes;
+      let held = 0;
+      tidy(() => {
+        model.forward(batch);
+        held = poolStats().inUseBytes - before;
+      });
+      const estimate = estimateMemory({ m: model }, { batch: B, length: T }).models.m.activations;
+      // The pool rounds each buffer up to a size class, which the estimate leaves out.
+      if (!(estimate <= held && estimate >= 0.85 * held)) {
+        throw new Error(`${family} ${task}: estimated ${estimate} bytes, the forward pass holds ${held}`);
+      }
+      model.dispose();
+    }
+  }
+});
+
+Deno.test("parameters, gradients and moments are the arena's bytes; the total sums the models", () => {
+  const models = {
+    a: new TransformerModel(modelConfig("gpt2", SMALL), { task: "causal-lm" }),
+    b: new TransformerModel(modelConfig("bert", SMALL), { task: "sequence-classification", numLabels: 3 }),
+  };
+  const plain = estimateMemory(models, { batch: 1, length: 8 });
+  const amsgrad = estimateMemory(models, { batch: 1, length: 8, amsgrad: true });
+  for (const [name, model] of Object.entries(models)) {
+    const arenaBytes = model.parameterSet.arena.length * 4;
+    const m = plain.models[name];
+    if (m.parameters !== arenaBytes || m.gradients !== arenaBytes || m.optimizerState !== 2 * arenaBytes) {
+      throw new Error(`${name}: ${JSON.stringify(m)} for an arena of ${arenaBytes} bytes`);
+    }
+    if (amsgrad.models[name].optimizerState !== 3 * arenaBytes) throw new Error(`${name}: AMSGrad state`);
+    const parts = m.parameters + m.gradients + m.optimizerState + m.activations + m.backwardPeak;
+    if (m.total !== parts) throw new Error(`${name}: total ${m.total}, parts ${parts}`);
+    model.dispose();
+  }
+  if (plain.total.total !== plain.models.a.total + plain.models.b.total) {
+    throw new Error("total of the models");
+  }
+  expectError(
+    () => estimateMemory(models, { batch: 0, length: 8 }),
+    "estimateMemory: batch and length must be positive integers, got 0 x 8",
+  );
+});
+
+Deno.test("a memory budget refuses what does not fit, saying what is needed and left", () => {
+  const before = poolStats();
+  const model = new TransformerModel(modelConfig("gpt2", SMALL), { task: "causal-lm" });
+  const arenaBytes = model.parameterSet.arena.length * 4;
+  const held = poolStats();
+  if (held.liveBytes - before.liveBytes < 2 * arenaBytes) throw new Error("values and gradients are counted");
+  if (held.peakLiveBytes < held.liveBytes) throw new Error("the peak is at least what is held");
+  model.dispose();
+  if (poolStats().liveBytes !== held.liveBytes - 2 * arenaBytes) {
+    throw new Error("a disposed arena is uncounted");
+  }
+  setMemoryBudget(poolStats().liveBytes + 1024);
+  try {
+    let message = "";
+    try {
+      new TransformerModel(modelConfig("gpt2", SMALL), { task: "causal-lm" });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    if (
+      !/^buffer "gpt2 parameters values 0" needs .* but only 1\.00 KiB of the .* memory budget are left/.test(
+        message,
+      )
+    ) {
+      throw new Error(`got "${message}"`);
+    }
+  } finally {
+    setMemoryBudget(null);
+  }
+});
