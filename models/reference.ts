@@ -8,7 +8,7 @@
  */
 import { type Array64, array64 } from "../kernels/reference/array.ts";
 import { attentionForward } from "../kernels/reference/attention.ts";
-import { geluErf, geluTanh } from "../kernels/reference/elementwise.ts";
+import { geluErf, geluTanh, relu } from "../kernels/reference/elementwise.ts";
 import { gatherRowsForward } from "../kernels/reference/embedding.ts";
 import { layerNormForward } from "../kernels/reference/layernorm.ts";
 import { matmul } from "../kernels/reference/matmul.ts";
@@ -128,7 +128,7 @@ function positions(c: ModelConfig, inputs: ReferenceInputs): Int32Array {
 export function referenceForward(c: ModelConfig, weights: Weights, inputs: ReferenceInputs): ReferenceOutput {
   const C = c.hiddenSize;
   const F = c.intermediateSize;
-  const gelu = c.hiddenAct === "gelu" ? geluErf.f : geluTanh.f;
+  const activation = { gelu: geluErf.f, gelu_new: geluTanh.f, relu: relu.f }[c.hiddenAct];
   const embed = (name: string, ids: Int32Array) => gatherRowsForward(weights.get(`${name}.weight`)!, C, ids);
   if (c.family === "gpt2") {
     let x = add(embed("wte", inputs.ids), embed("wpe", positions(c, inputs)));
@@ -146,7 +146,7 @@ export function referenceForward(c: ModelConfig, weights: Weights, inputs: Refer
         F,
         true,
       );
-      x = add(x, dense(weights, `h.${i}.mlp.c_proj`, inner.map(gelu), F, C, true));
+      x = add(x, dense(weights, `h.${i}.mlp.c_proj`, inner.map(activation), F, C, true));
     }
     return { hidden: norm(weights, "ln_f", x, C, c.layerNormEps) };
   }
@@ -167,7 +167,7 @@ export function referenceForward(c: ModelConfig, weights: Weights, inputs: Refer
     const context = attend(q, k, v, c, inputs, false);
     const attended = dense(weights, `${p}.attention.output.dense`, context, C, C, false);
     x = norm(weights, `${p}.attention.output.LayerNorm`, add(attended, x), C, c.layerNormEps);
-    const inner = dense(weights, `${p}.intermediate.dense`, x, C, F, false).map(gelu);
+    const inner = dense(weights, `${p}.intermediate.dense`, x, C, F, false).map(activation);
     x = norm(
       weights,
       `${p}.output.LayerNorm`,
