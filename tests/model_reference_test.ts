@@ -1,7 +1,8 @@
 /**
  * The GPU models against a float64 reference forward written from Hugging Face's definitions, on
  * configurations unlike the shipped fixtures: odd widths, head sizes 5, 6 and 8, three layers,
- * several padding patterns in one batch, batch 1, and sequences longer than the kernels' blocks.
+ * several padding patterns in one batch, batch 1, sequences longer than the kernels' blocks, and
+ * LayerNorm eps and activations other than each family's defaults.
  */
 import { Random } from "../engine/random.ts";
 import { readAll, tensor, writeTensor } from "../engine/tensor.ts";
@@ -61,6 +62,53 @@ const CASES: Case[] = [
     batch: 1,
     length: 11,
     lengths: [8],
+  },
+  // Options away from each family's defaults: a large LayerNorm eps (where its place in the formula
+  // and its source, the configuration, both show) and each family with another family's activation.
+  {
+    name: "BERT with layerNormEps 0.5 and ReLU",
+    config: modelConfig("bert", {
+      hiddenSize: 16,
+      numHeads: 2,
+      numLayers: 2,
+      vocabSize: 19,
+      maxPositions: 12,
+      layerNormEps: 0.5,
+      hiddenAct: "relu",
+    }),
+    batch: 2,
+    length: 7,
+    lengths: [7, 5],
+  },
+  {
+    name: "GPT-2 with layerNormEps 0.3 and the erf GELU",
+    config: modelConfig("gpt2", {
+      hiddenSize: 16,
+      numHeads: 4,
+      numLayers: 2,
+      vocabSize: 19,
+      maxPositions: 12,
+      layerNormEps: 0.3,
+      hiddenAct: "gelu",
+    }),
+    batch: 2,
+    length: 9,
+    lengths: [9, 6],
+  },
+  {
+    name: "RoBERTa with layerNormEps 1e-12 and the tanh GELU",
+    config: modelConfig("roberta", {
+      hiddenSize: 12,
+      numHeads: 3,
+      numLayers: 1,
+      vocabSize: 23,
+      maxPositions: 16,
+      layerNormEps: 1e-12,
+      hiddenAct: "gelu_new",
+    }),
+    batch: 2,
+    length: 6,
+    lengths: [6, 3],
   },
 ];
 
