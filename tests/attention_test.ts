@@ -30,6 +30,8 @@ interface Case extends AttentionShape {
   causal?: boolean;
   masked?: boolean | "all";
   dropout?: number;
+  /** The scale option; undefined leaves the default 1/sqrt(D). */
+  scale?: number;
 }
 
 const sizeOf = (...dims: number[]) => dims.reduce((p, d) => p * d, 1);
@@ -62,7 +64,7 @@ async function runGpu(c: Case, x: ReturnType<typeof inputs>, seedBase = 7) {
   manualSeed(seedBase);
   const seed = nextKernelSeed();
   manualSeed(seedBase);
-  const out = attention(q, k, v, { causal: c.causal, keyMask, dropout: c.dropout });
+  const out = attention(q, k, v, { causal: c.causal, keyMask, dropout: c.dropout, scale: c.scale });
   out.backward(tensor(x.g, { shape: out.shape }));
   const [o, dq, dk, dv] = await readAll([out, q.grad!, k.grad!, v.grad!]);
   for (const t of [q, k, v, out, keyMask]) t?.dispose();
@@ -78,6 +80,7 @@ async function check(c: Case, seed: number): Promise<void> {
     keyMask: x.mask,
     dropout: c.dropout,
     seed: gpu.seed,
+    scale: c.scale,
   };
   const grads = attentionBackward(x.q, x.k, x.v, x.g, c, options);
   const expected = {
@@ -177,6 +180,48 @@ Deno.test("the tiled kernels (the GPU path, with small tiles) match the referenc
     await check({ batch: 2, heads: 2, queries: 17, keys: 10, dim: 9, masked: true, dropout: 0.2 }, 450);
     await check({ batch: 1, heads: 1, queries: 9, keys: 9, dim: 9, causal: true, masked: true }, 460);
   });
+});
+
+Deno.test("the scale option matches the reference at 0, a non-default value, a negative one and a large one", async () => {
+  // Default 1/sqrt(8) = 0.354; 0 makes every visible key equally likely; -0.7 prefers the least similar key;
+  // 6 makes the rows nearly one-hot (the online maximum matters). Every variant applies scale in its own code.
+  const scales = [0, 0.3, -0.7, 6];
+  const shapes: Case[] = [
+    { batch: 2, heads: 2, queries: 7, keys: 7, dim: 8, causal: true, masked: true },
+    { batch: 1, heads: 3, queries: 9, keys: 21, dim: 8, masked: true, dropout: 0.2 },
+    { batch: 1, heads: 1, queries: 5, keys: 3, dim: 5 },
+  ];
+  let seed = 700;
+  for (const variant of ["", "attention:rows", "attention:texel", "attention:tiled_small"]) {
+    await withKernels(variant, async () => {
+      for (const scale of scales) {
+        for (const c of shapes) await check({ ...c, scale }, seed++);
+      }
+    });
+  }
+});
+
+Deno.test("scale 0 averages the visible values; an explicit 1/sqrt(D) equals the default bit for bit", async () => {
+  const c: Case = { batch: 1, heads: 2, queries: 4, keys: 6, dim: 4, causal: true };
+  const x = inputs(c, 720);
+  const { o } = await runGpu({ ...c, scale: 0 }, x);
+  // Causal query i sees keys 0..i, each with probability 1 / (i + 1), independently of q and k.
+  const expected = new Float64Array(o.length);
+  for (let h = 0; h < c.heads; h++) {
+    for (let i = 0; i < c.queries; i++) {
+      for (let d = 0; d < c.dim; d++) {
+        let total = 0;
+        for (let j = 0; j <= i; j++) total += x.v[(h * c.keys + j) * c.dim + d];
+        expected[(h * c.queries + i) * c.dim + d] = total / (i + 1);
+      }
+    }
+  }
+  assertClose(o, expected, { atol: 1e-6 }, "scale 0");
+  const byDefault = await runGpu(c, x);
+  const explicit = await runGpu({ ...c, scale: 1 / Math.sqrt(c.dim) }, x);
+  for (const name of ["o", "dq", "dk", "dv"] as const) {
+    assertBitwiseEqual(explicit[name], byDefault[name], `explicit scale ${name}`);
+  }
 });
 
 Deno.test("rows whose keys are all masked output zeros and get zero gradients", async () => {
@@ -338,6 +383,12 @@ Deno.test("bad shapes and options throw errors naming the op and the shapes", ()
     () => attention(t([1, 1, 4, 8]), t([1, 1, 4, 8]), t([1, 1, 4, 8]), { dropout: 1 }),
     "attention: dropout 1 is outside [0, 1)",
   );
+  for (const scale of [Infinity, NaN]) {
+    expectError(
+      () => attention(t([1, 1, 4, 8]), t([1, 1, 4, 8]), t([1, 1, 4, 8]), { scale }),
+      `attention: scale ${scale} is not finite`,
+    );
+  }
   expectError(
     () => fusedQkvAttention(t([2, 5, 30]), 4),
     "fusedQkvAttention: qkv [2, 5, 30] does not split into q, k and v of 4 heads",
