@@ -4,7 +4,8 @@
  * betas 0, a large eps, strong weight decay, clipping that always, never or sometimes bites,
  * accumulation 1 and 3 where Adam's scale invariance cannot hide the average, sharing and sync ratios
  * 0 and 1, sync at its default period, adaptive rates pinned to 1 and at their smallest window, one
- * model, extreme weights, and schedules without warmup or decay. docs/reliability.md lists which test
+ * model, extreme weights, schedules without warmup or decay, and every default pinned to its documented
+ * value (the reference reads resolved options too). docs/reliability.md lists which test
  * covers each option at its default, a non-default value and its boundaries.
  */
 import { Random } from "../engine/random.ts";
@@ -266,6 +267,37 @@ Deno.test("schedules without warmup, without decay (minRatio 1), and past totalS
     ]
   ) {
     await againstReference({ ...PLAIN, lr: 0.05, schedule }, { updates: 5 });
+  }
+});
+
+Deno.test("every option left out takes its documented default", () => {
+  // The reference reads resolved options too, so a changed default would move both: pin them here.
+  const expected = {
+    lr: 1e-3,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    weightDecay: 0,
+    amsgrad: false,
+    modelWeights: [1, 1],
+    gradientAccumulationSteps: 1,
+    clipGradNorm: null,
+    schedule: null,
+    gradientSharing: { ratio: 0.2, every: 1 },
+    parameterSync: { ratio: 0.1, every: 10 },
+    adaptiveLr: { window: 20, min: 0.5, max: 1.5, smoothing: 0.1 },
+    alignInitialization: false,
+  };
+  const got = JSON.stringify(resolveOptions(["a", "b"], {}));
+  if (got !== JSON.stringify(expected)) throw new Error(`defaults ${got}`);
+  const partial = resolveOptions(["a", "b"], {
+    gradientSharing: { every: 3 },
+    parameterSync: { ratio: 0.5 },
+  });
+  if (
+    JSON.stringify([partial.gradientSharing, partial.parameterSync]) !==
+      JSON.stringify([{ ratio: 0.2, every: 3 }, { ratio: 0.5, every: 10 }])
+  ) {
+    throw new Error(`partial mechanisms ${JSON.stringify([partial.gradientSharing, partial.parameterSync])}`);
   }
 });
 

@@ -1,0 +1,153 @@
+/**
+ * The options of a training run (train/options.ts) at their defaults, other values and boundaries:
+ * what each becomes in the optimizer's options and the models' configurations, and which values
+ * checkTrainOptions accepts or refuses. Host code only; train_test.ts trains with them end to end.
+ * docs/reliability.md lists which test covers each option.
+ */
+import { modelConfig } from "../models/config.ts";
+import type { OptimizerOptions } from "../optim/options.ts";
+import { buildModel, optimizerOptions } from "../train/models.ts";
+import { checkTrainOptions, defaultOptions, type TrainOptions } from "../train/options.ts";
+import { setup } from "./helpers.ts";
+
+await setup();
+
+function options(overrides: Partial<TrainOptions> = {}): TrainOptions {
+  return { ...defaultOptions("sentiment"), ...overrides };
+}
+
+function expectEqual(got: unknown, expected: unknown, label: string): void {
+  if (JSON.stringify(got) !== JSON.stringify(expected)) {
+    throw new Error(`${label}: got ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
+  }
+}
+
+Deno.test("the default run's optimizer: AdamW 1e-3, decay 0.01, clip 1, 6% warmup to a cosine, every mechanism", () => {
+  const expected: OptimizerOptions = {
+    lr: 1e-3,
+    weightDecay: 0.01,
+    clipGradNorm: 1,
+    gradientAccumulationSteps: 1,
+    schedule: { warmupSteps: 6, totalSteps: 100, minRatio: 0.1 },
+    gradientSharing: { ratio: 0.2 },
+    parameterSync: { ratio: 0.1 },
+    adaptiveLr: {},
+    alignInitialization: false,
+  };
+  expectEqual(optimizerOptions(options(), 100), expected, "defaults");
+});
+
+Deno.test("each run option reaches the optimizer at other values and at its boundaries", () => {
+  const cases: [Partial<TrainOptions>, number, Partial<OptimizerOptions>][] = [
+    [{ lr: 0.05, weightDecay: 0 }, 10, { lr: 0.05, weightDecay: 0 }],
+    [{ clip: null }, 10, { clipGradNorm: null }],
+    [{ accumulate: 4 }, 10, { gradientAccumulationSteps: 4 }],
+    [{ warmup: 0 }, 10, { schedule: { warmupSteps: 0, totalSteps: 10, minRatio: 0.1 } }],
+    [{ warmup: 0.99 }, 10, { schedule: { warmupSteps: 9, totalSteps: 10, minRatio: 0.1 } }],
+    [{ warmup: 0.5 }, 1, { schedule: { warmupSteps: 0, totalSteps: 1, minRatio: 0.1 } }],
+    [{ sharing: 0 }, 10, { gradientSharing: { ratio: 0 } }],
+    [{ sharing: 1 }, 10, { gradientSharing: { ratio: 1 } }],
+    [{ sharing: false }, 10, { gradientSharing: false }],
+    [{ sync: 0 }, 10, { parameterSync: { ratio: 0 } }],
+    [{ sync: 1 }, 10, { parameterSync: { ratio: 1 } }],
+    [{ sync: false }, 10, { parameterSync: false }],
+    [{ adaptive: false }, 10, { adaptiveLr: false }],
+    [{ alignInit: true }, 10, { alignInitialization: true }],
+  ];
+  for (const [overrides, updates, expected] of cases) {
+    const got = optimizerOptions(options(overrides), updates) as Record<string, unknown>;
+    const subset = Object.fromEntries(Object.keys(expected).map((k) => [k, got[k]]));
+    expectEqual(subset, expected, JSON.stringify(overrides));
+  }
+  const weights = { bert: 1, gpt2: 2, roberta: 0.5 };
+  expectEqual(optimizerOptions(options({ weights }), 10).modelWeights, weights, "weights");
+  if ("modelWeights" in optimizerOptions(options(), 10)) throw new Error("weights null gave modelWeights");
+  // independent: plain AdamW per model, whatever the mechanisms say.
+  const alone = optimizerOptions(options({ independent: true, weights, alignInit: true, sharing: 0.5 }), 10);
+  expectEqual(
+    [
+      alone.gradientSharing,
+      alone.parameterSync,
+      alone.adaptiveLr,
+      alone.alignInitialization,
+      alone.modelWeights,
+    ],
+    [false, false, false, false, undefined],
+    "independent",
+  );
+});
+
+Deno.test("dropout reaches the hidden, embedding and attention dropout of models built from scratch", () => {
+  const spec = {
+    name: "m",
+    family: "gpt2" as const,
+    hiddenSize: 16,
+    numLayers: 1,
+    numHeads: 2,
+    intermediateSize: 32,
+  };
+  for (const dropout of [0, 0.25]) {
+    const model = buildModel(
+      spec,
+      { task: "sentiment", maxLength: 16, seed: 0, dropout },
+      { vocabSize: 300, padId: 0 },
+      2,
+      0,
+    );
+    const c = model.config;
+    expectEqual(
+      [c.hiddenDropout, c.embeddingDropout, c.attentionDropout],
+      [dropout, dropout, dropout],
+      "dropout",
+    );
+    model.dispose();
+  }
+  // The family's own classifier dropout rule applies (HF's classifier_dropout unset).
+  if (modelConfig("gpt2").classifierDropout !== null) throw new Error("classifierDropout is set by default");
+});
+
+Deno.test("run options at their boundaries are accepted, and past them refused naming the option", () => {
+  const accepted: Partial<TrainOptions>[] = [
+    { warmup: 0 },
+    { weightDecay: 0 },
+    { dropout: 0 },
+    { sharing: 0 },
+    { sharing: 1 },
+    { sync: 0 },
+    { sync: 1 },
+    { distill: 0 },
+    { accumulate: 1 },
+    { seed: 0 },
+    { maxLength: 8 },
+    { vocabSize: 261 },
+    { clip: null },
+    { steps: 1, epochs: 1, batchSize: 1, logEvery: 1 },
+  ];
+  for (const overrides of accepted) checkTrainOptions(options(overrides));
+  const refused: [Partial<TrainOptions>, string][] = [
+    [{ warmup: 1 }, "warmup must be in [0, 1), got 1"],
+    [{ warmup: -0.1 }, "warmup must be in [0, 1), got -0.1"],
+    [{ lr: 0 }, "lr must be a positive number, got 0"],
+    [{ weightDecay: -1 }, "weight-decay must be >= 0, got -1"],
+    [{ dropout: 1 }, "dropout must be in [0, 1), got 1"],
+    [{ clip: 0 }, "clip must be > 0, got 0"],
+    [{ sharing: 1.5 }, "sharing must be a ratio in [0, 1] or off, got 1.5"],
+    [{ sync: -0.1 }, "sync must be a ratio in [0, 1] or off, got -0.1"],
+    [{ distill: -1 }, "distill must be >= 0, got -1"],
+    [{ accumulate: 0 }, "accumulate must be a positive integer, got 0"],
+    [{ seed: -1 }, "seed must be an integer >= 0, got -1"],
+    [{ maxLength: 7 }, "max-length must be an integer >= 8, got 7"],
+    [{ vocabSize: 260 }, "vocab must be an integer >= 261 (256 bytes and 5 special tokens), got 260"],
+    [{ steps: 0 }, "steps must be a positive integer, got 0"],
+    [{ evalEvery: 0 }, "eval-every must be a positive integer, got 0"],
+  ];
+  for (const [overrides, expected] of refused) {
+    let message = "";
+    try {
+      checkTrainOptions(options(overrides));
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    if (message !== `train: ${expected}`) throw new Error(`${JSON.stringify(overrides)}: "${message}"`);
+  }
+});
