@@ -76,7 +76,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
   }));
   const ms = await slopeMs(
-    () => dispatch(kernel, [vectors], [from.range(), to.range()], grid(vectors, 256)),
+    () => dispatch(kernel, { count: vectors }, [from.range(), to.range()], grid(vectors, 256)),
     100,
   );
   from.dispose();
@@ -110,7 +110,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
   }));
   // b and c are uniforms, so the compiler cannot fold the loop; |a| stays bounded for b < 1.
-  const params = [invocations, iterations, 0.999, 0.001];
+  const params = { count: invocations, iterations, b: 0.999, c: 0.001 };
   const ms = await slopeMs(() => dispatch(kernel, params, [out.range()], grid(invocations, 256)), 100);
   out.dispose();
   const flops = invocations * iterations * CHAINS * 4 * 2;

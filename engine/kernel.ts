@@ -12,6 +12,30 @@ import { gpu } from "./device.ts";
 export type ParamType = "u32" | "i32" | "f32";
 
 /**
+ * A fixed-size array parameter of `length` scalars. WGSL's uniform layout gives array elements a
+ * 16-byte stride, so it is packed four to a vec4 and read through a generated accessor named like
+ * the parameter: `segment: { type: "u32", length: 9 }` is read in WGSL as `segment(i)`.
+ */
+export interface ArrayParam {
+  /** Element type. */
+  readonly type: ParamType;
+  /** Number of elements a dispatch gives, at least 1. */
+  readonly length: number;
+}
+
+/** A declared uniform parameter: a scalar type or a fixed-size array. */
+export type ParamSpec = ParamType | ArrayParam;
+
+/** A kernel's uniform parameters by name, in uniform order. */
+export type ParamSpecs = { readonly [name: string]: ParamSpec };
+
+/** The value a dispatch gives for a parameter declared as `S`: a number for a scalar, numbers for an array. */
+export type ParamValue<S extends ParamSpec> = S extends ParamType ? number : readonly number[];
+
+/** The values a dispatch gives for declared parameters `P`, by name. */
+export type ParamValues<P extends ParamSpecs> = { readonly [K in keyof P]: ParamValue<P[K]> };
+
+/**
  * Element types a storage binding may have, or "texture": a read-only `texture_2d<f32>` of rgba32float
  * texels, bound with a texture view (software adapters read operands that way, see kernels/texels.ts).
  */
@@ -27,28 +51,40 @@ export interface BindingSpec {
   readonly write?: boolean;
 }
 
-/** Everything needed to build a kernel. */
-export interface KernelSpec {
+/** Everything needed to build a kernel; `P` its uniform parameters. */
+export interface KernelSpec<P extends ParamSpecs = ParamSpecs> {
   /** Name shown by `MM_DEBUG` and in errors, ending in the variant where a family has several ("matmul_tiled64"). */
   readonly name: string;
-  /** Uniform parameters, in order; read in WGSL as `params.<name>`. */
-  readonly params: Readonly<Record<string, ParamType>>;
+  /** Uniform parameters, in order; a scalar is read in WGSL as `params.<name>`, an array as `<name>(i)`. */
+  readonly params: P;
   /** Storage bindings, in order; binding 0 is the uniform block, these follow from 1. */
   readonly bindings: readonly BindingSpec[];
   /** WGSL after the generated header: helper functions and one `@compute fn main`. */
   readonly code: string;
 }
 
-/** A compiled kernel: its pipeline, layout and parameter packing. */
-export interface Kernel {
+/** Where one uniform parameter lies in a dispatch's parameter block. */
+export interface UniformField {
+  /** The parameter's name. */
+  readonly name: string;
+  /** Its scalar type (of every element, for an array). */
+  readonly type: ParamType;
+  /** Offset in 4-byte words from the start of the block. */
+  readonly offset: number;
+  /** Number of elements of an array parameter; undefined for a scalar. */
+  readonly length?: number;
+}
+
+/** A compiled kernel: its pipeline, layout and parameter packing; `P` its uniform parameters. */
+export interface Kernel<P extends ParamSpecs = ParamSpecs> {
   /** Name shown by `MM_DEBUG`. */
   readonly name: string;
   /** Full WGSL source, header included. */
   readonly source: string;
-  /** Parameter names in uniform order. */
-  readonly paramNames: readonly string[];
-  /** Parameter types in uniform order. */
-  readonly paramTypes: readonly ParamType[];
+  /** The declared uniform parameters. */
+  readonly params: P;
+  /** The parameters' places in the uniform block, in declaration order. */
+  readonly uniforms: readonly UniformField[];
   /** Storage binding declarations. */
   readonly bindings: readonly BindingSpec[];
   /** The compute pipeline. */
@@ -64,13 +100,40 @@ export const PARAM_BLOCK_BYTES = 256;
 
 const pipelines = new Map<string, Kernel>();
 
-/** Builds the WGSL source of a kernel: uniform struct, binding declarations, then the spec's code. */
+/**
+ * The uniform block's layout under WGSL's rules: scalars take one 4-byte word; an array is packed
+ * into vec4s (the 16-byte stride uniform arrays require) and starts on a 16-byte boundary.
+ */
+function uniformFields(spec: KernelSpec): UniformField[] {
+  let offset = 0;
+  return Object.entries(spec.params).map(([name, param]) => {
+    if (typeof param === "string") return { name, type: param, offset: offset++ };
+    if (!(Number.isInteger(param.length) && param.length >= 1)) {
+      throw new RangeError(`kernel ${spec.name}: array parameter "${name}" has length ${param.length}`);
+    }
+    const start = Math.ceil(offset / 4) * 4;
+    offset = start + Math.ceil(param.length / 4) * 4;
+    return { name, type: param.type, offset: start, length: param.length };
+  });
+}
+
+/** WGSL of the uniform struct, its binding, and an accessor `<name>(i)` per array parameter. */
+function uniformSource(fields: readonly UniformField[]): string {
+  const vector = { u32: "vec4u", i32: "vec4i", f32: "vec4f" };
+  const members = fields.map((f) =>
+    f.length === undefined
+      ? `  ${f.name}: ${f.type},`
+      : `  ${f.name}: array<${vector[f.type]}, ${Math.ceil(f.length / 4)}>,`
+  );
+  const accessors = fields.filter((f) => f.length !== undefined).map((f) =>
+    `fn ${f.name}(i: u32) -> ${f.type} {\n  return params.${f.name}[i / 4u][i % 4u];\n}\n`
+  );
+  return `struct Params {\n${members.length > 0 ? members.join("\n") : "  unused: u32,"}\n}\n` +
+    "@group(0) @binding(0) var<uniform> params: Params;\n" + accessors.join("");
+}
+
+/** Builds the WGSL source of a kernel: uniform struct and accessors, binding declarations, then the spec's code. */
 export function kernelSource(spec: KernelSpec): string {
-  const fields = Object.entries(spec.params);
-  const struct = fields.length > 0
-    ? `struct Params {\n${fields.map(([n, t]) => `  ${n}: ${t},`).join("\n")}\n}\n`
-    : "struct Params {\n  unused: u32,\n}\n";
-  const uniform = "@group(0) @binding(0) var<uniform> params: Params;\n";
   const storage = spec.bindings.map((b, i) =>
     b.type === "texture"
       ? `@group(0) @binding(${i + 1}) var ${b.name}: texture_2d<f32>;`
@@ -78,7 +141,7 @@ export function kernelSource(spec: KernelSpec): string {
         b.type ?? "f32"
       }>;`
   ).join("\n");
-  return `${struct}${uniform}${storage}\n${spec.code}`;
+  return `${uniformSource(uniformFields(spec))}${storage}\n${spec.code}`;
 }
 
 /**
@@ -86,12 +149,16 @@ export function kernelSource(spec: KernelSpec): string {
  * full source, so two specs that generate the same WGSL share one pipeline (each keeps its name).
  * `MM_DEBUG=3` prints each new pipeline's WGSL and the time its creation took.
  */
-export function compileKernel(spec: KernelSpec): Kernel {
+export function compileKernel<P extends ParamSpecs>(spec: KernelSpec<P>): Kernel<P> {
   const source = kernelSource(spec);
-  const cached = pipelines.get(source);
+  const cached = pipelines.get(source) as Kernel<P> | undefined;
   if (cached) return cached.name === spec.name ? cached : { ...cached, name: spec.name };
-  if (Object.keys(spec.params).length * 4 > PARAM_BLOCK_BYTES) {
-    throw new RangeError(`kernel ${spec.name}: more than ${PARAM_BLOCK_BYTES / 4} uniform parameters`);
+  const uniforms = uniformFields(spec);
+  const words = uniforms.reduce((end, f) => Math.max(end, f.offset + (f.length ?? 1)), 0);
+  if (words * 4 > PARAM_BLOCK_BYTES) {
+    throw new RangeError(
+      `kernel ${spec.name}: uniform parameters take ${words * 4} bytes, more than ${PARAM_BLOCK_BYTES}`,
+    );
   }
   const { device, profile } = gpu();
   const storageBindings = spec.bindings.filter((b) => b.type !== "texture").length;
@@ -125,11 +192,11 @@ export function compileKernel(spec: KernelSpec): Kernel {
     const ms = performance.now() - started;
     debugLine(`pipeline ${pipelines.size + 1} ${spec.name}, created in ${ms.toFixed(1)} ms:\n${source}`);
   }
-  const kernel: Kernel = {
+  const kernel: Kernel<P> = {
     name: spec.name,
     source,
-    paramNames: Object.keys(spec.params),
-    paramTypes: Object.values(spec.params),
+    params: spec.params,
+    uniforms,
     bindings: spec.bindings,
     pipeline,
     layout,
@@ -144,14 +211,14 @@ export function pipelineCount(): number {
   return pipelines.size;
 }
 
-const byVariant = new Map<string, Kernel>();
+const byVariant = new Map<string, Kernel<ParamSpecs>>();
 
 /**
  * Returns the kernel for a variant key (for example "layernorm_forward/256"), building its spec
  * only the first time, so hot paths do not regenerate WGSL on every dispatch.
  */
-export function kernelFor(variant: string, build: () => KernelSpec): Kernel {
-  let kernel = byVariant.get(variant);
+export function kernelFor<P extends ParamSpecs>(variant: string, build: () => KernelSpec<P>): Kernel<P> {
+  let kernel = byVariant.get(variant) as Kernel<P> | undefined;
   if (!kernel) {
     kernel = compileKernel(build());
     byVariant.set(variant, kernel);

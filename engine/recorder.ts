@@ -21,7 +21,13 @@ import {
   SerialTimer,
   TimestampTimer,
 } from "./debug.ts";
-import { type Kernel, PARAM_BLOCK_BYTES, pipelineCount } from "./kernel.ts";
+import {
+  type Kernel,
+  PARAM_BLOCK_BYTES,
+  type ParamSpecs,
+  type ParamValues,
+  pipelineCount,
+} from "./kernel.ts";
 import { createBuffer, sizeClass } from "./pool.ts";
 
 /** A byte range of a GPU buffer, as bound to a kernel. */
@@ -123,13 +129,13 @@ function endPass(): GPUCommandEncoder {
 }
 
 /**
- * Records one dispatch of `kernel` with the given parameters (in the kernel's declared order) and
- * bindings (storage ranges and texture views), over `workgroups`. Nothing runs until the next
- * {@linkcode flush}.
+ * Records one dispatch of `kernel` with its uniform parameters by name (every declared one, no
+ * other; an array parameter with its declared length) and bindings (storage ranges and texture
+ * views), over `workgroups`. Nothing runs until the next {@linkcode flush}.
  */
-export function dispatch(
-  kernel: Kernel,
-  params: readonly number[],
+export function dispatch<P extends ParamSpecs>(
+  kernel: Kernel<P>,
+  params: NoInfer<ParamValues<P>>,
   ranges: readonly Binding[],
   workgroups: readonly [number, number?, number?],
 ): void {
@@ -144,11 +150,6 @@ export function dispatch(
   if (ranges.length !== kernel.bindings.length) {
     throw new Error(
       `kernel ${kernel.name}: ${ranges.length} buffers given, ${kernel.bindings.length} declared`,
-    );
-  }
-  if (params.length !== kernel.paramNames.length) {
-    throw new Error(
-      `kernel ${kernel.name}: ${params.length} parameters given, ${kernel.paramNames.length} declared`,
     );
   }
   const { storageOffsetAlignment: alignment, maxStorageBindingBytes: bindingLimit } = gpu().profile;
@@ -178,14 +179,9 @@ export function dispatch(
   const timing = kernelTimer();
   if (uniformSlots === RING_SLOTS) submit("uniform ring full");
   if (timing instanceof TimestampTimer && timing.full) submit("timestamp queries full");
-  const slot = uniformSlots++;
-  const base = slot * (PARAM_BLOCK_BYTES / 4);
-  for (let i = 0; i < params.length; i++) {
-    const type = kernel.paramTypes[i];
-    if (type === "f32") uniformF32[base + i] = params[i];
-    else if (type === "i32") uniformI32[base + i] = params[i];
-    else uniformU32[base + i] = params[i];
-  }
+  const slot = uniformSlots;
+  writeUniforms(kernel, params as ParamValues<ParamSpecs>, slot * (PARAM_BLOCK_BYTES / 4));
+  uniformSlots++;
   const bindGroup = bindGroupFor(kernel, ranges);
   const computePass = timing ? timedPass(timing, kernel.name) : currentPass();
   computePass.setPipeline(kernel.pipeline);
@@ -209,6 +205,36 @@ export function dispatch(
     pendingWork.bytes += record.bytes;
     if (debugLevel > 0) debugLine(`${record.kernel} wg=(${x},${y},${z}) bytes=${record.bytes}`);
     for (const trace of traces) trace.push(record);
+  }
+}
+
+/**
+ * Writes a dispatch's parameters into its uniform slot at word `base`, checking them against the
+ * kernel's declaration: a missing or unknown name, or a value of the wrong form, is an error naming
+ * the kernel and the parameter.
+ */
+function writeUniforms(kernel: Kernel, params: ParamValues<ParamSpecs>, base: number): void {
+  const fail = (message: string) => new Error(`kernel ${kernel.name}: ${message}`);
+  for (const field of kernel.uniforms) {
+    const value = params[field.name];
+    const at = base + field.offset;
+    const target = field.type === "f32" ? uniformF32 : field.type === "i32" ? uniformI32 : uniformU32;
+    if (value === undefined) throw fail(`uniform "${field.name}" is missing`);
+    if (field.length === undefined) {
+      if (typeof value !== "number") throw fail(`uniform "${field.name}" needs a number, got ${value}`);
+      target[at] = value;
+    } else {
+      if (!Array.isArray(value) || value.length !== field.length) {
+        throw fail(`uniform "${field.name}" needs an array of ${field.length} numbers, got ${value}`);
+      }
+      for (let i = 0; i < field.length; i++) target[at + i] = value[i];
+    }
+  }
+  for (const name in params) {
+    if (!Object.hasOwn(kernel.params, name)) {
+      const declared = kernel.uniforms.map((f) => f.name).join(", ") || "none";
+      throw fail(`unknown uniform "${name}" (declared: ${declared})`);
+    }
   }
 }
 

@@ -404,7 +404,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
   }));
   for (const [start, length] of bindingWindows(into.size)) {
-    dispatch(kernel, [length], [into.window(start, length), grad.window(start, length)], grid(length, 256));
+    dispatch(
+      kernel,
+      { count: length },
+      [into.window(start, length), grad.window(start, length)],
+      grid(length, 256),
+    );
   }
 }
 

@@ -72,11 +72,34 @@ function attentionVariant() {
   return kernelVariant("attention", () => gpu().profile.isSoftware ? "texel" : "tiled");
 }
 
-const PARAMS = Object.fromEntries(
-  ("blocks heads bh tq tk q_off q_sb q_sh q_si k_off v_off kv_sb kv_sh kv_si o_sb o_sh o_si dk_off dv_off " +
-    "scale causal has_mask dropout keep_scale seed").split(" ")
-    .map((n) => [n, ["scale", "dropout", "keep_scale"].includes(n) ? "f32" : "u32"] as const),
-);
+/** Uniforms of every pass: sizes, then offsets and (batch, head, row) strides of each tensor, then settings. */
+const PARAMS = {
+  blocks: "u32",
+  heads: "u32",
+  bh: "u32",
+  tq: "u32",
+  tk: "u32",
+  q_off: "u32",
+  q_sb: "u32",
+  q_sh: "u32",
+  q_si: "u32",
+  k_off: "u32",
+  v_off: "u32",
+  kv_sb: "u32",
+  kv_sh: "u32",
+  kv_si: "u32",
+  o_sb: "u32",
+  o_sh: "u32",
+  o_si: "u32",
+  dk_off: "u32",
+  dv_off: "u32",
+  scale: "f32",
+  causal: "u32",
+  has_mask: "u32",
+  dropout: "f32",
+  keep_scale: "f32",
+  seed: "u32",
+} as const;
 const INPUTS = [{ name: "q" }, { name: "k" }, { name: "v" }, { name: "mask" }];
 const GRAD_INPUTS = [...INPUTS, { name: "o_grad" }, { name: "lse" }, { name: "dvec" }];
 
@@ -92,7 +115,7 @@ function passKernel(
   pass: AttentionPass,
   dim: number,
   variant: KernelVariant<"attention">,
-): { kernel: Kernel; rowsPerBlock: number } {
+): { kernel: Kernel<typeof PARAMS>; rowsPerBlock: number } {
   const spec = PASSES[pass];
   const reads = pass === "forward" ? ["q", "k", "v"] : ["q", "k", "v", "o_grad"];
   const bindings = [
@@ -134,7 +157,7 @@ function passKernel(
 }
 
 /** D_i = rowsum(dO_i * O_i), one invocation per query row (O(T*D) work, negligible next to attention). */
-function rowDotKernel(): Kernel {
+function rowDotKernel() {
   return kernelFor("attention_row_dot", () => ({
     name: "attention_row_dot",
     params: { rows: "u32", tq: "u32", heads: "u32", dim: "u32", o_sb: "u32", o_sh: "u32", o_si: "u32" },
@@ -198,9 +221,33 @@ function launch(
   const { kernel, rowsPerBlock } = passKernel(pass, p.dim, p.variant);
   const blocks = Math.ceil((pass === "keyGrad" ? p.keys : p.queries) / rowsPerBlock);
   const { q, kv, o } = p;
-  const params = [blocks, p.heads, p.batch * p.heads, p.queries, p.keys, q.offset, q.batch, q.head, q.row];
-  params.push(kv.offset, p.vOffset, kv.batch, kv.head, kv.row, o.batch, o.head, o.row, dkOffset, dvOffset);
-  params.push(p.scale, p.causal ? 1 : 0, p.mask ? 1 : 0, p.dropout, 1 / (1 - p.dropout), p.seed);
+  const params = {
+    blocks,
+    heads: p.heads,
+    bh: p.batch * p.heads,
+    tq: p.queries,
+    tk: p.keys,
+    q_off: q.offset,
+    q_sb: q.batch,
+    q_sh: q.head,
+    q_si: q.row,
+    k_off: kv.offset,
+    v_off: p.vOffset,
+    kv_sb: kv.batch,
+    kv_sh: kv.head,
+    kv_si: kv.row,
+    o_sb: o.batch,
+    o_sh: o.head,
+    o_si: o.row,
+    dk_off: dkOffset,
+    dv_off: dvOffset,
+    scale: p.scale,
+    causal: p.causal ? 1 : 0,
+    has_mask: p.mask ? 1 : 0,
+    dropout: p.dropout,
+    keep_scale: 1 / (1 - p.dropout),
+    seed: p.seed,
+  };
   const groups = grid(blocks * p.batch * p.heads, 1);
   if (p.variant !== "texel") dispatch(kernel, params, [...inputs, ...outputs], groups);
   else {
@@ -245,7 +292,16 @@ function backward(
 ): void {
   const rows = p.batch * p.heads * p.queries;
   const dvec = emptyTensor([rows]);
-  const rowDot = [rows, p.queries, p.heads, p.dim, p.o.batch, p.o.head, p.o.row];
+  const { o } = p;
+  const rowDot = {
+    rows,
+    tq: p.queries,
+    heads: p.heads,
+    dim: p.dim,
+    o_sb: o.batch,
+    o_sh: o.head,
+    o_si: o.row,
+  };
   dispatch(rowDotKernel(), rowDot, [out.range(), outGrad.range(), dvec.range()], grid(rows, 64));
   const shared = [...inputRanges(p, q, k, v), outGrad.range(), lse.range(), dvec.range()];
   // The saved logsumexp means the same in every family, so an upstream gradient the texel kernels

@@ -14,7 +14,7 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, kernelFor, type ParamType, rowWindows } from "../engine/kernel.ts";
+import { grid, type Kernel, kernelFor, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
@@ -96,8 +96,21 @@ function updateCode(kind: Kind): string {
         }${soft ? "\n        total += t;\n        a += t * (z - m);" : ""}`;
 }
 
+const SOFT_ROW_PARAMS = { rows: "u32", cols: "u32" } as const;
+const HARD_ROW_PARAMS = { rows: "u32", cols: "u32", ignore_index: "i32", nan: "f32" } as const;
+const SOFT_BACKWARD_PARAMS = { rows: "u32", cols: "u32", g_stride: "u32", factor: "f32" } as const;
+const HARD_BACKWARD_PARAMS = {
+  rows: "u32",
+  cols: "u32",
+  g_stride: "u32",
+  mean: "u32",
+  ignore_index: "i32",
+} as const;
+
 /** Forward: one row block per workgroup, writing each row's loss and statistics. */
-function rowKernel(kind: Kind, { perRow, rows: rowsPerGroup }: RowLayout): Kernel {
+function rowKernel(kind: "soft", layout: RowLayout): Kernel<typeof SOFT_ROW_PARAMS>;
+function rowKernel(kind: "hard", layout: RowLayout): Kernel<typeof HARD_ROW_PARAMS>;
+function rowKernel(kind: Kind, { perRow, rows: rowsPerGroup }: RowLayout) {
   const soft = kind === "soft";
   const groupSize = rowsPerGroup * perRow;
   const stride = BLOCK * perRow;
@@ -123,9 +136,7 @@ function rowKernel(kind: Kind, { perRow, rows: rowsPerGroup }: RowLayout): Kerne
     losses[row] = select(loss, 0.0, label == params.ignore_index);
     stats[row * 2u] = state.x;
     stats[row * 2u + 1u] = log_sum;`;
-  const params: Record<string, ParamType> = soft
-    ? { rows: "u32", cols: "u32" }
-    : { rows: "u32", cols: "u32", ignore_index: "i32", nan: "f32" };
+  const params = soft ? SOFT_ROW_PARAMS : HARD_ROW_PARAMS;
   const name = `${kind}_cross_entropy_rows_${crossEntropyVariant()}`;
   return kernelFor(`${name}/${perRow}x${rowsPerGroup}`, () => ({
     name,
@@ -210,7 +221,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   const out = emptyTensor([]);
   const count = hard ? emptyTensor([1]) : null;
   const ranges = count ? [losses, targets, out, count] : [losses, out];
-  dispatch(kernel, [losses.size, mean ? 1 : 0, ignore, NaN], ranges.map((t) => t.range()), [1]);
+  dispatch(
+    kernel,
+    { rows: losses.size, mean: mean ? 1 : 0, ignore_index: ignore, nan: NaN },
+    ranges.map((t) => t.range()),
+    [1],
+  );
   return { out, count };
 }
 
@@ -294,19 +310,21 @@ function lossOp(
   const losses = emptyTensor(rowShape);
   const stats = emptyTensor([rows, statWidth]);
   const layout = rowLayout(cols);
-  const kernel = rowKernel(kind, layout);
   for (const [first, count] of chunks) {
-    dispatch(
-      kernel,
-      soft ? [count, cols] : [count, cols, ignore, NaN],
-      [
-        logits.window(first * cols, count * cols),
-        targets.window(first * (soft ? cols : 1), count * (soft ? cols : 1)),
-        losses.window(first, count),
-        stats.window(first * statWidth, count * statWidth),
-      ],
-      grid(count, layout.rows),
-    );
+    const ranges = [
+      logits.window(first * cols, count * cols),
+      targets.window(first * (soft ? cols : 1), count * (soft ? cols : 1)),
+      losses.window(first, count),
+      stats.window(first * statWidth, count * statWidth),
+    ];
+    const groups = grid(count, layout.rows);
+    if (soft) dispatch(rowKernel("soft", layout), { rows: count, cols }, ranges, groups);
+    else {dispatch(
+        rowKernel("hard", layout),
+        { rows: count, cols, ignore_index: ignore, nan: NaN },
+        ranges,
+        groups,
+      );}
   }
   let out = losses;
   let count: Tensor | null = null;
@@ -328,9 +346,10 @@ function lossOp(
     const kernel = backwardKernel(kind, wantLogits, wantTargets);
     for (const [first, rowCount] of chunks) {
       const gRange = perRowGrad ? g.window(first, rowCount) : g.range();
+      const rowsAndStride = { rows: rowCount, cols, g_stride: perRowGrad ? 1 : 0 };
       const params = soft
-        ? [rowCount, cols, perRowGrad ? 1 : 0, reduction === "mean" ? 1 / rows : 1]
-        : [rowCount, cols, perRowGrad ? 1 : 0, reduction === "mean" ? 1 : 0, ignore];
+        ? { ...rowsAndStride, factor: reduction === "mean" ? 1 / rows : 1 }
+        : { ...rowsAndStride, mean: reduction === "mean" ? 1 : 0, ignore_index: ignore };
       dispatch(
         kernel,
         params,
@@ -368,7 +387,7 @@ function backwardGrid(rows: number, cols: number): [number, number, number] {
  * are uniform loads, no index is divided), each invocation stepping through its row by the width of
  * all column blocks.
  */
-function backwardKernel(kind: Kind, wantLogits: boolean, wantTargets: boolean): Kernel {
+function backwardKernel(kind: Kind, wantLogits: boolean, wantTargets: boolean) {
   const soft = kind === "soft";
   const outputs = [...(wantLogits ? ["dlogits"] : []), ...(wantTargets ? ["dtargets"] : [])];
   const prelude = soft
@@ -388,9 +407,7 @@ function backwardKernel(kind: Kind, wantLogits: boolean, wantTargets: boolean): 
     }${wantTargets ? "\n    dtargets[i] = -shifted * scale;" : ""}`
     : `let p = exp(logits[i] - m - log_sum);
     dlogits[i] = (p - select(0.0, 1.0, col == hot)) * scale;`;
-  const params: Record<string, ParamType> = soft
-    ? { rows: "u32", cols: "u32", g_stride: "u32", factor: "f32" }
-    : { rows: "u32", cols: "u32", g_stride: "u32", mean: "u32", ignore_index: "i32" };
+  const params = soft ? SOFT_BACKWARD_PARAMS : HARD_BACKWARD_PARAMS;
   const name = `${kind}_cross_entropy_backward_${crossEntropyVariant()}`;
   return kernelFor(`${name}/${outputs.join(",")}`, () => ({
     name,

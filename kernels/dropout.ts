@@ -59,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   for (const [first, count] of rowWindows("dropout", input.size, [4])) {
     dispatch(
       kernel,
-      [count, first, seed, p, scale],
+      { count, first, seed, p, scale },
       [input.window(first, count), out.window(first, count)],
       grid(count, WORKGROUP),
     );

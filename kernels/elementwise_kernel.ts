@@ -12,7 +12,15 @@
  *
  * @module
  */
-import { bindingWindows, grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import {
+  bindingWindows,
+  grid,
+  kernelFor,
+  linearIndex,
+  type ParamSpec,
+  type ParamSpecs,
+  type ParamValues,
+} from "../engine/kernel.ts";
 import { gpu } from "../engine/device.ts";
 import { dispatch } from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
@@ -56,7 +64,7 @@ class Emitter {
     let text: string;
     if (n.kind === "input") text = this.inputName(n.index);
     else if (n.kind === "const") {
-      text = `params.c${this.constants.length}`;
+      text = `constants(${this.constants.length}u)`;
       this.constants.push(n.value);
     } else if (n.kind === "unary") text = UNARY_WGSL[n.op](this.emit(n.a));
     else text = `${this.emit(n.a)} ${BINARY_WGSL[n.op]} ${this.emit(n.b)}`;
@@ -125,17 +133,31 @@ function layoutOf(outShape: readonly number[], shapes: readonly (readonly number
   return { dims: c.dims, strides, key };
 }
 
-function indexParams(layout: Layout): Record<string, "u32"> {
-  const params: Record<string, "u32"> = { count: "u32", base: "u32" };
-  if (layout.strides.some((s) => s)) layout.dims.forEach((_, r) => (params[`d${r}`] = "u32"));
-  layout.strides.forEach((s, k) => s?.forEach((_, r) => (params[`s${k}_${r}`] = "u32")));
+/**
+ * The uniforms of a layout and of `constants` expression constants: the window's element count and
+ * first index; with broadcast inputs the collapsed dims and each broadcast input's strides
+ * (`strides<k>`); the constants, when there are any.
+ */
+function paramSpecs(layout: Layout, constants: number): ParamSpecs {
+  const rank = layout.dims.length;
+  const params: Record<string, ParamSpec> = { count: "u32", base: "u32" };
+  if (layout.strides.some((s) => s)) params.dims = { type: "u32", length: rank };
+  layout.strides.forEach((s, k) => s && (params[`strides${k}`] = { type: "u32", length: rank }));
+  if (constants > 0) params.constants = { type: "f32", length: constants };
   return params;
 }
 
-function indexValues(layout: Layout, count: number, base: number): number[] {
-  const values = [count, base];
-  if (layout.strides.some((s) => s)) values.push(...layout.dims);
-  for (const s of layout.strides) if (s) values.push(...s);
+/** Values of {@linkcode paramSpecs} for a window of `count` elements from `base`. */
+function paramValues(
+  layout: Layout,
+  constants: readonly number[],
+  count: number,
+  base: number,
+): ParamValues<ParamSpecs> {
+  const values: Record<string, number | readonly number[]> = { count, base };
+  if (layout.strides.some((s) => s)) values.dims = layout.dims;
+  layout.strides.forEach((s, k) => s && (values[`strides${k}`] = s));
+  if (constants.length > 0) values.constants = constants;
   return values;
 }
 
@@ -145,19 +167,13 @@ function offsetCode(layout: Layout, index: string): string {
   const rank = layout.dims.length;
   const lines = [`var rem = ${index};`];
   for (let r = rank - 1; r >= 0; r--) {
-    lines.push(`let x${r} = rem % params.d${r};`);
-    if (r > 0) lines.push(`rem = rem / params.d${r};`);
+    lines.push(`let x${r} = rem % dims(${r}u);`);
+    if (r > 0) lines.push(`rem = rem / dims(${r}u);`);
   }
   layout.strides.forEach((s, k) => {
-    if (s) lines.push(`let o${k} = ${s.map((_, r) => `x${r} * params.s${k}_${r}`).join(" + ")};`);
+    if (s) lines.push(`let o${k} = ${s.map((_, r) => `x${r} * strides${k}(${r}u)`).join(" + ")};`);
   });
   return lines.join("\n  ");
-}
-
-function constParams(count: number): Record<string, "f32"> {
-  const params: Record<string, "f32"> = {};
-  for (let c = 0; c < count; c++) params[`c${c}`] = "f32";
-  return params;
 }
 
 /** What {@linkcode recordElementwise} computes. */
@@ -204,7 +220,7 @@ export function recordElementwise(work: ElementwiseWork): void {
   const results = exprs.map((e) => emitter.emit(e));
   const kernel = kernelFor(`${work.key}/${layout.key}`, () => ({
     name: work.name,
-    params: { ...indexParams(layout), ...constParams(emitter.constants.length) },
+    params: paramSpecs(layout, emitter.constants.length),
     bindings: [
       ...inputs.map((_, k) => ({ name: `in${k}` })),
       ...work.outputNames.map((name) => ({ name, write: true })),
@@ -223,7 +239,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   for (const [start, length] of bindingWindows(outputs[0].size)) {
     dispatch(
       kernel,
-      [...indexValues(layout, length, start), ...emitter.constants],
+      paramValues(layout, emitter.constants, length, start),
       [
         ...inputs.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
         ...outputs.map((t) => t.window(start, length)),
@@ -249,7 +265,7 @@ function recordTexel(work: ElementwiseWork, layout: Layout, reads: ("quad" | "ro
   const results = lanes.map((emitter) => exprs.map((e) => emitter.emit(e)));
   const kernel = kernelFor(`${work.key}/${layout.key}/texel/${reads.join(",")}`, () => ({
     name: `${work.name}_texel`,
-    params: { ...indexParams(layout), ...constParams(lanes[0].constants.length) },
+    params: paramSpecs(layout, lanes[0].constants.length),
     bindings: [
       ...inputs.map((_, k) => ({ name: `in${k}`, type: "texture" as const })),
       ...work.outputNames.map((name) => ({ name, type: "vec4<f32>" as const, write: true })),
@@ -276,7 +292,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
     withTexels(sources, (views) =>
       dispatch(
         kernel,
-        [...indexValues(layout, length, start), ...lanes[0].constants],
+        paramValues(layout, lanes[0].constants, length, start),
         [...views, ...outputs.map((t) => t.window(start, length))],
         grid(length / 4, TEXEL_THREADS),
       ));

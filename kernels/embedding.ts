@@ -102,7 +102,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
     for (const [first, count] of outChunks) {
       dispatch(
         kernel,
-        [count * vecCols, vecCols, rowFirst, rowCount, vocab, rowFirst === 0 ? 1 : 0],
+        {
+          count: count * vecCols,
+          cols: vecCols,
+          row_first: rowFirst,
+          row_count: rowCount,
+          vocab,
+          zero_invalid: rowFirst === 0 ? 1 : 0,
+        },
         [
           ids.window(first, count),
           table.window(rowFirst * cols, rowCount * cols),
@@ -228,7 +235,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     const segments = segmentEnd - segmentFirst;
     dispatch(
       kernel,
-      [vecCols, colBlocks, segmentFirst, segments, unique, 2 * unique + 1, rowFirst],
+      {
+        cols: vecCols,
+        col_blocks: colBlocks,
+        segment_first: segmentFirst,
+        segment_count: segments,
+        starts_at: unique,
+        positions_at: 2 * unique + 1,
+        row_first: rowFirst,
+      },
       [grouping.range(), g.range(), grad.window(rowFirst * cols, rowCount * cols)],
       grid(segments * colBlocks, 1),
     );

@@ -103,7 +103,7 @@ function forward(
   const { y, centre, rstd } = outputs;
   dispatch(
     kernel,
-    [rows, cols, eps],
+    { rows, cols, eps },
     [x.range(), gamma.range(), beta.range(), y.range(), centre.range(), rstd.range()],
     rowGrid(rows, layout),
   );
@@ -168,7 +168,7 @@ function inputGradient(
   const dx = emptyTensor(x.shape);
   dispatch(
     kernel,
-    [rows, cols],
+    { rows, cols },
     [x.range(), gamma.range(), dy.range(), centre.range(), rstd.range(), dx.range()],
     rowGrid(rows, layout),
   );
@@ -278,7 +278,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   const outputs = terms.map(() => emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
   dispatch(
     kernel,
-    [rows, vectors, blockRows, blocks],
+    { rows, vectors, block_rows: blockRows, blocks },
     [...inputs.map((input) => input.tensor), ...outputs].map((t) => t.range()),
     grid(Math.ceil(vectors / tile) * blocks, 1),
   );

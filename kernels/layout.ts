@@ -57,15 +57,15 @@ function simplify(view: StridedView): StridedView {
 function stridedCopy(view: StridedView, strided: Tensor, dense: Tensor, gather: boolean): void {
   const v = simplify(view);
   const rank = v.dims.length;
-  const params: Record<string, "u32"> = { count: "u32", offset: "u32" };
-  for (let r = 0; r < rank; r++) {
-    params[`d${r}`] = "u32";
-    params[`s${r}`] = "u32";
-  }
   const name = gather ? "strided_gather" : "strided_scatter";
   const kernel = kernelFor(`${name}/${rank}`, () => ({
     name,
-    params,
+    params: {
+      count: "u32",
+      offset: "u32",
+      dims: { type: "u32", length: rank },
+      strides: { type: "u32", length: rank },
+    },
     bindings: gather
       ? [{ name: "strided" }, { name: "dense", write: true }]
       : [{ name: "dense" }, { name: "strided", write: true }],
@@ -78,16 +78,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   var at = params.offset;
   ${
       Array.from({ length: rank }, (_, k) => rank - 1 - k).map((r) =>
-        `at += (rem % params.d${r}) * params.s${r};${r > 0 ? ` rem = rem / params.d${r};` : ""}`
+        `at += (rem % dims(${r}u)) * strides(${r}u);${r > 0 ? ` rem = rem / dims(${r}u);` : ""}`
       ).join("\n  ")
     }
   ${gather ? "dense[i] = strided[at];" : "strided[at] = dense[i];"}
 }`,
   }));
-  const values = [dense.size, v.offset];
-  for (let r = 0; r < rank; r++) values.push(v.dims[r], v.strides[r]);
   const ranges = gather ? [strided.range(), dense.range()] : [dense.range(), strided.range()];
-  dispatch(kernel, values, ranges, grid(dense.size, 256));
+  dispatch(
+    kernel,
+    { count: dense.size, offset: v.offset, dims: v.dims, strides: v.strides },
+    ranges,
+    grid(dense.size, 256),
+  );
 }
 
 /** Reorders the axes of `x`: output axis i is input axis `order[i]` (a copy). */

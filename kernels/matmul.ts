@@ -181,8 +181,26 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
           const c1 = Math.min(colTiles, c0 + nt);
           const [wa, wb, wc] = windows(lead, z0, z1, r0, r1, c0, c1);
           if (!fits([wa, wb, wc])) throw tooLarge();
-          const params = [M, N, K, inner.size, outer.a, inner.a, outer.b, inner.b, outer.c, inner.c];
-          params.push(z0, r0, c0, wa.shift, wb.shift, wc.shift, bias ? 1 : 0, biasWindow?.shift ?? 0);
+          const params = {
+            M,
+            N,
+            K,
+            batch_inner: inner.size,
+            a_outer: outer.a,
+            a_inner: inner.a,
+            b_outer: outer.b,
+            b_inner: inner.b,
+            c_outer: outer.c,
+            c_inner: inner.c,
+            batch0: z0,
+            row_tile0: r0,
+            col_tile0: c0,
+            a_shift: wa.shift,
+            b_shift: wb.shift,
+            c_shift: wc.shift,
+            has_bias: bias ? 1 : 0,
+            bias_shift: biasWindow?.shift ?? 0,
+          };
           const others = [biasWindow?.range ?? wa.range, wc.range];
           const groups: [number, number, number] = [c1 - c0, r1 - r0, z1 - z0];
           if (texel) {

@@ -13,7 +13,7 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { type Kernel, kernelFor, type ParamType } from "../engine/kernel.ts";
+import { type Kernel, kernelFor } from "../engine/kernel.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { texelGemmSource } from "./matmul_texel.ts";
 
@@ -54,10 +54,26 @@ const TILE_CONFIGS = {
 } as const satisfies Record<KernelVariant<"matmul">, TileConfig>;
 
 /** Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts. */
-const PARAMS: Record<string, ParamType> = Object.fromEntries(
-  ("M N K batch_inner a_outer a_inner b_outer b_inner c_outer c_inner batch0 row_tile0 col_tile0 " +
-    "a_shift b_shift c_shift has_bias bias_shift").split(" ").map((name) => [name, "u32"]),
-);
+const GEMM_PARAMS = {
+  M: "u32",
+  N: "u32",
+  K: "u32",
+  batch_inner: "u32",
+  a_outer: "u32",
+  a_inner: "u32",
+  b_outer: "u32",
+  b_inner: "u32",
+  c_outer: "u32",
+  c_inner: "u32",
+  batch0: "u32",
+  row_tile0: "u32",
+  col_tile0: "u32",
+  a_shift: "u32",
+  b_shift: "u32",
+  c_shift: "u32",
+  has_bias: "u32",
+  bias_shift: "u32",
+} as const;
 
 /** The layout of one kernel variant: operand transposes and which bindings are read or written as vec4. */
 export interface Layout {
@@ -288,7 +304,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
  * The compiled kernel of a variant for an operand layout. The `texel` variant binds a and b as
  * textures and needs `vecA` and `vecB` (rows of whole texels).
  */
-export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Kernel {
+export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Kernel<typeof GEMM_PARAMS> {
   const t = TILE_CONFIGS[variant];
   const flags = [layout.transA, layout.transB, layout.vecA, layout.vecB, layout.vecC].map(Number).join("");
   const texel = variant === "texel";
@@ -297,7 +313,7 @@ export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Ke
   }
   return kernelFor(`matmul/${variant}/${flags}`, () => ({
     name: `matmul_${variant}`,
-    params: PARAMS,
+    params: GEMM_PARAMS,
     bindings: [
       { name: "a", type: texel ? "texture" : layout.vecA ? "vec4<f32>" : "f32" },
       { name: "b", type: texel ? "texture" : layout.vecB ? "vec4<f32>" : "f32" },

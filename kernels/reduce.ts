@@ -72,7 +72,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`,
   }));
   const count = outer * chunks * inner;
-  dispatch(kernel, [outer, length, inner, chunk, chunks, factor], [x.range(), out.range()], grid(count, 256));
+  dispatch(
+    kernel,
+    { outer, length, inner, chunk, chunks, factor },
+    [x.range(), out.range()],
+    grid(count, 256),
+  );
 }
 
 /** Sums each of `rows` contiguous rows of `length` with a workgroup tree, times `factor`. */
@@ -101,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   if (lid == 0u) { out[row] = partial[0] * params.factor; }
 }`,
   }));
-  dispatch(kernel, [rows, length, factor], [x.range(), out.range()], grid(rows, 1));
+  dispatch(kernel, { rows, length, factor }, [x.range(), out.range()], grid(rows, 1));
   return out;
 }
 
@@ -168,7 +173,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   out[idx] = g[o * params.inner + i] * params.factor;
 }`,
   }));
-  dispatch(kernel, [out.size, length, inner, factor], [g.range(), out.range()], grid(out.size, 256));
+  dispatch(kernel, { count: out.size, length, inner, factor }, [g.range(), out.range()], grid(out.size, 256));
   return out;
 }
 

@@ -69,7 +69,7 @@ function rowsForward(mode: Mode, x: Tensor, y: Tensor, rows: number, cols: numbe
   ${rowLoops(layout, `y[base + j] = ${pass.cached};`, `let v = x[base + j]; y[base + j] = ${tail};`)}`,
     ),
   }));
-  dispatch(kernel, [rows, cols], [x.range(), y.range()], rowGrid(rows, layout));
+  dispatch(kernel, { rows, cols }, [x.range(), y.range()], rowGrid(rows, layout));
 }
 
 /** dx of softmax (y * (dy - sum(dy * y))) or log-softmax (dy - exp(y) * sum(dy)) over contiguous rows. */
@@ -106,7 +106,7 @@ function rowsBackward(mode: Mode, y: Tensor, dy: Tensor, dx: Tensor, rows: numbe
       }`,
     ),
   }));
-  dispatch(kernel, [rows, cols], [y.range(), dy.range(), dx.range()], rowGrid(rows, layout));
+  dispatch(kernel, { rows, cols }, [y.range(), dy.range(), dx.range()], rowGrid(rows, layout));
 }
 
 const STRIDED_THREADS = 64;
@@ -144,7 +144,7 @@ function stridedForward(
   for (var i = base; i < end; i += step) { y[i] = ${write}; }
 }`,
   }));
-  dispatch(kernel, [outer, length, inner], [x.range(), y.range()], grid(outer * inner, STRIDED_THREADS));
+  dispatch(kernel, { outer, length, inner }, [x.range(), y.range()], grid(outer * inner, STRIDED_THREADS));
 }
 
 /** Backward of {@linkcode stridedForward}. */
@@ -170,7 +170,7 @@ function stridedBackward(
 }`,
   }));
   const ranges = [y.range(), dy.range(), dx.range()];
-  dispatch(kernel, [outer, length, inner], ranges, grid(outer * inner, STRIDED_THREADS));
+  dispatch(kernel, { outer, length, inner }, ranges, grid(outer * inner, STRIDED_THREADS));
 }
 
 function normalize(mode: Mode, x: Tensor, axis: number): Tensor {

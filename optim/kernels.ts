@@ -21,7 +21,7 @@ import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { MAX_MODELS } from "./options.ts";
-import { type ArenaLayout, FINITE, indexed, LANES, padded, SEGMENTS, uniformArray } from "./wgsl.ts";
+import { type ArenaLayout, FINITE, LANES, MODEL_OF, padded, SEGMENT_PARAM } from "./wgsl.ts";
 
 /** Fields of a model's row in the control table (float32, {@linkcode CONTROL_STRIDE} per model). */
 export const CONTROL = {
@@ -115,15 +115,15 @@ export function recordTileNorms(
     params: {
       models: "u32",
       check_values: "u32",
-      ...indexed("seg", MAX_MODELS + 1, "u32"),
-      ...indexed("tile", MAX_MODELS + 1, "u32"),
+      ...SEGMENT_PARAM,
+      tile_start: { type: "u32", length: MAX_MODELS + 1 },
     },
     bindings: [
       { name: "grads", type: "vec4<f32>" },
       { name: "values", type: "vec4<f32>" },
       { name: "partials", write: true },
     ],
-    code: `${FINITE}${SEGMENTS}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}
+    code: `${FINITE}${MODEL_OF}
 fn tile_model(tile: u32) -> u32 {
   var m = 0u;
   for (; m + 1u < params.models; m++) {
@@ -158,12 +158,12 @@ ${software ? SERIAL_TILE_NORM : TREE_TILE_NORM}`,
   const tiles = layout.tiles[layout.models];
   dispatch(
     kernel,
-    [
-      layout.models,
-      checkValues ? 1 : 0,
-      ...padded(layout.segments, MAX_MODELS + 1),
-      ...padded(layout.tiles, MAX_MODELS + 1),
-    ],
+    {
+      models: layout.models,
+      check_values: checkValues ? 1 : 0,
+      segment: padded(layout.segments, MAX_MODELS + 1),
+      tile_start: padded(layout.tiles, MAX_MODELS + 1),
+    },
     [buffers.grads, buffers.values, buffers.partials],
     software ? grid(tiles, 64) : grid(tiles, 1),
   );
@@ -272,7 +272,7 @@ export function recordAdamw(
       one_minus_beta2: "f32",
       eps: "f32",
       weight_decay: "f32",
-      ...indexed("seg", MAX_MODELS + 1, "u32"),
+      ...SEGMENT_PARAM,
     },
     bindings: [
       { name: "values", type: "vec4<f32>", write: true },
@@ -282,7 +282,7 @@ export function recordAdamw(
       { name: "control", write: true },
       ...(amsgrad ? [{ name: "max_exp_avg_sq", type: "vec4<f32>" as const, write: true }] : []),
     ],
-    code: `${FINITE}${SEGMENTS}
+    code: `${FINITE}${MODEL_OF}
 fn all_finite(v: vec4<f32>) -> bool {
   return finite(v.x) && finite(v.y) && finite(v.z) && finite(v.w);
 }
@@ -310,16 +310,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   const count = buffers.values.size / 16;
   dispatch(
     kernel,
-    [
+    {
       count,
-      layout.models,
-      1 - hyper.beta1,
-      hyper.beta2,
-      1 - hyper.beta2,
-      hyper.eps,
-      hyper.weightDecay,
-      ...padded(layout.segments, MAX_MODELS + 1),
-    ],
+      models: layout.models,
+      one_minus_beta1: 1 - hyper.beta1,
+      beta2: hyper.beta2,
+      one_minus_beta2: 1 - hyper.beta2,
+      eps: hyper.eps,
+      weight_decay: hyper.weightDecay,
+      segment: padded(layout.segments, MAX_MODELS + 1),
+    },
     [
       buffers.values,
       buffers.grads,
@@ -383,9 +383,9 @@ export function recordMix(
 ): void {
   const kernel = kernelFor("mm_mix", () => ({
     name: "mm_mix",
-    params: { groups: "u32", blocks: "u32", ratio: "f32", ...indexed("weight", MAX_MODELS, "f32") },
+    params: { groups: "u32", blocks: "u32", ratio: "f32", model_weight: { type: "f32", length: MAX_MODELS } },
     bindings: [{ name: "mixed", write: true }, { name: "table", type: "u32" }, { name: "control" }],
-    code: `${uniformArray("model_weight", "weight", MAX_MODELS, "f32")}
+    code: `
 const S = ${CONTROL_STRIDE}u;
 const W = ${GROUP_WORDS}u;
 @compute @workgroup_size(${LANES})
@@ -428,7 +428,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }));
   dispatch(
     kernel,
-    [groups.count, groups.blocks, ratio, ...padded(weights, MAX_MODELS)],
+    { groups: groups.count, blocks: groups.blocks, ratio, model_weight: padded(weights, MAX_MODELS) },
     [target, table, control],
     grid(groups.blocks, 1),
   );
@@ -443,9 +443,9 @@ export function recordLosses(
 ): void {
   const kernel = kernelFor("mm_log_losses", () => ({
     name: "mm_log_losses",
-    params: { present: "u32", window: "u32", ...indexed("slot", MAX_MODELS, "u32") },
+    params: { present: "u32", window: "u32", ring_slot: { type: "u32", length: MAX_MODELS } },
     bindings: [{ name: "latest" }, { name: "ring", write: true }, { name: "control", write: true }],
-    code: `${FINITE}${uniformArray("ring_slot", "slot", MAX_MODELS, "u32")}
+    code: `${FINITE}
 @compute @workgroup_size(${MAX_MODELS})
 fn main(@builtin(local_invocation_index) m: u32) {
   if (((params.present >> m) & 1u) == 0u) { return; }
@@ -454,7 +454,7 @@ fn main(@builtin(local_invocation_index) m: u32) {
   if (!finite(loss)) { control[m * ${CONTROL_STRIDE}u + ${CONTROL.lossFinite}u] = 0.0; }
 }`,
   }));
-  dispatch(kernel, [present, window, ...padded(slots, MAX_MODELS)], [
+  dispatch(kernel, { present, window, ring_slot: padded(slots, MAX_MODELS) }, [
     buffers.latest,
     buffers.ring,
     buffers.control,

@@ -29,7 +29,7 @@ import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { WGSL_MATH } from "../kernels/wgsl.ts";
 import { CONTROL, CONTROL_STRIDE, GRADIENT_LIMIT, SkipReason, TILE_FLAG, TILE_PARTIAL } from "./kernels.ts";
 import { MAX_MODELS } from "./options.ts";
-import { type ArenaLayout, FINITE, indexed, LANES, padded, uniformArray } from "./wgsl.ts";
+import { type ArenaLayout, FINITE, LANES, padded } from "./wgsl.ts";
 
 /** Least-squares slope of `losses` against 0..W-1 and its t-statistic of decrease. */
 export function lossTrend(losses: readonly number[]): { slope: number; z: number } {
@@ -159,14 +159,12 @@ export function recordPlan(
       max_multiplier: "f32",
       smoothing: "f32",
       valid_mask: "u32",
-      ...indexed("tile", MAX_MODELS + 1, "u32"),
-      ...indexed("head", MAX_MODELS, "u32"),
-      ...indexed("factor", MAX_MODELS, "f32"),
+      tile_start: { type: "u32", length: MAX_MODELS + 1 },
+      ring_head: { type: "u32", length: MAX_MODELS },
+      lr_factor: { type: "f32", length: MAX_MODELS },
     },
     bindings: [{ name: "partials" }, { name: "ring" }, { name: "control", write: true }],
-    code: `${FINITE}${WGSL_MATH}${uniformArray("tile_start", "tile", MAX_MODELS + 1, "u32")}${
-      uniformArray("ring_head", "head", MAX_MODELS, "u32")
-    }${uniformArray("lr_factor", "factor", MAX_MODELS, "f32")}
+    code: `${FINITE}${WGSL_MATH}
 const S = ${CONTROL_STRIDE}u;
 var<workgroup> largest: array<f32, ${LANES}>;
 var<workgroup> sums: array<f32, ${LANES}>;
@@ -316,24 +314,24 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }));
   dispatch(
     kernel,
-    [
-      layout.models,
-      u.phase,
-      u.lr,
-      u.inverseAccumulation,
-      u.clip,
-      u.oneMinusBeta1,
-      u.oneMinusBeta2,
-      u.adaptive,
-      u.window,
-      u.min,
-      u.max,
-      u.smoothing,
-      u.validMask,
-      ...padded(layout.tiles, MAX_MODELS + 1),
-      ...padded(u.ringHeads, MAX_MODELS),
-      ...padded(u.lrFactors, MAX_MODELS),
-    ],
+    {
+      models: layout.models,
+      phase: u.phase,
+      lr: u.lr,
+      inverse_accumulation: u.inverseAccumulation,
+      clip: u.clip,
+      one_minus_beta1: u.oneMinusBeta1,
+      one_minus_beta2: u.oneMinusBeta2,
+      adaptive: u.adaptive,
+      window: u.window,
+      min_multiplier: u.min,
+      max_multiplier: u.max,
+      smoothing: u.smoothing,
+      valid_mask: u.validMask,
+      tile_start: padded(layout.tiles, MAX_MODELS + 1),
+      ring_head: padded(u.ringHeads, MAX_MODELS),
+      lr_factor: padded(u.lrFactors, MAX_MODELS),
+    },
     [partials, ring, control],
     [1],
   );

@@ -1,7 +1,7 @@
 /**
- * WGSL pieces shared by the optimizer's kernels: a non-finite test, per-model uniform arrays (uniform
- * struct fields cannot be indexed at run time, so an array is a generated switch), the arena layout
- * they all take, and the workgroup width their reductions are written for.
+ * WGSL pieces shared by the optimizer's kernels: a non-finite test, the per-model arena segments
+ * and the model of an element, the arena layout they all take, and the workgroup width their
+ * reductions are written for.
  *
  * @module
  */
@@ -18,24 +18,11 @@ fn finite(x: f32) -> bool {
 }
 `;
 
-/** Uniform declarations `${prefix}0 .. ${prefix}${count - 1}` of one type. */
-export function indexed(prefix: string, count: number, type: "u32" | "f32"): Record<string, "u32" | "f32"> {
-  const out: Record<string, "u32" | "f32"> = {};
-  for (let i = 0; i < count; i++) out[`${prefix}${i}`] = type;
-  return out;
-}
+/** The uniform every update kernel declares: where each model starts in the arena, plus the end. */
+export const SEGMENT_PARAM = { segment: { type: "u32", length: MAX_MODELS + 1 } } as const;
 
-/** WGSL returning uniform `${prefix}${i}` for a runtime index i (uniform struct fields cannot be indexed). */
-export function uniformArray(name: string, prefix: string, count: number, type: "u32" | "f32"): string {
-  const cases = Array.from({ length: count }, (_, i) => `    case ${i}u: { return params.${prefix}${i}; }`)
-    .join("\n");
-  return `fn ${name}(i: u32) -> ${type} {\n  switch i {\n${cases}\n    default: { return params.${prefix}${
-    count - 1
-  }; }\n  }\n}\n`;
-}
-
-/** WGSL `segment(m)` (where model m starts in the arena) and `model_of(element)`. */
-export const SEGMENTS = `${uniformArray("segment", "seg", MAX_MODELS + 1, "u32")}
+/** WGSL `model_of(element)`: the model owning an arena element (needs {@linkcode SEGMENT_PARAM}). */
+export const MODEL_OF = `
 fn model_of(element: u32) -> u32 {
   var m = 0u;
   for (; m + 1u < params.models; m++) {
