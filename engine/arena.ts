@@ -4,7 +4,10 @@
  * dispatches over flat ranges instead of one dispatch per tensor.
  *
  * Each tensor starts at a 256-byte boundary (the storage-binding alignment), the gaps are zero and
- * stay zero under AdamW, and no tensor straddles two chunks; a chunk is at most one storage binding.
+ * stay zero under AdamW, and no tensor straddles two chunks. A chunk is one buffer of at most the
+ * device's `maxBufferSize`, which may be far more than one storage binding: kernels bind tensors
+ * and arena ranges in binding-sized windows, so a tensor (GPT-2's 154 MB token embedding on a 128 MiB
+ * binding) may exceed one binding. A single tensor above `maxBufferSize` is refused.
  *
  * @module
  */
@@ -41,6 +44,11 @@ export interface ArenaSlot {
 
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
+/** The largest chunk, in elements: the device's largest buffer, in whole alignment units. */
+function arenaChunkLimit(): number {
+  return Math.floor(gpu().profile.maxBufferBytes / 4 / ARENA_ALIGN) * ARENA_ALIGN;
+}
+
 /** A set of parameter tensors in flat GPU buffers, zero-initialised, with gradient buffers beside them. */
 export class Arena {
   /** The chunks, in order. */
@@ -52,14 +60,11 @@ export class Arena {
   readonly #views: Tensor[] = [];
 
   /**
-   * Lays out tensors of the given shapes; `maxChunkElements` (default: the device's largest storage
-   * binding) bounds each chunk, and a tensor larger than that is an error naming its index.
+   * Lays out tensors of the given shapes; `maxChunkElements` (default: the device's largest buffer)
+   * bounds each chunk, and a tensor larger than that is an error naming its index.
    */
   constructor(shapes: readonly (readonly number[])[], label: string, maxChunkElements?: number) {
-    const profile = gpu().profile;
-    const limit = maxChunkElements ??
-      Math.floor(Math.min(profile.maxStorageBindingBytes, profile.maxBufferBytes) / 4 / ARENA_ALIGN) *
-        ARENA_ALIGN;
+    const limit = maxChunkElements ?? arenaChunkLimit();
     const slots: ArenaSlot[] = [];
     const lengths: number[] = [0];
     shapes.forEach((shape, i) => {
@@ -67,7 +72,8 @@ export class Arena {
       const padded = Math.max(ARENA_ALIGN, Math.ceil(size / ARENA_ALIGN) * ARENA_ALIGN);
       if (padded > limit) {
         throw new RangeError(
-          `${label}: tensor ${i} of ${size} elements exceeds the ${limit}-element binding limit`,
+          `${label}: tensor ${i} of ${size} elements exceeds the ${limit}-element chunk limit ` +
+            `(maxBufferSize ${gpu().profile.maxBufferBytes} bytes)`,
         );
       }
       if (lengths[lengths.length - 1] + padded > limit) lengths.push(0);

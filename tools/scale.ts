@@ -1,0 +1,220 @@
+/**
+ * `deno task scale [--steps N] [--batch B] [--length T] [--small]`: the seed's scenario at its real
+ * size. Builds bert-base (masked LM), gpt2 (causal LM) and roberta-base (masked LM) at their Hugging
+ * Face sizes, prints what training them takes (estimateMemory), trains them jointly with one
+ * MultiModelOptimizer for a few steps and prints each step's losses and time, whether every model's
+ * parameters changed, and the peak memory (the process's resident set and the bytes held in GPU
+ * buffers).
+ *
+ * First it checks agreement at a size where both paths fit: the same three families, shrunk, trained
+ * for the same steps with the adapter's binding limit and again with a forced 1 MiB one (tensors,
+ * arenas and the joint optimizer then run in windows); losses and parameters must be bit-identical.
+ * `--small` runs only that check. On a software adapter the memory budget is the machine's available
+ * memory, so a configuration that cannot fit stops with what it needs and has.
+ *
+ * @module
+ */
+import { gpu } from "../engine/device.ts";
+import type { DeviceProfile } from "../engine/device.ts";
+import { formatBinary, poolStats, setMemoryBudget } from "../engine/pool.ts";
+import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { modelConfig, type ModelFamily } from "../models/config.ts";
+import type { Task } from "../models/heads.ts";
+import { estimateMemory } from "../models/memory.ts";
+import { TransformerModel } from "../models/model.ts";
+import { MultiModelOptimizer } from "../optim/multimodel.ts";
+import { parseCommand, positiveInteger } from "./args.ts";
+import { openGpuOrExit } from "./start.ts";
+
+const MODELS: { name: string; family: ModelFamily; task: Task }[] = [
+  { name: "bert", family: "bert", task: "masked-lm" },
+  { name: "gpt2", family: "gpt2", task: "causal-lm" },
+  { name: "roberta", family: "roberta", task: "masked-lm" },
+];
+
+/** The shrunk size of the agreement check: everything fits one binding, and 1 MiB forces windows. */
+const SMALL = {
+  vocabSize: 1000,
+  hiddenSize: 64,
+  numLayers: 2,
+  numHeads: 4,
+  intermediateSize: 256,
+  maxPositions: 64,
+};
+
+/** What one run reports. */
+interface RunResult {
+  losses: number[][];
+  parameters: Float32Array[];
+  changed: boolean[];
+  seconds: number[];
+}
+
+function buildModels(small: boolean): Record<string, TransformerModel> {
+  const models: Record<string, TransformerModel> = {};
+  for (const { name, family, task } of MODELS) {
+    // Dropout off: the agreement check compares two runs element by element.
+    const config = modelConfig(family, {
+      ...(small ? SMALL : {}),
+      hiddenDropout: 0,
+      embeddingDropout: 0,
+      attentionDropout: 0,
+    });
+    models[name] = new TransformerModel(config, { task, name, seed: 1 });
+  }
+  return models;
+}
+
+function tokens(batch: number, length: number, vocab: number, step: number): Int32Array {
+  // Ids from 3 avoid every family's special tokens; different per step so the two steps differ.
+  return Int32Array.from(
+    { length: batch * length },
+    (_, i) => 3 + ((i + 1) * 7919 + step * 104729) % (vocab - 3),
+  );
+}
+
+/** Trains the models jointly for `steps` steps; losses and parameters are read back between steps only. */
+async function train(
+  models: Record<string, TransformerModel>,
+  steps: number,
+  batch: number,
+  length: number,
+  log: (line: string) => void,
+): Promise<RunResult> {
+  // Sharing and sync on every update, so the mixing of groups across the arena runs in every step.
+  const optimizer = new MultiModelOptimizer({
+    models,
+    lr: 1e-4,
+    schedule: "constant",
+    adaptiveLr: false,
+    gradientSharing: { every: 1 },
+    parameterSync: { every: 1 },
+  });
+  const firstValues = await readAll(Object.values(models).map((m) => m.parameters[0].value));
+  const losses: number[][] = [];
+  const seconds: number[] = [];
+  for (let step = 0; step < steps; step++) {
+    const started = performance.now();
+    const stepLosses = tidy(() => {
+      optimizer.zeroGrad();
+      const out: Record<string, Tensor> = {};
+      for (const [name, model] of Object.entries(models)) {
+        const ids = tensor(tokens(batch, length, model.config.vocabSize, step), { shape: [batch, length] });
+        const loss = model.forward({ inputIds: ids, labels: ids }).loss!;
+        loss.backward();
+        out[name] = loss;
+      }
+      optimizer.logMetrics(out);
+      optimizer.step();
+      return Object.values(out);
+    });
+    const values = (await readAll(stepLosses)).map((v) => v[0]);
+    for (const t of stepLosses) t.dispose();
+    seconds.push((performance.now() - started) / 1000);
+    losses.push(values);
+    log(
+      `step ${step + 1}: ${
+        Object.keys(models).map((n, i) => `${n} loss ${values[i].toFixed(4)}`).join(", ")
+      } (${seconds.at(-1)!.toFixed(1)} s)`,
+    );
+  }
+  const parameters = (await readAll(Object.values(models).flatMap((m) => m.parameters.map((p) => p.value))))
+    .map((v) => v as Float32Array);
+  const lastValues = await readAll(Object.values(models).map((m) => m.parameters[0].value));
+  const changed = lastValues.map((v, i) => v.some((x, j) => x !== firstValues[i][j]));
+  optimizer.dispose();
+  for (const model of Object.values(models)) model.dispose();
+  return { losses, parameters, changed, seconds };
+}
+
+/** Runs `fn` with the adapter's storage-binding limit replaced (the agreement check's chunked path). */
+async function withBindingLimit<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+  const profile = gpu().profile as { -readonly [K in keyof DeviceProfile]: DeviceProfile[K] };
+  const saved = profile.maxStorageBindingBytes;
+  profile.maxStorageBindingBytes = bytes;
+  try {
+    return await fn();
+  } finally {
+    profile.maxStorageBindingBytes = saved;
+  }
+}
+
+async function agreement(steps: number): Promise<boolean> {
+  console.log(`agreement at a small size (${JSON.stringify(SMALL)}), ${steps} steps, batch 2 x 16:`);
+  const quiet = () => {};
+  const whole = await train(buildModels(true), steps, 2, 16, quiet);
+  const windowed = await withBindingLimit(1 << 20, () => train(buildModels(true), steps, 2, 16, quiet));
+  const sameLosses = whole.losses.flat().every((v, i) => Object.is(v, windowed.losses.flat()[i]));
+  const sameParameters = whole.parameters.every((p, i) =>
+    p.every((v, j) => Object.is(v, windowed.parameters[i][j]))
+  );
+  console.log(`  losses ${whole.losses.map((l) => l.map((v) => v.toFixed(4)).join("/")).join(", ")}`);
+  console.log(
+    `  1 MiB binding limit vs the adapter's: losses ${sameLosses ? "bit-identical" : "DIFFER"}, ` +
+      `parameters ${sameParameters ? "bit-identical" : "DIFFER"}`,
+  );
+  return sameLosses && sameParameters && whole.losses.flat().every(Number.isFinite);
+}
+
+async function main(): Promise<void> {
+  const { flags } = parseCommand({
+    name: "scale",
+    operands: "",
+    positionals: [0, 0],
+    summary: "Trains bert-base, gpt2 and roberta-base jointly at their Hugging Face sizes for a few steps, " +
+      "printing losses, time and peak memory, after checking windowed against whole bindings at a small size.",
+    flags: {
+      steps: { type: "string", value: "N", default: "2", description: "joint training steps" },
+      batch: { type: "string", value: "N", default: "1", description: "sequences per batch" },
+      length: { type: "string", value: "N", default: "16", description: "tokens per sequence" },
+      small: { type: "boolean", default: false, description: "run only the small agreement check" },
+    },
+  });
+  const steps = positiveInteger("scale", "steps", flags.steps);
+  const batch = positiveInteger("scale", "batch", flags.batch);
+  const length = positiveInteger("scale", "length", flags.length);
+  await openGpuOrExit();
+  const profile = gpu().profile;
+  // A software adapter allocates from the machine's memory, so what is available is its budget.
+  if (profile.isSoftware) setMemoryBudget(Deno.systemMemoryInfo().available * 1024);
+  console.log(
+    `adapter: ${profile.name}, maxStorageBufferBindingSize ${
+      formatBinary(profile.maxStorageBindingBytes)
+    }, ` +
+      `maxBufferSize ${formatBinary(profile.maxBufferBytes)}`,
+  );
+  const agreed = await agreement(steps);
+  if (flags.small) Deno.exit(agreed ? 0 : 1);
+  let peakRss = Deno.memoryUsage().rss;
+  const sampler = setInterval(() => peakRss = Math.max(peakRss, Deno.memoryUsage().rss), 50);
+  const models = buildModels(false);
+  const estimate = estimateMemory(models, { batch, length });
+  for (const [name, m] of Object.entries(estimate.models)) {
+    const count = models[name].parameterSet.count;
+    console.log(
+      `${name}: ${(count / 1e6).toFixed(1)} M parameters; estimate: parameters ${
+        formatBinary(m.parameters)
+      }, ` +
+        `gradients ${formatBinary(m.gradients)}, AdamW ${formatBinary(m.optimizerState)}, ` +
+        `activations ${formatBinary(m.activations + m.backwardPeak)}`,
+    );
+  }
+  console.log(`estimated total: ${formatBinary(estimate.total.total)}`);
+  const started = performance.now();
+  const result = await train(models, steps, batch, length, console.log);
+  clearInterval(sampler);
+  const finite = result.losses.flat().every(Number.isFinite);
+  console.log(
+    `parameters updated: ${
+      MODELS.map((m, i) => `${m.name} ${result.changed[i] ? "yes" : "NO"}`).join(", ")
+    }; losses ${finite ? "finite" : "NOT FINITE"}`,
+  );
+  console.log(
+    `peak memory: ${formatBinary(peakRss)} resident (Deno.memoryUsage().rss, sampled every 50 ms), ` +
+      `${formatBinary(poolStats().peakLiveBytes)} held in GPU buffers at most; ` +
+      `total ${((performance.now() - started) / 1000).toFixed(0)} s`,
+  );
+  Deno.exit(agreed && finite && result.changed.every((c) => c) ? 0 : 1);
+}
+
+if (import.meta.main) await main();
