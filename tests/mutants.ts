@@ -1,7 +1,10 @@
 /**
  * The mutations `deno task mutants` tries: small plausible bugs across kernels, models, heads, the
  * optimizer and its options, the data and the metrics, each with the test files expected to catch it.
- * A mutation replaces the one occurrence of `find` in `file` by `replace`.
+ * A mutation replaces the one occurrence of `find` in `file` by `replace`. The kernel mutations change
+ * WGSL math lines (loop bounds, indices, scales, the place of eps), not the dispatch code around them,
+ * which changes more often; `deno task mutants` refuses to run when a text no longer occurs exactly
+ * once, naming the mutation. docs/reliability.md records the last run.
  *
  * @module
  */
@@ -18,6 +21,8 @@ export interface Mutation {
   replace: string;
   /** Test files (in tests/) expected to fail. */
   tests: string[];
+  /** Only the tests whose names match this (deno test's --filter: a substring, or /a regexp/). */
+  filter?: string;
 }
 
 /** Every mutation, by area. */
@@ -124,6 +129,167 @@ export const MUTATIONS: Mutation[] = [
     replace: "  for (const w of weights) w.apply();\n" +
       "  const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json, optimizer.options.amsgrad);",
     tests: ["checkpoint_files_test.ts"],
+  },
+  // Kernels (WGSL).
+  {
+    name: "matmul: the K guard of the direct kernel reads one step past K",
+    file: "kernels/matmul_kernel.ts",
+    find: ": `select(vec4<f32>(), ${quad()}, k + ${kk}u < params.K)`;",
+    replace: ": `select(vec4<f32>(), ${quad()}, k + ${kk}u <= params.K)`;",
+    tests: ["matmul_test.ts"],
+    filter: "/odd sizes|aligned/",
+  },
+  {
+    name: "matmul: every column of a quad takes the quad's first bias",
+    file: "kernels/matmul_kernel.ts",
+    find: "v[e] = bias[params.bias_shift + col + e];",
+    replace: "v[e] = bias[params.bias_shift + col];",
+    tests: ["matmul_test.ts"],
+    filter: "/odd sizes|aligned/",
+  },
+  {
+    name: "attention (texel): backward recomputes P without the scale",
+    file: "kernels/attention_texel.ts",
+    find: "exp(s${r} * params.scale - lse${r})",
+    replace: "exp(s${r} - lse${r})",
+    tests: ["attention_test.ts"],
+  },
+  {
+    name: "attention (rows): dQ not multiplied by the scale",
+    file: "kernels/attention_rows.ts",
+    find: "dq[r * D4 + c] * params.scale);",
+    replace: "dq[r * D4 + c]);",
+    tests: ["attention_test.ts"],
+  },
+  {
+    name: "layerNorm: eps added outside the square root",
+    file: "kernels/layernorm.ts",
+    find: "let r = inverseSqrt(reduce_squares(hsum(q), lane, slot) / n + params.eps);",
+    replace: "let r = 1.0 / (sqrt(reduce_squares(hsum(q), lane, slot) / n) + params.eps);",
+    tests: ["layernorm_test.ts"],
+  },
+  {
+    name: "layerNorm: the variance of a row's tail (past the registers) forgets the shift",
+    file: "kernels/layernorm.ts",
+    find: `"let c = (x[base + j] - shift) - mu; q += c * c;",`,
+    replace: `"let c = x[base + j] - mu; q += c * c;",`,
+    tests: ["layernorm_test.ts"],
+  },
+  {
+    name: "log-softmax backward: exp of the output forgotten",
+    file: "kernels/softmax.ts",
+    find: `"g - exp(v) * total"`,
+    replace: `"g - v * total"`,
+    tests: ["softmax_test.ts"],
+  },
+  {
+    name: "cross-entropy: the mean counts ignored rows",
+    file: "kernels/cross_entropy.ts",
+    find: `"select(1.0, 0.0, targets[r] == params.ignore_index)"`,
+    replace: `"1.0"`,
+    tests: ["cross_entropy_test.ts"],
+  },
+  {
+    name: "embedding backward: the tail loop stops one position early",
+    file: "kernels/embedding.ts",
+    find: "for (; k < end; k++) {",
+    replace: "for (; k + 1u < end; k++) {",
+    tests: ["embedding_test.ts"],
+  },
+  {
+    name: "sum over an axis: the strided loop stops one row early",
+    file: "kernels/reduce.ts",
+    find: "for (var r = start; r < end; r++) {",
+    replace: "for (var r = start; r + 1u < end; r++) {",
+    tests: ["reduce_test.ts"],
+  },
+  {
+    name: "optimizer: eps inside the square root",
+    file: "optim/kernels.ts",
+    find:
+      "let denom = sqrt(${secondMoment}) / sqrt(control[row + ${CONTROL.biasCorrection2}u]) + params.eps;",
+    replace: "let denom = sqrt(${secondMoment} / control[row + ${CONTROL.biasCorrection2}u] + params.eps);",
+    tests: ["optimizer_options_test.ts"],
+    filter: "eps",
+  },
+  {
+    name: "optimizer: AdamW without the first bias correction",
+    file: "optim/kernels.ts",
+    find: "let updated = p - (lr / control[row + ${CONTROL.biasCorrection1}u]) * m / denom;",
+    replace: "let updated = p - lr * m / denom;",
+    tests: ["optimizer_test.ts"],
+    filter: "torch.optim.AdamW",
+  },
+  {
+    name: "optimizer: accumulated gradients summed, not averaged",
+    file: "optim/plan.ts",
+    find: "control[row + ${CONTROL.gradScale}u] = params.inverse_accumulation * clip_factor;",
+    replace: "control[row + ${CONTROL.gradScale}u] = clip_factor;",
+    tests: ["optimizer_options_test.ts"],
+    filter: "accumulation",
+  },
+  {
+    name: "optimizer: clipping also scales small gradients up",
+    file: "optim/plan.ts",
+    find: "clip_factor = min(1.0, params.clip / (norm + 1e-6));",
+    replace: "clip_factor = params.clip / (norm + 1e-6);",
+    tests: ["optimizer_options_test.ts"],
+    filter: "clipping",
+  },
+  // Options.
+  {
+    name: "attention: the scale option ignored",
+    file: "kernels/attention.ts",
+    find: "const { causal = false, keyMask, scale = 1 / Math.sqrt(dim), dropout = 0 } = o;",
+    replace: "const { causal = false, keyMask, dropout = 0 } = o;\n  const scale = 1 / Math.sqrt(dim);",
+    tests: ["attention_test.ts"],
+    filter: "scale",
+  },
+  {
+    name: "regression head (numLabels 1) trained with cross-entropy",
+    file: "models/heads.ts",
+    find: "if (this.numLabels === 1) {",
+    replace: "if (this.numLabels === 0) {",
+    tests: ["heads_parity_test.ts", "model_options_test.ts"],
+    filter: "regression",
+  },
+  {
+    name: "GPT-2: the final LayerNorm ignores the configured eps",
+    file: "models/gpt2.ts",
+    find: "return applyNorm(set, this.#finalNorm, x, c.layerNormEps);",
+    replace: "return applyNorm(set, this.#finalNorm, x, 1e-5);",
+    tests: ["model_reference_test.ts"],
+    filter: "GPT-2",
+  },
+  {
+    name: "BERT: attention probabilities dropped with the hidden dropout",
+    file: "models/bert.ts",
+    find: "dropout: training ? c.attentionDropout : 0,",
+    replace: "dropout: training ? c.hiddenDropout : 0,",
+    tests: ["model_options_test.ts"],
+    filter: "dropout field",
+  },
+  {
+    name: "schedule: warmup starts at 0 (u / warmup, not (u + 1) / warmup)",
+    file: "optim/options.ts",
+    find: "if (u < warmupSteps) return (u + 1) / warmupSteps;",
+    replace: "if (u < warmupSteps) return u / warmupSteps;",
+    tests: ["adaptive_lr_test.ts"],
+  },
+  {
+    name: "optimizer: soft sync's default period 9, not 10",
+    file: "optim/options.ts",
+    find: 'parameterSync: mixing(options.parameterSync, 0.1, 10, "parameterSync"),',
+    replace: 'parameterSync: mixing(options.parameterSync, 0.1, 9, "parameterSync"),',
+    tests: ["optimizer_options_test.ts"],
+    filter: "default",
+  },
+  {
+    name: "train: --sharing's ratio ignored (always the default)",
+    file: "train/models.ts",
+    find: "options.sharing === false ? false : { ratio: options.sharing },",
+    replace: "options.sharing === false ? false : {},",
+    tests: ["train_options_test.ts"],
   },
   // Engine.
   {
