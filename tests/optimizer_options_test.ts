@@ -231,7 +231,7 @@ Deno.test("sync ratio 0 equals no sync bit for bit; ratio 1 makes a group one we
   });
 });
 
-Deno.test("adaptive rates pinned by min = max = 1 stay 1; window 3 and smoothing 1 match the reference", async () => {
+Deno.test("adaptive rates pinned by min = max = 1 stay 1; window 3, with smoothing 1 or the defaults, matches the reference", async () => {
   const pinned = await againstReference({ lr: 0.01, adaptiveLr: { min: 1, max: 1, window: 3 } }, {
     updates: 5,
   });
@@ -241,6 +241,8 @@ Deno.test("adaptive rates pinned by min = max = 1 stay 1; window 3 and smoothing
   const fast = await againstReference({ lr: 0.01, adaptiveLr: { window: 3, smoothing: 1 } }, { updates: 6 });
   const multipliers = Object.values(fast.metrics.models).map((m) => m.lrMultiplier);
   if (multipliers.every((m) => m === 1)) throw new Error("window 3 never moved a multiplier");
+  // Window 3 with the default bounds and smoothing (0.5, 1.5, 0.1).
+  await againstReference({ lr: 0.01, adaptiveLr: { window: 3 } }, { updates: 6 });
   // Defaults (window 20) with fewer losses than the window: every multiplier stays 1.
   const early = await againstReference({ lr: 0.01 }, { updates: 5 });
   for (const m of Object.values(early.metrics.models)) {
