@@ -21,7 +21,9 @@
  *
  * @module
  */
-import { createBuffer } from "../engine/pool.ts";
+import { ARENA_ALIGN } from "../engine/arena.ts";
+import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
+import { shapeSize } from "../engine/shape.ts";
 import { type BufferRange, clearBuffer, copyBuffer, readRanges, upload } from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import type { ParameterSet } from "../models/parameters.ts";
@@ -164,6 +166,7 @@ export class MultiModelOptimizer {
         );
       }
     });
+    this.#assertFits(sets);
     this.#joint = new JointArena(
       this.modelNames,
       sets,
@@ -209,6 +212,60 @@ export class MultiModelOptimizer {
       ringPositions: this.modelNames.map(() => 0),
       ringCounts: this.modelNames.map(() => 0),
     };
+  }
+
+  /**
+   * Refuses, before allocating anything, models whose joint arena and moments do not fit the memory
+   * budget (`setMemoryBudget`). The joint arena of values and gradients replaces the models' own
+   * arenas, which are freed as they move in, so the peak adds the larger of it and the moments.
+   */
+  #assertFits(sets: readonly ParameterSet[]): void {
+    const arena = 4 * sets.reduce(
+      (sum, set) =>
+        sum +
+        set.specs.reduce(
+          (s, spec) => s + Math.ceil(Math.max(1, shapeSize(spec.shape)) / ARENA_ALIGN) * ARENA_ALIGN,
+          0,
+        ),
+      0,
+    );
+    const moments = (this.options.amsgrad ? 3 : 2) * arena;
+    assertFitsBudget(
+      `MultiModelOptimizer over [${this.modelNames.join(", ")}]`,
+      Math.max(2 * arena, moments),
+      `values and gradients ${
+        formatBinary(2 * arena)
+      } replacing the models' own arenas, then AdamW moments ` +
+        formatBinary(moments),
+    );
+  }
+
+  /**
+   * Bytes of GPU memory the optimizer holds: per model and in total, its parameters and gradients in
+   * the joint arena and its AdamW moments; `tables` counts the control table, loss ring, norm partials
+   * and group table.
+   */
+  memory(): {
+    models: Record<string, { parameters: number; gradients: number; optimizerState: number }>;
+    parameters: number;
+    gradients: number;
+    optimizerState: number;
+    tables: number;
+    total: number;
+  } {
+    this.#assertAlive("memory");
+    const moments = this.#maxExpAvgSq ? 3 : 2;
+    const { segments } = this.#joint.layout;
+    const models: Record<string, { parameters: number; gradients: number; optimizerState: number }> = {};
+    this.modelNames.forEach((name, m) => {
+      const bytes = (segments[m + 1] - segments[m]) * 4;
+      models[name] = { parameters: bytes, gradients: bytes, optimizerState: moments * bytes };
+    });
+    const arena = this.#joint.arena.length * 4;
+    const tables = [this.#control, this.#ring, this.#latest, this.#partials, this.#groupTable]
+      .reduce((sum, buffer) => sum + (buffer?.size ?? 0), 0);
+    const total = 2 * arena + moments * arena + tables;
+    return { models, parameters: arena, gradients: arena, optimizerState: moments * arena, tables, total };
   }
 
   #range(buffer: GPUBuffer): BufferRange {
@@ -425,10 +482,10 @@ export class MultiModelOptimizer {
     for (
       const buffer of [this.#expAvg, this.#expAvgSq, this.#control, this.#ring, this.#latest, this.#partials]
     ) {
-      buffer.destroy();
+      destroyBuffer(buffer);
     }
-    this.#groupTable?.destroy();
-    this.#maxExpAvgSq?.destroy();
+    if (this.#groupTable) destroyBuffer(this.#groupTable);
+    if (this.#maxExpAvgSq) destroyBuffer(this.#maxExpAvgSq);
   }
 
   #assertAlive(method: string): void {

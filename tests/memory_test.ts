@@ -5,6 +5,7 @@ import type { Task } from "../models/heads.ts";
 import type { Batch } from "../models/inputs.ts";
 import { estimateMemory } from "../models/memory.ts";
 import { TransformerModel } from "../models/model.ts";
+import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { expectError, setup } from "./helpers.ts";
 
 await setup();
@@ -104,5 +105,48 @@ Deno.test("a memory budget refuses what does not fit, saying what is needed and 
     }
   } finally {
     setMemoryBudget(null);
+  }
+});
+
+Deno.test("the optimizer says what it allocated, and refuses models beyond the budget with what they need", () => {
+  const models = {
+    gpt2: new TransformerModel(modelConfig("gpt2", SMALL), { task: "causal-lm" }),
+    bert: new TransformerModel(modelConfig("bert", SMALL), { task: "masked-lm" }),
+  };
+  const estimate = estimateMemory(models, { batch: 1, length: 8, amsgrad: true });
+  const before = poolStats().liveBytes;
+  const optimizer = new MultiModelOptimizer({ models, amsgrad: true });
+  const memory = optimizer.memory();
+  for (const name of ["gpt2", "bert"] as const) {
+    const [held, estimated] = [memory.models[name], estimate.models[name]];
+    if (held.parameters !== estimated.parameters || held.optimizerState !== estimated.optimizerState) {
+      throw new Error(`${name}: holds ${JSON.stringify(held)}, estimated ${JSON.stringify(estimated)}`);
+    }
+  }
+  const grown = poolStats().liveBytes - before;
+  // The joint arena replaced the models' own (values and gradients), so the growth is the moments and tables.
+  if (grown !== memory.optimizerState + memory.tables) {
+    throw new Error(`live bytes grew by ${grown}, the optimizer reports ${JSON.stringify(memory)}`);
+  }
+  optimizer.dispose();
+  for (const model of Object.values(models)) model.dispose();
+  const fresh = { gpt2: new TransformerModel(modelConfig("gpt2", SMALL), { task: "causal-lm" }) };
+  setMemoryBudget(poolStats().liveBytes + 4096);
+  try {
+    let message = "";
+    try {
+      new MultiModelOptimizer({ models: fresh });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    if (
+      !/^MultiModelOptimizer over \[gpt2\] needs .* \(values and gradients .* then AdamW moments .*\), but only 4\.00 KiB/
+        .test(message)
+    ) {
+      throw new Error(`got "${message}"`);
+    }
+  } finally {
+    setMemoryBudget(null);
+    fresh.gpt2.dispose();
   }
 });
