@@ -59,14 +59,10 @@ export {
 } from "./engine/recorder.ts";
 export {
   add,
-  type Binary,
   div,
   exp,
-  Expr,
-  type ExprNode,
   fused,
   gelu,
-  type GeluForm,
   log,
   mul,
   neg,
@@ -77,8 +73,17 @@ export {
   sqrt,
   sub,
   tanh,
-  type Unary,
 } from "./kernels/elementwise.ts";
+export {
+  type Binary,
+  type BinaryMethods,
+  Expr,
+  type ExprNode,
+  type GeluForm,
+  type MethodUnary,
+  type Unary,
+  type UnaryMethods,
+} from "./kernels/elementwise_ops.ts";
 export { mean, type ReduceOptions, sum } from "./kernels/reduce.ts";
 export { linear, matmul, type MatmulOptions } from "./kernels/matmul.ts";
 export { type TileConfig } from "./kernels/matmul_kernel.ts";

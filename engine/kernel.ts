@@ -98,7 +98,10 @@ export interface Kernel<P extends ParamSpecs = ParamSpecs> {
 /** Bytes reserved for one dispatch's uniform parameters (64 scalars). */
 export const PARAM_BLOCK_BYTES = 256;
 
+/** Compiled kernels by WGSL source: one GPU pipeline per distinct source. */
 const pipelines = new Map<string, Kernel>();
+/** Kernels by name and source: specs that differ only in name share a pipeline but keep their names. */
+const named = new Map<string, Kernel>();
 
 /**
  * The uniform block's layout under WGSL's rules: scalars take one 4-byte word; an array is packed
@@ -145,14 +148,25 @@ export function kernelSource(spec: KernelSpec): string {
 }
 
 /**
- * Returns the compiled kernel for a spec, compiling it on first use; pipelines are cached by their
- * full source, so two specs that generate the same WGSL share one pipeline (each keeps its name).
- * `MM_DEBUG=3` prints each new pipeline's WGSL and the time its creation took.
+ * Returns the compiled kernel for a spec, compiling it on first use. Kernels are cached by name and
+ * full source; pipelines by source alone, so two specs that generate the same WGSL (`scale` and
+ * `mul` by a number) share one pipeline yet each dispatches, and is listed by `MM_DEBUG`, under its
+ * own name. `MM_DEBUG=3` prints each new pipeline's WGSL and the time its creation took.
  */
 export function compileKernel<P extends ParamSpecs>(spec: KernelSpec<P>): Kernel<P> {
   const source = kernelSource(spec);
-  const cached = pipelines.get(source) as Kernel<P> | undefined;
-  if (cached) return cached.name === spec.name ? cached : { ...cached, name: spec.name };
+  const key = `${spec.name}\n${source}`;
+  let kernel = named.get(key) as Kernel<P> | undefined;
+  if (!kernel) {
+    const compiled = pipelines.get(source) ?? createPipeline(spec, source);
+    kernel = { ...compiled, name: spec.name, params: spec.params };
+    named.set(key, kernel);
+  }
+  return kernel;
+}
+
+/** Compiles the pipeline of a spec whose source is new. */
+function createPipeline(spec: KernelSpec, source: string): Kernel {
   const uniforms = uniformFields(spec);
   const words = uniforms.reduce((end, f) => Math.max(end, f.offset + (f.length ?? 1)), 0);
   if (words * 4 > PARAM_BLOCK_BYTES) {
@@ -192,7 +206,7 @@ export function compileKernel<P extends ParamSpecs>(spec: KernelSpec<P>): Kernel
     const ms = performance.now() - started;
     debugLine(`pipeline ${pipelines.size + 1} ${spec.name}, created in ${ms.toFixed(1)} ms:\n${source}`);
   }
-  const kernel: Kernel<P> = {
+  const kernel: Kernel = {
     name: spec.name,
     source,
     params: spec.params,
@@ -215,7 +229,8 @@ const byVariant = new Map<string, Kernel<ParamSpecs>>();
 
 /**
  * Returns the kernel for a variant key (for example "layernorm_forward/256"), building its spec
- * only the first time, so hot paths do not regenerate WGSL on every dispatch.
+ * only the first time, so hot paths do not regenerate WGSL on every dispatch. The key must
+ * determine the whole spec, its name included: two specs under one key get the first one's kernel.
  */
 export function kernelFor<P extends ParamSpecs>(variant: string, build: () => KernelSpec<P>): Kernel<P> {
   let kernel = byVariant.get(variant) as Kernel<P> | undefined;

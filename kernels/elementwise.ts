@@ -1,148 +1,43 @@
 /**
  * Elementwise ops with NumPy broadcasting, and fusion of a chain of them into one kernel.
  *
- * Every elementwise op is an expression over its inputs ({@linkcode Expr}); {@linkcode fused}
- * compiles any such expression to one WGSL kernel, and its backward to one more kernel that
- * computes the gradients of all inputs at once from symbolic derivatives. `add`, `gelu` and the
- * others are one-node expressions of the same machinery. Constants travel as uniforms, so changing
- * a scale does not compile a new pipeline.
+ * Every elementwise op is an expression over its inputs ({@linkcode Expr}, built from the op records
+ * of elementwise_ops.ts); {@linkcode fused} compiles any such expression to one WGSL kernel, and its
+ * backward to one more kernel that computes the gradients of all inputs at once from the records'
+ * symbolic derivatives. `add`, `gelu` and the others are one-node expressions of the same machinery.
+ * Constants travel as uniforms, so changing a scale does not compile a new pipeline.
  *
  * @module
  */
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, formatShape, sameShape } from "../engine/shape.ts";
 import { recordElementwise, structureKey } from "./elementwise_kernel.ts";
+import {
+  type Binary,
+  binary,
+  BINARY_OPS,
+  Expr,
+  type GeluForm,
+  type MethodUnary,
+  unary,
+  UNARY_OPS,
+} from "./elementwise_ops.ts";
 import { sumToShape } from "./reduce.ts";
 
-/** Unary operations of elementwise expressions (the *_grad ones are derivatives used by backward). */
-export type Unary =
-  | "neg"
-  | "exp"
-  | "log"
-  | "sqrt"
-  | "tanh"
-  | "sigmoid"
-  | "relu"
-  | "gelu_erf"
-  | "gelu_tanh"
-  | "gelu_erf_grad"
-  | "gelu_tanh_grad"
-  | "step";
-/** Binary operations of elementwise expressions. */
-export type Binary = "add" | "sub" | "mul" | "div";
-/** A node of an elementwise expression. */
-export type ExprNode =
-  | { readonly kind: "input"; readonly index: number }
-  | { readonly kind: "const"; readonly value: number }
-  | { readonly kind: "unary"; readonly op: Unary; readonly a: Expr }
-  | { readonly kind: "binary"; readonly op: Binary; readonly a: Expr; readonly b: Expr };
-
-/** A symbolic elementwise expression; build one with the methods inside a {@linkcode fused} callback. */
-export class Expr {
-  /** Wraps an expression node; build expressions with the methods instead. */
-  constructor(readonly node: ExprNode) {}
-
-  /** this + other */
-  add(other: Expr | number): Expr {
-    return binary("add", this, other);
-  }
-  /** this - other */
-  sub(other: Expr | number): Expr {
-    return binary("sub", this, other);
-  }
-  /** this * other */
-  mul(other: Expr | number): Expr {
-    return binary("mul", this, other);
-  }
-  /** this / other */
-  div(other: Expr | number): Expr {
-    return binary("div", this, other);
-  }
-  /** -this */
-  neg(): Expr {
-    return unary("neg", this);
-  }
-  /** e^this */
-  exp(): Expr {
-    return unary("exp", this);
-  }
-  /** natural logarithm */
-  log(): Expr {
-    return unary("log", this);
-  }
-  /** square root */
-  sqrt(): Expr {
-    return unary("sqrt", this);
-  }
-  /** hyperbolic tangent */
-  tanh(): Expr {
-    return unary("tanh", this);
-  }
-  /** logistic sigmoid */
-  sigmoid(): Expr {
-    return unary("sigmoid", this);
-  }
-  /** max(this, 0) */
-  relu(): Expr {
-    return unary("relu", this);
-  }
-  /** GELU, exact ("erf", BERT's `gelu`) or tanh-approximated ("tanh", GPT-2's `gelu_new`) */
-  gelu(form: GeluForm = "erf"): Expr {
-    return unary(form === "erf" ? "gelu_erf" : "gelu_tanh", this);
-  }
-}
-
-/** The two GELU forms of Hugging Face models. */
-export type GeluForm = "erf" | "tanh";
-
-function lift(x: Expr | number): Expr {
-  return x instanceof Expr ? x : new Expr({ kind: "const", value: x });
-}
-function unary(op: Unary, a: Expr): Expr {
-  return new Expr({ kind: "unary", op, a });
-}
-function binary(op: Binary, a: Expr | number, b: Expr | number): Expr {
-  return new Expr({ kind: "binary", op, a: lift(a), b: lift(b) });
-}
-
 /**
- * The local derivatives of a node with respect to its operands, as expressions; `self` is the
- * node itself so that exp, tanh, sqrt and sigmoid reuse their forward value.
+ * The local derivatives of a node with respect to its operands, as expressions, from the op records;
+ * `self` is the node itself so that exp, tanh, sqrt and sigmoid reuse their forward value.
  */
 function localDerivatives(self: Expr): [Expr, Expr][] {
   const n = self.node;
   if (n.kind === "unary") {
-    const a = n.a;
-    const d: Record<Unary, () => Expr | null> = {
-      neg: () => lift(-1),
-      exp: () => self,
-      log: () => lift(1).div(a),
-      sqrt: () => lift(0.5).div(self),
-      tanh: () => lift(1).sub(self.mul(self)),
-      sigmoid: () => self.mul(lift(1).sub(self)),
-      relu: () => unary("step", a),
-      gelu_erf: () => unary("gelu_erf_grad", a),
-      gelu_tanh: () => unary("gelu_tanh_grad", a),
-      gelu_erf_grad: () => null,
-      gelu_tanh_grad: () => null,
-      step: () => lift(0),
-    };
-    const derivative = d[n.op]();
+    const { derivative } = UNARY_OPS[n.op];
     if (!derivative) throw new Error(`elementwise: ${n.op} has no derivative (no double backward)`);
-    return [[a, derivative]];
+    return [[n.a, derivative(n.a, self)]];
   }
   if (n.kind === "binary") {
-    const { a, b } = n;
-    switch (n.op) {
-      case "add":
-        return [[a, lift(1)], [b, lift(1)]];
-      case "sub":
-        return [[a, lift(1)], [b, lift(-1)]];
-      case "mul":
-        return [[a, b], [b, a]];
-      case "div":
-        return [[a, lift(1).div(b)], [b, a.neg().div(b.mul(b))]];
-    }
+    const [da, db] = BINARY_OPS[n.op].derivative(n.a, n.b);
+    return [[n.a, da], [n.b, db]];
   }
   return [];
 }
@@ -272,6 +167,10 @@ function binaryOp(op: Binary, a: Operand, b: Operand): Tensor {
   return fused(tensors, () => binary(op, operands[0], operands[1]), op);
 }
 
+function unaryOp(op: MethodUnary, a: Tensor): Tensor {
+  return fused([a], (x) => unary(op, x), op);
+}
+
 /** a + b, broadcasting. */
 export function add(a: Operand, b: Operand): Tensor {
   return binaryOp("add", a, b);
@@ -294,31 +193,31 @@ export function scale(a: Tensor, s: number): Tensor {
 }
 /** -a */
 export function neg(a: Tensor): Tensor {
-  return fused([a], (x) => x.neg(), "neg");
+  return unaryOp("neg", a);
 }
 /** e^a */
 export function exp(a: Tensor): Tensor {
-  return fused([a], (x) => x.exp(), "exp");
+  return unaryOp("exp", a);
 }
 /** ln a */
 export function log(a: Tensor): Tensor {
-  return fused([a], (x) => x.log(), "log");
+  return unaryOp("log", a);
 }
 /** sqrt(a) */
 export function sqrt(a: Tensor): Tensor {
-  return fused([a], (x) => x.sqrt(), "sqrt");
+  return unaryOp("sqrt", a);
 }
 /** tanh(a), safe for large |a| */
 export function tanh(a: Tensor): Tensor {
-  return fused([a], (x) => x.tanh(), "tanh");
+  return unaryOp("tanh", a);
 }
 /** logistic sigmoid */
 export function sigmoid(a: Tensor): Tensor {
-  return fused([a], (x) => x.sigmoid(), "sigmoid");
+  return unaryOp("sigmoid", a);
 }
 /** max(a, 0) */
 export function relu(a: Tensor): Tensor {
-  return fused([a], (x) => x.relu(), "relu");
+  return unaryOp("relu", a);
 }
 /** GELU in its exact erf form (BERT, RoBERTa) or its tanh approximation (GPT-2's `gelu_new`). */
 export function gelu(a: Tensor, form: GeluForm = "erf"): Tensor {

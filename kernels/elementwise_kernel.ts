@@ -26,25 +26,9 @@ import { dispatch } from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import { broadcastStrides, sameShape } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
-import type { Binary, Expr, Unary } from "./elementwise.ts";
+import { BINARY_OPS, type Expr, UNARY_OPS } from "./elementwise_ops.ts";
 import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
 import { WGSL_MATH } from "./wgsl.ts";
-
-const UNARY_WGSL: Record<Unary, (a: string) => string> = {
-  neg: (a) => `-(${a})`,
-  exp: (a) => `exp(${a})`,
-  log: (a) => `log(${a})`,
-  sqrt: (a) => `sqrt(${a})`,
-  tanh: (a) => `safe_tanh(${a})`,
-  sigmoid: (a) => `sigmoid(${a})`,
-  relu: (a) => `max(${a}, 0.0)`,
-  gelu_erf: (a) => `gelu_erf(${a})`,
-  gelu_tanh: (a) => `gelu_tanh(${a})`,
-  gelu_erf_grad: (a) => `gelu_erf_grad(${a})`,
-  gelu_tanh_grad: (a) => `gelu_tanh_grad(${a})`,
-  step: (a) => `select(0.0, 1.0, ${a} > 0.0)`,
-};
-const BINARY_WGSL: Record<Binary, string> = { add: "+", sub: "-", mul: "*", div: "/" };
 
 /** Emits WGSL `let` statements for a set of expressions, sharing common subexpressions. */
 class Emitter {
@@ -66,8 +50,8 @@ class Emitter {
     else if (n.kind === "const") {
       text = `constants(${this.constants.length}u)`;
       this.constants.push(n.value);
-    } else if (n.kind === "unary") text = UNARY_WGSL[n.op](this.emit(n.a));
-    else text = `${this.emit(n.a)} ${BINARY_WGSL[n.op]} ${this.emit(n.b)}`;
+    } else if (n.kind === "unary") text = UNARY_OPS[n.op].wgsl(this.emit(n.a));
+    else text = BINARY_OPS[n.op].wgsl(this.emit(n.a), this.emit(n.b));
     let name = n.kind === "const" ? text : this.#byText.get(text);
     if (!name) {
       name = `${this.prefix}${this.lines.length}`;
@@ -180,7 +164,7 @@ function offsetCode(layout: Layout, index: string): string {
 export interface ElementwiseWork {
   /** Kernel name (texel kernels add "_texel"). */
   readonly name: string;
-  /** Variant key of the expressions, unique per structure. */
+  /** Variant key of the expressions, unique per structure (the kernel's key adds the name and layout). */
   readonly key: string;
   /** One expression per output, over the inputs. */
   readonly exprs: readonly Expr[];
@@ -218,7 +202,7 @@ export function recordElementwise(work: ElementwiseWork): void {
   if (reads) return recordTexel(work, layout, reads);
   const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"}]`);
   const results = exprs.map((e) => emitter.emit(e));
-  const kernel = kernelFor(`${work.key}/${layout.key}`, () => ({
+  const kernel = kernelFor(`${work.name}/${work.key}/${layout.key}`, () => ({
     name: work.name,
     params: paramSpecs(layout, emitter.constants.length),
     bindings: [
@@ -263,7 +247,7 @@ function recordTexel(work: ElementwiseWork, layout: Layout, reads: ("quad" | "ro
   );
   const lanes = [0, 1, 2, 3].map((e) => new Emitter((k) => `q${k}[${e}]`, `v${e}_`));
   const results = lanes.map((emitter) => exprs.map((e) => emitter.emit(e)));
-  const kernel = kernelFor(`${work.key}/${layout.key}/texel/${reads.join(",")}`, () => ({
+  const kernel = kernelFor(`${work.name}/${work.key}/${layout.key}/texel/${reads.join(",")}`, () => ({
     name: `${work.name}_texel`,
     params: paramSpecs(layout, lanes[0].constants.length),
     bindings: [

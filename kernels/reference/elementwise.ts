@@ -1,5 +1,6 @@
 /**
- * Float64 reference of the elementwise ops and their derivatives.
+ * Float64 reference of the elementwise ops and their derivatives, written from the formulas, not
+ * from the WGSL (kernels/elementwise_ops.ts points each op at its reference here).
  *
  * @module
  */
@@ -53,3 +54,31 @@ export const sqrt: ScalarOp = { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x) };
 
 /** max(x, 0). */
 export const relu: ScalarOp = { f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0) };
+
+/** Negation. */
+export const neg: ScalarOp = { f: (x) => -x, df: () => -1 };
+
+/** The unit step, 1 for x > 0 (relu's derivative); flat wherever it is differentiable. */
+export const step: ScalarOp = { f: (x) => (x > 0 ? 1 : 0), df: () => 0 };
+
+/** A function of two operands with its partial derivatives. */
+export interface BinaryScalarOp {
+  /** f(a, b) */
+  readonly f: (a: number, b: number) => number;
+  /** df/da */
+  readonly da: (a: number, b: number) => number;
+  /** df/db */
+  readonly db: (a: number, b: number) => number;
+}
+
+/** a + b. */
+export const add: BinaryScalarOp = { f: (a, b) => a + b, da: () => 1, db: () => 1 };
+
+/** a - b. */
+export const sub: BinaryScalarOp = { f: (a, b) => a - b, da: () => 1, db: () => -1 };
+
+/** a * b. */
+export const mul: BinaryScalarOp = { f: (a, b) => a * b, da: (_, b) => b, db: (a) => a };
+
+/** a / b. */
+export const div: BinaryScalarOp = { f: (a, b) => a / b, da: (_, b) => 1 / b, db: (a, b) => -a / (b * b) };
