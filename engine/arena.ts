@@ -20,6 +20,14 @@ import { keep, Storage, Tensor } from "./tensor.ts";
 /** Elements per alignment unit (256 bytes of float32). */
 export const ARENA_ALIGN = 64;
 
+/**
+ * Elements a tensor of `size` elements takes in an arena: rounded up to whole alignment units, at
+ * least one (an empty tensor still gets a slot). Everything that sizes an arena uses it.
+ */
+export function alignedLength(size: number): number {
+  return Math.max(1, Math.ceil(size / ARENA_ALIGN)) * ARENA_ALIGN;
+}
+
 /** One flat buffer of an arena, with its gradient twin. */
 export interface ArenaChunk {
   /** Parameter values. */
@@ -69,7 +77,7 @@ export class Arena {
     const lengths: number[] = [0];
     shapes.forEach((shape, i) => {
       const size = shapeSize(shape);
-      const padded = Math.max(ARENA_ALIGN, Math.ceil(size / ARENA_ALIGN) * ARENA_ALIGN);
+      const padded = alignedLength(size);
       if (padded > limit) {
         throw new RangeError(
           `${label}: tensor ${i} of ${size} elements exceeds the ${limit}-element chunk limit ` +

@@ -8,12 +8,13 @@
 import type { Tensor } from "../engine/tensor.ts";
 import { fusedQkvAttention } from "../kernels/attention.ts";
 import { dropout } from "../kernels/dropout.ts";
-import { add, fused, gelu, relu, tanh } from "../kernels/elementwise.ts";
+import { add, fused, tanh } from "../kernels/elementwise.ts";
 import { gatherRows } from "../kernels/embedding.ts";
 import { matmul } from "../kernels/matmul.ts";
-import type { Activation, ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config.ts";
 import type { BodyInputs } from "./inputs.ts";
 import {
+  activate,
   applyDense,
   applyNorm,
   declareDense,
@@ -32,12 +33,6 @@ interface EncoderLayer {
   ffnIn: DenseSlots;
   ffnOut: DenseSlots;
   outputNorm: NormSlots;
-}
-
-/** Applies the feed-forward activation named in the configuration. */
-export function activate(x: Tensor, activation: Activation): Tensor {
-  if (activation === "relu") return relu(x);
-  return gelu(x, activation === "gelu" ? "erf" : "tanh");
 }
 
 /** BERT/RoBERTa embeddings, encoder layers and optional pooler. */

@@ -11,9 +11,9 @@ import { dropout } from "../kernels/dropout.ts";
 import { add, fused } from "../kernels/elementwise.ts";
 import { gatherRows } from "../kernels/embedding.ts";
 import type { ModelConfig } from "./config.ts";
-import { activate } from "./bert.ts";
 import type { BodyInputs } from "./inputs.ts";
 import {
+  activate,
   applyDense,
   applyNorm,
   declareDense,

@@ -13,10 +13,10 @@ import { narrow } from "../kernels/layout.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { mean } from "../kernels/reduce.ts";
 import { formatShape } from "../engine/shape.ts";
-import { activate } from "./bert.ts";
 import type { ModelConfig } from "./config.ts";
-import type { Batch, BodyInputs } from "./inputs.ts";
+import { type Batch, type BodyInputs, hostIds } from "./inputs.ts";
 import {
+  activate,
   applyDense,
   applyNorm,
   declareDense,
@@ -109,13 +109,6 @@ function classifierDropout(config: ModelConfig): number {
 
 function rowsOf(hidden: Tensor, inputs: BodyInputs): Tensor {
   return hidden.reshape([inputs.batch * inputs.length, -1]);
-}
-
-function hostInts(t: Tensor, what: string): Int32Array {
-  if (t.dtype !== "int32" || !t.hostValues) {
-    throw new Error(`${what}: expected int32 labels created from host values`);
-  }
-  return t.hostValues;
 }
 
 /**
@@ -218,7 +211,7 @@ class QuestionAnsweringHead implements Head {
     const endLogits = narrow(logits, 2, 1, 1).reshape([B, T]);
     if (!batch.startPositions || !batch.endPositions) return { startLogits, endLogits };
     const clamp = (t: Tensor, what: string) => {
-      const values = hostInts(t, what);
+      const values = hostIds(t, what);
       if (values.length !== B) {
         throw new Error(`${what}: expected ${B} positions, got ${formatShape(t.shape)}`);
       }
@@ -283,7 +276,7 @@ class LanguageModelHead implements Head {
     const logits = matmul(features, wordEmbeddings, { transposeB: true, bias });
     if (!batch.labels) return { logits };
     const { batch: B, length: T } = inputs;
-    const labels = hostInts(batch.labels, "labels");
+    const labels = hostIds(batch.labels, "labels");
     if (labels.length !== B * T) {
       throw new Error(`labels: expected [${B}, ${T}], got ${formatShape(batch.labels.shape)}`);
     }

@@ -45,7 +45,11 @@ export interface BodyInputs {
   readonly lastTokenRows: Tensor;
 }
 
-function hostIds(t: Tensor, what: string): Int32Array {
+/**
+ * The host copy of an int32 tensor of ids or labels (models read them on the CPU to derive positions,
+ * masks and rows); `what` names it in the error when the tensor was not made from host values.
+ */
+export function hostIds(t: Tensor, what: string): Int32Array {
   if (t.dtype !== "int32" || !t.hostValues) {
     throw new Error(
       `${what}: expected an int32 tensor created from host values (tensor(Int32Array)), got ${t.describe()}`,

@@ -1,12 +1,15 @@
 /**
  * Building blocks shared by the model families: declaring Linear, Conv1D, LayerNorm and embedding
- * parameters with their metadata and Hugging Face initialisation, and applying them.
+ * parameters with their metadata and Hugging Face initialisation, applying them, and the
+ * feed-forward activations.
  *
  * @module
  */
 import type { Tensor } from "../engine/tensor.ts";
+import { gelu, relu } from "../kernels/elementwise.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import { matmul } from "../kernels/matmul.ts";
+import type { Activation } from "./config.ts";
 import type { ParameterRole, ParameterSet } from "./parameters.ts";
 
 /** Where a declared block sits: the metadata shared by its weight and bias. */
@@ -129,4 +132,10 @@ export function applyDense(set: ParameterSet, slots: DenseSlots, x: Tensor): Ten
 /** Applies a declared LayerNorm over the last axis. */
 export function applyNorm(set: ParameterSet, slots: NormSlots, x: Tensor, eps: number): Tensor {
   return layerNorm(x, set.slot(slots.gamma), set.slot(slots.beta), eps);
+}
+
+/** Applies the feed-forward activation named in the configuration. */
+export function activate(x: Tensor, activation: Activation): Tensor {
+  if (activation === "relu") return relu(x);
+  return gelu(x, activation === "gelu" ? "erf" : "tanh");
 }

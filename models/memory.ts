@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { ARENA_ALIGN } from "../engine/arena.ts";
+import { alignedLength } from "../engine/arena.ts";
 import { shapeSize } from "../engine/shape.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Task } from "./heads.ts";
@@ -74,7 +74,7 @@ export interface MemoryEstimate {
   total: ModelMemory;
 }
 
-/** Elements of a model's parameter arena: every tensor padded to {@linkcode ARENA_ALIGN}. */
+/** Elements of a model's parameter arena: every tensor padded to whole alignment units ({@linkcode alignedLength}). */
 export function arenaElements(model: MemoryModel): number {
   const metadata = new TransformerModel(model.config, {
     task: model.task,
@@ -82,7 +82,7 @@ export function arenaElements(model: MemoryModel): number {
     allocate: false,
   });
   return metadata.parameterSet.specs.reduce(
-    (sum, spec) => sum + Math.max(ARENA_ALIGN, Math.ceil(shapeSize(spec.shape) / ARENA_ALIGN) * ARENA_ALIGN),
+    (sum, spec) => sum + alignedLength(shapeSize(spec.shape)),
     0,
   );
 }

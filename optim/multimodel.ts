@@ -21,7 +21,7 @@
  *
  * @module
  */
-import { ARENA_ALIGN } from "../engine/arena.ts";
+import { alignedLength } from "../engine/arena.ts";
 import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
 import { shapeSize } from "../engine/shape.ts";
 import { type BufferRange, clearBuffer, copyBuffer, readRanges, upload } from "../engine/recorder.ts";
@@ -223,10 +223,7 @@ export class MultiModelOptimizer {
     const arena = 4 * sets.reduce(
       (sum, set) =>
         sum +
-        set.specs.reduce(
-          (s, spec) => s + Math.ceil(Math.max(1, shapeSize(spec.shape)) / ARENA_ALIGN) * ARENA_ALIGN,
-          0,
-        ),
+        set.specs.reduce((s, spec) => s + alignedLength(shapeSize(spec.shape)), 0),
       0,
     );
     const moments = (this.options.amsgrad ? 3 : 2) * arena;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Arena } from "../engine/arena.ts";
+import { alignedLength, Arena } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
 import { copyBuffer } from "../engine/recorder.ts";
 import { shapeSize } from "../engine/shape.ts";
@@ -47,7 +47,7 @@ export class JointArena {
     const shapes = sets.flatMap((set) => set.specs.map((spec) => spec.shape));
     const profile = gpu().profile;
     const limit = Math.floor(Math.min(profile.maxStorageBindingBytes, profile.maxBufferBytes) / 4);
-    const total = shapes.reduce((s, shape) => s + Math.ceil(Math.max(1, shapeSize(shape)) / 64) * 64, 0);
+    const total = shapes.reduce((s, shape) => s + alignedLength(shapeSize(shape)), 0);
     if (total > limit) {
       throw new Error(
         `MultiModelOptimizer: the models hold ${total} parameter values (${

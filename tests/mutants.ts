@@ -30,7 +30,7 @@ export const MUTATIONS: Mutation[] = [
   // Models and heads.
   {
     name: "bert: tanh GELU instead of erf",
-    file: "models/bert.ts",
+    file: "models/layers.ts",
     find: `gelu(x, activation === "gelu" ? "erf" : "tanh")`,
     replace: `gelu(x, "tanh")`,
     tests: ["models_test.ts", "heads_parity_test.ts"],
