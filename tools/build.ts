@@ -37,11 +37,13 @@ const repositoryOnly: esbuild.Plugin = {
 
 /**
  * Bundles one entry into a minified ES module for browsers, with a linked source map; with
- * `write: false` nothing is written and the files come back in `outputFiles`.
+ * `write: false` nothing is written and the files come back in `outputFiles`. `define` replaces
+ * global identifiers (tests/bundle_test.ts marks every reference to the global `Deno` with it).
  */
 export async function bundle(
   which: keyof typeof BUNDLES,
   write = true,
+  define: Record<string, string> = {},
 ): Promise<esbuild.BuildResult<{ write: boolean }>> {
   const { entry, out } = BUNDLES[which];
   return await esbuild.build({
@@ -57,6 +59,7 @@ export async function bundle(
     legalComments: "none",
     logLevel: "silent",
     plugins: [repositoryOnly],
+    define,
     write,
   });
 }

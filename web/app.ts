@@ -52,13 +52,27 @@ const restartButton = element<HTMLButtonElement>("restart");
 const TOGGLE_NAMES = ["sharing", "sync", "adaptive", "distill"] as const;
 const parameters = new URLSearchParams(location.search);
 
+/** Errors shown so far; after the first few, the box only counts them (one fault often cascades). */
+let shown = 0;
+const SHOWN_ERRORS = 3;
+
 /** Shows an error to the person (and in the console); training stops. */
-function showError(message: string): void {
+function showError(text: string): void {
+  // WebGPU's messages (a shader's compile errors) end in runs of blank lines.
+  const message = text.trim().replace(/\n\s*\n\s*\n/g, "\n\n");
   console.error(message);
   log.error ??= message;
   const box = element("error");
   box.hidden = false;
-  box.textContent = box.textContent ? `${box.textContent}\n${message}` : message;
+  shown++;
+  if (shown <= SHOWN_ERRORS) {
+    box.textContent = box.textContent ? `${box.textContent}\n${message}` : message;
+  } else {
+    const more = `(${shown - SHOWN_ERRORS} more error${
+      shown - SHOWN_ERRORS === 1 ? "" : "s"
+    } in the console)`;
+    box.textContent = box.textContent!.replace(/\n\(\d+ more errors? in the console\)$/, "") + `\n${more}`;
+  }
   state = "failed";
   setStatus("stopped by an error");
   startButton.disabled = true;

@@ -1,0 +1,51 @@
+/**
+ * The browser bundles (tools/build.ts, in memory: nothing is written): the core (`mod.ts`) and the page
+ * build, and neither refers to the global `Deno` except as `globalThis.Deno?.`, which a browser reads as
+ * undefined. (An unguarded `Deno.env.get` in a try/catch still runs there, but only by throwing a
+ * ReferenceError; an unguarded `Deno.readFile` reached from the core fails the page.)
+ *
+ * esbuild's `define` replaces every reference to the free identifier `Deno` - not strings, comments or
+ * WGSL, not `globalThis.Deno`, not a local of that name - with a marker, so the marker's occurrences
+ * are exactly the bare references; `globalThis.Deno` must then be followed by `?.`.
+ */
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { bundle, stopBundler } from "../tools/build.ts";
+
+const MARKER = "__bare_Deno_reference__";
+
+/** The uses of Deno in a bundle built with `Deno` defined as the marker: bare or unguarded, with surroundings. */
+export function unguardedDeno(code: string): string[] {
+  const around = (index: number) => code.slice(Math.max(0, index - 60), index + 60);
+  const bare = [...code.matchAll(new RegExp(MARKER, "g"))].map((m) => around(m.index));
+  const unchained = [...code.matchAll(/globalThis\.Deno(?![\w$])(?!\?\.)/g)].map((m) => around(m.index));
+  return [...bare, ...unchained];
+}
+
+Deno.test({
+  name: "the core and page bundles build and use Deno only as globalThis.Deno?.",
+  // esbuild's service process outlives one build; stopBundler() ends it.
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    try {
+      for (const which of ["core", "page"] as const) {
+        const result = await bundle(which, false, { Deno: MARKER });
+        deepStrictEqual(result.errors, [], `${which}: esbuild errors`);
+        const js = result.outputFiles!.find((f) => f.path.endsWith(".js"))!;
+        ok(js.text.length > 50_000, `${which}: the bundle is only ${js.text.length} characters`);
+        ok(js.text.includes("globalThis.Deno?.env"), `${which}: the guarded environment reads are missing`);
+        deepStrictEqual(unguardedDeno(js.text), [], `${which}: Deno used without a globalThis.Deno?. guard`);
+      }
+    } finally {
+      await stopBundler();
+    }
+  },
+});
+
+Deno.test("the check finds a bare Deno reference and an unguarded globalThis.Deno", () => {
+  deepStrictEqual(unguardedDeno(`let a=globalThis.Deno?.env.get("X");`), []);
+  deepStrictEqual(unguardedDeno(`try{${MARKER}.env.get("X")}catch{}`).length, 1);
+  deepStrictEqual(unguardedDeno(`const{readFile:r}=${MARKER};`).length, 1);
+  deepStrictEqual(unguardedDeno(`globalThis.Deno.readFile("x");`).length, 1);
+  deepStrictEqual(unguardedDeno(`const s="// Deno's WebGPU zeroes it";`), []);
+});
