@@ -5,7 +5,7 @@
  * `deno task parity`'s own, {@linkcode checkModelFolder}.
  */
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
-import { checkModelFolder, MODEL_TOLERANCE } from "../tools/parity.ts";
+import { checkModelFolder, MODEL_TOLERANCE } from "../models/parity.ts";
 import { maxAbs, setup } from "./helpers.ts";
 
 await setup();

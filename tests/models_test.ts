@@ -10,7 +10,7 @@ import type { Task } from "../models/heads.ts";
 import { bodyInputs } from "../models/inputs.ts";
 import { TransformerModel } from "../models/model.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
-import { checkModelFolder } from "../tools/parity.ts";
+import { checkModelFolder } from "../models/parity.ts";
 import { assertBitwiseEqual, assertClose, runParity, setup } from "./helpers.ts";
 
 await setup();

@@ -7,7 +7,7 @@ import { readAll } from "../engine/tensor.ts";
 import { loadPretrainedWithReport, savePretrained } from "../models/checkpoint.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
 import { planShards } from "../models/sharded.ts";
-import { checkModelFolder } from "../tools/parity.ts";
+import { checkModelFolder } from "../models/parity.ts";
 import { assertBitwiseEqual, setup } from "./helpers.ts";
 
 await setup();
