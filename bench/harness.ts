@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { openGpuOrExit } from "../tools/start.ts";
+import { openGpuOrExit } from "../engine/start.ts";
 import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { dispatch, synchronize } from "../engine/recorder.ts";
 import { zeros } from "../engine/tensor.ts";

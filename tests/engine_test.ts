@@ -135,7 +135,7 @@ Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes
 });
 
 Deno.test("without an adapter, a command stops with one line saying what to install", async () => {
-  const script = `import { openGpuOrExit } from "${new URL("../tools/start.ts", import.meta.url)}";
+  const script = `import { openGpuOrExit } from "${new URL("../engine/start.ts", import.meta.url)}";
     await openGpuOrExit();`;
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["eval", script],

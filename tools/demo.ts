@@ -12,7 +12,7 @@ import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { parseCommand, positiveInteger } from "./args.ts";
-import { openGpuOrExit } from "./start.ts";
+import { openGpuOrExit } from "../engine/start.ts";
 
 const TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs. ";
 const REPORT_EVERY = 25;

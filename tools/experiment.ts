@@ -11,7 +11,7 @@ import { writeResults } from "../experiment/report.ts";
 import { SCALES } from "../experiment/protocol.ts";
 import { readRuns, runExperiment } from "../experiment/runner.ts";
 import { exitWithUsageError, parseCommand } from "./args.ts";
-import { openGpuOrExit } from "./start.ts";
+import { openGpuOrExit } from "../engine/start.ts";
 
 const NAME = "experiment";
 

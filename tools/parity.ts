@@ -14,7 +14,7 @@
 import { checkModelFolder, type ModelParity } from "../models/parity.ts";
 import { type AdamwParity, checkAdamwFolder } from "../optim/parity.ts";
 import { exitWithUsageError, parseCommand } from "./args.ts";
-import { openGpuOrExit } from "./start.ts";
+import { openGpuOrExit } from "../engine/start.ts";
 
 /** A folder that could not be checked: a bad file, or an error while running it. */
 interface FolderError {

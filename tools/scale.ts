@@ -24,7 +24,7 @@ import { estimateMemory } from "../models/memory.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { parseCommand, positiveInteger } from "./args.ts";
-import { openGpuOrExit } from "./start.ts";
+import { openGpuOrExit } from "../engine/start.ts";
 
 const MODELS: { name: string; family: ModelFamily; task: Task }[] = [
   { name: "bert", family: "bert", task: "masked-lm" },

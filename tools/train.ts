@@ -16,7 +16,7 @@ import {
 import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
 import { train } from "../train/loop.ts";
 import { exitWithUsageError, parseCommand, positiveInteger } from "./args.ts";
-import { openGpuOrExit } from "./start.ts";
+import { openGpuOrExit } from "../engine/start.ts";
 
 const NAME = "train";
 

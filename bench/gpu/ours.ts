@@ -14,8 +14,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { openGpuOrExit } from "../../tools/start.ts";
-import { exitWithUsageError } from "../../tools/args.ts";
+import { openGpuOrExit } from "../../engine/start.ts";
 import { computedSource, describeFailure, folderSource, passes, type Source } from "./check.ts";
 import { type Size, workloads } from "./inputs.ts";
 import { attentionWorkload, chainWorkload, layerNormWorkload, matmulWorkload } from "./kernel_workloads.ts";
@@ -26,6 +25,12 @@ import { DRY_TIMING, FULL_TIMING, type Measurement } from "./timing.ts";
 import type { Workload } from "./workload.ts";
 
 const NAME = "bench/gpu/ours.ts";
+
+/** Prints `bench/gpu/ours.ts: message (try --help)` as one line and exits with status 2, as the tasks do. */
+function exitWithUsageError(message: string): never {
+  console.error(`${NAME}: ${message.replaceAll("\n", " ")} (try --help)`);
+  Deno.exit(2);
+}
 
 /** What torch_side.py records in `torch.json`. */
 interface TorchRun {
@@ -54,7 +59,7 @@ const { values: flags, positionals } = (() => {
       allowPositionals: true,
     });
   } catch (error) {
-    exitWithUsageError(NAME, (error as Error).message.split("\n")[0]);
+    exitWithUsageError((error as Error).message.split("\n")[0]);
   }
 })();
 
@@ -74,9 +79,9 @@ if (flags.help) {
 }
 const dryRun = flags["dry-run"];
 if (dryRun === (positionals.length === 1) || positionals.length > 1) {
-  exitWithUsageError(NAME, "give either one folder written by torch_side.py or --dry-run");
+  exitWithUsageError("give either one folder written by torch_side.py or --dry-run");
 }
-if (dryRun && flags.doc) exitWithUsageError(NAME, "--doc needs PyTorch's figures; a dry run has none");
+if (dryRun && flags.doc) exitWithUsageError("--doc needs PyTorch's figures; a dry run has none");
 
 const folder = positionals[0] ?? null;
 let torchRun: TorchRun | null = null;
@@ -85,7 +90,7 @@ if (folder) {
   try {
     torchRun = JSON.parse(await Deno.readTextFile(path));
   } catch (error) {
-    exitWithUsageError(NAME, `${path}: ${(error as Error).message} (run torch_side.py first)`);
+    exitWithUsageError(`${path}: ${(error as Error).message} (run torch_side.py first)`);
   }
 }
 const size: Size = torchRun?.size ?? "tiny";
@@ -107,7 +112,7 @@ const makers: (readonly [string, () => Workload | Promise<Workload>])[] = [
   ...w.models.sizes.map((s) => [`model/${s.id}`, () => modelsWorkload(s, w.models, source)] as const),
 ];
 const chosen = makers.filter(([id]) => selected(id));
-if (chosen.length === 0) exitWithUsageError(NAME, `--only ${flags.only} selects no workload`);
+if (chosen.length === 0) exitWithUsageError(`--only ${flags.only} selects no workload`);
 
 // Every check runs before anything is timed: a wrong kernel fails the run, it is never timed.
 console.log(`checking ${chosen.length} workloads (${size} shapes) against ${source.label}`);

@@ -1,6 +1,7 @@
 /**
- * How every command opens the GPU: print the adapter's name, or one line saying what to install
- * and exit 1 (no stack trace) when WebGPU has no adapter.
+ * How a Deno program - a command in tools/, a benchmark in bench/ - opens the GPU: print the
+ * adapter's name, or one line saying what to install and exit 1 (no stack trace) when WebGPU has no
+ * adapter. Deno only (it exits the process); mod.ts does not export it.
  *
  * @module
  */
