@@ -136,7 +136,7 @@ function uniformSource(fields: readonly UniformField[]): string {
 }
 
 /** Builds the WGSL source of a kernel: uniform struct and accessors, binding declarations, then the spec's code. */
-export function kernelSource(spec: KernelSpec): string {
+function kernelSource(spec: KernelSpec): string {
   const storage = spec.bindings.map((b, i) =>
     b.type === "texture"
       ? `@group(0) @binding(${i + 1}) var ${b.name}: texture_2d<f32>;`
@@ -153,7 +153,7 @@ export function kernelSource(spec: KernelSpec): string {
  * `mul` by a number) share one pipeline yet each dispatches, and is listed by `MM_DEBUG`, under its
  * own name. `MM_DEBUG=3` prints each new pipeline's WGSL and the time its creation took.
  */
-export function compileKernel<P extends ParamSpecs>(spec: KernelSpec<P>): Kernel<P> {
+function compileKernel<P extends ParamSpecs>(spec: KernelSpec<P>): Kernel<P> {
   const source = kernelSource(spec);
   const key = `${spec.name}\n${source}`;
   let kernel = named.get(key) as Kernel<P> | undefined;

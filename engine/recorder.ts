@@ -473,11 +473,6 @@ export function recorderStats(): RecorderStats {
   return { ...stats };
 }
 
-/** Forgets cached bind groups, for instance after pooled buffers were destroyed. */
-export function clearBindGroups(): void {
-  bindGroups.clear();
-}
-
 /**
  * Runs `fn` and returns the dispatches it recorded, in order, together with its result; used by
  * tests and benchmarks to count the dispatches of a step.

@@ -47,7 +47,7 @@ export interface GradNode {
   readonly parents: readonly Tensor[];
   /**
    * Maps the output gradient to one gradient per parent (null where a parent needs none). It must
-   * not return `grad` itself (a `view()` of it is fine): the engine disposes `grad` afterwards.
+   * not return `grad` itself (a `detach()` of it is fine): the engine disposes `grad` afterwards.
    */
   readonly backward: (grad: Tensor) => (Tensor | null)[];
 }
@@ -156,12 +156,11 @@ export class Tensor {
     return out;
   }
 
-  /** Another tensor object over the same storage and shape, detached from autograd. */
-  view(): Tensor {
-    return this.#alias(this.shape);
-  }
-
-  /** Same values, no autograd link; shares storage. */
+  /**
+   * The same values with no autograd history, as PyTorch's `detach()`: another tensor object over the
+   * same storage and shape (no copy, so in-place writes show through both) that does not require a
+   * gradient; dispose it like any other tensor.
+   */
   detach(): Tensor {
     return this.#alias(this.shape);
   }

@@ -10,7 +10,7 @@
  * @module
  */
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
-import { broadcastShapes, formatShape, sameShape } from "../engine/shape.ts";
+import { broadcastShapes, sameShape } from "../engine/shape.ts";
 import { recordElementwise, structureKey } from "./elementwise_kernel.ts";
 import {
   type Binary,
@@ -128,7 +128,7 @@ function backward(name: string, root: Expr, inputs: readonly Tensor[], g: Tensor
   const computed: number[] = [];
   exprs.forEach((e, k) => {
     if (!e) return;
-    if (e === gradInput) grads[k] = g.view();
+    if (e === gradInput) grads[k] = g.detach();
     else computed.push(k);
   });
   if (computed.length > 0) {
@@ -222,11 +222,4 @@ export function relu(a: Tensor): Tensor {
 /** GELU in its exact erf form (BERT, RoBERTa) or its tanh approximation (GPT-2's `gelu_new`). */
 export function gelu(a: Tensor, form: GeluForm = "erf"): Tensor {
   return fused([a], (x) => x.gelu(form), `gelu_${form}`);
-}
-
-/** Checks that two tensors have the same shape, naming the op; used by ops without broadcasting. */
-export function assertSameShape(op: string, a: Tensor, b: Tensor): void {
-  if (!sameShape(a.shape, b.shape)) {
-    throw new Error(`${op}: shapes ${formatShape(a.shape)} and ${formatShape(b.shape)} differ`);
-  }
 }

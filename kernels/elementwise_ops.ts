@@ -226,7 +226,7 @@ for (const op of Object.keys(BINARY_OPS) as Binary[]) {
 export type GeluForm = "erf" | "tanh";
 
 /** `x` as an expression: itself, or a constant node. */
-export function lift(x: Expr | number): Expr {
+function lift(x: Expr | number): Expr {
   return x instanceof Expr ? x : new Expr({ kind: "const", value: x });
 }
 /** The node op(a). */

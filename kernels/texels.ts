@@ -26,17 +26,6 @@ export const TEXEL_WGSL = `fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
 
 const freeByHeight = new Map<number, GPUTexture[]>();
 const views = new WeakMap<GPUTexture, GPUTextureView>();
-let texturesCreated = 0;
-
-/** Operand textures created since the process started (a steady loop creates none). */
-export function texelTexturesCreated(): number {
-  return texturesCreated;
-}
-
-/** Whether a range can be copied into texels: its offset and size are whole texels (16 bytes). */
-export function texelCopyable(range: BufferRange): boolean {
-  return range.offset % 16 === 0 && range.size % 16 === 0;
-}
 
 /**
  * The range widened to whole texels (its size rounded up to 16 bytes within its buffer), or null
@@ -56,7 +45,6 @@ function acquire(rows: number): GPUTexture {
   if (height > limit) {
     throw new RangeError(`texels: ${rows} rows of ${TEXEL_ROW} texels exceed the texture limit ${limit}`);
   }
-  texturesCreated++;
   const texture = gpu().device.createTexture({
     label: `operand texels ${height}`,
     size: [TEXEL_ROW, height],
@@ -70,7 +58,7 @@ function acquire(rows: number): GPUTexture {
 /**
  * Copies each range into a pooled texture (recorded in order with the other work; equal ranges
  * share one), runs `record` with their views, which records the dispatches that read them, and
- * returns the textures to the pool. Ranges must be {@linkcode texelCopyable}.
+ * returns the textures to the pool. Ranges must be whole texels (from {@linkcode texelRange}).
  */
 export function withTexels<T>(ranges: readonly BufferRange[], record: (views: GPUTextureView[]) => T): T {
   const textures: GPUTexture[] = [];

@@ -51,6 +51,21 @@ Deno.test("gradients accumulate across backward calls and over shared subexpress
   expectError(() => c.backward(), "backward: tensor float32[3] does not require a gradient");
 });
 
+Deno.test("detach is PyTorch's: same storage, no gradient history, disposed on its own", async () => {
+  const x = tensor([1, 2, 3], { requiresGrad: true });
+  const y = mul(x, x);
+  const d = y.detach();
+  if (d.requiresGrad || d.node) throw new Error("a detached tensor is linked to the graph");
+  if (d.storage !== y.storage) throw new Error("detach copied");
+  writeTensor(y, Float32Array.of(7, 8, 9));
+  assertClose(await d.data(), [7, 8, 9], { atol: 0 }, "a write through the original shows in the detached");
+  sum(mul(d, x)).backward();
+  assertClose(await x.grad!.data(), [7, 8, 9], { atol: 0 }, "no gradient flows through the detached factor");
+  y.dispose();
+  assertClose(await d.data(), [7, 8, 9], { atol: 0 }, "the detached tensor outlives the original");
+  d.dispose();
+});
+
 Deno.test("noGrad records no graph", () => {
   const x = tensor([1, 2], { requiresGrad: true });
   const y = noGrad(() => mul(x, x));

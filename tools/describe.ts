@@ -27,11 +27,6 @@ export async function describedModel(source: string, task: Task = "base"): Promi
     : await modelFromConfigFile(source, { task, allocate: false });
 }
 
-/** Builds the metadata of a model from a family name or a Hugging Face config.json path. */
-export async function describeModel(source: string, task: Task = "base"): Promise<ParameterInfo[]> {
-  return (await describedModel(source, task)).parameterSet.infos;
-}
-
 /** The memory lines of `describe`: what training the model takes at a batch of `batch` x `length` tokens. */
 export function memoryLines(name: string, model: MemoryModel, batch: number, length: number): string {
   const m: ModelMemory = estimateMemory({ [name]: model }, { batch, length }).models[name];
