@@ -8,7 +8,11 @@
  *
  * Workgroups cover column tiles in x, row tiles in y and batches in z; problems beyond the device's
  * workgroup-count or storage-binding limits are cut into chunks that each bind only the window of
- * every operand they read. Sums run in a fixed order, so results are bit-identical run to run.
+ * every operand they read. A chunk may also cover part of the inner dimension (an operand of 50 k
+ * rows, such as GPT-2's token table in the LM head's backward): later inner chunks start from the
+ * partial sums already stored and the bias is added by the last, so every output still adds its
+ * products in ascending k. Sums run in a fixed order, so results are bit-identical run to run and
+ * whatever the chunking.
  *
  * @module
  */
@@ -127,16 +131,19 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
   const rowTiles = Math.ceil(M / t.rows), colTiles = Math.ceil(N / t.cols);
   const { maxStorageBindingBytes, maxWorkgroupsPerDimension: limit } = gpu().profile;
 
-  /** The windows of a, b and c that batches [z0, z1), row tiles [r0, r1), column tiles [c0, c1) touch. */
-  const windows = (
-    lead: BatchDim,
-    z0: number,
-    z1: number,
-    r0: number,
-    r1: number,
-    c0: number,
-    c1: number,
-  ) => {
+  /** A chunk: batches [z0, z1), row tiles [r0, r1), column tiles [c0, c1), inner steps [k0, k1). */
+  type Chunk = {
+    z0: number;
+    z1: number;
+    r0: number;
+    r1: number;
+    c0: number;
+    c1: number;
+    k0: number;
+    k1: number;
+  };
+  /** The windows of a, b and c that a chunk touches. */
+  const windows = (lead: BatchDim, { z0, z1, r0, r1, c0, c1, k0, k1 }: Chunk) => {
     const low = { a: Infinity, b: Infinity, c: Infinity }, high = { a: 0, b: 0, c: 0 };
     for (let z = z0; z < z1; z++) {
       for (const k of ["a", "b", "c"] as const) {
@@ -146,8 +153,16 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
       }
     }
     const m0 = r0 * t.rows, m1 = Math.min(M, r1 * t.rows), n0 = c0 * t.cols, n1 = Math.min(N, c1 * t.cols);
-    const [la, ha] = K === 0 ? [0, 0] : transA ? [m0, (K - 1) * M + m1] : [m0 * K, m1 * K];
-    const [lb, hb] = K === 0 ? [0, 0] : transB ? [n0 * K, n1 * K] : [n0, (K - 1) * N + n1];
+    const [la, ha] = K === 0
+      ? [0, 0]
+      : transA
+      ? [k0 * M + m0, (k1 - 1) * M + m1]
+      : [m0 * K + k0, (m1 - 1) * K + k1];
+    const [lb, hb] = K === 0
+      ? [0, 0]
+      : transB
+      ? [n0 * K + k0, (n1 - 1) * K + k1]
+      : [k0 * N + n0, (k1 - 1) * N + n1];
     return [
       window(a.tensor, low.a + la, high.a + ha, lead.a),
       window(b.tensor, low.b + lb, high.b + hb, lead.b),
@@ -155,17 +170,39 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
     ];
   };
   const biasWindow = bias && window(bias, 0, N, 0);
-  const fits = (w: Window[]) => w.every((x) => x.range.size <= maxStorageBindingBytes);
+  const largest = (w: Window[]) => Math.max(...w.map((x) => x.range.size));
   const tooLarge = () =>
     new Error(`${op}: a chunk of ${formatShape(out.shape)} exceeds the storage binding limit`);
 
-  // Chunk sizes in batches, row tiles and column tiles, halved until every window fits.
-  let zc = Math.min(batchCount, limit), mt = Math.min(rowTiles, limit), nt = Math.min(colTiles, limit);
-  while (!fits(windows(unit, 0, zc, 0, mt, 0, nt))) {
-    if (zc > 1) zc = Math.ceil(zc / 2);
-    else if (mt > 1) mt = Math.ceil(mt / 2);
-    else if (nt > 1) nt = Math.ceil(nt / 2);
-    else throw tooLarge();
+  // Chunk sizes in batches, row tiles, column tiles and inner steps: while a window does not fit,
+  // the one of them whose halving shrinks the largest window most is halved. Inner chunks stay a
+  // multiple of 16 steps (every variant's slice depth) and later ones accumulate onto the output.
+  const size = {
+    z: Math.min(batchCount, limit),
+    m: Math.min(rowTiles, limit),
+    n: Math.min(colTiles, limit),
+    k: K,
+  };
+  const first = (s: typeof size): Chunk => ({
+    z0: 0,
+    z1: s.z,
+    r0: 0,
+    r1: s.m,
+    c0: 0,
+    c1: s.n,
+    k0: 0,
+    k1: s.k,
+  });
+  const halved = (s: typeof size, d: keyof typeof size) => ({
+    ...s,
+    [d]: d === "k" ? Math.ceil(s.k / 32) * 16 : Math.ceil(s[d] / 2),
+  });
+  while (largest(windows(unit, first(size))) > maxStorageBindingBytes) {
+    const options = (["z", "m", "n", "k"] as const).filter((d) => d === "k" ? size.k > 16 : size[d] > 1);
+    if (options.length === 0) throw tooLarge();
+    const score = (d: keyof typeof size) => largest(windows(unit, first(halved(size, d))));
+    const best = options.reduce((x, y) => score(y) < score(x) ? y : x);
+    Object.assign(size, halved(size, best));
   }
   for (let l = 0; l < shapeSize(leading.map((d) => d.size)); l++) {
     const lead = { ...unit };
@@ -174,41 +211,56 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
       rest = Math.floor(rest / leading[r].size);
       for (const k of ["a", "b", "c"] as const) lead[k] += coord * leading[r][k];
     }
-    for (let z0 = 0; z0 < batchCount; z0 += zc) {
-      for (let r0 = 0; r0 < rowTiles; r0 += mt) {
-        for (let c0 = 0; c0 < colTiles; c0 += nt) {
-          const z1 = Math.min(batchCount, z0 + zc), r1 = Math.min(rowTiles, r0 + mt);
-          const c1 = Math.min(colTiles, c0 + nt);
-          const [wa, wb, wc] = windows(lead, z0, z1, r0, r1, c0, c1);
-          if (!fits([wa, wb, wc])) throw tooLarge();
-          const params = {
-            M,
-            N,
-            K,
-            batch_inner: inner.size,
-            a_outer: outer.a,
-            a_inner: inner.a,
-            b_outer: outer.b,
-            b_inner: inner.b,
-            c_outer: outer.c,
-            c_inner: inner.c,
-            batch0: z0,
-            row_tile0: r0,
-            col_tile0: c0,
-            a_shift: wa.shift,
-            b_shift: wb.shift,
-            c_shift: wc.shift,
-            has_bias: bias ? 1 : 0,
-            bias_shift: biasWindow?.shift ?? 0,
-          };
-          const others = [biasWindow?.range ?? wa.range, wc.range];
-          const groups: [number, number, number] = [c1 - c0, r1 - r0, z1 - z0];
-          if (texel) {
-            withTexels(
-              [wa.range, wb.range],
-              (views) => dispatch(kernel, params, [...views, ...others], groups),
-            );
-          } else dispatch(kernel, params, [wa.range, wb.range, ...others], groups);
+    for (let z0 = 0; z0 < batchCount; z0 += size.z) {
+      for (let r0 = 0; r0 < rowTiles; r0 += size.m) {
+        for (let c0 = 0; c0 < colTiles; c0 += size.n) {
+          // K = 0 still runs one chunk, which stores the bias (or zeros).
+          for (let k0 = 0; k0 < Math.max(K, 1); k0 += Math.max(size.k, 1)) {
+            const chunk = {
+              z0,
+              z1: Math.min(batchCount, z0 + size.z),
+              r0,
+              r1: Math.min(rowTiles, r0 + size.m),
+              c0,
+              c1: Math.min(colTiles, c0 + size.n),
+              k0,
+              k1: Math.min(K, k0 + size.k),
+            };
+            const [wa, wb, wc] = windows(lead, chunk);
+            if (largest([wa, wb, wc]) > maxStorageBindingBytes) throw tooLarge();
+            const last = chunk.k1 === K;
+            const params = {
+              M,
+              N,
+              K,
+              batch_inner: inner.size,
+              a_outer: outer.a,
+              a_inner: inner.a,
+              b_outer: outer.b,
+              b_inner: inner.b,
+              c_outer: outer.c,
+              c_inner: inner.c,
+              batch0: z0,
+              row_tile0: r0,
+              col_tile0: c0,
+              a_shift: wa.shift,
+              b_shift: wb.shift,
+              c_shift: wc.shift,
+              has_bias: bias && last ? 1 : 0,
+              bias_shift: biasWindow?.shift ?? 0,
+              k_begin: k0,
+              k_end: chunk.k1,
+              accumulate: k0 > 0 ? 1 : 0,
+            };
+            const others = [biasWindow?.range ?? wa.range, wc.range];
+            const groups: [number, number, number] = [chunk.c1 - c0, chunk.r1 - r0, chunk.z1 - z0];
+            if (texel) {
+              withTexels(
+                [wa.range, wb.range],
+                (views) => dispatch(kernel, params, [...views, ...others], groups),
+              );
+            } else dispatch(kernel, params, [wa.range, wb.range, ...others], groups);
+          }
         }
       }
     }

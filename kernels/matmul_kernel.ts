@@ -53,7 +53,12 @@ const TILE_CONFIGS = {
   texel: { rows: 16, cols: 64, depth: 4, threadRows: 8, threadCols: 16, staged: false },
 } as const satisfies Record<KernelVariant<"matmul">, TileConfig>;
 
-/** Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts. */
+/**
+ * Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts, and
+ * the chunk's steps [k_begin, k_end) of the inner dimension; with `accumulate` the accumulators start
+ * from the output already stored (the sum of the earlier steps), so a split inner dimension adds its
+ * steps in the same order as one dispatch.
+ */
 const GEMM_PARAMS = {
   M: "u32",
   N: "u32",
@@ -73,6 +78,9 @@ const GEMM_PARAMS = {
   c_shift: "u32",
   has_bias: "u32",
   bias_shift: "u32",
+  k_begin: "u32",
+  k_end: "u32",
+  accumulate: "u32",
 } as const;
 
 /** The layout of one kernel variant: operand transposes and which bindings are read or written as vec4. */
@@ -133,12 +141,12 @@ function stagedCopy(t: TileConfig, name: "a" | "b", layout: Layout, threads: num
     const gi = `${name}_origin + ${i}`, gk = `k0 + ${k}`;
     decl.push(`var ${reg}: vec4<f32>;`);
     if (op.vec) {
-      const inside = `${gi} < ${op.bound} && ${gk} < params.K`;
+      const inside = `${gi} < ${op.bound} && ${gk} < params.k_end`;
       load.push(`${guard}{ ${reg} = select(vec4<f32>(), ${op.read(gi, gk)}, ${inside}); }`);
     } else {
       const parts = [0, 1, 2, 3].map((e) => {
         const [ei, ek] = op.depthContiguous ? [gi, `${gk} + ${e}u`] : [`${gi} + ${e}u`, gk];
-        return `if (${ei} < ${op.bound} && ${ek} < params.K) { ${reg}[${e}] = ${op.read(ei, ek)}; }`;
+        return `if (${ei} < ${op.bound} && ${ek} < params.k_end) { ${reg}[${e}] = ${op.read(ei, ek)}; }`;
       });
       load.push(`${guard}{ ${reg} = vec4<f32>(); ${parts.join(" ")} }`);
     }
@@ -179,7 +187,7 @@ function fourSteps(
         op.vec ? read(4 * q) : `vec4<f32>(${[0, 1, 2, 3].map((c) => read(4 * q + c)).join(", ")})`;
       const value = t.staged
         ? `${name}_tile[(kq * 4u + ${kk}u) * ${extent / 4}u + (${index(4 * q)}) / 4u]`
-        : `select(vec4<f32>(), ${quad()}, k + ${kk}u < params.K)`;
+        : `select(vec4<f32>(), ${quad()}, k + ${kk}u < params.k_end)`;
       lines.push(`let ${name}${kk}_${q} = ${value};`);
     }
   }
@@ -189,12 +197,25 @@ function fourSteps(
   return { lines, at };
 }
 
-/** WGSL of `bias_quad(col)` (four bias values from column col, zero past N) and `store_quad`. */
+/**
+ * WGSL of `bias_quad(col)` (four bias values from column col, zero past N), `store_quad` and
+ * `prior_quad` (the four outputs already stored when accumulating, else zeros).
+ */
 export function outputHelpers(layout: Layout): string {
   const store = layout.vecC
     ? `if (col < params.N) { c[index / 4u] = value; }`
     : `for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) { c[index + e] = value[e]; }`;
-  return `fn bias_quad(col: u32) -> vec4<f32> {
+  const load = layout.vecC
+    ? `if (col < params.N) { v = c[index / 4u]; }`
+    : `for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) { v[e] = c[index + e]; }`;
+  return `fn prior_quad(index: u32, col: u32, row: u32) -> vec4<f32> {
+  var v = vec4<f32>();
+  if (params.accumulate != 0u && row < params.M) {
+    ${load}
+  }
+  return v;
+}
+fn bias_quad(col: u32) -> vec4<f32> {
   var v = vec4<f32>();
   if (params.has_bias != 0u) {
     for (var e = 0u; e < min(params.N - min(col, params.N), 4u); e++) {
@@ -228,7 +249,11 @@ function gemmSource(t: TileConfig, layout: Layout): string {
   const b = fourSteps("b", layout, t, t.threadCols, colIndex);
   const products = [...a.lines, ...b.lines], accDecl: string[] = [], epilogue: string[] = [];
   for (let r = 0; r < t.threadRows; r++) {
-    for (let c = 0; c < t.threadCols; c++) accDecl.push(`var ${acc(r, c)} = 0.0;`);
+    for (let j = 0; j < t.threadCols / 4; j++) {
+      const index = `c_base + (${rowOf(r)}) * params.N + ${quadCol(j)}`;
+      accDecl.push(`let prior_${r}_${j} = prior_quad(${index}, ${quadCol(j)}, ${rowOf(r)});`);
+      for (let e = 0; e < 4; e++) accDecl.push(`var ${acc(r, 4 * j + e)} = prior_${r}_${j}[${e}];`);
+    }
   }
   for (let kk = 0; kk < 4; kk++) {
     for (let r = 0; r < t.threadRows; r++) {
@@ -255,8 +280,8 @@ function gemmSource(t: TileConfig, layout: Layout): string {
   ${[...copyA.decl, ...copyB.decl].join("\n  ")}
   // Iteration s stores slice s - 1 (loaded during the previous iteration's arithmetic), then loads
   // slice s before multiplying slice s - 1; the loads past the end read zeros.
-  let steps = (params.K + ${t.depth - 1}u) / ${t.depth}u;
-  var k0 = 0u;
+  let steps = (params.k_end - params.k_begin + ${t.depth - 1}u) / ${t.depth}u;
+  var k0 = params.k_begin;
   for (var step = 0u; step <= steps; step++) {
     if (step > 0u) {
       ${[...copyA.store, ...copyB.store].join("\n      ")}
@@ -273,7 +298,7 @@ function gemmSource(t: TileConfig, layout: Layout): string {
   }`;
   } else {
     loop = `
-  for (var k = 0u; k < params.K; k += 4u) {
+  for (var k = params.k_begin; k < params.k_end; k += 4u) {
     ${products.join("\n    ")}
   }`;
   }

@@ -24,7 +24,7 @@ function quadLoads(t: TileConfig, layout: Layout, guarded: boolean) {
   const lines: string[] = [];
   const step = (kk: number) => `4u * q + ${kk}u`;
   const guard = (kk: number, value: string) =>
-    guarded ? `select(vec4<f32>(), ${value}, ${step(kk)} < params.K)` : value;
+    guarded ? `select(vec4<f32>(), ${value}, ${step(kk)} < params.k_end)` : value;
   if (!layout.transA) {
     for (let r = 0; r < R; r++) lines.push(`let a${r} = texel(a, a_row${r} + q);`);
   } else {
@@ -69,18 +69,25 @@ export function texelGemmSource(t: TileConfig, layout: Layout): string {
   const setup: string[] = [], accumulators: string[] = [], epilogue: string[] = [];
   // Texel indices of each row of the block (a) and column (b), clamped into the matrix: rows and
   // columns past its end compute values that are never stored.
+  // A window that starts past a row's first element (a later inner chunk) makes a row's start
+  // negative, wrapped in u32; texel_of divides it as signed, so adding steps wraps back into range.
   if (!layout.transA) {
     for (let r = 0; r < R; r++) {
-      setup.push(`let a_row${r} = (a_base + min(m0 + ${r}u, params.M - 1u) * params.K) / 4u;`);
+      setup.push(`let a_row${r} = texel_of(a_base + min(m0 + ${r}u, params.M - 1u) * params.K);`);
     }
-  } else setup.push(`let a_col = (a_base + m0) / 4u;`, `let a_step = params.M / 4u;`);
+  } else setup.push(`let a_col = texel_of(a_base + m0);`, `let a_step = params.M / 4u;`);
   if (layout.transB) {
     for (let c = 0; c < C; c++) {
-      setup.push(`let b_col${c} = (b_base + min(n0 + ${c}u, params.N - 1u) * params.K) / 4u;`);
+      setup.push(`let b_col${c} = texel_of(b_base + min(n0 + ${c}u, params.N - 1u) * params.K);`);
     }
-  } else setup.push(`let b_row = (b_base + n0) / 4u;`, `let b_step = params.N / 4u;`);
+  } else setup.push(`let b_row = texel_of(b_base + n0);`, `let b_step = params.N / 4u;`);
   for (let r = 0; r < R; r++) {
-    for (let j = 0; j < C / 4; j++) accumulators.push(`var acc${r}_${j} = vec4<f32>();`);
+    for (let j = 0; j < C / 4; j++) {
+      const col = `n0 + ${4 * j}u`;
+      accumulators.push(
+        `var acc${r}_${j} = prior_quad(c_base + (m0 + ${r}u) * params.N + ${col}, ${col}, m0 + ${r}u);`,
+      );
+    }
   }
   for (let j = 0; j < C / 4; j++) epilogue.push(`let bias${j} = bias_quad(n0 + ${4 * j}u);`);
   for (let r = 0; r < R; r++) {
@@ -96,13 +103,16 @@ export function texelGemmSource(t: TileConfig, layout: Layout): string {
   // Only when both operands step along k across rows can K be odd (the others need K % 4 == 0).
   const tail = layout.transA && !layout.transB
     ? `
-  if (params.K % 4u != 0u) {
+  if (params.k_end % 4u != 0u) {
     let q = quads;
     ${quadLoads(t, layout, true).join("\n    ")}
   }`
     : "";
   return `${TEXEL_WGSL}
 ${outputHelpers(layout)}
+fn texel_of(element: u32) -> u32 {
+  return u32(i32(element) >> 2u);
+}
 @compute @workgroup_size(${threadsX * (t.rows / R)})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let z = wid.z + params.batch0;
@@ -115,8 +125,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let n0 = (wid.x + params.col_tile0) * ${t.cols}u + (lid % ${threadsX}u) * ${C}u;
   ${setup.join("\n  ")}
   ${accumulators.join("\n  ")}
-  let quads = params.K / 4u;
-  for (var q = 0u; q < quads; q++) {
+  let quads = params.k_end / 4u;
+  for (var q = params.k_begin / 4u; q < quads; q++) {
     ${quadLoads(t, layout, false).join("\n    ")}
   }${tail}
   ${epilogue.join("\n  ")}

@@ -13,6 +13,7 @@ import {
   numericGradient,
   randomValues,
   setup,
+  withProfile,
 } from "./helpers.ts";
 
 await setup();
@@ -274,6 +275,43 @@ Deno.test("problems beyond the device's workgroup and binding limits are split i
       for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
       assertClose([y[m * N + n]], [s], { atol: 1e-3 }, `windowed weight, row ${m} column ${n}`);
     }
+  }
+});
+
+Deno.test("an inner dimension beyond one binding is split, each later chunk accumulating onto the output, bit for bit", async () => {
+  // At a 64 KiB limit each large operand (K = 1000 rows of 64) is bound 256 rows at a time; the
+  // products whose K runs along memory ([1, K] x [K]^T) split at 1 KiB. Every accumulator still
+  // adds its products in ascending k, so outputs and gradients equal the one-dispatch ones.
+  const cases: [Case, number][] = [
+    [{ a: [4, 1000], b: [1000, 64], bias: true }, 65536],
+    [{ a: [1000, 4], b: [1000, 64], transposeA: true, bias: true }, 65536],
+    [{ a: [1000, 64], b: [4, 1000], transposeA: true, transposeB: true }, 65536],
+    [{ a: [1, 1000], b: [1, 1000], transposeB: true, bias: true }, 1024],
+  ];
+  // Texel (software adapters) in every layout with its backward; the others' kernels compile slowly
+  // here, so each runs two layouts forward.
+  const runs = { texel: [0, 1, 2, 3], direct: [0, 2], tiled32: [1, 3] };
+  for (const [variant, chosen] of Object.entries(runs)) {
+    await withKernels(`matmul:${variant}`, async () => {
+      for (const [c, limit] of chosen.map((i) => cases[i])) {
+        const forwardOnly = variant !== "texel";
+        const whole = await check({ ...c, forwardOnly }, 40);
+        const split = await withProfile({ maxStorageBindingBytes: limit }, () => {
+          const { dispatches } = traceDispatches(() =>
+            matmul(
+              tensor(new Float32Array(size(c.a)), { shape: c.a }),
+              tensor(new Float32Array(size(c.b)), { shape: c.b }),
+              { transposeA: c.transposeA, transposeB: c.transposeB },
+            )
+          );
+          if (dispatches.length < 2) throw new Error(`${variant} [${c.a}] x [${c.b}]: not split`);
+          return check({ ...c, forwardOnly }, 40);
+        });
+        whole.forEach((v, i) =>
+          assertBitwiseEqual(split[i], v, `${variant} [${c.a}] x [${c.b}] output ${i}`)
+        );
+      }
+    });
   }
 });
 
