@@ -1,7 +1,7 @@
 import { gpu } from "../engine/device.ts";
 import { type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { Random } from "../engine/random.ts";
-import { attention } from "../kernels/attention.ts";
+import { attention, fusedQkvAttention } from "../kernels/attention.ts";
 import { benchGpu } from "./harness.ts";
 
 /**
@@ -46,3 +46,23 @@ attentionCase(2, 4, 12, 8, false, software ? 5 : 50);
 attentionCase(big, 12, 128, 64, false, software ? 1 : 20);
 attentionCase(big, 12, 512, 64, false, software ? 1 : 10);
 attentionCase(big, 12, 512, 64, true, software ? 1 : 10);
+
+/** GPT-2's layout: attention straight from the fused QKV projection [B, T, 3*H*D], causal, forward + backward. */
+const [B, T, H, D] = [2, 128, 4, 32];
+let qkv: Tensor, upstream: Tensor;
+benchGpu({
+  name: `fusedQkvAttention fwd+bwd B${B} H${H} T${T} D${D} causal`,
+  group: "attention",
+  flops: 3.5 * 4 * B * H * T * T * D / 2,
+  reps: software ? 2 : 20,
+  setup() {
+    const random = new Random(2);
+    qkv = tensor(random.normals(B * T * 3 * H * D), { shape: [B, T, 3 * H * D], requiresGrad: true });
+    upstream = tensor(random.normals(B * T * H * D), { shape: [B, T, H * D] });
+  },
+  run() {
+    tidy(() => fusedQkvAttention(qkv, H, { causal: true }).backward(upstream));
+    qkv.grad?.dispose();
+    qkv.grad = null;
+  },
+});

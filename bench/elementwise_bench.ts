@@ -1,5 +1,20 @@
 import { type Tensor, tensor } from "../engine/tensor.ts";
-import { fused, gelu } from "../kernels/elementwise.ts";
+import {
+  add,
+  div,
+  exp,
+  fused,
+  gelu,
+  log,
+  mul,
+  neg,
+  relu,
+  scale,
+  sigmoid,
+  sqrt,
+  sub,
+  tanh,
+} from "../kernels/elementwise.ts";
 import { benchGpu } from "./harness.ts";
 
 const N = 1 << 22;
@@ -30,3 +45,36 @@ benchGpu({
     gelu(x).dispose();
   },
 });
+
+/** Every other elementwise op alone, at a quarter of the size: one kernel each, all memory-bound. */
+const M = N / 4;
+let a: Tensor, b: Tensor;
+const ops: [string, number, () => Tensor][] = [
+  ["add", 3, () => add(a, b)],
+  ["sub", 3, () => sub(a, b)],
+  ["mul", 3, () => mul(a, b)],
+  ["div", 3, () => div(a, b)],
+  ["scale", 2, () => scale(a, 0.5)],
+  ["neg", 2, () => neg(a)],
+  ["exp", 2, () => exp(a)],
+  ["log", 2, () => log(b)],
+  ["sqrt", 2, () => sqrt(b)],
+  ["tanh", 2, () => tanh(a)],
+  ["sigmoid", 2, () => sigmoid(a)],
+  ["relu", 2, () => relu(a)],
+];
+for (const [op, arrays, run] of ops) {
+  benchGpu({
+    name: `${op}, ${M} floats`,
+    group: "elementwise ops",
+    bytes: arrays * M * 4,
+    reps: 10,
+    setup() {
+      a ??= tensor(new Float32Array(M).fill(0.5));
+      b ??= tensor(new Float32Array(M).fill(2));
+    },
+    run() {
+      run().dispose();
+    },
+  });
+}

@@ -2,16 +2,14 @@ import { gpu } from "../engine/device.ts";
 import { noGrad, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { Random } from "../engine/random.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
-import { softmax } from "../kernels/softmax.ts";
 import { benchGpu } from "./harness.ts";
 
 const ROWS = 4096;
 const COLS = 768;
-const SOFTMAX_COLS = 1024;
 const N = ROWS * COLS;
 const reps = gpu().profile.isSoftware ? 8 : 50;
 
-let x: Tensor, gamma: Tensor, beta: Tensor, dy: Tensor, logits: Tensor, softmaxGrad: Tensor;
+let x: Tensor, gamma: Tensor, beta: Tensor, dy: Tensor;
 
 function setup(): void {
   if (x) return;
@@ -20,11 +18,6 @@ function setup(): void {
   gamma = tensor(random.normals(COLS), { requiresGrad: true });
   beta = tensor(random.normals(COLS), { requiresGrad: true });
   dy = tensor(random.normals(N), { shape: [ROWS, COLS] });
-  logits = tensor(random.normals(ROWS * SOFTMAX_COLS, 3), {
-    shape: [ROWS, SOFTMAX_COLS],
-    requiresGrad: true,
-  });
-  softmaxGrad = tensor(random.normals(ROWS * SOFTMAX_COLS), { shape: [ROWS, SOFTMAX_COLS] });
 }
 
 function clearGrads(...tensors: Tensor[]): void {
@@ -56,28 +49,5 @@ benchGpu({
   run() {
     tidy(() => layerNorm(x, gamma, beta, 1e-5).backward(dy));
     clearGrads(x, gamma, beta);
-  },
-});
-
-benchGpu({
-  name: `softmax forward, ${ROWS} x ${SOFTMAX_COLS}`,
-  group: "softmax",
-  bytes: 2 * ROWS * SOFTMAX_COLS * 4,
-  reps,
-  setup,
-  run() {
-    tidy(() => noGrad(() => softmax(logits)));
-  },
-});
-
-benchGpu({
-  name: `softmax forward + backward, ${ROWS} x ${SOFTMAX_COLS}`,
-  group: "softmax",
-  bytes: 5 * ROWS * SOFTMAX_COLS * 4,
-  reps,
-  setup,
-  run() {
-    tidy(() => softmax(logits).backward(softmaxGrad));
-    clearGrads(logits);
   },
 });

@@ -1,5 +1,5 @@
 import { type Tensor, tensor } from "../engine/tensor.ts";
-import { matmul } from "../kernels/matmul.ts";
+import { linear, matmul } from "../kernels/matmul.ts";
 import { benchGpu } from "./harness.ts";
 
 /** A product [M, K] x [K, N] (or x [N, K]^T, the Linear weight layout) and its repetitions per iteration. */
@@ -52,3 +52,17 @@ for (const p of products) {
     },
   });
 }
+
+let x: Tensor, weight: Tensor, bias: Tensor;
+benchGpu({
+  name: "linear [512, 256] x [256, 256]^T + bias",
+  group: "matmul",
+  flops: 2 * 512 * 256 * 256,
+  reps: 10,
+  setup() {
+    [x, weight, bias] = [filled([512, 256]), filled([256, 256]), tensor(new Float32Array(256).fill(0.1))];
+  },
+  run() {
+    linear(x, weight, bias).dispose();
+  },
+});

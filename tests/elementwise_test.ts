@@ -7,6 +7,7 @@ import {
   gelu,
   log,
   mul,
+  neg,
   relu,
   scale,
   sigmoid,
@@ -63,6 +64,7 @@ async function unaryOps(size: number): Promise<void> {
       ["sigmoid", sigmoid, ref.sigmoid, 0],
       ["exp", exp, ref.exp, 0],
       ["relu", relu, ref.relu, 0],
+      ["neg", neg, ref.neg, 0],
       ["log", log, ref.log, 3],
       ["sqrt", sqrt, ref.sqrt, 3],
     ];
