@@ -12,7 +12,13 @@
  * 4. `mm_adamw`: AdamW over every element, reading its model's row of the control table;
  * 5. `mm_mix` over parameters (soft sync), when due.
  *
- * No readback, no atomics: every sum has a fixed order, so updates are bit-identical run to run.
+ * The arena may exceed one storage binding: steps 1 and 4 then run once per binding-sized run of
+ * whole tiles (optim/windows.ts), each binding only its window of every arena-sized buffer, and step
+ * 5's mixing binds one window per model. An update thus costs 2 dispatches per binding-sized chunk
+ * of the arena plus one plan (3 per chunk and two plans with sharing), plus the mixes.
+ *
+ * No readback, no atomics: every sum has a fixed order, so updates are bit-identical run to run,
+ * and windowed updates are bit-identical to those of a single binding.
  *
  * @module
  */
@@ -22,6 +28,12 @@ import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { MAX_MODELS } from "./options.ts";
 import { type ArenaLayout, FINITE, LANES, MODEL_OF, padded, SEGMENT_PARAM } from "./wgsl.ts";
+import type { TileWindow } from "./windows.ts";
+
+/** The window of an arena-sized buffer that a tile window covers. */
+function windowOf(range: BufferRange, w: TileWindow): BufferRange {
+  return { buffer: range.buffer, offset: range.offset + w.start * 4, size: w.length * 4 };
+}
 
 /** Fields of a model's row in the control table (float32, {@linkcode CONTROL_STRIDE} per model). */
 export const CONTROL = {
@@ -101,10 +113,11 @@ export const GROUP_WORDS = 4 + 2 * MAX_MODELS;
  * sum of (g / largest)^2, as LAPACK's nrm2 scales) and its fault flags: a non-finite gradient, and
  * with `checkValues` a non-finite parameter. In the tree variant (GPUs) a workgroup reduces a tile
  * with a tree; in the serial variant (CPU adapters, where barriers are expensive) one invocation
- * walks a tile.
+ * walks a tile. One dispatch per tile window, binding the window of `grads` and `values`.
  */
 export function recordTileNorms(
   layout: ArenaLayout,
+  windows: readonly TileWindow[],
   buffers: { grads: BufferRange; values: BufferRange; partials: BufferRange },
   checkValues: boolean,
 ): void {
@@ -115,6 +128,9 @@ export function recordTileNorms(
     params: {
       models: "u32",
       check_values: "u32",
+      first_tile: "u32",
+      tile_end: "u32",
+      window_start: "u32",
       ...SEGMENT_PARAM,
       tile_start: { type: "u32", length: MAX_MODELS + 1 },
     },
@@ -155,18 +171,22 @@ fn scaled_square(i: u32, largest: f32) -> f32 {
 }
 ${software ? SERIAL_TILE_NORM : TREE_TILE_NORM}`,
   }));
-  const tiles = layout.tiles[layout.models];
-  dispatch(
-    kernel,
-    {
-      models: layout.models,
-      check_values: checkValues ? 1 : 0,
-      segment: padded(layout.segments, MAX_MODELS + 1),
-      tile_start: padded(layout.tiles, MAX_MODELS + 1),
-    },
-    [buffers.grads, buffers.values, buffers.partials],
-    software ? grid(tiles, 64) : grid(tiles, 1),
-  );
+  for (const w of windows) {
+    dispatch(
+      kernel,
+      {
+        models: layout.models,
+        check_values: checkValues ? 1 : 0,
+        first_tile: w.firstTile,
+        tile_end: w.firstTile + w.tiles,
+        window_start: w.start,
+        segment: padded(layout.segments, MAX_MODELS + 1),
+        tile_start: padded(layout.tiles, MAX_MODELS + 1),
+      },
+      [windowOf(buffers.grads, w), windowOf(buffers.values, w), buffers.partials],
+      software ? grid(w.tiles, 64) : grid(w.tiles, 1),
+    );
+  }
 }
 
 const TREE_TILE_NORM = `
@@ -176,8 +196,8 @@ var<workgroup> flags: array<u32, ${LANES}>;
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * groups.x;
-  let in_range = tile < tile_start(params.models);
+  let tile = params.first_tile + wid.x + wid.y * groups.x;
+  let in_range = tile < params.tile_end;
   var m = 0u;
   var i = 0u;
   var inside = false;
@@ -185,7 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     m = tile_model(tile);
     let element = segment(m) + (tile - tile_start(m)) * ${TILE}u + lid * 4u;
     inside = element < segment(m + 1u);
-    i = element / 4u;
+    i = (element - params.window_start) / 4u;
   }
   var a = vec4<f32>(0.0);
   var f = 0u;
@@ -222,11 +242,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 const SERIAL_TILE_NORM = `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let tile = ${linearIndex(64)};
-  if (tile >= tile_start(params.models)) { return; }
+  let tile = params.first_tile + ${linearIndex(64)};
+  if (tile >= params.tile_end) { return; }
   let m = tile_model(tile);
-  let start = (segment(m) + (tile - tile_start(m)) * ${TILE}u) / 4u;
-  let end = min(start + ${TILE / 4}u, segment(m + 1u) / 4u);
+  let element = segment(m) + (tile - tile_start(m)) * ${TILE}u;
+  let start = (element - params.window_start) / 4u;
+  let end = start + (min(element + ${TILE}u, segment(m + 1u)) - element) / 4u;
   var top = 0.0;
   var f = 0u;
   for (var i = start; i < end; i++) {
@@ -246,10 +267,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
  * `maxExpAvgSq` buffer, AMSGrad: the denominator comes from the running maximum of the second
  * moment, `max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)`, as in PyTorch. A model whose new
  * parameters or moments are not finite is marked in its control row's `fault` field, so the soft
- * sync that follows leaves it out.
+ * sync that follows leaves it out. One dispatch per tile window, binding the window of every
+ * arena-sized buffer.
  */
 export function recordAdamw(
   layout: ArenaLayout,
+  windows: readonly TileWindow[],
   hyper: { beta1: number; beta2: number; eps: number; weightDecay: number },
   buffers: {
     values: BufferRange;
@@ -266,6 +289,7 @@ export function recordAdamw(
     name: amsgrad ? "mm_adamw_amsgrad" : "mm_adamw",
     params: {
       count: "u32",
+      window_start: "u32",
       models: "u32",
       one_minus_beta1: "f32",
       beta2: "f32",
@@ -291,7 +315,7 @@ const S = ${CONTROL_STRIDE}u;
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let i = ${linearIndex(LANES)};
   if (i >= params.count) { return; }
-  let row = model_of(i * 4u) * S;
+  let row = model_of(params.window_start + i * 4u) * S;
   if (control[row + ${CONTROL.skip}u] > 0.5) { return; }
   let lr = control[row + ${CONTROL.lr}u];
   let g = grads[i] * control[row + ${CONTROL.gradScale}u];
@@ -307,29 +331,27 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   if (!(all_finite(updated) && all_finite(m) && all_finite(v))) { control[row + ${CONTROL.fault}u] = 1.0; }
 }`,
   }));
-  const count = buffers.values.size / 16;
-  dispatch(
-    kernel,
-    {
-      count,
-      models: layout.models,
-      one_minus_beta1: 1 - hyper.beta1,
-      beta2: hyper.beta2,
-      one_minus_beta2: 1 - hyper.beta2,
-      eps: hyper.eps,
-      weight_decay: hyper.weightDecay,
-      segment: padded(layout.segments, MAX_MODELS + 1),
-    },
-    [
-      buffers.values,
-      buffers.grads,
-      buffers.expAvg,
-      buffers.expAvgSq,
-      buffers.control,
-      ...(buffers.maxExpAvgSq ? [buffers.maxExpAvgSq] : []),
-    ],
-    grid(count, LANES),
-  );
+  const arenaBuffers = [buffers.values, buffers.grads, buffers.expAvg, buffers.expAvgSq];
+  if (buffers.maxExpAvgSq) arenaBuffers.push(buffers.maxExpAvgSq);
+  for (const w of windows) {
+    const [values, grads, expAvg, expAvgSq, maxExpAvgSq] = arenaBuffers.map((b) => windowOf(b, w));
+    dispatch(
+      kernel,
+      {
+        count: w.length / 4,
+        window_start: w.start,
+        models: layout.models,
+        one_minus_beta1: 1 - hyper.beta1,
+        beta2: hyper.beta2,
+        one_minus_beta2: 1 - hyper.beta2,
+        eps: hyper.eps,
+        weight_decay: hyper.weightDecay,
+        segment: padded(layout.segments, MAX_MODELS + 1),
+      },
+      [values, grads, expAvg, expAvgSq, buffers.control, ...(maxExpAvgSq ? [maxExpAvgSq] : [])],
+      grid(w.length / 4, LANES),
+    );
+  }
 }
 
 /** AMSGrad's running maximum of the second moment, which it divides by instead of the moment itself. */

@@ -22,6 +22,7 @@
  * @module
  */
 import { alignedLength } from "../engine/arena.ts";
+import { gpu } from "../engine/device.ts";
 import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
 import { shapeSize } from "../engine/shape.ts";
 import { type BufferRange, clearBuffer, copyBuffer, readRanges, upload } from "../engine/recorder.ts";
@@ -36,6 +37,7 @@ import {
   recordMix,
   recordTileNorms,
   SkipReason,
+  TILE,
   TILE_PARTIAL,
 } from "./kernels.ts";
 import {
@@ -49,6 +51,7 @@ import {
 import { JointArena } from "./placement.ts";
 import { PlanPhase, recordPlan } from "./plan.ts";
 import { checkState, type Counters, type OptimizerState, STATE_FORMAT } from "./state.ts";
+import { type MixWindow, mixWindows, recordWindowedMix, type TileWindow, tileWindows } from "./windows.ts";
 
 export { type Counters, type OptimizerState, STATE_FORMAT };
 
@@ -139,6 +142,10 @@ export class MultiModelOptimizer {
   readonly #latest: GPUBuffer;
   readonly #groupTable: GPUBuffer | null;
   readonly #groupBlocks: number;
+  /** Runs of whole norm tiles of at most one storage binding each (one when the arena fits). */
+  readonly #tileWindows: TileWindow[];
+  /** Windows of the mix when the arena exceeds one storage binding; null when one binding holds it. */
+  readonly #mixWindows: MixWindow[] | null;
   readonly #window: number;
   readonly #models: Record<string, OptimizableModel>;
   #counters: Counters;
@@ -198,6 +205,11 @@ export class MultiModelOptimizer {
     );
     const table = this.#joint.groupTable(this.groups);
     this.#groupBlocks = table.blocks;
+    const bindingElements = Math.floor(gpu().profile.maxStorageBindingBytes / 4);
+    this.#tileWindows = tileWindows(this.#joint.layout, TILE, bindingElements);
+    this.#mixWindows = length > bindingElements
+      ? mixWindows(table.groups, this.modelNames.length, bindingElements)
+      : null;
     this.#groupTable = this.groups.length > 0
       ? createBuffer(Math.max(16, table.words.byteLength), storage, "optimizer groups")
       : null;
@@ -353,7 +365,7 @@ export class MultiModelOptimizer {
     // 4-5. Clip and rate: clip factors, adaptive multipliers, learning rates and bias corrections.
     this.#recordPlan(sharing ? PlanPhase.Finish : PlanPhase.FlagAndFinish, update);
     // 6. AdamW over every element of every model that takes part.
-    recordAdamw(this.#joint.layout, {
+    recordAdamw(this.#joint.layout, this.#tileWindows, {
       beta1: o.betas[0],
       beta2: o.betas[1],
       eps: o.eps,
@@ -379,6 +391,7 @@ export class MultiModelOptimizer {
   #recordNorms(checkValues: boolean): void {
     recordTileNorms(
       this.#joint.layout,
+      this.#tileWindows,
       {
         grads: this.#arenaRange("grads"),
         values: this.#arenaRange("values"),
@@ -389,6 +402,19 @@ export class MultiModelOptimizer {
   }
 
   #recordMix(target: BufferRange, ratio: number): void {
+    if (this.#mixWindows) {
+      recordWindowedMix(
+        target,
+        this.#range(this.#groupTable!),
+        this.#range(this.#control),
+        this.#joint.layout,
+        this.#mixWindows,
+        this.groups.length,
+        ratio,
+        this.options.modelWeights,
+      );
+      return;
+    }
     recordMix(
       target,
       this.#range(this.#groupTable!),

@@ -1,6 +1,7 @@
 /**
  * The joint arena of a MultiModelOptimizer: every model's parameters moved into one flat arena (one
- * storage binding), so that model m owns the elements [segment m, segment m + 1), with the layout the
+ * buffer of up to the device's maxBufferSize, bound in windows where it exceeds one storage binding:
+ * optim/windows.ts), so that model m owns the elements [segment m, segment m + 1), with the layout the
  * update kernels take, each parameter's place, and the group table of the mixing kernel.
  *
  * @module
@@ -12,7 +13,8 @@ import { shapeSize } from "../engine/shape.ts";
 import { emptyTensor } from "../engine/tensor.ts";
 import type { Parameter, ParameterSet } from "../models/parameters.ts";
 import type { ParameterGroup } from "./groups.ts";
-import { groupTable, TILE } from "./kernels.ts";
+import { groupTable, MIX_BLOCK, TILE } from "./kernels.ts";
+import type { MixGroup } from "./windows.ts";
 import type { ArenaLayout } from "./wgsl.ts";
 
 /** A parameter's place in the joint arena. */
@@ -29,7 +31,7 @@ export interface Placed {
 
 /** Every model's parameters in one arena, adopted from their sets (see ParameterSet.adopt). */
 export class JointArena {
-  /** The arena (one chunk: one storage binding). */
+  /** The arena (one chunk: one buffer). */
   readonly arena: Arena;
   /** Every parameter's place, model by model in declaration order. */
   readonly placed: Placed[] = [];
@@ -42,18 +44,18 @@ export class JointArena {
     this.layout = this.#layoutOf(sets);
   }
 
-  /** Allocates the joint arena (one storage binding), copies every model's values in and rebinds the models. */
+  /** Allocates the joint arena (one buffer), copies every model's values in and rebinds the models. */
   #moveIntoArena(sets: readonly ParameterSet[], owner: string): Arena {
     const shapes = sets.flatMap((set) => set.specs.map((spec) => spec.shape));
     const profile = gpu().profile;
-    const limit = Math.floor(Math.min(profile.maxStorageBindingBytes, profile.maxBufferBytes) / 4);
+    const limit = Math.floor(profile.maxBufferBytes / 4);
     const total = shapes.reduce((s, shape) => s + alignedLength(shapeSize(shape)), 0);
     if (total > limit) {
       throw new Error(
         `MultiModelOptimizer: the models hold ${total} parameter values (${
           (total * 4 / 2 ** 20).toFixed(0)
         } MiB ` +
-          `with alignment), more than one storage binding of ${profile.name} (${
+          `with alignment), more than one buffer of ${profile.name} holds (maxBufferSize ${
             (limit * 4 / 2 ** 20).toFixed(0)
           } MiB)`,
       );
@@ -106,15 +108,26 @@ export class JointArena {
     return placed;
   }
 
-  /** The group table of the mixing kernel, from the groups' members' places in the arena. */
-  groupTable(groups: readonly ParameterGroup[]): { words: Uint32Array; blocks: number } {
-    return groupTable(groups.map((group) => ({
+  /**
+   * The group table of the mixing kernel, from the groups' members' places in the arena, and the
+   * groups as the table holds them: ordered by their first member's place, so that windows over the
+   * table move forward through every model's segment.
+   */
+  groupTable(groups: readonly ParameterGroup[]): { words: Uint32Array; blocks: number; groups: MixGroup[] } {
+    const placed = groups.map((group) => ({
       size: shapeSize(group.shape),
       members: group.members.map((member) => {
         const placed = this.find(member.model, member.parameter);
         return { offset: placed.offset, model: placed.model };
       }),
-    })));
+    })).sort((a, b) => a.members[0].offset - b.members[0].offset);
+    let firstBlock = 0;
+    const ordered = placed.map((group) => {
+      const mixGroup = { ...group, firstBlock };
+      firstBlock += Math.ceil(group.size / MIX_BLOCK);
+      return mixGroup;
+    });
+    return { ...groupTable(placed), groups: ordered };
   }
 
   /** Copies each group's first member's values into the other members (through a temporary: WebGPU copies between two buffers). */

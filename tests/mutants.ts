@@ -134,8 +134,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "matmul: the K guard of the direct kernel reads one step past K",
     file: "kernels/matmul_kernel.ts",
-    find: ": `select(vec4<f32>(), ${quad()}, k + ${kk}u < params.K)`;",
-    replace: ": `select(vec4<f32>(), ${quad()}, k + ${kk}u <= params.K)`;",
+    find: ": `select(vec4<f32>(), ${quad()}, k + ${kk}u < params.k_end)`;",
+    replace: ": `select(vec4<f32>(), ${quad()}, k + ${kk}u <= params.k_end)`;",
     tests: ["matmul_test.ts"],
     filter: "/odd sizes|aligned/",
   },

@@ -3,9 +3,11 @@
  * `maxStorageBindingBytes` makes every windowed path run, and results must equal the unwindowed ones.
  */
 import { manualSeed } from "../engine/random.ts";
-import { tensor, tidy } from "../engine/tensor.ts";
+import { traceDispatches } from "../engine/recorder.ts";
+import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
+import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { assertBitwiseEqual, setup, withProfile } from "./helpers.ts";
 
 await setup();
@@ -30,4 +32,79 @@ Deno.test("a parameter beyond one binding lives in one arena chunk and the forwa
     return limit === null ? await run() : await withProfile({ maxStorageBindingBytes: limit }, run);
   };
   assertBitwiseEqual(await lossAt(65536), await lossAt(null), "loss");
+});
+
+/** Three small models whose joint arena (about 0.4 MiB) spans several 64 KiB bindings. */
+function jointModels(): Record<string, TransformerModel> {
+  const shared = { hiddenSize: 32, numHeads: 2, intermediateSize: 64, vocabSize: 200, maxPositions: 16 };
+  return {
+    bert: new TransformerModel(modelConfig("bert", { ...shared, numLayers: 2 }), {
+      name: "bert",
+      task: "masked-lm",
+      seed: 1,
+    }),
+    gpt2: new TransformerModel(modelConfig("gpt2", { ...shared, numLayers: 2 }), {
+      name: "gpt2",
+      task: "causal-lm",
+      seed: 2,
+    }),
+    roberta: new TransformerModel(modelConfig("roberta", { ...shared, numLayers: 1 }), {
+      name: "roberta",
+      task: "masked-lm",
+      seed: 3,
+    }),
+  };
+}
+
+Deno.test("the joint optimizer over an arena beyond one binding updates bit for bit as over one binding", async () => {
+  const run = async () => {
+    manualSeed(9);
+    const models = jointModels();
+    const optimizer = new MultiModelOptimizer({
+      models,
+      lr: 1e-2,
+      clipGradNorm: 0.5,
+      modelWeights: { bert: 1, gpt2: 0.8, roberta: 1.2 },
+      gradientSharing: { ratio: 0.3, every: 1 },
+      parameterSync: { ratio: 0.2, every: 2 },
+      adaptiveLr: { window: 3, min: 0.5, max: 1.5, smoothing: 0.5 },
+    });
+    let dispatches = 0;
+    for (let step = 0; step < 5; step++) {
+      const ids = tensor(Int32Array.from({ length: 16 }, (_, i) => 3 + (i * 37 + step * 11) % 190), {
+        shape: [2, 8],
+      });
+      const traced = traceDispatches(() =>
+        tidy(() => {
+          optimizer.zeroGrad();
+          const losses: Record<string, Tensor> = {};
+          for (const [name, model] of Object.entries(models)) {
+            const loss = model.forward({ inputIds: ids, labels: ids }).loss!;
+            loss.backward();
+            losses[name] = loss;
+          }
+          optimizer.logMetrics(losses);
+          optimizer.step();
+        })
+      );
+      dispatches = traced.dispatches.filter((d) => d.kernel.startsWith("mm_")).length;
+      ids.dispose();
+    }
+    const values = await readAll(Object.values(models).flatMap((m) => m.parameters.map((p) => p.value)));
+    const state = await optimizer.stateDict();
+    optimizer.dispose();
+    for (const model of Object.values(models)) model.dispose();
+    return { values, state, dispatches };
+  };
+  const whole = await run();
+  const windowed = await withProfile({ maxStorageBindingBytes: 65536 }, run);
+  if (!(windowed.dispatches > whole.dispatches)) {
+    throw new Error(`optimizer dispatches: ${windowed.dispatches} windowed, ${whole.dispatches} whole`);
+  }
+  whole.values.forEach((v, i) => assertBitwiseEqual(windowed.values[i], v, `parameter ${i}`));
+  for (const [key, moments] of Object.entries(whole.state.moments)) {
+    assertBitwiseEqual(windowed.state.moments[key].expAvg, moments.expAvg, `${key} exp_avg`);
+    assertBitwiseEqual(windowed.state.moments[key].expAvgSq, moments.expAvgSq, `${key} exp_avg_sq`);
+  }
+  assertBitwiseEqual(windowed.state.control, whole.state.control, "control table");
 });
