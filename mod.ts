@@ -89,6 +89,7 @@ export { linear, matmul, type MatmulOptions } from "./kernels/matmul.ts";
 export { type TileConfig } from "./kernels/matmul_kernel.ts";
 export { attention, type AttentionOptions, fusedQkvAttention } from "./kernels/attention.ts";
 export { layerNorm } from "./kernels/layernorm.ts";
+export { rmsNorm } from "./kernels/rmsnorm.ts";
 export { logSoftmax, softmax } from "./kernels/softmax.ts";
 export { type GatherOptions, gatherRows } from "./kernels/embedding.ts";
 export {

@@ -202,7 +202,7 @@ export function forceColumnLayout(layout: ColumnLayout | null): void {
 }
 
 /** One input of {@linkcode columnSums}: a WGSL binding name and its tensor. */
-interface ColumnInput {
+export interface ColumnInput {
   /** Binding name used by the terms. */
   readonly name: string;
   /** The tensor bound. */
@@ -286,6 +286,34 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 }
 
 /**
+ * Sums of WGSL terms over all `rows`, one [cols] tensor per term, in a fixed order: per-block partial
+ * sums, then one more pass adding the blocks. The parameter gradients of LayerNorm and RMSNorm;
+ * `variant` tells their inputs and terms apart in kernel keys. `rows` must be at least 1.
+ */
+export function parameterColumnSums(
+  variant: string,
+  inputs: readonly ColumnInput[],
+  terms: readonly string[],
+  rows: number,
+  cols: number,
+): Tensor[] {
+  const blocks = Math.ceil(rows / BLOCK_ROWS);
+  const partials = columnSums(variant, inputs, terms, rows, cols, BLOCK_ROWS);
+  if (blocks === 1) return partials;
+  const names = partials.map((_, k) => `part${k}`);
+  const sums = columnSums(
+    `blocks${terms.length}`,
+    partials.map((tensor, k) => ({ name: names[k], tensor })),
+    names.map((name) => `${name}[i]`),
+    blocks,
+    cols,
+    blocks,
+  );
+  for (const p of partials) p.dispose();
+  return sums;
+}
+
+/**
  * Gradients of gamma (sum over rows of dy * xhat) and beta (sum over rows of dy), null where not
  * wanted: per-block partial sums, then one more pass adding the blocks in order.
  */
@@ -313,21 +341,7 @@ function paramGradients(
       ...(wantBeta ? ["dy[i]"] : []),
     ];
     const variant = wantGamma && wantBeta ? "both" : wantGamma ? "gamma" : "beta";
-    const blocks = Math.ceil(rows / BLOCK_ROWS);
-    const partials = columnSums(variant, inputs, terms, rows, cols, BLOCK_ROWS);
-    if (blocks === 1) grads = partials;
-    else {
-      const names = partials.map((_, k) => `part${k}`);
-      grads = columnSums(
-        `blocks${wanted}`,
-        partials.map((tensor, k) => ({ name: names[k], tensor })),
-        names.map((name) => `${name}[i]`),
-        blocks,
-        cols,
-        blocks,
-      );
-      for (const p of partials) p.dispose();
-    }
+    grads = parameterColumnSums(variant, inputs, terms, rows, cols);
   }
   const [first, second] = grads;
   if (wantGamma && wantBeta) return [first, second];

@@ -45,6 +45,7 @@ const OPS: Record<string, OpFiles> = {
   attention: { reference: "attention.ts", test: "attention_test.ts", bench: "attention_bench.ts" },
   fusedQkvAttention: { reference: "attention.ts", test: "attention_test.ts", bench: "attention_bench.ts" },
   layerNorm: { reference: "layernorm.ts", test: "layernorm_test.ts", bench: "layernorm_bench.ts" },
+  rmsNorm: { reference: "rmsnorm.ts", test: "rmsnorm_test.ts", bench: "rmsnorm_bench.ts" },
   softmax: { reference: "softmax.ts", test: "softmax_test.ts", bench: "softmax_bench.ts" },
   logSoftmax: { reference: "softmax.ts", test: "softmax_test.ts", bench: "softmax_bench.ts" },
   gatherRows: { reference: "embedding.ts", test: "embedding_test.ts", bench: "embedding_bench.ts" },
