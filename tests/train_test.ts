@@ -79,6 +79,11 @@ for (const evalEvery of [null, 2]) {
   const where = evalEvery === null ? "an epoch's end" : "the middle of an epoch";
   Deno.test(`a run resumed from a checkpoint at ${where} continues bit for bit`, async () => {
     const straight = await run(tiny("sentiment", { epochs: 2, evalEvery }));
+    // Each checkpoint records the run's time so far, counted once however many checkpoints came before.
+    const recorded = JSON.parse(await Deno.readTextFile(`${straight.folder}/state.json`)).seconds;
+    if (!(recorded > 0 && recorded <= straight.seconds)) {
+      throw new Error(`state.json records ${recorded} s of a run that took ${straight.seconds} s`);
+    }
     // The same run, stopped during its second evaluation (before that checkpoint), then resumed.
     const interrupted = tiny("sentiment", { epochs: 2, evalEvery });
     let evaluations = 0;

@@ -106,7 +106,6 @@ export class RunFolder {
         own,
       );
     }
-    this.#seconds = seconds;
     await writeAtomically(
       `${this.path}/state.json`,
       JSON.stringify({ step, seconds } satisfies RunState) + "\n",
