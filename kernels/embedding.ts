@@ -6,7 +6,9 @@
  * stable in position), uploads the grouping, and runs one kernel with a workgroup per (unique id,
  * column block) that sums that id's gradient rows in position order; rows of unused ids are zero.
  * No atomics, so gradients are bit-identical run to run. Tables larger than one storage binding
- * (GPT-2's 50257 x 768 on llvmpipe's 128 MiB) are bound in row chunks.
+ * (GPT-2's 50257 x 768 on llvmpipe's 128 MiB) are bound in row chunks; an output gradient larger
+ * than one is grouped and summed in runs of positions, each run adding onto the sums the earlier
+ * ones stored, so every row still adds its positions in order.
  *
  * @module
  */
@@ -167,20 +169,11 @@ function gatherBackward(
   cols: number,
   skipped: number | null,
 ): Tensor {
-  const { maxStorageBindingBytes, isSoftware } = gpu().profile;
+  const { isSoftware } = gpu().profile;
   // Software rasterisers run a workgroup per CPU thread, so narrow blocks keep both cores busy.
   const variant = kernelVariant("gather_rows_backward", () => isSoftware ? "block64" : "block256");
-  if (g.size * 4 > maxStorageBindingBytes) {
-    throw new RangeError(
-      `gatherRows backward: gradient ${formatShape(g.shape)} exceeds maxStorageBindingBytes ` +
-        `(${maxStorageBindingBytes}); gather fewer rows per call`,
-    );
-  }
   const grad = emptyTensor([vocab, cols]);
   clearBuffer(grad.range());
-  const { packed, unique } = groupPositions(hostIds, vocab, skipped);
-  if (unique === 0) return grad;
-  const grouping = tensor(packed, { dtype: "int32" });
   const width = vectorWidth(cols);
   const type = width === 4 ? "vec4<f32>" : "f32";
   const threads = variant === "block64" ? 64 : 256;
@@ -194,6 +187,7 @@ function gatherBackward(
       starts_at: "u32",
       positions_at: "u32",
       row_first: "u32",
+      accumulate: "u32",
     },
     bindings: [{ name: "grouping", type: "i32" }, { name: "g", type }, { name: "grad", type, write: true }],
     code: `
@@ -208,7 +202,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let row = u32(grouping[s]) - params.row_first;
   let start = u32(grouping[params.starts_at + s]);
   let end = u32(grouping[params.starts_at + s + 1u]);
+  // A later run of positions continues the sums an earlier one stored.
   var acc = ${type}(0.0);
+  if (params.accumulate != 0u) { acc = grad[row * params.cols + col]; }
   var k = start;
   // Four loads in flight per step keep long segments (a repeated padding id) from being latency-bound;
   // the additions stay in position order.
@@ -228,27 +224,41 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }));
   const vecCols = cols / width;
   const colBlocks = Math.ceil(vecCols / threads);
-  let segmentFirst = 0;
-  for (const [rowFirst, rowCount] of rowWindows("gatherRows backward", vocab, [cols * 4])) {
-    let segmentEnd = segmentFirst;
-    while (segmentEnd < unique && packed[segmentEnd] < rowFirst + rowCount) segmentEnd++;
-    const segments = segmentEnd - segmentFirst;
-    dispatch(
-      kernel,
-      {
-        cols: vecCols,
-        col_blocks: colBlocks,
-        segment_first: segmentFirst,
-        segment_count: segments,
-        starts_at: unique,
-        positions_at: 2 * unique + 1,
-        row_first: rowFirst,
-      },
-      [grouping.range(), g.range(), grad.window(rowFirst * cols, rowCount * cols)],
-      grid(segments * colBlocks, 1),
-    );
-    segmentFirst = segmentEnd;
+  const tableWindows = rowWindows("gatherRows backward", vocab, [cols * 4]);
+  for (
+    const [positionFirst, positionCount] of rowWindows("gatherRows backward", hostIds.length, [cols * 4])
+  ) {
+    const run = hostIds.subarray(positionFirst, positionFirst + positionCount);
+    const { packed, unique } = groupPositions(run, vocab, skipped);
+    if (unique === 0) continue;
+    const grouping = tensor(packed, { dtype: "int32" });
+    let segmentFirst = 0;
+    for (const [rowFirst, rowCount] of tableWindows) {
+      let segmentEnd = segmentFirst;
+      while (segmentEnd < unique && packed[segmentEnd] < rowFirst + rowCount) segmentEnd++;
+      const segments = segmentEnd - segmentFirst;
+      dispatch(
+        kernel,
+        {
+          cols: vecCols,
+          col_blocks: colBlocks,
+          segment_first: segmentFirst,
+          segment_count: segments,
+          starts_at: unique,
+          positions_at: 2 * unique + 1,
+          row_first: rowFirst,
+          accumulate: positionFirst > 0 ? 1 : 0,
+        },
+        [
+          grouping.range(),
+          g.window(positionFirst * cols, positionCount * cols),
+          grad.window(rowFirst * cols, rowCount * cols),
+        ],
+        grid(segments * colBlocks, 1),
+      );
+      segmentFirst = segmentEnd;
+    }
+    grouping.dispose();
   }
-  grouping.dispose();
   return grad;
 }
