@@ -98,7 +98,7 @@ export const PRESETS = {
     intermediateSize: 256,
     epochs: 4,
     batchSize: 32,
-    vocabSize: 1024,
+    vocabSize: 4096,
     dropout: 0.2,
   },
   gpu: {
