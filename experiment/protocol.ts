@@ -298,9 +298,7 @@ export function laterRuns(
       add("pretrained", "sentiment", "joint", seed, { from: { "*": pretrained }, alignInit: false });
     }
   }
-  // Question answering (length 256) takes most of the time: its runs go last, so an interrupted
-  // experiment has every other cell at all seeds.
-  return [...runs.filter((r) => r.task !== "qa"), ...runs.filter((r) => r.task === "qa")];
+  return runs;
 }
 
 /** The short joint language-model pretraining on Moby-Dick the pretrained comparison starts from. */
