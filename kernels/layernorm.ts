@@ -8,17 +8,18 @@
  * Backward is a row kernel for dx and, for gamma and beta, a column kernel that writes per-row-block
  * partial sums followed by a second pass of the same kernel that adds the blocks in order, so no
  * atomics are needed and results are bit-identical run to run.
+ * Tensors beyond one storage binding are bound in runs of whole rows (the column sums: of whole
+ * blocks), which leaves every sum's order unchanged.
  *
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, kernelFor } from "../engine/kernel.ts";
+import { grid, kernelFor, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import {
-  assertBindable,
   layoutKey,
   rowGrid,
   rowKernel,
@@ -101,12 +102,22 @@ function forward(
     ),
   }));
   const { y, centre, rstd } = outputs;
-  dispatch(
-    kernel,
-    { rows, cols, eps },
-    [x.range(), gamma.range(), beta.range(), y.range(), centre.range(), rstd.range()],
-    rowGrid(rows, layout),
-  );
+  for (const [first, count] of rowWindows("layerNorm", rows, [cols * 4, 4])) {
+    const rowsOf = (t: Tensor) => t.window(first * cols, count * cols);
+    dispatch(
+      kernel,
+      { rows: count, cols, eps },
+      [
+        rowsOf(x),
+        gamma.range(),
+        beta.range(),
+        rowsOf(y),
+        centre.window(first, count),
+        rstd.window(first, count),
+      ],
+      rowGrid(count, layout),
+    );
+  }
 }
 
 /** dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, per row. */
@@ -166,12 +177,16 @@ function inputGradient(
     ),
   }));
   const dx = emptyTensor(x.shape);
-  dispatch(
-    kernel,
-    { rows, cols },
-    [x.range(), gamma.range(), dy.range(), centre.range(), rstd.range(), dx.range()],
-    rowGrid(rows, layout),
-  );
+  for (const [first, count] of rowWindows("layerNorm backward", rows, [cols * 4, 4])) {
+    const rowsOf = (t: Tensor) => t.window(first * cols, count * cols);
+    const statsOf = (t: Tensor) => t.window(first, count);
+    dispatch(
+      kernel,
+      { rows: count, cols },
+      [rowsOf(x), gamma.range(), rowsOf(dy), statsOf(centre), statsOf(rstd), rowsOf(dx)],
+      rowGrid(count, layout),
+    );
+  }
   return dx;
 }
 
@@ -243,7 +258,7 @@ function columnSums(
   acc${k} = tree${k}[lid];`;
   const kernel = kernelFor(`layernorm_column_sums_${kind}/${variant}/${width}/${tile}x${lanes}`, () => ({
     name: `layernorm_column_sums_${kind}`,
-    params: { rows: "u32", vectors: "u32", block_rows: "u32", blocks: "u32" },
+    params: { rows: "u32", vectors: "u32", block_rows: "u32", blocks: "u32", out_offset: "u32" },
     bindings: [
       ...inputs.map((input) => ({ name: input.name, type: input.perRow ? "f32" as const : type })),
       ...terms.map((_, k) => ({ name: `out${k}`, type, write: true })),
@@ -269,19 +284,38 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }
   ${terms.map((_, k) => tree(k)).join("")}
   if (valid && lane == 0u) {
-    ${terms.map((_, k) => `out${k}[block * params.vectors + col] = acc${k};`).join("\n    ")}
+    ${
+      terms.map((_, k) => `out${k}[params.out_offset + block * params.vectors + col] = acc${k};`).join(
+        "\n    ",
+      )
+    }
   }
 }`,
   }));
   const blocks = Math.ceil(rows / blockRows);
   const vectors = cols / width;
   const outputs = terms.map(() => emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
-  dispatch(
-    kernel,
-    { rows, vectors, block_rows: blockRows, blocks },
-    [...inputs.map((input) => input.tensor), ...outputs].map((t) => t.range()),
-    grid(Math.ceil(vectors / tile) * blocks, 1),
-  );
+  // Inputs beyond one binding are bound in windows of whole blocks, so every block adds the same
+  // rows in the same order as in one dispatch and the partial sums are bit-identical. A window's
+  // partial sums start where the binding alignment allows, at out_offset vectors into the binding.
+  const floats = (input: ColumnInput) => input.perRow ? 1 : cols;
+  const blockBytes = inputs.map((input) => blockRows * floats(input) * 4);
+  const alignFloats = gpu().profile.storageOffsetAlignment / 4;
+  for (const [firstBlock, count] of rowWindows("layerNorm column sums", blocks, blockBytes)) {
+    const firstRow = firstBlock * blockRows;
+    const windowRows = Math.min(count * blockRows, rows - firstRow);
+    const outStart = Math.floor((firstBlock * cols) / alignFloats) * alignFloats;
+    const outOffset = firstBlock * cols - outStart;
+    dispatch(
+      kernel,
+      { rows: windowRows, vectors, block_rows: blockRows, blocks: count, out_offset: outOffset / width },
+      [
+        ...inputs.map((input) => input.tensor.window(firstRow * floats(input), windowRows * floats(input))),
+        ...outputs.map((t) => t.window(outStart, outOffset + count * cols)),
+      ],
+      grid(Math.ceil(vectors / tile) * count, 1),
+    );
+  }
   return outputs;
 }
 
@@ -289,6 +323,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
  * Sums of WGSL terms over all `rows`, one [cols] tensor per term, in a fixed order: per-block partial
  * sums, then one more pass adding the blocks. The parameter gradients of LayerNorm and RMSNorm;
  * `variant` tells their inputs and terms apart in kernel keys. `rows` must be at least 1.
+ * Inputs beyond one storage binding are bound in windows of whole blocks (bit-identical); only when
+ * the partial sums themselves exceed a binding (inputs over 128 bindings) are they added in blocks
+ * again, a different order.
  */
 export function parameterColumnSums(
   variant: string,
@@ -301,14 +338,11 @@ export function parameterColumnSums(
   const partials = columnSums(variant, inputs, terms, rows, cols, BLOCK_ROWS);
   if (blocks === 1) return partials;
   const names = partials.map((_, k) => `part${k}`);
-  const sums = columnSums(
-    `blocks${terms.length}`,
-    partials.map((tensor, k) => ({ name: names[k], tensor })),
-    names.map((name) => `${name}[i]`),
-    blocks,
-    cols,
-    blocks,
-  );
+  const partialInputs = partials.map((tensor, k) => ({ name: names[k], tensor }));
+  const partialTerms = names.map((name) => `${name}[i]`);
+  const sums = blocks * cols * 4 <= gpu().profile.maxStorageBindingBytes
+    ? columnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, blocks)
+    : parameterColumnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols);
   for (const p of partials) p.dispose();
   return sums;
 }
@@ -373,7 +407,6 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
   if (!(eps >= 0 && Number.isFinite(eps))) {
     throw new Error(`layerNorm: eps must be a finite number >= 0, got ${eps}`);
   }
-  assertBindable("layerNorm", x);
   const y = emptyTensor(x.shape);
   const centre = emptyTensor([rows]);
   const rstd = emptyTensor([rows]);

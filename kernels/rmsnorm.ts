@@ -11,13 +11,12 @@
  *
  * @module
  */
-import { kernelFor } from "../engine/kernel.ts";
+import { kernelFor, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { parameterColumnSums } from "./layernorm.ts";
 import {
-  assertBindable,
   layoutKey,
   rowGrid,
   rowKernel,
@@ -55,12 +54,15 @@ function forward(x: Tensor, gamma: Tensor, eps: number, rows: number, cols: numb
   if (valid && lane == 0u) { rstd[row] = r; }`,
     ),
   }));
-  dispatch(
-    kernel,
-    { rows, cols, eps },
-    [x.range(), gamma.range(), y.range(), rstd.range()],
-    rowGrid(rows, layout),
-  );
+  for (const [first, count] of rowWindows("rmsNorm", rows, [cols * 4, 4])) {
+    const rowsOf = (t: Tensor) => t.window(first * cols, count * cols);
+    dispatch(
+      kernel,
+      { rows: count, cols, eps },
+      [rowsOf(x), gamma.range(), rowsOf(y), rstd.window(first, count)],
+      rowGrid(count, layout),
+    );
+  }
 }
 
 /** dx = rstd * (g - xhat * mean(g * xhat)) with g = dy * gamma and xhat = x * rstd, per row. */
@@ -111,12 +113,15 @@ function inputGradient(
     ),
   }));
   const dx = emptyTensor(x.shape);
-  dispatch(
-    kernel,
-    { rows, cols },
-    [x.range(), gamma.range(), dy.range(), rstd.range(), dx.range()],
-    rowGrid(rows, layout),
-  );
+  for (const [first, count] of rowWindows("rmsNorm backward", rows, [cols * 4, 4])) {
+    const rowsOf = (t: Tensor) => t.window(first * cols, count * cols);
+    dispatch(
+      kernel,
+      { rows: count, cols },
+      [rowsOf(x), gamma.range(), rowsOf(dy), rstd.window(first, count), rowsOf(dx)],
+      rowGrid(count, layout),
+    );
+  }
   return dx;
 }
 
@@ -154,7 +159,6 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
   if (!(eps >= 0 && Number.isFinite(eps))) {
     throw new Error(`rmsNorm: eps must be a finite number >= 0, got ${eps}`);
   }
-  assertBindable("rmsNorm", x);
   const y = emptyTensor(x.shape);
   const rstd = emptyTensor([rows]);
   forward(x, gamma, eps, rows, cols, y, rstd);

@@ -7,7 +7,6 @@
 import { gpu } from "../engine/device.ts";
 import { grid } from "../engine/kernel.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
-import type { Tensor } from "../engine/tensor.ts";
 
 /** How a row kernel spreads rows over workgroups; part of the kernel variant key. */
 export interface RowLayout {
@@ -171,14 +170,4 @@ export function rowLoops(layout: RowLayout, cached: string, tail: string): strin
     if (j < vectors) { ${cached} }
   }
   for (var j = lane + ${perThread * threads}u; j < vectors; j += ${threads}u) { ${tail} }`;
-}
-
-/** Throws unless the tensor fits one storage binding of the device. */
-export function assertBindable(op: string, t: Tensor): void {
-  const limit = gpu().profile.maxStorageBindingBytes;
-  if (t.size * 4 > limit) {
-    throw new RangeError(
-      `${op}: ${t.describe()} exceeds the device's storage binding limit of ${limit} bytes`,
-    );
-  }
 }

@@ -10,12 +10,11 @@
  *
  * @module
  */
-import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
 import {
-  assertBindable,
   layoutKey,
   rowGrid,
   rowKernel,
@@ -69,7 +68,10 @@ function rowsForward(mode: Mode, x: Tensor, y: Tensor, rows: number, cols: numbe
   ${rowLoops(layout, `y[base + j] = ${pass.cached};`, `let v = x[base + j]; y[base + j] = ${tail};`)}`,
     ),
   }));
-  dispatch(kernel, { rows, cols }, [x.range(), y.range()], rowGrid(rows, layout));
+  for (const [first, count] of rowWindows(`${mode} rows`, rows, [cols * 4])) {
+    const window = (t: Tensor) => t.window(first * cols, count * cols);
+    dispatch(kernel, { rows: count, cols }, [window(x), window(y)], rowGrid(count, layout));
+  }
 }
 
 /** dx of softmax (y * (dy - sum(dy * y))) or log-softmax (dy - exp(y) * sum(dy)) over contiguous rows. */
@@ -106,7 +108,10 @@ function rowsBackward(mode: Mode, y: Tensor, dy: Tensor, dx: Tensor, rows: numbe
       }`,
     ),
   }));
-  dispatch(kernel, { rows, cols }, [y.range(), dy.range(), dx.range()], rowGrid(rows, layout));
+  for (const [first, count] of rowWindows(`${mode} rows backward`, rows, [cols * 4])) {
+    const window = (t: Tensor) => t.window(first * cols, count * cols);
+    dispatch(kernel, { rows: count, cols }, [window(y), window(dy), window(dx)], rowGrid(count, layout));
+  }
 }
 
 const STRIDED_THREADS = 64;
@@ -144,7 +149,16 @@ function stridedForward(
   for (var i = base; i < end; i += step) { y[i] = ${write}; }
 }`,
   }));
-  dispatch(kernel, { outer, length, inner }, [x.range(), y.range()], grid(outer * inner, STRIDED_THREADS));
+  const slab = length * inner;
+  for (const [first, count] of rowWindows(`${mode} strided`, outer, [slab * 4])) {
+    const window = (t: Tensor) => t.window(first * slab, count * slab);
+    dispatch(
+      kernel,
+      { outer: count, length, inner },
+      [window(x), window(y)],
+      grid(count * inner, STRIDED_THREADS),
+    );
+  }
 }
 
 /** Backward of {@linkcode stridedForward}. */
@@ -169,15 +183,22 @@ function stridedBackward(
   for (var i = base; i < end; i += step) { dx[i] = ${write}; }
 }`,
   }));
-  const ranges = [y.range(), dy.range(), dx.range()];
-  dispatch(kernel, { outer, length, inner }, ranges, grid(outer * inner, STRIDED_THREADS));
+  const slab = length * inner;
+  for (const [first, count] of rowWindows(`${mode} strided backward`, outer, [slab * 4])) {
+    const window = (t: Tensor) => t.window(first * slab, count * slab);
+    dispatch(
+      kernel,
+      { outer: count, length, inner },
+      [window(y), window(dy), window(dx)],
+      grid(count * inner, STRIDED_THREADS),
+    );
+  }
 }
 
 function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
   const op = mode === "softmax" ? "softmax" : "logSoftmax";
   if (x.dtype !== "float32") throw new Error(`${op}: ${x.describe()} is not float32`);
   const a = normalizeAxis(axis, x.rank, op);
-  assertBindable(op, x);
   const outer = shapeSize(x.shape.slice(0, a));
   const length = x.shape[a];
   const inner = shapeSize(x.shape.slice(a + 1));
