@@ -34,6 +34,7 @@ import { type AttentionPass, header } from "./attention_header.ts";
 import { ROW_PASSES, rowBlockSize, rowConstants } from "./attention_rows.ts";
 import { texelBlockSize, texelConstants, texelPass } from "./attention_texel.ts";
 import { texelRange, withTexels } from "./texels.ts";
+import { type HeadRun, headRuns, type Layout, type Operand, operandLimit } from "./attention_windows.ts";
 import { attentionTiles, TILED_PASSES, tiledArrays, tiledConstants } from "./attention_tiled.ts";
 
 /** Options of {@linkcode attention} and {@linkcode fusedQkvAttention}. */
@@ -76,6 +77,7 @@ function attentionVariant() {
 const PARAMS = {
   blocks: "u32",
   heads: "u32",
+  bh0: "u32",
   bh: "u32",
   tq: "u32",
   tk: "u32",
@@ -88,9 +90,12 @@ const PARAMS = {
   kv_sb: "u32",
   kv_sh: "u32",
   kv_si: "u32",
+  o_off: "u32",
   o_sb: "u32",
   o_sh: "u32",
   o_si: "u32",
+  stat_off: "u32",
+  mask_off: "u32",
   dk_off: "u32",
   dv_off: "u32",
   scale: "f32",
@@ -160,28 +165,37 @@ function passKernel(
 function rowDotKernel() {
   return kernelFor("attention_row_dot", () => ({
     name: "attention_row_dot",
-    params: { rows: "u32", tq: "u32", heads: "u32", dim: "u32", o_sb: "u32", o_sh: "u32", o_si: "u32" },
+    params: {
+      rows: "u32",
+      tq: "u32",
+      heads: "u32",
+      dim: "u32",
+      bh0: "u32",
+      o_off: "u32",
+      o_sb: "u32",
+      o_sh: "u32",
+      o_si: "u32",
+      stat_off: "u32",
+    },
     bindings: [{ name: "o" }, { name: "o_grad" }, { name: "dvec", write: true }],
     code: `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let idx = ${linearIndex(64)};
   if (idx >= params.rows) { return; }
-  let bh = idx / params.tq;
-  let at = (bh / params.heads) * params.o_sb + (bh % params.heads) * params.o_sh + (idx % params.tq) * params.o_si;
+  let bh = params.bh0 + idx / params.tq;
+  let i = idx % params.tq;
+  let at = params.o_off + (bh / params.heads) * params.o_sb + (bh % params.heads) * params.o_sh + i * params.o_si;
   var acc = 0.0;
   for (var d = 0u; d < params.dim; d++) { acc += o[at + d] * o_grad[at + d]; }
-  dvec[idx] = acc;
+  dvec[bh * params.tq + i - params.stat_off] = acc;
 }`,
   }));
 }
 
 /** Where row i, dim d of head (b, h) lives: offset + b*batch + h*head + i*row + d. */
-interface Strides {
+interface Strides extends Layout {
   readonly offset: number;
-  readonly batch: number;
-  readonly head: number;
-  readonly row: number;
 }
 
 /** Sizes, layout and settings of one attention call, shared by its forward and backward dispatches. */
@@ -206,13 +220,21 @@ interface Problem {
   readonly variant: KernelVariant<"attention">;
 }
 
+/** Binding order of the operands of a problem (see {@linkcode operandsOf}). */
+const Q = 0, K = 1, V = 2, MASK = 3, O = 4, LSE = 5, DKV = 6;
+
+/** u32 uniforms of possibly negative element shifts: kernels add them to indices, wrapping. */
+const u32 = (n: number) => n >>> 0;
+
 /**
- * Records one pass over every head; dK and dV go to element offsets dkOffset and dvOffset of `dkv`.
- * The texel family reads the inputs through textures, copied first.
+ * Records one pass over the heads of a run; dK and dV go to element offsets dkOffset and dvOffset
+ * (relative to the start of `dkv`'s range) of the `dkv` output. The texel family reads the inputs
+ * through textures, copied first.
  */
 function launch(
   pass: AttentionPass,
   p: Problem,
+  run: HeadRun,
   inputs: BufferRange[],
   outputs: BufferRange[],
   dkOffset = 0,
@@ -221,26 +243,31 @@ function launch(
   const { kernel, rowsPerBlock } = passKernel(pass, p.dim, p.variant);
   const blocks = Math.ceil((pass === "keyGrad" ? p.keys : p.queries) / rowsPerBlock);
   const { q, kv, o } = p;
+  const { starts } = run;
   const params = {
     blocks,
     heads: p.heads,
-    bh: p.batch * p.heads,
+    bh0: run.first,
+    bh: run.count,
     tq: p.queries,
     tk: p.keys,
-    q_off: q.offset,
+    q_off: u32(q.offset - starts[Q]),
     q_sb: q.batch,
     q_sh: q.head,
     q_si: q.row,
-    k_off: kv.offset,
-    v_off: p.vOffset,
+    k_off: u32(kv.offset - starts[K]),
+    v_off: u32(p.vOffset - starts[V]),
     kv_sb: kv.batch,
     kv_sh: kv.head,
     kv_si: kv.row,
+    o_off: u32(-starts[O]),
     o_sb: o.batch,
     o_sh: o.head,
     o_si: o.row,
-    dk_off: dkOffset,
-    dv_off: dvOffset,
+    stat_off: starts[LSE],
+    mask_off: p.mask ? starts[MASK] : 0,
+    dk_off: u32(dkOffset),
+    dv_off: u32(dvOffset),
     scale: p.scale,
     causal: p.causal ? 1 : 0,
     has_mask: p.mask ? 1 : 0,
@@ -248,12 +275,44 @@ function launch(
     keep_scale: 1 / (1 - p.dropout),
     seed: p.seed,
   };
-  const groups = grid(blocks * p.batch * p.heads, 1);
+  const groups = grid(blocks * run.count, 1);
   if (p.variant !== "texel") dispatch(kernel, params, [...inputs, ...outputs], groups);
   else {
     const texels = inputs.map((range) => texelRange(range)!);
     withTexels(texels, (views) => dispatch(kernel, params, [...views, ...outputs], groups));
   }
+}
+
+/**
+ * The operands of a problem in binding order: q, k, v, the mask (q again when there is none: bound
+ * but never read), the output or its gradient, the logsumexp (or D), then `more`.
+ */
+function operandsOf(p: Problem, [q, k, v, o, lse]: Tensor[], more: Operand[] = []): Operand[] {
+  const part = (tensor: Tensor, s: Strides, offset: number, rows: number): Operand => ({
+    tensor,
+    offsets: [offset],
+    layout: s,
+    rows,
+    width: p.dim,
+  });
+  const mask: Operand = p.mask
+    ? { tensor: p.mask, offsets: [0], layout: { batch: p.keys, head: 0, row: 1 }, rows: p.keys, width: 1 }
+    : part(q, p.q, p.q.offset, p.queries);
+  const stats = { batch: p.heads * p.queries, head: p.queries, row: 1 };
+  return [
+    part(q, p.q, p.q.offset, p.queries),
+    part(k, p.kv, p.kv.offset, p.keys),
+    part(v, p.kv, p.vOffset, p.keys),
+    mask,
+    part(o, p.o, 0, p.queries),
+    { tensor: lse, offsets: [0], layout: stats, rows: p.queries, width: 1 },
+    ...more,
+  ];
+}
+
+/** Runs of heads whose windows of every operand fit one binding (one run when all fit). */
+function runsOf(op: string, p: Problem, operands: Operand[]): HeadRun[] {
+  return headRuns(op, p.heads, p.batch * p.heads, operands, operandLimit(p.variant === "texel"));
 }
 
 /**
@@ -275,48 +334,88 @@ function chooseVariant(
     : "rows";
 }
 
-/** q, k and v ranges and the mask's (q's when there is none: bound but never read). */
-const inputRanges = (p: Problem, q: Tensor, k: Tensor, v: Tensor) =>
-  [q, k, v, p.mask ?? q].map((t) => t.range());
+/**
+ * Where the dK/dV pass writes: into `target` at element offsets dkOffset and dvOffset with k's
+ * strides (the fused layout interleaves them in one buffer), or into new contiguous `dk` and `dv`
+ * (either null when not wanted) through a scratch buffer per run of heads, copied out.
+ */
+type KeyGrads =
+  | { readonly target: Tensor; readonly dkOffset: number; readonly dvOffset: number }
+  | { readonly dk: Tensor | null; readonly dv: Tensor | null };
 
 /**
- * Records the backward pass. dK and dV share one binding (`dkv.target`, at element offsets dkOffset
- * and dvOffset with k's strides) because the fused layout interleaves them in one buffer; dQ goes
- * to `dq` with q's offset and strides. A target is null when no input needs it.
+ * Records the backward pass, one run of heads at a time: D = rowsum(dO * O), then dK and dV (see
+ * {@linkcode KeyGrads}) and dQ (to `dq` with q's offset and strides). A target is null when no input
+ * needs it.
  */
 function backward(
+  op: string,
   p: Problem,
   [q, k, v, out, lse, outGrad]: Tensor[],
-  dkv: { target: Tensor; dkOffset: number; dvOffset: number } | null,
+  keyGrads: KeyGrads | null,
   dq: Tensor | null,
 ): void {
-  const rows = p.batch * p.heads * p.queries;
-  const dvec = emptyTensor([rows]);
-  const { o } = p;
-  const rowDot = {
-    rows,
-    tq: p.queries,
-    heads: p.heads,
-    dim: p.dim,
-    o_sb: o.batch,
-    o_sh: o.head,
-    o_si: o.row,
-  };
-  dispatch(rowDotKernel(), rowDot, [out.range(), outGrad.range(), dvec.range()], grid(rows, 64));
-  const shared = [...inputRanges(p, q, k, v), outGrad.range(), lse.range(), dvec.range()];
+  const dvec = emptyTensor([p.batch, p.heads, p.queries]);
+  const headKV = p.keys * p.dim;
+  const stats = { batch: p.heads * p.queries, head: p.queries, row: 1 };
+  const more: Operand[] = [
+    { tensor: out, offsets: [0], layout: p.o, rows: p.queries, width: p.dim },
+    { tensor: dvec, offsets: [0], layout: stats, rows: p.queries, width: 1 },
+  ];
+  if (dq) more.push({ tensor: dq, offsets: [p.q.offset], layout: p.q, rows: p.queries, width: p.dim });
+  if (keyGrads && "target" in keyGrads) {
+    const { target, dkOffset, dvOffset } = keyGrads;
+    more.push({ tensor: target, offsets: [dkOffset, dvOffset], layout: p.kv, rows: p.keys, width: p.dim });
+  } else if (keyGrads) {
+    // The scratch holds a run's dK then its dV: sized as a layout of 2 * Tk rows per head.
+    const layout = { batch: 2 * p.heads * headKV, head: 2 * headKV, row: p.dim };
+    more.push({ tensor: null, offsets: [0, headKV], layout, rows: p.keys, width: p.dim });
+  }
+  const [OUT, DVEC, DQ] = [DKV, DKV + 1, DKV + 2];
+  const KEYS = dq ? DQ + 1 : DQ;
   // The saved logsumexp means the same in every family, so an upstream gradient the texel kernels
   // cannot read sends only the backward pass to the row kernels.
   const pass = p.variant === "texel" && texelRange(outGrad.range()) === null
     ? { ...p, variant: "rows" as const }
     : p;
-  if (dkv) launch("keyGrad", pass, shared, [dkv.target.range()], dkv.dkOffset, dkv.dvOffset);
-  if (dq) launch("queryGrad", pass, shared, [dq.range()]);
+  for (const run of runsOf(op, p, operandsOf(p, [q, k, v, outGrad, lse], more))) {
+    const r = run.ranges as BufferRange[];
+    const rowDot = {
+      rows: run.count * p.queries,
+      tq: p.queries,
+      heads: p.heads,
+      dim: p.dim,
+      bh0: run.first,
+      o_off: u32(-run.starts[O]),
+      o_sb: p.o.batch,
+      o_sh: p.o.head,
+      o_si: p.o.row,
+      stat_off: run.starts[LSE],
+    };
+    dispatch(rowDotKernel(), rowDot, [r[OUT], r[O], r[DVEC]], grid(rowDot.rows, 64));
+    const shared = [r[Q], r[K], r[V], r[MASK], r[O], r[LSE], r[DVEC]];
+    if (keyGrads && "target" in keyGrads) {
+      const start = run.starts[KEYS];
+      launch("keyGrad", pass, run, shared, [r[KEYS]], keyGrads.dkOffset - start, keyGrads.dvOffset - start);
+    } else if (keyGrads) {
+      // k's layout is contiguous here: the run's heads are elements [start, start + size) of dK and dV.
+      const size = run.count * headKV, start = run.first * headKV;
+      const scratch = emptyTensor([2 * size]);
+      launch("keyGrad", pass, run, shared, [scratch.range()], -start, size - start);
+      if (size > 0) {
+        if (keyGrads.dk) copyBuffer(scratch.window(0, size), keyGrads.dk.window(start, size));
+        if (keyGrads.dv) copyBuffer(scratch.window(size, size), keyGrads.dv.window(start, size));
+      }
+      scratch.dispose();
+    }
+    if (dq) launch("queryGrad", pass, run, shared, [r[DQ]]);
+  }
   dvec.dispose();
 }
 
 type Settings = Pick<Problem, "scale" | "causal" | "mask" | "dropout" | "seed">;
 
-/** Validates the head dimension, options, dtypes and sizes; draws the dropout seed. */
+/** Validates the head dimension, options and dtypes; draws the dropout seed. */
 function settings(
   op: string,
   shapes: string,
@@ -337,31 +436,30 @@ function settings(
       `${op}: keyMask ${formatShape(keyMask.shape)} must be [B, Tk] = [${batch}, ${keys}] (${shapes})`,
     );
   }
-  const limit = gpu().profile.maxStorageBindingBytes;
   for (const t of keyMask ? [...inputs, keyMask] : inputs) {
     if (t.dtype !== "float32") throw new Error(`${op}: ${t.describe()} is not float32`);
-    if (t.size * 4 > limit) {
-      throw new Error(`${op}: ${t.describe()} exceeds the storage binding limit ${limit}`);
-    }
   }
   return { scale, causal, mask: keyMask, dropout, seed: dropout > 0 ? nextKernelSeed() : 0 };
 }
 
-/** Runs the forward pass into new tensors; returns the output and the logsumexp saved for backward. */
-function forward(p: Problem, q: Tensor, k: Tensor, v: Tensor, outShape: number[]): [Tensor, Tensor] {
+/**
+ * Runs the forward pass into new tensors, one run of heads at a time; returns the output and the
+ * logsumexp saved for backward.
+ */
+function forward(
+  op: string,
+  p: Problem,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  outShape: number[],
+): [Tensor, Tensor] {
   const out = emptyTensor(outShape), lse = emptyTensor([p.batch, p.heads, p.queries]);
-  launch("forward", p, inputRanges(p, q, k, v), [out.range(), lse.range()]);
-  return [out, lse];
-}
-
-/** A new tensor of `shape` holding the elements of `source` from element `start` on. */
-function copySlice(source: Tensor, start: number, shape: readonly number[]): Tensor {
-  const out = emptyTensor(shape);
-  const from = source.range();
-  if (out.size > 0) {
-    copyBuffer({ buffer: from.buffer, offset: from.offset + start * 4, size: out.size * 4 }, out.range());
+  for (const run of runsOf(op, p, operandsOf(p, [q, k, v, out, lse]))) {
+    const r = run.ranges as BufferRange[];
+    launch("forward", p, run, [r[Q], r[K], r[V], r[MASK]], [r[O], r[LSE]]);
   }
-  return out;
+  return [out, lse];
 }
 
 /**
@@ -380,11 +478,6 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   if (k.shape.some((d, i) => d !== v.shape[i] || (i !== 2 && d !== q.shape[i]))) {
     throw new Error(`attention: k and v must be [${batch}, ${heads}, Tk, ${dim}] like q, got ${shapes}`);
   }
-  // Backward packs dK and dV into one binding.
-  const limit = gpu().profile.maxStorageBindingBytes;
-  if (k.size * 8 > limit) {
-    throw new Error(`attention: ${shapes}: dK and dV exceed the storage binding limit ${limit}`);
-  }
   const contiguous = (rows: number): Strides => ({
     offset: 0,
     batch: heads * rows * dim,
@@ -400,18 +493,16 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   };
   const set = settings("attention", shapes, [q, k, v], batch, keys, dim, options);
   const p: Problem = { ...layout, ...set, variant: chooseVariant(layout, [q, k, v], set.mask) };
-  const [out, lse] = forward(p, q, k, v, [batch, heads, queries, dim]);
+  const [out, lse] = forward("attention", p, q, k, v, [batch, heads, queries, dim]);
   if (!needsGrad(q, k, v)) {
     lse.dispose();
     return out;
   }
   return attachGrad(out, "attention", [q, k, v], (g) => {
-    const dkv = k.requiresGrad || v.requiresGrad ? emptyTensor([2 * k.size]) : null;
+    const dk = k.requiresGrad ? emptyTensor(k.shape) : null;
+    const dv = v.requiresGrad ? emptyTensor(v.shape) : null;
     const dq = q.requiresGrad ? emptyTensor(q.shape) : null;
-    backward(p, [q, k, v, out, lse, g], dkv && { target: dkv, dkOffset: 0, dvOffset: k.size }, dq);
-    const dk = dkv && k.requiresGrad ? copySlice(dkv, 0, k.shape) : null;
-    const dv = dkv && v.requiresGrad ? copySlice(dkv, k.size, v.shape) : null;
-    dkv?.dispose();
+    backward("attention", p, [q, k, v, out, lse, g], dk || dv ? { dk, dv } : null, dq);
     return [dq, dk, dv];
   });
 }
@@ -441,14 +532,15 @@ export function fusedQkvAttention(qkv: Tensor, heads: number, options: Attention
   };
   const set = settings("fusedQkvAttention", `qkv ${shape}`, [qkv], batch, tokens, dim, options);
   const p: Problem = { ...layout, ...set, variant: chooseVariant(layout, [qkv], set.mask) };
-  const [out, lse] = forward(p, qkv, qkv, qkv, [batch, tokens, inner]);
+  const [out, lse] = forward("fusedQkvAttention", p, qkv, qkv, qkv, [batch, tokens, inner]);
   if (!needsGrad(qkv)) {
     lse.dispose();
     return out;
   }
   return attachGrad(out, "fusedQkvAttention", [qkv], (g) => {
     const dqkv = emptyTensor(qkv.shape);
-    backward(p, [qkv, qkv, qkv, out, lse, g], { target: dqkv, dkOffset: inner, dvOffset: 2 * inner }, dqkv);
+    const keyGrads = { target: dqkv, dkOffset: inner, dvOffset: 2 * inner };
+    backward("fusedQkvAttention", p, [qkv, qkv, qkv, out, lse, g], keyGrads, dqkv);
     return [dqkv];
   });
 }

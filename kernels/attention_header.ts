@@ -42,6 +42,10 @@ fn store4_${write}(at: u32, c: u32, v: vec4<f32>) {
 
 /**
  * Constants, accessors, helpers and the start of `main` (decoding the workgroup's head and block).
+ * A dispatch covers heads bh0 .. bh0 + bh - 1 of a window (kernels/attention_windows.ts): `bh`, `b`
+ * and `h` are global (dropout and masks see the same head as in one dispatch); the `*_off` uniforms
+ * shift global element indices to the bound windows (wrapping as u32), `stat_at` is the head's first
+ * logsumexp.
  * With `texels` (the texel family) the inputs are textures: `texel()` replaces the row accessors and
  * the key mask is read through its texture.
  */
@@ -54,8 +58,8 @@ export function header(
 ): string {
   const all = { D: dim, D4: vec4s(dim), DS: paddedStride(dim), ...consts };
   const maskAt = texels
-    ? "texel(mask, (b * params.tk + j) / 4u)[(b * params.tk + j) % 4u]"
-    : "mask[b * params.tk + j]";
+    ? "texel(mask, (b * params.tk + j - params.mask_off) / 4u)[(b * params.tk + j) % 4u]"
+    : "mask[b * params.tk + j - params.mask_off]";
   return `${WGSL_RANDOM}
 ${Object.entries(all).map(([name, value]) => `const ${name} = ${value}u;`).join("\n")}
 const MASKED = -3.0e38;
@@ -78,13 +82,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
         @builtin(local_invocation_index) lid: u32) {
   let block = wid.x + wid.y * groups.x;
   if (block >= params.blocks * params.bh) { return; }
-  let bh = block / params.blocks;
+  let bh = params.bh0 + block / params.blocks;
   let blk = block % params.blocks;
   let b = bh / params.heads;
   let h = bh % params.heads;
   let q_base = params.q_off + b * params.q_sb + h * params.q_sh;
   let k_base = params.k_off + b * params.kv_sb + h * params.kv_sh;
   let v_base = params.v_off + b * params.kv_sb + h * params.kv_sh;
-  let o_base = b * params.o_sb + h * params.o_sh;
-  let kv_at = b * params.kv_sb + h * params.kv_sh;`;
+  let o_base = params.o_off + b * params.o_sb + h * params.o_sh;
+  let kv_at = b * params.kv_sb + h * params.kv_sh;
+  let stat_at = bh * params.tq - params.stat_off;`;
 }

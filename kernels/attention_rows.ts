@@ -63,7 +63,7 @@ const ROWS_FORWARD = `
     if (i < params.tq) {
       let inv = select(0.0, 1.0 / l[r], l[r] > 0.0);
       for (var c = 0u; c < D4; c++) { store4_o(o_base + i * params.o_si, c, acc[r * D4 + c] * inv); }
-      lse[bh * params.tq + i] = select(0.0, m[r] + log(l[r]), l[r] > 0.0);
+      lse[stat_at + i] = select(0.0, m[r] + log(l[r]), l[r] > 0.0);
     }
   }
 }`;
@@ -103,10 +103,10 @@ const ROWS_KEY_GRAD = `
     }
     for (var r = 0u; r < R; r++) {
       let j = j0 + r * NT;
-      let p = select(0.0, exp(s[r] * params.scale - lse[bh * params.tq + i]), exists[r] && query_sees(i, j));
+      let p = select(0.0, exp(s[r] * params.scale - lse[stat_at + i]), exists[r] && query_sees(i, j));
       let z = keep_factor(bh, i, j);
       pz[r] = p * z;
-      ds[r] = p * (t[r] * z - dvec[bh * params.tq + i]);
+      ds[r] = p * (t[r] * z - dvec[stat_at + i]);
     }
     for (var c = 0u; c < D4; c++) {
       let qi = row4_q(q_base + i * params.q_si, c);
@@ -140,8 +140,8 @@ const ROWS_QUERY_GRAD = `
   var ds: array<f32, R>;
   for (var r = 0u; r < R; r++) {
     let i = min(i0 + r * NT, params.tq - 1u);
-    row_lse[r] = lse[bh * params.tq + i];
-    row_dot[r] = dvec[bh * params.tq + i];
+    row_lse[r] = lse[stat_at + i];
+    row_dot[r] = dvec[stat_at + i];
     for (var c = 0u; c < D4; c++) {
       qv[r * D4 + c] = row4_q(q_base + i * params.q_si, c);
       gv[r * D4 + c] = row4_o_grad(o_base + i * params.o_si, c);

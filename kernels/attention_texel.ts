@@ -93,7 +93,7 @@ function forward(dim: number): string {
           "\n    ",
         )
       }
-    lse[bh * params.tq + i${r}] = select(0.0, m${r} + log(l${r}), l${r} > 0.0);
+    lse[stat_at + i${r}] = select(0.0, m${r} + log(l${r}), l${r} > 0.0);
   }`
     ).join("\n  ")
   }
@@ -133,8 +133,8 @@ function keyGrad(dim: number): string {
   for (var i = select(0u, blk * BK, params.causal != 0u); i < params.tq; i++) {
     ${fetchRow("q", "q", "(q_base + i * params.q_si) / 4u", d4).join("\n    ")}
     ${fetchRow("g", "o_grad", "(o_base + i * params.o_si) / 4u", d4).join("\n    ")}
-    let row_lse = ${scalarAt("lse", "bh * params.tq + i")};
-    let row_dot = ${scalarAt("dvec", "bh * params.tq + i")};
+    let row_lse = ${scalarAt("lse", "stat_at + i")};
+    let row_dot = ${scalarAt("dvec", "stat_at + i")};
     ${body.join("\n    ")}
   }
   ${
@@ -174,8 +174,8 @@ function queryGrad(dim: number): string {
         `let row${r} = min(i${r}, params.tq - 1u);`,
         ...fetchRow(`q${r}_`, "q", `(q_base + row${r} * params.q_si) / 4u`, d4),
         ...fetchRow(`g${r}_`, "o_grad", `(o_base + row${r} * params.o_si) / 4u`, d4),
-        `let lse${r} = ${scalarAt("lse", `bh * params.tq + row${r}`)};`,
-        `let dot${r} = ${scalarAt("dvec", `bh * params.tq + row${r}`)};`,
+        `let lse${r} = ${scalarAt("lse", `stat_at + row${r}`)};`,
+        `let dot${r} = ${scalarAt("dvec", `stat_at + row${r}`)};`,
         ...range(d4).map((c) => `var dq${r}_${c} = vec4<f32>();`),
       ].join("\n  ")
     ).join("\n  ")

@@ -145,8 +145,8 @@ const LOAD_QUERY_BLOCK = `${loadTile("qs", "q", "q_base", "params.q_si", "q0 par
   ${loadTile("dos", "o_grad", "o_base", "params.o_si", "q0 params.tq BQ DS")}
   for (var r = lid; r < BQ; r += NT) {
     let i = min(q0 + r, params.tq - 1u);
-    lse_s[r] = lse[bh * params.tq + i];
-    dvec_s[r] = dvec[bh * params.tq + i];
+    lse_s[r] = lse[stat_at + i];
+    dvec_s[r] = dvec[stat_at + i];
   }`;
 
 /** Score micro-tile `out`[a * TN + n] += dot(row rg + a*RG of `rows`, row cg + n*CG of `cols`), both stride DS. */
@@ -237,7 +237,7 @@ const TILED_FORWARD = `${TILED_START}
       for (var d = 0u; d < DN; d++) {
         if (cg + d * CG < D4) { store4_o(o_base + i * params.o_si, cg + d * CG, acc[a * DN + d] * inv); }
       }
-      if (cg == 0u) { lse[bh * params.tq + i] = select(0.0, m[a] + log(total), total > 0.0); }
+      if (cg == 0u) { lse[stat_at + i] = select(0.0, m[a] + log(total), total > 0.0); }
     }
   }
 }`;
