@@ -52,9 +52,11 @@ export {
   type BufferRange,
   type DispatchRecord,
   flush,
+  type KernelTimes,
   type RecorderStats,
   recorderStats,
   synchronize,
+  timeKernels,
   traceDispatches,
 } from "./engine/recorder.ts";
 export {

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { createBuffer, sizeClass } from "./pool.ts";
+import { createBuffer, destroyBuffer, sizeClass } from "./pool.ts";
 
 /** An environment variable under Deno ("" when unset, not permitted, or in a browser, which has no Deno). */
 function readEnv(name: string): string {
@@ -128,20 +128,32 @@ const QUERY_CAPACITY = 4096;
  */
 export class TimestampTimer {
   readonly #querySet: GPUQuerySet;
+  /** Where measured times go: the exit table, or a caller's own sum. */
+  readonly #sink: (kernel: string, ms: number) => void;
   /** Kernels timed in the command buffer being recorded, in query order. */
   #recording: string[] = [];
   /** Resolved, submitted timestamps not yet read back. */
   #resolved: { buffer: GPUBuffer; kernels: string[] }[] = [];
   readonly #free = new Map<number, GPUBuffer[]>();
 
-  constructor(device: GPUDevice, adapter: string) {
+  /** Without `sink`, times go to the table `MM_DEBUG=4` prints at exit. */
+  constructor(device: GPUDevice, adapter: string, sink?: (kernel: string, ms: number) => void) {
     this.#querySet = device.createQuerySet({
       type: "timestamp",
       count: QUERY_CAPACITY,
       label: "kernel times",
     });
+    this.#sink = sink ?? addTime;
+    if (sink) return;
     timedBy = `GPU timestamps (one compute pass per dispatch) on ${adapter}`;
     untimedReason = "submitted but not read back before exit";
+  }
+
+  /** Releases the query set and resolve buffers (after every timestamp has been read back). */
+  destroy(): void {
+    this.#querySet.destroy();
+    for (const buffers of this.#free.values()) for (const buffer of buffers) destroyBuffer(buffer);
+    this.#free.clear();
   }
 
   /** True when the command buffer being recorded has no query left: it must be submitted first. */
@@ -177,7 +189,7 @@ export class TimestampTimer {
     encoder.resolveQuerySet(this.#querySet, 0, kernels.length * 2, buffer, 0);
     this.#resolved.push({ buffer, kernels });
     this.#recording = [];
-    untimed += kernels.length;
+    if (this.#sink === addTime) untimed += kernels.length;
   }
 
   /**
@@ -198,9 +210,9 @@ export class TimestampTimer {
       for (const { buffer, kernels } of taken) {
         const stamps = new BigUint64Array(mapped.slice(from, from + kernels.length * 16));
         kernels.forEach((kernel, i) =>
-          addTime(kernel, Math.max(0, Number(stamps[2 * i + 1]) - Number(stamps[2 * i])) / 1e6)
+          this.#sink(kernel, Math.max(0, Number(stamps[2 * i + 1]) - Number(stamps[2 * i])) / 1e6)
         );
-        untimed -= kernels.length;
+        if (this.#sink === addTime) untimed -= kernels.length;
         from += kernels.length * 16;
         let free = this.#free.get(buffer.size);
         if (!free) this.#free.set(buffer.size, free = []);

@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { debugLevel } from "./debug.ts";
 import { formatBinary, poolStats } from "./pool.ts";
 
 /** What kernels need to know about the hardware to choose their shapes. */
@@ -87,8 +86,8 @@ async function openDevice(): Promise<Gpu> {
   const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new NoAdapterError();
   const limits = adapter.limits;
-  // MM_DEBUG=4 times kernels with timestamp queries where the adapter has them.
-  const timestamps = debugLevel >= 4 && adapter.features.has("timestamp-query");
+  // Kernels are timed with timestamp queries (MM_DEBUG=4, timeKernels()) where the adapter has them.
+  const timestamps = adapter.features.has("timestamp-query");
   const device = await adapter.requestDevice({
     requiredFeatures: timestamps ? ["timestamp-query"] : [],
     requiredLimits: {

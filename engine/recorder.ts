@@ -468,6 +468,48 @@ export async function synchronize(): Promise<void> {
   await gpu().device.queue.onSubmittedWorkDone();
 }
 
+/** GPU time of the kernels a piece of work dispatched, from {@linkcode timeKernels}. */
+export interface KernelTimes {
+  /** Sum of every dispatch's time, in milliseconds. */
+  totalMs: number;
+  /** Dispatches timed. */
+  dispatches: number;
+  /** Milliseconds and dispatches per kernel name. */
+  byKernel: Map<string, { count: number; ms: number }>;
+}
+
+/**
+ * Runs `work` and returns the GPU time of every kernel it dispatched, measured with timestamp
+ * queries (each dispatch in a compute pass of its own, read back once at the end); null when the
+ * adapter has no `timestamp-query`. Work recorded before is submitted first and not counted. Costs
+ * one readback: call it around many steps, never inside one.
+ */
+export async function timeKernels(work: () => void | Promise<void>): Promise<KernelTimes | null> {
+  const { device, profile } = gpu();
+  if (!device.features.has("timestamp-query")) return null;
+  await synchronize();
+  const times: KernelTimes = { totalMs: 0, dispatches: 0, byKernel: new Map() };
+  const outer = kernelTimer();
+  const local = new TimestampTimer(device, profile.name, (kernel, ms) => {
+    times.totalMs += ms;
+    times.dispatches++;
+    const entry = times.byKernel.get(kernel);
+    if (entry) {
+      entry.count++;
+      entry.ms += ms;
+    } else times.byKernel.set(kernel, { count: 1, ms });
+  });
+  timer = local;
+  try {
+    await work();
+    await synchronize();
+  } finally {
+    timer = outer;
+    local.destroy();
+  }
+  return times;
+}
+
 /** A snapshot of the recorder's counters. */
 export function recorderStats(): RecorderStats {
   return { ...stats };

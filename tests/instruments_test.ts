@@ -4,7 +4,8 @@
  * ones. The levels and `MM_KERNELS` are read once at startup, so those cases run a small script as a
  * subprocess and read its stderr.
  */
-import { traceDispatches } from "../engine/recorder.ts";
+import { gpu } from "../engine/device.ts";
+import { recorderStats, synchronize, timeKernels, traceDispatches } from "../engine/recorder.ts";
 import { tensor } from "../engine/tensor.ts";
 import { KERNEL_VARIANTS, parseKernelChoices, withKernels } from "../engine/variants.ts";
 import { attention } from "../kernels/attention.ts";
@@ -139,6 +140,34 @@ Deno.test("MM_TIMING=host times each dispatch alone inside the program's waits",
   const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
   expect(rows.size === 1 && rows.get(kernels[2]) === 1, "the softmax submitted by the readback", run);
   expect(notes.some((n) => n.startsWith("3 dispatches not timed")), "the flushed ones reported untimed", run);
+});
+
+Deno.test("timeKernels sums the GPU time of the work's own dispatches, with one readback", async () => {
+  const a = tensor(new Float32Array(64 * 48).fill(0.5), { shape: [64, 48] });
+  const b = tensor(new Float32Array(48 * 40).fill(0.25), { shape: [48, 40] });
+  matmul(a, b); // recorded before: submitted first and not counted
+  const before = recorderStats();
+  const times = await timeKernels(() => {
+    for (let i = 0; i < 3; i++) softmax(matmul(a, b));
+  });
+  const readbacks = recorderStats().readbacks - before.readbacks;
+  if (!gpu().device.features.has("timestamp-query")) {
+    if (times !== null) throw new Error("times without timestamp-query");
+    return;
+  }
+  if (!times) throw new Error("no times although the device has timestamp-query");
+  const counts = [...times.byKernel.values()].map((k) => k.count);
+  const sum = [...times.byKernel.values()].reduce((s, k) => s + k.ms, 0);
+  if (
+    times.dispatches !== 6 || counts.join() !== "3,3" || !(times.totalMs > 0) ||
+    Math.abs(sum - times.totalMs) > 1e-9
+  ) {
+    throw new Error(`times: ${JSON.stringify({ ...times, byKernel: [...times.byKernel] })}`);
+  }
+  if (readbacks !== 1) throw new Error(`${readbacks} readbacks`);
+  // Afterwards dispatches run untimed again, in the shared compute pass.
+  matmul(a, b);
+  await synchronize();
 });
 
 Deno.test("MM_KERNELS picks the variants, in kernel names", async () => {
