@@ -4,11 +4,12 @@
  * three in one command buffer per step with separate optimizers, and (c) jointly with the fused
  * MultiModelOptimizer; each split into forward + backward and optimizer. Every case runs on the same
  * sentiment batches in this process, after a warm-up, timed by the wall clock around a GPU
- * synchronisation (on a software adapter wall time is GPU time).
+ * synchronisation; the GPU time of a whole step is the sum of its kernels' times from timestamp
+ * queries, over as many further steps (each dispatch then runs in a compute pass of its own).
  *
  * @module
  */
-import { synchronize } from "../engine/recorder.ts";
+import { synchronize, timeKernels } from "../engine/recorder.ts";
 import { type Tensor, tidy } from "../engine/tensor.ts";
 import type { TransformerModel } from "../models/model.ts";
 import { buildOptimizers } from "../train/models.ts";
@@ -23,6 +24,8 @@ export interface ComputeTiming {
   optimizerMs: number;
   /** A whole step. */
   stepMs: number;
+  /** GPU time of a whole step: its kernels' times summed (absent where the adapter has no timestamps). */
+  gpuMs?: number;
   /** Steps timed per case. */
   steps: number;
   /** Wall time of the measurement. */
@@ -31,6 +34,14 @@ export interface ComputeTiming {
 
 /** How the three models are trained in a compute case. */
 export type ComputeCondition = "sequential" | "parallel" | "joint";
+
+/** GPU milliseconds per call over `steps` further calls of `step`; undefined without timestamp queries. */
+async function gpuTimeOfSteps(steps: number, step: (index: number) => void): Promise<number | undefined> {
+  const times = await timeKernels(() => {
+    for (let i = 1; i <= steps; i++) step(i);
+  });
+  return times ? times.totalMs / steps : undefined;
+}
 
 /** Times `steps` calls of `step` after one warm-up call; returns ms per call. */
 async function timeSteps(steps: number, step: (index: number) => void): Promise<number> {
@@ -69,19 +80,24 @@ export async function measureCompute(
   const optimizers = buildOptimizers(models, options, steps + 1);
   let forwardBackwardMs: number;
   let stepMs: number;
+  let gpuMs: number | undefined;
   if (condition === "sequential") {
     // One model after another: each trains its steps alone, then the next.
     forwardBackwardMs = 0;
     stepMs = 0;
+    gpuMs = 0;
     for (const [m, name] of names.entries()) {
       const model = models[name];
       forwardBackwardMs += await timeSteps(steps, () => tidy(() => forward(model)));
-      stepMs += await timeSteps(steps, () =>
+      const step = () =>
         tidy(() => {
           optimizers[m].zeroGrad();
           forward(model);
           optimizers[m].step();
-        }));
+        });
+      stepMs += await timeSteps(steps, step);
+      const gpu = await gpuTimeOfSteps(steps, step);
+      gpuMs = gpu === undefined ? undefined : gpuMs! + gpu;
     }
   } else {
     const all = () => {
@@ -90,12 +106,14 @@ export async function measureCompute(
       for (const loss of losses) loss.backward();
     };
     forwardBackwardMs = await timeSteps(steps, () => tidy(all));
-    stepMs = await timeSteps(steps, () =>
+    const step = () =>
       tidy(() => {
         for (const o of optimizers) o.zeroGrad();
         all();
         for (const o of optimizers) o.step();
-      }));
+      });
+    stepMs = await timeSteps(steps, step);
+    gpuMs = await gpuTimeOfSteps(steps, step);
   }
   for (const o of optimizers) o.dispose();
   for (const model of Object.values(models)) model.dispose();
@@ -104,6 +122,7 @@ export async function measureCompute(
     forwardBackwardMs,
     optimizerMs: Math.max(0, stepMs - forwardBackwardMs),
     stepMs,
+    gpuMs,
     steps,
     seconds: (performance.now() - started) / 1000,
   };

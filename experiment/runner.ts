@@ -184,6 +184,7 @@ export async function runExperiment(
             forwardBackwardMs: timing.forwardBackwardMs,
             optimizerMs: timing.optimizerMs,
             stepMs: timing.stepMs,
+            gpuMs: timing.gpuMs,
           },
           command: settings.command,
           adapter: gpu().profile.name,

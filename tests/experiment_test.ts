@@ -6,6 +6,7 @@
 import { type ExperimentScale, SCALES } from "../experiment/protocol.ts";
 import { writeResults } from "../experiment/report.ts";
 import { chooseRates, readRuns, runExperiment } from "../experiment/runner.ts";
+import { gpu } from "../engine/device.ts";
 import { setup } from "./helpers.ts";
 
 await setup();
@@ -43,6 +44,14 @@ Deno.test("the runner appends a line per run, resumes without repeating one, and
       throw new Error(`${run.key}: ${JSON.stringify(run)}`);
     }
   }
+  for (const run of runs.filter((r) => r.group === "compute")) {
+    // The GPU time comes from timestamp queries on adapters that have them (llvmpipe does).
+    const { stepMs, gpuMs } = run.timing!;
+    const timestamps = gpu().device.features.has("timestamp-query");
+    if (!(stepMs > 0) || (timestamps ? !(gpuMs! > 0) : gpuMs !== undefined)) {
+      throw new Error(`${run.key}: timing ${JSON.stringify(run.timing)}`);
+    }
+  }
   const rates = chooseRates(runs);
   if (![1e-3, 3e-3].includes(rates.get("sentiment/joint")!)) throw new Error(`rates ${[...rates]}`);
   const again = await runExperiment(TINY, settings);
@@ -54,6 +63,9 @@ Deno.test("the runner appends a line per run, resumes without repeating one, and
     durationSeconds: 1,
   });
   const results = await Deno.readTextFile(`${folder}/RESULTS.md`);
+  if (gpu().device.features.has("timestamp-query") && results.includes("not measured")) {
+    throw new Error("Table 3 lacks the GPU time");
+  }
   for (const needed of ["Table 1", "Table 3"]) {
     if (!results.includes(needed)) throw new Error(`RESULTS.md lacks "${needed}"`);
   }
