@@ -270,46 +270,47 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (((params.valid_mask >> lid) & 1u) == 1u) { fit_trend(lid); }
   }
   workgroupBarrier();
-  if (lid != 0u) { return; }
+  // Every lane sums the same trends in the same order, then lane m plans model m. (The loop's bound
+  // is a constant: llvmpipe took 5-8 ms over this loop bounded by params.models.)
   var z_sum = 0.0;
   var z_count = 0.0;
-  for (var m = 0u; m < params.models; m++) {
+  for (var k = 0u; k < ${MAX_MODELS}u; k++) {
     // A model sitting this update out takes no part in the others' rates either.
-    if (trend_valid[m] == 1u && control[m * S + ${CONTROL.skip}u] < 0.5) {
-      z_sum += trend_z[m];
+    if (k < params.models && trend_valid[k] == 1u && control[k * S + ${CONTROL.skip}u] < 0.5) {
+      z_sum += trend_z[k];
       z_count += 1.0;
     }
   }
   let z_mean = z_sum / max(z_count, 1.0);
-  for (var m = 0u; m < params.models; m++) {
-    let row = m * S;
-    control[row + ${CONTROL.lossFinite}u] = 1.0;
-    if (control[row + ${CONTROL.skip}u] > 0.5) {
-      control[row + ${CONTROL.skipped}u] += 1.0;
-      continue;
-    }
-    let norm = control[row + ${CONTROL.norm}u];
-    control[row + ${CONTROL.gradNorm}u] = norm;
-    var clip_factor = 1.0;
-    if (params.clip > 0.0) { clip_factor = min(1.0, params.clip / (norm + 1e-6)); }
-    control[row + ${CONTROL.gradScale}u] = params.inverse_accumulation * clip_factor;
-    var multiplier = control[row + ${CONTROL.multiplier}u];
-    if (adaptive && trend_valid[m] == 1u) {
-      let d = safe_tanh((trend_z[m] - z_mean) / (1.0 + abs(z_mean)));
-      var goal = select(1.0 + d * (1.0 - params.min_multiplier), 1.0 + d * (params.max_multiplier - 1.0), d >= 0.0);
-      if (trend_slope[m] > 0.0) { goal = min(goal, multiplier); }
-      multiplier += params.smoothing * (goal - multiplier);
-      control[row + ${CONTROL.multiplier}u] = multiplier;
-      control[row + ${CONTROL.trend}u] = trend_z[m];
-    }
-    control[row + ${CONTROL.lr}u] = params.lr * lr_factor(m) * multiplier;
-    control[row + ${CONTROL.steps}u] += 1.0;
-    // 1 - beta^t by recurrence: computing it as 1 - pow(beta, t) in float32 loses ~5 digits for small t.
-    let q1 = control[row + ${CONTROL.biasCorrection1}u];
-    let q2 = control[row + ${CONTROL.biasCorrection2}u];
-    control[row + ${CONTROL.biasCorrection1}u] = q1 + params.one_minus_beta1 * (1.0 - q1);
-    control[row + ${CONTROL.biasCorrection2}u] = q2 + params.one_minus_beta2 * (1.0 - q2);
+  if (lid >= params.models) { return; }
+  let m = lid;
+  let row = m * S;
+  control[row + ${CONTROL.lossFinite}u] = 1.0;
+  if (control[row + ${CONTROL.skip}u] > 0.5) {
+    control[row + ${CONTROL.skipped}u] += 1.0;
+    return;
   }
+  let norm = control[row + ${CONTROL.norm}u];
+  control[row + ${CONTROL.gradNorm}u] = norm;
+  var clip_factor = 1.0;
+  if (params.clip > 0.0) { clip_factor = min(1.0, params.clip / (norm + 1e-6)); }
+  control[row + ${CONTROL.gradScale}u] = params.inverse_accumulation * clip_factor;
+  var multiplier = control[row + ${CONTROL.multiplier}u];
+  if (adaptive && trend_valid[m] == 1u) {
+    let d = safe_tanh((trend_z[m] - z_mean) / (1.0 + abs(z_mean)));
+    var goal = select(1.0 + d * (1.0 - params.min_multiplier), 1.0 + d * (params.max_multiplier - 1.0), d >= 0.0);
+    if (trend_slope[m] > 0.0) { goal = min(goal, multiplier); }
+    multiplier += params.smoothing * (goal - multiplier);
+    control[row + ${CONTROL.multiplier}u] = multiplier;
+    control[row + ${CONTROL.trend}u] = trend_z[m];
+  }
+  control[row + ${CONTROL.lr}u] = params.lr * lr_factor(m) * multiplier;
+  control[row + ${CONTROL.steps}u] += 1.0;
+  // 1 - beta^t by recurrence: computing it as 1 - pow(beta, t) in float32 loses ~5 digits for small t.
+  let q1 = control[row + ${CONTROL.biasCorrection1}u];
+  let q2 = control[row + ${CONTROL.biasCorrection2}u];
+  control[row + ${CONTROL.biasCorrection1}u] = q1 + params.one_minus_beta1 * (1.0 - q1);
+  control[row + ${CONTROL.biasCorrection2}u] = q2 + params.one_minus_beta2 * (1.0 - q2);
 }`,
   }));
   dispatch(
