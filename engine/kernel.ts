@@ -7,6 +7,8 @@
  */
 import { debugLevel, debugLine } from "./debug.ts";
 import { gpu } from "./device.ts";
+import type { BufferRange } from "./recorder.ts";
+import type { Tensor } from "./tensor.ts";
 
 /** Scalar types a kernel parameter may have. */
 export type ParamType = "u32" | "i32" | "f32";
@@ -281,6 +283,33 @@ export function rowWindows(op: string, rows: number, rowBytes: readonly number[]
   const chunks: [number, number][] = [];
   for (let first = 0; first < rows; first += perChunk) chunks.push([first, Math.min(perChunk, rows - first)]);
   return chunks;
+}
+
+/** Elements a {@linkcode bindWindow} may span and still fit one storage binding, wherever it starts. */
+export function windowElements(): number {
+  const { maxStorageBindingBytes: limit, storageOffsetAlignment: align } = gpu().profile;
+  return Math.floor((limit - align - 16) / 4);
+}
+
+/** A binding of part of a tensor: its byte range, and the tensor element at which the range starts. */
+export interface TensorWindow {
+  /** What to bind. */
+  range: BufferRange;
+  /** The tensor's element index at the range's first byte (below 0 for a packed view's misalignment). */
+  first: number;
+}
+
+/**
+ * Binds elements [lo, hi) of a tensor (at least), from the aligned offset at or below `lo`; packed
+ * views, whose own offset is not aligned, are bound the same way. Kernels index the binding with
+ * (tensor index - first). At most {@linkcode windowElements} elements fit one binding.
+ */
+export function bindWindow(tensor: Tensor, lo: number, hi: number): TensorWindow {
+  const { buffer, offset } = tensor.range();
+  const align = gpu().profile.storageOffsetAlignment;
+  const start = Math.floor((offset + lo * 4) / align) * align;
+  const size = Math.min(buffer.size - start, Math.max(16, Math.ceil((offset + hi * 4 - start) / 16) * 16));
+  return { range: { buffer, offset: start, size }, first: (start - offset) / 4 };
 }
 
 /** Element windows [start, length] of `count` float32 elements: {@linkcode rowWindows} of 4-byte rows. */

@@ -9,12 +9,12 @@
  * single workgroup then sums the losses (and counts non-ignored rows) in a fixed order and divides on
  * the GPU: bit-identical run to run, no readback. Backward is one elementwise kernel reading the saved
  * statistics, the row count and the upstream gradient from the GPU. Inputs larger than one storage
- * binding are processed in row chunks.
+ * binding are processed in row chunks, and the final sum in windows that carry each lane's partial sum.
  *
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, kernelFor, rowWindows } from "../engine/kernel.ts";
+import { grid, type Kernel, kernelFor, rowWindows, windowElements } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
@@ -181,10 +181,18 @@ function reduceLosses(kind: Kind, losses: Tensor, targets: Tensor, mean: boolean
   const hard = kind === "hard";
   const kernel = kernelFor(`cross_entropy_reduce/${kind}`, () => ({
     name: `${kind}_cross_entropy_reduce`,
-    params: { rows: "u32", mean: "u32", ignore_index: "i32", nan: "f32" },
+    params: {
+      rows: "u32",
+      carry: "u32",
+      finish: "u32",
+      mean: "u32",
+      ignore_index: "i32",
+      nan: "f32",
+    },
     bindings: [
       { name: "losses" },
       ...(hard ? [{ name: "targets", type: "i32" as const }] : []),
+      { name: "lanes", write: true },
       { name: "out", write: true },
       ...(hard ? [{ name: "count", write: true }] : []),
     ],
@@ -193,11 +201,21 @@ var<workgroup> w_loss: array<f32, ${REDUCE_THREADS}>;
 var<workgroup> w_count: array<f32, ${REDUCE_THREADS}>;
 @compute @workgroup_size(${REDUCE_THREADS})
 fn main(@builtin(local_invocation_index) lid: u32) {
+  // A window continues each lane's sum from the last (lanes), so windows add in one dispatch's order.
   var loss = 0.0;
   var counted = 0.0;
+  if (params.carry == 1u) {
+    loss = lanes[lid];
+    counted = lanes[${REDUCE_THREADS}u + lid];
+  }
   for (var r = lid; r < params.rows; r += ${REDUCE_THREADS}u) {
     loss += losses[r];
     counted += ${hard ? "select(1.0, 0.0, targets[r] == params.ignore_index)" : "1.0"};
+  }
+  if (params.finish == 0u) {
+    lanes[lid] = loss;
+    lanes[${REDUCE_THREADS}u + lid] = counted;
+    return;
   }
   w_loss[lid] = loss;
   w_count[lid] = counted;
@@ -220,13 +238,29 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }));
   const out = emptyTensor([]);
   const count = hard ? emptyTensor([1]) : null;
-  const ranges = count ? [losses, targets, out, count] : [losses, out];
-  dispatch(
-    kernel,
-    { rows: losses.size, mean: mean ? 1 : 0, ignore_index: ignore, nan: NaN },
-    ranges.map((t) => t.range()),
-    [1],
-  );
+  const lanes = emptyTensor([2 * REDUCE_THREADS]);
+  // Windows of whole lane strides: row r goes to lane r mod REDUCE_THREADS in every window.
+  const rows = losses.size;
+  const perWindow = Math.max(1, Math.floor(windowElements() / REDUCE_THREADS)) * REDUCE_THREADS;
+  for (let first = 0; first < rows || first === 0; first += perWindow) {
+    const n = Math.min(perWindow, rows - first);
+    const finish = first + n >= rows;
+    const windows = [losses.window(first, n), ...(hard ? [targets.window(first, n)] : [])];
+    dispatch(
+      kernel,
+      {
+        rows: n,
+        carry: first > 0 ? 1 : 0,
+        finish: finish ? 1 : 0,
+        mean: mean ? 1 : 0,
+        ignore_index: ignore,
+        nan: NaN,
+      },
+      [...windows, lanes.range(), out.range(), ...(count ? [count.range()] : [])],
+      [1],
+    );
+  }
+  lanes.dispose();
   return { out, count };
 }
 

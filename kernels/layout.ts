@@ -1,12 +1,13 @@
 /**
  * Layout ops: permute/transpose, narrow (a slice along one axis) and concat. All are one strided
  * copy kernel: either a strided read into a contiguous output, or a contiguous read into a strided
- * region of the output. Each op's backward is the other direction.
+ * region of the output. Each op's backward is the other direction. Beyond one storage binding the
+ * copy runs in windows of whole trailing blocks.
  *
  * @module
  */
 import { dispatch } from "../engine/recorder.ts";
-import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
 import { attachGrad, emptyTensor, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 
@@ -50,26 +51,75 @@ function simplify(view: StridedView): StridedView {
   return { dims, strides, offset: view.offset };
 }
 
+/** Elements from a view's first to its last, plus one. */
+function reach(dims: readonly number[], strides: readonly number[]): number {
+  return dims.reduce((sum, d, r) => sum + (d - 1) * strides[r], 1);
+}
+
+/**
+ * The copy in windows that each fit one storage binding: blocks of the view's trailing dimensions
+ * that fit, taken in runs along the dimension before them; every element is copied once.
+ */
+function copyWindows(v: StridedView): { view: StridedView; denseFirst: number; count: number }[] {
+  const span = windowElements();
+  const rank = v.dims.length;
+  const fits = (q: number) =>
+    shapeSize(v.dims.slice(q)) <= span && reach(v.dims.slice(q), v.strides.slice(q)) <= span;
+  let p = 0;
+  while (p < rank && !fits(p)) p++;
+  if (p === 0) return [{ view: v, denseFirst: 0, count: shapeSize(v.dims) }];
+  const restDims = v.dims.slice(p), restStrides = v.strides.slice(p);
+  const restCount = shapeSize(restDims), restReach = reach(restDims, restStrides);
+  const along = v.dims[p - 1], stride = v.strides[p - 1];
+  const run = Math.max(
+    1,
+    Math.min(along, Math.floor((span - restReach) / stride) + 1, Math.floor(span / restCount)),
+  );
+  const windows = [];
+  const outerCount = shapeSize(v.dims.slice(0, p - 1));
+  for (let o = 0; o < outerCount; o++) {
+    let at = v.offset;
+    for (let r = p - 2, rest = o; r >= 0; r--) {
+      at += (rest % v.dims[r]) * v.strides[r];
+      rest = Math.floor(rest / v.dims[r]);
+    }
+    for (let a = 0; a < along; a += run) {
+      const n = Math.min(run, along - a);
+      windows.push({
+        view: { dims: [n, ...restDims], strides: [stride, ...restStrides], offset: at + a * stride },
+        denseFirst: (o * along + a) * restCount,
+        count: n * restCount,
+      });
+    }
+  }
+  return windows;
+}
+
 /**
  * Copies between a contiguous tensor and a strided view of another: `gather` reads `strided` at the
- * view into contiguous `dense`; otherwise `dense` is written into `strided` at the view.
+ * view into contiguous `dense`; otherwise `dense` is written into `strided` at the view. Beyond one
+ * storage binding the copy runs in windows (see {@linkcode copyWindows}).
  */
 function stridedCopy(view: StridedView, strided: Tensor, dense: Tensor, gather: boolean): void {
   const v = simplify(view);
-  const rank = v.dims.length;
-  const name = gather ? "strided_gather" : "strided_scatter";
-  const kernel = kernelFor(`${name}/${rank}`, () => ({
-    name,
-    params: {
-      count: "u32",
-      offset: "u32",
-      dims: { type: "u32", length: rank },
-      strides: { type: "u32", length: rank },
-    },
-    bindings: gather
-      ? [{ name: "strided" }, { name: "dense", write: true }]
-      : [{ name: "dense" }, { name: "strided", write: true }],
-    code: `
+  const span = windowElements();
+  const whole = dense.size <= span && strided.size <= span;
+  for (const w of whole ? [{ view: v, denseFirst: 0, count: dense.size }] : copyWindows(v)) {
+    const rank = w.view.dims.length;
+    const name = gather ? "strided_gather" : "strided_scatter";
+    const kernel = kernelFor(`${name}/${rank}`, () => ({
+      name,
+      params: {
+        count: "u32",
+        offset: "u32",
+        dense_offset: "u32",
+        dims: { type: "u32", length: rank },
+        strides: { type: "u32", length: rank },
+      },
+      bindings: gather
+        ? [{ name: "strided" }, { name: "dense", write: true }]
+        : [{ name: "dense" }, { name: "strided", write: true }],
+      code: `
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let i = ${linearIndex(256)};
@@ -77,20 +127,36 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   var rem = i;
   var at = params.offset;
   ${
-      Array.from({ length: rank }, (_, k) => rank - 1 - k).map((r) =>
-        `at += (rem % dims(${r}u)) * strides(${r}u);${r > 0 ? ` rem = rem / dims(${r}u);` : ""}`
-      ).join("\n  ")
-    }
-  ${gather ? "dense[i] = strided[at];" : "strided[at] = dense[i];"}
+        Array.from({ length: rank }, (_, k) => rank - 1 - k).map((r) =>
+          `at += (rem % dims(${r}u)) * strides(${r}u);${r > 0 ? ` rem = rem / dims(${r}u);` : ""}`
+        ).join("\n  ")
+      }
+  ${
+        gather
+          ? "dense[params.dense_offset + i] = strided[at];"
+          : "strided[at] = dense[params.dense_offset + i];"
+      }
 }`,
-  }));
-  const ranges = gather ? [strided.range(), dense.range()] : [dense.range(), strided.range()];
-  dispatch(
-    kernel,
-    { count: dense.size, offset: v.offset, dims: v.dims, strides: v.strides },
-    ranges,
-    grid(dense.size, 256),
-  );
+    }));
+    const stridedWindow = whole
+      ? { range: strided.range(), first: 0 }
+      : bindWindow(strided, w.view.offset, w.view.offset + reach(w.view.dims, w.view.strides));
+    const denseWindow = whole
+      ? { range: dense.range(), first: 0 }
+      : bindWindow(dense, w.denseFirst, w.denseFirst + w.count);
+    dispatch(
+      kernel,
+      {
+        count: w.count,
+        offset: w.view.offset - stridedWindow.first,
+        dense_offset: w.denseFirst - denseWindow.first,
+        dims: w.view.dims,
+        strides: w.view.strides,
+      },
+      gather ? [stridedWindow.range, denseWindow.range] : [denseWindow.range, stridedWindow.range],
+      grid(w.count, 256),
+    );
+  }
 }
 
 /** Reorders the axes of `x`: output axis i is input axis `order[i]` (a copy). */

@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { bindWindow } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
@@ -78,16 +79,10 @@ interface Window {
   shift: number;
 }
 
-/**
- * Binds elements [lo, hi) of a tensor (at least), from the aligned offset at or below `lo`; packed
- * views, whose own offset is not aligned, are bound the same way.
- */
+/** Binds elements [lo, hi) of a tensor; `shift` takes an index from `lead` on into the binding (mod 2^32). */
 function window(tensor: Tensor, lo: number, hi: number, lead: number): Window {
-  const { buffer, offset } = tensor.range();
-  const align = gpu().profile.storageOffsetAlignment;
-  const start = Math.floor((offset + lo * 4) / align) * align;
-  const size = Math.min(buffer.size - start, Math.max(16, Math.ceil((offset + hi * 4 - start) / 16) * 16));
-  return { range: { buffer, offset: start, size }, shift: (lead - (start - offset) / 4) >>> 0 };
+  const { range, first } = bindWindow(tensor, lo, hi);
+  return { range, shift: (lead - first) >>> 0 };
 }
 
 /** What {@linkcode product} computes besides its operands. */

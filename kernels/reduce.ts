@@ -3,12 +3,14 @@
  *
  * A reduction views its input as [outer, length, inner] and reduces the middle axis. Results are
  * bit-identical run to run: every sum is taken in a fixed order (a tree inside a workgroup, or
- * chunk partials summed by a second pass), never with atomics.
+ * chunk partials summed by a second pass), never with atomics. Tensors beyond one storage binding
+ * are bound in windows of whole outputs, which changes no sum's order.
  *
  * @module
  */
-import { dispatch } from "../engine/recorder.ts";
-import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { gpu } from "../engine/device.ts";
+import { type BufferRange, dispatch } from "../engine/recorder.ts";
+import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 
@@ -16,16 +18,59 @@ import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 const CHUNK = 64;
 const ROW_THREADS = 256;
 
-/** Sums x viewed as [outer, length, inner] over the middle axis, times `factor`, into [outer, inner]. */
-function reduceMiddle(x: Tensor, outer: number, length: number, inner: number, factor: number): Tensor {
-  if (inner === 1) return reduceRows(x, outer, length, factor);
+/** A binding of the whole tensor, or of the window [lo, hi) when the work is windowed. */
+function bindPart(t: Tensor, whole: boolean, lo: number, hi: number): { range: BufferRange; shift: number } {
+  if (whole) return { range: t.range(), shift: 0 };
+  const w = bindWindow(t, lo, hi);
+  return { range: w.range, shift: -w.first >>> 0 };
+}
+
+/** Windows [first, last) of `count` outputs, `perWindow` at a time, or within rows of `rowLength` when one row is larger. */
+function outputWindows(count: number, perWindow: number, rowLength: number): [number, number][] {
+  const windows: [number, number][] = [];
+  if (perWindow >= rowLength || count <= perWindow) {
+    for (let first = 0; first < count; first += perWindow) {
+      windows.push([first, Math.min(count, first + perWindow)]);
+    }
+    return windows;
+  }
+  for (let row = 0; row < count; row += rowLength) {
+    for (let first = row; first < row + rowLength; first += perWindow) {
+      windows.push([first, Math.min(row + rowLength, first + perWindow)]);
+    }
+  }
+  return windows;
+}
+
+/**
+ * Sums x viewed as [outer, length, inner] over the middle axis, times `factor`, into [outer, inner].
+ * Beyond one storage binding every pass binds windows of whole outputs (each still summed in the
+ * same order), and the axis is cut into chunks until one output's rows fit a binding.
+ */
+function reduceMiddle(
+  op: string,
+  x: Tensor,
+  outer: number,
+  length: number,
+  inner: number,
+  factor: number,
+): Tensor {
+  const span = windowElements();
+  if (inner === 1 && length <= span) return reduceRows(x, outer, length, factor);
+  // Rows a chunk sums: CHUNK, or fewer when CHUNK rows of `inner` elements exceed one binding.
+  const chunk = Math.min(CHUNK, Math.floor(span / inner));
+  if (length > 1 && chunk < 2) {
+    throw new RangeError(
+      `${op}: rows of ${inner} elements exceed half a storage binding (maxStorageBindingBytes ${gpu().profile.maxStorageBindingBytes}), so ${outer} x ${length} x ${inner} cannot be summed over its middle axis`,
+    );
+  }
   let source = x;
   let remaining = length;
   // Few outputs leave the GPU idle, so long axes are first cut into chunks summed in parallel.
-  while (remaining > CHUNK && outer * inner < 65536) {
-    const chunks = Math.ceil(remaining / CHUNK);
+  while (chunk >= 2 && remaining > chunk && (outer * inner < 65536 || remaining * inner > span)) {
+    const chunks = Math.ceil(remaining / chunk);
     const partial = emptyTensor([outer * chunks * inner]);
-    stridedSum(source, partial, outer, remaining, inner, CHUNK, 1);
+    stridedSum(source, partial, outer, remaining, inner, chunk, 1);
     if (source !== x) source.dispose();
     source = partial;
     remaining = chunks;
@@ -38,7 +83,8 @@ function reduceMiddle(x: Tensor, outer: number, length: number, inner: number, f
 
 /**
  * One pass: out[o, c, i] = factor * sum of x[o, c*chunk .. c*chunk+chunk-1, i]; one invocation per
- * output element, summing in index order.
+ * output element, summing in index order. Windows hold whole chunks (or, for one-row chunks, runs
+ * of one row) of x and the outputs they give.
  */
 function stridedSum(
   x: Tensor,
@@ -52,13 +98,24 @@ function stridedSum(
   const chunks = Math.ceil(length / chunk);
   const kernel = kernelFor("reduce_strided", () => ({
     name: "reduce_strided",
-    params: { outer: "u32", length: "u32", inner: "u32", chunk: "u32", chunks: "u32", factor: "f32" },
+    params: {
+      first: "u32",
+      count: "u32",
+      length: "u32",
+      inner: "u32",
+      chunk: "u32",
+      chunks: "u32",
+      factor: "f32",
+      x_shift: "u32",
+      out_shift: "u32",
+    },
     bindings: [{ name: "x" }, { name: "out", write: true }],
     code: `
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let idx = ${linearIndex(256)};
-  if (idx >= params.outer * params.chunks * params.inner) { return; }
+  let local = ${linearIndex(256)};
+  if (local >= params.count) { return; }
+  let idx = params.first + local;
   let i = idx % params.inner;
   let c = (idx / params.inner) % params.chunks;
   let o = idx / (params.inner * params.chunks);
@@ -66,35 +123,60 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   let end = min(start + params.chunk, params.length);
   var acc = 0.0;
   for (var r = start; r < end; r++) {
-    acc += x[(o * params.length + r) * params.inner + i];
+    acc += x[(o * params.length + r) * params.inner + i + params.x_shift];
   }
-  out[idx] = acc * params.factor;
+  out[idx + params.out_shift] = acc * params.factor;
 }`,
   }));
   const count = outer * chunks * inner;
-  dispatch(
-    kernel,
-    { outer, length, inner, chunk, chunks, factor },
-    [x.range(), out.range()],
-    grid(count, 256),
-  );
+  const span = windowElements();
+  const rows = Math.min(chunk, length);
+  const whole = x.size <= span && count <= span;
+  const perWindow = whole ? count : rows * inner <= span ? Math.floor(span / (rows * inner)) * inner : span;
+  // The x element a window's output `e` reads first (or last).
+  const xAt = (e: number, last: boolean) => {
+    const unit = Math.floor(e / inner), o = Math.floor(unit / chunks), c = unit % chunks;
+    const r = last ? Math.min((c + 1) * chunk, length) - 1 : c * chunk;
+    return (o * length + r) * inner + (e % inner);
+  };
+  for (const [first, end] of outputWindows(count, perWindow, inner)) {
+    const xw = bindPart(x, whole, xAt(first, false), xAt(end - 1, true) + 1);
+    const ow = bindPart(out, whole, first, end);
+    dispatch(
+      kernel,
+      {
+        first,
+        count: end - first,
+        length,
+        inner,
+        chunk,
+        chunks,
+        factor,
+        x_shift: xw.shift,
+        out_shift: ow.shift,
+      },
+      [xw.range, ow.range],
+      grid(end - first, 256),
+    );
+  }
 }
 
-/** Sums each of `rows` contiguous rows of `length` with a workgroup tree, times `factor`. */
+/** Sums each of `rows` contiguous rows of `length` with a workgroup tree, times `factor`, in windows of whole rows. */
 function reduceRows(x: Tensor, rows: number, length: number, factor: number): Tensor {
   const out = emptyTensor([rows]);
   const kernel = kernelFor("reduce_rows", () => ({
     name: "reduce_rows",
-    params: { rows: "u32", length: "u32", factor: "f32" },
+    params: { first: "u32", rows: "u32", length: "u32", factor: "f32", x_shift: "u32", out_shift: "u32" },
     bindings: [{ name: "x" }, { name: "out", write: true }],
     code: `
 var<workgroup> partial: array<f32, ${ROW_THREADS}>;
 @compute @workgroup_size(${ROW_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * groups.x;
-  if (row >= params.rows) { return; }
-  let base = row * params.length;
+  let local = wid.x + wid.y * groups.x;
+  if (local >= params.rows) { return; }
+  let row = params.first + local;
+  let base = row * params.length + params.x_shift;
   var acc = 0.0;
   for (var j = lid; j < params.length; j += ${ROW_THREADS}u) { acc += x[base + j]; }
   partial[lid] = acc;
@@ -103,10 +185,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     if (lid < stride) { partial[lid] += partial[lid + stride]; }
     workgroupBarrier();
   }
-  if (lid == 0u) { out[row] = partial[0] * params.factor; }
+  if (lid == 0u) { out[row + params.out_shift] = partial[0] * params.factor; }
 }`,
   }));
-  dispatch(kernel, { rows, length, factor }, [x.range(), out.range()], grid(rows, 1));
+  const span = windowElements();
+  const whole = x.size <= span && rows <= span;
+  const perWindow = whole ? rows : Math.floor(span / length);
+  for (let first = 0; first < rows; first += perWindow) {
+    const end = Math.min(rows, first + perWindow);
+    const xw = bindPart(x, whole, first * length, end * length);
+    const ow = bindPart(out, whole, first, end);
+    dispatch(
+      kernel,
+      { first, rows: end - first, length, factor, x_shift: xw.shift, out_shift: ow.shift },
+      [xw.range, ow.range],
+      grid(end - first, 1),
+    );
+  }
   return out;
 }
 
@@ -136,7 +231,7 @@ function reduceAxis(
     : options.keepDims
     ? x.shape.map((d, i) => (i === a ? 1 : d))
     : x.shape.filter((_, i) => i !== a);
-  const reduced = reduceMiddle(x, outer, length, inner, isMean ? 1 / length : 1);
+  const reduced = reduceMiddle(op, x, outer, length, inner, isMean ? 1 / length : 1);
   const out = reduced.reshape(outShape);
   reduced.dispose();
   const factor = isMean ? 1 / length : 1;
@@ -154,26 +249,51 @@ export function mean(x: Tensor, axis?: number, options: ReduceOptions = {}): Ten
   return reduceAxis("mean", x, axis, options, true);
 }
 
-/** Repeats g (the reduced tensor) along `axis` (all axes when undefined) to `shape`, times `factor`. */
+/**
+ * Repeats g (the reduced tensor) along `axis` (all axes when undefined) to `shape`, times `factor`;
+ * beyond one storage binding in windows of whole rows of `inner` outputs (or runs within one row).
+ */
 function broadcastTo(g: Tensor, shape: readonly number[], axis: number | undefined, factor: number): Tensor {
   const length = axis === undefined ? shapeSize(shape) : shape[axis];
   const inner = axis === undefined ? 1 : shapeSize(shape.slice(axis + 1));
   const out = emptyTensor(shape);
   const kernel = kernelFor("reduce_broadcast", () => ({
     name: "reduce_broadcast",
-    params: { count: "u32", length: "u32", inner: "u32", factor: "f32" },
+    params: {
+      first: "u32",
+      count: "u32",
+      length: "u32",
+      inner: "u32",
+      factor: "f32",
+      g_shift: "u32",
+      out_shift: "u32",
+    },
     bindings: [{ name: "g" }, { name: "out", write: true }],
     code: `
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let idx = ${linearIndex(256)};
-  if (idx >= params.count) { return; }
+  let local = ${linearIndex(256)};
+  if (local >= params.count) { return; }
+  let idx = params.first + local;
   let i = idx % params.inner;
   let o = idx / (params.inner * params.length);
-  out[idx] = g[o * params.inner + i] * params.factor;
+  out[idx + params.out_shift] = g[o * params.inner + i + params.g_shift] * params.factor;
 }`,
   }));
-  dispatch(kernel, { count: out.size, length, inner, factor }, [g.range(), out.range()], grid(out.size, 256));
+  const span = windowElements();
+  const whole = out.size <= span && g.size <= span;
+  const perWindow = whole ? out.size : inner <= span ? Math.floor(span / inner) * inner : span;
+  const gAt = (e: number) => Math.floor(e / (inner * length)) * inner + (e % inner);
+  for (const [first, end] of outputWindows(out.size, perWindow, inner)) {
+    const gw = bindPart(g, whole, gAt(first), gAt(end - 1) + 1);
+    const ow = bindPart(out, whole, first, end);
+    dispatch(
+      kernel,
+      { first, count: end - first, length, inner, factor, g_shift: gw.shift, out_shift: ow.shift },
+      [gw.range, ow.range],
+      grid(end - first, 256),
+    );
+  }
   return out;
 }
 
@@ -202,7 +322,7 @@ export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
     if (!runs[r].reduced) continue;
     const outer = shapeSize(sizes.slice(0, r));
     const inner = shapeSize(sizes.slice(r + 1));
-    const next = reduceMiddle(current, outer, sizes[r], inner, 1);
+    const next = reduceMiddle("sumToShape", current, outer, sizes[r], inner, 1);
     if (current !== g) current.dispose();
     current = next;
     sizes = sizes.filter((_, i) => i !== r);
