@@ -1,4 +1,4 @@
-import { poolStats, setMemoryBudget } from "../engine/pool.ts";
+import { poolStats, setMemoryBudget, trimPool } from "../engine/pool.ts";
 import { tensor, tidy } from "../engine/tensor.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
@@ -47,6 +47,37 @@ Deno.test("the activation estimate is within 15% below what a training forward p
       }
       model.dispose();
     }
+  }
+});
+
+Deno.test("activations and backward peak are within 15% below what a training step takes from the pool", () => {
+  // A vocabulary large against the activations, so that its dense gradients dominate backward, as at real sizes.
+  const config = { ...SMALL, vocabSize: 5000 };
+  for (
+    const [family, task] of [
+      ["gpt2", "causal-lm"],
+      ["bert", "masked-lm"],
+      ["bert", "sequence-classification"],
+      ["roberta", "token-classification"],
+    ] as [ModelFamily, Task][]
+  ) {
+    const model = new TransformerModel(modelConfig(family, config), { task });
+    trimPool();
+    const before = poolStats().pooledBytes;
+    tidy(() => {
+      const batch = batchFor(task, 1, 8);
+      if (task === "sequence-classification") batch.labels = tensor(new Int32Array([1]), { shape: [1] });
+      if (task === "masked-lm") batch.labels = batch.inputIds;
+      model.forward(batch).loss!.backward();
+    });
+    // A trimmed pool grows by the most the step held at once (freed buffers are reused).
+    const taken = poolStats().pooledBytes - before;
+    const m = estimateMemory({ m: model }, { batch: 1, length: 8 }).models.m;
+    const estimate = m.activations + m.backwardPeak;
+    if (!(estimate <= taken && estimate >= 0.85 * taken)) {
+      throw new Error(`${family} ${task}: estimated ${estimate} bytes, the step took ${taken} from the pool`);
+    }
+    model.dispose();
   }
 });
 

@@ -35,7 +35,7 @@ export function memoryLines(name: string, model: MemoryModel, batch: number, len
     ["gradients", m.gradients],
     ["optimizer state (AdamW moments)", m.optimizerState],
     [`activations (batch ${batch} x ${length})`, m.activations],
-    ["backward peak (two largest activation gradients)", m.backwardPeak],
+    ["backward peak (largest activation and vocabulary gradients)", m.backwardPeak],
     ["total", m.total],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
