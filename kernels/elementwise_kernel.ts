@@ -14,12 +14,14 @@
  */
 import {
   bindingWindows,
+  bindWindow,
   grid,
   kernelFor,
   linearIndex,
   type ParamSpec,
   type ParamSpecs,
   type ParamValues,
+  windowElements,
 } from "../engine/kernel.ts";
 import { gpu } from "../engine/device.ts";
 import { dispatch } from "../engine/recorder.ts";
@@ -197,6 +199,9 @@ function quadReads(layout: Layout, work: ElementwiseWork): ("quad" | "row" | "sp
 export function recordElementwise(work: ElementwiseWork): void {
   const { inputs, outputs, shape, exprs } = work;
   const layout = layoutOf(shape, inputs.map((t) => t.shape));
+  if (layout.strides.some((s, k) => s && inputs[k].size > windowElements())) {
+    return recordShifted(work, layout);
+  }
   const variant = kernelVariant("elementwise", () => gpu().profile.isSoftware ? "texel" : "scalar");
   const reads = variant === "texel" ? quadReads(layout, work) : null;
   if (reads) return recordTexel(work, layout, reads);
@@ -219,7 +224,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   ${work.outputNames.map((name, j) => `${name}[i] = ${results[j]};`).join("\n  ")}
 }`,
   }));
-  // Tensors beyond one storage binding are walked a window at a time; broadcast inputs are bound whole.
+  // Tensors beyond one storage binding are walked a window at a time; broadcast inputs (each within
+  // one binding here) are bound whole.
   for (const [start, length] of bindingWindows(outputs[0].size)) {
     dispatch(
       kernel,
@@ -230,6 +236,97 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       ],
       grid(length, 256),
     );
+  }
+}
+
+/**
+ * Output windows [first, end) in which every broadcast input's elements fit one binding: pieces of at
+ * most a binding's span, split further at the blocks of the first dimension whose coordinate varies
+ * inside a piece until each input's reach fits.
+ */
+function shiftedWindows(layout: Layout, count: number): [number, number][] {
+  const span = windowElements();
+  const { dims } = layout;
+  const blocks = dims.map((_, r) => dims.slice(r + 1).reduce((p, d) => p * d, 1));
+  const coords = (e: number) => dims.map((d, r) => Math.floor(e / blocks[r]) % d);
+  const out: [number, number][] = [];
+  const visit = (first: number, end: number) => {
+    const a = coords(first), b = coords(end - 1);
+    const r = a.findIndex((c, q) => c !== b[q]);
+    const fits = r < 0 || layout.strides.every((s) => {
+      const { lo, hi } = s ? reachOf(s, dims, a, b, r) : { lo: 0, hi: 0 };
+      return hi - lo <= span;
+    });
+    if (fits) return void out.push([first, end]);
+    for (let at = first; at < end;) {
+      const next = Math.min(end, (Math.floor(at / blocks[r]) + 1) * blocks[r]);
+      visit(at, next);
+      at = next;
+    }
+  };
+  for (let first = 0; first < count; first += span) visit(first, Math.min(count, first + span));
+  return out;
+}
+
+/**
+ * The elements [lo, hi) an input with collapsed `strides` reads over outputs from coordinates `a` to
+ * `b`, which agree on the dimensions before `r` (all of them when r < 0).
+ */
+function reachOf(strides: readonly number[], dims: readonly number[], a: number[], b: number[], r: number) {
+  const at = (c: number[], upTo: number) => c.slice(0, upTo).reduce((sum, x, q) => sum + x * strides[q], 0);
+  if (r < 0) return { lo: at(a, dims.length), hi: at(a, dims.length) + 1 };
+  const trailing = dims.slice(r + 1).reduce((sum, d, q) => sum + (d - 1) * strides[r + 1 + q], 0);
+  return { lo: at(a, r) + a[r] * strides[r], hi: at(a, r) + b[r] * strides[r] + trailing + 1 };
+}
+
+/**
+ * The scalar kernel for a broadcast input larger than one binding: every input and output is bound
+ * as a window of its own (kernels add a u32 shift to their indices), over {@linkcode shiftedWindows}.
+ */
+function recordShifted(work: ElementwiseWork, layout: Layout): void {
+  const { inputs, outputs, exprs } = work;
+  const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"} + params.shift${k}]`);
+  const results = exprs.map((e) => emitter.emit(e));
+  const params: Record<string, ParamSpec> = { ...paramSpecs(layout, emitter.constants.length) };
+  inputs.forEach((_, k) => (params[`shift${k}`] = "u32"));
+  outputs.forEach((_, j) => (params[`out_shift${j}`] = "u32"));
+  const kernel = kernelFor(`${work.name}/${work.key}/${layout.key}/shifted`, () => ({
+    name: work.name,
+    params,
+    bindings: [
+      ...inputs.map((_, k) => ({ name: `in${k}` })),
+      ...work.outputNames.map((name) => ({ name, write: true })),
+    ],
+    code: `${WGSL_MATH}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let i = ${linearIndex(256)};
+  if (i >= params.count) { return; }
+  ${offsetCode(layout, "params.base + i")}
+  ${emitter.lines.join("\n  ")}
+  ${work.outputNames.map((name, j) => `${name}[i + params.out_shift${j}] = ${results[j]};`).join("\n  ")}
+}`,
+  }));
+  const { dims } = layout;
+  const blocks = dims.map((_, r) => dims.slice(r + 1).reduce((p, d) => p * d, 1));
+  const coords = (e: number) => dims.map((d, r) => Math.floor(e / blocks[r]) % d);
+  for (const [first, end] of shiftedWindows(layout, outputs[0].size)) {
+    const values = paramValues(layout, emitter.constants, end - first, first) as Record<string, unknown>;
+    const a = coords(first), b = coords(end - 1);
+    const r = a.findIndex((c, q) => c !== b[q]);
+    const ranges = inputs.map((t, k) => {
+      const s = layout.strides[k];
+      const { lo, hi } = s ? reachOf(s, dims, a, b, r) : { lo: first, hi: end };
+      const w = bindWindow(t, lo, hi);
+      values[`shift${k}`] = s ? -w.first >>> 0 : first - w.first;
+      return w.range;
+    });
+    const outs = outputs.map((t, j) => {
+      const w = bindWindow(t, first, end);
+      values[`out_shift${j}`] = first - w.first;
+      return w.range;
+    });
+    dispatch(kernel, values as ParamValues<ParamSpecs>, [...ranges, ...outs], grid(end - first, 256));
   }
 }
 

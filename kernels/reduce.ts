@@ -4,11 +4,10 @@
  * A reduction views its input as [outer, length, inner] and reduces the middle axis. Results are
  * bit-identical run to run: every sum is taken in a fixed order (a tree inside a workgroup, or
  * chunk partials summed by a second pass), never with atomics. Tensors beyond one storage binding
- * are bound in windows of whole outputs, which changes no sum's order.
+ * are bound in windows, which changes no sum's order (but for one row longer than a binding).
  *
  * @module
  */
-import { gpu } from "../engine/device.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
@@ -44,33 +43,18 @@ function outputWindows(count: number, perWindow: number, rowLength: number): [nu
 
 /**
  * Sums x viewed as [outer, length, inner] over the middle axis, times `factor`, into [outer, inner].
- * Beyond one storage binding every pass binds windows of whole outputs (each still summed in the
- * same order), and the axis is cut into chunks until one output's rows fit a binding.
+ * Beyond one storage binding the passes are the same, in windows (see {@linkcode stridedSum}), so
+ * every sum keeps its order; only a row longer than a binding is summed in chunks instead of a tree.
  */
-function reduceMiddle(
-  op: string,
-  x: Tensor,
-  outer: number,
-  length: number,
-  inner: number,
-  factor: number,
-): Tensor {
-  const span = windowElements();
-  if (inner === 1 && length <= span) return reduceRows(x, outer, length, factor);
-  // Rows a chunk sums: CHUNK, or fewer when CHUNK rows of `inner` elements exceed one binding.
-  const chunk = Math.min(CHUNK, Math.floor(span / inner));
-  if (length > 1 && chunk < 2) {
-    throw new RangeError(
-      `${op}: rows of ${inner} elements exceed half a storage binding (maxStorageBindingBytes ${gpu().profile.maxStorageBindingBytes}), so ${outer} x ${length} x ${inner} cannot be summed over its middle axis`,
-    );
-  }
+function reduceMiddle(x: Tensor, outer: number, length: number, inner: number, factor: number): Tensor {
+  if (inner === 1 && length <= windowElements()) return reduceRows(x, outer, length, factor);
   let source = x;
   let remaining = length;
   // Few outputs leave the GPU idle, so long axes are first cut into chunks summed in parallel.
-  while (chunk >= 2 && remaining > chunk && (outer * inner < 65536 || remaining * inner > span)) {
-    const chunks = Math.ceil(remaining / chunk);
+  while (remaining > CHUNK && outer * inner < 65536) {
+    const chunks = Math.ceil(remaining / CHUNK);
     const partial = emptyTensor([outer * chunks * inner]);
-    stridedSum(source, partial, outer, remaining, inner, chunk, 1);
+    stridedSum(source, partial, outer, remaining, inner, CHUNK, 1);
     if (source !== x) source.dispose();
     source = partial;
     remaining = chunks;
@@ -83,8 +67,9 @@ function reduceMiddle(
 
 /**
  * One pass: out[o, c, i] = factor * sum of x[o, c*chunk .. c*chunk+chunk-1, i]; one invocation per
- * output element, summing in index order. Windows hold whole chunks (or, for one-row chunks, runs
- * of one row) of x and the outputs they give.
+ * output element, summing in index order. Beyond one binding, windows hold whole chunks of x and
+ * the outputs they give; a chunk larger than a binding is summed over runs of its rows that fit,
+ * each dispatch continuing the sums the last one stored (the same additions in the same order).
  */
 function stridedSum(
   x: Tensor,
@@ -105,6 +90,9 @@ function stridedSum(
       inner: "u32",
       chunk: "u32",
       chunks: "u32",
+      row_begin: "u32",
+      row_end: "u32",
+      carry: "u32",
       factor: "f32",
       x_shift: "u32",
       out_shift: "u32",
@@ -119,9 +107,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   let i = idx % params.inner;
   let c = (idx / params.inner) % params.chunks;
   let o = idx / (params.inner * params.chunks);
-  let start = c * params.chunk;
-  let end = min(start + params.chunk, params.length);
+  let start = max(c * params.chunk, params.row_begin);
+  let end = min(min(c * params.chunk + params.chunk, params.length), params.row_end);
   var acc = 0.0;
+  if (params.carry == 1u) { acc = out[idx + params.out_shift]; }
   for (var r = start; r < end; r++) {
     acc += x[(o * params.length + r) * params.inner + i + params.x_shift];
   }
@@ -131,15 +120,21 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   const count = outer * chunks * inner;
   const span = windowElements();
   const rows = Math.min(chunk, length);
-  const whole = x.size <= span && count <= span;
-  const perWindow = whole ? count : rows * inner <= span ? Math.floor(span / (rows * inner)) * inner : span;
-  // The x element a window's output `e` reads first (or last).
-  const xAt = (e: number, last: boolean) => {
-    const unit = Math.floor(e / inner), o = Math.floor(unit / chunks), c = unit % chunks;
-    const r = last ? Math.min((c + 1) * chunk, length) - 1 : c * chunk;
-    return (o * length + r) * inner + (e % inner);
-  };
-  for (const [first, end] of outputWindows(count, perWindow, inner)) {
+  const pass = (
+    first: number,
+    end: number,
+    rowBegin: number,
+    rowEnd: number,
+    carry: boolean,
+    scale: number,
+    whole = false,
+  ) => {
+    // The x elements outputs [first, end) read in rows [rowBegin, rowEnd).
+    const xAt = (e: number, last: boolean) => {
+      const unit = Math.floor(e / inner), o = Math.floor(unit / chunks), c = unit % chunks;
+      const r = last ? Math.min((c + 1) * chunk, length, rowEnd) - 1 : Math.max(c * chunk, rowBegin);
+      return (o * length + r) * inner + (e % inner);
+    };
     const xw = bindPart(x, whole, xAt(first, false), xAt(end - 1, true) + 1);
     const ow = bindPart(out, whole, first, end);
     dispatch(
@@ -151,13 +146,45 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
         inner,
         chunk,
         chunks,
-        factor,
+        row_begin: rowBegin,
+        row_end: rowEnd,
+        carry: carry ? 1 : 0,
+        factor: scale,
         x_shift: xw.shift,
         out_shift: ow.shift,
       },
       [xw.range, ow.range],
       grid(end - first, 256),
     );
+  };
+  if (x.size <= span && count <= span) return pass(0, count, 0, length, false, factor, true);
+  if (rows * inner <= span) {
+    const perWindow = Math.floor(span / (rows * inner)) * inner;
+    for (let first = 0; first < count; first += perWindow) {
+      pass(first, Math.min(count, first + perWindow), 0, length, false, factor);
+    }
+    return;
+  }
+  // Chunks larger than a binding: per chunk and run of at most a binding's span of its `inner`
+  // outputs, runs of rows whose elements fit, the last applying the factor.
+  for (let unit = 0; unit < outer * chunks; unit++) {
+    const c = unit % chunks;
+    const rowStart = c * chunk, rowStop = Math.min(rowStart + chunk, length);
+    for (let i0 = 0; i0 < inner; i0 += span) {
+      const width = Math.min(span, inner - i0);
+      const perPass = Math.max(1, Math.floor((span - width) / inner) + 1);
+      for (let r = rowStart; r < rowStop; r += perPass) {
+        const last = r + perPass >= rowStop;
+        pass(
+          unit * inner + i0,
+          unit * inner + i0 + width,
+          r,
+          Math.min(rowStop, r + perPass),
+          r > rowStart,
+          last ? factor : 1,
+        );
+      }
+    }
   }
 }
 
@@ -231,7 +258,7 @@ function reduceAxis(
     : options.keepDims
     ? x.shape.map((d, i) => (i === a ? 1 : d))
     : x.shape.filter((_, i) => i !== a);
-  const reduced = reduceMiddle(op, x, outer, length, inner, isMean ? 1 / length : 1);
+  const reduced = reduceMiddle(x, outer, length, inner, isMean ? 1 / length : 1);
   const out = reduced.reshape(outShape);
   reduced.dispose();
   const factor = isMean ? 1 / length : 1;
@@ -322,7 +349,7 @@ export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
     if (!runs[r].reduced) continue;
     const outer = shapeSize(sizes.slice(0, r));
     const inner = shapeSize(sizes.slice(r + 1));
-    const next = reduceMiddle("sumToShape", current, outer, sizes[r], inner, 1);
+    const next = reduceMiddle(current, outer, sizes[r], inner, 1);
     if (current !== g) current.dispose();
     current = next;
     sizes = sizes.filter((_, i) => i !== r);
