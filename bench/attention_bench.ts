@@ -24,6 +24,7 @@ function attentionCase(
     group: "attention",
     flops: 3.5 * 4 * batch * heads * tokens * tokens * dim / (causal ? 2 : 1),
     reps,
+    numpy: `attention ${batch} ${heads} ${tokens} ${dim} ${causal ? "causal" : "full"}`,
     setup() {
       const random = new Random(1);
       [q, k, v] = [0, 1, 2].map(() => tensor(random.normals(size), { shape, requiresGrad: true }));

@@ -25,6 +25,7 @@ benchGpu({
   group: "elementwise",
   bytes: 3 * N * 4,
   reps: 20,
+  numpy: `chain ${N / 1024} 1024`,
   setup() {
     x = tensor(new Float32Array(N), { shape: [N / 1024, 1024] });
     bias = tensor(new Float32Array(1024));
@@ -40,6 +41,7 @@ benchGpu({
   group: "elementwise",
   bytes: 2 * N * 4,
   reps: 20,
+  numpy: `gelu ${N}`,
   setup() {},
   run() {
     gelu(x).dispose();

@@ -5,7 +5,9 @@
  * workload records `reps` repetitions of the work and waits for the GPU once, so the ~11 ms cost of
  * a Deno WebGPU synchronisation is amortised; at exit a table gives, per workload, the best
  * iteration's time per repetition, its rate (GFLOP/s or GB/s) and that rate as a share of the
- * matching peak, with the adapter's name and any variants forced by `MM_KERNELS`.
+ * matching peak, with the adapter's name and any variants forced by `MM_KERNELS`. Workloads with a
+ * NumPy twin are then timed in NumPy on the CPU (bench/numpy_reference.py, `PYTHON` or python3, when
+ * it has NumPy), and the table gives NumPy's time and our rate as a share of NumPy's.
  *
  * @module
  */
@@ -27,6 +29,8 @@ export interface GpuBench {
   bytes?: number;
   /** Repetitions recorded per measured iteration. */
   reps: number;
+  /** The same workload in NumPy (a key of bench/numpy_reference.py), timed at exit for the ours / NumPy column. */
+  numpy?: string;
   /** Builds the inputs once; runs before the first measured iteration. */
   setup: () => void | Promise<void>;
   /** Records one repetition of the work (no readback). */
@@ -126,7 +130,7 @@ console.log(
     `FMA ${peaks.fma.rate.toFixed(1)} GFLOP/s (${peaks.fma.detail})`,
 );
 
-const rows: { name: string; ms: number; rate: string; share: string }[] = [];
+const rows: { name: string; ms: number; rate: string; share: string; numpy?: string }[] = [];
 
 /** The row of a workload whose best repetition took `ms`. */
 function row(spec: GpuBench, ms: number) {
@@ -138,6 +142,7 @@ function row(spec: GpuBench, ms: number) {
     ms,
     rate: `${rate.toFixed(2)} ${unit}`,
     share: `${((100 * rate) / peak).toFixed(1)}%`,
+    numpy: spec.numpy,
   };
 }
 
@@ -173,6 +178,24 @@ export function benchGpu(spec: GpuBench): void {
   });
 }
 
+/** NumPy's milliseconds per workload key, or why there are none. */
+function numpyTimes(keys: string[]): Map<string, number> | string {
+  if (keys.length === 0) return new Map();
+  const python = Deno.env.get("PYTHON") ?? "python3";
+  try {
+    const script = new URL("./numpy_reference.py", import.meta.url).pathname;
+    const output = new Deno.Command(python, { args: [script, ...keys], stderr: "piped" }).outputSync();
+    if (!output.success) {
+      return `${python} failed: ${new TextDecoder().decode(output.stderr).trim().split("\n").at(-1)}`;
+    }
+    return new Map(
+      Object.entries(JSON.parse(new TextDecoder().decode(output.stdout)) as Record<string, number>),
+    );
+  } catch (error) {
+    return `${python} not run: ${(error as Error).message}`;
+  }
+}
+
 globalThis.addEventListener("unload", () => {
   if (rows.length === 0) return;
   const forced = forcedKernels();
@@ -180,6 +203,17 @@ globalThis.addEventListener("unload", () => {
   console.log(
     `peaks: copy ${peaks.copy.rate.toFixed(1)} GB/s, FMA ${peaks.fma.rate.toFixed(1)} GFLOP/s`,
   );
-  console.log("| case | ms per repetition | rate | % of peak |\n|---|---|---|---|");
-  for (const r of rows) console.log(`| ${r.name} | ${r.ms.toFixed(3)} | ${r.rate} | ${r.share} |`);
+  // NumPy runs after every GPU case, so the two never share the CPU.
+  const numpy = numpyTimes([...new Set(rows.flatMap((r) => r.numpy ? [r.numpy] : []))]);
+  if (typeof numpy === "string") console.log(`NumPy column empty: ${numpy}`);
+  console.log(
+    "| case | ms per repetition | rate | % of peak | NumPy ms | ours / NumPy (rate) |\n|---|---|---|---|---|---|",
+  );
+  for (const r of rows) {
+    const theirs = typeof numpy === "string" || !r.numpy ? undefined : numpy.get(r.numpy);
+    const compared = theirs === undefined
+      ? "| – | – |"
+      : `| ${theirs.toFixed(3)} | ${(theirs / r.ms).toFixed(2)} |`;
+    console.log(`| ${r.name} | ${r.ms.toFixed(3)} | ${r.rate} | ${r.share} ${compared}`);
+  }
 });

@@ -34,6 +34,7 @@ benchGpu({
   group: "layernorm",
   bytes: 2 * N * 4,
   reps,
+  numpy: `layernorm ${ROWS} ${COLS} fwd`,
   setup,
   run() {
     tidy(() => noGrad(() => layerNorm(x, gamma, beta, 1e-5)));
@@ -45,6 +46,7 @@ benchGpu({
   group: "layernorm",
   bytes: 5 * N * 4,
   reps,
+  numpy: `layernorm ${ROWS} ${COLS} bwd`,
   setup,
   run() {
     tidy(() => layerNorm(x, gamma, beta, 1e-5).backward(dy));

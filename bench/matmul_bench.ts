@@ -43,6 +43,7 @@ for (const p of products) {
     group: "matmul",
     flops: 2 * p.M * p.N * p.K,
     reps: p.reps,
+    numpy: `matmul ${p.M} ${p.N} ${p.K} ${p.transposeB ? "T" : "N"}`,
     setup() {
       a = filled([p.M, p.K]);
       b = filled(p.transposeB ? [p.N, p.K] : [p.K, p.N]);

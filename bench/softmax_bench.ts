@@ -29,6 +29,7 @@ benchGpu({
   group: "softmax",
   bytes: 2 * ROWS * COLS * 4,
   reps,
+  numpy: `softmax ${ROWS} ${COLS} fwd`,
   setup,
   run() {
     tidy(() => noGrad(() => softmax(logits)));
@@ -40,6 +41,7 @@ benchGpu({
   group: "softmax",
   bytes: 5 * ROWS * COLS * 4,
   reps,
+  numpy: `softmax ${ROWS} ${COLS} bwd`,
   setup,
   run() {
     tidy(() => softmax(logits).backward(upstream));
