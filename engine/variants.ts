@@ -41,10 +41,14 @@ export const KERNEL_VARIANTS = {
   rows: {
     tree: "softmax, log-softmax and layerNorm rows split over invocations, combined by a tree (GPUs)",
     serial: "one invocation walks a whole row, no barrier (software adapters)",
+    texel:
+      "serial, with the inputs read through textures (softmax, log-softmax, layerNorm; software adapters; serial for RMSNorm and rows whose length is not a multiple of 4)",
   },
   layernorm_column_sums: {
     tree: "layerNorm's parameter gradients: 8 lanes per column and a tree (GPUs)",
-    serial: "one lane walks each column's block of rows, no barrier (software adapters)",
+    serial: "one lane walks each column's block of rows, no barrier (software adapters' fallback)",
+    texel:
+      "serial, with the row inputs read through textures (software adapters; serial where rows are not a multiple of 4 floats)",
   },
   cross_entropy: {
     tree: "rows split over up to 256 invocations, backward in 256-column blocks (GPUs)",

@@ -20,17 +20,22 @@ import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engin
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import {
+  dispatchRows,
   layoutKey,
   rowGrid,
+  rowInput,
   rowKernel,
   rowLayout,
+  rowLoads,
   rowLoops,
   rowReduce,
   rowVariant,
+  texelRows,
   vectorHelpers,
   vectorType,
   vectorWidth,
 } from "./rows.ts";
+import { texelRange, withTexels } from "./texels.ts";
 
 const sumOf = (a: string, b: string) => `${a} + ${b}`;
 
@@ -53,30 +58,40 @@ function forward(
 ): void {
   const layout = rowLayout(cols);
   const type = vectorType(layout.width);
+  const { y, centre, rstd } = outputs;
+  const windows = rowWindows("layerNorm", rows, [cols * 4, 4]);
+  const rowsOf = (t: Tensor, first: number, count: number) => t.window(first * cols, count * cols);
+  const texel = texelRows(layout, [gamma.range(), beta.range(), ...windows.map(([f, c]) => rowsOf(x, f, c))]);
   // Sums are taken of x minus the row's first value, so that a constant row gives exactly zero
   // variance (y = beta) and a large offset does not swamp the deviations.
-  const name = `layernorm_forward_${rowVariant()}`;
+  const name = `layernorm_forward_${texel ? "texel" : rowVariant()}`;
   const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
     name,
     params: { rows: "u32", cols: "u32", eps: "f32" },
     bindings: [
-      { name: "x", type },
-      { name: "gamma", type },
-      { name: "beta", type },
+      rowInput("x", type, texel),
+      rowInput("gamma", type, texel),
+      rowInput("beta", type, texel),
       { name: "y", type, write: true },
       { name: "centre", write: true },
       { name: "rstd", write: true },
     ],
     code: rowKernel(
       layout,
-      `${rowReduce("reduce_sum", "f32", sumOf, layout)}\n${
-        rowReduce("reduce_squares", "f32", sumOf, layout)
-      }`,
+      `${rowLoads(["x", "gamma", "beta"], texel)}
+${rowReduce("reduce_sum", "f32", sumOf, layout)}
+${rowReduce("reduce_squares", "f32", sumOf, layout)}`,
       `var shift = 0.0;
-  if (valid) { shift = first(x[base]); }
+  if (valid) { shift = first(load_x(base)); }
   var shifted: array<V, ${layout.perThread}>;
   var s = V(0.0);
-  ${rowLoops(layout, "shifted[k] = x[base + j] - shift; s += shifted[k];", "s += x[base + j] - shift;")}
+  ${
+        rowLoops(
+          layout,
+          "shifted[k] = load_x(base + j) - shift; s += shifted[k];",
+          "s += load_x(base + j) - shift;",
+        )
+      }
   let n = f32(params.cols);
   let mu = reduce_sum(hsum(s), lane, slot) / n;
   var q = V(0.0);
@@ -84,15 +99,15 @@ function forward(
         rowLoops(
           layout,
           "let c = shifted[k] - mu; q += c * c;",
-          "let c = (x[base + j] - shift) - mu; q += c * c;",
+          "let c = (load_x(base + j) - shift) - mu; q += c * c;",
         )
       }
   let r = inverseSqrt(reduce_squares(hsum(q), lane, slot) / n + params.eps);
   ${
         rowLoops(
           layout,
-          "y[base + j] = (shifted[k] - mu) * r * gamma[j] + beta[j];",
-          "y[base + j] = ((x[base + j] - shift) - mu) * r * gamma[j] + beta[j];",
+          "y[base + j] = (shifted[k] - mu) * r * load_gamma(j) + load_beta(j);",
+          "y[base + j] = ((load_x(base + j) - shift) - mu) * r * load_gamma(j) + load_beta(j);",
         )
       }
   if (valid && lane == 0u) {
@@ -101,22 +116,16 @@ function forward(
   }`,
     ),
   }));
-  const { y, centre, rstd } = outputs;
-  for (const [first, count] of rowWindows("layerNorm", rows, [cols * 4, 4])) {
-    const rowsOf = (t: Tensor) => t.window(first * cols, count * cols);
-    dispatch(
-      kernel,
-      { rows: count, cols, eps },
-      [
-        rowsOf(x),
-        gamma.range(),
-        beta.range(),
-        rowsOf(y),
-        centre.window(first, count),
-        rstd.window(first, count),
-      ],
-      rowGrid(count, layout),
-    );
+  for (const [first, count] of windows) {
+    const inputs = [rowsOf(x, first, count), gamma.range(), beta.range()];
+    const rest = [rowsOf(y, first, count), centre.window(first, count), rstd.window(first, count)];
+    const params = { rows: count, cols, eps };
+    if (texel) {
+      withTexels(
+        inputs.map((r) => texelRange(r)!),
+        (views) => dispatch(kernel, params, [...views, ...rest], rowGrid(count, layout)),
+      );
+    } else dispatch(kernel, params, [...inputs, ...rest], rowGrid(count, layout));
   }
 }
 
@@ -132,26 +141,33 @@ function inputGradient(
 ): Tensor {
   const layout = rowLayout(cols);
   const type = vectorType(layout.width);
-  const name = `layernorm_backward_${rowVariant()}`;
+  const windows = rowWindows("layerNorm backward", rows, [cols * 4, 4]);
+  const rowsOf = (t: Tensor, first: number, count: number) => t.window(first * cols, count * cols);
+  const texel = texelRows(layout, [
+    gamma.range(),
+    ...windows.flatMap(([f, c]) => [rowsOf(x, f, c), rowsOf(dy, f, c)]),
+  ]);
+  const name = `layernorm_backward_${texel ? "texel" : rowVariant()}`;
   const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
     name,
     params: { rows: "u32", cols: "u32" },
     bindings: [
-      { name: "x", type },
-      { name: "gamma", type },
-      { name: "dy", type },
+      rowInput("x", type, texel),
+      rowInput("gamma", type, texel),
+      rowInput("dy", type, texel),
       { name: "centre" },
       { name: "rstd" },
       { name: "dx", type, write: true },
     ],
     code: rowKernel(
       layout,
-      rowReduce("reduce_pair", "vec2<f32>", sumOf, layout),
+      `${rowLoads(["x", "gamma", "dy"], texel)}
+${rowReduce("reduce_pair", "vec2<f32>", sumOf, layout)}`,
       `var x0 = 0.0;
   var mu = 0.0;
   var r = 0.0;
   if (valid) {
-    x0 = first(x[base]);
+    x0 = first(load_x(base));
     mu = centre[row];
     r = rstd[row];
   }
@@ -162,8 +178,8 @@ function inputGradient(
   ${
         rowLoops(
           layout,
-          "gs[k] = dy[base + j] * gamma[j]; hs[k] = ((x[base + j] - x0) - mu) * r; sg += gs[k]; sgh += gs[k] * hs[k];",
-          "let g = dy[base + j] * gamma[j]; let h = ((x[base + j] - x0) - mu) * r; sg += g; sgh += g * h;",
+          "gs[k] = load_dy(base + j) * load_gamma(j); hs[k] = ((load_x(base + j) - x0) - mu) * r; sg += gs[k]; sgh += gs[k] * hs[k];",
+          "let g = load_dy(base + j) * load_gamma(j); let h = ((load_x(base + j) - x0) - mu) * r; sg += g; sgh += g * h;",
         )
       }
   let m = reduce_pair(vec2<f32>(hsum(sg), hsum(sgh)), lane, slot) / f32(params.cols);
@@ -171,21 +187,23 @@ function inputGradient(
         rowLoops(
           layout,
           "dx[base + j] = r * (gs[k] - m.x - hs[k] * m.y);",
-          "let g = dy[base + j] * gamma[j]; let h = ((x[base + j] - x0) - mu) * r; dx[base + j] = r * (g - m.x - h * m.y);",
+          "let g = load_dy(base + j) * load_gamma(j); let h = ((load_x(base + j) - x0) - mu) * r; dx[base + j] = r * (g - m.x - h * m.y);",
         )
       }`,
     ),
   }));
   const dx = emptyTensor(x.shape);
-  for (const [first, count] of rowWindows("layerNorm backward", rows, [cols * 4, 4])) {
-    const rowsOf = (t: Tensor) => t.window(first * cols, count * cols);
+  for (const [first, count] of windows) {
     const statsOf = (t: Tensor) => t.window(first, count);
-    dispatch(
-      kernel,
-      { rows: count, cols },
-      [rowsOf(x), gamma.range(), rowsOf(dy), statsOf(centre), statsOf(rstd), rowsOf(dx)],
-      rowGrid(count, layout),
-    );
+    const inputs = [rowsOf(x, first, count), gamma.range(), rowsOf(dy, first, count)];
+    const rest = [statsOf(centre), statsOf(rstd), rowsOf(dx, first, count)];
+    const params = { rows: count, cols };
+    if (texel) {
+      withTexels(
+        inputs.map((r) => texelRange(r)!),
+        (views) => dispatch(kernel, params, [...views, ...rest], rowGrid(count, layout)),
+      );
+    } else dispatch(kernel, params, [...inputs, ...rest], rowGrid(count, layout));
   }
   return dx;
 }
@@ -202,6 +220,7 @@ export interface ColumnLayout {
 const COLUMN_LAYOUTS: Record<KernelVariant<"layernorm_column_sums">, ColumnLayout> = {
   tree: { tile: 32, lanes: 8 },
   serial: { tile: 64, lanes: 1 },
+  texel: { tile: 64, lanes: 1 },
 };
 let forcedColumns: ColumnLayout | null = null;
 
@@ -229,10 +248,11 @@ export interface ColumnInput {
 /**
  * Column sums of WGSL terms over blocks of `blockRows` rows: for every term, a [blocks, cols] tensor
  * (or [cols] when one block covers the rows) whose element (b, c) adds the term over rows of block
- * b in a fixed order. Terms read input vectors at `i` (row `r`, vector column `col`) and per-row
- * values at `r`. A workgroup takes a tile of vector columns; in the tree variant (GPUs) 8 lanes per
- * column split the block's rows and a tree in workgroup memory adds the lanes, in the serial variant
- * (software adapters) one lane walks the block (no barrier).
+ * b in a fixed order. Terms read input vectors with `load_<name>(i)` (row `r`, vector column `col`)
+ * and per-row values at `<name>[r]`. A workgroup takes a tile of vector columns; in the tree variant
+ * (GPUs) 8 lanes per column split the block's rows and a tree in workgroup memory adds the lanes, in
+ * the serial and texel variants (software adapters) one lane walks the block (no barrier), the texel
+ * one reading the row inputs through textures.
  */
 function columnSums(
   variant: string,
@@ -244,7 +264,31 @@ function columnSums(
 ): Tensor[] {
   const width = vectorWidth(cols);
   const type = vectorType(width);
-  const kind = kernelVariant("layernorm_column_sums", () => gpu().profile.isSoftware ? "serial" : "tree");
+  const blocks = Math.ceil(rows / blockRows);
+  const vectors = cols / width;
+  const outputs = terms.map(() => emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
+  // Inputs beyond one binding are bound in windows of whole blocks, so every block adds the same
+  // rows in the same order as in one dispatch and the partial sums are bit-identical. A window's
+  // partial sums start where the binding alignment allows, at out_offset vectors into the binding.
+  const floats = (input: ColumnInput) => input.perRow ? 1 : cols;
+  const blockBytes = inputs.map((input) => blockRows * floats(input) * 4);
+  const windows = rowWindows("layerNorm column sums", blocks, blockBytes).map(([firstBlock, count]) => {
+    const firstRow = firstBlock * blockRows;
+    const windowRows = Math.min(count * blockRows, rows - firstRow);
+    return {
+      firstBlock,
+      count,
+      windowRows,
+      ranges: inputs.map((input) =>
+        input.tensor.window(firstRow * floats(input), windowRows * floats(input))
+      ),
+    };
+  });
+  const chosen = kernelVariant("layernorm_column_sums", () => gpu().profile.isSoftware ? "texel" : "tree");
+  // The texel variant reads the row inputs through textures: rows of whole vec4s on whole texels.
+  const texel = chosen === "texel" && width === 4 &&
+    windows.every((w) => w.ranges.every((r, k) => inputs[k].perRow || texelRange(r) !== null));
+  const kind = chosen === "texel" && !texel ? "serial" : chosen;
   const { tile, lanes } = forcedColumns ?? COLUMN_LAYOUTS[kind];
   const threads = tile * lanes;
   const tree = (k: number) =>
@@ -260,11 +304,15 @@ function columnSums(
     name: `layernorm_column_sums_${kind}`,
     params: { rows: "u32", vectors: "u32", block_rows: "u32", blocks: "u32", out_offset: "u32" },
     bindings: [
-      ...inputs.map((input) => ({ name: input.name, type: input.perRow ? "f32" as const : type })),
+      ...inputs.map((input) => ({
+        name: input.name,
+        type: input.perRow ? "f32" as const : texel ? "texture" as const : type,
+      })),
       ...terms.map((_, k) => ({ name: `out${k}`, type, write: true })),
     ],
     code: `
 ${vectorHelpers(width)}
+${rowLoads(inputs.filter((input) => !input.perRow).map((input) => input.name), texel)}
 ${lanes === 1 ? "" : terms.map((_, k) => `var<workgroup> tree${k}: array<V, ${threads}>;`).join("\n")}
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
@@ -292,29 +340,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }
 }`,
   }));
-  const blocks = Math.ceil(rows / blockRows);
-  const vectors = cols / width;
-  const outputs = terms.map(() => emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
-  // Inputs beyond one binding are bound in windows of whole blocks, so every block adds the same
-  // rows in the same order as in one dispatch and the partial sums are bit-identical. A window's
-  // partial sums start where the binding alignment allows, at out_offset vectors into the binding.
-  const floats = (input: ColumnInput) => input.perRow ? 1 : cols;
-  const blockBytes = inputs.map((input) => blockRows * floats(input) * 4);
   const alignFloats = gpu().profile.storageOffsetAlignment / 4;
-  for (const [firstBlock, count] of rowWindows("layerNorm column sums", blocks, blockBytes)) {
-    const firstRow = firstBlock * blockRows;
-    const windowRows = Math.min(count * blockRows, rows - firstRow);
+  for (const { firstBlock, count, windowRows, ranges } of windows) {
     const outStart = Math.floor((firstBlock * cols) / alignFloats) * alignFloats;
     const outOffset = firstBlock * cols - outStart;
-    dispatch(
-      kernel,
-      { rows: windowRows, vectors, block_rows: blockRows, blocks: count, out_offset: outOffset / width },
-      [
-        ...inputs.map((input) => input.tensor.window(firstRow * floats(input), windowRows * floats(input))),
-        ...outputs.map((t) => t.window(outStart, outOffset + count * cols)),
-      ],
-      grid(Math.ceil(vectors / tile) * count, 1),
-    );
+    const params = {
+      rows: windowRows,
+      vectors,
+      block_rows: blockRows,
+      blocks: count,
+      out_offset: outOffset / width,
+    };
+    const outs = outputs.map((t) => t.window(outStart, outOffset + count * cols));
+    const groups = grid(Math.ceil(vectors / tile) * count, 1);
+    if (texel) {
+      const rowInputs = ranges.filter((_, k) => !inputs[k].perRow).map((r) => texelRange(r)!);
+      withTexels(rowInputs, (views) => {
+        let next = 0;
+        const bound = ranges.map((r, k) => inputs[k].perRow ? r : views[next++]);
+        dispatch(kernel, params, [...bound, ...outs], groups);
+      });
+    } else dispatch(kernel, params, [...ranges, ...outs], groups);
   }
   return outputs;
 }
@@ -339,7 +385,7 @@ export function parameterColumnSums(
   if (blocks === 1) return partials;
   const names = partials.map((_, k) => `part${k}`);
   const partialInputs = partials.map((tensor, k) => ({ name: names[k], tensor }));
-  const partialTerms = names.map((name) => `${name}[i]`);
+  const partialTerms = names.map((name) => `load_${name}(i)`);
   const sums = blocks * cols * 4 <= gpu().profile.maxStorageBindingBytes
     ? columnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, blocks)
     : parameterColumnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols);
@@ -371,8 +417,10 @@ function paramGradients(
       ? [{ name: "x", tensor: x }, { name: "dy", tensor: dy }, perRow("centre", centre), perRow("rstd", rstd)]
       : [{ name: "dy", tensor: dy }];
     const terms = [
-      ...(wantGamma ? ["dy[i] * (((x[i] - first(x[r * params.vectors])) - centre[r]) * rstd[r])"] : []),
-      ...(wantBeta ? ["dy[i]"] : []),
+      ...(wantGamma
+        ? ["load_dy(i) * (((load_x(i) - first(load_x(r * params.vectors))) - centre[r]) * rstd[r])"]
+        : []),
+      ...(wantBeta ? ["load_dy(i)"] : []),
     ];
     const variant = wantGamma && wantBeta ? "both" : wantGamma ? "gamma" : "beta";
     grads = parameterColumnSums(variant, inputs, terms, rows, cols);

@@ -133,7 +133,7 @@ function gammaGradient(x: Tensor, dy: Tensor, rstd: Tensor, rows: number, cols: 
     tensor: rstd,
     perRow: true,
   }];
-  return parameterColumnSums("rmsnorm_gamma", inputs, ["dy[i] * (x[i] * rstd[r])"], rows, cols)[0];
+  return parameterColumnSums("rmsnorm_gamma", inputs, ["load_dy(i) * (load_x(i) * rstd[r])"], rows, cols)[0];
 }
 
 /**

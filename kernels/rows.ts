@@ -5,8 +5,10 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid } from "../engine/kernel.ts";
+import { grid, type Kernel, type ParamSpecs, type ParamValues } from "../engine/kernel.ts";
+import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
 
 /** How a row kernel spreads rows over workgroups; part of the kernel variant key. */
 export interface RowLayout {
@@ -43,9 +45,53 @@ export function forceRowLayout(layout: RowLayout | null): void {
 
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** The variant of the row kernels ("rows" in `MM_KERNELS`): serial on software adapters, tree on GPUs. */
-export function rowVariant(): KernelVariant<"rows"> {
-  return kernelVariant("rows", () => gpu().profile.isSoftware ? "serial" : "tree");
+/**
+ * The variant of the row kernels ("rows" in `MM_KERNELS`): texel on software adapters, tree on GPUs.
+ * Kernels without a texel form (`texel` false) run the serial one in its place.
+ */
+export function rowVariant(texel = false): KernelVariant<"rows"> {
+  const variant = kernelVariant("rows", () => gpu().profile.isSoftware ? "texel" : "tree");
+  return variant === "texel" && !texel ? "serial" : variant;
+}
+
+/**
+ * Whether a row kernel with a texel form reads its inputs (`ranges`, every window of them) through
+ * textures: the texel variant, rows of a multiple of 4 floats, every range on whole texels.
+ */
+export function texelRows(layout: RowLayout, ranges: readonly BufferRange[]): boolean {
+  return rowVariant(true) === "texel" && layout.width === 4 && ranges.every((r) => texelRange(r) !== null);
+}
+
+/** A read-only binding of a row kernel: a texture in the texel form, else a storage binding of `type`. */
+export function rowInput(name: string, type: "f32" | "vec4<f32>", texel: boolean) {
+  return texel ? { name, type: "texture" as const } : { name, type };
+}
+
+/** Records a row kernel over its `inputs` (through textures in the texel form) and the `rest` of its bindings. */
+export function dispatchRows<P extends ParamSpecs>(
+  kernel: Kernel<P>,
+  params: NoInfer<ParamValues<P>>,
+  inputs: readonly BufferRange[],
+  rest: readonly BufferRange[],
+  groups: [number, number],
+  texel: boolean,
+): void {
+  if (!texel) return dispatch(kernel, params, [...inputs, ...rest], groups);
+  withTexels(
+    inputs.map((r) => texelRange(r)!),
+    (views) => dispatch(kernel, params, [...views, ...rest], groups),
+  );
+}
+
+/**
+ * WGSL of `load_<name>(i)`, the i-th vector of each named input: a texel of its operand texture
+ * (the texel variant, rows of a multiple of 4 floats), else an element of its storage binding.
+ */
+export function rowLoads(names: readonly string[], texel: boolean): string {
+  const loads = names.map((name) =>
+    `fn load_${name}(i: u32) -> V { return ${texel ? `texel(${name}, i)` : `${name}[i]`}; }`
+  );
+  return (texel ? [TEXEL_WGSL, ...loads] : loads).join("\n");
 }
 
 /**
@@ -62,7 +108,7 @@ export function rowLayout(cols: number): RowLayout {
   }
   const vectors = cols / width;
   const { maxInvocationsPerWorkgroup } = gpu().profile;
-  if (rowVariant() === "serial") {
+  if (rowVariant() !== "tree") {
     return { threads: 1, rowsPerGroup: 16, perThread: Math.min(8, nextPow2(vectors)), width };
   }
   const invocations = Math.min(1024, maxInvocationsPerWorkgroup);

@@ -15,13 +15,17 @@ import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
 import {
+  dispatchRows,
   layoutKey,
   rowGrid,
+  rowInput,
   rowKernel,
   rowLayout,
+  rowLoads,
   rowLoops,
   rowReduce,
   rowVariant,
+  texelRows,
   vectorType,
 } from "./rows.ts";
 
@@ -46,31 +50,47 @@ function rowsForward(mode: Mode, x: Tensor, y: Tensor, rows: number, cols: numbe
     ? { sum: "cache[k] = exp(cache[k] - m); s += cache[k];", cached: "cache[k] * scale" }
     : { sum: "s += exp(cache[k] - m);", cached: "(cache[k] - total.x) - log_sum" };
   const tail = mode === "softmax" ? "exp(v - total.x) * inverse" : "(v - total.x) - log_sum";
-  const name = `${mode}_rows_${rowVariant()}`;
+  const windows = rowWindows(`${mode} rows`, rows, [cols * 4]);
+  const window = (t: Tensor, first: number, count: number) => t.window(first * cols, count * cols);
+  const texel = texelRows(layout, windows.map(([first, count]) => window(x, first, count)));
+  const name = `${mode}_rows_${texel ? "texel" : rowVariant()}`;
   const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
     name,
     params: { rows: "u32", cols: "u32" },
-    bindings: [{ name: "x", type }, { name: "y", type, write: true }],
+    bindings: [rowInput("x", type, texel), { name: "y", type, write: true }],
     code: rowKernel(
       layout,
-      `${MAX_SUM}\n${
-        rowReduce("reduce_max_sum", "vec2<f32>", (a, b) => `combine_max_sum(${a}, ${b})`, layout)
-      }`,
+      `${rowLoads(["x"], texel)}
+${MAX_SUM}
+${rowReduce("reduce_max_sum", "vec2<f32>", (a, b) => `combine_max_sum(${a}, ${b})`, layout)}`,
       `var cache: array<V, ${layout.perThread}>;
   var m = ${LOWEST};
-  ${rowLoops(layout, "cache[k] = x[base + j]; m = max(m, hmax(cache[k]));", "m = max(m, hmax(x[base + j]));")}
+  ${
+        rowLoops(
+          layout,
+          "cache[k] = load_x(base + j); m = max(m, hmax(cache[k]));",
+          "m = max(m, hmax(load_x(base + j)));",
+        )
+      }
   var s = V(0.0);
-  ${rowLoops(layout, pass.sum, "s += exp(x[base + j] - m);")}
+  ${rowLoops(layout, pass.sum, "s += exp(load_x(base + j) - m);")}
   let total = reduce_max_sum(vec2<f32>(m, hsum(s)), lane, slot);
   let inverse = 1.0 / total.y;
   let scale = exp(m - total.x) * inverse;
   let log_sum = log(total.y);
-  ${rowLoops(layout, `y[base + j] = ${pass.cached};`, `let v = x[base + j]; y[base + j] = ${tail};`)}`,
+  ${rowLoops(layout, `y[base + j] = ${pass.cached};`, `let v = load_x(base + j); y[base + j] = ${tail};`)}`,
     ),
   }));
-  for (const [first, count] of rowWindows(`${mode} rows`, rows, [cols * 4])) {
-    const window = (t: Tensor) => t.window(first * cols, count * cols);
-    dispatch(kernel, { rows: count, cols }, [window(x), window(y)], rowGrid(count, layout));
+  for (const [first, count] of windows) {
+    const groups = rowGrid(count, layout);
+    dispatchRows(
+      kernel,
+      { rows: count, cols },
+      [window(x, first, count)],
+      [window(y, first, count)],
+      groups,
+      texel,
+    );
   }
 }
 
@@ -80,22 +100,29 @@ function rowsBackward(mode: Mode, y: Tensor, dy: Tensor, dx: Tensor, rows: numbe
   const term = mode === "softmax" ? "g * v" : "g";
   const write = mode === "softmax" ? "v * (g - total)" : "g - exp(v) * total";
   const type = vectorType(layout.width);
-  const name = `${mode}_rows_backward_${rowVariant()}`;
+  const windows = rowWindows(`${mode} rows backward`, rows, [cols * 4]);
+  const window = (t: Tensor, first: number, count: number) => t.window(first * cols, count * cols);
+  const texel = texelRows(
+    layout,
+    windows.flatMap(([first, count]) => [window(y, first, count), window(dy, first, count)]),
+  );
+  const name = `${mode}_rows_backward_${texel ? "texel" : rowVariant()}`;
   const kernel = kernelFor(`${name}/${layoutKey(layout)}`, () => ({
     name,
     params: { rows: "u32", cols: "u32" },
-    bindings: [{ name: "y", type }, { name: "dy", type }, { name: "dx", type, write: true }],
+    bindings: [rowInput("y", type, texel), rowInput("dy", type, texel), { name: "dx", type, write: true }],
     code: rowKernel(
       layout,
-      rowReduce("reduce_sum", "f32", (a, b) => `${a} + ${b}`, layout),
+      `${rowLoads(["y", "dy"], texel)}
+${rowReduce("reduce_sum", "f32", (a, b) => `${a} + ${b}`, layout)}`,
       `var ys: array<V, ${layout.perThread}>;
   var gs: array<V, ${layout.perThread}>;
   var s = V(0.0);
   ${
         rowLoops(
           layout,
-          `ys[k] = y[base + j]; gs[k] = dy[base + j]; let v = ys[k]; let g = gs[k]; s += ${term};`,
-          `let v = y[base + j]; let g = dy[base + j]; s += ${term};`,
+          `ys[k] = load_y(base + j); gs[k] = load_dy(base + j); let v = ys[k]; let g = gs[k]; s += ${term};`,
+          `let v = load_y(base + j); let g = load_dy(base + j); s += ${term};`,
         )
       }
   let total = reduce_sum(hsum(s), lane, slot);
@@ -103,14 +130,21 @@ function rowsBackward(mode: Mode, y: Tensor, dy: Tensor, dx: Tensor, rows: numbe
         rowLoops(
           layout,
           `let v = ys[k]; let g = gs[k]; dx[base + j] = ${write};`,
-          `let v = y[base + j]; let g = dy[base + j]; dx[base + j] = ${write};`,
+          `let v = load_y(base + j); let g = load_dy(base + j); dx[base + j] = ${write};`,
         )
       }`,
     ),
   }));
-  for (const [first, count] of rowWindows(`${mode} rows backward`, rows, [cols * 4])) {
-    const window = (t: Tensor) => t.window(first * cols, count * cols);
-    dispatch(kernel, { rows: count, cols }, [window(y), window(dy), window(dx)], rowGrid(count, layout));
+  for (const [first, count] of windows) {
+    const inputs = [window(y, first, count), window(dy, first, count)];
+    dispatchRows(
+      kernel,
+      { rows: count, cols },
+      inputs,
+      [window(dx, first, count)],
+      rowGrid(count, layout),
+      texel,
+    );
   }
 }
 

@@ -75,7 +75,7 @@ Deno.test("MM_DEBUG=1 lists every dispatch with its variant, and nothing else", 
   const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
   expect(kernels.length === 4 && run.debug.length === 4, "four dispatch lines", run);
   expect(/^matmul_(tiled128|tiled64|tiled32|direct|texel)$/.test(kernels[0]), "matmul with its variant", run);
-  expect(/^softmax_rows_(tree|serial)$/.test(kernels[1]), "softmax with its variant", run);
+  expect(/^softmax_rows_(tree|serial|texel)$/.test(kernels[1]), "softmax with its variant", run);
   expect(kernels[2] === kernels[1] && kernels[3] === kernels[1], "softmax thrice", run);
   const quiet = await runScript({});
   expect(quiet.debug.length === 0, "no debug output without MM_DEBUG", quiet);

@@ -5,6 +5,7 @@
  * parameter-gradient sums, adds the same values in the same order).
  */
 import { traceDispatches } from "../engine/recorder.ts";
+import { withKernels } from "../engine/variants.ts";
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { forceColumnLayout, layerNorm } from "../kernels/layernorm.ts";
 import { rmsNorm } from "../kernels/rmsnorm.ts";
@@ -100,5 +101,22 @@ Deno.test("softmax and logSoftmax bind row and slab windows beyond one binding, 
     await checkWindowed(`${op.name} vec4 rows`, [[3, 70, 40]], ([x]) => op(x, 2));
     // Axis 1 of [241, 5, 8]: 241 slabs of 40 floats, in runs of 200.
     await checkWindowed(`${op.name} strided`, [[241, 5, 8]], ([x]) => op(x, 1));
+  }
+});
+
+Deno.test("the texel and serial row forms give bit-identical outputs and gradients", async () => {
+  // Rows of 40 floats (vec4): the texel form reads through textures what the serial form loads.
+  const cases: [string, number[][], (inputs: Tensor[]) => Tensor][] = [
+    ["layerNorm", [[37, 40], [40], [40]], ([x, g, b]) => layerNorm(x, g, b, 1e-5)],
+    ["softmax", [[37, 40]], ([x]) => softmax(x)],
+    ["logSoftmax", [[37, 40]], ([x]) => logSoftmax(x)],
+  ];
+  for (const [label, shapes, op] of cases) {
+    const texel = await withKernels("rows:texel,layernorm_column_sums:texel", () => run(shapes, op));
+    const serial = await withKernels("rows:serial,layernorm_column_sums:serial", () => run(shapes, op));
+    if (!texel.kernels.some((k) => k.includes("texel")) || serial.kernels.some((k) => k.includes("texel"))) {
+      throw new Error(`${label}: kernels ${texel.kernels} and ${serial.kernels}`);
+    }
+    serial.values.forEach((v, k) => assertBitwiseEqual(texel.values[k], v, `${label} value ${k}`));
   }
 });
