@@ -25,6 +25,7 @@ export const KERNEL_VARIANTS = {
     direct: "32x64 output tiles, 16x16 per invocation, operands read directly (software adapters)",
     texel:
       "16x64 output tiles, 8x16 per invocation, operands copied into textures (software adapters; direct where rows are not whole texels)",
+    texel_narrow: "texel with 32x32 output tiles (software adapters, products of at most 32 columns)",
   },
   attention: {
     tiled: "query and key blocks staged in workgroup memory, a micro-tile per thread (GPUs)",

@@ -21,7 +21,7 @@ import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
-import { chooseTiles, gemmKernel } from "./matmul_kernel.ts";
+import { chooseTiles, gemmKernel, isTexel } from "./matmul_kernel.ts";
 import { sumToShape } from "./reduce.ts";
 import { withTexels } from "./texels.ts";
 
@@ -114,7 +114,7 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
   const layout = { transA, transB, vecA: aligned(a, transA ? M : K), vecB: aligned(b, transB ? K : N) };
   const { variant, tiles: t } = chooseTiles(shapeSize(batch), M, N, layout.vecA && layout.vecB);
   const kernel = gemmKernel(variant, { ...layout, vecC: N % 4 === 0 });
-  const texel = variant === "texel";
+  const texel = isTexel(variant);
   const strides = [a, b].map((o) => broadcastStrides(o.batch, batch).map((s) => s * o.rows * o.cols));
   strides.push(broadcastStrides(batch, batch).map((s) => s * M * N));
   const dims = batchDims(batch, strides);
