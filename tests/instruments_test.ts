@@ -74,7 +74,11 @@ Deno.test("MM_DEBUG=1 lists every dispatch with its variant, and nothing else", 
   const run = await runScript({ MM_DEBUG: "1" });
   const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
   expect(kernels.length === 4 && run.debug.length === 4, "four dispatch lines", run);
-  expect(/^matmul_(tiled128|tiled64|tiled32|direct|texel|texel_narrow)$/.test(kernels[0]), "matmul with its variant", run);
+  expect(
+    /^matmul_(tiled128|tiled64|tiled32|direct|texel|texel_narrow)$/.test(kernels[0]),
+    "matmul with its variant",
+    run,
+  );
   expect(/^softmax_rows_(tree|serial|texel)$/.test(kernels[1]), "softmax with its variant", run);
   expect(kernels[2] === kernels[1] && kernels[3] === kernels[1], "softmax thrice", run);
   const quiet = await runScript({});
