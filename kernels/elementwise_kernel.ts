@@ -195,23 +195,25 @@ function quadReads(layout: Layout, work: ElementwiseWork): ("quad" | "row" | "sp
   return reads.every((r) => r !== null) && readable ? reads as ("quad" | "row" | "splat")[] : null;
 }
 
-/** Records `outputs[j] = exprs[j]` elementwise over the inputs (broadcast), in binding-sized windows. */
-export function recordElementwise(work: ElementwiseWork): void {
-  const { inputs, outputs, shape, exprs } = work;
-  const layout = layoutOf(shape, inputs.map((t) => t.shape));
-  if (layout.strides.some((s, k) => s && inputs[k].size > windowElements())) {
-    return recordShifted(work, layout);
+/**
+ * The scalar kernel (an element per invocation) and its expression constants; `shifted` adds a u32
+ * shift per input (`shift<k>`) and output (`out_shift<j>`) to the indices, for inputs and outputs
+ * bound as windows of their own (recordShifted).
+ */
+function scalarKernel(work: ElementwiseWork, layout: Layout, shifted: boolean) {
+  const shift = (name: string) => shifted ? ` + params.${name}` : "";
+  const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"}${shift(`shift${k}`)}]`);
+  const results = work.exprs.map((e) => emitter.emit(e));
+  const params: Record<string, ParamSpec> = { ...paramSpecs(layout, emitter.constants.length) };
+  if (shifted) {
+    work.inputs.forEach((_, k) => (params[`shift${k}`] = "u32"));
+    work.outputs.forEach((_, j) => (params[`out_shift${j}`] = "u32"));
   }
-  const variant = kernelVariant("elementwise", () => gpu().profile.isSoftware ? "texel" : "scalar");
-  const reads = variant === "texel" ? quadReads(layout, work) : null;
-  if (reads) return recordTexel(work, layout, reads);
-  const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"}]`);
-  const results = exprs.map((e) => emitter.emit(e));
-  const kernel = kernelFor(`${work.name}/${work.key}/${layout.key}`, () => ({
+  const kernel = kernelFor(`${work.name}/${work.key}/${layout.key}${shifted ? "/shifted" : ""}`, () => ({
     name: work.name,
-    params: paramSpecs(layout, emitter.constants.length),
+    params,
     bindings: [
-      ...inputs.map((_, k) => ({ name: `in${k}` })),
+      ...work.inputs.map((_, k) => ({ name: `in${k}` })),
       ...work.outputNames.map((name) => ({ name, write: true })),
     ],
     code: `${WGSL_MATH}
@@ -221,15 +223,29 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   if (i >= params.count) { return; }
   ${offsetCode(layout, "params.base + i")}
   ${emitter.lines.join("\n  ")}
-  ${work.outputNames.map((name, j) => `${name}[i] = ${results[j]};`).join("\n  ")}
+  ${work.outputNames.map((name, j) => `${name}[i${shift(`out_shift${j}`)}] = ${results[j]};`).join("\n  ")}
 }`,
   }));
+  return { kernel, constants: emitter.constants };
+}
+
+/** Records `outputs[j] = exprs[j]` elementwise over the inputs (broadcast), in binding-sized windows. */
+export function recordElementwise(work: ElementwiseWork): void {
+  const { inputs, outputs, shape } = work;
+  const layout = layoutOf(shape, inputs.map((t) => t.shape));
+  if (layout.strides.some((s, k) => s && inputs[k].size > windowElements())) {
+    return recordShifted(work, layout);
+  }
+  const variant = kernelVariant("elementwise", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  const reads = variant === "texel" ? quadReads(layout, work) : null;
+  if (reads) return recordTexel(work, layout, reads);
+  const { kernel, constants } = scalarKernel(work, layout, false);
   // Tensors beyond one storage binding are walked a window at a time; broadcast inputs (each within
   // one binding here) are bound whole.
   for (const [start, length] of bindingWindows(outputs[0].size)) {
     dispatch(
       kernel,
-      paramValues(layout, emitter.constants, length, start),
+      paramValues(layout, constants, length, start),
       [
         ...inputs.map((t, k) => (layout.strides[k] ? t.range() : t.window(start, length))),
         ...outputs.map((t) => t.window(start, length)),
@@ -284,34 +300,13 @@ function reachOf(strides: readonly number[], dims: readonly number[], a: number[
  * as a window of its own (kernels add a u32 shift to their indices), over {@linkcode shiftedWindows}.
  */
 function recordShifted(work: ElementwiseWork, layout: Layout): void {
-  const { inputs, outputs, exprs } = work;
-  const emitter = new Emitter((k) => `in${k}[${layout.strides[k] ? `o${k}` : "i"} + params.shift${k}]`);
-  const results = exprs.map((e) => emitter.emit(e));
-  const params: Record<string, ParamSpec> = { ...paramSpecs(layout, emitter.constants.length) };
-  inputs.forEach((_, k) => (params[`shift${k}`] = "u32"));
-  outputs.forEach((_, j) => (params[`out_shift${j}`] = "u32"));
-  const kernel = kernelFor(`${work.name}/${work.key}/${layout.key}/shifted`, () => ({
-    name: work.name,
-    params,
-    bindings: [
-      ...inputs.map((_, k) => ({ name: `in${k}` })),
-      ...work.outputNames.map((name) => ({ name, write: true })),
-    ],
-    code: `${WGSL_MATH}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
-  let i = ${linearIndex(256)};
-  if (i >= params.count) { return; }
-  ${offsetCode(layout, "params.base + i")}
-  ${emitter.lines.join("\n  ")}
-  ${work.outputNames.map((name, j) => `${name}[i + params.out_shift${j}] = ${results[j]};`).join("\n  ")}
-}`,
-  }));
+  const { inputs, outputs } = work;
+  const { kernel, constants } = scalarKernel(work, layout, true);
   const { dims } = layout;
   const blocks = dims.map((_, r) => dims.slice(r + 1).reduce((p, d) => p * d, 1));
   const coords = (e: number) => dims.map((d, r) => Math.floor(e / blocks[r]) % d);
   for (const [first, end] of shiftedWindows(layout, outputs[0].size)) {
-    const values = paramValues(layout, emitter.constants, end - first, first) as Record<string, unknown>;
+    const values = paramValues(layout, constants, end - first, first) as Record<string, unknown>;
     const a = coords(first), b = coords(end - 1);
     const r = a.findIndex((c, q) => c !== b[q]);
     const ranges = inputs.map((t, k) => {

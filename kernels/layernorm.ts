@@ -119,13 +119,7 @@ ${rowReduce("reduce_squares", "f32", sumOf, layout)}`,
   for (const [first, count] of windows) {
     const inputs = [rowsOf(x, first, count), gamma.range(), beta.range()];
     const rest = [rowsOf(y, first, count), centre.window(first, count), rstd.window(first, count)];
-    const params = { rows: count, cols, eps };
-    if (texel) {
-      withTexels(
-        inputs.map((r) => texelRange(r)!),
-        (views) => dispatch(kernel, params, [...views, ...rest], rowGrid(count, layout)),
-      );
-    } else dispatch(kernel, params, [...inputs, ...rest], rowGrid(count, layout));
+    dispatchRows(kernel, { rows: count, cols, eps }, inputs, rest, rowGrid(count, layout), texel);
   }
 }
 
@@ -197,13 +191,7 @@ ${rowReduce("reduce_pair", "vec2<f32>", sumOf, layout)}`,
     const statsOf = (t: Tensor) => t.window(first, count);
     const inputs = [rowsOf(x, first, count), gamma.range(), rowsOf(dy, first, count)];
     const rest = [statsOf(centre), statsOf(rstd), rowsOf(dx, first, count)];
-    const params = { rows: count, cols };
-    if (texel) {
-      withTexels(
-        inputs.map((r) => texelRange(r)!),
-        (views) => dispatch(kernel, params, [...views, ...rest], rowGrid(count, layout)),
-      );
-    } else dispatch(kernel, params, [...inputs, ...rest], rowGrid(count, layout));
+    dispatchRows(kernel, { rows: count, cols }, inputs, rest, rowGrid(count, layout), texel);
   }
   return dx;
 }
