@@ -208,9 +208,9 @@ function computeSection(runs: readonly ExperimentRun[]): string[] {
     "",
     "Milliseconds per training step of all the models (sequential: the sum of the models' steps, one " +
     "model after another), split into forward + backward and optimizer; relative = step time / joint's " +
-    "step time, so joint = 1.00. GPU ms is the sum of a step's kernel times from timestamp queries, over " +
-    "as many further steps with each dispatch in a compute pass of its own; the wall time also holds the " +
-    `host's recording and the adapter's per-dispatch overhead. ${sameAdapter}`,
+    `step time, so joint = 1.00. ${sameAdapter} GPU ms is the sum of a step's kernel times from timestamp ` +
+    "queries, over as many further steps with each dispatch in a compute pass of its own; the wall time " +
+    "also holds the host's recording and the adapter's per-dispatch overhead.",
     "",
     ...table(
       [
