@@ -57,6 +57,20 @@ function arenaChunkLimit(): number {
   return Math.floor(gpu().profile.maxBufferBytes / 4 / ARENA_ALIGN) * ARENA_ALIGN;
 }
 
+/** How an {@linkcode Arena} lays its tensors out, beyond the defaults. */
+export interface ArenaOptions {
+  /** Largest chunk, in elements (default: the device's largest buffer). */
+  maxChunkElements?: number;
+  /**
+   * Indices of the tensors that begin a section (a model of a joint arena). Each section starts at a
+   * multiple of `sectionAlign` elements and every chunk's length is one too, so that fixed-size tiles
+   * counted from a section's start never cross from one chunk into the next.
+   */
+  sectionStarts?: readonly number[];
+  /** Alignment of sections and chunk lengths in elements, a multiple of {@linkcode ARENA_ALIGN} (default ARENA_ALIGN). */
+  sectionAlign?: number;
+}
+
 /** A set of parameter tensors in flat GPU buffers, zero-initialised, with gradient buffers beside them. */
 export class Arena {
   /** The chunks, in order. */
@@ -68,11 +82,14 @@ export class Arena {
   readonly #views: Tensor[] = [];
 
   /**
-   * Lays out tensors of the given shapes; `maxChunkElements` (default: the device's largest buffer)
-   * bounds each chunk, and a tensor larger than that is an error naming its index.
+   * Lays out tensors of the given shapes in chunks of at most `options.maxChunkElements` (default:
+   * the device's largest buffer); a tensor larger than a chunk is an error naming its index.
    */
-  constructor(shapes: readonly (readonly number[])[], label: string, maxChunkElements?: number) {
-    const limit = maxChunkElements ?? arenaChunkLimit();
+  constructor(shapes: readonly (readonly number[])[], label: string, options: ArenaOptions = {}) {
+    const align = options.sectionAlign ?? ARENA_ALIGN;
+    const limit = Math.floor((options.maxChunkElements ?? arenaChunkLimit()) / align) * align;
+    const sectionStarts = new Set(options.sectionStarts ?? []);
+    const roundUp = (n: number) => Math.ceil(n / align) * align;
     const slots: ArenaSlot[] = [];
     const lengths: number[] = [0];
     shapes.forEach((shape, i) => {
@@ -84,17 +101,23 @@ export class Arena {
             `(maxBufferSize ${gpu().profile.maxBufferBytes} bytes)`,
         );
       }
-      if (lengths[lengths.length - 1] + padded > limit) lengths.push(0);
+      let at = lengths[lengths.length - 1];
+      if (sectionStarts.has(i)) at = roundUp(at);
+      if (at + padded > limit) {
+        lengths.push(0);
+        at = 0;
+      }
       const chunk = lengths.length - 1;
-      slots.push({ chunk, offset: lengths[chunk], size, shape: [...shape] });
-      lengths[chunk] += padded;
+      slots.push({ chunk, offset: at, size, shape: [...shape] });
+      lengths[chunk] = at + padded;
     });
-    this.chunks = lengths.map((length, i) => {
-      const bytes = Math.max(length, ARENA_ALIGN) * 4;
+    this.chunks = lengths.map((used, i) => {
+      const length = roundUp(Math.max(used, ARENA_ALIGN));
+      const bytes = length * 4;
       const chunk = {
         values: createBuffer(bytes, STORAGE, `${label} values ${i}`),
         grads: createBuffer(bytes, STORAGE, `${label} grads ${i}`),
-        length: Math.max(length, ARENA_ALIGN),
+        length,
       };
       clearBuffer({ buffer: chunk.values, offset: 0, size: bytes });
       clearBuffer({ buffer: chunk.grads, offset: 0, size: bytes });

@@ -414,11 +414,15 @@ function submit(reason: string, immediate = false): void {
 
 /**
  * Copies the given ranges to the CPU with a single `mapAsync` round trip (about 11 ms in Deno
- * whatever the size), after submitting all recorded work. Never call this inside a training step.
- * At level 4 the kernels' timestamps come back with the same copy.
+ * whatever the size), after submitting all recorded work; ranges that together exceed half the
+ * device's largest buffer (the readback buffer's size class must fit one) take a round trip per
+ * batch of ranges that fits. Never call this inside a training step. At level 4 the kernels'
+ * timestamps come back with the (first) copy.
  */
 export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayBuffer[]> {
   const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
+  const batchBytes = Math.floor(gpu().profile.maxBufferBytes / 2);
+  if (rangeBytes > batchBytes && ranges.length > 1) return await readInBatches(ranges, batchBytes);
   const timing = timer !== undefined || rangeBytes > 0 || encoder ? kernelTimer() : null;
   const timestamps = timing instanceof TimestampTimer && timing.pending ? timing : undefined;
   if (timestamps) timestamps.resolve(endPass());
@@ -450,6 +454,20 @@ export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayB
   let free = readbackFree.get(size);
   if (!free) readbackFree.set(size, free = []);
   free.push(target);
+  return results;
+}
+
+/** readRanges over consecutive batches of ranges of at most `batchBytes` each (one range may exceed it). */
+async function readInBatches(ranges: readonly BufferRange[], batchBytes: number): Promise<ArrayBuffer[]> {
+  const results: ArrayBuffer[] = [];
+  for (let first = 0; first < ranges.length;) {
+    let end = first + 1, bytes = Math.ceil(ranges[first].size / 4) * 4;
+    while (end < ranges.length && bytes + Math.ceil(ranges[end].size / 4) * 4 <= batchBytes) {
+      bytes += Math.ceil(ranges[end++].size / 4) * 4;
+    }
+    results.push(...await readRanges(ranges.slice(first, end)));
+    first = end;
+  }
   return results;
 }
 

@@ -1,6 +1,7 @@
 /**
  * The fused WGSL kernels of the multi-model optimizer. All parameters, gradients and moments of all
- * models live in one flat arena; model m owns the elements [segment[m], segment[m + 1]). An update
+ * models live in one arena, its elements numbered across its chunks; model m owns the elements
+ * [segment[m], segment[m + 1]). An update
  * is a constant number of dispatches whatever the number of tensors:
  *
  * 1. `mm_tile_norms`: each TILE-element tile's gradient norm, scaled so it cannot overflow, and
@@ -12,10 +13,11 @@
  * 4. `mm_adamw`: AdamW over every element, reading its model's row of the control table;
  * 5. `mm_mix` over parameters (soft sync), when due.
  *
- * The arena may exceed one storage binding: steps 1 and 4 then run once per binding-sized run of
- * whole tiles (optim/windows.ts), each binding only its window of every arena-sized buffer, and step
- * 5's mixing binds one window per model. An update thus costs 2 dispatches per binding-sized chunk
- * of the arena plus one plan (3 per chunk and two plans with sharing), plus the mixes.
+ * The arena may exceed one storage binding and one buffer (it is then held in several chunks):
+ * steps 1 and 4 run once per binding-sized run of whole tiles inside one chunk (optim/windows.ts),
+ * each binding only its window of every arena-sized buffer, and step 5's mixing binds one window per
+ * model. An update thus costs 2 dispatches per binding-sized piece of each chunk plus one plan (3 per
+ * piece and two plans with sharing), plus the mixes.
  *
  * No readback, no atomics: every sum has a fixed order, so updates are bit-identical run to run,
  * and windowed updates are bit-identical to those of a single binding.
@@ -28,11 +30,11 @@ import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { MAX_MODELS } from "./options.ts";
 import { type ArenaLayout, FINITE, LANES, MODEL_OF, padded, SEGMENT_PARAM } from "./wgsl.ts";
-import type { TileWindow } from "./windows.ts";
+import { type ChunkedBuffer, chunkWindow, type TileWindow } from "./windows.ts";
 
 /** The window of an arena-sized buffer that a tile window covers. */
-function windowOf(range: BufferRange, w: TileWindow): BufferRange {
-  return { buffer: range.buffer, offset: range.offset + w.start * 4, size: w.length * 4 };
+function windowOf(chunks: ChunkedBuffer, w: TileWindow): BufferRange {
+  return chunkWindow(chunks, w.start, w.length);
 }
 
 /** Fields of a model's row in the control table (float32, {@linkcode CONTROL_STRIDE} per model). */
@@ -118,7 +120,7 @@ export const GROUP_WORDS = 4 + 2 * MAX_MODELS;
 export function recordTileNorms(
   layout: ArenaLayout,
   windows: readonly TileWindow[],
-  buffers: { grads: BufferRange; values: BufferRange; partials: BufferRange },
+  buffers: { grads: ChunkedBuffer; values: ChunkedBuffer; partials: BufferRange },
   checkValues: boolean,
 ): void {
   const variant = kernelVariant("mm_tile_norms", () => gpu().profile.isSoftware ? "serial" : "tree");
@@ -275,12 +277,12 @@ export function recordAdamw(
   windows: readonly TileWindow[],
   hyper: { beta1: number; beta2: number; eps: number; weightDecay: number },
   buffers: {
-    values: BufferRange;
-    grads: BufferRange;
-    expAvg: BufferRange;
-    expAvgSq: BufferRange;
+    values: ChunkedBuffer;
+    grads: ChunkedBuffer;
+    expAvg: ChunkedBuffer;
+    expAvgSq: ChunkedBuffer;
     control: BufferRange;
-    maxExpAvgSq?: BufferRange;
+    maxExpAvgSq?: ChunkedBuffer;
   },
 ): void {
   const amsgrad = buffers.maxExpAvgSq !== undefined;

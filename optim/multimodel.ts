@@ -1,7 +1,8 @@
 /**
  * MultiModelOptimizer: joint AdamW over several models with gradient sharing, soft parameter
  * synchronisation, convergence-aware learning rates and per-model weights, as a few fused GPU
- * kernels over one flat arena that holds every model's parameters, gradients and moments.
+ * kernels over one arena (in as many buffers as it needs) that holds every model's parameters,
+ * gradients and moments.
  *
  * The training loop of the seed works as written, including with gradient accumulation:
  *
@@ -51,7 +52,14 @@ import {
 import { JointArena } from "./placement.ts";
 import { PlanPhase, recordPlan } from "./plan.ts";
 import { checkState, type Counters, type OptimizerState, STATE_FORMAT } from "./state.ts";
-import { type MixWindow, mixWindows, recordWindowedMix, type TileWindow, tileWindows } from "./windows.ts";
+import {
+  type ChunkedBuffer,
+  type MixWindow,
+  mixWindows,
+  recordWindowedMix,
+  type TileWindow,
+  tileWindows,
+} from "./windows.ts";
 
 export { type Counters, type OptimizerState, STATE_FORMAT };
 
@@ -132,10 +140,12 @@ export class MultiModelOptimizer {
   /** The groups that share and synchronise. */
   readonly groups: readonly ParameterGroup[];
   readonly #joint: JointArena;
-  readonly #expAvg: GPUBuffer;
-  readonly #expAvgSq: GPUBuffer;
+  readonly #values: ChunkedBuffer;
+  readonly #grads: ChunkedBuffer;
+  readonly #expAvg: ChunkedBuffer;
+  readonly #expAvgSq: ChunkedBuffer;
   /** AMSGrad's running maximum of exp_avg_sq; null without AMSGrad. */
-  readonly #maxExpAvgSq: GPUBuffer | null;
+  readonly #maxExpAvgSq: ChunkedBuffer | null;
   readonly #control: GPUBuffer;
   readonly #partials: GPUBuffer;
   readonly #ring: GPUBuffer;
@@ -144,7 +154,7 @@ export class MultiModelOptimizer {
   readonly #groupBlocks: number;
   /** Runs of whole norm tiles of at most one storage binding each (one when the arena fits). */
   readonly #tileWindows: TileWindow[];
-  /** Windows of the mix when the arena exceeds one storage binding; null when one binding holds it. */
+  /** Windows of the mix when the arena exceeds one storage binding or one buffer; null when one binding holds it. */
   readonly #mixWindows: MixWindow[] | null;
   readonly #window: number;
   readonly #models: Record<string, OptimizableModel>;
@@ -179,16 +189,18 @@ export class MultiModelOptimizer {
       sets,
       `the MultiModelOptimizer over [${this.modelNames.join(", ")}]`,
     );
-    const length = this.#joint.arena.chunks[0].length;
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-    this.#expAvg = createBuffer(length * 4, storage, "optimizer exp_avg");
-    this.#expAvgSq = createBuffer(length * 4, storage, "optimizer exp_avg_sq");
-    this.#maxExpAvgSq = this.options.amsgrad
-      ? createBuffer(length * 4, storage, "optimizer max_exp_avg_sq")
-      : null;
-    clearBuffer(this.#range(this.#expAvg));
-    clearBuffer(this.#range(this.#expAvgSq));
-    if (this.#maxExpAvgSq) clearBuffer(this.#range(this.#maxExpAvgSq));
+    this.#values = this.#joint.chunked("values");
+    this.#grads = this.#joint.chunked("grads");
+    const moment = (label: string): ChunkedBuffer =>
+      this.#values.map((chunk, k) => {
+        const buffer = createBuffer(chunk.length * 4, storage, `optimizer ${label} ${k}`);
+        clearBuffer(this.#range(buffer));
+        return { ...chunk, buffer };
+      });
+    this.#expAvg = moment("exp_avg");
+    this.#expAvgSq = moment("exp_avg_sq");
+    this.#maxExpAvgSq = this.options.amsgrad ? moment("max_exp_avg_sq") : null;
     this.#control = createBuffer(MAX_MODELS * CONTROL_STRIDE * 4, storage, "optimizer control");
     this.#window = this.options.adaptiveLr?.window ?? 3;
     this.#ring = createBuffer(MAX_MODELS * this.#window * 4, storage, "optimizer loss ring");
@@ -206,9 +218,10 @@ export class MultiModelOptimizer {
     const table = this.#joint.groupTable(this.groups);
     this.#groupBlocks = table.blocks;
     const bindingElements = Math.floor(gpu().profile.maxStorageBindingBytes / 4);
-    this.#tileWindows = tileWindows(this.#joint.layout, TILE, bindingElements);
-    this.#mixWindows = length > bindingElements
-      ? mixWindows(table.groups, this.modelNames.length, bindingElements)
+    const { chunkStarts } = this.#joint;
+    this.#tileWindows = tileWindows(this.#joint.layout, TILE, bindingElements, chunkStarts);
+    this.#mixWindows = chunkStarts.length > 1 || this.#joint.arena.length > bindingElements
+      ? mixWindows(table.groups, this.modelNames.length, bindingElements, chunkStarts)
       : null;
     this.#groupTable = this.groups.length > 0
       ? createBuffer(Math.max(16, table.words.byteLength), storage, "optimizer groups")
@@ -252,7 +265,8 @@ export class MultiModelOptimizer {
   /**
    * Bytes of GPU memory the optimizer holds: per model and in total, its parameters and gradients in
    * the joint arena and its AdamW moments; `tables` counts the control table, loss ring, norm partials
-   * and group table.
+   * and group table. The totals include the arena's padding between models and chunks (models start
+   * on whole norm tiles of 4 KiB), which the per-model figures leave out.
    */
   memory(): {
     models: Record<string, { parameters: number; gradients: number; optimizerState: number }>;
@@ -264,10 +278,9 @@ export class MultiModelOptimizer {
   } {
     this.#assertAlive("memory");
     const moments = this.#maxExpAvgSq ? 3 : 2;
-    const { segments } = this.#joint.layout;
     const models: Record<string, { parameters: number; gradients: number; optimizerState: number }> = {};
     this.modelNames.forEach((name, m) => {
-      const bytes = (segments[m + 1] - segments[m]) * 4;
+      const bytes = this.#joint.modelElements[m] * 4;
       models[name] = { parameters: bytes, gradients: bytes, optimizerState: moments * bytes };
     });
     const arena = this.#joint.arena.length * 4;
@@ -359,7 +372,7 @@ export class MultiModelOptimizer {
     if (sharing) {
       this.#recordPlan(PlanPhase.Flag, update);
       // 3. Share: mix each group's gradients, then measure the norms again.
-      this.#recordMix(this.#arenaRange("grads"), o.gradientSharing!.ratio);
+      this.#recordMix(this.#grads, o.gradientSharing!.ratio);
       this.#recordNorms(false);
     }
     // 4-5. Clip and rate: clip factors, adaptive multipliers, learning rates and bias corrections.
@@ -371,21 +384,17 @@ export class MultiModelOptimizer {
       eps: o.eps,
       weightDecay: o.weightDecay,
     }, {
-      values: this.#arenaRange("values"),
-      grads: this.#arenaRange("grads"),
-      expAvg: this.#range(this.#expAvg),
-      expAvgSq: this.#range(this.#expAvgSq),
+      values: this.#values,
+      grads: this.#grads,
+      expAvg: this.#expAvg,
+      expAvgSq: this.#expAvgSq,
       control: this.#range(this.#control),
-      ...(this.#maxExpAvgSq ? { maxExpAvgSq: this.#range(this.#maxExpAvgSq) } : {}),
+      ...(this.#maxExpAvgSq ? { maxExpAvgSq: this.#maxExpAvgSq } : {}),
     });
     // 7. Sync: mix each group's parameters.
-    if (syncing) this.#recordMix(this.#arenaRange("values"), o.parameterSync!.ratio);
+    if (syncing) this.#recordMix(this.#values, o.parameterSync!.ratio);
     c.gradientsStale = true;
     return true;
-  }
-
-  #arenaRange(kind: "values" | "grads"): BufferRange {
-    return this.#range(this.#joint.arena.chunks[0][kind]);
   }
 
   #recordNorms(checkValues: boolean): void {
@@ -393,15 +402,15 @@ export class MultiModelOptimizer {
       this.#joint.layout,
       this.#tileWindows,
       {
-        grads: this.#arenaRange("grads"),
-        values: this.#arenaRange("values"),
+        grads: this.#grads,
+        values: this.#values,
         partials: this.#range(this.#partials),
       },
       checkValues,
     );
   }
 
-  #recordMix(target: BufferRange, ratio: number): void {
+  #recordMix(target: ChunkedBuffer, ratio: number): void {
     if (this.#mixWindows) {
       recordWindowedMix(
         target,
@@ -416,7 +425,7 @@ export class MultiModelOptimizer {
       return;
     }
     recordMix(
-      target,
+      this.#range(target[0].buffer),
       this.#range(this.#groupTable!),
       this.#range(this.#control),
       { count: this.groups.length, blocks: this.#groupBlocks },
@@ -502,13 +511,10 @@ export class MultiModelOptimizer {
     this.#disposed = true;
     for (const model of Object.values(this.#models)) model.parameterSet.release();
     this.#joint.arena.destroy();
-    for (
-      const buffer of [this.#expAvg, this.#expAvgSq, this.#control, this.#ring, this.#latest, this.#partials]
-    ) {
-      destroyBuffer(buffer);
-    }
+    const moments = [this.#expAvg, this.#expAvgSq, this.#maxExpAvgSq ?? []].flat();
+    const tables = [this.#control, this.#ring, this.#latest, this.#partials];
+    for (const buffer of [...moments.map((chunk) => chunk.buffer), ...tables]) destroyBuffer(buffer);
     if (this.#groupTable) destroyBuffer(this.#groupTable);
-    if (this.#maxExpAvgSq) destroyBuffer(this.#maxExpAvgSq);
   }
 
   #assertAlive(method: string): void {
@@ -528,30 +534,28 @@ export class MultiModelOptimizer {
     this.#assertAlive("stateDict");
     // Gradients belong to the state while a cycle is open (micro-batches accumulated, no update yet).
     const withGradients = !this.#counters.gradientsStale;
-    const ranges = [
+    const arenaBuffers = [this.#expAvg, this.#expAvgSq];
+    if (this.#maxExpAvgSq) arenaBuffers.push(this.#maxExpAvgSq);
+    if (withGradients) arenaBuffers.push(this.#grads);
+    const placed = this.#joint.placed;
+    const [controlBytes, ringBytes, ...parameterBytes] = await readRanges([
       this.#range(this.#control),
       this.#range(this.#ring),
-      this.#range(this.#expAvg),
-      this.#range(this.#expAvgSq),
-    ];
-    if (this.#maxExpAvgSq) ranges.push(this.#range(this.#maxExpAvgSq));
-    if (withGradients) ranges.push(this.#range(this.#joint.arena.chunks[0].grads));
-    const [controlBytes, ringBytes, expAvgBytes, expAvgSqBytes, ...rest] = await readRanges(ranges);
-    const expAvg = new Float32Array(expAvgBytes);
-    const expAvgSq = new Float32Array(expAvgSqBytes);
-    const maxExpAvgSq = this.#maxExpAvgSq ? new Float32Array(rest.shift()!) : null;
-    const grads = withGradients ? new Float32Array(rest.shift()!) : null;
+      ...placed.flatMap((p) => arenaBuffers.map((buffer) => this.#joint.rangeOf(buffer, p))),
+    ]);
     const moments: OptimizerState["moments"] = {};
-    for (const p of this.#joint.placed) {
-      const range = [p.offset, p.offset + p.size] as const;
+    placed.forEach((p, i) => {
+      const [expAvg, expAvgSq, ...rest] = arenaBuffers.map((_, j) =>
+        new Float32Array(parameterBytes[i * arenaBuffers.length + j])
+      );
       moments[this.#joint.key(p)] = {
         shape: [...p.parameter.info.shape],
-        expAvg: expAvg.slice(...range),
-        expAvgSq: expAvgSq.slice(...range),
-        ...(maxExpAvgSq ? { maxExpAvgSq: maxExpAvgSq.slice(...range) } : {}),
-        ...(grads ? { pendingGrad: grads.slice(...range) } : {}),
+        expAvg,
+        expAvgSq,
+        ...(this.#maxExpAvgSq ? { maxExpAvgSq: rest.shift()! } : {}),
+        ...(withGradients ? { pendingGrad: rest.shift()! } : {}),
       };
-    }
+    });
     return {
       format: STATE_FORMAT,
       models: [...this.modelNames],
@@ -585,13 +589,11 @@ export class MultiModelOptimizer {
     this.#joint.arena.zeroGrads();
     for (const p of this.#joint.placed) {
       const entry = state.moments[this.#joint.key(p)];
-      const at = (buffer: GPUBuffer) => ({ buffer, offset: p.offset * 4, size: p.size * 4 });
+      const at = (buffer: ChunkedBuffer) => this.#joint.rangeOf(buffer, p);
       upload(at(this.#expAvg), Float32Array.from(entry.expAvg));
       upload(at(this.#expAvgSq), Float32Array.from(entry.expAvgSq));
       if (this.#maxExpAvgSq) upload(at(this.#maxExpAvgSq), Float32Array.from(entry.maxExpAvgSq!));
-      if (entry.pendingGrad) {
-        upload(at(this.#joint.arena.chunks[0].grads), Float32Array.from(entry.pendingGrad));
-      }
+      if (entry.pendingGrad) upload(at(this.#grads), Float32Array.from(entry.pendingGrad));
     }
     this.#counters = structuredClone(state.counters);
   }

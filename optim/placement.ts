@@ -1,20 +1,21 @@
 /**
- * The joint arena of a MultiModelOptimizer: every model's parameters moved into one flat arena (one
- * buffer of up to the device's maxBufferSize, bound in windows where it exceeds one storage binding:
- * optim/windows.ts), so that model m owns the elements [segment m, segment m + 1), with the layout the
- * update kernels take, each parameter's place, and the group table of the mixing kernel.
+ * The joint arena of a MultiModelOptimizer: every model's parameters moved into one arena (chunks of
+ * up to the device's maxBufferSize each, bound in windows where they exceed one storage binding:
+ * optim/windows.ts), its elements numbered across the chunks so that model m owns the elements
+ * [segment m, segment m + 1), with the layout the update kernels take, each parameter's place, and
+ * the group table of the mixing kernel. Models start, and chunks end, on whole norm tiles, so that
+ * no tile crosses a chunk.
  *
  * @module
  */
 import { alignedLength, Arena } from "../engine/arena.ts";
-import { gpu } from "../engine/device.ts";
-import { copyBuffer } from "../engine/recorder.ts";
+import { type BufferRange, copyBuffer } from "../engine/recorder.ts";
 import { shapeSize } from "../engine/shape.ts";
 import { emptyTensor } from "../engine/tensor.ts";
 import type { Parameter, ParameterSet } from "../models/parameters.ts";
 import type { ParameterGroup } from "./groups.ts";
 import { groupTable, MIX_BLOCK, TILE } from "./kernels.ts";
-import type { MixGroup } from "./windows.ts";
+import { type ChunkedBuffer, chunkWindow, type MixGroup } from "./windows.ts";
 import type { ArenaLayout } from "./wgsl.ts";
 
 /** A parameter's place in the joint arena. */
@@ -23,76 +24,99 @@ export interface Placed {
   model: number;
   /** The parameter. */
   parameter: Parameter;
-  /** Element offset in the arena. */
+  /** Element offset in the arena (numbered across its chunks). */
   offset: number;
   /** Element count. */
   size: number;
 }
 
+/**
+ * The largest arena the update kernels address: they number elements across chunks in 32-bit
+ * integers (about 4.3 G parameters, 64 GiB with gradients and moments).
+ */
+const MAX_ARENA_ELEMENTS = 2 ** 32 - TILE;
+
 /** Every model's parameters in one arena, adopted from their sets (see ParameterSet.adopt). */
 export class JointArena {
-  /** The arena (one chunk: one buffer). */
+  /** The arena. */
   readonly arena: Arena;
+  /** The first element of each chunk, in the numbering across chunks. */
+  readonly chunkStarts: readonly number[];
   /** Every parameter's place, model by model in declaration order. */
   readonly placed: Placed[] = [];
+  /** Elements each model's tensors take, aligned as in any arena (without the padding between models and chunks). */
+  readonly modelElements: readonly number[];
   /** Segments and tiles per model, as the update kernels take them. */
   readonly layout: ArenaLayout;
 
   /** Moves the sets' values into a new arena; `owner` names the optimizer in ownership errors. */
   constructor(readonly modelNames: readonly string[], sets: readonly ParameterSet[], owner: string) {
-    this.arena = this.#moveIntoArena(sets, owner);
-    this.layout = this.#layoutOf(sets);
-  }
-
-  /** Allocates the joint arena (one buffer), copies every model's values in and rebinds the models. */
-  #moveIntoArena(sets: readonly ParameterSet[], owner: string): Arena {
-    const shapes = sets.flatMap((set) => set.specs.map((spec) => spec.shape));
-    const profile = gpu().profile;
-    const limit = Math.floor(profile.maxBufferBytes / 4);
-    const total = shapes.reduce((s, shape) => s + alignedLength(shapeSize(shape)), 0);
-    if (total > limit) {
-      throw new Error(
-        `MultiModelOptimizer: the models hold ${total} parameter values (${
-          (total * 4 / 2 ** 20).toFixed(0)
-        } MiB ` +
-          `with alignment), more than one buffer of ${profile.name} holds (maxBufferSize ${
-            (limit * 4 / 2 ** 20).toFixed(0)
-          } MiB)`,
+    const sectionStarts: number[] = [];
+    let first = 0;
+    for (const set of sets) {
+      sectionStarts.push(first);
+      first += set.specs.length;
+    }
+    this.modelElements = sets.map((set) =>
+      set.specs.reduce((sum, spec) => sum + alignedLength(shapeSize(spec.shape)), 0)
+    );
+    const least = this.modelElements.reduce((sum, n) => sum + Math.ceil(n / TILE) * TILE, 0);
+    if (least > MAX_ARENA_ELEMENTS) {
+      throw new RangeError(
+        `MultiModelOptimizer: the models hold ${least} parameter values with alignment, more than the ` +
+          `${MAX_ARENA_ELEMENTS} its kernels address`,
       );
     }
-    const arena = new Arena(shapes, "multimodel", limit);
-    let first = 0;
+    this.arena = new Arena(sets.flatMap((set) => set.specs.map((spec) => spec.shape)), "multimodel", {
+      sectionStarts,
+      sectionAlign: TILE,
+    });
+    const starts = [0];
+    for (const chunk of this.arena.chunks.slice(0, -1)) starts.push(starts[starts.length - 1] + chunk.length);
+    this.chunkStarts = starts;
     sets.forEach((set, m) => {
-      set.adopt(arena, first, owner);
+      set.adopt(this.arena, sectionStarts[m], owner);
       let index = 0;
       set.specs.forEach((spec, i) => {
+        const slot = this.arena.slots[sectionStarts[m] + i];
         for (const member of spec.members) {
           this.placed.push({
             model: m,
             parameter: set.parameters[index++],
-            offset: arena.slots[first + i].offset + member.offset,
+            offset: this.chunkStarts[slot.chunk] + slot.offset + member.offset,
             size: shapeSize(member.info.shape),
           });
         }
       });
-      first += set.specs.length;
     });
-    return arena;
+    this.layout = this.#layoutOf(sectionStarts);
   }
 
-  #layoutOf(sets: readonly ParameterSet[]): ArenaLayout {
-    const segments: number[] = [];
-    let slot = 0;
-    for (const set of sets) {
-      segments.push(this.arena.slots[slot].offset);
-      slot += set.specs.length;
-    }
-    segments.push(this.arena.chunks[0].length);
+  /** An arena-sized buffer of the arena's own: its values or its gradients, chunk by chunk. */
+  chunked(kind: "values" | "grads"): ChunkedBuffer {
+    return this.arena.chunks.map((chunk, k) => ({
+      buffer: chunk[kind],
+      start: this.chunkStarts[k],
+      length: chunk.length,
+    }));
+  }
+
+  /** The binding of a placed parameter in an arena-sized buffer (the arena's values, gradients or a moment). */
+  rangeOf(buffer: ChunkedBuffer, p: Placed): BufferRange {
+    return chunkWindow(buffer, p.offset, p.size);
+  }
+
+  #layoutOf(sectionStarts: readonly number[]): ArenaLayout {
+    const segments = sectionStarts.map((first) => {
+      const slot = this.arena.slots[first];
+      return this.chunkStarts[slot.chunk] + slot.offset;
+    });
+    segments.push(this.arena.length);
     const tiles = [0];
-    for (let m = 0; m < sets.length; m++) {
+    for (let m = 0; m < sectionStarts.length; m++) {
       tiles.push(tiles[m] + Math.ceil((segments[m + 1] - segments[m]) / TILE));
     }
-    return { models: sets.length, segments, tiles };
+    return { models: sectionStarts.length, segments, tiles };
   }
 
   /** The "model/parameter" key of a placed parameter (state dicts use it). */
@@ -132,14 +156,12 @@ export class JointArena {
 
   /** Copies each group's first member's values into the other members (through a temporary: WebGPU copies between two buffers). */
   alignInitialValues(groups: readonly ParameterGroup[]): void {
-    const values = this.arena.chunks[0].values;
+    const values = this.chunked("values");
     for (const group of groups) {
       const [first, ...rest] = group.members.map((m) => this.find(m.model, m.parameter));
       const staging = emptyTensor([first.size]);
-      copyBuffer({ buffer: values, offset: first.offset * 4, size: first.size * 4 }, staging.range());
-      for (const member of rest) {
-        copyBuffer(staging.range(), { buffer: values, offset: member.offset * 4, size: member.size * 4 });
-      }
+      copyBuffer(this.rangeOf(values, first), staging.range());
+      for (const member of rest) copyBuffer(staging.range(), this.rangeOf(values, member));
       staging.dispose();
     }
   }

@@ -1,17 +1,21 @@
 /**
- * The joint arena beyond one storage binding. The arena is one buffer of up to the device's
- * `maxBufferSize`, which may hold far more than one storage binding (`maxStorageBufferBindingSize`);
- * the update kernels then bind it in windows:
+ * The joint arena beyond one storage binding and beyond one buffer. The arena's elements are numbered
+ * in one space across its chunks (buffers of up to the device's `maxBufferSize`, each of which may
+ * hold far more than one storage binding, `maxStorageBufferBindingSize`); every arena-sized buffer
+ * (values, gradients, moments) is a {@linkcode ChunkedBuffer} of the same chunks, and the update
+ * kernels bind it in windows that never cross a chunk:
  *
  * - tile norms and AdamW (optim/kernels.ts) run once per {@linkcode TileWindow}, a run of whole norm
- *   tiles of at most one binding, binding only that window of every arena-sized buffer: 2 dispatches
- *   per binding-sized chunk of the arena (3 with sharing), one window when the arena fits;
+ *   tiles of at most one binding inside one chunk, binding only that window of every arena-sized
+ *   buffer: 2 dispatches per binding-sized piece of each chunk (3 with sharing), one window when the
+ *   arena fits one binding;
  * - mixing (sharing and sync) runs once per {@linkcode MixWindow}, a run of group blocks whose members
- *   lie, model by model, in one window of at most one binding each; the kernel here binds one window
- *   per model (models + 2 storage bindings). Groups are ordered by their first member's place, so
- *   each model's window moves forward through its segment, and a mix costs about one dispatch per
- *   binding-sized chunk of the largest model's shared parameters. When the arena fits one binding,
- *   the single-binding kernel of optim/kernels.ts runs instead.
+ *   lie, model by model, in one window of at most one binding inside one chunk; the kernel here binds
+ *   one window per model (models + 2 storage bindings), so members of one group may live in different
+ *   chunks. Groups are ordered by their first member's place, so each model's window moves forward
+ *   through its segment, and a mix costs about one dispatch per binding-sized piece of the largest
+ *   model's shared parameters. When the arena fits one binding, the single-binding kernel of
+ *   optim/kernels.ts runs instead.
  *
  * Each element is computed by the same arithmetic in the same order whatever the windows, so windowed
  * updates are bit-identical to single-binding ones.
@@ -25,6 +29,38 @@ import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { CONTROL, CONTROL_STRIDE, GROUP_WORDS, MIX_BLOCK } from "./kernels.ts";
 import { MAX_MODELS } from "./options.ts";
 import { type ArenaLayout, LANES, padded } from "./wgsl.ts";
+
+/** One chunk of an arena-sized buffer: it holds the arena's elements [start, start + length). */
+export interface BufferChunk {
+  /** The buffer. */
+  readonly buffer: GPUBuffer;
+  /** The arena element at the buffer's first element. */
+  readonly start: number;
+  /** Elements in the buffer. */
+  readonly length: number;
+}
+
+/** An arena-sized buffer as its chunks, in order (one chunk when one buffer holds the arena). */
+export type ChunkedBuffer = readonly BufferChunk[];
+
+/** The index of the chunk, of those starting at `starts` (ascending, from 0), that holds `element`. */
+export function chunkOf(starts: readonly number[], element: number): number {
+  let k = 0;
+  while (k + 1 < starts.length && element >= starts[k + 1]) k++;
+  return k;
+}
+
+/** The binding of arena elements [start, start + length) of a chunked buffer, which must lie in one chunk. */
+export function chunkWindow(chunks: ChunkedBuffer, start: number, length: number): BufferRange {
+  const chunk = chunks[chunkOf(chunks.map((c) => c.start), start)];
+  if (start + length > chunk.start + chunk.length) {
+    throw new RangeError(
+      `MultiModelOptimizer: window [${start}, ${start + length}) crosses the end of the chunk ending at ` +
+        `${chunk.start + chunk.length}`,
+    );
+  }
+  return { buffer: chunk.buffer, offset: (start - chunk.start) * 4, size: length * 4 };
+}
 
 /** A run of whole norm tiles and the arena elements they cover. */
 export interface TileWindow {
@@ -46,8 +82,17 @@ function tileSpan(layout: ArenaLayout, tile: number, tileElements: number): [num
   return [start, Math.min(start + tileElements, layout.segments[m + 1])];
 }
 
-/** Cuts the arena's tiles into runs of at most `limitElements` elements; one run when it all fits. */
-export function tileWindows(layout: ArenaLayout, tileElements: number, limitElements: number): TileWindow[] {
+/**
+ * Cuts the arena's tiles into runs of at most `limitElements` elements inside one of the chunks that
+ * start at `chunkStarts` (tiles never cross a chunk: see ArenaOptions.sectionAlign); one run when it
+ * all fits.
+ */
+export function tileWindows(
+  layout: ArenaLayout,
+  tileElements: number,
+  limitElements: number,
+  chunkStarts: readonly number[] = [0],
+): TileWindow[] {
   const total = layout.tiles[layout.models];
   if (tileElements > limitElements) {
     throw new RangeError(
@@ -58,10 +103,11 @@ export function tileWindows(layout: ArenaLayout, tileElements: number, limitElem
   const windows: TileWindow[] = [];
   for (let tile = 0; tile < total;) {
     let [start, stop] = tileSpan(layout, tile, tileElements);
+    const chunk = chunkOf(chunkStarts, start);
     let end = tile + 1;
     for (; end < total; end++) {
-      const next = tileSpan(layout, end, tileElements)[1];
-      if (next - start > limitElements) break;
+      const [first, next] = tileSpan(layout, end, tileElements);
+      if (next - start > limitElements || chunkOf(chunkStarts, first) !== chunk) break;
       stop = next;
     }
     windows.push({ firstTile: tile, tiles: end - tile, start, length: stop - start });
@@ -102,10 +148,18 @@ function spanElements([lo, hi]: [number, number]): number {
 
 /**
  * Cuts the blocks of the mixing table into runs whose touched elements fit, model by model, in one
- * window of at most `limitElements` elements (a block is {@linkcode MIX_BLOCK} elements per member,
- * far below any binding).
+ * window of at most `limitElements` elements inside one of the chunks that start at `chunkStarts` (a
+ * block is {@linkcode MIX_BLOCK} elements per member, far below any binding, and a member lies in one
+ * chunk).
  */
-export function mixWindows(groups: readonly MixGroup[], models: number, limitElements: number): MixWindow[] {
+export function mixWindows(
+  groups: readonly MixGroup[],
+  models: number,
+  limitElements: number,
+  chunkStarts: readonly number[] = [0],
+): MixWindow[] {
+  const fits = (s: [number, number] | null) =>
+    !s || (spanElements(s) <= limitElements && chunkOf(chunkStarts, s[0]) === chunkOf(chunkStarts, s[1] - 1));
   const windows: MixWindow[] = [];
   let current: MixWindow | null = null;
   for (const group of groups) {
@@ -123,7 +177,7 @@ export function mixWindows(groups: readonly MixGroup[], models: number, limitEle
         return out;
       };
       const widened = current && touched(current.spans);
-      if (current && widened!.every((s) => !s || spanElements(s) <= limitElements)) {
+      if (current && widened!.every(fits)) {
         current.spans = widened!;
         current.blocks++;
       } else {
@@ -147,7 +201,7 @@ export function mixWindows(groups: readonly MixGroup[], models: number, limitEle
  * `segments` gives each model's first element, where a model with no member in a window is bound.
  */
 export function recordWindowedMix(
-  target: BufferRange,
+  target: ChunkedBuffer,
   table: BufferRange,
   control: BufferRange,
   layout: ArenaLayout,
@@ -235,11 +289,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }));
   for (const w of windows) {
     const starts = w.spans.map((s, m) => s ? alignedDown(s[0]) : layout.segments[m]);
-    const ranges = w.spans.map((s, m) => ({
-      buffer: target.buffer,
-      offset: target.offset + starts[m] * 4,
-      size: s ? spanElements(s) * 4 : 16,
-    }));
+    const ranges = w.spans.map((s, m) => chunkWindow(target, starts[m], s ? spanElements(s) : 4));
     dispatch(
       kernel,
       {

@@ -1,14 +1,16 @@
 /**
- * `deno task scale [--steps N] [--batch B] [--length T] [--small]`: the seed's scenario at its real
- * size. Builds bert-base (masked LM), gpt2 (causal LM) and roberta-base (masked LM) at their Hugging
- * Face sizes, prints what training them takes (estimateMemory), trains them jointly with one
- * MultiModelOptimizer for a few steps and prints each step's losses and time, whether every model's
- * parameters changed, and the peak memory (the process's resident set and the bytes held in GPU
- * buffers).
+ * `deno task scale [--steps N] [--batch B] [--length T] [--max-buffer BYTES] [--small]`: the seed's
+ * scenario at its real size. Builds bert-base (masked LM), gpt2 (causal LM) and roberta-base (masked
+ * LM) at their Hugging Face sizes, prints what training them takes (estimateMemory), trains them
+ * jointly with one MultiModelOptimizer for a few steps and prints each step's losses and time, whether
+ * every model's parameters changed, and the peak memory (the process's resident set and the bytes held
+ * in GPU buffers). `--max-buffer` lowers the adapter's largest buffer (a browser's 256 MiB, say), so
+ * that the joint arena and its moments span several buffers.
  *
- * First it checks agreement at a size where both paths fit: the same three families, shrunk, trained
- * for the same steps with the adapter's binding limit and again with a forced 1 MiB one (tensors,
- * arenas and the joint optimizer then run in windows); losses and parameters must be bit-identical.
+ * First it checks agreement at a size where all paths fit: the same three families, shrunk, trained
+ * for the same steps with the adapter's limits, again with a forced 1 MiB binding limit (tensors,
+ * arenas and the joint optimizer then run in windows), and again with 1 MiB buffers as well (the
+ * joint arena then spans several buffers); losses and parameters must be bit-identical.
  * `--small` runs only that check. On a software adapter the memory budget is the machine's available
  * memory, so a configuration that cannot fit stops with what it needs and has.
  *
@@ -48,6 +50,8 @@ interface RunResult {
   parameters: Float32Array[];
   changed: boolean[];
   seconds: number[];
+  /** Buffers the joint arena's values take. */
+  chunks: number;
 }
 
 function buildModels(small: boolean): Record<string, TransformerModel> {
@@ -90,6 +94,7 @@ async function train(
     gradientSharing: { every: 1 },
     parameterSync: { every: 1 },
   });
+  const chunks = Object.values(models)[0].parameterSet.arena.chunks.length;
   const firstValues = await readAll(Object.values(models).map((m) => m.parameters[0].value));
   const losses: number[][] = [];
   const seconds: number[] = [];
@@ -124,18 +129,20 @@ async function train(
   const changed = lastValues.map((v, i) => v.some((x, j) => x !== firstValues[i][j]));
   optimizer.dispose();
   for (const model of Object.values(models)) model.dispose();
-  return { losses, parameters, changed, seconds };
+  return { losses, parameters, changed, seconds, chunks };
 }
 
-/** Runs `fn` with the adapter's storage-binding limit replaced (the agreement check's chunked path). */
-async function withBindingLimit<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+type Limits = Partial<Pick<DeviceProfile, "maxStorageBindingBytes" | "maxBufferBytes">>;
+
+/** Runs `fn` with the adapter's storage-binding and buffer limits replaced (the windowed and chunked paths). */
+async function withLimits<T>(limits: Limits, fn: () => Promise<T>): Promise<T> {
   const profile = gpu().profile as { -readonly [K in keyof DeviceProfile]: DeviceProfile[K] };
-  const saved = profile.maxStorageBindingBytes;
-  profile.maxStorageBindingBytes = bytes;
+  const saved = { ...profile };
+  Object.assign(profile, limits);
   try {
     return await fn();
   } finally {
-    profile.maxStorageBindingBytes = saved;
+    Object.assign(profile, saved);
   }
 }
 
@@ -143,17 +150,26 @@ async function agreement(steps: number): Promise<boolean> {
   console.log(`agreement at a small size (${JSON.stringify(SMALL)}), ${steps} steps, batch 2 x 16:`);
   const quiet = () => {};
   const whole = await train(buildModels(true), steps, 2, 16, quiet);
-  const windowed = await withBindingLimit(1 << 20, () => train(buildModels(true), steps, 2, 16, quiet));
-  const sameLosses = whole.losses.flat().every((v, i) => Object.is(v, windowed.losses.flat()[i]));
-  const sameParameters = whole.parameters.every((p, i) =>
-    p.every((v, j) => Object.is(v, windowed.parameters[i][j]))
-  );
   console.log(`  losses ${whole.losses.map((l) => l.map((v) => v.toFixed(4)).join("/")).join(", ")}`);
-  console.log(
-    `  1 MiB binding limit vs the adapter's: losses ${sameLosses ? "bit-identical" : "DIFFER"}, ` +
-      `parameters ${sameParameters ? "bit-identical" : "DIFFER"}`,
-  );
-  return sameLosses && sameParameters && whole.losses.flat().every(Number.isFinite);
+  let agreed = whole.losses.flat().every(Number.isFinite);
+  const cases: [string, Limits][] = [
+    ["1 MiB binding limit", { maxStorageBindingBytes: 1 << 20 }],
+    ["1 MiB binding and buffer limits", { maxStorageBindingBytes: 1 << 20, maxBufferBytes: 1 << 20 }],
+  ];
+  for (const [label, limits] of cases) {
+    const other = await withLimits(limits, () => train(buildModels(true), steps, 2, 16, quiet));
+    const sameLosses = whole.losses.flat().every((v, i) => Object.is(v, other.losses.flat()[i]));
+    const sameParameters = whole.parameters.every((p, i) =>
+      p.every((v, j) => Object.is(v, other.parameters[i][j]))
+    );
+    console.log(
+      `  ${label} vs the adapter's (${other.chunks} arena buffers): losses ${
+        sameLosses ? "bit-identical" : "DIFFER"
+      }, parameters ${sameParameters ? "bit-identical" : "DIFFER"}`,
+    );
+    agreed &&= sameLosses && sameParameters;
+  }
+  return agreed;
 }
 
 async function main(): Promise<void> {
@@ -167,12 +183,21 @@ async function main(): Promise<void> {
       steps: { type: "string", value: "N", default: "2", description: "joint training steps" },
       batch: { type: "string", value: "N", default: "1", description: "sequences per batch" },
       length: { type: "string", value: "N", default: "16", description: "tokens per sequence" },
+      "max-buffer": {
+        type: "string",
+        value: "BYTES",
+        default: "0",
+        description: "largest buffer at full size (0: the adapter's maxBufferSize)",
+      },
       small: { type: "boolean", default: false, description: "run only the small agreement check" },
     },
   });
   const steps = positiveInteger("scale", "steps", flags.steps);
   const batch = positiveInteger("scale", "batch", flags.batch);
   const length = positiveInteger("scale", "length", flags.length);
+  const maxBuffer = flags["max-buffer"] === "0"
+    ? 0
+    : positiveInteger("scale", "max-buffer", flags["max-buffer"]);
   await openGpuOrExit();
   const profile = gpu().profile;
   // A software adapter allocates from the machine's memory, so what is available is its budget.
@@ -185,6 +210,14 @@ async function main(): Promise<void> {
   );
   const agreed = await agreement(steps);
   if (flags.small) Deno.exit(agreed ? 0 : 1);
+  const limits: Limits = maxBuffer > 0 ? { maxBufferBytes: maxBuffer } : {};
+  if (maxBuffer > 0) console.log(`full size with maxBufferSize lowered to ${formatBinary(maxBuffer)}`);
+  const agreedAndTrained = await withLimits(limits, () => fullSize(steps, batch, length));
+  Deno.exit(agreed && agreedAndTrained ? 0 : 1);
+}
+
+/** Builds and trains the base models; true when every loss was finite and every model's parameters changed. */
+async function fullSize(steps: number, batch: number, length: number): Promise<boolean> {
   let peakRss = Deno.memoryUsage().rss;
   const sampler = setInterval(() => peakRss = Math.max(peakRss, Deno.memoryUsage().rss), 50);
   const models = buildModels(false);
@@ -205,7 +238,7 @@ async function main(): Promise<void> {
   clearInterval(sampler);
   const finite = result.losses.flat().every(Number.isFinite);
   console.log(
-    `parameters updated: ${
+    `joint arena in ${result.chunks} buffer(s); parameters updated: ${
       MODELS.map((m, i) => `${m.name} ${result.changed[i] ? "yes" : "NO"}`).join(", ")
     }; losses ${finite ? "finite" : "NOT FINITE"}`,
   );
@@ -214,7 +247,7 @@ async function main(): Promise<void> {
       `${formatBinary(poolStats().peakLiveBytes)} held in GPU buffers at most; ` +
       `total ${((performance.now() - started) / 1000).toFixed(0)} s`,
   );
-  Deno.exit(agreed && finite && result.changed.every((c) => c) ? 0 : 1);
+  return finite && result.changed.every((c) => c);
 }
 
 if (import.meta.main) await main();
