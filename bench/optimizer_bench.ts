@@ -1,9 +1,7 @@
 /**
  * The fused multi-model step over three models, against the AdamW memory floor of 28 bytes per
- * parameter (read p, g, m, v; write p, m, v). Sizes beyond one storage binding of the adapter
- * (128 MiB on llvmpipe, 2 GiB on an H100) are reported as skipped.
+ * parameter (read p, g, m, v; write p, m, v), at 1, 10 and 100 M parameters.
  */
-import { gpu } from "../engine/device.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { ParameterSet } from "../models/parameters.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
@@ -62,15 +60,9 @@ function models(total: number): Record<string, { parameterSet: ParameterSet }> {
   return out;
 }
 
-const limit = gpu().profile.maxStorageBindingBytes / 4;
+// 100 M parameters exceed one storage binding of a software adapter (128 MiB): the update then runs in windows.
 for (const total of [1e6, 1e7, 1e8]) {
   const label = `${total / 1e6}M parameters over three models`;
-  if (total > limit) {
-    console.log(
-      `skipped: ${label} exceed one storage binding of ${gpu().profile.name} (${limit / 2 ** 20 * 4} MiB)`,
-    );
-    continue;
-  }
   for (const mechanisms of ["AdamW only", "sharing + sync + adaptive"] as const) {
     let optimizer: MultiModelOptimizer;
     let count = 0;

@@ -413,15 +413,21 @@ function submit(reason: string, immediate = false): void {
 }
 
 /**
+ * Bytes one readback round trip copies at most (a single larger range goes alone): the readback
+ * buffers are kept for reuse, so reading a whole model's parameters must not keep gigabytes of them.
+ */
+const READBACK_BATCH_BYTES = 64 * 2 ** 20;
+
+/**
  * Copies the given ranges to the CPU with a single `mapAsync` round trip (about 11 ms in Deno
- * whatever the size), after submitting all recorded work; ranges that together exceed half the
- * device's largest buffer (the readback buffer's size class must fit one) take a round trip per
- * batch of ranges that fits. Never call this inside a training step. At level 4 the kernels'
- * timestamps come back with the (first) copy.
+ * whatever the size), after submitting all recorded work; ranges that together exceed 64 MiB (or
+ * half the device's largest buffer, whose size class must fit one) take a round trip per batch.
+ * Never call this inside a training step. At level 4 the kernels' timestamps come back with the
+ * (first) copy.
  */
 export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayBuffer[]> {
   const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
-  const batchBytes = Math.floor(gpu().profile.maxBufferBytes / 2);
+  const batchBytes = Math.min(READBACK_BATCH_BYTES, Math.floor(gpu().profile.maxBufferBytes / 2));
   if (rangeBytes > batchBytes && ranges.length > 1) return await readInBatches(ranges, batchBytes);
   const timing = timer !== undefined || rangeBytes > 0 || encoder ? kernelTimer() : null;
   const timestamps = timing instanceof TimestampTimer && timing.pending ? timing : undefined;

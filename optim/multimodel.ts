@@ -26,7 +26,7 @@ import { alignedLength } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
 import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
 import { shapeSize } from "../engine/shape.ts";
-import { type BufferRange, clearBuffer, copyBuffer, readRanges, upload } from "../engine/recorder.ts";
+import { type BufferRange, clearBuffer, copyBuffer, flush, readRanges, upload } from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import type { ParameterSet } from "../models/parameters.ts";
 import { buildGroups, type ParameterGroup } from "./groups.ts";
@@ -509,12 +509,15 @@ export class MultiModelOptimizer {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const model of Object.values(this.#models)) model.parameterSet.release();
-    this.#joint.arena.destroy();
+    // Moments and tables go first (after the work that uses them is submitted), so that the models'
+    // own arenas, allocated as they are handed back, take their place rather than add to the peak.
+    flush();
     const moments = [this.#expAvg, this.#expAvgSq, this.#maxExpAvgSq ?? []].flat();
     const tables = [this.#control, this.#ring, this.#latest, this.#partials];
     for (const buffer of [...moments.map((chunk) => chunk.buffer), ...tables]) destroyBuffer(buffer);
     if (this.#groupTable) destroyBuffer(this.#groupTable);
+    for (const model of Object.values(this.#models)) model.parameterSet.release();
+    this.#joint.arena.destroy();
   }
 
   #assertAlive(method: string): void {

@@ -47,6 +47,7 @@ const SMALL = {
 /** What one run reports. */
 interface RunResult {
   losses: number[][];
+  /** Every parameter's final values (read only when asked: at full size they would double the memory). */
   parameters: Float32Array[];
   changed: boolean[];
   seconds: number[];
@@ -84,6 +85,7 @@ async function train(
   batch: number,
   length: number,
   log: (line: string) => void,
+  readParameters = false,
 ): Promise<RunResult> {
   // Sharing and sync on every update, so the mixing of groups across the arena runs in every step.
   const optimizer = new MultiModelOptimizer({
@@ -95,6 +97,11 @@ async function train(
     parameterSync: { every: 1 },
   });
   const chunks = Object.values(models)[0].parameterSet.arena.chunks.length;
+  log(
+    `optimizer built: GPU buffers ${formatBinary(poolStats().liveBytes)} live, peak so far ${
+      formatBinary(poolStats().peakLiveBytes)
+    }`,
+  );
   const firstValues = await readAll(Object.values(models).map((m) => m.parameters[0].value));
   const losses: number[][] = [];
   const seconds: number[] = [];
@@ -120,11 +127,15 @@ async function train(
     log(
       `step ${step + 1}: ${
         Object.keys(models).map((n, i) => `${n} loss ${values[i].toFixed(4)}`).join(", ")
-      } (${seconds.at(-1)!.toFixed(1)} s)`,
+      } (${seconds.at(-1)!.toFixed(1)} s; GPU buffers ${formatBinary(poolStats().liveBytes)} live, ${
+        formatBinary(poolStats().pooledBytes)
+      } of them the activation pool; peak so far ${formatBinary(poolStats().peakLiveBytes)})`,
     );
   }
-  const parameters = (await readAll(Object.values(models).flatMap((m) => m.parameters.map((p) => p.value))))
-    .map((v) => v as Float32Array);
+  const parameters = readParameters
+    ? (await readAll(Object.values(models).flatMap((m) => m.parameters.map((p) => p.value))))
+      .map((v) => v as Float32Array)
+    : [];
   const lastValues = await readAll(Object.values(models).map((m) => m.parameters[0].value));
   const changed = lastValues.map((v, i) => v.some((x, j) => x !== firstValues[i][j]));
   optimizer.dispose();
@@ -149,7 +160,7 @@ async function withLimits<T>(limits: Limits, fn: () => Promise<T>): Promise<T> {
 async function agreement(steps: number): Promise<boolean> {
   console.log(`agreement at a small size (${JSON.stringify(SMALL)}), ${steps} steps, batch 2 x 16:`);
   const quiet = () => {};
-  const whole = await train(buildModels(true), steps, 2, 16, quiet);
+  const whole = await train(buildModels(true), steps, 2, 16, quiet, true);
   console.log(`  losses ${whole.losses.map((l) => l.map((v) => v.toFixed(4)).join("/")).join(", ")}`);
   let agreed = whole.losses.flat().every(Number.isFinite);
   const cases: [string, Limits][] = [
@@ -157,7 +168,7 @@ async function agreement(steps: number): Promise<boolean> {
     ["1 MiB binding and buffer limits", { maxStorageBindingBytes: 1 << 20, maxBufferBytes: 1 << 20 }],
   ];
   for (const [label, limits] of cases) {
-    const other = await withLimits(limits, () => train(buildModels(true), steps, 2, 16, quiet));
+    const other = await withLimits(limits, () => train(buildModels(true), steps, 2, 16, quiet, true));
     const sameLosses = whole.losses.flat().every((v, i) => Object.is(v, other.losses.flat()[i]));
     const sameParameters = whole.parameters.every((p, i) =>
       p.every((v, j) => Object.is(v, other.parameters[i][j]))
