@@ -270,10 +270,10 @@ export function linearIndex(perWorkgroup: number): string {
  * tensors beyond the binding limit work.
  */
 export function rowWindows(op: string, rows: number, rowBytes: readonly number[]): [number, number][] {
-  const { maxStorageBindingBytes: limit, storageOffsetAlignment: align } = gpu().profile;
+  const { maxStorageBindingBytes: limit } = gpu().profile;
   const fitting = Math.min(...rowBytes.map((b) => Math.floor(limit / b)));
   if (rows <= fitting) return [[0, rows]];
-  const step = rowBytes.reduce((s, b) => lcm(s, align / gcd(align, b)), 1);
+  const step = rowStep(rowBytes);
   const perChunk = Math.floor(fitting / step) * step;
   if (perChunk === 0) {
     throw new RangeError(
@@ -283,6 +283,22 @@ export function rowWindows(op: string, rows: number, rowBytes: readonly number[]
   const chunks: [number, number][] = [];
   for (let first = 0; first < rows; first += perChunk) chunks.push([first, Math.min(perChunk, rows - first)]);
   return chunks;
+}
+
+/** Rows a run of {@linkcode rowWindows} must be a multiple of, so that every run starts on the binding offset alignment. */
+function rowStep(rowBytes: readonly number[]): number {
+  const align = gpu().profile.storageOffsetAlignment;
+  return rowBytes.reduce((s, b) => lcm(s, align / gcd(align, b)), 1);
+}
+
+/**
+ * Whether {@linkcode rowWindows} can walk `rows` rows of these sizes: false when the rows are too
+ * wide for one aligned run of them to fit a binding (ops then take a path built of windowed ops).
+ */
+export function rowWindowsFit(rows: number, rowBytes: readonly number[]): boolean {
+  const limit = gpu().profile.maxStorageBindingBytes;
+  const fitting = Math.min(...rowBytes.map((b) => Math.floor(limit / b)));
+  return rows <= fitting || fitting >= rowStep(rowBytes);
 }
 
 /** Elements a {@linkcode bindWindow} may span and still fit one storage binding, wherever it starts. */

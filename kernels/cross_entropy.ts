@@ -14,10 +14,23 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, kernelFor, rowWindows, windowElements } from "../engine/kernel.ts";
+import {
+  bindingWindows,
+  grid,
+  type Kernel,
+  kernelFor,
+  linearIndex,
+  rowWindows,
+  rowWindowsFit,
+  windowElements,
+} from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
-import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
+import { div, mul, neg } from "./elementwise.ts";
+import { mean, sum } from "./reduce.ts";
+import { composedRows } from "./rows.ts";
+import { logSoftmax } from "./softmax.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 
 /** Options of {@linkcode crossEntropy}. */
@@ -339,7 +352,9 @@ function lossOp(
   const op = soft ? "softCrossEntropy" : "crossEntropy";
   const rowShape = logits.shape.slice(0, -1);
   const rows = logits.size / cols;
-  const chunks = rowWindows(op, rows, soft ? [cols * 4, 4, 12] : [cols * 4, 4, 4, 8]);
+  const rowBytes = soft ? [cols * 4, 4, 12] : [cols * 4, 4, 4, 8];
+  if (!rowWindowsFit(rows, rowBytes)) return wideLoss(kind, logits, targets, reduction, ignore);
+  const chunks = rowWindows(op, rows, rowBytes);
   const statWidth = soft ? 3 : 2;
   const losses = emptyTensor(rowShape);
   const stats = emptyTensor([rows, statWidth]);
@@ -467,4 +482,110 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: v
   }
 }`,
   }));
+}
+
+/**
+ * Either loss over rows too wide for a binding-sized run of them, composed of windowed ops (autograd
+ * follows them): log-softmax (kernels/softmax.ts, itself composed when its rows do not fit), then the
+ * soft targets' weighted sum, or each row's value at its target ({@linkcode pickTargets}); "mean"
+ * divides by the rows counted, NaN when every target is ignored, as PyTorch does.
+ */
+function wideLoss(kind: Kind, logits: Tensor, targets: Tensor, reduction: Reduction, ignore: number): Tensor {
+  const cols = logits.shape[logits.rank - 1];
+  const rowShape = logits.shape.slice(0, -1);
+  const rows = logits.size / cols;
+  return composedRows([logits, targets], (temp) => {
+    const logProbabilities = temp(logSoftmax(logits));
+    if (kind === "soft") {
+      const perRow = temp(neg(temp(sum(temp(mul(targets, logProbabilities)), logits.rank - 1))));
+      if (reduction === "none") return perRow;
+      return reduction === "sum" ? sum(perRow) : mean(perRow);
+    }
+    const { picked, counted } = pickTargets(
+      temp(logProbabilities.reshape([rows, cols])),
+      temp(targets.reshape([rows])),
+      ignore,
+    );
+    temp(counted);
+    const perRow = temp(neg(temp(picked)));
+    if (reduction === "none") return perRow.reshape(rowShape);
+    const total = temp(sum(perRow));
+    return reduction === "sum" ? total : div(total, temp(sum(counted)));
+  });
+}
+
+/**
+ * Each row's value at its target column, x[r, t_r] (0 where t_r is `ignore`, NaN where it is outside
+ * [0, C)), and 1 for the rows that count (0 for ignored ones); x [rows, C] may exceed a binding: one
+ * dispatch per binding window of it, the first also writing every row's default. The values carry a
+ * gradient into x at the picked places.
+ */
+function pickTargets(x: Tensor, targets: Tensor, ignore: number): { picked: Tensor; counted: Tensor } {
+  const [rows, cols] = x.shape;
+  const picked = emptyTensor([rows]);
+  const counted = emptyTensor([rows]);
+  const kernel = kernelFor("pick_targets", () => ({
+    name: "pick_targets",
+    params: { rows: "u32", cols: "u32", lo: "u32", hi: "u32", first: "u32", ignore_index: "i32", nan: "f32" },
+    bindings: [
+      { name: "x" },
+      { name: "targets", type: "i32" },
+      { name: "picked", write: true },
+      { name: "counted", write: true },
+    ],
+    code: `
+@compute @workgroup_size(${ELEMENT_THREADS})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let r = ${linearIndex(ELEMENT_THREADS)};
+  if (r >= params.rows) { return; }
+  let t = targets[r];
+  let ignored = t == params.ignore_index;
+  if (params.first == 1u) {
+    counted[r] = select(1.0, 0.0, ignored);
+    picked[r] = select(params.nan, 0.0, ignored);
+  }
+  if (ignored || t < 0 || u32(t) >= params.cols) { return; }
+  let e = r * params.cols + u32(t);
+  if (e >= params.lo && e < params.hi) { picked[r] = x[e - params.lo]; }
+}`,
+  }));
+  bindingWindows(x.size).forEach(([lo, length], k) =>
+    dispatch(
+      kernel,
+      { rows, cols, lo, hi: lo + length, first: k === 0 ? 1 : 0, ignore_index: ignore, nan: NaN },
+      [x.window(lo, length), targets.range(), picked.range(), counted.range()],
+      grid(rows, ELEMENT_THREADS),
+    )
+  );
+  attachGrad(picked, "pickTargets", [x], (g) => [scatterTargets(g, targets, rows, cols, ignore)]);
+  return { picked, counted };
+}
+
+/** The gradient of {@linkcode pickTargets}: g[r] at each counted row's target column, zeros elsewhere. */
+function scatterTargets(g: Tensor, targets: Tensor, rows: number, cols: number, ignore: number): Tensor {
+  const dx = zeros([rows, cols]);
+  const kernel = kernelFor("scatter_targets", () => ({
+    name: "scatter_targets",
+    params: { rows: "u32", cols: "u32", lo: "u32", hi: "u32", ignore_index: "i32" },
+    bindings: [{ name: "g" }, { name: "targets", type: "i32" }, { name: "dx", write: true }],
+    code: `
+@compute @workgroup_size(${ELEMENT_THREADS})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let r = ${linearIndex(ELEMENT_THREADS)};
+  if (r >= params.rows) { return; }
+  let t = targets[r];
+  if (t == params.ignore_index || t < 0 || u32(t) >= params.cols) { return; }
+  let e = r * params.cols + u32(t);
+  if (e >= params.lo && e < params.hi) { dx[e - params.lo] = g[r]; }
+}`,
+  }));
+  for (const [lo, length] of bindingWindows(dx.size)) {
+    dispatch(
+      kernel,
+      { rows, cols, lo, hi: lo + length, ignore_index: ignore },
+      [g.range(), targets.range(), dx.window(lo, length)],
+      grid(rows, ELEMENT_THREADS),
+    );
+  }
+  return dx;
 }

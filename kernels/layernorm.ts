@@ -14,12 +14,15 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, kernelFor, rowWindows } from "../engine/kernel.ts";
+import { grid, kernelFor, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
+import { add, div, mul, sqrt, sub } from "./elementwise.ts";
+import { mean } from "./reduce.ts";
 import {
+  composedRows,
   dispatchRows,
   layoutKey,
   rowGrid,
@@ -41,6 +44,16 @@ const sumOf = (a: string, b: string) => `${a} + ${b}`;
 
 /** Rows whose parameter-gradient terms one workgroup adds before the blocks are added together. */
 const BLOCK_ROWS = 128;
+
+/**
+ * Whether the row kernels of LayerNorm and RMSNorm can walk `rows` rows of `cols` values (and their
+ * column sums whole blocks of them) in binding-sized runs; when not, the ops are composed of
+ * windowed ops instead.
+ */
+export function normRowsFit(rows: number, cols: number): boolean {
+  return rowWindowsFit(rows, [cols * 4, 4]) &&
+    rowWindowsFit(Math.ceil(rows / BLOCK_ROWS), [BLOCK_ROWS * cols * 4, BLOCK_ROWS * 4]);
+}
 
 /**
  * Writes y and, for every row of x viewed as [rows, cols], its mean minus its first value and
@@ -443,6 +456,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
   if (!(eps >= 0 && Number.isFinite(eps))) {
     throw new Error(`layerNorm: eps must be a finite number >= 0, got ${eps}`);
   }
+  if (!normRowsFit(rows, cols)) return wideLayerNorm(x, gamma, beta, eps);
   const y = emptyTensor(x.shape);
   const centre = emptyTensor([rows]);
   const rstd = emptyTensor([rows]);
@@ -455,5 +469,19 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
   return attachGrad(y, "layerNorm", [x, gamma, beta], (g) => {
     const dx = x.requiresGrad ? inputGradient(x, gamma, g, centre, rstd, rows, cols) : null;
     return [dx, ...paramGradients(gamma.requiresGrad, beta.requiresGrad, x, g, centre, rstd, rows, cols)];
+  });
+}
+
+/**
+ * LayerNorm of rows too wide for its row kernels (see {@linkcode normRowsFit}), composed of windowed
+ * ops with the same two passes: the mean, then the mean of squared deviations; autograd follows them.
+ */
+function wideLayerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
+  const axis = x.rank - 1;
+  return composedRows([x, gamma, beta], (temp) => {
+    const centred = temp(sub(x, temp(mean(x, axis, { keepDims: true }))));
+    const variance = temp(mean(temp(mul(centred, centred)), axis, { keepDims: true }));
+    const normalised = temp(div(centred, temp(sqrt(temp(add(variance, eps))))));
+    return add(temp(mul(normalised, gamma)), beta);
   });
 }

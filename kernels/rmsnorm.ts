@@ -15,8 +15,11 @@ import { kernelFor, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
-import { parameterColumnSums } from "./layernorm.ts";
+import { add, div, mul, sqrt } from "./elementwise.ts";
+import { normRowsFit, parameterColumnSums } from "./layernorm.ts";
+import { mean } from "./reduce.ts";
 import {
+  composedRows,
   layoutKey,
   rowGrid,
   rowKernel,
@@ -159,6 +162,7 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
   if (!(eps >= 0 && Number.isFinite(eps))) {
     throw new Error(`rmsNorm: eps must be a finite number >= 0, got ${eps}`);
   }
+  if (!normRowsFit(rows, cols)) return wideRmsNorm(x, gamma, eps);
   const y = emptyTensor(x.shape);
   const rstd = emptyTensor([rows]);
   forward(x, gamma, eps, rows, cols, y, rstd);
@@ -170,4 +174,12 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
     x.requiresGrad ? inputGradient(x, gamma, g, rstd, rows, cols) : null,
     gamma.requiresGrad ? gammaGradient(x, g, rstd, rows, cols) : null,
   ]);
+}
+
+/** RMSNorm of rows too wide for its row kernels (see `normRowsFit`), composed of windowed ops; autograd follows them. */
+function wideRmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
+  return composedRows([x, gamma], (temp) => {
+    const meanSquare = temp(mean(temp(mul(x, x)), x.rank - 1, { keepDims: true }));
+    return mul(temp(div(x, temp(sqrt(temp(add(meanSquare, eps)))))), gamma);
+  });
 }

@@ -1,12 +1,14 @@
 /**
  * Row kernels shared by softmax, log-softmax and LayerNorm: how rows are spread over workgroups
- * per adapter, vector loads, and the fixed-order workgroup reductions.
+ * per adapter, vector loads, and the fixed-order workgroup reductions; and for rows too wide for a
+ * binding-sized run of them, the pieces those ops are composed of instead.
  *
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, type ParamSpecs, type ParamValues } from "../engine/kernel.ts";
+import { grid, type Kernel, type ParamSpecs, type ParamValues, windowElements } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
+import type { Tensor } from "../engine/tensor.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
 
@@ -216,4 +218,39 @@ export function rowLoops(layout: RowLayout, cached: string, tail: string): strin
     if (j < vectors) { ${cached} }
   }
   for (var j = lane + ${perThread * threads}u; j < vectors; j += ${threads}u) { ${tail} }`;
+}
+
+/**
+ * Builds an op out of other ops for rows wider than a binding-sized run of rows allows (see
+ * `rowWindowsFit`): `build` registers each intermediate with `temp`. When the result needs no
+ * gradient they are disposed at once; otherwise the autograd graph uses them and they live until
+ * the caller's scope ends, as with any composed ops. The op's inputs are never disposed.
+ */
+export function composedRows(
+  inputs: readonly Tensor[],
+  build: (temp: <T extends Tensor>(t: T) => T) => Tensor,
+): Tensor {
+  const made: Tensor[] = [];
+  const out = build((t) => {
+    if (!inputs.includes(t)) made.push(t);
+    return t;
+  });
+  if (!out.requiresGrad) { for (const t of made) if (t !== out) t.dispose(); }
+  return out;
+}
+
+/**
+ * [start, length] parts of a row of `length` elements that row kernels can each take: whole parts
+ * of nearly a binding, a multiple of 64 elements (rows of them start aligned), then the rest as a
+ * multiple of 64 and a tail below 64 elements.
+ */
+export function wideRowParts(length: number): [number, number][] {
+  const width = Math.floor(windowElements() / 64) * 64;
+  const parts: [number, number][] = [];
+  let start = 0;
+  for (; length - start >= width; start += width) parts.push([start, width]);
+  const aligned = Math.floor((length - start) / 64) * 64;
+  if (aligned > 0) parts.push([start, aligned]);
+  if (length - start - aligned > 0) parts.push([start + aligned, length - start - aligned]);
+  return parts;
 }

@@ -10,11 +10,14 @@
  *
  * @module
  */
-import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
+import { grid, kernelFor, linearIndex, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
+import { exp, sub } from "./elementwise.ts";
+import { concat, narrow } from "./layout.ts";
 import {
+  composedRows,
   dispatchRows,
   layoutKey,
   rowGrid,
@@ -27,6 +30,7 @@ import {
   rowVariant,
   texelRows,
   vectorType,
+  wideRowParts,
 } from "./rows.ts";
 
 type Mode = "softmax" | "log_softmax";
@@ -236,6 +240,7 @@ function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
   const outer = shapeSize(x.shape.slice(0, a));
   const length = x.shape[a];
   const inner = shapeSize(x.shape.slice(a + 1));
+  if (inner === 1 && !rowWindowsFit(outer, [length * 4])) return wideRows(mode, x, a);
   const y = emptyTensor(x.shape);
   if (y.size > 0) {
     if (inner === 1) rowsForward(mode, x, y, outer, length);
@@ -248,6 +253,24 @@ function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
     if (inner === 1) rowsBackward(mode, y, g, dx, outer, length);
     else stridedBackward(mode, y, g, dx, outer, length, inner);
     return [dx];
+  });
+}
+
+/**
+ * Softmax or log-softmax of rows wider than a binding-sized run of rows allows, composed of windowed
+ * ops (autograd follows them): each part's log-sum-exp (its first element minus its log-softmax
+ * there), the log-sum-exp of those the same way, and x minus that; softmax exponentiates it.
+ */
+function wideRows(mode: Mode, x: Tensor, axis: number): Tensor {
+  return composedRows([x], (temp) => {
+    const firstOf = (t: Tensor) => temp(narrow(t, axis, 0, 1));
+    const logSumExp = (t: Tensor) => temp(sub(firstOf(t), firstOf(temp(normalize("log_softmax", t, axis)))));
+    const parts = wideRowParts(x.shape[axis]).map(([start, length]) =>
+      logSumExp(temp(narrow(x, axis, start, length)))
+    );
+    const total = parts.length === 1 ? parts[0] : logSumExp(temp(concat(parts, axis)));
+    const logProbabilities = sub(x, total);
+    return mode === "softmax" ? exp(temp(logProbabilities)) : logProbabilities;
   });
 }
 

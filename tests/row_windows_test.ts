@@ -2,16 +2,18 @@
  * Row kernels beyond one storage binding: LayerNorm, RMSNorm, softmax and log-softmax (last axis and
  * strided) bind runs of whole rows under a forced small `maxStorageBindingBytes`, and their outputs
  * and gradients equal the one-dispatch results bit for bit (every row, and every block of LayerNorm's
- * parameter-gradient sums, adds the same values in the same order).
+ * parameter-gradient sums, adds the same values in the same order). Rows too wide for a run of them
+ * to fit a binding take paths composed of windowed ops, equal to the row kernels to rounding.
  */
 import { traceDispatches } from "../engine/recorder.ts";
 import { withKernels } from "../engine/variants.ts";
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
+import { crossEntropy, softCrossEntropy } from "../kernels/cross_entropy.ts";
 import { forceColumnLayout, layerNorm } from "../kernels/layernorm.ts";
 import { rmsNorm } from "../kernels/rmsnorm.ts";
 import { forceRowLayout } from "../kernels/rows.ts";
 import { logSoftmax, softmax } from "../kernels/softmax.ts";
-import { assertBitwiseEqual, randomValues, setup, withProfile } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, randomValues, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -101,6 +103,83 @@ Deno.test("softmax and logSoftmax bind row and slab windows beyond one binding, 
     await checkWindowed(`${op.name} vec4 rows`, [[3, 70, 40]], ([x]) => op(x, 2));
     // Axis 1 of [241, 5, 8]: 241 slabs of 40 floats, in runs of 200.
     await checkWindowed(`${op.name} strided`, [[241, 5, 8]], ([x]) => op(x, 1));
+  }
+});
+
+Deno.test("rows too wide for a binding-sized run are composed of windowed ops, equal to the row kernels to rounding", async () => {
+  // At 32 KiB, 20 rows of 513 floats (odd: a run must be 64 rows to start aligned) and rows of 9001
+  // floats (beyond one binding, in parts of 8064, 896 and 41) do not fit; batch 1 and several rows.
+  for (const shape of [[20, 513], [1, 2, 9001]]) {
+    const cols = shape[shape.length - 1];
+    const cases: [string, number[][], (inputs: Tensor[]) => Tensor][] = [
+      ["layerNorm", [shape, [cols], [cols]], ([x, g, b]) => layerNorm(x, g, b, 1e-5)],
+      ["rmsNorm", [shape, [cols]], ([x, g]) => rmsNorm(x, g, 1e-6)],
+      ["softmax", [shape], ([x]) => softmax(x)],
+      ["logSoftmax", [shape], ([x]) => logSoftmax(x)],
+    ];
+    for (const [label, shapes, op] of cases) {
+      const whole = await run(shapes, op);
+      const wide = await withProfile({ maxStorageBindingBytes: LIMIT }, () => run(shapes, op));
+      const rowKernel = wide.kernels.find((k) => k.startsWith(label === "rmsNorm" ? "rmsnorm" : "layernorm"));
+      if (label.endsWith("Norm") && rowKernel) throw new Error(`${label} ${shape}: ran ${rowKernel}`);
+      whole.values.forEach((v, k) =>
+        assertClose(wide.values[k], v, { atol: 1e-5, rtol: 1e-4 }, `${label} ${shape} output ${k}`)
+      );
+    }
+  }
+});
+
+Deno.test("cross-entropy over rows too wide for a binding-sized run is composed of windowed ops", async () => {
+  // Hard targets with one ignored row and every reduction; soft targets with their own gradient.
+  const lossAndGrads = async (shape: number[], loss: (logits: Tensor) => Tensor, soft: Tensor | null) => {
+    const logits = tensor(randomValues(shape[0] * shape[1], 5, 3), { shape, requiresGrad: true });
+    const { result: y, dispatches } = traceDispatches(() => {
+      const y = loss(logits);
+      y.backward(tensor(randomValues(y.size, 6), { shape: y.shape }));
+      return y;
+    });
+    const values = (await readAll([y, logits.grad!, ...(soft ? [soft.grad!] : [])])) as Float32Array[];
+    logits.dispose();
+    y.dispose();
+    return { values, rowKernels: dispatches.filter((d) => d.kernel.includes("cross_entropy_rows")).length };
+  };
+  type Run = Awaited<ReturnType<typeof lossAndGrads>>;
+  const compare = (label: string, wide: Run, whole: Run) => {
+    if (wide.rowKernels > 0 || whole.rowKernels === 0) {
+      throw new Error(`${label}: ${wide.rowKernels} row kernels composed, ${whole.rowKernels} whole`);
+    }
+    whole.values.forEach((v, k) =>
+      assertClose(wide.values[k], v, { atol: 1e-5, rtol: 1e-4 }, `${label} ${k}`)
+    );
+  };
+  const narrowBinding = { maxStorageBindingBytes: LIMIT };
+  // 20 rows of 513 logits: a run would need 64 rows (to start aligned) of 2 KiB, beyond 32 KiB.
+  for (const [rows, cols] of [[20, 513], [2, 9001]]) {
+    const targets = tensor(Int32Array.from({ length: rows }, (_, r) => r === 1 ? -100 : (r * 977) % cols), {
+      shape: [rows],
+    });
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      const loss = (logits: Tensor) => crossEntropy(logits, targets, { reduction });
+      const whole = await lossAndGrads([rows, cols], loss, null);
+      const wide = await withProfile(narrowBinding, () => lossAndGrads([rows, cols], loss, null));
+      compare(`crossEntropy ${rows}x${cols} ${reduction}`, wide, whole);
+    }
+    const soft = tensor(randomValues(rows * cols, 8, 0.1), { shape: [rows, cols], requiresGrad: true });
+    const softLoss = (logits: Tensor) => softCrossEntropy(logits, soft);
+    const whole = await lossAndGrads([rows, cols], softLoss, soft);
+    soft.grad!.dispose();
+    soft.grad = null;
+    const wide = await withProfile(narrowBinding, () => lossAndGrads([rows, cols], softLoss, soft));
+    compare(`softCrossEntropy ${rows}x${cols}`, wide, whole);
+    const allIgnored = tensor(Int32Array.from({ length: rows }, () => -100), { shape: [rows] });
+    const nan = await withProfile(narrowBinding, async () => {
+      const logits = tensor(randomValues(rows * cols, 5), { shape: [rows, cols] });
+      const value = await crossEntropy(logits, allIgnored).data();
+      logits.dispose();
+      return value[0];
+    });
+    if (!Number.isNaN(nan)) throw new Error(`crossEntropy with every target ignored: ${nan}, expected NaN`);
+    for (const t of [targets, soft, allIgnored]) t.dispose();
   }
 });
 
