@@ -373,6 +373,25 @@ export function needsGrad(...inputs: readonly Tensor[]): boolean {
 }
 
 /**
+ * Builds an op out of other ops (the path of shapes its kernels cannot take): `build` registers each
+ * intermediate with `temp`. When the result needs no gradient they are disposed at once; otherwise
+ * the autograd graph uses them and they live until the caller's scope ends, as with any composed
+ * ops. The op's inputs are never disposed.
+ */
+export function composedOp(
+  inputs: readonly Tensor[],
+  build: (temp: <T extends Tensor>(t: T) => T) => Tensor,
+): Tensor {
+  const made: Tensor[] = [];
+  const out = build((t) => {
+    if (!inputs.includes(t)) made.push(t);
+    return t;
+  });
+  if (!out.requiresGrad) { for (const t of made) if (t !== out) t.dispose(); }
+  return out;
+}
+
+/**
  * Links `out` to its inputs for autograd if grad mode is on and any input requires a gradient.
  * Every op calls this right after computing its output. Returns `out`.
  */

@@ -29,10 +29,11 @@ import { type BufferRange, copyBuffer, dispatch } from "../engine/recorder.ts";
 import { nextKernelSeed } from "../engine/random.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { formatShape } from "../engine/shape.ts";
-import { attachGrad, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { type AttentionPass, header } from "./attention_header.ts";
 import { ROW_PASSES, rowBlockSize, rowConstants } from "./attention_rows.ts";
 import { texelBlockSize, texelConstants, texelPass } from "./attention_texel.ts";
+import { narrow, permute } from "./layout.ts";
 import { texelRange, withTexels } from "./texels.ts";
 import { type HeadRun, headRuns, type Layout, type Operand, operandLimit } from "./attention_windows.ts";
 import { attentionTiles, TILED_PASSES, tiledArrays, tiledConstants } from "./attention_tiled.ts";
@@ -522,6 +523,9 @@ export function fusedQkvAttention(qkv: Tensor, heads: number, options: Attention
     throw new Error(`fusedQkvAttention: qkv ${shape} does not split into q, k and v of ${heads} heads`);
   }
   const dim = width / (3 * heads), inner = heads * dim;
+  // One head spans every row of qkv; where that exceeds a binding, q, k and v are copied apart.
+  const headBytes = ((tokens - 1) * width + dim) * 4 + gpu().profile.storageOffsetAlignment;
+  if (headBytes > operandLimit(true)) return separateHeads(qkv, heads, options);
   const part = (offset: number): Strides => ({ offset, batch: tokens * width, head: dim, row: width });
   const layout = {
     ...{ batch, heads, queries: tokens, keys: tokens, dim },
@@ -542,5 +546,28 @@ export function fusedQkvAttention(qkv: Tensor, heads: number, options: Attention
     const keyGrads = { target: dqkv, dkOffset: inner, dvOffset: 2 * inner };
     backward("fusedQkvAttention", p, [qkv, qkv, qkv, out, lse, g], keyGrads, dqkv);
     return [dqkv];
+  });
+}
+
+/**
+ * fusedQkvAttention where one head's rows of qkv exceed a binding: q, k and v copied into [B, H, T, D]
+ * tensors of their own (layout copies run in windows), {@linkcode attention} over them, and its
+ * output copied back to [B, T, H*D]; autograd follows the ops.
+ */
+function separateHeads(qkv: Tensor, heads: number, options: AttentionOptions): Tensor {
+  const [batch, tokens, width] = qkv.shape;
+  const inner = width / 3, dim = inner / heads;
+  return composedOp([qkv], (temp) => {
+    const split = (k: number) =>
+      temp(
+        permute(temp(temp(narrow(qkv, 2, k * inner, inner)).reshape([batch, tokens, heads, dim])), [
+          0,
+          2,
+          1,
+          3,
+        ]),
+      );
+    const out = temp(attention(split(0), split(1), split(2), options));
+    return temp(permute(out, [0, 2, 1, 3])).reshape([batch, tokens, inner]);
   });
 }

@@ -25,11 +25,10 @@ import {
   windowElements,
 } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
-import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { div, mul, neg } from "./elementwise.ts";
 import { mean, sum } from "./reduce.ts";
-import { composedRows } from "./rows.ts";
 import { logSoftmax } from "./softmax.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 
@@ -494,7 +493,7 @@ function wideLoss(kind: Kind, logits: Tensor, targets: Tensor, reduction: Reduct
   const cols = logits.shape[logits.rank - 1];
   const rowShape = logits.shape.slice(0, -1);
   const rows = logits.size / cols;
-  return composedRows([logits, targets], (temp) => {
+  return composedOp([logits, targets], (temp) => {
     const logProbabilities = temp(logSoftmax(logits));
     if (kind === "soft") {
       const perRow = temp(neg(temp(sum(temp(mul(targets, logProbabilities)), logits.rank - 1))));

@@ -16,13 +16,12 @@
 import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
-import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { add, div, mul, sqrt, sub } from "./elementwise.ts";
 import { mean } from "./reduce.ts";
 import {
-  composedRows,
   dispatchRows,
   layoutKey,
   rowGrid,
@@ -478,7 +477,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
  */
 function wideLayerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
   const axis = x.rank - 1;
-  return composedRows([x, gamma, beta], (temp) => {
+  return composedOp([x, gamma, beta], (temp) => {
     const centred = temp(sub(x, temp(mean(x, axis, { keepDims: true }))));
     const variance = temp(mean(temp(mul(centred, centred)), axis, { keepDims: true }));
     const normalised = temp(div(centred, temp(sqrt(temp(add(variance, eps))))));

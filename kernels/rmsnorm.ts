@@ -14,12 +14,11 @@
 import { kernelFor, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
-import { attachGrad, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { add, div, mul, sqrt } from "./elementwise.ts";
 import { normRowsFit, parameterColumnSums } from "./layernorm.ts";
 import { mean } from "./reduce.ts";
 import {
-  composedRows,
   layoutKey,
   rowGrid,
   rowKernel,
@@ -178,7 +177,7 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
 
 /** RMSNorm of rows too wide for its row kernels (see `normRowsFit`), composed of windowed ops; autograd follows them. */
 function wideRmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
-  return composedRows([x, gamma], (temp) => {
+  return composedOp([x, gamma], (temp) => {
     const meanSquare = temp(mean(temp(mul(x, x)), x.rank - 1, { keepDims: true }));
     return mul(temp(div(x, temp(sqrt(temp(add(meanSquare, eps)))))), gamma);
   });

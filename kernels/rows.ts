@@ -8,7 +8,6 @@
 import { gpu } from "../engine/device.ts";
 import { grid, type Kernel, type ParamSpecs, type ParamValues, windowElements } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
-import type { Tensor } from "../engine/tensor.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
 
@@ -218,25 +217,6 @@ export function rowLoops(layout: RowLayout, cached: string, tail: string): strin
     if (j < vectors) { ${cached} }
   }
   for (var j = lane + ${perThread * threads}u; j < vectors; j += ${threads}u) { ${tail} }`;
-}
-
-/**
- * Builds an op out of other ops for rows wider than a binding-sized run of rows allows (see
- * `rowWindowsFit`): `build` registers each intermediate with `temp`. When the result needs no
- * gradient they are disposed at once; otherwise the autograd graph uses them and they live until
- * the caller's scope ends, as with any composed ops. The op's inputs are never disposed.
- */
-export function composedRows(
-  inputs: readonly Tensor[],
-  build: (temp: <T extends Tensor>(t: T) => T) => Tensor,
-): Tensor {
-  const made: Tensor[] = [];
-  const out = build((t) => {
-    if (!inputs.includes(t)) made.push(t);
-    return t;
-  });
-  if (!out.requiresGrad) { for (const t of made) if (t !== out) t.dispose(); }
-  return out;
 }
 
 /**

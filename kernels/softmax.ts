@@ -12,12 +12,11 @@
  */
 import { grid, kernelFor, linearIndex, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
-import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, composedOp, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { exp, sub } from "./elementwise.ts";
 import { concat, narrow } from "./layout.ts";
 import {
-  composedRows,
   dispatchRows,
   layoutKey,
   rowGrid,
@@ -262,7 +261,7 @@ function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
  * there), the log-sum-exp of those the same way, and x minus that; softmax exponentiates it.
  */
 function wideRows(mode: Mode, x: Tensor, axis: number): Tensor {
-  return composedRows([x], (temp) => {
+  return composedOp([x], (temp) => {
     const firstOf = (t: Tensor) => temp(narrow(t, axis, 0, 1));
     const logSumExp = (t: Tensor) => temp(sub(firstOf(t), firstOf(temp(normalize("log_softmax", t, axis)))));
     const parts = wideRowParts(x.shape[axis]).map(([start, length]) =>

@@ -1,14 +1,15 @@
 /**
  * Attention beyond one storage binding: under a forced small `maxStorageBindingBytes` every pass runs
  * over runs of heads (kernels/attention_windows.ts), in every kernel family, with masks, causality
- * and dropout; outputs and gradients equal one dispatch over all heads bit for bit.
+ * and dropout; outputs and gradients equal one dispatch over all heads bit for bit. Fused QKV whose
+ * single head exceeds a binding is copied apart and equals the fused kernels to rounding.
  */
 import { manualSeed } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { withKernels } from "../engine/variants.ts";
 import { attention, type AttentionOptions, fusedQkvAttention } from "../kernels/attention.ts";
-import { assertBitwiseEqual, expectError, randomValues, setup, withProfile } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, expectError, randomValues, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -81,6 +82,19 @@ for (const variant of ["rows", "texel", "tiled_small", "tiled"]) {
     });
   });
 }
+
+Deno.test("fusedQkvAttention copies q, k and v apart when one head's rows of qkv exceed a binding", async () => {
+  // qkv [3, 40, 2 * 3 * 8]: one head spans 39 rows of 48 floats (7.5 KiB) while a head of the separate
+  // q, k and v takes 1.25 KiB.
+  for (const o of [{ causal: true }, { keyMask: maskOf(40) }]) {
+    const op = ([qkv]: Tensor[]) => fusedQkvAttention(qkv, 2, o);
+    const whole = await run([[3, 40, 48]], op);
+    const separate = await withProfile({ maxStorageBindingBytes: LIMIT }, () => run([[3, 40, 48]], op));
+    whole.values.forEach((v, k) =>
+      assertClose(separate.values[k], v, { atol: 1e-6, rtol: 1e-5 }, `${JSON.stringify(o)} output ${k}`)
+    );
+  }
+});
 
 Deno.test("attention names the operand when one head exceeds the binding limit", async () => {
   const q = tensor(new Float32Array(2 * 64 * 8), { shape: [1, 2, 64, 8] });
