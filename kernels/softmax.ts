@@ -15,7 +15,7 @@ import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, composedOp, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { exp, sub } from "./elementwise.ts";
-import { concat, narrow } from "./layout.ts";
+import { concat, narrow, permute } from "./layout.ts";
 import {
   dispatchRows,
   layoutKey,
@@ -240,6 +240,7 @@ function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
   const length = x.shape[a];
   const inner = shapeSize(x.shape.slice(a + 1));
   if (inner === 1 && !rowWindowsFit(outer, [length * 4])) return wideRows(mode, x, a);
+  if (inner > 1 && !rowWindowsFit(outer, [length * inner * 4])) return lastAxisOf(mode, x, a);
   const y = emptyTensor(x.shape);
   if (y.size > 0) {
     if (inner === 1) rowsForward(mode, x, y, outer, length);
@@ -271,6 +272,16 @@ function wideRows(mode: Mode, x: Tensor, axis: number): Tensor {
     const logProbabilities = sub(x, total);
     return mode === "softmax" ? exp(temp(logProbabilities)) : logProbabilities;
   });
+}
+
+/**
+ * Softmax or log-softmax along a strided axis whose slab (its length times the dimensions after it)
+ * exceeds a binding: the axis moved last (a layout copy in windows), normalised as rows, moved back.
+ */
+function lastAxisOf(mode: Mode, x: Tensor, axis: number): Tensor {
+  const order = [...x.shape.keys()].filter((d) => d !== axis).concat(axis);
+  const back = order.map((_, d) => order.indexOf(d));
+  return composedOp([x], (temp) => permute(temp(normalize(mode, temp(permute(x, order)), x.rank - 1)), back));
 }
 
 /**

@@ -129,6 +129,29 @@ Deno.test("rows too wide for a binding-sized run are composed of windowed ops, e
   }
 });
 
+Deno.test("softmax along an axis whose slab exceeds a binding runs on the axis moved last", async () => {
+  // Axis 0 of [300, 40]: one slab of 12 000 floats (47 KiB) beyond 32 KiB; axis 1 of [2, 300, 3, 5].
+  for (const [shape, axis] of [[[300, 40], 0], [[2, 300, 3, 5], 1]] as const) {
+    for (const op of [softmax, logSoftmax]) {
+      const f = ([x]: Tensor[]) => op(x, axis);
+      const whole = await run([[...shape]], f);
+      const moved = await withProfile({ maxStorageBindingBytes: LIMIT }, () => run([[...shape]], f));
+      const strided = (kernels: string[]) => kernels.filter((k) => k.includes("_strided")).length;
+      if (strided(moved.kernels) > 0 || strided(whole.kernels) === 0) {
+        throw new Error(`${op.name} ${shape}: ${strided(moved.kernels)} strided kernels moved`);
+      }
+      whole.values.forEach((v, k) =>
+        assertClose(
+          moved.values[k],
+          v,
+          { atol: 1e-6, rtol: 1e-5 },
+          `${op.name} ${shape} axis ${axis} output ${k}`,
+        )
+      );
+    }
+  }
+});
+
 Deno.test("cross-entropy over rows too wide for a binding-sized run is composed of windowed ops", async () => {
   // Hard targets with one ignored row and every reduction; soft targets with their own gradient.
   const lossAndGrads = async (shape: number[], loss: (logits: Tensor) => Tensor, soft: Tensor | null) => {
