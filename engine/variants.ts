@@ -55,6 +55,11 @@ export const KERNEL_VARIANTS = {
     tree: "rows split over up to 256 invocations, backward in 256-column blocks (GPUs)",
     serial: "a row per invocation, backward walks the whole row (software adapters)",
   },
+  dropout: {
+    scalar: "an element per invocation, read from a storage buffer (GPUs)",
+    texel:
+      "a vec4 per invocation, read through a texture (software adapters; scalar where the input is not whole texels)",
+  },
   gather_rows_backward: {
     block256: "embedding gradient in workgroups of 256 columns (GPUs)",
     block64: "workgroups of 64 columns, keeping every CPU core busy (software adapters)",

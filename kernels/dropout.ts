@@ -4,10 +4,13 @@
  *
  * @module
  */
-import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
+import { gpu } from "../engine/device.ts";
+import { grid, type Kernel, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
 import { nextKernelSeed } from "../engine/random.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { kernelVariant } from "../engine/variants.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
 
 /** Options of {@linkcode dropout}. */
@@ -39,12 +42,33 @@ export function dropout(x: Tensor, p: number, options: DropoutOptions = {}): Ten
 
 /**
  * Writes `out = keep ? input / (1 - p) : 0` with the mask of `seed`, in binding-sized chunks that
- * index the mask globally.
+ * index the mask globally. On software adapters (variant `texel`) an invocation takes four elements,
+ * fetched as one texel (kernels/texels.ts: llvmpipe loads a storage buffer a lane and a float at a
+ * time); the mask is the same per element, so both variants write the same values.
  */
 function applyMask(input: Tensor, out: Tensor, p: number, seed: number): void {
-  const kernel = kernelFor("dropout", () => ({
+  const variant = kernelVariant("dropout", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  const texel = variant === "texel" && input.size % 4 === 0;
+  const scale = 1 / (1 - p);
+  for (const [first, count] of rowWindows("dropout", input.size, [4])) {
+    const params = { count, first, seed, p, scale };
+    const output = out.window(first, count);
+    const source = texel ? texelRange(input.window(first, count)) : null;
+    if (source) {
+      withTexels(
+        [source],
+        ([view]) => dispatch(texelKernel(), params, [view, output], grid(count / 4, WORKGROUP)),
+      );
+    } else dispatch(scalarKernel(), params, [input.window(first, count), output], grid(count, WORKGROUP));
+  }
+}
+
+const PARAMS = { count: "u32", first: "u32", seed: "u32", p: "f32", scale: "f32" } as const;
+
+function scalarKernel(): Kernel {
+  return kernelFor("dropout", () => ({
     name: "dropout",
-    params: { count: "u32", first: "u32", seed: "u32", p: "f32", scale: "f32" },
+    params: PARAMS,
     bindings: [{ name: "x" }, { name: "y", write: true }],
     code: `${WGSL_RANDOM}
 @compute @workgroup_size(${WORKGROUP})
@@ -55,13 +79,26 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   y[i] = select(0.0, x[i] * params.scale, keep);
 }`,
   }));
-  const scale = 1 / (1 - p);
-  for (const [first, count] of rowWindows("dropout", input.size, [4])) {
-    dispatch(
-      kernel,
-      { count, first, seed, p, scale },
-      [input.window(first, count), out.window(first, count)],
-      grid(count, WORKGROUP),
-    );
+}
+
+function texelKernel(): Kernel {
+  return kernelFor("dropout/texel", () => ({
+    name: "dropout_texel",
+    params: PARAMS,
+    bindings: [{ name: "x", type: "texture" }, { name: "y", type: "vec4<f32>", write: true }],
+    code: `${WGSL_RANDOM}
+${TEXEL_WGSL}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let q = ${linearIndex(WORKGROUP)};
+  if (q >= params.count / 4u) { return; }
+  let v = texel(x, q);
+  var kept = vec4<f32>();
+  for (var j = 0u; j < 4u; j++) {
+    let keep = random_uniform(params.seed, 0u, params.first + 4u * q + j) >= params.p;
+    kept[j] = select(0.0, v[j] * params.scale, keep);
   }
+  y[q] = kept;
+}`,
+  }));
 }

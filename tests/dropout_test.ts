@@ -1,10 +1,10 @@
-import { gpu } from "../engine/device.ts";
 import { tensor } from "../engine/tensor.ts";
 import { manualSeed, nextKernelSeed } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
+import { withKernels } from "../engine/variants.ts";
 import { dropout } from "../kernels/dropout.ts";
 import { dropoutBackward, dropoutForward, dropoutMask } from "../kernels/reference/dropout.ts";
-import { assertBitwiseEqual, assertClose, expectError, randomValues, setup } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, expectError, randomValues, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -91,17 +91,48 @@ Deno.test("dropout rejects p outside [0, 1) and int32 tensors with clear errors"
 });
 
 Deno.test("a tensor above maxStorageBindingBytes is masked in chunks with the same global mask", async () => {
-  const { maxStorageBindingBytes } = gpu().profile;
-  const size = maxStorageBindingBytes / 4 + 1000;
-  const x = tensor(new Float32Array(size).fill(1));
-  const seed = seedAfter(99);
-  const { result: y, dispatches } = traceDispatches(() => dropout(x, 0.5));
-  if (dispatches.length !== 2) throw new Error(`${dispatches.length} dispatches, expected 2 chunks`);
-  const out = await y.data();
-  const mask = dropoutMask(size, 0.5, seed);
-  for (let i = 0; i < size; i++) {
-    if ((out[i] === 2) !== (mask[i] === 1)) throw new Error(`element ${i} of ${size}: mask differs`);
+  // A forced 64 KiB binding: 17 384 floats in two chunks, through both variants.
+  for (const variant of ["scalar", "texel"]) {
+    await withKernels(`dropout:${variant}`, () =>
+      withProfile({ maxStorageBindingBytes: 65536 }, async () => {
+        const size = 65536 / 4 + 1000;
+        const x = tensor(new Float32Array(size).fill(1));
+        const seed = seedAfter(99);
+        const { result: y, dispatches } = traceDispatches(() => dropout(x, 0.5));
+        if (dispatches.length !== 2) {
+          throw new Error(`${variant}: ${dispatches.length} dispatches, expected 2`);
+        }
+        const out = await y.data();
+        const mask = dropoutMask(size, 0.5, seed);
+        for (let i = 0; i < size; i++) {
+          if ((out[i] === 2) !== (mask[i] === 1)) {
+            throw new Error(`${variant}: element ${i} of ${size} differs`);
+          }
+        }
+        x.dispose();
+        y.dispose();
+      }));
   }
+});
+
+Deno.test("the texel and scalar variants write the same values", async () => {
+  const x = tensor(randomValues(4 * 300, 3), { shape: [300, 4], requiresGrad: true });
+  const run = async () => {
+    manualSeed(21);
+    const y = dropout(x, 0.3);
+    y.backward(tensor(randomValues(y.size, 4), { shape: y.shape }));
+    const values = [await y.data(), await x.grad!.data()];
+    const kernels = traceDispatches(() => dropout(x, 0.3)).dispatches.map((d) => d.kernel);
+    y.dispose();
+    x.grad!.dispose();
+    x.grad = null;
+    return { values, kernels };
+  };
+  const texel = await withKernels("dropout:texel", run);
+  const scalar = await withKernels("dropout:scalar", run);
+  if (!texel.kernels.includes("dropout_texel") || scalar.kernels.includes("dropout_texel")) {
+    throw new Error(`kernels: texel ${texel.kernels}, scalar ${scalar.kernels}`);
+  }
+  texel.values.forEach((v, k) => assertBitwiseEqual(v, scalar.values[k], `output ${k}`));
   x.dispose();
-  y.dispose();
 });
