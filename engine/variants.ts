@@ -60,6 +60,11 @@ export const KERNEL_VARIANTS = {
     texel:
       "a vec4 per invocation, read through a texture (software adapters; scalar where the input is not whole texels)",
   },
+  reduce_strided: {
+    scalar: "sums over a strided axis, an output per invocation (GPUs)",
+    texel:
+      "four neighbouring outputs per invocation, the input read through a texture (software adapters; scalar where the inner size is not a multiple of 4 or the input exceeds a binding)",
+  },
   gather_rows_backward: {
     block256: "embedding gradient in workgroups of 256 columns (GPUs)",
     block64: "workgroups of 64 columns, keeping every CPU core busy (software adapters)",

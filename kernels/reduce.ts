@@ -8,10 +8,13 @@
  *
  * @module
  */
+import { gpu } from "../engine/device.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
+import { kernelVariant } from "../engine/variants.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
 
 /** Rows of the reduced axis one invocation sums before a second pass takes over. */
 const CHUNK = 64;
@@ -157,7 +160,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       grid(end - first, 256),
     );
   };
-  if (x.size <= span && count <= span) return pass(0, count, 0, length, false, factor, true);
+  if (x.size <= span && count <= span) {
+    const variant = kernelVariant("reduce_strided", () => gpu().profile.isSoftware ? "texel" : "scalar");
+    const source = variant === "texel" && inner % 4 === 0 ? texelRange(x.range()) : null;
+    if (source) return texelStridedSum(source, out, count, length, inner, chunk, chunks, factor);
+    return pass(0, count, 0, length, false, factor, true);
+  }
   if (rows * inner <= span) {
     const perWindow = Math.floor(span / (rows * inner)) * inner;
     for (let first = 0; first < count; first += perWindow) {
@@ -186,6 +194,45 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       }
     }
   }
+}
+
+/**
+ * The whole-tensor pass of {@linkcode stridedSum} on software adapters: an invocation sums four
+ * neighbouring outputs, reading x through a texture a vec4 per row (llvmpipe loads storage buffers a
+ * lane and a float at a time), each sum in the same order as the scalar kernel's.
+ */
+function texelStridedSum(
+  source: BufferRange,
+  out: Tensor,
+  count: number,
+  length: number,
+  inner: number,
+  chunk: number,
+  chunks: number,
+  factor: number,
+): void {
+  const kernel = kernelFor("reduce_strided/texel", () => ({
+    name: "reduce_strided_texel",
+    params: { quads: "u32", length: "u32", inner_quads: "u32", chunk: "u32", chunks: "u32", factor: "f32" },
+    bindings: [{ name: "x", type: "texture" }, { name: "out", type: "vec4<f32>", write: true }],
+    code: `${TEXEL_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let q = ${linearIndex(256)};
+  if (q >= params.quads) { return; }
+  let i = q % params.inner_quads;
+  let c = (q / params.inner_quads) % params.chunks;
+  let o = q / (params.inner_quads * params.chunks);
+  let end = min(c * params.chunk + params.chunk, params.length);
+  var acc = vec4<f32>();
+  for (var r = c * params.chunk; r < end; r++) {
+    acc += texel(x, (o * params.length + r) * params.inner_quads + i);
+  }
+  out[q] = acc * params.factor;
+}`,
+  }));
+  const params = { quads: count / 4, length, inner_quads: inner / 4, chunk, chunks, factor };
+  withTexels([source], ([view]) => dispatch(kernel, params, [view, out.range()], grid(count / 4, 256)));
 }
 
 /** Sums each of `rows` contiguous rows of `length` with a workgroup tree, times `factor`, in windows of whole rows. */

@@ -1,4 +1,6 @@
+import { traceDispatches } from "../engine/recorder.ts";
 import { tensor } from "../engine/tensor.ts";
+import { withKernels } from "../engine/variants.ts";
 import { mean, sum } from "../kernels/reduce.ts";
 import { array64, sumAxis } from "../kernels/reference/array.ts";
 import { assertBitwiseEqual, assertClose, randomValues, setup } from "./helpers.ts";
@@ -56,4 +58,24 @@ Deno.test("reductions name the op and the axis when it is out of range", () => {
     message = (e as Error).message;
   }
   if (message !== "sum: axis 1 is out of range for rank 1") throw new Error(message);
+});
+
+Deno.test("the texel and scalar strided sums give bit-identical results", async () => {
+  // Axis 1 of [3, 150, 8] (150 rows: chunks of 64 then a second pass) and axis 0 of [2050, 12].
+  for (const [shape, axis] of [[[3, 150, 8], 1], [[2050, 12], 0]] as const) {
+    const x = tensor(randomValues(shape.reduce((p, d) => p * d, 1), 7), { shape: [...shape] });
+    const run = async () => {
+      const { result, dispatches } = traceDispatches(() => sum(x, axis));
+      const values = await result.data();
+      result.dispose();
+      return { values, kernels: dispatches.map((d) => d.kernel) };
+    };
+    const texel = await withKernels("reduce_strided:texel", run);
+    const scalar = await withKernels("reduce_strided:scalar", run);
+    if (!texel.kernels.includes("reduce_strided_texel") || scalar.kernels.includes("reduce_strided_texel")) {
+      throw new Error(`${shape}: kernels texel ${texel.kernels}, scalar ${scalar.kernels}`);
+    }
+    assertBitwiseEqual(texel.values, scalar.values, `sum over axis ${axis} of [${shape}]`);
+    x.dispose();
+  }
 });
