@@ -39,7 +39,7 @@ export type ParamValues<P extends ParamSpecs> = { readonly [K in keyof P]: Param
 
 /**
  * Element types a storage binding may have, or "texture": a read-only `texture_2d<f32>` of rgba32float
- * texels, bound with a texture view (software adapters read operands that way, see kernels/texels.ts).
+ * texels, bound with a texture view (software adapters read operands that way, see engine/texels.ts).
  */
 export type ElementType = "f32" | "u32" | "i32" | "vec4<f32>" | "atomic<u32>" | "texture";
 

@@ -42,7 +42,7 @@ export interface BufferRange {
 
 /**
  * What a kernel binding is given: a buffer range, or for a "texture" binding the view of a texture
- * (software adapters read operands through textures, see kernels/texels.ts).
+ * (software adapters read operands through textures, see engine/texels.ts).
  */
 export type Binding = BufferRange | GPUTextureView;
 

@@ -10,9 +10,12 @@
  * @module
  */
 import { acquireBuffer, releaseBuffer } from "./pool.ts";
+import { gpu } from "./device.ts";
 import { bindingWindows, grid, kernelFor, linearIndex } from "./kernel.ts";
 import { type BufferRange, clearBuffer, copyBuffer, dispatch, readRanges, upload } from "./recorder.ts";
 import { assertShape, formatShape, shapeSize } from "./shape.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { kernelVariant } from "./variants.ts";
 
 /** Element types of tensors. */
 export type DType = "float32" | "int32";
@@ -408,27 +411,46 @@ export function attachGrad(
   return out;
 }
 
-/** Adds `grad` into `into` in place (both with the same number of elements), a binding window at a time. */
+/**
+ * Adds `grad` into `into` in place (both with the same number of elements), a binding window at a
+ * time. On software adapters (variant `texel`) an invocation adds a vec4, both operands fetched
+ * through textures (engine/texels.ts); the sums are the same.
+ */
 function accumulate(into: Tensor, grad: Tensor): void {
-  const kernel = kernelFor("accumulate", () => ({
-    name: "accumulate",
+  const variant = kernelVariant("accumulate", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  for (const [start, length] of bindingWindows(into.size)) {
+    const target = into.window(start, length), source = grad.window(start, length);
+    const texels = variant === "texel" && length % 4 === 0 ? [texelRange(target), texelRange(source)] : [];
+    if (texels.length > 0 && texels.every((t) => t !== null)) {
+      withTexels(
+        texels as BufferRange[],
+        (views) =>
+          dispatch(accumulateKernel(true), { count: length / 4 }, [...views, target], grid(length / 4, 256)),
+      );
+    } else dispatch(accumulateKernel(false), { count: length }, [target, source], grid(length, 256));
+  }
+}
+
+function accumulateKernel(texel: boolean) {
+  return kernelFor(texel ? "accumulate/texel" : "accumulate", () => ({
+    name: texel ? "accumulate_texel" : "accumulate",
     params: { count: "u32" },
-    bindings: [{ name: "into", write: true }, { name: "grad" }],
-    code: `
+    bindings: texel
+      ? [{ name: "current", type: "texture" }, { name: "grad", type: "texture" }, {
+        name: "into",
+        type: "vec4<f32>",
+        write: true,
+      }]
+      : [{ name: "into", write: true }, { name: "grad" }],
+    code: `${texel ? TEXEL_WGSL : ""}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let i = ${linearIndex(256)};
-  if (i < params.count) { into[i] = into[i] + grad[i]; }
+  if (i < params.count) { ${
+      texel ? "into[i] = texel(current, i) + texel(grad, i);" : "into[i] = into[i] + grad[i];"
+    } }
 }`,
   }));
-  for (const [start, length] of bindingWindows(into.size)) {
-    dispatch(
-      kernel,
-      { count: length },
-      [into.window(start, length), grad.window(start, length)],
-      grid(length, 256),
-    );
-  }
 }
 
 function backwardFrom(root: Tensor, seed?: Tensor): void {

@@ -55,6 +55,11 @@ export const KERNEL_VARIANTS = {
     tree: "rows split over up to 256 invocations, backward in 256-column blocks (GPUs)",
     serial: "a row per invocation, backward walks the whole row (software adapters)",
   },
+  accumulate: {
+    scalar: "gradients added into .grad (and fan-out sums) an element per invocation (GPUs)",
+    texel:
+      "a vec4 per invocation, both operands read through textures (software adapters; scalar where a window is not whole texels)",
+  },
   dropout: {
     scalar: "an element per invocation, read from a storage buffer (GPUs)",
     texel:

@@ -34,7 +34,7 @@ import { type AttentionPass, header } from "./attention_header.ts";
 import { ROW_PASSES, rowBlockSize, rowConstants } from "./attention_rows.ts";
 import { texelBlockSize, texelConstants, texelPass } from "./attention_texel.ts";
 import { narrow, permute } from "./layout.ts";
-import { texelRange, withTexels } from "./texels.ts";
+import { texelRange, withTexels } from "../engine/texels.ts";
 import { type HeadRun, headRuns, type Layout, type Operand, operandLimit } from "./attention_windows.ts";
 import { attentionTiles, TILED_PASSES, tiledArrays, tiledConstants } from "./attention_tiled.ts";
 

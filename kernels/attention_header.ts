@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { TEXEL_WGSL } from "./texels.ts";
+import { TEXEL_WGSL } from "../engine/texels.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
 
 /** The three passes: forward, dK/dV (a workgroup per key block) and dQ (a workgroup per query block). */

@@ -1,6 +1,6 @@
 /**
  * The texel attention kernels, for software adapters (llvmpipe): q, k, v, the key mask, the output
- * gradient and the saved row statistics are read through textures (kernels/texels.ts), where a
+ * gradient and the saved row statistics are read through textures (engine/texels.ts), where a
  * vec4 costs about a tenth of a storage-buffer load there. Each invocation owns `R` query rows
  * (forward, dQ) or key rows (dK and dV) in registers and walks the other side's rows one at a time,
  * fetching each of them once for its R rows; a workgroup is one 8-lane SIMD batch, with no workgroup

@@ -15,7 +15,7 @@
 import { gpu } from "../engine/device.ts";
 import type { BufferRange } from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
-import { TEXEL_ROW } from "./texels.ts";
+import { TEXEL_ROW } from "../engine/texels.ts";
 
 /** Where row i, float d of head (b, h) of a part lives: part offset + b*batch + h*head + i*row + d. */
 export interface Layout {

@@ -10,7 +10,7 @@ import { nextKernelSeed } from "../engine/random.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { kernelVariant } from "../engine/variants.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
 
 /** Options of {@linkcode dropout}. */
@@ -43,7 +43,7 @@ export function dropout(x: Tensor, p: number, options: DropoutOptions = {}): Ten
 /**
  * Writes `out = keep ? input / (1 - p) : 0` with the mask of `seed`, in binding-sized chunks that
  * index the mask globally. On software adapters (variant `texel`) an invocation takes four elements,
- * fetched as one texel (kernels/texels.ts: llvmpipe loads a storage buffer a lane and a float at a
+ * fetched as one texel (engine/texels.ts: llvmpipe loads a storage buffer a lane and a float at a
  * time); the mask is the same per element, so both variants write the same values.
  */
 function applyMask(input: Tensor, out: Tensor, p: number, seed: number): void {

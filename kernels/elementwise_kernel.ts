@@ -5,7 +5,7 @@
  * - `scalar` (GPUs): one element per invocation, inputs read from storage buffers at the output's
  *   index or, when broadcast, at offsets from the collapsed strides.
  * - `texel` (software adapters): one vec4 of outputs per invocation, inputs copied into textures
- *   (kernels/texels.ts) and fetched a vec4 at a time; llvmpipe loads a storage buffer one lane and
+ *   (engine/texels.ts) and fetched a vec4 at a time; llvmpipe loads a storage buffer one lane and
  *   one float at a time, a texel as one gather. It needs a multiple of 4 outputs and, for broadcast
  *   inputs, a last collapsed dimension of a multiple of 4 that the input walks contiguously or not
  *   at all; other problems run the scalar kernel.
@@ -29,7 +29,7 @@ import type { Tensor } from "../engine/tensor.ts";
 import { broadcastStrides, sameShape } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { BINARY_OPS, type Expr, UNARY_OPS } from "./elementwise_ops.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
 import { WGSL_MATH } from "./wgsl.ts";
 
 /** Emits WGSL `let` statements for a set of expressions, sharing common subexpressions. */

@@ -37,7 +37,7 @@ import {
   vectorType,
   vectorWidth,
 } from "./rows.ts";
-import { texelRange, withTexels } from "./texels.ts";
+import { texelRange, withTexels } from "../engine/texels.ts";
 
 const sumOf = (a: string, b: string) => `${a} + ${b}`;
 

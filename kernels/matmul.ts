@@ -23,7 +23,7 @@ import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
 import { chooseTiles, gemmKernel, isTexel } from "./matmul_kernel.ts";
 import { sumToShape } from "./reduce.ts";
-import { withTexels } from "./texels.ts";
+import { withTexels } from "../engine/texels.ts";
 
 /** Options of {@linkcode matmul}. */
 export interface MatmulOptions {

@@ -1,6 +1,6 @@
 /**
  * The software adapters' matmul (variant `texel`): both operands are read through textures
- * (kernels/texels.ts), where llvmpipe fetches a vec4 about ten times faster than from a storage
+ * (engine/texels.ts), where llvmpipe fetches a vec4 about ten times faster than from a storage
  * buffer. A workgroup is one 8-lane SIMD batch with no workgroup memory and no barrier; each
  * invocation accumulates a `threadRows x threadCols` block of the output in registers, fetching per
  * four steps of the inner dimension one texel per row of its block and one per column (or per
@@ -12,7 +12,7 @@
  */
 import type { Layout, TileConfig } from "./matmul_kernel.ts";
 import { outputHelpers } from "./matmul_kernel.ts";
-import { TEXEL_WGSL } from "./texels.ts";
+import { TEXEL_WGSL } from "../engine/texels.ts";
 
 /**
  * The loads of four inner-dimension steps (4q .. 4q + 3) and the WGSL of element (row r, step kk)

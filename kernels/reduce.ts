@@ -14,7 +14,7 @@ import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../eng
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
 
 /** Rows of the reduced axis one invocation sums before a second pass takes over. */
 const CHUNK = 64;

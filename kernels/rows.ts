@@ -9,7 +9,7 @@ import { gpu } from "../engine/device.ts";
 import { grid, type Kernel, type ParamSpecs, type ParamValues, windowElements } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
 
 /** How a row kernel spreads rows over workgroups; part of the kernel variant key. */
 export interface RowLayout {

@@ -3,7 +3,8 @@ import { poolStats } from "../engine/pool.ts";
 import { recorderStats, traceDispatches } from "../engine/recorder.ts";
 import { add, mul, scale, sub } from "../kernels/elementwise.ts";
 import { mean, sum } from "../kernels/reduce.ts";
-import { assertClose, expectError, setup } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, expectError, setup } from "./helpers.ts";
+import { withKernels } from "../engine/variants.ts";
 
 await setup();
 
@@ -161,5 +162,34 @@ Deno.test("without an adapter, a command stops with one line saying what to inst
   const stderr = new TextDecoder().decode(output.stderr).trim();
   if (output.code !== 1 || !stderr.startsWith("No WebGPU adapter is available.") || stderr.includes("\n")) {
     throw new Error(`exit ${output.code}: ${stderr}`);
+  }
+});
+
+Deno.test("the texel and scalar gradient accumulations give bit-identical sums", async () => {
+  // 1000 elements (whole texels) and 7 (scalar either way); the gradient reaches x twice and
+  // accumulates over two backward calls.
+  for (const size of [1000, 7]) {
+    const run = async () => {
+      const x = tensor(Float32Array.from({ length: size }, (_, i) => Math.sin(i) * 3), {
+        requiresGrad: true,
+      });
+      const kernels: string[] = [];
+      for (let k = 0; k < 2; k++) {
+        const traced = traceDispatches(() => tidy(() => sum(mul(add(x, x), scale(x, 0.37))).backward()));
+        kernels.push(...traced.dispatches.map((d) => d.kernel));
+      }
+      const values = await x.grad!.data();
+      x.dispose();
+      return { values, kernels };
+    };
+    const texel = await withKernels("accumulate:texel", run);
+    const scalar = await withKernels("accumulate:scalar", run);
+    if (
+      texel.kernels.includes("accumulate_texel") !== (size % 4 === 0) ||
+      scalar.kernels.includes("accumulate_texel")
+    ) {
+      throw new Error(`size ${size}: kernels texel ${texel.kernels}, scalar ${scalar.kernels}`);
+    }
+    assertBitwiseEqual(texel.values, scalar.values, `size ${size}`);
   }
 });

@@ -13,8 +13,8 @@
  *
  * @module
  */
-import { gpu } from "../engine/device.ts";
-import { type BufferRange, copyToTexture } from "../engine/recorder.ts";
+import { gpu } from "./device.ts";
+import { type BufferRange, copyToTexture } from "./recorder.ts";
 
 /** Texels in one row of an operand texture (64 KiB). */
 export const TEXEL_ROW = 4096;
