@@ -59,8 +59,6 @@ function arenaChunkLimit(): number {
 
 /** How an {@linkcode Arena} lays its tensors out, beyond the defaults. */
 export interface ArenaOptions {
-  /** Largest chunk, in elements (default: the device's largest buffer). */
-  maxChunkElements?: number;
   /**
    * Indices of the tensors that begin a section (a model of a joint arena). Each section starts at a
    * multiple of `sectionAlign` elements and every chunk's length is one too, so that fixed-size tiles
@@ -82,12 +80,12 @@ export class Arena {
   readonly #views: Tensor[] = [];
 
   /**
-   * Lays out tensors of the given shapes in chunks of at most `options.maxChunkElements` (default:
-   * the device's largest buffer); a tensor larger than a chunk is an error naming its index.
+   * Lays out tensors of the given shapes in chunks of at most the device's largest buffer; a tensor
+   * larger than a chunk is an error naming its index.
    */
   constructor(shapes: readonly (readonly number[])[], label: string, options: ArenaOptions = {}) {
     const align = options.sectionAlign ?? ARENA_ALIGN;
-    const limit = Math.floor((options.maxChunkElements ?? arenaChunkLimit()) / align) * align;
+    const limit = Math.floor(arenaChunkLimit() / align) * align;
     const sectionStarts = new Set(options.sectionStarts ?? []);
     const roundUp = (n: number) => Math.ceil(n / align) * align;
     const slots: ArenaSlot[] = [];

@@ -513,6 +513,21 @@ function wideLoss(kind: Kind, logits: Tensor, targets: Tensor, reduction: Reduct
   });
 }
 
+/** Uniforms of {@linkcode TARGET_IN_WINDOW}: x is [rows, cols], bound as its elements [lo, hi). */
+const TARGET_WINDOW_PARAMS = { rows: "u32", cols: "u32", lo: "u32", hi: "u32", ignore_index: "i32" } as const;
+
+/**
+ * WGSL `target_in_window(r)`: where row r's target element x[r, t_r] lies in the bound window of x,
+ * or -1 when the target is ignored, outside [0, cols), or in another window.
+ */
+const TARGET_IN_WINDOW = `
+fn target_in_window(r: u32) -> i32 {
+  let t = targets[r];
+  if (t == params.ignore_index || t < 0 || u32(t) >= params.cols) { return -1; }
+  let e = r * params.cols + u32(t);
+  return select(-1, i32(e - params.lo), e >= params.lo && e < params.hi);
+}`;
+
 /**
  * Each row's value at its target column, x[r, t_r] (0 where t_r is `ignore`, NaN where it is outside
  * [0, C)), and 1 for the rows that count (0 for ignored ones); x [rows, C] may exceed a binding: one
@@ -525,27 +540,25 @@ function pickTargets(x: Tensor, targets: Tensor, ignore: number): { picked: Tens
   const counted = emptyTensor([rows]);
   const kernel = kernelFor("pick_targets", () => ({
     name: "pick_targets",
-    params: { rows: "u32", cols: "u32", lo: "u32", hi: "u32", first: "u32", ignore_index: "i32", nan: "f32" },
+    params: { ...TARGET_WINDOW_PARAMS, first: "u32", nan: "f32" },
     bindings: [
       { name: "x" },
       { name: "targets", type: "i32" },
       { name: "picked", write: true },
       { name: "counted", write: true },
     ],
-    code: `
+    code: `${TARGET_IN_WINDOW}
 @compute @workgroup_size(${ELEMENT_THREADS})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let r = ${linearIndex(ELEMENT_THREADS)};
   if (r >= params.rows) { return; }
-  let t = targets[r];
-  let ignored = t == params.ignore_index;
   if (params.first == 1u) {
+    let ignored = targets[r] == params.ignore_index;
     counted[r] = select(1.0, 0.0, ignored);
     picked[r] = select(params.nan, 0.0, ignored);
   }
-  if (ignored || t < 0 || u32(t) >= params.cols) { return; }
-  let e = r * params.cols + u32(t);
-  if (e >= params.lo && e < params.hi) { picked[r] = x[e - params.lo]; }
+  let at = target_in_window(r);
+  if (at >= 0) { picked[r] = x[at]; }
 }`,
   }));
   bindingWindows(x.size).forEach(([lo, length], k) =>
@@ -565,17 +578,15 @@ function scatterTargets(g: Tensor, targets: Tensor, rows: number, cols: number, 
   const dx = zeros([rows, cols]);
   const kernel = kernelFor("scatter_targets", () => ({
     name: "scatter_targets",
-    params: { rows: "u32", cols: "u32", lo: "u32", hi: "u32", ignore_index: "i32" },
+    params: TARGET_WINDOW_PARAMS,
     bindings: [{ name: "g" }, { name: "targets", type: "i32" }, { name: "dx", write: true }],
-    code: `
+    code: `${TARGET_IN_WINDOW}
 @compute @workgroup_size(${ELEMENT_THREADS})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let r = ${linearIndex(ELEMENT_THREADS)};
   if (r >= params.rows) { return; }
-  let t = targets[r];
-  if (t == params.ignore_index || t < 0 || u32(t) >= params.cols) { return; }
-  let e = r * params.cols + u32(t);
-  if (e >= params.lo && e < params.hi) { dx[e - params.lo] = g[r]; }
+  let at = target_in_window(r);
+  if (at >= 0) { dx[at] = g[r]; }
 }`,
   }));
   for (const [lo, length] of bindingWindows(dx.size)) {

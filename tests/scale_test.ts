@@ -8,7 +8,8 @@ import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
-import { assertBitwiseEqual, assertClose, setup, withProfile } from "./helpers.ts";
+import { ParameterSet } from "../models/parameters.ts";
+import { assertBitwiseEqual, assertClose, expectError, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -133,4 +134,27 @@ Deno.test("the joint optimizer over an arena beyond one binding and one buffer u
   compare("chunked", chunked, whole, false);
   assertClose(chunked.norms, whole.norms, { rtol: 1e-6 }, "chunked gradient norms");
   compare("chunked without clipping", await withProfile(chunkedProfile, () => run()), await run(), true);
+});
+
+Deno.test("models beyond the 2^32 elements the optimizer's kernels address are refused before anything is allocated", () => {
+  // Two declared (unallocated) models of one [65536, 32768] table each: 2^32 elements together.
+  const models = Object.fromEntries(["a", "b"].map((name) => {
+    const set = new ParameterSet(name);
+    set.declare({
+      site: "embeddings",
+      layer: null,
+      layerCount: 1,
+      layout: "table",
+      role: "token_embedding",
+      kind: "weight",
+      name: "table",
+      shape: [65536, 32768],
+    }, { kind: "zeros" });
+    return [name, { parameterSet: set }];
+  }));
+  expectError(
+    () => new MultiModelOptimizer({ models }),
+    "MultiModelOptimizer: the models hold 4294967296 parameter values with alignment, more than the " +
+      "4294966272 its kernels address",
+  );
 });
