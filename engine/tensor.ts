@@ -14,7 +14,7 @@ import { gpu } from "./device.ts";
 import { bindingWindows, grid, kernelFor, linearIndex } from "./kernel.ts";
 import { type BufferRange, clearBuffer, copyBuffer, dispatch, readRanges, upload } from "./recorder.ts";
 import { assertShape, formatShape, shapeSize } from "./shape.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "./texels.ts";
+import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "./texels.ts";
 import { kernelVariant } from "./variants.ts";
 
 /** Element types of tensors. */
@@ -417,7 +417,10 @@ export function attachGrad(
  * through textures (engine/texels.ts); the sums are the same.
  */
 function accumulate(into: Tensor, grad: Tensor): void {
-  const variant = kernelVariant("accumulate", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  const variant = kernelVariant(
+    "accumulate",
+    () => gpu().profile.isSoftware && texelsPayOff(into.size) ? "texel" : "scalar",
+  );
   for (const [start, length] of bindingWindows(into.size)) {
     const target = into.window(start, length), source = grad.window(start, length);
     const texels = variant === "texel" && length % 4 === 0 ? [texelRange(target), texelRange(source)] : [];

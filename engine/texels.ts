@@ -16,6 +16,19 @@
 import { gpu } from "./device.ts";
 import { type BufferRange, copyToTexture } from "./recorder.ts";
 
+/**
+ * Floats below which an operand that a kernel reads about once is cheaper to load from its storage
+ * buffer: llvmpipe spends about 70 us on every copy into a texture, whatever its size (2-core AMD EPYC:
+ * dropout and add, texel and storage forms timed alternately on 1-16 K floats, cross between 6 K and
+ * 16 K). Kernels that read each element many times (matmul, attention) copy whatever the size.
+ */
+export const TEXEL_MIN_FLOATS = 8192;
+
+/** Whether an operand of `floats` read about once is worth a texture copy (see {@linkcode TEXEL_MIN_FLOATS}). */
+export function texelsPayOff(floats: number): boolean {
+  return floats >= TEXEL_MIN_FLOATS;
+}
+
 /** Texels in one row of an operand texture (64 KiB). */
 export const TEXEL_ROW = 4096;
 

@@ -37,19 +37,19 @@ export const KERNEL_VARIANTS = {
   elementwise: {
     scalar: "an element per invocation, inputs read from storage buffers (GPUs)",
     texel:
-      "a vec4 per invocation, inputs read through textures, kernel names end in _texel (software adapters; scalar for other shapes)",
+      "a vec4 per invocation, inputs read through textures, kernel names end in _texel (software adapters from 8192 elements; scalar for other shapes)",
   },
   rows: {
     tree: "softmax, log-softmax and layerNorm rows split over invocations, combined by a tree (GPUs)",
     serial: "one invocation walks a whole row, no barrier (software adapters)",
     texel:
-      "serial, with the inputs read through textures (softmax, log-softmax, layerNorm; software adapters; serial for RMSNorm and rows whose length is not a multiple of 4)",
+      "serial, with the inputs read through textures (softmax, log-softmax, layerNorm; software adapters from 8192 floats; serial for RMSNorm and rows whose length is not a multiple of 4)",
   },
   layernorm_column_sums: {
     tree: "layerNorm's parameter gradients: 8 lanes per column and a tree (GPUs)",
     serial: "one lane walks each column's block of rows, no barrier (software adapters' fallback)",
     texel:
-      "serial, with the row inputs read through textures (software adapters; serial where rows are not a multiple of 4 floats)",
+      "serial, with the row inputs read through textures (software adapters from 8192 floats; serial where rows are not a multiple of 4 floats)",
   },
   cross_entropy: {
     tree: "rows split over up to 256 invocations, backward in 256-column blocks (GPUs)",
@@ -58,17 +58,17 @@ export const KERNEL_VARIANTS = {
   accumulate: {
     scalar: "gradients added into .grad (and fan-out sums) an element per invocation (GPUs)",
     texel:
-      "a vec4 per invocation, both operands read through textures (software adapters; scalar where a window is not whole texels)",
+      "a vec4 per invocation, both operands read through textures (software adapters from 8192 elements; scalar where a window is not whole texels)",
   },
   dropout: {
     scalar: "an element per invocation, read from a storage buffer (GPUs)",
     texel:
-      "a vec4 per invocation, read through a texture (software adapters; scalar where the input is not whole texels)",
+      "a vec4 per invocation, read through a texture (software adapters from 8192 elements; scalar where the input is not whole texels)",
   },
   reduce_strided: {
     scalar: "sums over a strided axis, an output per invocation (GPUs)",
     texel:
-      "four neighbouring outputs per invocation, the input read through a texture (software adapters; scalar where the inner size is not a multiple of 4 or the input exceeds a binding)",
+      "four neighbouring outputs per invocation, the input read through a texture (software adapters from 8192 input elements; scalar where the inner size is not a multiple of 4 or the input exceeds a binding)",
   },
   gather_rows_backward: {
     block256: "embedding gradient in workgroups of 256 columns (GPUs)",

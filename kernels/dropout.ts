@@ -10,7 +10,7 @@ import { nextKernelSeed } from "../engine/random.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { kernelVariant } from "../engine/variants.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
+import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
 
 /** Options of {@linkcode dropout}. */
@@ -47,7 +47,10 @@ export function dropout(x: Tensor, p: number, options: DropoutOptions = {}): Ten
  * time); the mask is the same per element, so both variants write the same values.
  */
 function applyMask(input: Tensor, out: Tensor, p: number, seed: number): void {
-  const variant = kernelVariant("dropout", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  const variant = kernelVariant(
+    "dropout",
+    () => gpu().profile.isSoftware && texelsPayOff(input.size) ? "texel" : "scalar",
+  );
   const texel = variant === "texel" && input.size % 4 === 0;
   const scale = 1 / (1 - p);
   for (const [first, count] of rowWindows("dropout", input.size, [4])) {

@@ -29,7 +29,7 @@ import type { Tensor } from "../engine/tensor.ts";
 import { broadcastStrides, sameShape } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { BINARY_OPS, type Expr, UNARY_OPS } from "./elementwise_ops.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
+import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
 import { WGSL_MATH } from "./wgsl.ts";
 
 /** Emits WGSL `let` statements for a set of expressions, sharing common subexpressions. */
@@ -236,7 +236,10 @@ export function recordElementwise(work: ElementwiseWork): void {
   if (layout.strides.some((s, k) => s && inputs[k].size > windowElements())) {
     return recordShifted(work, layout);
   }
-  const variant = kernelVariant("elementwise", () => gpu().profile.isSoftware ? "texel" : "scalar");
+  const variant = kernelVariant(
+    "elementwise",
+    () => gpu().profile.isSoftware && texelsPayOff(outputs[0].size) ? "texel" : "scalar",
+  );
   const reads = variant === "texel" ? quadReads(layout, work) : null;
   if (reads) return recordTexel(work, layout, reads);
   const { kernel, constants } = scalarKernel(work, layout, false);

@@ -37,7 +37,7 @@ import {
   vectorType,
   vectorWidth,
 } from "./rows.ts";
-import { texelRange, withTexels } from "../engine/texels.ts";
+import { texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
 
 const sumOf = (a: string, b: string) => `${a} + ${b}`;
 
@@ -284,7 +284,10 @@ function columnSums(
       ),
     };
   });
-  const chosen = kernelVariant("layernorm_column_sums", () => gpu().profile.isSoftware ? "texel" : "tree");
+  const chosen = kernelVariant(
+    "layernorm_column_sums",
+    () => gpu().profile.isSoftware ? (texelsPayOff(rows * cols) ? "texel" : "serial") : "tree",
+  );
   // The texel variant reads the row inputs through textures: rows of whole vec4s on whole texels.
   const texel = chosen === "texel" && width === 4 &&
     windows.every((w) => w.ranges.every((r, k) => inputs[k].perRow || texelRange(r) !== null));

@@ -14,7 +14,7 @@ import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../eng
 import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
+import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
 
 /** Rows of the reduced axis one invocation sums before a second pass takes over. */
 const CHUNK = 64;
@@ -161,7 +161,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
     );
   };
   if (x.size <= span && count <= span) {
-    const variant = kernelVariant("reduce_strided", () => gpu().profile.isSoftware ? "texel" : "scalar");
+    const variant = kernelVariant(
+      "reduce_strided",
+      () => gpu().profile.isSoftware && texelsPayOff(x.size) ? "texel" : "scalar",
+    );
     const source = variant === "texel" && inner % 4 === 0 ? texelRange(x.range()) : null;
     if (source) return texelStridedSum(source, out, count, length, inner, chunk, chunks, factor);
     return pass(0, count, 0, length, false, factor, true);

@@ -9,7 +9,7 @@ import { gpu } from "../engine/device.ts";
 import { grid, type Kernel, type ParamSpecs, type ParamValues, windowElements } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
-import { TEXEL_WGSL, texelRange, withTexels } from "../engine/texels.ts";
+import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
 
 /** How a row kernel spreads rows over workgroups; part of the kernel variant key. */
 export interface RowLayout {
@@ -47,11 +47,15 @@ export function forceRowLayout(layout: RowLayout | null): void {
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 /**
- * The variant of the row kernels ("rows" in `MM_KERNELS`): texel on software adapters, tree on GPUs.
- * Kernels without a texel form (`texel` false) run the serial one in its place.
+ * The variant of the row kernels ("rows" in `MM_KERNELS`): on software adapters texel for inputs of
+ * `floats` worth a texture copy (engine/texels.ts) and serial below, tree on GPUs. Kernels without a
+ * texel form (`texel` false) run the serial one in its place.
  */
-export function rowVariant(texel = false): KernelVariant<"rows"> {
-  const variant = kernelVariant("rows", () => gpu().profile.isSoftware ? "texel" : "tree");
+export function rowVariant(texel = false, floats = Infinity): KernelVariant<"rows"> {
+  const variant = kernelVariant(
+    "rows",
+    () => gpu().profile.isSoftware ? (texelsPayOff(floats) ? "texel" : "serial") : "tree",
+  );
   return variant === "texel" && !texel ? "serial" : variant;
 }
 
@@ -60,7 +64,9 @@ export function rowVariant(texel = false): KernelVariant<"rows"> {
  * textures: the texel variant, rows of a multiple of 4 floats, every range on whole texels.
  */
 export function texelRows(layout: RowLayout, ranges: readonly BufferRange[]): boolean {
-  return rowVariant(true) === "texel" && layout.width === 4 && ranges.every((r) => texelRange(r) !== null);
+  const floats = ranges.reduce((sum, r) => sum + r.size / 4, 0);
+  return rowVariant(true, floats) === "texel" && layout.width === 4 &&
+    ranges.every((r) => texelRange(r) !== null);
 }
 
 /** A read-only binding of a row kernel: a texture in the texel form, else a storage binding of `type`. */

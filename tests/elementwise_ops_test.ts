@@ -5,6 +5,7 @@
  */
 import { type Tensor, tensor } from "../engine/tensor.ts";
 import { traceDispatches } from "../engine/recorder.ts";
+import { withKernels } from "../engine/variants.ts";
 import * as elementwise from "../kernels/elementwise.ts";
 import { fused, mul, scale } from "../kernels/elementwise.ts";
 import { type Binary, binary, BINARY_OPS, type Unary, unary, UNARY_OPS } from "../kernels/elementwise_ops.ts";
@@ -22,63 +23,75 @@ const finiteAt = (...arrays: ArrayLike<number>[]) =>
   );
 const pick = (values: ArrayLike<number>, at: number[]) => at.map((i) => values[i]);
 
-Deno.test("every unary op record matches its float64 reference, forward and backward", async () => {
-  for (const op of Object.keys(UNARY_OPS) as Unary[]) {
-    const { reference, derivative } = UNARY_OPS[op];
-    for (const size of SIZES) {
-      const values = randomValues(size, size, 2);
-      const upstream = randomValues(size, size + 1);
-      const x = tensor(values, { requiresGrad: true });
-      const y = fused([x], (a) => unary(op, a), op);
-      const expected = Array.from(values, (v) => reference.f(v));
-      const out = await y.data();
-      const at = finiteAt(expected);
-      const label = `${op}, size ${size}`;
-      assertClose(pick(out, at), pick(expected, at), { atol: 2e-6, rtol: 2e-6 }, `${label} forward`);
-      if (!derivative) {
-        expectError(
-          () => y.backward(tensor(upstream)),
-          `elementwise: ${op} has no derivative (no double backward)`,
-        );
-      } else {
-        if (!reference.df) throw new Error(`${op} has a derivative but its reference has no df`);
-        y.backward(tensor(upstream));
-        const grad = await x.grad!.data();
-        const expectedGrad = Array.from(values, (v, i) => reference.df!(v) * upstream[i]);
-        const gradAt = finiteAt(expected, expectedGrad);
-        assertClose(
-          pick(grad, gradAt),
-          pick(expectedGrad, gradAt),
-          { atol: 5e-6, rtol: 5e-6 },
-          `${label} backward`,
-        );
-      }
-      x.dispose();
-      y.dispose();
-    }
-  }
-});
+/** Runs `check` under each form software adapters choose between by size (engine/texels.ts). */
+async function bothForms(check: () => Promise<void>): Promise<void> {
+  for (const variant of ["elementwise:texel", "elementwise:scalar"]) await withKernels(variant, check);
+}
 
-Deno.test("every binary op record matches its float64 reference, forward and both gradients", async () => {
-  for (const op of Object.keys(BINARY_OPS) as Binary[]) {
-    const { reference } = BINARY_OPS[op];
-    for (const size of SIZES) {
-      const [av, bv] = [randomValues(size, size, 2), randomValues(size, size + 2, 2)];
-      const upstream = randomValues(size, size + 1);
-      const a = tensor(av, { requiresGrad: true }), b = tensor(bv, { requiresGrad: true });
-      const y = fused([a, b], (x, z) => binary(op, x, z), op);
-      y.backward(tensor(upstream));
-      const label = `${op}, size ${size}`;
-      const expect = (f: (x: number, z: number) => number, scaled: boolean) =>
-        Array.from(av, (x, i) => f(x, bv[i]) * (scaled ? upstream[i] : 1));
-      assertClose(await y.data(), expect(reference.f, false), { atol: 2e-6, rtol: 2e-6 }, `${label} forward`);
-      const tolerance = { atol: 5e-6, rtol: 5e-6 };
-      assertClose(await a.grad!.data(), expect(reference.da, true), tolerance, `${label} d/da`);
-      assertClose(await b.grad!.data(), expect(reference.db, true), tolerance, `${label} d/db`);
-      for (const t of [a, b, y]) t.dispose();
+Deno.test("every unary op record matches its float64 reference, forward and backward", () =>
+  bothForms(async () => {
+    for (const op of Object.keys(UNARY_OPS) as Unary[]) {
+      const { reference, derivative } = UNARY_OPS[op];
+      for (const size of SIZES) {
+        const values = randomValues(size, size, 2);
+        const upstream = randomValues(size, size + 1);
+        const x = tensor(values, { requiresGrad: true });
+        const y = fused([x], (a) => unary(op, a), op);
+        const expected = Array.from(values, (v) => reference.f(v));
+        const out = await y.data();
+        const at = finiteAt(expected);
+        const label = `${op}, size ${size}`;
+        assertClose(pick(out, at), pick(expected, at), { atol: 2e-6, rtol: 2e-6 }, `${label} forward`);
+        if (!derivative) {
+          expectError(
+            () => y.backward(tensor(upstream)),
+            `elementwise: ${op} has no derivative (no double backward)`,
+          );
+        } else {
+          if (!reference.df) throw new Error(`${op} has a derivative but its reference has no df`);
+          y.backward(tensor(upstream));
+          const grad = await x.grad!.data();
+          const expectedGrad = Array.from(values, (v, i) => reference.df!(v) * upstream[i]);
+          const gradAt = finiteAt(expected, expectedGrad);
+          assertClose(
+            pick(grad, gradAt),
+            pick(expectedGrad, gradAt),
+            { atol: 5e-6, rtol: 5e-6 },
+            `${label} backward`,
+          );
+        }
+        x.dispose();
+        y.dispose();
+      }
     }
-  }
-});
+  }));
+
+Deno.test("every binary op record matches its float64 reference, forward and both gradients", () =>
+  bothForms(async () => {
+    for (const op of Object.keys(BINARY_OPS) as Binary[]) {
+      const { reference } = BINARY_OPS[op];
+      for (const size of SIZES) {
+        const [av, bv] = [randomValues(size, size, 2), randomValues(size, size + 2, 2)];
+        const upstream = randomValues(size, size + 1);
+        const a = tensor(av, { requiresGrad: true }), b = tensor(bv, { requiresGrad: true });
+        const y = fused([a, b], (x, z) => binary(op, x, z), op);
+        y.backward(tensor(upstream));
+        const label = `${op}, size ${size}`;
+        const expect = (f: (x: number, z: number) => number, scaled: boolean) =>
+          Array.from(av, (x, i) => f(x, bv[i]) * (scaled ? upstream[i] : 1));
+        assertClose(
+          await y.data(),
+          expect(reference.f, false),
+          { atol: 2e-6, rtol: 2e-6 },
+          `${label} forward`,
+        );
+        const tolerance = { atol: 5e-6, rtol: 5e-6 };
+        assertClose(await a.grad!.data(), expect(reference.da, true), tolerance, `${label} d/da`);
+        assertClose(await b.grad!.data(), expect(reference.db, true), tolerance, `${label} d/db`);
+        for (const t of [a, b, y]) t.dispose();
+      }
+    }
+  }));
 
 Deno.test("every method op is an Expr method and an exported function computing the same", async () => {
   const exported = elementwise as unknown as Record<string, (x: Tensor) => Tensor>;

@@ -1,3 +1,4 @@
+import { withKernels } from "../engine/variants.ts";
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { forceColumnLayout, layerNorm } from "../kernels/layernorm.ts";
@@ -114,8 +115,15 @@ Deno.test("forward and all gradients match the reference for every row length an
     [2, 3, 7],
     [257, 9],
   ];
-  let seed = 10;
-  for (const shape of shapes) await check({ shape, seed: seed += 5 });
+  // Software adapters choose the texel form by size (engine/texels.ts): every shape runs both forms.
+  for (
+    const variants of ["rows:texel,layernorm_column_sums:texel", "rows:serial,layernorm_column_sums:serial"]
+  ) {
+    let seed = 10;
+    await withKernels(variants, async () => {
+      for (const shape of shapes) await check({ shape, seed: seed += 5 });
+    });
+  }
 });
 
 Deno.test("GPU-sized layouts: trees over 8 and 32 invocations, register tails, lane trees", async () => {
