@@ -501,6 +501,18 @@ function backwardFrom(root: Tensor, seed?: Tensor): void {
   for (const g of grads.values()) g.dispose();
 }
 
+/**
+ * Where an op's backward may add its gradient for `input` itself rather than return it: the `.grad`
+ * of a leaf that already has one at a bindable offset (a model's parameters, whose gradients live in
+ * their arena). The op adds into it in place and returns null for that input, which is the sum
+ * autograd would make, without the separate accumulation (a dispatch and a pass over the gradient).
+ * Null when autograd must add: non-leaves, leaves without a gradient yet, packed parts of a slot.
+ */
+export function gradientSink(input: Tensor): Tensor | null {
+  if (!input.requiresGrad || input.node || !input.grad) return null;
+  return input.grad.range().offset % gpu().profile.storageOffsetAlignment === 0 ? input.grad : null;
+}
+
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   if (leaf.grad) {
     accumulate(leaf.grad, g);

@@ -15,7 +15,7 @@
 import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
 import { clearBuffer, dispatch } from "../engine/recorder.ts";
-import { attachGrad, emptyTensor, needsGrad, type Tensor, tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, gradientSink, needsGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { formatShape } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 
@@ -56,7 +56,9 @@ export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = 
   const out = emptyTensor([...ids.shape, cols]);
   gatherForward(table, ids, out);
   return attachGrad(out, "gatherRows", [table, ids], (g) => [
-    table.requiresGrad ? gatherBackward(g, hostIds!, vocab, cols, options.paddingIndex ?? null) : null,
+    table.requiresGrad
+      ? gatherBackward(g, hostIds!, vocab, cols, options.paddingIndex ?? null, gradientSink(table))
+      : null,
     null,
   ]);
 }
@@ -162,18 +164,23 @@ function groupPositions(
   return { packed, unique };
 }
 
+/**
+ * The table's gradient: for each used row, the sum of the rows of `g` at its positions. Into a new
+ * zeroed tensor, or added onto `into` (a parameter's .grad, see gradientSink), then returning null.
+ */
 function gatherBackward(
   g: Tensor,
   hostIds: Int32Array,
   vocab: number,
   cols: number,
   skipped: number | null,
-): Tensor {
+  into: Tensor | null,
+): Tensor | null {
   const { isSoftware } = gpu().profile;
   // Software rasterisers run a workgroup per CPU thread, so narrow blocks keep both cores busy.
   const variant = kernelVariant("gather_rows_backward", () => isSoftware ? "block64" : "block256");
-  const grad = emptyTensor([vocab, cols]);
-  clearBuffer(grad.range());
+  const grad = into ?? emptyTensor([vocab, cols]);
+  if (!into) clearBuffer(grad.range());
   const width = vectorWidth(cols);
   const type = width === 4 ? "vec4<f32>" : "f32";
   const threads = variant === "block64" ? 64 : 256;
@@ -247,7 +254,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
           starts_at: unique,
           positions_at: 2 * unique + 1,
           row_first: rowFirst,
-          accumulate: positionFirst > 0 ? 1 : 0,
+          accumulate: into || positionFirst > 0 ? 1 : 0,
         },
         [
           grouping.range(),
@@ -260,5 +267,5 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     }
     grouping.dispose();
   }
-  return grad;
+  return into ? null : grad;
 }

@@ -19,7 +19,7 @@
 import { bindWindow } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
-import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, gradientSink, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
 import { chooseTiles, gemmKernel, isTexel } from "./matmul_kernel.ts";
 import { sumToShape } from "./reduce.ts";
@@ -92,6 +92,8 @@ interface ProductOptions {
   bias?: Tensor;
   /** Shape of the result; [...batch, M, N] when omitted. */
   outShape?: readonly number[];
+  /** Adds the product onto this tensor (of the result's shape) instead of writing a new one. */
+  into?: Tensor;
 }
 
 /**
@@ -108,7 +110,11 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
     const pair = `${formatShape(a.tensor.shape)} x ${formatShape(b.tensor.shape)}`;
     throw new Error(`${op}: batch dimensions do not broadcast, ${pair}`);
   }
-  const out = emptyTensor(options.outShape ?? [...batch, M, N]);
+  const outShape = options.outShape ?? [...batch, M, N];
+  if (options.into && !sameShape(options.into.shape, outShape)) {
+    throw new Error(`${op}: cannot add a ${formatShape(outShape)} product into ${options.into.describe()}`);
+  }
+  const out = options.into ?? emptyTensor(outShape);
   if (out.size === 0) return out;
   const aligned = (o: Operand, contiguous: number) => contiguous % 4 === 0 && o.tensor.byteOffset % 16 === 0;
   const layout = { transA, transB, vecA: aligned(a, transA ? M : K), vecB: aligned(b, transB ? K : N) };
@@ -245,7 +251,7 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
               bias_shift: biasWindow?.shift ?? 0,
               k_begin: k0,
               k_end: chunk.k1,
-              accumulate: k0 > 0 ? 1 : 0,
+              accumulate: k0 > 0 || options.into ? 1 : 0,
             };
             const others = [biasWindow?.range ?? wa.range, wc.range];
             const groups: [number, number, number] = [chunk.c1 - c0, chunk.r1 - r0, chunk.z1 - z0];
@@ -316,12 +322,12 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
       );
     }
     if (b.requiresGrad) {
-      gradB = reduceTo(
-        transposeB
-          ? product(op, sg, sa, { transA: true, transB: transposeA })
-          : product(op, sa, sg, { transA: !transposeA, transB: false }),
-        b.shape,
-      );
+      // A 2-D weight's gradient has no batch to sum: a parameter's is added straight into its .grad.
+      const into = (b.rank === 2 && (fold || a.rank === 2) ? gradientSink(b) : null) ?? undefined;
+      const grad = transposeB
+        ? product(op, sg, sa, { transA: true, transB: transposeA, into })
+        : product(op, sa, sg, { transA: !transposeA, transB: false, into });
+      gradB = into ? null : reduceTo(grad, b.shape);
     }
     const gradBias = bias?.requiresGrad ? sumToShape(g, [N]) : null;
     return bias ? [gradA, gradB, gradBias] : [gradA, gradB];

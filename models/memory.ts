@@ -17,10 +17,12 @@
  *   classification a few B·C.
  *
  * with N = batch x length tokens, C the width, I the feed-forward width, H heads, V the vocabulary.
- * Backward then holds the gradient of one activation at a time on top: the estimate adds the largest
- * two, and the dense V·C gradient of the token embedding before it is added to the arena (a second
- * V·C for a language-model head's decoder weight) - at real sizes those dominate (`backwardPeak`). Pooled buffers round up to size classes (at most 12.5%), which the figures
- * leave out. Parameters, gradients and each AdamW moment take the model's arena: every tensor padded
+ * Backward then holds the gradient of one activation at a time on top, at its peak those of the two
+ * largest and the N·C gradient arriving at them (measured: 9·N·C at the feed-forward's GELU, I = 4·C):
+ * `backwardPeak`. Parameter gradients take no memory beyond the arena: matmul adds a weight's
+ * gradient, and the embedding backward its table's, straight into the arena's `.grad`, so no dense
+ * V·C gradient is ever made. Pooled buffers round up to size classes (at most 12.5%), which the
+ * figures leave out. Parameters, gradients and each AdamW moment take the model's arena: every tensor padded
  * to 64 elements (256 bytes).
  *
  * @module
@@ -61,7 +63,7 @@ export interface ModelMemory {
   optimizerState: number;
   /** Tensors the forward pass of one batch keeps for backward (see the module docs). */
   activations: number;
-  /** What backward holds on top of the activations at its peak: the two largest activation gradients and the vocabulary-sized gradients. */
+  /** What backward holds on top of the activations at its peak: the two largest activation gradients and an N·C one. */
   backwardPeak: number;
   /** The sum of all of the above. */
   total: number;
@@ -114,12 +116,6 @@ export function activationElements(model: MemoryModel, batch: number, length: nu
   return { total, largest: [first, second] };
 }
 
-/** Elements of the dense vocabulary-sized gradients backward makes: the token embedding's, and an LM head decoder's. */
-function vocabularyGradients(model: MemoryModel): number {
-  const lm = model.task === "causal-lm" || model.task === "masked-lm";
-  return (lm ? 2 : 1) * model.config.vocabSize * model.config.hiddenSize;
-}
-
 /**
  * Bytes each model needs to train jointly on batches of `options.batch` x `options.length` tokens
  * with AdamW: parameters, gradients, optimizer state and activations, from the configurations
@@ -145,7 +141,9 @@ export function estimateMemory(
       gradients: arena,
       optimizerState: moments * arena,
       activations: activations.total * 4,
-      backwardPeak: (activations.largest[0] + activations.largest[1] + vocabularyGradients(model)) * 4,
+      backwardPeak:
+        (activations.largest[0] + activations.largest[1] + batch * length * model.config.hiddenSize) *
+        4,
       total: 0,
     };
     memory.total = memory.parameters + memory.gradients + memory.optimizerState + memory.activations +

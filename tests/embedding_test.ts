@@ -223,3 +223,22 @@ Deno.test("the padding row receives no gradient, like nn.Embedding(padding_idx)"
   }
   assertClose(await table.grad!.data(), expected, { atol: 1e-6, rtol: 1e-6 }, "padding gradient");
 });
+
+Deno.test("a table that already has a gradient gets the next one added in place, padding row untouched", async () => {
+  const vocab = 9, cols = 36;
+  const ids = [Int32Array.of(1, 0, 3, 1, 8), Int32Array.of(2, 1, 3, 3, 0, 5)];
+  const table = tensor(randomValues(vocab * cols, 81), { shape: [vocab, cols], requiresGrad: true });
+  const upstreams = ids.map((id, k) => randomValues(id.length * cols, 82 + k));
+  const expected = new Float64Array(vocab * cols);
+  for (const [k, id] of ids.entries()) {
+    const out = gatherRows(table, tensor(id), { paddingIndex: 1 });
+    const { dispatches } = traceDispatches(() => out.backward(tensor(upstreams[k], { shape: out.shape })));
+    const kernels = dispatches.map((d) => d.kernel);
+    // The second backward scatters into .grad itself: no fresh table, no accumulation.
+    if (k === 1 && (kernels.length !== 1 || !kernels[0].startsWith("gather_rows_backward"))) {
+      throw new Error(`second backward ran ${kernels}`);
+    }
+    gatherRowsBackward(upstreams[k], vocab, cols, id, 1).forEach((v, i) => expected[i] += v);
+  }
+  assertClose(await table.grad!.data(), expected, { atol: 1e-6, rtol: 1e-6 }, "summed table gradient");
+});

@@ -197,6 +197,43 @@ Deno.test("a 2-D weight folds the batch into one product, forward and for its gr
   assertClose(await vector.data(), expected.data, tolerance(expected, 33), "linear of a vector");
 });
 
+Deno.test("a 2-D weight that already has a gradient gets the next ones added in place", async () => {
+  // Both weight layouts (Linear's [out, in] and [in, out]), a batch folded into rows, and the weight
+  // used twice in one graph; the first backward creates .grad, the later ones add into it.
+  for (const transposeB of [true, false]) {
+    const x = [
+      tensor(randomValues(2 * 5 * 12, 91), { shape: [2, 5, 12] }),
+      tensor(randomValues(3 * 12, 92), {
+        shape: [3, 12],
+      }),
+    ];
+    const wShape = transposeB ? [7, 12] : [12, 7];
+    const wValues = randomValues(84, 93);
+    const w = tensor(wValues, { shape: wShape, requiresGrad: true });
+    const expected = new Float64Array(84);
+    for (let step = 0; step < 3; step++) {
+      const ys = x.map((xi) => matmul(xi, w, { transposeB }));
+      const upstreams = ys.map((y, k) => randomValues(y.size, 94 + 2 * step + k));
+      const { dispatches } = traceDispatches(() =>
+        ys.forEach((y, k) => y.backward(tensor(upstreams[k], { shape: y.shape })))
+      );
+      const kernels = dispatches.map((d) => d.kernel);
+      if (step > 0 && (kernels.length !== 2 || kernels.some((k) => !k.startsWith("matmul")))) {
+        throw new Error(`transposeB ${transposeB}, step ${step}: the backward ran ${kernels}`);
+      }
+      x.forEach((xi, k) => {
+        const rows = xi.size / 12, A = array64([rows, 12], randomValues(xi.size, 91 + k));
+        const grads = ref.matmulBackward(A, array64(wShape, wValues), array64([rows, 7], upstreams[k]), {
+          transposeB,
+        });
+        grads.b.data.forEach((v, i) => expected[i] += v);
+      });
+    }
+    const label = `transposeB ${transposeB}: weight gradient over three backward passes`;
+    assertClose(await w.grad!.data(), expected, { atol: 1e-5, rtol: 1e-5 }, label);
+  }
+});
+
 Deno.test("the staged GPU tile configurations are correct on small odd and aligned shapes", async () => {
   await withKernels(
     "matmul:tiled128",

@@ -51,8 +51,11 @@ Deno.test("the activation estimate is within 15% below what a training forward p
 });
 
 Deno.test("activations and backward peak are within 15% below what a training step takes from the pool", () => {
-  // A vocabulary large against the activations, so that its dense gradients dominate backward, as at real sizes.
+  // A vocabulary large against the activations (a language-model head's logits dominate its backward) and
+  // a batch of 4 x 32 tokens, so that activations outweigh the pool's small fixed-size buffers, as at real
+  // sizes. No dense vocabulary-sized parameter gradient is made: they go straight into the arena.
   const config = { ...SMALL, vocabSize: 5000 };
+  const [B, T] = [4, 32];
   for (
     const [family, task] of [
       ["gpt2", "causal-lm"],
@@ -65,14 +68,16 @@ Deno.test("activations and backward peak are within 15% below what a training st
     trimPool();
     const before = poolStats().pooledBytes;
     tidy(() => {
-      const batch = batchFor(task, 1, 8);
-      if (task === "sequence-classification") batch.labels = tensor(new Int32Array([1]), { shape: [1] });
+      const batch = batchFor(task, B, T);
+      if (task === "sequence-classification") {
+        batch.labels = tensor(new Int32Array(B).fill(1), { shape: [B] });
+      }
       if (task === "masked-lm") batch.labels = batch.inputIds;
       model.forward(batch).loss!.backward();
     });
     // A trimmed pool grows by the most the step held at once (freed buffers are reused).
     const taken = poolStats().pooledBytes - before;
-    const m = estimateMemory({ m: model }, { batch: 1, length: 8 }).models.m;
+    const m = estimateMemory({ m: model }, { batch: B, length: T }).models.m;
     const estimate = m.activations + m.backwardPeak;
     if (!(estimate <= taken && estimate >= 0.85 * taken)) {
       throw new Error(`${family} ${task}: estimated ${estimate} bytes, the step took ${taken} from the pool`);

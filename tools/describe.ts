@@ -35,7 +35,7 @@ export function memoryLines(name: string, model: MemoryModel, batch: number, len
     ["gradients", m.gradients],
     ["optimizer state (AdamW moments)", m.optimizerState],
     [`activations (batch ${batch} x ${length})`, m.activations],
-    ["backward peak (largest activation and vocabulary gradients)", m.backwardPeak],
+    ["backward peak (the two largest activation gradients and one N x C)", m.backwardPeak],
     ["total", m.total],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
