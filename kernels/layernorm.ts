@@ -16,7 +16,15 @@
 import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
-import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import {
+  attachGrad,
+  composedOp,
+  emptyTensor,
+  gradientSink,
+  needsGrad,
+  type Tensor,
+  zeros,
+} from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { add, div, mul, sqrt, sub } from "./elementwise.ts";
@@ -252,7 +260,8 @@ export interface ColumnInput {
  * and per-row values at `<name>[r]`. A workgroup takes a tile of vector columns; in the tree variant
  * (GPUs) 8 lanes per column split the block's rows and a tree in workgroup memory adds the lanes, in
  * the serial and texel variants (software adapters) one lane walks the block (no barrier), the texel
- * one reading the row inputs through textures.
+ * one reading the row inputs through textures. With one block, a term whose `into` is given adds its
+ * sums onto that [cols] tensor (stored + sum, as autograd's accumulation adds) instead of a new one.
  */
 function columnSums(
   variant: string,
@@ -261,12 +270,16 @@ function columnSums(
   rows: number,
   cols: number,
   blockRows: number,
+  into: readonly (Tensor | null)[] = [],
 ): Tensor[] {
   const width = vectorWidth(cols);
   const type = vectorType(width);
   const blocks = Math.ceil(rows / blockRows);
   const vectors = cols / width;
-  const outputs = terms.map(() => emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
+  if (blocks > 1 && into.some((t) => t)) {
+    throw new Error("layerNorm column sums: only [cols] sums add into a tensor");
+  }
+  const outputs = terms.map((_, k) => into[k] ?? emptyTensor(blocks === 1 ? [cols] : [blocks, cols]));
   // Inputs beyond one binding are bound in windows of whole blocks, so every block adds the same
   // rows in the same order as in one dispatch and the partial sums are bit-identical. A window's
   // partial sums start where the binding alignment allows, at out_offset vectors into the binding.
@@ -305,7 +318,14 @@ function columnSums(
   acc${k} = tree${k}[lid];`;
   const kernel = kernelFor(`layernorm_column_sums_${kind}/${variant}/${width}/${tile}x${lanes}`, () => ({
     name: `layernorm_column_sums_${kind}`,
-    params: { rows: "u32", vectors: "u32", block_rows: "u32", blocks: "u32", out_offset: "u32" },
+    params: {
+      rows: "u32",
+      vectors: "u32",
+      block_rows: "u32",
+      blocks: "u32",
+      out_offset: "u32",
+      add_to: "u32",
+    },
     bindings: [
       ...inputs.map((input) => ({
         name: input.name,
@@ -335,10 +355,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }
   ${terms.map((_, k) => tree(k)).join("")}
   if (valid && lane == 0u) {
+    let at = params.out_offset + block * params.vectors + col;
     ${
-      terms.map((_, k) => `out${k}[params.out_offset + block * params.vectors + col] = acc${k};`).join(
-        "\n    ",
-      )
+      terms.map((_, k) =>
+        `if ((params.add_to & ${1 << k}u) != 0u) { out${k}[at] += acc${k}; } else { out${k}[at] = acc${k}; }`
+      ).join("\n    ")
     }
   }
 }`,
@@ -353,6 +374,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
       block_rows: blockRows,
       blocks: count,
       out_offset: outOffset / width,
+      // Bit k: term k adds onto its output's stored sums.
+      add_to: terms.reduce((mask, _, k) => into[k] ? mask | (1 << k) : mask, 0),
     };
     const outs = outputs.map((t) => t.window(outStart, outOffset + count * cols));
     const groups = grid(Math.ceil(vectors / tile) * count, 1);
@@ -374,7 +397,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
  * `variant` tells their inputs and terms apart in kernel keys. `rows` must be at least 1.
  * Inputs beyond one storage binding are bound in windows of whole blocks (bit-identical); only when
  * the partial sums themselves exceed a binding (inputs over 128 bindings) are they added in blocks
- * again, a different order.
+ * again, a different order. A term whose `into` is given (a parameter's .grad, see gradientSink) adds its
+ * sums onto it, which is then what is returned for it.
  */
 export function parameterColumnSums(
   variant: string,
@@ -382,27 +406,29 @@ export function parameterColumnSums(
   terms: readonly string[],
   rows: number,
   cols: number,
+  into: readonly (Tensor | null)[] = [],
 ): Tensor[] {
   const blocks = Math.ceil(rows / BLOCK_ROWS);
+  if (blocks === 1) return columnSums(variant, inputs, terms, rows, cols, BLOCK_ROWS, into);
   const partials = columnSums(variant, inputs, terms, rows, cols, BLOCK_ROWS);
-  if (blocks === 1) return partials;
   const names = partials.map((_, k) => `part${k}`);
   const partialInputs = partials.map((tensor, k) => ({ name: names[k], tensor }));
   const partialTerms = names.map((name) => `load_${name}(i)`);
   const sums = blocks * cols * 4 <= gpu().profile.maxStorageBindingBytes
-    ? columnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, blocks)
-    : parameterColumnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols);
+    ? columnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, blocks, into)
+    : parameterColumnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, into);
   for (const p of partials) p.dispose();
   return sums;
 }
 
 /**
  * Gradients of gamma (sum over rows of dy * xhat) and beta (sum over rows of dy), null where not
- * wanted: per-block partial sums, then one more pass adding the blocks in order.
+ * wanted or where added straight into the parameter's .grad (gradientSink): per-block partial sums,
+ * then one more pass adding the blocks in order.
  */
 function paramGradients(
-  wantGamma: boolean,
-  wantBeta: boolean,
+  gamma: Tensor,
+  beta: Tensor,
   x: Tensor,
   dy: Tensor,
   centre: Tensor,
@@ -410,10 +436,12 @@ function paramGradients(
   rows: number,
   cols: number,
 ): [Tensor | null, Tensor | null] {
+  const wantGamma = gamma.requiresGrad, wantBeta = beta.requiresGrad;
   if (!wantGamma && !wantBeta) return [null, null];
-  const wanted = [wantGamma, wantBeta].filter((w) => w).length;
-  let grads: Tensor[];
-  if (rows === 0) grads = Array.from({ length: wanted }, () => zeros([cols]));
+  const sinks = [...(wantGamma ? [gradientSink(gamma)] : []), ...(wantBeta ? [gradientSink(beta)] : [])];
+  let grads: (Tensor | null)[];
+  // No rows add nothing: a sink keeps its gradient, other parameters get zeros.
+  if (rows === 0) grads = sinks.map((sink) => sink ? null : zeros([cols]));
   else {
     const perRow = (name: string, tensor: Tensor) => ({ name, tensor, perRow: true });
     const inputs: ColumnInput[] = wantGamma
@@ -426,7 +454,8 @@ function paramGradients(
       ...(wantBeta ? ["load_dy(i)"] : []),
     ];
     const variant = wantGamma && wantBeta ? "both" : wantGamma ? "gamma" : "beta";
-    grads = parameterColumnSums(variant, inputs, terms, rows, cols);
+    grads = parameterColumnSums(variant, inputs, terms, rows, cols, sinks)
+      .map((grad, k) => sinks[k] ? null : grad);
   }
   const [first, second] = grads;
   if (wantGamma && wantBeta) return [first, second];
@@ -470,7 +499,7 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
   }
   return attachGrad(y, "layerNorm", [x, gamma, beta], (g) => {
     const dx = x.requiresGrad ? inputGradient(x, gamma, g, centre, rstd, rows, cols) : null;
-    return [dx, ...paramGradients(gamma.requiresGrad, beta.requiresGrad, x, g, centre, rstd, rows, cols)];
+    return [dx, ...paramGradients(gamma, beta, x, g, centre, rstd, rows, cols)];
   });
 }
 

@@ -22,7 +22,7 @@ import { gpu } from "../engine/device.ts";
 import { attachGrad, emptyTensor, gradientSink, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
 import { chooseTiles, gemmKernel, isTexel } from "./matmul_kernel.ts";
-import { sumToShape } from "./reduce.ts";
+import { biasGradient, sumToShape } from "./reduce.ts";
 import { withTexels } from "../engine/texels.ts";
 
 /** Options of {@linkcode matmul}. */
@@ -329,7 +329,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
         : product(op, sa, sg, { transA: !transposeA, transB: false, into });
       gradB = into ? null : reduceTo(grad, b.shape);
     }
-    const gradBias = bias?.requiresGrad ? sumToShape(g, [N]) : null;
+    const gradBias = bias?.requiresGrad ? biasGradient(g, gradientSink(bias)) : null;
     return bias ? [gradA, gradB, gradBias] : [gradA, gradB];
   });
 }

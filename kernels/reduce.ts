@@ -48,8 +48,17 @@ function outputWindows(count: number, perWindow: number, rowLength: number): [nu
  * Sums x viewed as [outer, length, inner] over the middle axis, times `factor`, into [outer, inner].
  * Beyond one storage binding the passes are the same, in windows (see {@linkcode stridedSum}), so
  * every sum keeps its order; only a row longer than a binding is summed in chunks instead of a tree.
+ * With `into` ([outer * inner], factor 1) the last pass adds its sums onto it (stored + sum) when it
+ * is one whole-tensor pass, and returns it; otherwise the sums come back in a new tensor.
  */
-function reduceMiddle(x: Tensor, outer: number, length: number, inner: number, factor: number): Tensor {
+function reduceMiddle(
+  x: Tensor,
+  outer: number,
+  length: number,
+  inner: number,
+  factor: number,
+  into?: Tensor,
+): Tensor {
   if (inner === 1 && length <= windowElements()) return reduceRows(x, outer, length, factor);
   let source = x;
   let remaining = length;
@@ -62,8 +71,9 @@ function reduceMiddle(x: Tensor, outer: number, length: number, inner: number, f
     source = partial;
     remaining = chunks;
   }
-  const out = emptyTensor([outer * inner]);
-  stridedSum(source, out, outer, remaining, inner, remaining, factor);
+  const whole = source.size <= windowElements() && outer * inner <= windowElements();
+  const out = into && whole && factor === 1 ? into : emptyTensor([outer * inner]);
+  stridedSum(source, out, outer, remaining, inner, remaining, factor, out === into);
   if (source !== x) source.dispose();
   return out;
 }
@@ -82,6 +92,7 @@ function stridedSum(
   inner: number,
   chunk: number,
   factor: number,
+  addTo = false,
 ): void {
   const chunks = Math.ceil(length / chunk);
   const kernel = kernelFor("reduce_strided", () => ({
@@ -96,6 +107,7 @@ function stridedSum(
       row_begin: "u32",
       row_end: "u32",
       carry: "u32",
+      add_to: "u32",
       factor: "f32",
       x_shift: "u32",
       out_shift: "u32",
@@ -117,7 +129,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   for (var r = start; r < end; r++) {
     acc += x[(o * params.length + r) * params.inner + i + params.x_shift];
   }
-  out[idx + params.out_shift] = acc * params.factor;
+  if (params.add_to == 1u) { out[idx + params.out_shift] += acc; } else { out[idx + params.out_shift] = acc * params.factor; }
 }`,
   }));
   const count = outer * chunks * inner;
@@ -152,6 +164,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
         row_begin: rowBegin,
         row_end: rowEnd,
         carry: carry ? 1 : 0,
+        add_to: whole && addTo ? 1 : 0,
         factor: scale,
         x_shift: xw.shift,
         out_shift: ow.shift,
@@ -166,7 +179,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       () => gpu().profile.isSoftware && texelsPayOff(x.size) ? "texel" : "scalar",
     );
     const source = variant === "texel" && inner % 4 === 0 ? texelRange(x.range()) : null;
-    if (source) return texelStridedSum(source, out, count, length, inner, chunk, chunks, factor);
+    if (source) return texelStridedSum(source, out, count, length, inner, chunk, chunks, factor, addTo);
     return pass(0, count, 0, length, false, factor, true);
   }
   if (rows * inner <= span) {
@@ -213,10 +226,19 @@ function texelStridedSum(
   chunk: number,
   chunks: number,
   factor: number,
+  addTo: boolean,
 ): void {
   const kernel = kernelFor("reduce_strided/texel", () => ({
     name: "reduce_strided_texel",
-    params: { quads: "u32", length: "u32", inner_quads: "u32", chunk: "u32", chunks: "u32", factor: "f32" },
+    params: {
+      quads: "u32",
+      length: "u32",
+      inner_quads: "u32",
+      chunk: "u32",
+      chunks: "u32",
+      factor: "f32",
+      add_to: "u32",
+    },
     bindings: [{ name: "x", type: "texture" }, { name: "out", type: "vec4<f32>", write: true }],
     code: `${TEXEL_WGSL}
 @compute @workgroup_size(256)
@@ -231,10 +253,18 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   for (var r = c * params.chunk; r < end; r++) {
     acc += texel(x, (o * params.length + r) * params.inner_quads + i);
   }
-  out[q] = acc * params.factor;
+  if (params.add_to == 1u) { out[q] += acc; } else { out[q] = acc * params.factor; }
 }`,
   }));
-  const params = { quads: count / 4, length, inner_quads: inner / 4, chunk, chunks, factor };
+  const params = {
+    quads: count / 4,
+    length,
+    inner_quads: inner / 4,
+    chunk,
+    chunks,
+    factor,
+    add_to: addTo ? 1 : 0,
+  };
   withTexels([source], ([view]) => dispatch(kernel, params, [view, out.range()], grid(count / 4, 256)));
 }
 
@@ -407,5 +437,20 @@ export function sumToShape(g: Tensor, shape: readonly number[]): Tensor {
   if (current === g) return g.reshape(shape);
   const out = current.reshape(shape);
   current.dispose();
+  return out;
+}
+
+/**
+ * The gradient of a bias `[N]` added along the last axis of `g` [..., N]: the sums of `g` over its
+ * leading axes, added onto `into` (the bias's .grad, see gradientSink) when given and one pass computes
+ * them, then null; otherwise a new [N] tensor, as {@linkcode sumToShape} gives.
+ */
+export function biasGradient(g: Tensor, into: Tensor | null): Tensor | null {
+  const n = g.shape[g.rank - 1];
+  if (!into || g.rank < 2 || n === 0 || g.size === n) return sumToShape(g, [n]);
+  const sums = reduceMiddle(g, 1, g.size / n, n, 1, into);
+  if (sums === into) return null;
+  const out = sums.reshape([n]);
+  sums.dispose();
   return out;
 }

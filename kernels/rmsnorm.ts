@@ -14,7 +14,15 @@
 import { kernelFor, rowWindows } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
-import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import {
+  attachGrad,
+  composedOp,
+  emptyTensor,
+  gradientSink,
+  needsGrad,
+  type Tensor,
+  zeros,
+} from "../engine/tensor.ts";
 import { add, div, mul, sqrt } from "./elementwise.ts";
 import { normRowsFit, parameterColumnSums } from "./layernorm.ts";
 import { mean } from "./reduce.ts";
@@ -127,15 +135,28 @@ function inputGradient(
   return dx;
 }
 
-/** gamma's gradient: the sum over rows of dy * x * rstd. */
-function gammaGradient(x: Tensor, dy: Tensor, rstd: Tensor, rows: number, cols: number): Tensor {
-  if (rows === 0) return zeros([cols]);
+/**
+ * gamma's gradient: the sum over rows of dy * x * rstd; null when added straight into gamma's .grad
+ * (gradientSink).
+ */
+function gammaGradient(
+  gamma: Tensor,
+  x: Tensor,
+  dy: Tensor,
+  rstd: Tensor,
+  rows: number,
+  cols: number,
+): Tensor | null {
+  const sink = gradientSink(gamma);
+  if (rows === 0) return sink ? null : zeros([cols]);
   const inputs = [{ name: "x", tensor: x }, { name: "dy", tensor: dy }, {
     name: "rstd",
     tensor: rstd,
     perRow: true,
   }];
-  return parameterColumnSums("rmsnorm_gamma", inputs, ["load_dy(i) * (load_x(i) * rstd[r])"], rows, cols)[0];
+  const term = "load_dy(i) * (load_x(i) * rstd[r])";
+  const [grad] = parameterColumnSums("rmsnorm_gamma", inputs, [term], rows, cols, [sink]);
+  return sink ? null : grad;
 }
 
 /**
@@ -171,7 +192,7 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
   }
   return attachGrad(y, "rmsNorm", [x, gamma], (g) => [
     x.requiresGrad ? inputGradient(x, gamma, g, rstd, rows, cols) : null,
-    gamma.requiresGrad ? gammaGradient(x, g, rstd, rows, cols) : null,
+    gamma.requiresGrad ? gammaGradient(gamma, x, g, rstd, rows, cols) : null,
   ]);
 }
 
