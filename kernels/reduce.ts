@@ -164,7 +164,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
         row_begin: rowBegin,
         row_end: rowEnd,
         carry: carry ? 1 : 0,
-        add_to: whole && addTo ? 1 : 0,
+        add_to: addTo ? 1 : 0,
         factor: scale,
         x_shift: xw.shift,
         out_shift: ow.shift,
@@ -173,6 +173,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
       grid(end - first, 256),
     );
   };
+  if (addTo && !(x.size <= span && count <= span)) {
+    throw new Error("reduce: sums add onto a tensor only in one whole-tensor pass");
+  }
   if (x.size <= span && count <= span) {
     const variant = kernelVariant(
       "reduce_strided",

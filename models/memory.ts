@@ -19,8 +19,8 @@
  * with N = batch x length tokens, C the width, I the feed-forward width, H heads, V the vocabulary.
  * Backward then holds the gradient of one activation at a time on top, at its peak those of the two
  * largest and the N·C gradient arriving at them (measured: 9·N·C at the feed-forward's GELU, I = 4·C):
- * `backwardPeak`. Parameter gradients take no memory beyond the arena: matmul adds a weight's
- * gradient, and the embedding backward its table's, straight into the arena's `.grad`, so no dense
+ * `backwardPeak`. Parameter gradients take no memory beyond the arena: matmul (weights and biases),
+ * the embedding backward, LayerNorm and RMSNorm add them straight into the arena's `.grad`, so no dense
  * V·C gradient is ever made. Pooled buffers round up to size classes (at most 12.5%), which the
  * figures leave out. Parameters, gradients and each AdamW moment take the model's arena: every tensor padded
  * to 64 elements (256 bytes).
