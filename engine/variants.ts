@@ -74,6 +74,12 @@ export const KERNEL_VARIANTS = {
     block256: "embedding gradient in workgroups of 256 columns (GPUs)",
     block64: "workgroups of 64 columns, keeping every CPU core busy (software adapters)",
   },
+  mm_mix: {
+    scalar:
+      "optimizer sharing and sync: an element per lane and step (where a group member does not start on a vec4)",
+    vec4:
+      "a vec4 per lane and step, the same arithmetic (every adapter, where every group member starts on a vec4)",
+  },
   mm_tile_norms: {
     tree: "optimizer gradient norms: a workgroup reduces each tile with a tree (GPUs)",
     serial: "one invocation walks each tile (software adapters)",

@@ -366,13 +366,15 @@ export const MIX_BLOCK = LANES * 16;
 
 /**
  * The group table of {@linkcode recordMix}: per group its first block, size, member count, member
- * offsets and model indices ({@linkcode GROUP_WORDS} words), then the group of every block.
+ * offsets and model indices ({@linkcode GROUP_WORDS} words), then the group of every block; and
+ * whether every member starts on a vec4, which the vec4 form of the mix needs.
  */
 export function groupTable(
   groups: readonly { size: number; members: readonly { offset: number; model: number }[] }[],
 ): {
   words: Uint32Array;
   blocks: number;
+  aligned: boolean;
 } {
   const blocks = groups.reduce((s, g) => s + Math.ceil(g.size / MIX_BLOCK), 0);
   const words = new Uint32Array(groups.length * GROUP_WORDS + blocks);
@@ -390,42 +392,60 @@ export function groupTable(
       words[groups.length * GROUP_WORDS + block++] = g;
     }
   });
-  return { words, blocks };
+  const aligned = groups.every((group) => group.members.every((member) => member.offset % 4 === 0));
+  return { words, blocks, aligned };
 }
 
 /**
- * Records `x <- (1 - ratio) x + ratio * sum(w x) / sum(w)` over every group's members (gradients
- * for sharing, parameters for sync); models skipped in this update neither contribute nor change.
+ * The WGSL of a mixing kernel's entry point for up to `models` members per group: the block's group
+ * and members from the table, each member's weight (0 for a model sitting the update out), then
+ * `x <- (1 - ratio) x + ratio * mean` over the block's elements. `firstBlock` is the WGSL of the
+ * dispatch's first block; the kernel defines `load(model, at)` and `store(model, at, value)` for
+ * element `at` of the arena, which with `vectorised` is a vec4: `at` counts vec4s, and lanes past the
+ * group's end are written back unchanged (every member then starts on a vec4, so they belong to
+ * padding or to a parameter no one mixes). Both forms do the same arithmetic per element in the same
+ * order; the loops over members are unrolled, so each member's value stays in a register between its
+ * load and its store.
  */
-export function recordMix(
-  target: BufferRange,
-  table: BufferRange,
-  control: BufferRange,
-  groups: { count: number; blocks: number },
-  ratio: number,
-  weights: readonly number[],
-): void {
-  const kernel = kernelFor("mm_mix", () => ({
-    name: "mm_mix",
-    params: { groups: "u32", blocks: "u32", ratio: "f32", model_weight: { type: "f32", length: MAX_MODELS } },
-    bindings: [{ name: "mixed", write: true }, { name: "table", type: "u32" }, { name: "control" }],
-    code: `
+export function mixEntryPoint(models: number, vectorised: boolean, firstBlock: string): string {
+  const width = vectorised ? 4 : 1;
+  const type = vectorised ? "vec4<f32>" : "f32";
+  const members = Array.from({ length: models }, (_, k) => k);
+  const taking = (k: number) => `count > ${k}u && weights[${k}] > 0.0`;
+  const loads = members.map((k) =>
+    `    var x${k} = ${type}(0.0);
+    if (${taking(k)}) {
+      x${k} = load(owners[${k}], (offsets[${k}] + e) / ${width}u);
+      total += weights[${k}] * x${k};
+    }`
+  ).join("\n");
+  const stores = members.map((k) => {
+    const mixed = `(1.0 - params.ratio) * x${k} + params.ratio * mean`;
+    return `    if (${taking(k)}) {
+      store(owners[${k}], (offsets[${k}] + e) / ${width}u, ${
+      vectorised ? `select(x${k}, ${mixed}, inside)` : mixed
+    });
+    }`;
+  }).join("\n");
+  return `
 const S = ${CONTROL_STRIDE}u;
 const W = ${GROUP_WORDS}u;
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lane: u32) {
-  let block = wid.x + wid.y * groups.x;
-  if (block >= params.blocks) { return; }
+  let block = ${firstBlock} + wid.x + wid.y * groups.x;
+  if (block >= params.block_end) { return; }
   let base = table[params.groups * W + block] * W;
   let size = table[base + 1u];
   let count = table[base + 2u];
-  var offsets: array<u32, ${MAX_MODELS}>;
-  var weights: array<f32, ${MAX_MODELS}>;
+  var offsets: array<u32, ${models}>;
+  var owners: array<u32, ${models}>;
+  var weights: array<f32, ${models}>;
   var weight_sum = 0.0;
   for (var k = 0u; k < count; k++) {
     let m = table[base + 4u + ${MAX_MODELS}u + k];
     offsets[k] = table[base + 4u + k];
+    owners[k] = m;
     // Models sitting this update out (or whose AdamW just failed) get weight 0: they are never read
     // (0 x NaN would still be NaN) and never changed.
     let out = control[m * S + ${CONTROL.skip}u] > 0.5 || control[m * S + ${CONTROL.fault}u] > 0.5;
@@ -433,26 +453,61 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     weight_sum += weights[k];
   }
   if (weight_sum == 0.0) { return; }
-  let first = (block - table[base]) * ${MIX_BLOCK}u + lane;
-  for (var e = first; e < min(first + ${MIX_BLOCK}u, size); e += ${LANES}u) {
-    var total = 0.0;
-    // Constant trip counts let compilers unroll and keep offsets and weights in registers.
-    for (var k = 0u; k < ${MAX_MODELS}u; k++) {
-      if (k < count && weights[k] > 0.0) { total += weights[k] * mixed[offsets[k] + e]; }
-    }
-    let mean = total / weight_sum;
-    for (var k = 0u; k < ${MAX_MODELS}u; k++) {
-      if (k < count && weights[k] > 0.0) {
-        let at = offsets[k] + e;
-        mixed[at] = (1.0 - params.ratio) * mixed[at] + params.ratio * mean;
-      }
-    }
+  let first = (block - table[base]) * ${MIX_BLOCK}u + lane * ${width}u;
+  for (var e = first; e < min(first + ${MIX_BLOCK}u, size); e += ${LANES * width}u) {${
+    vectorised ? "\n    let inside = vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(size);" : ""
   }
-}`,
+    var total = ${type}(0.0);
+${loads}
+    let mean = total / weight_sum;
+${stores}
+  }
+}`;
+}
+
+/** The parameters every mixing kernel takes (the windowed one adds its windows' starts). */
+export const MIX_PARAMS = {
+  groups: "u32",
+  block_end: "u32",
+  ratio: "f32",
+  model_weight: { type: "f32", length: MAX_MODELS },
+} as const;
+
+/**
+ * Whether the mix runs on vec4s (`mm_mix` variant `vec4`, the default): only where every member of
+ * every group starts on a vec4 (`aligned`, see {@linkcode groupTable}); the scalar form otherwise.
+ */
+export function mixVectorised(aligned: boolean): boolean {
+  return kernelVariant("mm_mix", () => "vec4") === "vec4" && aligned;
+}
+
+/**
+ * Records `x <- (1 - ratio) x + ratio * sum(w x) / sum(w)` over every group's members (gradients
+ * for sharing, parameters for sync) of `models` models; models skipped in this update neither
+ * contribute nor change. `groups.aligned`: every member starts on a vec4, so the vec4 form may run.
+ */
+export function recordMix(
+  target: BufferRange,
+  table: BufferRange,
+  control: BufferRange,
+  groups: { models: number; count: number; blocks: number; aligned: boolean },
+  ratio: number,
+  weights: readonly number[],
+): void {
+  const vectorised = mixVectorised(groups.aligned);
+  const type = vectorised ? "vec4<f32>" as const : "f32" as const;
+  const kernel = kernelFor(`mm_mix/${groups.models}/${vectorised ? "vec4" : "scalar"}`, () => ({
+    name: vectorised ? "mm_mix_vec4" : "mm_mix",
+    params: MIX_PARAMS,
+    bindings: [{ name: "mixed", type, write: true }, { name: "table", type: "u32" }, { name: "control" }],
+    code: `
+fn load(m: u32, at: u32) -> ${type} { return mixed[at]; }
+fn store(m: u32, at: u32, value: ${type}) { mixed[at] = value; }
+${mixEntryPoint(groups.models, vectorised, "0u")}`,
   }));
   dispatch(
     kernel,
-    { groups: groups.count, blocks: groups.blocks, ratio, model_weight: padded(weights, MAX_MODELS) },
+    { groups: groups.count, block_end: groups.blocks, ratio, model_weight: padded(weights, MAX_MODELS) },
     [target, table, control],
     grid(groups.blocks, 1),
   );

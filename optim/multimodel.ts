@@ -152,6 +152,8 @@ export class MultiModelOptimizer {
   readonly #latest: GPUBuffer;
   readonly #groupTable: GPUBuffer | null;
   readonly #groupBlocks: number;
+  /** Every group member starts on a vec4 (the vec4 mix may run). */
+  readonly #groupsAligned: boolean;
   /** Runs of whole norm tiles of at most one storage binding each (one when the arena fits). */
   readonly #tileWindows: TileWindow[];
   /** Windows of the mix when the arena exceeds one storage binding or one buffer; null when one binding holds it. */
@@ -217,6 +219,7 @@ export class MultiModelOptimizer {
     );
     const table = this.#joint.groupTable(this.groups);
     this.#groupBlocks = table.blocks;
+    this.#groupsAligned = table.aligned;
     const bindingElements = Math.floor(gpu().profile.maxStorageBindingBytes / 4);
     const { chunkStarts } = this.#joint;
     this.#tileWindows = tileWindows(this.#joint.layout, TILE, bindingElements, chunkStarts);
@@ -418,7 +421,7 @@ export class MultiModelOptimizer {
         this.#range(this.#control),
         this.#joint.layout,
         this.#mixWindows,
-        this.groups.length,
+        { count: this.groups.length, aligned: this.#groupsAligned },
         ratio,
         this.options.modelWeights,
       );
@@ -428,7 +431,12 @@ export class MultiModelOptimizer {
       this.#range(target[0].buffer),
       this.#range(this.#groupTable!),
       this.#range(this.#control),
-      { count: this.groups.length, blocks: this.#groupBlocks },
+      {
+        models: this.modelNames.length,
+        count: this.groups.length,
+        blocks: this.#groupBlocks,
+        aligned: this.#groupsAligned,
+      },
       ratio,
       this.options.modelWeights,
     );

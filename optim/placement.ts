@@ -137,7 +137,9 @@ export class JointArena {
    * groups as the table holds them: ordered by their first member's place, so that windows over the
    * table move forward through every model's segment.
    */
-  groupTable(groups: readonly ParameterGroup[]): { words: Uint32Array; blocks: number; groups: MixGroup[] } {
+  groupTable(
+    groups: readonly ParameterGroup[],
+  ): { words: Uint32Array; blocks: number; aligned: boolean; groups: MixGroup[] } {
     const placed = groups.map((group) => ({
       size: shapeSize(group.shape),
       members: group.members.map((member) => {

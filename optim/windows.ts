@@ -26,9 +26,9 @@ import { ARENA_ALIGN } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
 import { grid, kernelFor } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
-import { CONTROL, CONTROL_STRIDE, GROUP_WORDS, MIX_BLOCK } from "./kernels.ts";
+import { MIX_BLOCK, MIX_PARAMS, mixEntryPoint, mixVectorised } from "./kernels.ts";
 import { MAX_MODELS } from "./options.ts";
-import { type ArenaLayout, LANES, padded } from "./wgsl.ts";
+import { type ArenaLayout, padded } from "./wgsl.ts";
 
 /** One chunk of an arena-sized buffer: it holds the arena's elements [start, start + length). */
 export interface BufferChunk {
@@ -206,7 +206,7 @@ export function recordWindowedMix(
   control: BufferRange,
   layout: ArenaLayout,
   windows: readonly MixWindow[],
-  groups: number,
+  groups: { count: number; aligned: boolean },
   ratio: number,
   weights: readonly number[],
 ): void {
@@ -218,74 +218,38 @@ export function recordWindowedMix(
         `${models + 2} storage buffers per shader stage; the device allows ${available}`,
     );
   }
+  const vectorised = mixVectorised(groups.aligned);
+  const type = vectorised ? "vec4<f32>" as const : "f32" as const;
+  const width = vectorised ? 4 : 1;
   const cases = (body: (m: number) => string) =>
     Array.from({ length: models }, (_, m) => `case ${m}u: { ${body(m)} }`).join("\n    ");
-  const kernel = kernelFor(`mm_mix_windowed/${models}`, () => ({
-    name: "mm_mix_windowed",
+  const kernel = kernelFor(`mm_mix_windowed/${models}/${vectorised ? "vec4" : "scalar"}`, () => ({
+    name: vectorised ? "mm_mix_windowed_vec4" : "mm_mix_windowed",
     params: {
-      groups: "u32",
+      ...MIX_PARAMS,
       first_block: "u32",
-      block_end: "u32",
-      ratio: "f32",
-      model_weight: { type: "f32", length: MAX_MODELS },
       window_start: { type: "u32", length: MAX_MODELS },
     },
     bindings: [
-      ...Array.from({ length: models }, (_, m) => ({ name: `mixed${m}`, write: true })),
+      ...Array.from({ length: models }, (_, m) => ({ name: `mixed${m}`, type, write: true })),
       { name: "table", type: "u32" as const },
       { name: "control" },
     ],
+    // Windows start on ARENA_ALIGN elements, so a window's first vec4 is whole.
     code: `
-const S = ${CONTROL_STRIDE}u;
-const W = ${GROUP_WORDS}u;
-fn load(m: u32, at: u32) -> f32 {
+fn load(m: u32, at: u32) -> ${type} {
   switch m {
-    ${cases((m) => `return mixed${m}[at - window_start(${m}u)];`)}
-    default: { return 0.0; }
+    ${cases((m) => `return mixed${m}[at - window_start(${m}u) / ${width}u];`)}
+    default: { return ${type}(0.0); }
   }
 }
-fn store(m: u32, at: u32, value: f32) {
+fn store(m: u32, at: u32, value: ${type}) {
   switch m {
-    ${cases((m) => `mixed${m}[at - window_start(${m}u)] = value;`)}
+    ${cases((m) => `mixed${m}[at - window_start(${m}u) / ${width}u] = value;`)}
     default: {}
   }
 }
-@compute @workgroup_size(${LANES})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lane: u32) {
-  let block = params.first_block + wid.x + wid.y * groups.x;
-  if (block >= params.block_end) { return; }
-  let base = table[params.groups * W + block] * W;
-  let size = table[base + 1u];
-  let count = table[base + 2u];
-  var offsets: array<u32, ${MAX_MODELS}>;
-  var owners: array<u32, ${MAX_MODELS}>;
-  var weights: array<f32, ${MAX_MODELS}>;
-  var weight_sum = 0.0;
-  for (var k = 0u; k < count; k++) {
-    let m = table[base + 4u + ${MAX_MODELS}u + k];
-    offsets[k] = table[base + 4u + k];
-    owners[k] = m;
-    let out = control[m * S + ${CONTROL.skip}u] > 0.5 || control[m * S + ${CONTROL.fault}u] > 0.5;
-    weights[k] = select(model_weight(m), 0.0, out);
-    weight_sum += weights[k];
-  }
-  if (weight_sum == 0.0) { return; }
-  let first = (block - table[base]) * ${MIX_BLOCK}u + lane;
-  for (var e = first; e < min(first + ${MIX_BLOCK}u, size); e += ${LANES}u) {
-    var total = 0.0;
-    for (var k = 0u; k < ${MAX_MODELS}u; k++) {
-      if (k < count && weights[k] > 0.0) { total += weights[k] * load(owners[k], offsets[k] + e); }
-    }
-    let mean = total / weight_sum;
-    for (var k = 0u; k < ${MAX_MODELS}u; k++) {
-      if (k < count && weights[k] > 0.0) {
-        let at = offsets[k] + e;
-        store(owners[k], at, (1.0 - params.ratio) * load(owners[k], at) + params.ratio * mean);
-      }
-    }
-  }
-}`,
+${mixEntryPoint(models, vectorised, "params.first_block")}`,
   }));
   for (const w of windows) {
     const starts = w.spans.map((s, m) => s ? alignedDown(s[0]) : layout.segments[m]);
@@ -293,7 +257,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     dispatch(
       kernel,
       {
-        groups,
+        groups: groups.count,
         first_block: w.firstBlock,
         block_end: w.firstBlock + w.blocks,
         ratio,

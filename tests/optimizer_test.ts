@@ -275,6 +275,81 @@ Deno.test("sharing takes the weighted mean, not the sum: identical gradients are
   optimizer.dispose();
 });
 
+/**
+ * A model (the `m`-th) of vector parameters with random values, of 1, 7 and 4100 elements (one whole
+ * mixing block, then a tail), each starting on a vec4, and a slot packing two more: with "neighbour",
+ * a shared one of 5 followed by one of 5 + m that no other model has, which the shared one's last
+ * vec4 overlaps; with "unaligned", two shared ones of 5, the second starting off a vec4.
+ */
+function mixingModel(m: number, packing: "neighbour" | "unaligned"): { parameterSet: ParameterSet } {
+  const set = new ParameterSet(`m${m}`);
+  const info = (role: "ffn_in" | "ffn_out", size: number) => ({
+    role,
+    kind: "bias" as const,
+    site: "ffn",
+    layer: null,
+    layerCount: 1,
+    name: `${role}.${size}`,
+    shape: [size],
+    layout: "vector" as const,
+  });
+  for (const size of [1, 7, 4100]) set.declare(info("ffn_out", size), { kind: "zeros" });
+  const second = packing === "neighbour" ? 5 + m : 5;
+  set.declarePacked([5 + second], { kind: "zeros" }, [
+    { info: info("ffn_in", 5), offset: 0 },
+    { info: info("ffn_out", second), offset: 5 },
+  ]);
+  set.allocate(0);
+  const random = new Random(m + 1);
+  for (const p of set.parameters) writeTensor(p.value, random.normals(p.value.size));
+  return { parameterSet: set };
+}
+
+Deno.test("sharing and sync run on vec4s where every member starts on one, bit-identical to the scalar mix", async () => {
+  const run = (packing: "neighbour" | "unaligned", kernels = "") =>
+    withKernels(kernels, async () => {
+      const models = Object.fromEntries([0, 1, 2].map((m) => [`m${m}`, mixingModel(m, packing)]));
+      const optimizer = new MultiModelOptimizer({
+        models,
+        lr: 1e-2,
+        gradientSharing: { ratio: 0.4, every: 1 },
+        parameterSync: { ratio: 0.3, every: 1 },
+        adaptiveLr: false,
+        modelWeights: { m0: 1, m1: 2, m2: 0.5 },
+      });
+      const random = new Random(5);
+      let mixes: string[] = [];
+      for (let update = 0; update < 3; update++) {
+        optimizer.zeroGrad();
+        const grads = new Map<string, Float32Array>();
+        for (const [name, model] of Object.entries(models)) {
+          for (const p of model.parameterSet.parameters) {
+            grads.set(`${name}/${p.info.name}`, random.normals(p.value.size));
+          }
+        }
+        addGradients(models, grads);
+        mixes = traceDispatches(() => optimizer.step()).dispatches.map((d) => d.kernel)
+          .filter((kernel) => kernel.startsWith("mm_mix"));
+      }
+      const values = await parameterValues(models);
+      optimizer.dispose();
+      return { values, mixes };
+    });
+  const check = async (packing: "neighbour" | "unaligned", kernel: string) => {
+    const automatic = await run(packing);
+    const scalar = await run(packing, "mm_mix:scalar");
+    for (const [got, expected] of [[automatic.mixes, kernel], [scalar.mixes, "mm_mix"]] as const) {
+      if (got.length !== 2 || got.some((k) => k !== expected)) {
+        throw new Error(`${packing}: mixes ${got.join(", ")}, expected two ${expected}`);
+      }
+    }
+    // The unshared neighbour, which the vec4 form reads and writes back, must come out as the scalar form leaves it.
+    for (const [key, values] of scalar.values) assertBitwiseEqual(automatic.values.get(key)!, values, key);
+  };
+  await check("neighbour", "mm_mix_vec4");
+  await check("unaligned", "mm_mix");
+});
+
 Deno.test("the seed's loop with gradient accumulation discards no gradient", async () => {
   const model = vectorModel("m", [0, 0]);
   const optimizer = new MultiModelOptimizer({

@@ -5,6 +5,7 @@
 import { manualSeed } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { withKernels } from "../engine/variants.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
@@ -121,6 +122,13 @@ Deno.test("the joint optimizer over an arena beyond one binding and one buffer u
   const windowed = await withProfile(windowedProfile, () => run(0.5));
   compare("windowed", windowed, whole, true);
   assertBitwiseEqual(windowed.state.control, whole.state.control, "windowed control table");
+  // The windowed mix's scalar form (members off a vec4) does the same arithmetic.
+  compare(
+    "windowed, scalar mix",
+    await withKernels("mm_mix:scalar", () => withProfile(windowedProfile, () => run(0.5))),
+    whole,
+    true,
+  );
   // Chunks end on whole norm tiles, so tensors after a chunk break sit in other tiles: the gradient
   // norm sums its tiles in another grouping (clipping then differs by rounding); everything else is
   // computed element by element in the same order. Norms agree to rounding; parameters to 1e-3,
