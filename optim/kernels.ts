@@ -397,36 +397,27 @@ export function groupTable(
 }
 
 /**
- * The WGSL of a mixing kernel's entry point for up to `models` members per group: the block's group
- * and members from the table, each member's weight (0 for a model sitting the update out), then
- * `x <- (1 - ratio) x + ratio * mean` over the block's elements. `firstBlock` is the WGSL of the
- * dispatch's first block; the kernel defines `load(model, at)` and `store(model, at, value)` for
- * element `at` of the arena, which with `vectorised` is a vec4: `at` counts vec4s, and lanes past the
- * group's end are written back unchanged (every member then starts on a vec4, so they belong to
- * padding or to a parameter no one mixes). Both forms do the same arithmetic per element in the same
- * order; the loops over members are unrolled, so each member's value stays in a register between its
- * load and its store.
+ * The WGSL of a mixing kernel's entry point for `models` models: the block's group from the table,
+ * each model's member offset and weight (0 for a model without a member or sitting the update out),
+ * then `x <- (1 - ratio) x + ratio * mean` over the block's elements. `firstBlock` is the WGSL of the
+ * dispatch's first block, and `element(m, at)` the WGSL of model m's element `at` of the arena, which
+ * with `vectorised` is a vec4: `at` counts vec4s, and lanes past the group's end are written back
+ * unchanged (every member then starts on a vec4, so they belong to padding or to a parameter no one
+ * mixes). Both forms do the same arithmetic per element in the same order (the members' order, which
+ * is the models'); the loops over models are unrolled, so each member's value stays in a register
+ * between its load and its store.
  */
-export function mixEntryPoint(models: number, vectorised: boolean, firstBlock: string): string {
+export function mixEntryPoint(
+  models: number,
+  vectorised: boolean,
+  firstBlock: string,
+  element: (m: number, at: string) => string,
+): string {
   const width = vectorised ? 4 : 1;
   const type = vectorised ? "vec4<f32>" : "f32";
-  const members = Array.from({ length: models }, (_, k) => k);
-  const taking = (k: number) => `count > ${k}u && weights[${k}] > 0.0`;
-  const loads = members.map((k) =>
-    `    var x${k} = ${type}(0.0);
-    if (${taking(k)}) {
-      x${k} = load(owners[${k}], (offsets[${k}] + e) / ${width}u);
-      total += weights[${k}] * x${k};
-    }`
-  ).join("\n");
-  const stores = members.map((k) => {
-    const mixed = `(1.0 - params.ratio) * x${k} + params.ratio * mean`;
-    return `    if (${taking(k)}) {
-      store(owners[${k}], (offsets[${k}] + e) / ${width}u, ${
-      vectorised ? `select(x${k}, ${mixed}, inside)` : mixed
-    });
-    }`;
-  }).join("\n");
+  const each = (line: (m: number) => string) => Array.from({ length: models }, (_, m) => line(m)).join("\n");
+  const at = (m: number) => `(offsets[${m}] + e) / ${width}u`;
+  const mixed = (m: number) => `(1.0 - params.ratio) * x${m} + params.ratio * mean`;
   return `
 const S = ${CONTROL_STRIDE}u;
 const W = ${GROUP_WORDS}u;
@@ -439,18 +430,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let size = table[base + 1u];
   let count = table[base + 2u];
   var offsets: array<u32, ${models}>;
-  var owners: array<u32, ${models}>;
   var weights: array<f32, ${models}>;
   var weight_sum = 0.0;
   for (var k = 0u; k < count; k++) {
     let m = table[base + 4u + ${MAX_MODELS}u + k];
-    offsets[k] = table[base + 4u + k];
-    owners[k] = m;
+    offsets[m] = table[base + 4u + k];
     // Models sitting this update out (or whose AdamW just failed) get weight 0: they are never read
     // (0 x NaN would still be NaN) and never changed.
     let out = control[m * S + ${CONTROL.skip}u] > 0.5 || control[m * S + ${CONTROL.fault}u] > 0.5;
-    weights[k] = select(model_weight(m), 0.0, out);
-    weight_sum += weights[k];
+    weights[m] = select(model_weight(m), 0.0, out);
+    weight_sum += weights[m];
   }
   if (weight_sum == 0.0) { return; }
   let first = (block - table[base]) * ${MIX_BLOCK}u + lane * ${width}u;
@@ -458,9 +447,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     vectorised ? "\n    let inside = vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(size);" : ""
   }
     var total = ${type}(0.0);
-${loads}
+${
+    each((m) =>
+      `    var x${m} = ${type}(0.0);
+    if (weights[${m}] > 0.0) {
+      x${m} = ${element(m, at(m))};
+      total += weights[${m}] * x${m};
+    }`
+    )
+  }
     let mean = total / weight_sum;
-${stores}
+${
+    each((m) =>
+      `    if (weights[${m}] > 0.0) {
+      ${element(m, at(m))} = ${vectorised ? `select(x${m}, ${mixed(m)}, inside)` : mixed(m)};
+    }`
+    )
+  }
   }
 }`;
 }
@@ -500,10 +503,7 @@ export function recordMix(
     name: vectorised ? "mm_mix_vec4" : "mm_mix",
     params: MIX_PARAMS,
     bindings: [{ name: "mixed", type, write: true }, { name: "table", type: "u32" }, { name: "control" }],
-    code: `
-fn load(m: u32, at: u32) -> ${type} { return mixed[at]; }
-fn store(m: u32, at: u32, value: ${type}) { mixed[at] = value; }
-${mixEntryPoint(groups.models, vectorised, "0u")}`,
+    code: mixEntryPoint(groups.models, vectorised, "0u", (_, at) => `mixed[${at}]`),
   }));
   dispatch(
     kernel,

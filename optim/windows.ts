@@ -221,8 +221,6 @@ export function recordWindowedMix(
   const vectorised = mixVectorised(groups.aligned);
   const type = vectorised ? "vec4<f32>" as const : "f32" as const;
   const width = vectorised ? 4 : 1;
-  const cases = (body: (m: number) => string) =>
-    Array.from({ length: models }, (_, m) => `case ${m}u: { ${body(m)} }`).join("\n    ");
   const kernel = kernelFor(`mm_mix_windowed/${models}/${vectorised ? "vec4" : "scalar"}`, () => ({
     name: vectorised ? "mm_mix_windowed_vec4" : "mm_mix_windowed",
     params: {
@@ -236,20 +234,12 @@ export function recordWindowedMix(
       { name: "control" },
     ],
     // Windows start on ARENA_ALIGN elements, so a window's first vec4 is whole.
-    code: `
-fn load(m: u32, at: u32) -> ${type} {
-  switch m {
-    ${cases((m) => `return mixed${m}[at - window_start(${m}u) / ${width}u];`)}
-    default: { return ${type}(0.0); }
-  }
-}
-fn store(m: u32, at: u32, value: ${type}) {
-  switch m {
-    ${cases((m) => `mixed${m}[at - window_start(${m}u) / ${width}u] = value;`)}
-    default: {}
-  }
-}
-${mixEntryPoint(models, vectorised, "params.first_block")}`,
+    code: mixEntryPoint(
+      models,
+      vectorised,
+      "params.first_block",
+      (m, at) => `mixed${m}[${at} - window_start(${m}u) / ${width}u]`,
+    ),
   }));
   for (const w of windows) {
     const starts = w.spans.map((s, m) => s ? alignedDown(s[0]) : layout.segments[m]);
