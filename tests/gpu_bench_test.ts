@@ -9,7 +9,15 @@ import { matmul } from "../kernels/reference/matmul.ts";
 import { writeSafetensors } from "../models/safetensors.ts";
 import { compare, passes } from "../bench/gpu/check.ts";
 import { hash32, streamInts, streamValues, workloads } from "../bench/gpu/inputs.ts";
-import { markdownTable, met, ratio, replaceResults, RESULT_MARKERS, type Row } from "../bench/gpu/report.ts";
+import {
+  markdownTable,
+  met,
+  profileTable,
+  ratio,
+  replaceResults,
+  RESULT_MARKERS,
+  type Row,
+} from "../bench/gpu/report.ts";
 import { assertBitwiseEqual } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -71,6 +79,48 @@ Deno.test("the dry run checks and times every workload on the software adapter a
   }
   if (result.stdout.includes("**no**") || result.stdout.includes("| yes |")) {
     throw new Error(`a dry run judged a target:\n${result.stdout}`);
+  }
+  // The profile: every measurement's GPU time by kernel (llvmpipe has timestamp queries).
+  const profile = result.stdout.slice(result.stdout.indexOf("### Where the time goes"));
+  const measured = [...ids.filter((id) => id !== "optimizer" && !id.startsWith("model/")), "optimizer/on"];
+  for (const size of w.models.sizes) measured.push(`model/${size.id}/joint`, `model/${size.id}/gpt2`);
+  for (const id of measured) {
+    const row = profile.split("\n").find((line) => line.startsWith(`| ${id} |`));
+    const cells = row?.split("|").map((cell) => cell.trim());
+    // | id | wall | GPU kernels | busy | dispatches | largest kernels |
+    if (!cells || !/ms$/.test(cells[3]) || !/%$/.test(cells[4]) || !/^[a-z]\w* \(/.test(cells[6])) {
+      throw new Error(`no GPU profile of ${id}:\n${profile}`);
+    }
+  }
+});
+
+Deno.test("the profile table gives GPU time, its share of the wall time and the largest kernels per repetition", () => {
+  const base = { reps: 8, trials: [2], dispatches: 5 };
+  const table = profileTable([
+    {
+      ...base,
+      id: "optimizer/on",
+      ms: 2,
+      gpu: {
+        ms: 1.5,
+        reps: 2,
+        kernels: [
+          { name: "mm_adamw", dispatches: 1, ms: 0.9 },
+          { name: "mm_mix_vec4", dispatches: 2, ms: 0.3 },
+          { name: "mm_tile_norms_tree", dispatches: 2, ms: 0.15 },
+          { name: "mm_plan", dispatches: 2, ms: 0.1 },
+          { name: "mm_log_losses", dispatches: 1, ms: 0.05 },
+        ],
+      },
+    },
+    { ...base, id: "chain", ms: 0.25, gpu: null },
+  ]).split("\n");
+  const expected = [
+    "| optimizer/on | 2.00 ms | 1.50 ms | 75% | 5 | mm_adamw (1, 60%), mm_mix_vec4 (2, 20%), mm_tile_norms_tree (2, 10%), mm_plan (2, 7%) |",
+    "| chain | 0.250 ms | — | — | 5 | — (no timestamp queries) |",
+  ];
+  for (const [i, line] of expected.entries()) {
+    if (table[2 + i] !== line) throw new Error(`row ${i}: ${table[2 + i]}\nexpected ${line}`);
   }
 });
 

@@ -20,7 +20,7 @@ import { type Size, workloads } from "./inputs.ts";
 import { attentionWorkload, chainWorkload, layerNormWorkload, matmulWorkload } from "./kernel_workloads.ts";
 import { modelsWorkload } from "./model_workloads.ts";
 import { optimizerWorkload } from "./optimizer_workload.ts";
-import { markdownTable, met, replaceResults, tableRows, type Times } from "./report.ts";
+import { markdownTable, met, profileTable, replaceResults, tableRows, type Times } from "./report.ts";
 import { DRY_TIMING, FULL_TIMING, type Measurement } from "./timing.ts";
 import type { Workload } from "./workload.ts";
 
@@ -173,11 +173,23 @@ const header = torchRun
     `against PyTorch before it was timed. ${verdict}`
   : `Dry run of ${date} on "${gpuInfo.profile.name}", Deno ${Deno.version.deno}: checked against float64 ` +
     `references (the models against standalone runs), a few repetitions each. ${verdict}`;
-console.log(`\n${header}\n\n${table}`);
+const profiled = Math.min(...measurements.map((m) => m.gpu?.reps ?? Infinity));
+const profile = `### Where the time goes\n\n` +
+  (measurements.some((m) => m.gpu)
+    ? `The GPU time of each measurement's kernels from timestamp queries (\`timeKernels\`, the measure of ` +
+      `\`MM_DEBUG=4\`), over ${
+        profiled === 1 ? "one further repetition" : `${profiled} or more further repetitions`
+      } ` +
+      `in which each dispatch runs in a compute pass of its own. "GPU busy" is that time over the wall time ` +
+      `above: well below 100% means that recording, submission or gaps between kernels bound the row, not ` +
+      `the kernels.`
+    : `The adapter has no timestamp queries: no GPU time per kernel.`) +
+  `\n\n${profileTable(measurements)}`;
+console.log(`\n${header}\n\n${table}\n\n${profile}`);
 
 if (flags.doc) {
   const doc = await Deno.readTextFile(flags.doc);
-  await Deno.writeTextFile(flags.doc, replaceResults(doc, `${header}\n\n${table}`, flags.doc));
+  await Deno.writeTextFile(flags.doc, replaceResults(doc, `${header}\n\n${table}\n\n${profile}`, flags.doc));
   console.log(`\nwrote the results into ${flags.doc}`);
 }
 if (flags.json) {

@@ -8,6 +8,7 @@
  */
 import type { Workloads } from "./inputs.ts";
 import { FAMILIES } from "./model_workloads.ts";
+import type { Measurement } from "./timing.ts";
 
 /** A bound on the row's ratio: a time ratio must stay at or below it, a rate ratio at or above. */
 export interface Target {
@@ -205,6 +206,35 @@ export function markdownTable(rows: Row[], judged: boolean): string {
       } | ${r === null ? "—" : `${r.toFixed(2)}x ${terms}`} | ${target} | ${
         verdict === null ? "—" : verdict ? "yes" : "**no**"
       } |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Kernels named per row of {@linkcode profileTable}. */
+const LARGEST_KERNELS = 4;
+
+/**
+ * The markdown table of where each measurement's time goes: its wall time per repetition, the GPU
+ * time of its kernels (timestamp queries), that as a share of the wall time ("GPU busy": well below
+ * 100% means recording, submission or gaps between kernels bound the row, not the kernels), and
+ * its largest kernels with their dispatches and share of the GPU time.
+ */
+export function profileTable(measurements: readonly Measurement[]): string {
+  const lines = [
+    "| measurement | ours, wall | GPU kernels | GPU busy | dispatches | largest kernels (dispatches, share of GPU time) |",
+    "| --- | --- | --- | --- | --- | --- |",
+  ];
+  const time = (ms: number) => formatTime(ms, undefined);
+  for (const m of measurements) {
+    const gpu = m.gpu;
+    const largest = gpu?.kernels.slice(0, LARGEST_KERNELS).map((k) =>
+      `${k.name} (${Number(k.dispatches.toFixed(2))}, ${(100 * k.ms / Math.max(gpu.ms, 1e-9)).toFixed(0)}%)`
+    ).join(", ");
+    lines.push(
+      `| ${m.id} | ${time(m.ms)} | ${gpu ? time(gpu.ms) : "—"} | ${
+        gpu ? `${(100 * gpu.ms / m.ms).toFixed(0)}%` : "—"
+      } | ${m.dispatches} | ${largest || "— (no timestamp queries)"} |`,
     );
   }
   return lines.join("\n");

@@ -3,11 +3,12 @@
  * about 64 dispatches so the GPU runs one group while the host records the next, and the GPU is
  * waited for once at the end. Deno's wait costs a fixed latency (it polls the device: about 11 ms on an
  * H100), measured once and subtracted, and the repetitions are many enough that the measured span
- * is about `targetMs`; the result is the median over `trials` such spans, per repetition.
+ * is about `targetMs`; the result is the median over `trials` such spans, per repetition. A quarter
+ * of a trial's repetitions more are then profiled with timestamp queries: the GPU time of each kernel.
  *
  * @module
  */
-import { flush, synchronize, traceDispatches } from "../../engine/recorder.ts";
+import { flush, synchronize, timeKernels, traceDispatches } from "../../engine/recorder.ts";
 import { zeros } from "../../engine/tensor.ts";
 
 /** How long to measure. */
@@ -38,6 +39,39 @@ export interface Measurement {
   trials: number[];
   /** Dispatches one repetition records. */
   dispatches: number;
+  /** Where a repetition's GPU time goes; null where the adapter has no timestamp queries. */
+  gpu: KernelProfile | null;
+}
+
+/** The GPU time of one repetition, by kernel, from timestamp queries ({@linkcode timeKernels}). */
+export interface KernelProfile {
+  /** Sum of the kernels' times per repetition, ms. */
+  ms: number;
+  /** Repetitions profiled. */
+  reps: number;
+  /** Per kernel name: dispatches and ms per repetition, largest time first. */
+  kernels: { name: string; dispatches: number; ms: number }[];
+}
+
+/** Most dispatches one profile times (each is a compute pass of its own with two timestamps). */
+const PROFILE_DISPATCHES = 20000;
+
+/**
+ * Times the kernels of `reps` further repetitions of `run` with timestamp queries (the measure of
+ * `MM_DEBUG=4`); null where the adapter has none. Each dispatch then runs in a compute pass of its
+ * own, so this is done apart from the timed trials.
+ */
+async function profile(run: () => void, reps: number): Promise<KernelProfile | null> {
+  const times = await timeKernels(() => {
+    for (let i = 0; i < reps; i++) run();
+  });
+  if (!times) return null;
+  const kernels = [...times.byKernel].map(([name, k]) => ({
+    name,
+    dispatches: k.count / reps,
+    ms: k.ms / reps,
+  })).sort((a, b) => b.ms - a.ms);
+  return { ms: times.totalMs / reps, reps, kernels };
 }
 
 /** Dispatches per submitted command buffer, so that submission costs little and overlaps recording. */
@@ -96,5 +130,10 @@ export async function measure(id: string, run: () => void, options: TimingOption
   reps = Math.min(options.maxReps, Math.max(1, Math.round(reps * options.targetMs / work)));
   const trials: number[] = [];
   for (let t = 0; t < options.trials; t++) trials.push(await span(reps) / reps);
-  return { id, ms: median(trials), reps, trials, dispatches };
+  // A quarter of a trial's repetitions is enough to see where the time goes.
+  const profiled = Math.max(
+    1,
+    Math.min(Math.ceil(reps / 4), Math.floor(PROFILE_DISPATCHES / Math.max(1, dispatches))),
+  );
+  return { id, ms: median(trials), reps, trials, dispatches, gpu: await profile(run, profiled) };
 }
