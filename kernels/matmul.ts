@@ -94,6 +94,11 @@ interface ProductOptions {
   outShape?: readonly number[];
   /** Adds the product onto this tensor (of the result's shape) instead of writing a new one. */
   into?: Tensor;
+  /**
+   * Also writes the sums over the inner dimension of op(a)'s rows or op(b)'s columns (OperandSums)
+   * into `to` ([M] or [N]), added onto its values with `add`; only for products without a batch.
+   */
+  sums?: { operand: "a" | "b"; to: Tensor; add: boolean };
 }
 
 /**
@@ -115,11 +120,16 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
     throw new Error(`${op}: cannot add a ${formatShape(outShape)} product into ${options.into.describe()}`);
   }
   const out = options.into ?? emptyTensor(outShape);
+  if (out.size === 0 && options.sums) throw new Error(`${op}: operand sums of an empty product`);
   if (out.size === 0) return out;
   const aligned = (o: Operand, contiguous: number) => contiguous % 4 === 0 && o.tensor.byteOffset % 16 === 0;
   const layout = { transA, transB, vecA: aligned(a, transA ? M : K), vecB: aligned(b, transB ? K : N) };
   const { variant, tiles: t } = chooseTiles(shapeSize(batch), M, N, layout.vecA && layout.vecB);
-  const kernel = gemmKernel(variant, { ...layout, vecC: N % 4 === 0 });
+  const sums = options.sums;
+  if (sums && (shapeSize(batch) !== 1 || sums.to.size !== (sums.operand === "a" ? M : N))) {
+    throw new Error(`${op}: operand sums of a batched product or into ${sums.to.describe()}`);
+  }
+  const kernel = gemmKernel(variant, { ...layout, vecC: N % 4 === 0, sums: sums?.operand ?? "none" });
   const texel = isTexel(variant);
   const strides = [a, b].map((o) => broadcastStrides(o.batch, batch).map((s) => s * o.rows * o.cols));
   strides.push(broadcastStrides(batch, batch).map((s) => s * M * N));
@@ -252,8 +262,9 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
               k_begin: k0,
               k_end: chunk.k1,
               accumulate: k0 > 0 || options.into ? 1 : 0,
+              sums_add: k0 > 0 || sums?.add ? 1 : 0,
             };
-            const others = [biasWindow?.range ?? wa.range, wc.range];
+            const others = [biasWindow?.range ?? wa.range, wc.range, ...(sums ? [sums.to.range()] : [])];
             const groups: [number, number, number] = [chunk.c1 - c0, chunk.r1 - r0, chunk.z1 - z0];
             if (texel) {
               withTexels(
@@ -321,15 +332,29 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
         a.shape,
       );
     }
+    // A 2-D weight's gradient has no batch to sum: a parameter's is added straight into its .grad,
+    // and its product also sums the bias's gradient out of g (the rows of g^T, or the columns of g).
+    const unbatched = b.rank === 2 && (fold || a.rank === 2);
+    const biasSink = bias?.requiresGrad ? gradientSink(bias) : null;
+    const biasSums = bias?.requiresGrad && b.requiresGrad && unbatched && b.size > 0
+      ? {
+        operand: transposeB ? "a" as const : "b" as const,
+        to: biasSink ?? emptyTensor([N]),
+        add: !!biasSink,
+      }
+      : undefined;
     if (b.requiresGrad) {
-      // A 2-D weight's gradient has no batch to sum: a parameter's is added straight into its .grad.
-      const into = (b.rank === 2 && (fold || a.rank === 2) ? gradientSink(b) : null) ?? undefined;
+      const into = (unbatched ? gradientSink(b) : null) ?? undefined;
       const grad = transposeB
-        ? product(op, sg, sa, { transA: true, transB: transposeA, into })
-        : product(op, sa, sg, { transA: !transposeA, transB: false, into });
+        ? product(op, sg, sa, { transA: true, transB: transposeA, into, sums: biasSums })
+        : product(op, sa, sg, { transA: !transposeA, transB: false, into, sums: biasSums });
       gradB = into ? null : reduceTo(grad, b.shape);
     }
-    const gradBias = bias?.requiresGrad ? biasGradient(g, gradientSink(bias)) : null;
+    const gradBias = biasSums
+      ? (biasSink ? null : biasSums.to)
+      : bias?.requiresGrad
+      ? biasGradient(g, biasSink)
+      : null;
     return bias ? [gradA, gradB, gradBias] : [gradA, gradB];
   });
 }

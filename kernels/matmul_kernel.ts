@@ -63,7 +63,8 @@ const TILE_CONFIGS = {
  * Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts, and
  * the chunk's steps [k_begin, k_end) of the inner dimension; with `accumulate` the accumulators start
  * from the output already stored (the sum of the earlier steps), so a split inner dimension adds its
- * steps in the same order as one dispatch.
+ * steps in the same order as one dispatch. With `sums_add` an operand-sums kernel adds its sums onto
+ * the ones stored.
  */
 const GEMM_PARAMS = {
   M: "u32",
@@ -87,15 +88,60 @@ const GEMM_PARAMS = {
   k_begin: "u32",
   k_end: "u32",
   accumulate: "u32",
+  sums_add: "u32",
 } as const;
 
-/** The layout of one kernel variant: operand transposes and which bindings are read or written as vec4. */
+/**
+ * Sums over the inner dimension that a product also gives, from the values it multiplies: "a" the
+ * sum of each row of op(a) (one per output row), "b" of each column of op(b) (one per output column).
+ * A weight gradient's product gives its bias's gradient this way (linear: dW = dY^T X, the bias's
+ * gradient the rows of dY^T; Conv1D: dW = X^T dY, the columns of dY), so no separate reduction of
+ * dY runs.
+ */
+export type OperandSums = "none" | "a" | "b";
+
+/**
+ * The layout of one kernel variant: operand transposes, which bindings are read or written as vec4,
+ * and the operand sums it also writes (binding `sums`).
+ */
 export interface Layout {
   readonly transA: boolean;
   readonly transB: boolean;
   readonly vecA: boolean;
   readonly vecB: boolean;
   readonly vecC: boolean;
+  readonly sums: OperandSums;
+}
+
+/**
+ * WGSL pieces of the operand sums: each invocation sums, from zero, the values of its `count` rows
+ * (a) or columns (b) that its products read, `at(e, kk)` being element e at step kk of four; the
+ * invocations that `owns` (the first of the output row or column, in the first tile across) store
+ * sums[index(e)] for those inside `bound`, onto the stored ones with `sums_add`.
+ */
+export function operandSums(
+  sums: OperandSums,
+  count: number,
+  at: (e: number, kk: number) => string,
+  index: (e: number) => string,
+  owns: string,
+): { declare: string[]; add: string[]; store: string[] } {
+  if (sums === "none") return { declare: [], add: [], store: [] };
+  const bound = sums === "a" ? "params.M" : "params.N";
+  const elements = Array.from({ length: count }, (_, e) => e);
+  return {
+    declare: elements.map((e) => `var sum${e} = 0.0;`),
+    add: [0, 1, 2, 3].flatMap((kk) => elements.map((e) => `sum${e} += ${at(e, kk)};`)),
+    store: [
+      `if (${owns}) {`,
+      ...elements.map((e) =>
+        `  if (${index(e)} < ${bound}) { sums[${index(e)}] = select(0.0, sums[${
+          index(e)
+        }], params.sums_add != 0u) + sum${e}; }`
+      ),
+      `}`,
+    ],
+  };
 }
 
 /** How one operand is addressed: element (i, k), i along the output's rows (a) or columns (b). */
@@ -253,7 +299,12 @@ function gemmSource(t: TileConfig, layout: Layout): string {
   const rowOf = (r: number) => t.staged ? `a_origin + ${localRow(r)}` : rowIndex(r);
   const a = fourSteps("a", layout, t, t.threadRows, rowIndex);
   const b = fourSteps("b", layout, t, t.threadCols, colIndex);
-  const products = [...a.lines, ...b.lines], accDecl: string[] = [], epilogue: string[] = [];
+  const colOf = (c: number) => t.staged ? `b_origin + ${localCol(c)}` : colIndex(c);
+  const sums = layout.sums === "a"
+    ? operandSums("a", t.threadRows, a.at, rowOf, "wid.x + params.col_tile0 == 0u && tx == 0u")
+    : operandSums(layout.sums, t.threadCols, b.at, colOf, "wid.y + params.row_tile0 == 0u && ty == 0u");
+  const products = [...a.lines, ...b.lines, ...sums.add], accDecl = [...sums.declare];
+  const epilogue: string[] = [];
   for (let r = 0; r < t.threadRows; r++) {
     for (let j = 0; j < t.threadCols / 4; j++) {
       const index = `c_base + (${rowOf(r)}) * params.N + ${quadCol(j)}`;
@@ -279,6 +330,7 @@ function gemmSource(t: TileConfig, layout: Layout): string {
     }
     epilogue.push(`}`);
   }
+  epilogue.push(...sums.store);
   let loop: string;
   if (t.staged) {
     const copyA = stagedCopy(t, "a", layout, threads), copyB = stagedCopy(t, "b", layout, threads);
@@ -337,7 +389,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
  */
 export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Kernel<typeof GEMM_PARAMS> {
   const t = TILE_CONFIGS[variant];
-  const flags = [layout.transA, layout.transB, layout.vecA, layout.vecB, layout.vecC].map(Number).join("");
+  const flags = [layout.transA, layout.transB, layout.vecA, layout.vecB, layout.vecC].map(Number).join("") +
+    (layout.sums === "none" ? "" : `/sums_${layout.sums}`);
   const texel = isTexel(variant);
   if (texel && !(layout.vecA && layout.vecB)) {
     throw new Error(`matmul: the texel variant needs both operands in whole texels (layout ${flags})`);
@@ -350,6 +403,7 @@ export function gemmKernel(variant: KernelVariant<"matmul">, layout: Layout): Ke
       { name: "b", type: texel ? "texture" : layout.vecB ? "vec4<f32>" : "f32" },
       { name: "bias" },
       { name: "c", type: layout.vecC ? "vec4<f32>" : "f32", write: true },
+      ...(layout.sums === "none" ? [] : [{ name: "sums", write: true }]),
     ],
     code: texel ? texelGemmSource(t, layout) : gemmSource(t, layout),
   }));

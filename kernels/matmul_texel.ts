@@ -11,13 +11,22 @@
  * @module
  */
 import type { Layout, TileConfig } from "./matmul_kernel.ts";
-import { outputHelpers } from "./matmul_kernel.ts";
+import { operandSums, outputHelpers } from "./matmul_kernel.ts";
 import { TEXEL_WGSL } from "../engine/texels.ts";
 
+/** The WGSL of the loaded element (row r, step kk) of a, as {@linkcode quadLoads} names its loads. */
+function aElement(layout: Layout, r: number, kk: number): string {
+  return layout.transA ? `a${kk}_${r >> 2}[${r & 3}]` : `a${r}[${kk}]`;
+}
+
+/** The WGSL of the loaded element (step kk, column c) of b. */
+function bElement(layout: Layout, c: number, kk: number): string {
+  return layout.transB ? `b${c}[${kk}]` : `b${kk}_${c >> 2}[${c & 3}]`;
+}
+
 /**
- * The loads of four inner-dimension steps (4q .. 4q + 3) and the WGSL of element (row r, step kk)
- * of a and of the quad (step kk, columns 4j .. 4j + 3) of b. When `guarded`, steps at or past K
- * read zeros (the last, partial quad).
+ * The loads and products of four inner-dimension steps (4q .. 4q + 3), and the operand sums' additions.
+ * When `guarded`, steps at or past K read zeros (the last, partial quad).
  */
 function quadLoads(t: TileConfig, layout: Layout, guarded: boolean) {
   const R = t.threadRows, C = t.threadCols;
@@ -43,20 +52,41 @@ function quadLoads(t: TileConfig, layout: Layout, guarded: boolean) {
       }
     }
   }
-  const aAt = (r: number, kk: number) => layout.transA ? `a${kk}_${r >> 2}[${r & 3}]` : `a${r}[${kk}]`;
   const bQuad = (kk: number, j: number) =>
     layout.transB
-      ? `vec4<f32>(${[0, 1, 2, 3].map((e) => `b${4 * j + e}[${kk}]`).join(", ")})`
+      ? `vec4<f32>(${[0, 1, 2, 3].map((e) => bElement(layout, 4 * j + e, kk)).join(", ")})`
       : `b${kk}_${j}`;
   const products: string[] = [];
   for (let kk = 0; kk < 4; kk++) {
     for (let r = 0; r < R; r++) {
       for (let j = 0; j < C / 4; j++) {
-        products.push(`acc${r}_${j} = fma(vec4<f32>(${aAt(r, kk)}), ${bQuad(kk, j)}, acc${r}_${j});`);
+        products.push(
+          `acc${r}_${j} = fma(vec4<f32>(${aElement(layout, r, kk)}), ${bQuad(kk, j)}, acc${r}_${j});`,
+        );
       }
     }
   }
-  return [...lines, ...products];
+  return [...lines, ...products, ...sumsOf(t, layout).add];
+}
+
+/** The operand sums of an invocation (matmul_kernel.ts `operandSums`): its rows of a or columns of b. */
+function sumsOf(t: TileConfig, layout: Layout) {
+  const threadsX = t.cols / t.threadCols;
+  return layout.sums === "a"
+    ? operandSums(
+      "a",
+      t.threadRows,
+      (r, kk) => aElement(layout, r, kk),
+      (r) => `m0 + ${r}u`,
+      `wid.x + params.col_tile0 == 0u && lid % ${threadsX}u == 0u`,
+    )
+    : operandSums(
+      layout.sums,
+      t.threadCols,
+      (c, kk) => bElement(layout, c, kk),
+      (c) => `n0 + ${c}u`,
+      `wid.y + params.row_tile0 == 0u && lid / ${threadsX}u == 0u`,
+    );
 }
 
 /**
@@ -67,6 +97,7 @@ export function texelGemmSource(t: TileConfig, layout: Layout): string {
   const R = t.threadRows, C = t.threadCols;
   const threadsX = t.cols / C;
   const setup: string[] = [], accumulators: string[] = [], epilogue: string[] = [];
+  const sums = sumsOf(t, layout);
   // Texel indices of each row of the block (a) and column (b), clamped into the matrix: rows and
   // columns past its end compute values that are never stored.
   // A window that starts past a row's first element (a later inner chunk) makes a row's start
@@ -124,11 +155,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let m0 = (wid.y + params.row_tile0) * ${t.rows}u + (lid / ${threadsX}u) * ${R}u;
   let n0 = (wid.x + params.col_tile0) * ${t.cols}u + (lid % ${threadsX}u) * ${C}u;
   ${setup.join("\n  ")}
-  ${accumulators.join("\n  ")}
+  ${[...accumulators, ...sums.declare].join("\n  ")}
   let quads = params.k_end / 4u;
   for (var q = params.k_begin / 4u; q < quads; q++) {
     ${quadLoads(t, layout, false).join("\n    ")}
   }${tail}
-  ${epilogue.join("\n  ")}
+  ${[...epilogue, ...sums.store].join("\n  ")}
 }`;
 }

@@ -8,7 +8,7 @@ import { type Tensor, tensor } from "../engine/tensor.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { withKernels } from "../engine/variants.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
-import { linear } from "../kernels/matmul.ts";
+import { linear, matmul } from "../kernels/matmul.ts";
 import { rmsNorm } from "../kernels/rmsnorm.ts";
 import { assertBitwiseEqual, randomValues, setup } from "./helpers.ts";
 
@@ -60,7 +60,7 @@ async function check(c: Case, seed: number): Promise<void> {
 Deno.test("LayerNorm, RMSNorm and bias gradients add into an existing .grad as autograd would", async () => {
   // One block of rows and several (partial sums then a pass over the blocks); rows of whole vec4s
   // and odd ones; biases summed in one pass (through a texture from 8192 floats: [2, 32, 128]) or
-  // over chunks of 64 rows first; then each with the storage forms forced.
+  // over chunks of 64 rows first; then each with the storage forms forced, and with a GPU's matmul.
   const cases: Case[] = [
     ...[[3, 12], [300, 40], [2, 90, 7]].map((x) => ({
       label: `layerNorm [${x}]`,
@@ -84,9 +84,22 @@ Deno.test("LayerNorm, RMSNorm and bias gradients add into an existing .grad as a
         op: (input: Tensor, [bias]: Tensor[]) => linear(input, weight, bias),
       };
     }),
+    // With a trained weight the weight's product sums the bias's gradient too (rows of dY^T for
+    // Linear's layout, columns of dY for Conv1D's), over several tiles of the weight.
+    ...[[3, 70, 36], [2, 5, 72], [2, 5, 7]].flatMap((x) =>
+      [true, false].map((transposeB) => {
+        const n = x.at(-1)!, weight = tensor(randomValues(n * n, n), { shape: [n, n], requiresGrad: true });
+        return {
+          label: `${transposeB ? "linear" : "Conv1D"} bias with a trained weight [${x}]`,
+          x,
+          params: [[n]],
+          op: (input: Tensor, [bias]: Tensor[]) => matmul(input, weight, { transposeB, bias }),
+        };
+      })
+    ),
   ];
   let seed = 100;
-  for (const variants of ["", "reduce_strided:scalar,layernorm_column_sums:serial"]) {
+  for (const variants of ["", "reduce_strided:scalar,layernorm_column_sums:serial", "matmul:tiled32"]) {
     await withKernels(variants, async () => {
       for (const c of cases) await check(c, seed += 20);
     });

@@ -182,8 +182,11 @@ Deno.test("a 2-D weight folds the batch into one product, forward and for its gr
     throw new Error(`linear forward: ${JSON.stringify(dispatches)}`);
   }
   const backward = traceDispatches(() => y.backward(tensor(randomValues(y.size, 4), { shape: y.shape })));
+  // The bias's gradient comes out of the weight's product: two dispatches in all.
   const products = backward.dispatches.filter((d) => d.kernel.startsWith("matmul"));
-  if (products.length !== 2 || products.some((d) => d.workgroups[2] !== 1)) {
+  if (
+    products.length !== 2 || backward.dispatches.length !== 2 || products.some((d) => d.workgroups[2] !== 1)
+  ) {
     throw new Error(`linear backward: ${JSON.stringify(backward.dispatches)}`);
   }
   const v = randomValues(33, 5);
@@ -245,6 +248,9 @@ Deno.test("the staged GPU tile configurations are correct on small odd and align
     await check({ a: [36, 20], b: [20, 28], bias: true, forwardOnly: true }, 9);
     const both = { transposeA: true, transposeB: true, forwardOnly: true };
     await check({ a: [20, 36], b: [28, 20], ...both }, 13);
+    // A bias's gradient summed by the weight's product, over 2 x 2 tiles of it, for both weight layouts.
+    await check({ a: [2, 19, 40], b: [37, 40], transposeB: true, bias: true }, 17);
+    await check({ a: [2, 19, 40], b: [40, 37], bias: true }, 21);
   });
 });
 
