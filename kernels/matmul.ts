@@ -262,7 +262,7 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
               k_begin: k0,
               k_end: chunk.k1,
               accumulate: k0 > 0 || options.into ? 1 : 0,
-              sums_add: k0 > 0 || sums?.add ? 1 : 0,
+              sums_mode: k0 > 0 ? 2 : sums?.add ? 1 : 0,
             };
             const others = [biasWindow?.range ?? wa.range, wc.range, ...(sums ? [sums.to.range()] : [])];
             const groups: [number, number, number] = [chunk.c1 - c0, chunk.r1 - r0, chunk.z1 - z0];

@@ -63,8 +63,8 @@ const TILE_CONFIGS = {
  * Uniforms: sizes, batch strides (outer, inner), the chunk's first batch and tiles, window shifts, and
  * the chunk's steps [k_begin, k_end) of the inner dimension; with `accumulate` the accumulators start
  * from the output already stored (the sum of the earlier steps), so a split inner dimension adds its
- * steps in the same order as one dispatch. With `sums_add` an operand-sums kernel adds its sums onto
- * the ones stored.
+ * steps in the same order as one dispatch. `sums_mode` is how an operand-sums kernel treats the sums
+ * stored: 0 overwrites them, 1 adds its sums onto them, 2 continues them (a later chunk of steps).
  */
 const GEMM_PARAMS = {
   M: "u32",
@@ -88,7 +88,7 @@ const GEMM_PARAMS = {
   k_begin: "u32",
   k_end: "u32",
   accumulate: "u32",
-  sums_add: "u32",
+  sums_mode: "u32",
 } as const;
 
 /**
@@ -114,10 +114,11 @@ export interface Layout {
 }
 
 /**
- * WGSL pieces of the operand sums: each invocation sums, from zero, the values of its `count` rows
- * (a) or columns (b) that its products read, `at(e, kk)` being element e at step kk of four; the
- * invocations that `owns` (the first of the output row or column, in the first tile across) store
- * sums[index(e)] for those inside `bound`, onto the stored ones with `sums_add`.
+ * WGSL pieces of the operand sums: each invocation sums the values of its `count` rows (a) or
+ * columns (b) that its products read, `at(e, kk)` being element e at step kk of four, from zero or,
+ * continuing a split inner dimension (`sums_mode` 2), from the stored sums; the invocations that
+ * `owns` (the first of the output row or column, in the first tile across) store sums[index(e)] for
+ * those inside the bound, onto the stored ones with `sums_mode` 1.
  */
 export function operandSums(
   sums: OperandSums,
@@ -130,14 +131,17 @@ export function operandSums(
   const bound = sums === "a" ? "params.M" : "params.N";
   const elements = Array.from({ length: count }, (_, e) => e);
   return {
-    declare: elements.map((e) => `var sum${e} = 0.0;`),
+    declare: elements.flatMap((e) => [
+      `var sum${e} = 0.0;`,
+      `if (params.sums_mode == 2u && ${index(e)} < ${bound}) { sum${e} = sums[${index(e)}]; }`,
+    ]),
     add: [0, 1, 2, 3].flatMap((kk) => elements.map((e) => `sum${e} += ${at(e, kk)};`)),
     store: [
       `if (${owns}) {`,
       ...elements.map((e) =>
         `  if (${index(e)} < ${bound}) { sums[${index(e)}] = select(0.0, sums[${
           index(e)
-        }], params.sums_add != 0u) + sum${e}; }`
+        }], params.sums_mode == 1u) + sum${e}; }`
       ),
       `}`,
     ],

@@ -330,14 +330,16 @@ Deno.test("an inner dimension beyond one binding is split, each later chunk accu
     [{ a: [1000, 4], b: [1000, 64], transposeA: true, bias: true }, 65536],
     [{ a: [1000, 64], b: [4, 1000], transposeA: true, transposeB: true }, 65536],
     [{ a: [1, 1000], b: [1, 1000], transposeB: true, bias: true }, 1024],
+    // The weight's gradient (K = 1000 rows of dY) is split too, and with it the bias's sums.
+    [{ a: [1000, 4], b: [64, 4], transposeB: true, bias: true }, 65536],
   ];
   // Texel (software adapters) in every layout with its backward; the others' kernels compile slowly
-  // here, so each runs two layouts forward.
-  const runs = { texel: [0, 1, 2, 3], texel_narrow: [0, 3], direct: [0, 2], tiled32: [1, 3] };
+  // here, so each runs two layouts forward, and the split weight gradient (with its bias's sums).
+  const runs = { texel: [0, 1, 2, 3, 4], texel_narrow: [0, 3], direct: [0, 2, 4], tiled32: [1, 3, 4] };
   for (const [variant, chosen] of Object.entries(runs)) {
     await withKernels(`matmul:${variant}`, async () => {
       for (const [c, limit] of chosen.map((i) => cases[i])) {
-        const forwardOnly = !variant.startsWith("texel");
+        const forwardOnly = !variant.startsWith("texel") && c !== cases[4][0];
         const whole = await check({ ...c, forwardOnly }, 40);
         const split = await withProfile({ maxStorageBindingBytes: limit }, () => {
           const { dispatches } = traceDispatches(() =>
