@@ -450,10 +450,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 ${
     each((m) =>
       `    var x${m} = ${type}(0.0);
-    if (weights[${m}] > 0.0) {
-      x${m} = ${element(m, at(m))};
-      total += weights[${m}] * x${m};
-    }`
+    if (weights[${m}] > 0.0) { x${m} = ${element(m, at(m))}; total += weights[${m}] * x${m}; }`
     )
   }
     let mean = total / weight_sum;

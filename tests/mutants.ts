@@ -75,15 +75,15 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "optimizer: a skipped model read by sharing (0 x NaN)",
     file: "optim/kernels.ts",
-    find: "if (k < count && weights[k] > 0.0) { total += weights[k] * mixed[offsets[k] + e]; }",
-    replace: "if (k < count) { total += weights[k] * mixed[offsets[k] + e]; }",
+    find: "if (weights[${m}] > 0.0) { x${m} = ${element(m, at(m))}; total += weights[${m}] * x${m}; }",
+    replace: "{ x${m} = ${element(m, at(m))}; total += weights[${m}] * x${m}; }",
     tests: ["faults_test.ts"],
   },
   {
     name: "optimizer: a skipped model counts in the adaptive mean",
     file: "optim/plan.ts",
-    find: "if (trend_valid[m] == 1u && control[m * S + ${CONTROL.skip}u] < 0.5) {",
-    replace: "if (trend_valid[m] == 1u) {",
+    find: "if (k < params.models && trend_valid[k] == 1u && control[k * S + ${CONTROL.skip}u] < 0.5) {",
+    replace: "if (k < params.models && trend_valid[k] == 1u) {",
     tests: ["faults_test.ts"],
   },
   {
@@ -140,6 +140,21 @@ export const MUTATIONS: Mutation[] = [
     filter: "/odd sizes|aligned/",
   },
   {
+    name: "matmul: every column tile of a weight's gradient adds the bias's sums (texel)",
+    file: "kernels/matmul_texel.ts",
+    find: "`wid.x + params.col_tile0 == 0u && lid % ${threadsX}u == 0u`,",
+    replace: "`lid % ${threadsX}u == 0u`,",
+    tests: ["gradient_sink_test.ts"],
+  },
+  {
+    name: "optimizer: the vec4 mix also moves the lanes past a group's end",
+    file: "optim/kernels.ts",
+    find: "${vectorised ? `select(x${m}, ${mixed(m)}, inside)` : mixed(m)}",
+    replace: "${mixed(m)}",
+    tests: ["optimizer_test.ts"],
+    filter: "vec4",
+  },
+  {
     name: "matmul: every column of a quad takes the quad's first bias",
     file: "kernels/matmul_kernel.ts",
     find: "v[e] = bias[params.bias_shift + col + e];",
@@ -171,8 +186,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "layerNorm: the variance of a row's tail (past the registers) forgets the shift",
     file: "kernels/layernorm.ts",
-    find: `"let c = (x[base + j] - shift) - mu; q += c * c;",`,
-    replace: `"let c = x[base + j] - mu; q += c * c;",`,
+    find: `"let c = (load_x(base + j) - shift) - mu; q += c * c;",`,
+    replace: `"let c = load_x(base + j) - mu; q += c * c;",`,
     tests: ["layernorm_test.ts"],
   },
   {
@@ -295,8 +310,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "autograd: a leaf's gradient overwritten instead of accumulated",
     file: "engine/tensor.ts",
-    find: "if (i < params.count) { into[i] = into[i] + grad[i]; }",
-    replace: "if (i < params.count) { into[i] = grad[i]; }",
+    find: 'texel ? "into[i] = texel(current, i) + texel(grad, i);" : "into[i] = into[i] + grad[i];"',
+    replace: 'texel ? "into[i] = texel(grad, i);" : "into[i] = grad[i];"',
     tests: ["engine_test.ts", "optimizer_test.ts"],
   },
   {

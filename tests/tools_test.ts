@@ -1,8 +1,11 @@
 /**
  * The commands behind `deno task` parse their flags strictly: `--help` lists every flag with its
  * default and exits 0; a bad flag, value or argument is one line on stderr (no stack trace) and exit
- * 2. Each case fails before WebGPU opens, so these run as fast subprocesses.
+ * 2. Each case fails before WebGPU opens, so these run as fast subprocesses. And `deno task mutants`
+ * still finds the text of each of its mutations.
  */
+import { anchorCount } from "../tools/mutants.ts";
+import { MUTATIONS } from "./mutants.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -129,4 +132,15 @@ Deno.test("parity on a missing folder, a file or a folder with no reference fail
   } finally {
     await Deno.remove(empty, { recursive: true });
   }
+});
+
+Deno.test("every mutation of deno task mutants still finds its text exactly once in its file", async () => {
+  // The mutation run is too long for the suite, so a refactoring that moves a mutation's text would
+  // otherwise go unnoticed until the next run.
+  const lost: string[] = [];
+  for (const mutation of MUTATIONS) {
+    const count = await anchorCount(mutation, root);
+    if (count !== 1) lost.push(`"${mutation.name}" (${mutation.file}): ${count} times`);
+  }
+  if (lost.length > 0) throw new Error(`mutations whose text is not found exactly once:\n${lost.join("\n")}`);
 });

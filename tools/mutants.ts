@@ -66,7 +66,7 @@ async function runTests(
 }
 
 /** How many times a mutation's text occurs in its file under `root` (0 when the file is missing). */
-async function anchorCount(mutation: Mutation, root: string): Promise<number> {
+export async function anchorCount(mutation: Mutation, root: string): Promise<number> {
   const text = await Deno.readTextFile(`${root}/${mutation.file}`).catch(() => "");
   return text.split(mutation.find).length - 1;
 }
