@@ -124,8 +124,14 @@ Deno.test("the profile table gives GPU time, its share of the wall time and the 
   }
 });
 
-/** A folder as torch_side.py writes it, holding only the tiny square-64 product with output `c`. */
-async function productFolder(c: Float32Array | Float64Array): Promise<string> {
+/**
+ * A folder as torch_side.py writes it, holding only the tiny square-64 product with output `c`;
+ * `failed` lists workloads that failed on PyTorch's side.
+ */
+async function productFolder(
+  c: Float32Array | Float64Array,
+  failed: Record<string, string> = {},
+): Promise<string> {
   const folder = await Deno.makeTempDir({ prefix: "bench-gpu-test-" });
   const record = {
     size: "tiny",
@@ -137,6 +143,7 @@ async function productFolder(c: Float32Array | Float64Array): Promise<string> {
     optimizer: "-",
     date: "-",
     timings: { "matmul/square-64": { ms: 1 } },
+    failed,
   };
   await Deno.writeTextFile(`${folder}/torch.json`, JSON.stringify(record));
   await writeSafetensors(`${folder}/matmul-square-64.safetensors`, {
@@ -178,6 +185,43 @@ Deno.test("a reference that disagrees fails the run, naming workload, tensor and
       throw new Error(`the failure does not name the workload, tensor and element:\n${result.stderr}`);
     }
     if (result.stdout.includes("timed ")) throw new Error(`a failed check was timed:\n${result.stdout}`);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("workloads whose check failed are not timed, the others are, and the run exits 1", async () => {
+  // square-64 has a right reference, square-96 none, linear-70x48x40 failed on PyTorch's side.
+  const folder = await productFolder(expectedProduct(), { "matmul/linear-70x48x40": "RuntimeError: test" });
+  try {
+    const result = await ours(folder, "--only", "matmul");
+    expectExit(result, 1, "ours.ts with one right reference of three");
+    const timed = result.stdout.split("\n").filter((line) => line.startsWith("timed "));
+    if (timed.length !== 1 || !timed[0].startsWith("timed matmul/square-64:")) {
+      throw new Error(`only square-64 should be timed:\n${result.stdout}`);
+    }
+    for (const id of ["square-96", "linear-70x48x40"]) {
+      if (
+        !new RegExp(`\\| matmul ${id}: [^|]*\\| \\*\\*failed, not timed\\*\\* \\|`).test(result.stdout)
+      ) {
+        throw new Error(`the table does not mark ${id} as failed:\n${result.stdout}`);
+      }
+    }
+    if (!/\| matmul square-64: .* \| PyTorch a @ b \(TF32 off\): 1\.00 ms/.test(result.stdout)) {
+      throw new Error(`no row for square-64 against PyTorch's 1 ms:\n${result.stdout}`);
+    }
+    if (
+      !result.stdout.includes(
+        "2 workload(s) failed (their check, PyTorch's side or their timing) and have no time",
+      )
+    ) {
+      throw new Error(`the header does not say what was not timed:\n${result.stdout}`);
+    }
+    for (
+      const expected of ["matmul-square-96.safetensors", "PyTorch's side failed, so there is no reference"]
+    ) {
+      if (!result.stderr.includes(expected)) throw new Error(`stderr lacks "${expected}":\n${result.stderr}`);
+    }
   } finally {
     await Deno.remove(folder, { recursive: true });
   }

@@ -4,12 +4,14 @@
  *     deno run --allow-read --allow-write --allow-env bench/gpu/ours.ts <folder> [--doc docs/PERFORMANCE.md]
  *     deno run --allow-read --allow-env bench/gpu/ours.ts --dry-run
  *
- * With a folder written by torch_side.py it checks every workload against PyTorch's outputs, exits
- * 1 naming each workload and tensor off its tolerance before anything is timed, then times every
- * workload, prints the table of ours / PyTorch with the targets and, with `--doc`, writes it into
- * that file's results section. `--dry-run` needs no folder and no PyTorch: the tiny shapes, expected
- * values from float64 references (standalone runs for the models), a few repetitions - the code path
- * of every workload on whatever adapter there is, not a measurement.
+ * With a folder written by torch_side.py it checks every workload against PyTorch's outputs before
+ * anything is timed, naming each workload and tensor off its tolerance; then it times every workload
+ * that passed (none that failed), prints the table of ours / PyTorch with the targets (failed rows
+ * marked) and, with `--doc`, writes it into that file's results section. A failed check, a workload
+ * that failed on PyTorch's side or in its timing makes the exit status 1. `--dry-run` needs no folder
+ * and no PyTorch: the tiny shapes, expected values from float64 references (standalone runs for the
+ * models), a few repetitions - the code path of every workload on whatever adapter there is, not a
+ * measurement.
  *
  * @module
  */
@@ -43,6 +45,8 @@ interface TorchRun {
   optimizer: string;
   date: string;
   timings: Record<string, { ms: number }>;
+  /** Workloads that failed on PyTorch's side (skipped there), with their errors. */
+  failed?: Record<string, string>;
 }
 
 const { values: flags, positionals } = (() => {
@@ -114,14 +118,24 @@ const makers: (readonly [string, () => Workload | Promise<Workload>])[] = [
 const chosen = makers.filter(([id]) => selected(id));
 if (chosen.length === 0) exitWithUsageError(`--only ${flags.only} selects no workload`);
 
-// Every check runs before anything is timed: a wrong kernel fails the run, it is never timed.
+// Every check runs before anything is timed: a workload that fails its check is never timed. The
+// others still are, so that one wrong kernel does not cost a rare GPU run all its figures; the run
+// then ends with status 1 and its table marks the failed rows.
 console.log(`checking ${chosen.length} workloads (${size} shapes) against ${source.label}`);
-const active: Workload[] = [];
+const passed: [string, Workload][] = [];
+const failedIds: string[] = [];
 const failures: string[] = [];
 for (const [id, make] of chosen) {
+  const torchFailure = torchRun?.failed?.[id];
+  if (torchFailure) {
+    failures.push(`${id}: PyTorch's side failed, so there is no reference: ${torchFailure}`);
+    failedIds.push(id);
+    console.log(`FAIL ${id}: PyTorch's side failed (${torchFailure})`);
+    continue;
+  }
+  let workload: Workload | null = null;
   try {
-    const workload = await make();
-    active.push(workload);
+    workload = await make();
     const comparisons = await workload.check();
     const worst = comparisons.reduce((a, b) => (b.error / b.tolerance > a.error / a.tolerance ? b : a));
     const failed = comparisons.filter((c) => !passes(c));
@@ -130,37 +144,69 @@ for (const [id, make] of chosen) {
       `${failed.length ? "FAIL" : "ok  "} ${id}: ${comparisons.length} tensors, worst ${worst.tensor} ` +
         `${worst.error.toExponential(1)} (tolerance ${worst.tolerance.toExponential(0)})`,
     );
+    if (failed.length === 0) passed.push([id, workload]);
+    else failedIds.push(id);
   } catch (error) {
     failures.push(`${id}: ${(error as Error).message}`);
+    failedIds.push(id);
     console.log(`FAIL ${id}: ${(error as Error).message}`);
   }
+  if (workload && !passed.some(([, w]) => w === workload)) workload.dispose();
 }
-if (failures.length > 0) {
-  for (const failure of failures) console.error(`${NAME}: check failed: ${failure}`);
+for (const failure of failures) console.error(`${NAME}: check failed: ${failure}`);
+if (passed.length === 0) {
   console.error(`${NAME}: ${failures.length} check(s) failed; nothing was timed`);
   Deno.exit(1);
+}
+if (failedIds.length > 0) {
+  console.error(`${NAME}: not timed, their checks failed: ${failedIds.join(", ")}; timing the others`);
 }
 
 const timing = size === "full" ? FULL_TIMING : DRY_TIMING;
 const measurements: Measurement[] = [];
-for (const workload of active) {
-  const measured = await workload.time(timing);
-  for (const m of measured) console.log(`timed ${m.id}: ${m.ms.toFixed(3)} ms (${m.reps} reps)`);
-  measurements.push(...measured);
+const date = new Date().toISOString().slice(0, 10);
+/** Writes `--json` with every measurement so far: after each workload, so a run cut short keeps them. */
+async function writeJson(): Promise<void> {
+  if (!flags.json) return;
+  const record = {
+    date,
+    adapter: gpuInfo.profile.name,
+    deno: Deno.version.deno,
+    size,
+    measurements,
+    failures,
+    torch: torchRun,
+  };
+  await Deno.writeTextFile(flags.json, JSON.stringify(record, null, 2) + "\n");
+}
+for (const [id, workload] of passed) {
+  try {
+    const measured = await workload.time(timing);
+    for (const m of measured) console.log(`timed ${m.id}: ${m.ms.toFixed(3)} ms (${m.reps} reps)`);
+    measurements.push(...measured);
+  } catch (error) {
+    failures.push(`${id}: timing failed: ${(error as Error).message}`);
+    failedIds.push(id);
+    console.error(`${NAME}: timing ${id} failed: ${(error as Error).message}`);
+  }
   workload.dispose();
+  await writeJson();
 }
 
 const ours: Times = new Map(measurements.map((m) => [m.id, m.ms]));
 const torchTimes: Times | null = torchRun
   ? new Map(Object.entries(torchRun.timings).map(([id, t]) => [id, t.ms]))
   : null;
-const rows = tableRows(w, ours, torchTimes, torchRun?.optimizer ?? "PyTorch AdamW").filter((r) =>
-  r.ours !== null
+const rows = tableRows(w, ours, torchTimes, torchRun?.optimizer ?? "PyTorch AdamW", failedIds).filter((r) =>
+  r.ours !== null || r.failed
 );
 const judged = size === "full";
 const table = markdownTable(rows, judged);
-const date = new Date().toISOString().slice(0, 10);
 const command = Deno.env.get("BENCH_GPU_COMMAND") ?? `deno run ... ${NAME} ${Deno.args.join(" ")}`;
+const notTimed = failedIds.length === 0
+  ? ""
+  : ` ${failedIds.length} workload(s) failed (their check, PyTorch's side or their timing) and have no ` +
+    `time: ${failedIds.join(", ")} (the run's log names each error).`;
 const verdict = judged
   ? `Targets met: ${rows.filter((r) => met(r) === true).length} of ${
     rows.filter((r) => met(r) !== null).length
@@ -169,10 +215,10 @@ const verdict = judged
 const header = torchRun
   ? `Run of ${date}: **${torchRun.card}** (driver ${torchRun.driver}), WebGPU adapter "${gpuInfo.profile.name}", ` +
     `Deno ${Deno.version.deno}; PyTorch ${torchRun.torch} on ${torchRun.device} (TF32 off), transformers ` +
-    `${torchRun.transformers}; ${size} shapes. Command: \`${command}\`. Every workload below passed its check ` +
-    `against PyTorch before it was timed. ${verdict}`
+    `${torchRun.transformers}; ${size} shapes. Command: \`${command}\`. Every timed workload below passed its ` +
+    `check against PyTorch before it was timed.${notTimed} ${verdict}`
   : `Dry run of ${date} on "${gpuInfo.profile.name}", Deno ${Deno.version.deno}: checked against float64 ` +
-    `references (the models against standalone runs), a few repetitions each. ${verdict}`;
+    `references (the models against standalone runs), a few repetitions each.${notTimed} ${verdict}`;
 const profiled = Math.min(...measurements.map((m) => m.gpu?.reps ?? Infinity));
 const profile = `### Where the time goes\n\n` +
   (measurements.some((m) => m.gpu)
@@ -192,14 +238,5 @@ if (flags.doc) {
   await Deno.writeTextFile(flags.doc, replaceResults(doc, `${header}\n\n${table}\n\n${profile}`, flags.doc));
   console.log(`\nwrote the results into ${flags.doc}`);
 }
-if (flags.json) {
-  const record = {
-    date,
-    adapter: gpuInfo.profile.name,
-    deno: Deno.version.deno,
-    size,
-    measurements,
-    torch: torchRun,
-  };
-  await Deno.writeTextFile(flags.json, JSON.stringify(record, null, 2) + "\n");
-}
+await writeJson();
+if (failedIds.length > 0) Deno.exit(1);

@@ -22,6 +22,8 @@ export interface Row {
   label: string;
   /** Our time, ms (null when not measured). */
   ours: number | null;
+  /** Whether a workload of ours in this row failed (its check, PyTorch's side or its timing) and has no time. */
+  failed?: boolean;
   /** The baseline's time, ms (null when there is none: the dry run). */
   baseline: number | null;
   /** What the baseline is. */
@@ -57,15 +59,27 @@ function sum(times: Times, ids: string[]): number | null {
   return found.every((t) => t !== undefined) ? found.reduce((s, t) => s + t!, 0) : null;
 }
 
-/** The rows for the workloads of one size, from our times and PyTorch's (null in the dry run). */
-export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchOptimizer: string): Row[] {
+/**
+ * The rows for the workloads of one size, from our times and PyTorch's (null in the dry run); rows
+ * of the workloads in `failed` (ids of workloads whose check failed, such as `model/small`) say so.
+ */
+export function tableRows(
+  w: Workloads,
+  ours: Times,
+  torch: Times | null,
+  torchOptimizer: string,
+  failed: readonly string[] = [],
+): Row[] {
   const base = (id: string) => torch?.get(id) ?? null;
+  const broken = (...ids: string[]) =>
+    ids.some((id) => failed.some((f) => id === f || id.startsWith(`${f}/`)));
+  const mine = (id: string) => ({ ours: ours.get(id) ?? null, failed: broken(id) });
   const rows: Row[] = [];
   for (const m of w.matmul) {
     const target = TARGETS.matmul[m.id];
     rows.push({
       label: `matmul ${m.id}: [${m.m}, ${m.k}] x [${m.transposeB ? `${m.n}, ${m.k}]ᵀ` : `${m.k}, ${m.n}]`}`,
-      ours: ours.get(`matmul/${m.id}`) ?? null,
+      ...mine(`matmul/${m.id}`),
       baseline: base(`matmul/${m.id}`),
       baselineLabel: "PyTorch a @ b (TF32 off)",
       work: { flops: 2 * m.m * m.n * m.k },
@@ -77,7 +91,7 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
   for (const c of a.cases) {
     rows.push({
       label: `attention fwd+bwd B${a.batch} H${a.heads} T${c.tokens} D${a.dim} ${c.mask}`,
-      ours: ours.get(`attention/${c.id}`) ?? null,
+      ...mine(`attention/${c.id}`),
       baseline: base(`attention/${c.id}`),
       baselineLabel: "scaled_dot_product_attention",
       terms: "time",
@@ -87,7 +101,7 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
   const ln = w.layernorm.rows * w.layernorm.cols;
   rows.push({
     label: `LayerNorm fwd+bwd ${w.layernorm.rows} x ${w.layernorm.cols}`,
-    ours: ours.get("layernorm") ?? null,
+    ...mine("layernorm"),
     baseline: base("layernorm"),
     baselineLabel: "F.layer_norm",
     // Least traffic: forward reads x and writes y; backward reads x and dy and writes dx.
@@ -98,7 +112,7 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
   const chain = w.chain.rows * w.chain.cols;
   rows.push({
     label: `gelu(x + bias) + residual ${w.chain.rows} x ${w.chain.cols}`,
-    ours: ours.get("chain") ?? null,
+    ...mine("chain"),
     baseline: base("chain"),
     baselineLabel: "eager PyTorch (3 kernels)",
     work: { bytes: 3 * chain * 4 },
@@ -116,7 +130,7 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
   ) {
     rows.push({
       label: `optimizer step, ${millions} M parameters in ${o.models} models, ${what}`,
-      ours: ours.get(`optimizer/${mode}`) ?? null,
+      ...mine(`optimizer/${mode}`),
       baseline: base("optimizer"),
       baselineLabel: torchOptimizer,
       work: { bytes: ADAMW_BYTES_PER_PARAMETER * parameters },
@@ -130,7 +144,7 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
     for (const family of FAMILIES) {
       rows.push({
         label: `${size.id} (${shape}): ${family} step alone`,
-        ours: ours.get(`${prefix}/${family}`) ?? null,
+        ...mine(`${prefix}/${family}`),
         baseline: base(`${prefix}/${family}`),
         baselineLabel: "HF model + torch.optim.AdamW, eager",
         terms: "time",
@@ -142,13 +156,14 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
     rows.push({
       label: `${size.id}: sequential (the three steps alone, summed)`,
       ours: oursSequential,
+      failed: broken(...sequentialIds),
       baseline: torchSequential,
       baselineLabel: "PyTorch sequential",
       terms: "time",
     });
     rows.push({
       label: `${size.id}: joint step vs PyTorch sequential`,
-      ours: ours.get(`${prefix}/joint`) ?? null,
+      ...mine(`${prefix}/joint`),
       baseline: torchSequential,
       baselineLabel: "PyTorch sequential",
       terms: "time",
@@ -156,7 +171,7 @@ export function tableRows(w: Workloads, ours: Times, torch: Times | null, torchO
     });
     rows.push({
       label: `${size.id}: joint step vs our sequential`,
-      ours: ours.get(`${prefix}/joint`) ?? null,
+      ...mine(`${prefix}/joint`),
       baseline: oursSequential,
       baselineLabel: "ours, sequential",
       terms: "time",
@@ -201,11 +216,11 @@ export function markdownTable(rows: Row[], judged: boolean): string {
       : "—";
     const verdict = judged ? met(row) : null;
     lines.push(
-      `| ${row.label} | ${formatTime(row.ours, row.work)} | ${row.baselineLabel}: ${
-        formatTime(row.baseline, row.work)
-      } | ${r === null ? "—" : `${r.toFixed(2)}x ${terms}`} | ${target} | ${
-        verdict === null ? "—" : verdict ? "yes" : "**no**"
-      } |`,
+      `| ${row.label} | ${
+        row.failed ? "**failed, not timed**" : formatTime(row.ours, row.work)
+      } | ${row.baselineLabel}: ${formatTime(row.baseline, row.work)} | ${
+        r === null ? "—" : `${r.toFixed(2)}x ${terms}`
+      } | ${target} | ${verdict === null ? "—" : verdict ? "yes" : "**no**"} |`,
     );
   }
   return lines.join("\n");

@@ -9,7 +9,8 @@ repetitions after a warmup, the median of several spans (wall clock on the CPU).
 everything else run in float32 with TF32 off. The models are Hugging Face's BertForSequenceClassification,
 GPT2ForSequenceClassification and RobertaForSequenceClassification, saved as Hugging Face folders
 DIR/model-<size>-<family> for our side to load. DIR/torch.json records the card, the versions and
-every time. Needs torch, transformers and safetensors.
+every time, and any workload that failed here (which is skipped; the exit status is then 1). Needs torch,
+transformers and safetensors.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -344,11 +346,21 @@ def main() -> None:
     chosen = [(name, fn) for name, fn in steps if run.selected(name)]
     if not chosen:
         sys.exit(f"torch_side.py: --only {args.only} selects no workload")
+    # A workload that fails here is recorded and skipped, so that one failure does not cost a rare GPU
+    # run the others; our side reports it as a failed check and the run's status is 1.
+    failed = {}
     for name, fn in chosen:
         print(f"running {name}", flush=True)
-        fn()
+        try:
+            fn()
+        except Exception as error:  # noqa: BLE001 - any failure of one workload is reported, not fatal
+            traceback.print_exc()
+            failed[name] = f"{type(error).__name__}: {error}".splitlines()[0]
+            print(f"torch_side.py: {name} failed: {failed[name]}", file=sys.stderr, flush=True)
         if args.device == "cuda":
             torch.cuda.empty_cache()
+    if len(failed) == len(chosen):
+        sys.exit("torch_side.py: every workload failed")
     card, driver = device_info(args.device)
     record = {
         "size": args.size,
@@ -363,9 +375,12 @@ def main() -> None:
         "tf32": False,
         "date": datetime.date.today().isoformat(),
         "timings": run.timings,
+        "failed": failed,
     }
     (args.out / "torch.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {len(run.timings)} timings and the reference files to {args.out}", flush=True)
+    if failed:
+        sys.exit(f"torch_side.py: failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
