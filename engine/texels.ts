@@ -1,9 +1,9 @@
 /**
  * Operands read through textures, for software adapters. llvmpipe (Mesa 22) loads a storage buffer
- * one SIMD lane and one component at a time, each behind a branch: about 26 ns of one core per vec4
- * and lane here, against 2.3 ns for a texel fetch, which it compiles to a straight gather (stores cost
- * 3 ns). Kernels that read each element many times (matmul, attention) therefore copy their operands
- * into rgba32float textures first (a memcpy, about 20 GB/s) and read them with `textureLoad`.
+ * lane by lane behind bounds checks: bench/load_costs.ts measured 6-8 ns of one core per vec4 and lane
+ * (12 ns as four floats) against 4.5-5.5 ns for a texel fetch (2026-12-01, 2-core AMD EPYC). Kernels
+ * that read each element many times (matmul, attention) therefore copy their operands into
+ * rgba32float textures first (a memcpy, about 17 GB/s) and read them with `textureLoad`.
  *
  * A texture holds a buffer range as a flat run of texels, {@linkcode TEXEL_ROW} to a row: floats
  * 4t .. 4t + 3 of the range are texel t, at column t % TEXEL_ROW of row t / TEXEL_ROW. Kernels read

@@ -1,7 +1,7 @@
 /**
  * The texel attention kernels, for software adapters (llvmpipe): q, k, v, the key mask, the output
  * gradient and the saved row statistics are read through textures (engine/texels.ts), where a
- * vec4 costs about a tenth of a storage-buffer load there. Each invocation owns `R` query rows
+ * vec4 costs less than from a storage buffer there. Each invocation owns `R` query rows
  * (forward, dQ) or key rows (dK and dV) in registers and walks the other side's rows one at a time,
  * fetching each of them once for its R rows; a workgroup is one 8-lane SIMD batch, with no workgroup
  * memory and no barrier. The head dimension's vec4s and the R rows are unrolled by the generator, so
