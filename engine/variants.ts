@@ -71,8 +71,8 @@ export const KERNEL_VARIANTS = {
       "four neighbouring outputs per invocation, the input read through a texture (software adapters from 8192 input elements; scalar where the inner size is not a multiple of 4 or the input exceeds a binding)",
   },
   gather_rows_backward: {
-    block256: "embedding gradient in workgroups of 256 columns (GPUs)",
-    block64: "workgroups of 64 columns, keeping every CPU core busy (software adapters)",
+    block256: "embedding gradient in workgroups of 256 (id, column) pairs (GPUs)",
+    block64: "workgroups of 64 (id, column) pairs, keeping every CPU core busy (software adapters)",
   },
   mm_mix: {
     scalar:

@@ -3,8 +3,8 @@
  *
  * Forward is one coalesced copy kernel (an invocation per output element, vec4 when C is a multiple
  * of 4). Backward groups the positions by id on the host from the ids' host values (a counting sort,
- * stable in position), uploads the grouping, and runs one kernel with a workgroup per (unique id,
- * column block) that sums that id's gradient rows in position order; rows of unused ids are zero.
+ * stable in position), uploads the grouping, and runs one kernel with an invocation per (unique id,
+ * column) pair that sums that id's gradient rows in position order; rows of unused ids are zero.
  * No atomics, so gradients are bit-identical run to run. Tables larger than one storage binding
  * (GPT-2's 50257 x 768 on llvmpipe's 128 MiB) are bound in row chunks; an output gradient larger
  * than one is grouped and summed in runs of positions, each run adding onto the sums the earlier
@@ -188,7 +188,6 @@ function gatherBackward(
     name: `gather_rows_backward_${variant}`,
     params: {
       cols: "u32",
-      col_blocks: "u32",
       segment_first: "u32",
       segment_count: "u32",
       starts_at: "u32",
@@ -201,10 +200,11 @@ function gatherBackward(
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let block = wid.x + wid.y * groups.x;
-  let segment = block / params.col_blocks;
-  let col = (block - segment * params.col_blocks) * ${threads}u + lid;
-  if (segment >= params.segment_count || col >= params.cols) { return; }
+  // Invocations walk (segment, column) pairs in order, so narrow rows share a workgroup.
+  let pair = (wid.x + wid.y * groups.x) * ${threads}u + lid;
+  let segment = pair / params.cols;
+  let col = pair - segment * params.cols;
+  if (segment >= params.segment_count) { return; }
   let s = params.segment_first + segment;
   let row = u32(grouping[s]) - params.row_first;
   let start = u32(grouping[params.starts_at + s]);
@@ -230,7 +230,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 }`,
   }));
   const vecCols = cols / width;
-  const colBlocks = Math.ceil(vecCols / threads);
   const tableWindows = rowWindows("gatherRows backward", vocab, [cols * 4]);
   for (
     const [positionFirst, positionCount] of rowWindows("gatherRows backward", hostIds.length, [cols * 4])
@@ -248,7 +247,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
         kernel,
         {
           cols: vecCols,
-          col_blocks: colBlocks,
           segment_first: segmentFirst,
           segment_count: segments,
           starts_at: unique,
@@ -261,7 +259,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
           g.window(positionFirst * cols, positionCount * cols),
           grad.window(rowFirst * cols, rowCount * cols),
         ],
-        grid(segments * colBlocks, 1),
+        grid(Math.ceil(segments * vecCols / threads), 1),
       );
       segmentFirst = segmentEnd;
     }

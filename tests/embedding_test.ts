@@ -85,7 +85,7 @@ Deno.test("gatherRows matches the reference for every width class and id pattern
   }
 });
 
-Deno.test("the GPU backward (256-column blocks) matches the reference", async () => {
+Deno.test("the GPU backward (workgroups of 256 id-column pairs) matches the reference", async () => {
   await withKernels("gather_rows_backward:block256", async () => {
     let seed = 50;
     for (const cols of [255, 256, 257, 1020, 1024, 1028]) {
