@@ -9,8 +9,9 @@
  *   with timestamp writes, resolved at submit and read back only with a readback the program already
  *   makes (or at exit), so a step gains no wait. Elsewhere dispatches are submitted one at a time,
  *   each awaited, inside the waits the program already makes (readbacks, `synchronize()`); that host
- *   timing includes the per-submit overhead. `MM_TIMING=host` chooses host timing where timestamps
- *   exist, to compare the two.
+ *   timing includes the per-submit overhead. `MM_TIMING` (comma-separated) tunes it: `host` chooses
+ *   host timing where timestamps exist, to compare the two; `grid` gives a row per kernel and workgroup
+ *   grid, which tells a problem's shapes apart (and a grid of many near-empty workgroups).
  *
  * This module holds the level, the two timers and the table; the recorder calls them.
  *
@@ -34,6 +35,31 @@ export const debugLevel: number = (() => {
   const level = Number(value);
   return Number.isInteger(level) && level > 1 ? Math.min(level, 4) : 1;
 })();
+
+/** The options of `MM_TIMING` (level 4), and what each one does. */
+export const TIMING_OPTIONS = {
+  host: "host timing even where the adapter has timestamp queries",
+  grid: "a row per kernel and workgroup grid instead of per kernel",
+} as const;
+
+/** Parses `MM_TIMING`'s comma-separated options; throws naming an unknown one and the accepted ones. */
+export function parseTimingOptions(spec: string): Set<keyof typeof TIMING_OPTIONS> {
+  const options = new Set<keyof typeof TIMING_OPTIONS>();
+  for (const option of spec.split(",").map((o) => o.trim()).filter((o) => o !== "")) {
+    if (!Object.hasOwn(TIMING_OPTIONS, option)) {
+      throw new Error(
+        `MM_TIMING: unknown option "${option}"; accepted: ${Object.keys(TIMING_OPTIONS).join(", ")}`,
+      );
+    }
+    options.add(option as keyof typeof TIMING_OPTIONS);
+  }
+  return options;
+}
+
+/** The options of `MM_TIMING`, read once. */
+export const timingOptions: ReadonlySet<keyof typeof TIMING_OPTIONS> = parseTimingOptions(
+  readEnv("MM_TIMING"),
+);
 
 /** Prints one debug line (or block) to stderr, prefixed with "[mm] ". */
 export function debugLine(text: string): void {
@@ -96,7 +122,7 @@ if (debugLevel >= 4) {
 
 /**
  * The level-4 timer for a device: timestamps where the device has `timestamp-query` (and `MM_TIMING`
- * is not "host"), host timing elsewhere; null below level 4. Work still untimed when the program runs
+ * has no "host"), host timing elsewhere; null below level 4. Work still untimed when the program runs
  * out of work is timed in one last `wait()` (the recorder's synchronize).
  */
 export function createKernelTimer(
@@ -105,7 +131,7 @@ export function createKernelTimer(
   wait: () => Promise<void>,
 ): TimestampTimer | SerialTimer | null {
   if (debugLevel < 4) return null;
-  const timer = device.features.has("timestamp-query") && readEnv("MM_TIMING") !== "host"
+  const timer = device.features.has("timestamp-query") && !timingOptions.has("host")
     ? new TimestampTimer(device, adapter)
     : new SerialTimer(device.queue, adapter);
   let waited = false;

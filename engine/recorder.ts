@@ -20,6 +20,7 @@ import {
   formatBytes,
   SerialTimer,
   TimestampTimer,
+  timingOptions,
 } from "./debug.ts";
 import {
   type Kernel,
@@ -183,14 +184,15 @@ export function dispatch<P extends ParamSpecs>(
   writeUniforms(kernel, params as ParamValues<ParamSpecs>, slot * (PARAM_BLOCK_BYTES / 4));
   uniformSlots++;
   const bindGroup = bindGroupFor(kernel, ranges);
-  const computePass = timing ? timedPass(timing, kernel.name) : currentPass();
+  const timedAs = timingOptions.has("grid") ? `${kernel.name} ${x}x${y}x${z}` : kernel.name;
+  const computePass = timing ? timedPass(timing, timedAs) : currentPass();
   computePass.setPipeline(kernel.pipeline);
   computePass.setBindGroup(0, bindGroup, [slot * PARAM_BLOCK_BYTES]);
   computePass.dispatchWorkgroups(x, y, z);
   if (timing) {
     endPass();
     if (timing instanceof SerialTimer) {
-      timing.record(encoder!.finish(), kernel.name);
+      timing.record(encoder!.finish(), timedAs);
       encoder = undefined;
     }
   }

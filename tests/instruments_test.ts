@@ -5,13 +5,14 @@
  * subprocess and read its stderr.
  */
 import { gpu } from "../engine/device.ts";
+import { parseTimingOptions } from "../engine/debug.ts";
 import { recorderStats, synchronize, timeKernels, traceDispatches } from "../engine/recorder.ts";
 import { tensor } from "../engine/tensor.ts";
 import { KERNEL_VARIANTS, parseKernelChoices, withKernels } from "../engine/variants.ts";
 import { attention } from "../kernels/attention.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { softmax } from "../kernels/softmax.ts";
-import { setup } from "./helpers.ts";
+import { expectError, setup } from "./helpers.ts";
 
 await setup();
 
@@ -144,6 +145,31 @@ Deno.test("MM_TIMING=host times each dispatch alone inside the program's waits",
   const kernels = dispatchLines(run).map((l) => l.match(DISPATCH)![1]);
   expect(rows.size === 1 && rows.get(kernels[2]) === 1, "the softmax submitted by the readback", run);
   expect(notes.some((n) => n.startsWith("3 dispatches not timed")), "the flushed ones reported untimed", run);
+});
+
+Deno.test("MM_TIMING=grid gives a row per kernel and workgroup grid; an unknown option is an error", async () => {
+  const run = await runScript({ MM_DEBUG: "4", MM_TIMING: "grid" });
+  const at = run.debug.findIndex((l) => l.startsWith("kernel times, "));
+  expect(at >= 0, "a table", run);
+  const grids = new Map<string, number>();
+  for (const line of run.debug.slice(at + 2)) {
+    const m = line.match(/^(\w+ \d+x\d+x\d+) +(\d+) +[\d.]+ +[\d.]+ +[\d.]+%$/);
+    if (m) grids.set(m[1], Number(m[2]));
+  }
+  // The dispatch lines give each kernel's grid: wg=(x,y,z).
+  const dispatches = dispatchLines(run).map((l) => {
+    const [, kernel, x, y, z] = l.match(/^(\w+) wg=\((\d+),(\d+),(\d+)\)/)!;
+    return `${kernel} ${x}x${y}x${z}`;
+  });
+  expect(grids.size > 0 && [...grids.keys()].every((g) => dispatches.includes(g)), "rows named by grid", run);
+  const timed = [...grids.values()].reduce((sum, n) => sum + n, 0);
+  const timestamps = run.debug[at].includes("GPU timestamps");
+  expect(timed === (timestamps ? 4 : 1), "every timed dispatch in a grid row", run);
+  expect(parseTimingOptions("grid, host").size === 2, "options combine", run);
+  expectError(
+    () => parseTimingOptions("host,bogus"),
+    'MM_TIMING: unknown option "bogus"; accepted: host, grid',
+  );
 });
 
 Deno.test("timeKernels sums the GPU time of the work's own dispatches, with one readback", async () => {
