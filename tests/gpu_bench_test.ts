@@ -17,6 +17,7 @@ import {
   replaceResults,
   RESULT_MARKERS,
   type Row,
+  verdictLine,
 } from "../bench/gpu/report.ts";
 import { assertBitwiseEqual } from "./helpers.ts";
 
@@ -274,7 +275,7 @@ Deno.test("comparisons scale by the expected maximum and never pass a NaN or a l
   if (!passes(floored)) throw new Error(`the floor was not applied: ${JSON.stringify(floored)}`);
 });
 
-Deno.test("rows judge time ratios from above, rate ratios from below, and replace the doc's results", () => {
+Deno.test("rows judge time ratios from above, rate ratios from below, failed rows are not judged, and the doc's results are replaced", () => {
   const time: Row = {
     label: "a",
     ours: 3,
@@ -299,6 +300,26 @@ Deno.test("rows judge time ratios from above, rate ratios from below, and replac
     !table.includes("| 0.50x rate | rate ≥ 0.60x | **no** |")
   ) {
     throw new Error(table);
+  }
+  const failed: Row = { ...time, ours: null, failed: true };
+  const verdicts = [
+    verdictLine([time, rate], true),
+    verdictLine([time, rate, failed], true),
+    verdictLine([time, rate, failed], false),
+  ];
+  if (
+    verdicts[0] !== "Targets met: 1 of 2." ||
+    verdicts[1] !== "Targets met: 1 of 2; 1 more with a target failed and are not judged." ||
+    !verdicts[2].includes("no target is judged")
+  ) {
+    throw new Error(verdicts.join("\n"));
+  }
+  if (
+    !markdownTable([failed], true).includes(
+      "| a | **failed, not timed** | b: 2.00 ms | — | time ≤ 1.50x | — |",
+    )
+  ) {
+    throw new Error(markdownTable([failed], true));
   }
   const doc = `# T\n\n${RESULT_MARKERS[0]}\nold\n${RESULT_MARKERS[1]}\n\ntail\n`;
   const replaced = replaceResults(doc, "new", "doc.md");

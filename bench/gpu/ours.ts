@@ -22,7 +22,7 @@ import { type Size, workloads } from "./inputs.ts";
 import { attentionWorkload, chainWorkload, layerNormWorkload, matmulWorkload } from "./kernel_workloads.ts";
 import { modelsWorkload } from "./model_workloads.ts";
 import { optimizerWorkload } from "./optimizer_workload.ts";
-import { markdownTable, met, profileTable, replaceResults, tableRows, type Times } from "./report.ts";
+import { markdownTable, profileTable, replaceResults, tableRows, type Times, verdictLine } from "./report.ts";
 import { DRY_TIMING, FULL_TIMING, type Measurement } from "./timing.ts";
 import type { Workload } from "./workload.ts";
 
@@ -159,7 +159,7 @@ if (passed.length === 0) {
   Deno.exit(1);
 }
 if (failedIds.length > 0) {
-  console.error(`${NAME}: not timed, their checks failed: ${failedIds.join(", ")}; timing the others`);
+  console.error(`${NAME}: not timed (failed above): ${failedIds.join(", ")}; timing the others`);
 }
 
 const timing = size === "full" ? FULL_TIMING : DRY_TIMING;
@@ -207,11 +207,7 @@ const notTimed = failedIds.length === 0
   ? ""
   : ` ${failedIds.length} workload(s) failed (their check, PyTorch's side or their timing) and have no ` +
     `time: ${failedIds.join(", ")} (the run's log names each error).`;
-const verdict = judged
-  ? `Targets met: ${rows.filter((r) => met(r) === true).length} of ${
-    rows.filter((r) => met(r) !== null).length
-  }.`
-  : "Tiny shapes: a check of correctness and of the code paths; no time here means anything, no target is judged.";
+const verdict = verdictLine(rows, judged);
 const header = torchRun
   ? `Run of ${date}: **${torchRun.card}** (driver ${torchRun.driver}), WebGPU adapter "${gpuInfo.profile.name}", ` +
     `Deno ${Deno.version.deno}; PyTorch ${torchRun.torch} on ${torchRun.device} (TF32 off), transformers ` +

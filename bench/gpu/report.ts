@@ -202,6 +202,21 @@ export function met(row: Row): boolean | null {
   return row.terms === "rate" ? r >= row.target.bound : r <= row.target.bound;
 }
 
+/**
+ * The sentence that sums the table up: how many targets are met of those judged, and how many rows
+ * with a target failed (and so could not be judged); without `judged` (tiny shapes), that none is.
+ */
+export function verdictLine(rows: readonly Row[], judged: boolean): string {
+  if (!judged) {
+    return "Tiny shapes: a check of correctness and of the code paths; no time here means anything, no target is judged.";
+  }
+  const failed = rows.filter((r) => r.failed && r.target).length;
+  return `Targets met: ${rows.filter((r) => met(r) === true).length} of ${
+    rows.filter((r) => met(r) !== null).length
+  }` +
+    (failed > 0 ? `; ${failed} more with a target failed and are not judged.` : ".");
+}
+
 /** The markdown table of the rows; without `judged` (tiny shapes) no row is said to meet or miss its target. */
 export function markdownTable(rows: Row[], judged: boolean): string {
   const lines = [
