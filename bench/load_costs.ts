@@ -70,6 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   for (var j = 0u; j < iterations; j++) { ${statement} }
   o[wid.x * 8u + lid] = acc + acc2 + acc3 + acc4 + textureLoad(t, vec2u(lid, 0u), 0) + s[lid] + w[lid] + f[lid];
 }`;
+  device.pushErrorScope("validation");
   const pipeline = device.createComputePipeline({
     layout: "auto",
     compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
@@ -84,6 +85,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       { binding: 4, resource: { buffer: storage } },
     ],
   });
+  // A probe that does not compile would time nothing and print a plausible figure: stop instead.
+  const error = await device.popErrorScope();
+  if (error) throw new Error(`bench/load_costs.ts: probe "${name}": ${error.message}`);
   const run = async (dispatches: number) => {
     const start = performance.now();
     const encoder = device.createCommandEncoder();

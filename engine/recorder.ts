@@ -184,7 +184,8 @@ export function dispatch<P extends ParamSpecs>(
   writeUniforms(kernel, params as ParamValues<ParamSpecs>, slot * (PARAM_BLOCK_BYTES / 4));
   uniformSlots++;
   const bindGroup = bindGroupFor(kernel, ranges);
-  const timedAs = timingOptions.has("grid") ? `${kernel.name} ${x}x${y}x${z}` : kernel.name;
+  // Level 4 names the timed row; with MM_TIMING=grid, by kernel and workgroup grid.
+  const timedAs = timing && timingOptions.has("grid") ? `${kernel.name} ${x}x${y}x${z}` : kernel.name;
   const computePass = timing ? timedPass(timing, timedAs) : currentPass();
   computePass.setPipeline(kernel.pipeline);
   computePass.setBindGroup(0, bindGroup, [slot * PARAM_BLOCK_BYTES]);

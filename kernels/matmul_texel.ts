@@ -1,6 +1,7 @@
 /**
  * The software adapters' matmul (variant `texel`): both operands are read through textures
- * (engine/texels.ts), where llvmpipe fetches a vec4 faster than from a storage buffer. A workgroup is one 8-lane SIMD batch with no workgroup memory and no barrier; each
+ * (engine/texels.ts), where llvmpipe fetches a vec4 faster than from a storage buffer. A workgroup
+ * is one 8-lane SIMD batch with no workgroup memory and no barrier; each
  * invocation accumulates a `threadRows x threadCols` block of the output in registers, fetching per
  * four steps of the inner dimension one texel per row of its block and one per column (or per
  * four columns), all unrolled by the generator. Each operand layout (transposed or not) reads whole
