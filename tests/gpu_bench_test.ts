@@ -74,6 +74,7 @@ Deno.test("the dry run checks and times every workload on the software adapter a
     "sharing + sync + adaptive every step",
     "| small: joint step vs our sequential",
     "| large: sequential (the three steps alone, summed)",
+    "| small: bert over 3 batches at once (bound of fusing 3 models' ops)",
   ];
   for (const row of rows) {
     if (!result.stdout.includes(row)) throw new Error(`the table has no "${row}":\n${result.stdout}`);
@@ -84,7 +85,9 @@ Deno.test("the dry run checks and times every workload on the software adapter a
   // The profile: every measurement's GPU time by kernel (llvmpipe has timestamp queries).
   const profile = result.stdout.slice(result.stdout.indexOf("### Where the time goes"));
   const measured = [...ids.filter((id) => id !== "optimizer" && !id.startsWith("model/")), "optimizer/on"];
-  for (const size of w.models.sizes) measured.push(`model/${size.id}/joint`, `model/${size.id}/gpt2`);
+  for (const size of w.models.sizes) {
+    measured.push(`model/${size.id}/joint`, `model/${size.id}/gpt2`, `model/${size.id}/bert-x3`);
+  }
   for (const id of measured) {
     const row = profile.split("\n").find((line) => line.startsWith(`| ${id} |`));
     const cells = row?.split("|").map((cell) => cell.trim());

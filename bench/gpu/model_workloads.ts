@@ -75,12 +75,20 @@ async function loadModels(size: ModelSize, spec: ModelsSpec, source: Source): Pr
   return models;
 }
 
-/** Token ids in [2, vocab) (never a padding id) and binary labels, from the shared streams. */
-function benchBatch(size: ModelSize): Batch {
-  const ids = streamInts("model.ids", size.batch * size.tokens, 2, size.vocab);
+/**
+ * Token ids in [2, vocab) (never a padding id) and binary labels, from the shared streams; `copies`
+ * stacks that batch along the batch axis.
+ */
+function benchBatch(size: ModelSize, copies = 1): Batch {
+  const repeat = (values: Int32Array) => {
+    const stacked = new Int32Array(values.length * copies);
+    for (let c = 0; c < copies; c++) stacked.set(values, c * values.length);
+    return stacked;
+  };
+  const ids = repeat(streamInts("model.ids", size.batch * size.tokens, 2, size.vocab));
   return {
-    inputIds: tensor(ids, { shape: [size.batch, size.tokens] }),
-    labels: tensor(streamInts("model.labels", size.batch, 0, 2)),
+    inputIds: tensor(ids, { shape: [copies * size.batch, size.tokens] }),
+    labels: tensor(repeat(streamInts("model.labels", size.batch, 0, 2))),
   };
 }
 
@@ -142,7 +150,12 @@ function compareModel(workload: string, name: string, ours: Expected, expected: 
   ];
 }
 
-/** The three models at one size; rows `model/<size>/joint` and `model/<size>/<family>`. */
+/**
+ * The three models at one size; rows `model/<size>/joint`, `model/<size>/<family>` and
+ * `model/<size>/bert-x3`: BERT's step alone over three batches stacked into one. That is the work of
+ * three same-shaped models fused op by op across models (horizontal fusion, which the engine does not
+ * do) in one model's dispatches, so against three BERT steps it bounds what such a fusion could buy.
+ */
 export async function modelsWorkload(size: ModelSize, spec: ModelsSpec, source: Source): Promise<Workload> {
   const id = `model/${size.id}`, file = `model-${size.id}`;
   const models = await loadModels(size, spec, source);
@@ -172,7 +185,7 @@ export async function modelsWorkload(size: ModelSize, spec: ModelsSpec, source: 
     async time(timing: TimingOptions): Promise<Measurement[]> {
       for (const model of Object.values(models)) model.train();
       const optimizer = jointOptimizer();
-      const measurements = [
+      const measurements: Measurement[] = [
         await measure(`${id}/joint`, () =>
           tidy(() => {
             optimizer.zeroGrad();
@@ -197,14 +210,19 @@ export async function modelsWorkload(size: ModelSize, spec: ModelsSpec, source: 
           parameterSync: false,
           adaptiveLr: false,
         });
-        measurements.push(
-          await measure(`${id}/${name}`, () =>
-            tidy(() => {
-              single.zeroGrad();
-              model.forward(batch).loss!.backward();
-              single.step();
-            }), timing),
-        );
+        const step = (input: Batch) => () =>
+          tidy(() => {
+            single.zeroGrad();
+            model.forward(input).loss!.backward();
+            single.step();
+          });
+        measurements.push(await measure(`${id}/${name}`, step(batch), timing));
+        if (name === "bert") {
+          const stacked = benchBatch(size, 3);
+          measurements.push(await measure(`${id}/bert-x3`, step(stacked), timing));
+          stacked.inputIds.dispose();
+          stacked.labels!.dispose();
+        }
         single.dispose();
       }
       return measurements;

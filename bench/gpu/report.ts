@@ -1,8 +1,8 @@
 /**
  * The results table of the side-by-side benchmark: one row per comparison with our time, the
- * baseline's (PyTorch's, or our sequential step for the joint-vs-sequential row), their ratio in the
- * target's terms, the target and whether it is met; and the writing of that table into
- * docs/PERFORMANCE.md between its result markers.
+ * baseline's (PyTorch's; or ours: the sequential steps for joint vs sequential, three BERT steps for
+ * the fusion bound), their ratio in the target's terms, the target and whether it is met; and the
+ * writing of that table into docs/PERFORMANCE.md between its result markers.
  *
  * @module
  */
@@ -176,6 +176,14 @@ export function tableRows(
       baselineLabel: "ours, sequential",
       terms: "time",
       target: { bound: TARGETS.jointVsSequential },
+    });
+    const bert = ours.get(`${prefix}/bert`);
+    rows.push({
+      label: `${size.id}: bert over 3 batches at once (bound of fusing 3 models' ops)`,
+      ...mine(`${prefix}/bert-x3`),
+      baseline: bert === undefined ? null : 3 * bert,
+      baselineLabel: "ours, bert step alone x 3",
+      terms: "time",
     });
   }
   return rows;
