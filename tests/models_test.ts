@@ -11,7 +11,7 @@ import { bodyInputs } from "../models/inputs.ts";
 import { TransformerModel } from "../models/model.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
 import { checkModelFolder } from "../models/parity.ts";
-import { assertBitwiseEqual, assertClose, runParity, setup } from "./helpers.ts";
+import { assertBitwiseEqual, assertClose, runParity, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -56,6 +56,13 @@ for (const family of FAMILIES) {
     if (result.zeroGradientTensors.some((n) => !n.endsWith("attention.self.key.bias"))) {
       throw new Error(`zero gradients: ${result.zeroGradientTensors}`);
     }
+  });
+
+  // The automatic choice gives a GPU other kernels (tiled products and attention, row trees): each is
+  // tested alone, and here composed into the whole model, as on the GPU machine and users' cards.
+  Deno.test(`${family}: with the kernels a GPU gets, outputs and gradients still match Hugging Face`, async () => {
+    const result = await withProfile({ isSoftware: false }, () => checkModelFolder(`${FIXTURES}${family}`));
+    if (!result.pass) throw new Error(JSON.stringify(result));
   });
 }
 
