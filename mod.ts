@@ -55,6 +55,7 @@ export {
   type KernelTimes,
   type RecorderStats,
   recorderStats,
+  submitStep,
   synchronize,
   timeKernels,
   traceDispatches,

@@ -371,6 +371,16 @@ export function flush(): void {
 }
 
 /**
+ * Submits what is recorded at the end of a training step, so that the device runs the step while the
+ * host records the next one instead of waiting for the next readback. `MultiModelOptimizer.step()`
+ * calls it; a loop with an update of its own calls it after each step. Unlike {@linkcode flush},
+ * level-4 host timing still holds the work back until the program waits, and times it.
+ */
+export function submitStep(): void {
+  submit("step");
+}
+
+/**
  * Submits the recorded work; `reason` is printed by `MM_DEBUG=2`. Level-4 host timing holds the work
  * back until the next wait, where it submits it one dispatch at a time, unless `immediate` (an
  * explicit flush(), after which the caller may destroy buffers the work uses).

@@ -1,15 +1,17 @@
 /**
  * The compute comparison of the experiment (the seed's third claim): time per training step of the
- * three models trained (a) independently one after another, (b) independently in one process, all
- * three in one command buffer per step with separate optimizers, and (c) jointly with the fused
+ * three models trained (a) independently one after another, (b) independently in one process, the
+ * three recorded together each step with separate optimizers, and (c) jointly with the fused
  * MultiModelOptimizer; each split into forward + backward and optimizer. Every case runs on the same
  * sentiment batches in this process, after a warm-up, timed by the wall clock around a GPU
- * synchronisation; the GPU time of a whole step is the sum of its kernels' times from timestamp
- * queries, over as many further steps (each dispatch then runs in a compute pass of its own).
+ * synchronisation, each call submitted as it ends (as an optimizer's step() does), so that the device
+ * runs one while the next is recorded in every case; the GPU time of a whole step is the sum of its
+ * kernels' times from timestamp queries, over as many further steps (each dispatch then runs in a
+ * compute pass of its own).
  *
  * @module
  */
-import { synchronize, timeKernels } from "../engine/recorder.ts";
+import { submitStep, synchronize, timeKernels } from "../engine/recorder.ts";
 import { type Tensor, tidy } from "../engine/tensor.ts";
 import type { TransformerModel } from "../models/model.ts";
 import { buildOptimizers } from "../train/models.ts";
@@ -43,12 +45,19 @@ async function gpuTimeOfSteps(steps: number, step: (index: number) => void): Pro
   return times ? times.totalMs / steps : undefined;
 }
 
-/** Times `steps` calls of `step` after one warm-up call; returns ms per call. */
+/**
+ * Times `steps` calls of `step` after one warm-up call; returns ms per call. Each call's work is
+ * submitted when it returns, also where no optimizer step ends it (forward and backward alone), so
+ * that the split of a step into its parts compares like with like.
+ */
 async function timeSteps(steps: number, step: (index: number) => void): Promise<number> {
   step(0);
   await synchronize();
   const started = performance.now();
-  for (let i = 1; i <= steps; i++) step(i);
+  for (let i = 1; i <= steps; i++) {
+    step(i);
+    submitStep();
+  }
   await synchronize();
   return (performance.now() - started) / steps;
 }

@@ -26,7 +26,15 @@ import { alignedLength } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
 import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
 import { shapeSize } from "../engine/shape.ts";
-import { type BufferRange, clearBuffer, copyBuffer, flush, readRanges, upload } from "../engine/recorder.ts";
+import {
+  type BufferRange,
+  clearBuffer,
+  copyBuffer,
+  flush,
+  readRanges,
+  submitStep,
+  upload,
+} from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import type { ParameterSet } from "../models/parameters.ts";
 import { buildGroups, type ParameterGroup } from "./groups.ts";
@@ -355,9 +363,17 @@ export class MultiModelOptimizer {
    * Counts a micro-batch; on the last one of an accumulation cycle, records the update of every
    * model (sharing, clipping, adaptive rates, AdamW, sync) and returns true. A model whose loss or
    * gradients are not finite keeps its parameters and moments; `metrics()` counts it as skipped.
+   * Either way it then submits everything recorded (the step's forwards, backwards and update) as one
+   * command buffer, without a readback, so the device runs it while the caller records the next.
    */
   step(): boolean {
     this.#assertAlive("step");
+    const updated = this.#recordStep();
+    submitStep();
+    return updated;
+  }
+
+  #recordStep(): boolean {
     const o = this.options;
     const c = this.#counters;
     // 1. Accumulate: only the last micro-batch of a cycle updates.

@@ -1,6 +1,6 @@
 import { Random } from "../engine/random.ts";
 import { poolStats } from "../engine/pool.ts";
-import { traceDispatches } from "../engine/recorder.ts";
+import { recorderStats, traceDispatches } from "../engine/recorder.ts";
 import { readAll, tensor, tidy, writeTensor } from "../engine/tensor.ts";
 import { mul } from "../kernels/elementwise.ts";
 import { sum } from "../kernels/reduce.ts";
@@ -451,6 +451,62 @@ Deno.test("a step is a constant number of dispatches and creates no buffer, what
   }
   // log, norms, plan (flag), share, norms, plan (finish), AdamW, sync
   if (counts.join() !== "8,8") throw new Error(`dispatches per step: ${counts}`);
+});
+
+Deno.test("a joint training step is one command buffer, submitted by step() without a readback", async () => {
+  const shared = {
+    hiddenSize: 16,
+    numHeads: 2,
+    intermediateSize: 32,
+    vocabSize: 40,
+    maxPositions: 24,
+    numLayers: 1,
+  };
+  const models = Object.fromEntries(
+    (["bert", "gpt2", "roberta"] as const).map((family, i) => [
+      family,
+      new TransformerModel(modelConfig(family, shared), {
+        name: family,
+        task: "sequence-classification",
+        numLabels: 2,
+        seed: i + 1,
+      }),
+    ]),
+  );
+  const optimizer = new MultiModelOptimizer({ models });
+  const inputIds = tensor(Int32Array.from({ length: 2 * 5 }, (_, i) => 3 + (i * 7) % 30), { shape: [2, 5] });
+  const labels = tensor(Int32Array.of(0, 1));
+  const record = () =>
+    tidy(() => {
+      optimizer.zeroGrad();
+      const losses = Object.fromEntries(
+        Object.entries(models).map(([name, model]) => [name, model.forward({ inputIds, labels }).loss!]),
+      );
+      for (const loss of Object.values(losses)) loss.backward();
+      optimizer.logMetrics(losses);
+    });
+  for (let update = 0; update < 3; update++) {
+    const before = recorderStats();
+    record();
+    const recorded = recorderStats();
+    optimizer.step();
+    const after = recorderStats();
+    // Forwards and backwards only record; step() submits all of it, so the device runs this step
+    // while the next one is recorded (the first also uploads the ids and creates pipelines).
+    if (recorded.submits !== before.submits || after.submits !== before.submits + 1) {
+      throw new Error(
+        `update ${update}: ${recorded.submits - before.submits} submits while recording, ` +
+          `${after.submits - recorded.submits} by step()`,
+      );
+    }
+    if (after.readbacks !== before.readbacks) throw new Error(`update ${update} read back`);
+  }
+  const metrics = await optimizer.metrics();
+  if (metrics.models.bert.updates !== 3) throw new Error(`updates: ${JSON.stringify(metrics.models.bert)}`);
+  inputIds.dispose();
+  labels.dispose();
+  optimizer.dispose();
+  for (const model of Object.values(models)) model.dispose();
 });
 
 Deno.test("stateDict returns a copy, and loadStateDict neither mutates its argument nor fails when repeated", async () => {
