@@ -491,8 +491,8 @@ Deno.test("a joint training step is one command buffer, submitted by step() with
     const recorded = recorderStats();
     optimizer.step();
     const after = recorderStats();
-    // Forwards and backwards only record; step() submits all of it, so the device runs this step
-    // while the next one is recorded (the first also uploads the ids and creates pipelines).
+    // Forwards and backwards only record; step() submits all of it (the first time with the ids'
+    // staged upload), so the device runs this step while the next one is recorded.
     if (recorded.submits !== before.submits || after.submits !== before.submits + 1) {
       throw new Error(
         `update ${update}: ${recorded.submits - before.submits} submits while recording, ` +
