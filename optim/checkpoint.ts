@@ -6,7 +6,7 @@
  * bit.
  *
  * Saving is crash-safe at every point. Everything is serialized in memory first; the checkpoint is
- * written into `<folder>.tmp-<uuid>` (each file synced); the checkpoint at `<folder>`, if any, is
+ * written into `<folder>.tmp-<uuid>` (each file, then each new folder, synced); the checkpoint at `<folder>`, if any, is
  * renamed to `<folder>.old-<uuid>`; the new one is renamed to `<folder>` (and the parent folder
  * synced); and only then are the old one and the leftovers of interrupted saves (`<folder>.tmp-*`,
  * `<folder>.old-*`) removed. A crash
@@ -209,12 +209,8 @@ export async function saveCheckpoint(
   models: Record<string, TransformerModel>,
 ): Promise<void> {
   const target = checkpointPath(folder, "saveCheckpoint");
+  optimizer.assertOwnModels(models, "saveCheckpoint");
   const names = Object.keys(models);
-  if (names.join() !== optimizer.modelNames.join()) {
-    throw new Error(
-      `saveCheckpoint: models [${names}] differ from the optimizer's [${optimizer.modelNames}]`,
-    );
-  }
   // Model names become folder names: one that is not a plain name would write elsewhere.
   const unsafe = names.find((name) => !/^[^/\\]+$/.test(name) || name === "." || name === "..");
   if (unsafe !== undefined) throw new Error(`saveCheckpoint: model name "${unsafe}" cannot be a folder name`);
@@ -225,10 +221,16 @@ export async function saveCheckpoint(
   if (found === "checkpoint") await removeLeftovers(target);
   const temporary = `${target}.tmp-${crypto.randomUUID()}`;
   try {
+    const folders = new Set([temporary]);
     for (const [name, bytes] of files) {
-      await checkpointFiles.mkdir(dirname(`${temporary}/${name}`));
+      const folder = dirname(`${temporary}/${name}`);
+      await checkpointFiles.mkdir(folder);
       await checkpointFiles.writeFile(`${temporary}/${name}`, bytes);
+      for (let f = folder; f !== temporary; f = dirname(f)) folders.add(f);
     }
+    // The new folders' entries must be on disk before the rename publishes them: deepest first.
+    const deepestFirst = [...folders].sort((a, b) => b.split("/").length - a.split("/").length);
+    for (const folder of deepestFirst) await checkpointFiles.syncFolder(folder);
   } catch (error) {
     // The original error is the one to report; what remains is removed by the next save.
     await checkpointFiles.remove(temporary).catch(() => {});
@@ -424,6 +426,7 @@ export async function loadCheckpoint(
   optimizer: MultiModelOptimizer,
   models: Record<string, TransformerModel>,
 ): Promise<void> {
+  optimizer.assertOwnModels(models, "loadCheckpoint");
   const root = await locateCheckpoint(checkpointPath(folder, "loadCheckpoint"));
   const jsonPath = `${root}/optimizer.json`;
   let text: string;

@@ -544,6 +544,24 @@ export class MultiModelOptimizer {
     this.#joint.arena.destroy();
   }
 
+  /**
+   * Throws, naming `caller`, unless `models` are this optimizer's own models under the same names, in
+   * the same order: another model's weights saved or restored beside these moments would resume silently
+   * wrong.
+   */
+  assertOwnModels(models: Record<string, OptimizableModel>, caller: string): void {
+    const names = Object.keys(models);
+    if (names.join() !== this.modelNames.join()) {
+      throw new Error(`${caller}: models [${names}] differ from the optimizer's [${this.modelNames}]`);
+    }
+    const stranger = names.find((name) => models[name]?.parameterSet !== this.#models[name].parameterSet);
+    if (stranger !== undefined) {
+      throw new Error(
+        `${caller}: model "${stranger}" is not the one this optimizer trains (another model of that name)`,
+      );
+    }
+  }
+
   #assertAlive(method: string): void {
     if (this.#disposed) {
       throw new Error(
@@ -605,7 +623,11 @@ export class MultiModelOptimizer {
       window: this.#window,
       accumulation: this.options.gradientAccumulationSteps,
       amsgrad: this.options.amsgrad,
-      parameters: this.#joint.placed.map((p) => ({ key: this.#joint.key(p), size: p.size })),
+      parameters: this.#joint.placed.map((p) => ({
+        key: this.#joint.key(p),
+        shape: p.parameter.info.shape,
+        size: p.size,
+      })),
     });
     const control = this.#initialControl();
     control.set(state.control);

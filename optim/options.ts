@@ -122,9 +122,15 @@ export function resolveOptions(modelNames: readonly string[], options: Optimizer
   const eps = options.eps ?? 1e-8;
   const weightDecay = options.weightDecay ?? 0;
   check(lr >= 0 && Number.isFinite(lr), `lr must be a finite number >= 0, got ${lr}`);
-  check(betas.every((b) => b >= 0 && b < 1), `betas must be in [0, 1), got [${betas}]`);
-  check(eps > 0, `eps must be > 0, got ${eps}`);
-  check(weightDecay >= 0, `weightDecay must be >= 0, got ${weightDecay}`);
+  check(
+    betas.length === 2 && betas.every((b) => b >= 0 && b < 1),
+    `betas must be two numbers in [0, 1), got [${betas}]`,
+  );
+  check(eps > 0 && Number.isFinite(eps), `eps must be a finite number > 0, got ${eps}`);
+  check(
+    weightDecay >= 0 && Number.isFinite(weightDecay),
+    `weightDecay must be a finite number >= 0, got ${weightDecay}`,
+  );
   const amsgrad = options.amsgrad ?? false;
   check(typeof amsgrad === "boolean", `amsgrad must be true or false, got ${JSON.stringify(amsgrad)}`);
   const weights = options.modelWeights ?? {};

@@ -261,6 +261,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         control[row + ${CONTROL.skip}u] = skip_reason(row, flags[0], largest[0] * inverse);
       }
     }
+    // Every lane reads lane 0's control writes below; workgroupBarrier alone orders only workgroup memory.
+    storageBarrier();
     workgroupBarrier();
   }
   if (params.phase == ${PlanPhase.Flag}u) { return; }

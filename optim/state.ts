@@ -30,8 +30,8 @@ export interface ExpectedState {
   accumulation: number;
   /** Whether the state holds AMSGrad's maximum of the second moment. */
   amsgrad: boolean;
-  /** Every parameter: its "model/parameter" key and element count. */
-  parameters: readonly { key: string; size: number }[];
+  /** Every parameter: its "model/parameter" key, shape and element count. */
+  parameters: readonly { key: string; shape: readonly number[]; size: number }[];
 }
 
 const SKIP_CODES = new Set<number>(Object.values(SkipReason));
@@ -110,6 +110,10 @@ export function checkState(state: OptimizerState, expected: ExpectedState): void
     const key = p.key;
     const entry = state.moments[key];
     if (!entry) fail(`no moments for "${key}"`);
+    // Same element count, other shape (a [2, 3] state for a [3, 2] parameter) would load moments into the wrong places.
+    if (!Array.isArray(entry.shape) || entry.shape.join() !== p.shape.join()) {
+      fail(`"${key}" was saved with shape [${entry.shape}], the parameter has shape [${p.shape}]`);
+    }
     if ((entry.maxExpAvgSq !== undefined) !== expected.amsgrad) {
       fail(
         `"${key}" ${entry.maxExpAvgSq ? "has" : "lacks"} max_exp_avg_sq, and this optimizer ` +

@@ -274,6 +274,20 @@ Deno.test("a corrupt checkpoint is refused, naming the file and field, and chang
     const changed = difference(before, await snapshot(target));
     if (changed) throw new Error(`case ${i} (${fragment}): the ${changed} changed`);
   }
+  // Models of the same names that another optimizer trains: their weights beside these moments would resume wrong.
+  for (
+    const [label, attempt] of [
+      ["save", () => saveCheckpoint(`${dir}/stranger`, source.optimizer, target.models)],
+      ["load", () => loadCheckpoint(`${dir}/good`, target.optimizer, source.models)],
+    ] as const
+  ) {
+    const message = await rejection(attempt);
+    if (!message.includes('model "bert" is not the one this optimizer trains')) {
+      throw new Error(`${label} with another optimizer's models: "${message}"`);
+    }
+  }
+  if (await checkpointFiles.stat(`${dir}/stranger`)) throw new Error("a refused save wrote a folder");
+  if (difference(before, await snapshot(target))) throw new Error("a refused load changed the target");
   await loadCheckpoint(`${dir}/good`, target.optimizer, target.models);
   const loaded = difference(saved, await snapshot(target));
   if (loaded) throw new Error(`the valid checkpoint restored a different ${loaded}`);
@@ -303,6 +317,40 @@ function injectFailure(completed: number, crash: boolean): () => number {
     return count;
   };
 }
+
+Deno.test("a save syncs every folder it creates, deepest first, before the rename publishes them", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp" });
+  manualSeed(4);
+  const run = build(3);
+  trainStep(run, 0);
+  const files = checkpointFiles as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const originals = { ...files };
+  const calls: string[] = [];
+  for (const name of ["mkdir", "syncFolder", "rename"]) {
+    files[name] = (...args: unknown[]) => {
+      calls.push(`${name} ${args[0]}`);
+      return originals[name](...args);
+    };
+  }
+  try {
+    await saveCheckpoint(`${dir}/ckpt`, run.optimizer, run.models);
+  } finally {
+    Object.assign(files, originals);
+  }
+  const temporary = calls.find((c) => c.startsWith("mkdir "))!.slice(6).replace(/\/models\/.*$|\/?$/, "");
+  const publish = calls.indexOf(`rename ${temporary}`);
+  const synced = calls.slice(0, publish).filter((c) => c.startsWith("syncFolder ")).map((c) => c.slice(11));
+  const expected = [
+    ...Object.keys(run.models).map((name) => `${temporary}/models/${name}`),
+    `${temporary}/models`,
+    temporary,
+  ];
+  if (publish < 0 || synced.join() !== expected.join()) {
+    throw new Error(`synced before the rename: [${synced}], expected [${expected}]`);
+  }
+  dispose(run);
+  await Deno.remove(dir, { recursive: true });
+});
 
 Deno.test("a save that fails after any file operation leaves the previous or the new checkpoint loadable", async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp" });

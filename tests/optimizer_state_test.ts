@@ -58,6 +58,11 @@ Deno.test("loadStateDict rejects bad moments and counters, naming the field, and
     ],
     ["short moment", (s) => (s.moments["a/w"].expAvg = new Float32Array(3)), 'state of "a/w" has [3,5,5]'],
     [
+      "same size, other shape",
+      (s) => (s.moments["a/w"].shape = [1, 5]),
+      '"a/w" was saved with shape [1,5], the parameter has shape [5]',
+    ],
+    [
       "missing ring positions",
       (s) => delete (s.counters as Partial<OptimizerState["counters"]>).ringPositions,
       "counters.ringPositions must hold 2 integers",
