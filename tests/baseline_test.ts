@@ -16,6 +16,8 @@ import {
   unigramPerplexity,
   wordsOf,
 } from "../train/baseline.ts";
+import type { EncodedBatch } from "../data/encode.ts";
+import { taskKind } from "../train/task_kinds.ts";
 
 const SENTIMENT = [
   { text: "a good film", label: 1 },
@@ -183,4 +185,39 @@ Deno.test("unigram perplexity with add-one smoothing matches a hand computation"
   }
   if (!(Math.abs(result.perplexity - Math.exp(expected)) < 1e-12)) throw new Error(`${result.perplexity}`);
   throws(() => unigramPerplexity([[4]], [[0]], 4), /train sequence 0 has id 4 outside \[0, 4\)/);
+});
+
+Deno.test("the language-modelling baseline is scored on a causal model's targets, not each row's first token", () => {
+  // Rows of length 4 starting with <s> (id 3); -100 is padding. A causal model never predicts position 0.
+  const batch = (labels: number[]): EncodedBatch => ({
+    inputIds: Int32Array.from(labels, (l) => Math.max(l, 0)),
+    attentionMask: Int32Array.from(labels, (l) => (l < 0 ? 0 : 1)),
+    batch: labels.length / 4,
+    length: 4,
+    labels: Int32Array.from(labels),
+  });
+  const encoded = new Map<string, EncodedBatch>([
+    ["train", batch([3, 0, 0, 1, 3, 0, -100, -100])],
+    ["held out", batch([3, 0, 2, -100])],
+  ]);
+  const dataset = {
+    task: "lm" as const,
+    train: [{ text: "train" }],
+    validation: [{ text: "held out" }],
+    test: [{ text: "held out" }],
+    labels: [],
+    source: "hand-made",
+    splitRule: "hand-made",
+    notes: "",
+  };
+  const result = taskKind("lm", []).baseline(
+    dataset,
+    (examples) => [encoded.get((examples[0] as { text: string }).text)!],
+    4,
+  );
+  // Train targets: 0 x3, 1 x1 (the two <s> are not counted); scored on 0 and 2: p = (c + 1) / 8.
+  const expected = Math.exp(-(Math.log(4 / 8) + Math.log(1 / 8)) / 2);
+  if (!(Math.abs(result.validation.perplexity - expected) < 1e-12)) {
+    throw new Error(`baseline perplexity ${result.validation.perplexity}, expected ${expected}`);
+  }
 });

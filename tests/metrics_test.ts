@@ -17,6 +17,8 @@ import {
   squadScores,
   tokenAccuracy,
 } from "../train/metrics.ts";
+import { taskKind } from "../train/task_kinds.ts";
+import type { Encoder } from "../train/task_kinds.ts";
 
 function near(actual: number, expected: number, label: string): void {
   if (!(Math.abs(actual - expected) <= 1e-12 * Math.max(1, Math.abs(expected)))) {
@@ -180,4 +182,29 @@ Deno.test("squadScores takes the best gold answer per question and reports perce
   near(scores.exactMatch, 100 / 3, "exact match");
   near(scores.f1, (100 * (1 + 0.8 + 0)) / 3, "f1");
   throws(() => squadScores(["x"], [[]]), /question 0 has no gold answer/);
+});
+
+Deno.test("tagging scores count words cut off by truncation: untagged for parts of speech, O for names", () => {
+  // Three words, the third cut off: tokens [cls, w0, w1, sep]; the logits predict class 0 for w0, 1 for w1.
+  const encoded = {
+    inputIds: Int32Array.of(0, 5, 6, 2),
+    attentionMask: Int32Array.of(1, 1, 1, 1),
+    batch: 1,
+    length: 4,
+    labels: Int32Array.of(-100, 0, 0, -100),
+    wordIds: Int32Array.of(-1, 0, 1, -1),
+  };
+  const logits = (first: number, second: number) =>
+    Float32Array.from({ length: 4 * 3 }, (_, i) => (i === 3 + first || i === 6 + second ? 1 : 0));
+  const score = (task: "pos" | "ner", gold: number[], values: Float32Array) =>
+    taskKind(task, task === "ner" ? ["O", "B-NAME", "I-NAME"] : ["VERB", "NOUN", "ADJ"]).score(
+      [{ words: ["a", "b", "c"], tags: gold }],
+      [{ encoded, values: [values] }],
+      {} as Encoder,
+    );
+  // Every word a VERB (tag 0): the cut-off one is not credited.
+  strictEqual(score("pos", [0, 0, 0], logits(0, 0)).accuracy, 2 / 3);
+  // Names: w0 B-NAME found, the cut-off name missed (predicted O), no false name.
+  const ner = score("ner", [1, 0, 1], logits(1, 0));
+  deepStrictEqual([ner.precision, ner.recall], [1, 0.5]);
 });

@@ -31,7 +31,11 @@ export interface LabelledText {
 export interface BagOfWordsOptions {
   /** `binary`: 1 if a word occurs (default); `counts`: how often it occurs. */
   features?: "binary" | "counts";
-  /** L2 weight λ on the mean loss + (λ/2)·|W|² (biases unpenalised); default 1/n, scikit-learn's C = 1. */
+  /**
+   * L2 weight λ on the mean loss + (λ/2)·|W|² (biases unpenalised); default 1/n, scikit-learn's
+   * multinomial C = 1. With two classes both weight columns are penalised, which equals scikit-learn's
+   * binary logistic regression with C = 2.
+   */
   l2?: number;
   /** L-BFGS iterations at most (default 100, as scikit-learn). */
   maxIterations?: number;
@@ -97,7 +101,7 @@ function scoresOf(
  * Fits softmax regression on bag-of-words features of the training texts (vocabulary: every word of
  * the training split, see {@linkcode wordsOf}) by minimising mean cross-entropy + (λ/2)·|W|² with
  * L-BFGS (10 pairs, backtracking Armijo line search) in float64. Two classes make it logistic
- * regression.
+ * regression (of weight W1 - W0, whose penalty is half of |W|²: see {@linkcode BagOfWordsOptions.l2}).
  */
 export function trainBagOfWords(
   train: readonly LabelledText[],

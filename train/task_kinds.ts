@@ -129,10 +129,14 @@ const classification: TaskKind<TextExample> = {
   },
 };
 
-/** Tag ids per word from token logits: each word takes the prediction of its first token. */
+/**
+ * Tag ids per word from token logits: each word takes the prediction of its first token; words cut off
+ * by truncation take `cutOff`.
+ */
 function wordPredictions(
   examples: readonly TaggedExample[],
   batches: Parameters<TaskKind<TaggedExample>["score"]>[1],
+  cutOff: number,
 ) {
   const out: number[][] = [];
   for (const { encoded, values: [logits] } of batches) {
@@ -140,8 +144,7 @@ function wordPredictions(
     const argmax = argmaxRows(logits, classes);
     for (let b = 0; b < encoded.batch; b++) {
       const words = examples[out.length].words.length;
-      // Words cut off by truncation get tag 0 ("O" for names), counted wrong where they are not.
-      const tags = new Array<number>(words).fill(0);
+      const tags = new Array<number>(words).fill(cutOff);
       for (let t = 0; t < encoded.length; t++) {
         const at = b * encoded.length + t;
         if (encoded.labels![at] !== IGNORE_INDEX) tags[encoded.wordIds![at]] = argmax[at];
@@ -170,7 +173,9 @@ function tagging(names: readonly string[], spans: boolean): TaskKind<TaggedExamp
     },
     evaluationOutputs: (output) => [output.logits!],
     score(examples, batches): Record<string, number> {
-      const predicted = wordPredictions(examples, batches);
+      // The baseline tags every word, so a word cut off by truncation counts: as "O" for names (a
+      // missed name, if it was one), as no tag at all for parts of speech (tag 0 would credit every cut-off VERB).
+      const predicted = wordPredictions(examples, batches, spans ? 0 : -1);
       const gold = examples.map((e) => e.tags);
       if (!spans) return { accuracy: tokenAccuracy(predicted, gold) };
       const name = (tags: readonly number[]) => tags.map((t) => names[t]);
@@ -299,7 +304,13 @@ const languageModelling: TaskKind<LmExample> = {
     return scores;
   },
   baseline(dataset, encode, vocabSize) {
-    const labels = (batches: EncodedBatch[]) => batches.map((b) => b.labels!);
+    // Scored on the tokens a causal model predicts (each row's first is never a target), as the models are.
+    const labels = (batches: EncodedBatch[]) =>
+      batches.map((b) => {
+        const targets = Int32Array.from(b.labels!);
+        for (let row = 0; row < b.batch; row++) targets[row * b.length] = IGNORE_INDEX;
+        return targets;
+      });
     const train = labels(encode(dataset.train));
     const run = (split: LmExample[]) => ({
       perplexity: unigramPerplexity(train, labels(encode(split)), vocabSize).perplexity,
