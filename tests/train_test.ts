@@ -153,6 +153,7 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
     ],
     [["--steps", "x"], 'train: --steps must be a positive integer, got "x" (try --help)'],
     [["--sharing", "2"], 'train: --sharing must be a ratio in [0, 1] or off, got "2" (try --help)'],
+    [["--log-every", "0"], 'train: --log-every must be a positive integer, got "0" (try --help)'],
     [["--models", "t5"], 'train: --models: cannot read "t5"'],
   ];
   for (const [args, expected] of cases) {
@@ -171,7 +172,18 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
     stdout: "piped",
   }).output();
   const text = new TextDecoder().decode(help.stdout);
-  for (const flag of ["--task", "--models", "--distill", "--independent", "--resume", "--from", "--preset"]) {
+  for (
+    const flag of [
+      "--task",
+      "--models",
+      "--distill",
+      "--independent",
+      "--resume",
+      "--from",
+      "--preset",
+      "--log-every",
+    ]
+  ) {
     if (!text.includes(flag)) throw new Error(`--help does not list ${flag}`);
   }
 });

@@ -61,6 +61,12 @@ const spec = {
       value: "n|epoch",
       description: "steps between evaluations and checkpoints, or epoch",
     },
+    "log-every": {
+      type: "string",
+      default: "10",
+      value: "n",
+      description: "steps between reads of the losses (a step itself reads nothing back)",
+    },
     "eval-limit": {
       type: "string",
       default: "preset",
@@ -214,6 +220,7 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
       ? null
       : positiveInteger(NAME, "eval-limit", flags["eval-limit"]);
   }
+  options.logEvery = positiveInteger(NAME, "log-every", flags["log-every"]);
   options.batchSize = int("batch", preset.batchSize);
   options.maxLength = int("max-length", TASK_MAX_LENGTH[task]);
   options.vocabSize = int("vocab", preset.vocabSize);
