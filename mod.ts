@@ -187,6 +187,7 @@ export {
 } from "./data/datasets.ts";
 export {
   type Encoding,
+  type PairPiece,
   type SpecialTokens,
   Tokenizer,
   type TrainOptions as TokenizerTrainOptions,

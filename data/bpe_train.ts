@@ -176,7 +176,10 @@ export interface TrainOptions {
   minFrequency?: number;
 }
 
-/** The tokenizer.json of a byte-level BPE with RoBERTa's special tokens and pre/post-processing. */
+const special = (id: string, typeId: number) => ({ SpecialToken: { id, type_id: typeId } });
+const sequence = (id: "A" | "B", typeId: number) => ({ Sequence: { id, type_id: typeId } });
+
+/** The tokenizer.json of a byte-level BPE with RoBERTa's special tokens and pre-tokenizer. */
 function byteLevelJson(
   vocab: Record<string, number>,
   merges: readonly [string, string][],
@@ -197,7 +200,30 @@ function byteLevelJson(
     })),
     normalizer: null,
     pre_tokenizer: { type: "ByteLevel", ...byteLevel },
-    post_processor: { type: "RobertaProcessing", sep: ["</s>", 2], cls: ["<s>", 0], ...byteLevel },
+    // Offsets trimmed of spaces as RoBERTa's are, then the layout the encoders use for every family
+    // (encodeQa follows it): `<s> A </s>`, and for a pair `<s> A </s> B </s>` with token type 1 from B
+    // on, which only BERT is given (Hugging Face's RoBERTa and GPT-2 tokenizers return no token types).
+    post_processor: {
+      type: "Sequence",
+      processors: [
+        { type: "ByteLevel", ...byteLevel },
+        {
+          type: "TemplateProcessing",
+          single: [special("<s>", 0), sequence("A", 0), special("</s>", 0)],
+          pair: [
+            special("<s>", 0),
+            sequence("A", 0),
+            special("</s>", 0),
+            sequence("B", 1),
+            special("</s>", 1),
+          ],
+          special_tokens: {
+            "<s>": { id: "<s>", ids: [0], tokens: ["<s>"] },
+            "</s>": { id: "</s>", ids: [2], tokens: ["</s>"] },
+          },
+        },
+      ],
+    },
     decoder: { type: "ByteLevel", ...byteLevel },
     model: {
       type: "BPE",

@@ -152,11 +152,13 @@ function tokenAt(offsets: readonly [number, number][], char: number, from: numbe
 }
 
 /**
- * `cls question sep context sep`: the question keeps at most half of maxLength, the context fills the
- * rest and is cut at the end. Start and end positions are the tokens holding the answer's first and
- * last characters; an answer the cut leaves out points at `cls` (position 0), as Hugging Face does.
- * `contextOffsets` gives each context token's span in its context, to read predicted answers back.
- * Cloze contexts (10 sentences) have about 270 tokens: 47% of answers fit at maxLength 128, 81% at
+ * A question and its context in the tokenizer's pair layout ({@linkcode Tokenizer.pairLayout}: `cls
+ * question sep context sep` with token type 1 from the context on for a trained tokenizer or BERT's,
+ * `<s> question </s></s> context </s>` for RoBERTa's): the question keeps at most half of maxLength, the
+ * context fills the rest and is cut at the end. Start and end positions are the tokens holding the
+ * answer's first and last characters; an answer the cut leaves out points at position 0, as Hugging
+ * Face does. `contextOffsets` gives each context token's span in its context, to read predicted answers
+ * back. Cloze contexts (10 sentences) have about 270 tokens: 47% of answers fit at maxLength 128, 81% at
  * 256, 97% at 384 (validation split, a tokenizer trained on the QA contexts).
  */
 export function encodeQa(
@@ -164,10 +166,11 @@ export function encodeQa(
   tokenizer: Tokenizer,
   maxLength: number,
 ): EncodedBatch {
-  check("encodeQa", examples, tokenizer, maxLength, 5);
-  const { pad, cls, sep } = tokenizer.special;
+  const layout = tokenizer.pairLayout;
+  const specials = layout.reduce((n, piece) => n + ("special" in piece ? piece.special.length : 0), 0);
+  check("encodeQa", examples, tokenizer, maxLength, specials + 2);
   const B = examples.length;
-  const out = emptyBatch(B, maxLength, pad);
+  const out = emptyBatch(B, maxLength, tokenizer.special.pad);
   out.startPositions = new Int32Array(B);
   out.endPositions = new Int32Array(B);
   out.tokenTypeIds = new Int32Array(B * maxLength);
@@ -177,12 +180,27 @@ export function encodeQa(
     if (example.context.slice(start, start + text.length) !== text || text.length === 0) {
       throw new Error(`encodeQa: example ${b}: the answer "${text}" is not at ${start} of its context`);
     }
-    const question = tokenizer.encode(example.question).ids.slice(0, Math.floor(maxLength / 2));
+    const longest = Math.min(Math.floor(maxLength / 2), maxLength - specials); // the special tokens fit
+    const question = tokenizer.encode(example.question).ids.slice(0, longest);
     const context = tokenizer.encode(example.context);
-    const kept = Math.min(context.ids.length, maxLength - question.length - 3);
-    putRow(out, b, [cls, ...question, sep, ...context.ids.slice(0, kept), sep]);
-    const first = question.length + 2; // row position of context token 0
-    out.tokenTypeIds!.fill(1, b * maxLength + first, b * maxLength + first + kept + 1);
+    const kept = Math.min(context.ids.length, maxLength - question.length - specials);
+    const row: number[] = [];
+    let first = 0; // row position of context token 0
+    for (const piece of layout) {
+      const ids = "special" in piece
+        ? piece.special
+        : piece.sequence === "A"
+        ? question
+        : context.ids.slice(0, kept);
+      if ("sequence" in piece && piece.sequence === "B") first = row.length;
+      out.tokenTypeIds!.fill(
+        piece.typeId,
+        b * maxLength + row.length,
+        b * maxLength + row.length + ids.length,
+      );
+      row.push(...ids);
+    }
+    putRow(out, b, row);
     for (let t = 0; t < kept; t++) {
       out.contextOffsets!.set(context.offsets[t], 2 * (b * maxLength + first + t));
     }

@@ -69,6 +69,14 @@ export interface SpecialTokens {
   mask: number;
 }
 
+/**
+ * One piece of how a pair of sequences (a question and its context) is laid out: special tokens, or the
+ * first (`A`) or second (`B`) sequence, each with its token type.
+ */
+export type PairPiece =
+  | { readonly special: readonly number[]; readonly typeId: number }
+  | { readonly sequence: "A" | "B"; readonly typeId: number };
+
 type Model =
   | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean }
   | { kind: "wordpiece"; prefix: string; maxChars: number };
@@ -87,12 +95,90 @@ function record(value: unknown, what: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** The pair layout a tokenizer.json's `post_processor` declares (see {@linkcode Tokenizer.pairLayout}). */
+function pairLayoutOf(processor: unknown, special: SpecialTokens): PairPiece[] {
+  const bertLike = (cls: number, sep: number): PairPiece[] => [
+    { special: [cls], typeId: 0 },
+    { sequence: "A", typeId: 0 },
+    { special: [sep], typeId: 0 },
+    { sequence: "B", typeId: 1 },
+    { special: [sep], typeId: 1 },
+  ];
+  if (typeof processor !== "object" || processor === null) return bertLike(special.cls, special.sep);
+  const p = processor as Record<string, unknown>;
+  const idOf = (field: string) => {
+    const pair = p[field];
+    if (!Array.isArray(pair) || !Number.isInteger(pair[1])) {
+      fail(`post_processor.${field} must be [token, id]`);
+    }
+    return (pair as [string, number])[1];
+  };
+  switch (p.type) {
+    case "RobertaProcessing": {
+      const [cls, sep] = [idOf("cls"), idOf("sep")];
+      return [
+        { special: [cls], typeId: 0 },
+        { sequence: "A", typeId: 0 },
+        { special: [sep, sep], typeId: 0 },
+        { sequence: "B", typeId: 0 },
+        { special: [sep], typeId: 0 },
+      ];
+    }
+    case "BertProcessing":
+      return bertLike(idOf("cls"), idOf("sep"));
+    case "TemplateProcessing":
+      return templatePairLayout(p);
+    case "Sequence": {
+      const processors = Array.isArray(p.processors) ? p.processors : [];
+      const laying = processors.find((q) =>
+        ["RobertaProcessing", "BertProcessing", "TemplateProcessing"].includes(
+          (q as { type?: string })?.type!,
+        )
+      );
+      return pairLayoutOf(laying ?? null, special);
+    }
+    default:
+      return bertLike(special.cls, special.sep);
+  }
+}
+
+/** The pieces of a `TemplateProcessing` post-processor's `pair` template; throws naming what is wrong. */
+function templatePairLayout(p: Record<string, unknown>): PairPiece[] {
+  const tokens = record(p.special_tokens ?? {}, "post_processor.special_tokens");
+  if (!Array.isArray(p.pair)) fail("post_processor.pair must be an array");
+  const pieces = (p.pair as unknown[]).map((item, i): PairPiece => {
+    const where = `post_processor.pair[${i}]`;
+    const entry = record(item, where);
+    if ("Sequence" in entry) {
+      const { id, type_id } = record(entry.Sequence, `${where}.Sequence`);
+      if ((id !== "A" && id !== "B") || !Number.isInteger(type_id)) fail(`${where} is not a sequence A or B`);
+      return { sequence: id as "A" | "B", typeId: type_id as number };
+    }
+    const { id, type_id } = record(entry.SpecialToken, `${where}.SpecialToken`);
+    const ids = (tokens[id as string] as { ids?: unknown } | undefined)?.ids;
+    if (!Array.isArray(ids) || !ids.every(Number.isInteger) || !Number.isInteger(type_id)) {
+      fail(`${where}: special token ${JSON.stringify(id)} has no ids in post_processor.special_tokens`);
+    }
+    return { special: ids as number[], typeId: type_id as number };
+  });
+  const order = pieces.flatMap((piece) => ("sequence" in piece ? [piece.sequence] : [])).join();
+  if (order !== "A,B") fail(`post_processor.pair must hold sequence A then B, got [${order}]`);
+  return pieces;
+}
+
 /** A tokenizer read from (or trained into) Hugging Face's tokenizer.json: WordPiece or byte-level BPE. */
 export class Tokenizer {
   /** Number of ids: the largest id + 1. */
   readonly vocabSize: number;
   /** The ids of the special tokens. */
   readonly special: SpecialTokens;
+  /**
+   * How a pair is laid out, from the file's post-processor as Hugging Face applies it: RoBERTa's
+   * `<s> A </s></s> B </s>` (one token type), BERT's `[CLS] A [SEP] B [SEP]` (type 1 from B on), or a
+   * template's own pieces. A file with none of these (GPT-2's has only byte-level offset trimming) gets
+   * `cls A sep B sep` with type 1 from B on.
+   */
+  readonly pairLayout: readonly PairPiece[];
   private readonly json: Record<string, unknown>;
   private readonly model: Model;
   private readonly vocab = new Map<string, number>();
@@ -183,6 +269,7 @@ export class Tokenizer {
       sep: find("[SEP]", "</s>", "<|endoftext|>"),
       mask: find("[MASK]", "<mask>"),
     };
+    this.pairLayout = pairLayoutOf(json.post_processor, this.special);
   }
 
   /** Reads a parsed tokenizer.json; throws naming the field it cannot use. */

@@ -6,6 +6,7 @@
  */
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { BYTE_TO_CHAR } from "../data/byte_level.ts";
+import { encodeQa } from "../data/encode.ts";
 import { loadDataset } from "../data/load.ts";
 import { Tokenizer, TRAINED_SPECIAL_TOKENS, trainTokenizer } from "../data/tokenizer.ts";
 import { readTokenizer, writeTokenizer } from "../data/tokenizer_file.ts";
@@ -303,6 +304,17 @@ Deno.test("a tokenizer.json we cannot encode is refused naming what is unsupport
       "unsupported BPE model.dropout 0.1",
     ],
     [{ ...BERT_JSON, added_tokens: "none" }, "added_tokens must be an array"],
+    [
+      {
+        ...BERT_JSON,
+        post_processor: { ...BERT_JSON.post_processor, pair: BERT_JSON.post_processor.single },
+      },
+      "post_processor.pair must hold sequence A then B, got [A]",
+    ],
+    [
+      { ...BERT_JSON, post_processor: { ...BERT_JSON.post_processor, special_tokens: {} } },
+      'post_processor.pair[0]: special token "[CLS]" has no ids',
+    ],
   ];
   for (const [json, message] of cases) {
     let thrown = "";
@@ -313,4 +325,47 @@ Deno.test("a tokenizer.json we cannot encode is refused naming what is unsupport
     }
     expect(thrown.includes(message), `expected "${message}", got "${thrown}"`);
   }
+});
+
+Deno.test("a question and its context are laid out as the library lays out a pair, token types included", () => {
+  const question = "Who met the _____ family?";
+  const context = "The Smith family met Mary Jones in Boston.";
+  const answer = { text: "Smith", start: 4 };
+  const roberta = {
+    ...(trained.toJson() as Record<string, unknown>),
+    post_processor: { type: "RobertaProcessing", sep: ["</s>", 2], cls: ["<s>", 0], trim_offsets: true },
+  };
+  const cases: [string, Record<string, unknown>, string][] = [
+    ["trained", trained.toJson() as Record<string, unknown>, "type 1 from the context on"],
+    ["BERT's template", BERT_JSON, "type 1 from the context on"],
+    ["RoBERTa's processing", roberta, "a double separator, one type"],
+  ];
+  for (const [label, json, layout] of cases) {
+    const ours = Tokenizer.fromJson(json);
+    const expected = new LibraryTokenizer(json, {}).encode(question, {
+      text_pair: context,
+      return_token_type_ids: true,
+    });
+    const batch = encodeQa([{ question, context, answer }], ours, 64);
+    const length = expected.ids.length;
+    const ids = Array.from(batch.inputIds.subarray(0, length));
+    const types = Array.from(batch.tokenTypeIds!.subarray(0, length));
+    expect(
+      ids.join() === expected.ids.join(),
+      `${label} (${layout}): ids [${ids}], library [${expected.ids}]`,
+    );
+    // RoBERTa has one token type: Hugging Face's Rust library (tokenizers 0.23) gives 0 throughout, while
+    // this JavaScript port gives 1 from the context on.
+    const expectedTypes = json === roberta ? new Array(length).fill(0) : expected.token_type_ids ?? [];
+    expect(types.join() === expectedTypes.join(), `${label}: types [${types}], expected [${expectedTypes}]`);
+    expect(batch.inputIds[length] === ours.special.pad, `${label}: padded after the pair`);
+    const from = batch.contextOffsets![2 * batch.startPositions![0]];
+    const to = batch.contextOffsets![2 * batch.endPositions![0] + 1];
+    expect(context.slice(from, to).trim() === "Smith", `${label}: answer "${context.slice(from, to)}"`);
+  }
+  // RoBERTa's pair has one more special token: the context starts one position later.
+  const starts = cases.map(([, json]) =>
+    encodeQa([{ question, context, answer }], Tokenizer.fromJson(json), 64).startPositions![0]
+  );
+  expect(starts[2] === starts[0] + 1, `answer starts ${starts}`);
 });
