@@ -34,8 +34,10 @@ export interface ClaimRow {
   subject: string;
   /** The effect, oriented so that larger supports the claim (points, % fewer steps, cost ratio). */
   estimate: number;
-  /** Its interval. */
+  /** Its interval, at the claim's family-wise `level` (for steps: allowing for the evaluation grid). */
   ci: Interval | null;
+  /** The interval's coverage: 95% over the claim's cells together (Bonferroni), 1 - 0.05 / cells. */
+  level: number;
   /** Seeds (pairs) behind it. */
   n: number;
   /** The verdict under the rule of {@linkcode judgeClaim}. */
@@ -44,17 +46,29 @@ export interface ClaimRow {
   note?: string;
 }
 
+/** The coverage of each cell's interval so that a claim's `cells` intervals hold together at 95%. */
+export function familyLevel(cells: number): number {
+  return 1 - 0.05 / Math.max(1, cells);
+}
+
 /**
  * The verdict per claim: accuracy per task and model on the primary metric (main group and the
- * pretrained start), steps per task and model, compute per task for sequential and parallel.
- * Steps: a run that never reached the target counts at its length, a bound that favours the side
- * it belongs to, so "confirmed" needs no censored joint run and "contradicted" no censored
- * independent run.
+ * pretrained start), steps per task and model, compute per task for sequential and parallel. Each
+ * claim is one family: any one of its cells could contradict it, so its cells' intervals are taken
+ * at {@linkcode familyLevel} (95% together).
+ *
+ * Steps: a run reached the target somewhere between the evaluation before and the one that saw it,
+ * so "confirmed" must hold with every joint run at its latest and every independent run at its
+ * earliest possible step, and "contradicted" the other way round. A run that never reached the
+ * target counts at its length, a bound that favours the side it belongs to, so "confirmed" needs no
+ * censored joint run and "contradicted" no censored independent run.
  */
 export function claimRows(runs: readonly ExperimentRun[]): ClaimRow[] {
   const rows: ClaimRow[] = [];
   for (const scope of ["main", "pretrained"] as const) {
-    for (const row of comparisonRows(runs, scope)) {
+    const cells = comparisonRows(runs, scope).filter((row) => row.primary && row.difference).length;
+    const level = familyLevel(cells);
+    for (const row of comparisonRows(runs, scope, undefined, level)) {
       if (!row.primary || !row.difference) continue;
       const sign = row.higherIsBetter ? 1 : -1;
       const ci = row.difference.ci &&
@@ -67,15 +81,26 @@ export function claimRows(runs: readonly ExperimentRun[]): ClaimRow[] {
         subject: row.model,
         estimate,
         ci,
+        level,
         n: row.difference.n,
         verdict: judgeClaim(estimate, ci, CLAIMS.accuracy),
       });
     }
   }
-  for (const row of stepsRows(runs)) {
-    if (!row.reduction) continue;
-    let verdict = judgeClaim(row.reduction.estimate, row.reduction.ci, CLAIMS.steps);
+  const stepsLevel = familyLevel(stepsRows(runs).filter((row) => row.reduction).length);
+  for (const row of stepsRows(runs, undefined, stepsLevel)) {
+    const reduction = row.reduction;
+    if (!reduction) continue;
+    const { favourable, unfavourable } = reduction;
+    let verdict: Verdict = "not confirmed";
     let note: string | undefined;
+    if (judgeClaim(unfavourable.estimate, unfavourable.ci, CLAIMS.steps) === "confirmed") {
+      verdict = "confirmed";
+    } else if (judgeClaim(favourable.estimate, favourable.ci, CLAIMS.steps) === "contradicted") {
+      verdict = "contradicted";
+    } else if (judgeClaim(reduction.estimate, reduction.ci, CLAIMS.steps) !== "not confirmed") {
+      note = "within the evaluation grid's resolution";
+    }
     if (verdict === "confirmed" && row.joint!.censored > 0) {
       [verdict, note] = ["not confirmed", `${row.joint!.censored} joint run(s) censored`];
     }
@@ -87,28 +112,33 @@ export function claimRows(runs: readonly ExperimentRun[]): ClaimRow[] {
       scope: "main",
       task: row.task,
       subject: row.model,
-      estimate: row.reduction.estimate,
-      ci: row.reduction.ci,
-      n: row.reduction.n,
+      estimate: reduction.estimate,
+      ci: reduction.ci,
+      level: stepsLevel,
+      n: reduction.n,
       verdict,
       note,
     });
   }
-  const compute = computeRows(runs);
-  for (const row of compute) {
-    if (row.condition !== "sequential" && row.condition !== "parallel") continue;
-    if (!row.relative) continue;
-    const joint = compute.find((r) => r.task === row.task && r.condition === "joint");
-    rows.push({
-      claim: "compute",
-      scope: row.condition,
-      task: row.task,
-      subject: row.condition,
-      estimate: row.relative.estimate,
-      ci: row.relative.ci,
-      n: Math.min(row.n, joint?.n ?? 0),
-      verdict: judgeClaim(row.relative.estimate, row.relative.ci, CLAIMS[row.condition]),
-    });
+  for (const condition of ["sequential", "parallel"] as const) {
+    const cells = computeRows(runs).filter((row) => row.condition === condition && row.relative).length;
+    const level = familyLevel(cells);
+    const compute = computeRows(runs, level);
+    for (const row of compute) {
+      if (row.condition !== condition || !row.relative) continue;
+      const joint = compute.find((r) => r.task === row.task && r.condition === "joint");
+      rows.push({
+        claim: "compute",
+        scope: row.condition,
+        task: row.task,
+        subject: row.condition,
+        estimate: row.relative.estimate,
+        ci: row.relative.ci,
+        level,
+        n: Math.min(row.n, joint?.n ?? 0),
+        verdict: judgeClaim(row.relative.estimate, row.relative.ci, CLAIMS[condition]),
+      });
+    }
   }
   return rows;
 }
@@ -189,7 +219,7 @@ export function claimSection(claims: readonly ClaimRow[]): string[] {
         [
           "task",
           group.rows[0].claim === "compute" ? "condition" : "model",
-          `${group.header} [95% CI]`,
+          `${group.header} [${levelText(group.rows)} CI]`,
           "n",
           "verdict",
         ],
@@ -205,6 +235,12 @@ export function claimSection(claims: readonly ClaimRow[]): string[] {
     );
   }
   return out;
+}
+
+/** The cells' coverage, "98.9%", or the range where the rows differ (sequential and parallel compute). */
+function levelText(rows: readonly ClaimRow[]): string {
+  const levels = [...new Set(rows.map((r) => `${+(100 * r.level).toFixed(2)}%`))];
+  return levels.join(" / ");
 }
 
 /** A plain summary of a claim: the overall verdict, the tally of cells and the range of effects. */

@@ -129,7 +129,7 @@ export async function measureCompute(
   await Deno.remove(options.out, { recursive: true });
   return {
     forwardBackwardMs,
-    optimizerMs: Math.max(0, stepMs - forwardBackwardMs),
+    optimizerMs: stepMs - forwardBackwardMs,
     stepMs,
     gpuMs,
     steps,

@@ -23,9 +23,10 @@ export function signed(value: number, digits = 2): string {
   return value >= 0 && !text.startsWith("-") ? `+${text}` : text;
 }
 
-/** " [low, high]" in the given format, or " (no interval)". */
+/** " [low, high]" in the given format (an unbounded end as "-∞" or "+∞"), or " (no interval)". */
 export function intervalText(ci: Interval | null, format: (v: number) => string): string {
-  return ci ? ` [${format(ci.low)}, ${format(ci.high)}]` : " (no interval)";
+  const end = (v: number) => (v === -Infinity ? "-∞" : v === Infinity ? "+∞" : format(v));
+  return ci ? ` [${end(ci.low)}, ${end(ci.high)}]` : " (no interval)";
 }
 
 /** "81.20 [80.11, 82.29]", "81.20 (n=1)" or "not run". */

@@ -38,6 +38,11 @@ export interface ExperimentScale {
   batchSize: number;
   /** Validation evaluations per run (the learning curves). */
   evaluations: number;
+  /**
+   * Validation evaluations per main run: their curves give the steps to the target, which is only known
+   * to lie between two evaluations, so they are evaluated more often (evaluation changes no training step).
+   */
+  mainEvaluations: number;
   /** Validation and test examples used. */
   evalLimit: number;
   /** Steps of the language-model pretraining (0: no pretrained comparison). */
@@ -67,6 +72,7 @@ export const SCALES: Record<ExperimentScale["name"], ExperimentScale> = {
     steps: { default: 120, qa: 80 },
     batchSize: 32,
     evaluations: 4,
+    mainEvaluations: 12,
     evalLimit: 300,
     pretrainSteps: 150,
     groups: new Set(["grid", "main", "ablation", "placebo", "pretrained", "compute"]),
@@ -82,6 +88,7 @@ export const SCALES: Record<ExperimentScale["name"], ExperimentScale> = {
     steps: { default: 40 },
     batchSize: 32,
     evaluations: 2,
+    mainEvaluations: 4,
     evalLimit: 200,
     pretrainSteps: 0,
     groups: new Set(["grid", "main", "ablation", "placebo", "compute"]),
@@ -97,6 +104,7 @@ export const SCALES: Record<ExperimentScale["name"], ExperimentScale> = {
     steps: { default: 2000 },
     batchSize: 32,
     evaluations: 10,
+    mainEvaluations: 20,
     evalLimit: 5000,
     pretrainSteps: 3000,
     groups: new Set(["grid", "main", "ablation", "placebo", "pretrained", "compute"]),
@@ -262,8 +270,16 @@ export function laterRuns(
       lr,
       seed,
       target,
-      options: { ...conditionOptions(scale, task, condition, lr, seed), ...extra },
+      options: {
+        ...conditionOptions(scale, task, condition, lr, seed),
+        ...evaluations(group, task),
+        ...extra,
+      },
     });
+  };
+  const evaluations = (group: RunGroup, task: TaskName): Partial<TrainOptions> => {
+    const steps = scale.steps[task] ?? scale.steps.default;
+    return group === "main" ? { evalEvery: Math.max(1, Math.ceil(steps / scale.mainEvaluations)) } : {};
   };
   for (const seed of scale.seeds) {
     if (scale.groups.has("main")) {

@@ -1,8 +1,8 @@
 /**
  * The statistics of `deno task experiment`: means, sample standard deviations, Student-t intervals
  * (with a t quantile computed from the regularised incomplete beta function), paired differences by
- * seed, a seeded percentile bootstrap, steps-to-target with censoring, and the rule that turns an
- * effect and its interval into "confirmed", "not confirmed" or "contradicted".
+ * seed, Fieller's interval for ratios of means, steps-to-target with censoring, and the rule that
+ * turns an effect and its interval into "confirmed", "not confirmed" or "contradicted".
  *
  * Everything here is plain host-side arithmetic on numbers, so a test can check it on hand-made cases.
  *
@@ -199,63 +199,46 @@ export function pairedDifference(
   return { ...tInterval(differences, level), seeds, differences };
 }
 
-/** A seeded pseudo-random generator of uniform numbers in [0, 1) (mulberry32): same seed, same stream. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** The q-quantile (0..1) of sorted values, interpolating linearly between order statistics. */
-export function quantileOfSorted(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const at = q * (sorted.length - 1);
-  const below = Math.floor(at);
-  const above = Math.min(sorted.length - 1, below + 1);
-  return sorted[below] + (at - below) * (sorted[above] - sorted[below]);
-}
-
-/** Options of {@linkcode bootstrapInterval}. */
-export interface BootstrapOptions {
-  /** Seed of the resampling (default 1). */
-  seed?: number;
-  /** Number of resamples (default 10 000). */
-  resamples?: number;
+/** Options of {@linkcode ratioInterval}. */
+export interface RatioOptions {
+  /** One sample of pairs (numerator[i] with denominator[i]), or two independent samples. */
+  paired: boolean;
   /** Coverage (default 0.95). */
   level?: number;
 }
 
 /**
- * Percentile bootstrap interval of a statistic. `sizes` gives the size of each sample; every
- * resample draws, for each sample independently, that many indices with replacement, and
- * `statistic` maps the index lists to a number. A paired statistic uses one sample of pairs; a
- * two-sample statistic uses two. Resamples whose statistic is not finite are dropped; the interval
- * is null when a sample is empty or most resamples fail. Deterministic for a given seed.
+ * Fieller's interval for the ratio of two means, `mean(numerator) / mean(denominator)`, with the
+ * Student-t quantile: every r for which `mean(numerator) - r mean(denominator)` is within the t interval
+ * of zero. Paired samples use the pairs' covariance and n - 1 degrees of freedom; independent samples
+ * the smaller sample's n - 1 (conservative). Null below two values on a side, or when the denominator's
+ * mean is not clearly away from zero (the set is then unbounded). Unlike a percentile bootstrap, its
+ * coverage holds at the few seeds an experiment has.
  */
-export function bootstrapInterval(
-  sizes: readonly number[],
-  statistic: (indices: readonly (readonly number[])[]) => number,
-  options: BootstrapOptions = {},
+export function ratioInterval(
+  numerator: readonly number[],
+  denominator: readonly number[],
+  options: RatioOptions,
 ): Interval | null {
-  const resamples = options.resamples ?? 10_000;
-  const level = options.level ?? 0.95;
-  if (sizes.some((n) => n < 1)) return null;
-  const random = seededRandom(options.seed ?? 1);
-  const values: number[] = [];
-  for (let r = 0; r < resamples; r++) {
-    const indices = sizes.map((n) => Array.from({ length: n }, () => Math.floor(random() * n)));
-    const v = statistic(indices);
-    if (Number.isFinite(v)) values.push(v);
+  const [a, b] = [numerator, denominator];
+  if (options.paired && a.length !== b.length) {
+    throw new Error(`ratioInterval: ${a.length} numerators paired with ${b.length} denominators`);
   }
-  if (values.length < resamples / 2) return null;
-  values.sort((a, b) => a - b);
-  const tail = (1 - level) / 2;
-  return { low: quantileOfSorted(values, tail), high: quantileOfSorted(values, 1 - tail) };
+  if (a.length < 2 || b.length < 2) return null;
+  const [ma, mb] = [mean(a), mean(b)];
+  const covariance = options.paired
+    ? a.reduce((sum, v, i) => sum + (v - ma) * (b[i] - mb), 0) / (a.length - 1) / a.length
+    : 0;
+  const df = Math.min(a.length, b.length) - 1;
+  const t = tQuantile(1 - (1 - (options.level ?? 0.95)) / 2, df);
+  // (ma - r mb)^2 <= t^2 (va - 2 r cov + r^2 vb), with va, vb the variances of the two means.
+  const q = t * t;
+  const quadratic = mb * mb - q * sampleSd(b) ** 2 / b.length;
+  const linear = ma * mb - q * covariance;
+  const constant = ma * ma - q * sampleSd(a) ** 2 / a.length;
+  if (!(quadratic > 0)) return null;
+  const root = Math.sqrt(Math.max(0, linear * linear - quadratic * constant));
+  return { low: (linear - root) / quadratic, high: (linear + root) / quadratic };
 }
 
 /** One validation evaluation: the step and the metric's value. */
@@ -266,14 +249,19 @@ export interface CurvePoint {
   value: number;
 }
 
-/** When a run first reached a target: the step, or censored (not reached within the run). */
+/**
+ * When a run first reached a target: at `step`, the first evaluation at or past it, and after
+ * `previous`, the evaluation before (0 for the first), since nothing was measured between the two; or
+ * censored (not reached within the run).
+ */
 export type StepsToTarget =
-  | { reached: true; step: number }
+  | { reached: true; step: number; previous: number }
   | { reached: false; lastStep: number };
 
 /**
  * The first evaluation step (in step order) whose value reaches `target` (>= when higher is better,
- * <= otherwise); censored when none does, with the last evaluated step (0 when there is none).
+ * <= otherwise), with the evaluation step before it; censored when none does, with the last evaluated
+ * step (0 when there is none).
  */
 export function stepsToTarget(
   points: readonly CurvePoint[],
@@ -281,8 +269,10 @@ export function stepsToTarget(
   higherIsBetter: boolean,
 ): StepsToTarget {
   const sorted = [...points].sort((a, b) => a.step - b.step);
-  for (const p of sorted) {
-    if (higherIsBetter ? p.value >= target : p.value <= target) return { reached: true, step: p.step };
+  for (const [i, p] of sorted.entries()) {
+    if (higherIsBetter ? p.value >= target : p.value <= target) {
+      return { reached: true, step: p.step, previous: i === 0 ? 0 : sorted[i - 1].step };
+    }
   }
   return { reached: false, lastStep: sorted.at(-1)?.step ?? 0 };
 }

@@ -11,12 +11,12 @@
  * @module
  */
 import {
-  bootstrapInterval,
   type Estimate,
   type Interval,
   mean,
   pairedDifference,
   type PairedEstimate,
+  ratioInterval,
   stepsToTarget,
   tInterval,
 } from "./stats.ts";
@@ -48,8 +48,6 @@ export const COMPUTE_CONDITIONS: readonly string[] = ["sequential", "parallel", 
 const SECONDARY_METRICS = ["exactMatch"];
 /** Steps-to-target: the target is this fraction of the independent model's mean final validation score. */
 export const TARGET_FRACTION = 0.9;
-/** Seed of every bootstrap, so the report is reproducible. */
-export const BOOTSTRAP_SEED = 1;
 
 /** Seed to test score in points for one model and metric. */
 function testScores(selection: Selection, model: string, metric: string, scale: number): Map<number, number> {
@@ -67,8 +65,12 @@ function estimateOf(values: Map<number, number>): Estimate | null {
 }
 
 /** `treatment - control` paired by seed, or null when no seed ran on both sides. */
-function pairedOf(treatment: Map<number, number>, control: Map<number, number>): PairedEstimate | null {
-  const d = pairedDifference(treatment, control);
+function pairedOf(
+  treatment: Map<number, number>,
+  control: Map<number, number>,
+  level = 0.95,
+): PairedEstimate | null {
+  const d = pairedDifference(treatment, control, level);
   return d.n ? d : null;
 }
 
@@ -94,11 +96,15 @@ export interface ComparisonRow {
   lr: { independent?: number; joint?: number };
 }
 
-/** Test scores, independent vs joint, per task, model and headline metric, for a group. */
+/**
+ * Test scores, independent vs joint, per task, model and headline metric, for a group; `level` is
+ * the coverage of the differences' intervals (the scores' are 95%).
+ */
 export function comparisonRows(
   runs: readonly ExperimentRun[],
   group: "main" | "pretrained",
   tasks: readonly string[] = MAIN_TASKS,
+  level = 0.95,
 ): ComparisonRow[] {
   const ofGroup = runs.filter((r) => r.group === group);
   const rows: ComparisonRow[] = [];
@@ -137,7 +143,7 @@ export function comparisonRows(
           higherIsBetter: both[0].higherIsBetter,
           independent: estimateOf(a),
           joint: estimateOf(b),
-          difference: pairedOf(b, a),
+          difference: pairedOf(b, a, level),
           lr: { independent: independent.lr, joint: joint.lr },
         });
       }
@@ -154,10 +160,17 @@ export interface StepsCell {
   censored: number;
   /** Seed to steps; a censored run counts at its length, a lower bound on what it would need. */
   steps: Map<number, number>;
+  /**
+   * Seed to the fewest steps the run could have needed: the evaluation before the one that reached the
+   * target, since the target was crossed somewhere after it (a censored run: its length, as in `steps`).
+   */
+  earliest: Map<number, number>;
   /** Mean steps over seeds (censored runs at their length). */
   mean: number;
   /** Median steps over seeds (censored runs at their length). */
   median: number;
+  /** Whether the median is only a lower bound: a censored run sits at or below it. */
+  medianIsBound: boolean;
 }
 
 /** One row of Table 2. */
@@ -174,15 +187,35 @@ export interface StepsRow {
   independent: StepsCell | null;
   /** Joint; null: not run. */
   joint: StepsCell | null;
+  /** Percent fewer steps with joint over paired seeds; null without a common seed. */
+  reduction: Reduction | null;
+}
+
+/** Percent fewer steps with joint, `100 (1 - mean joint / mean independent)`, and its interval. */
+export interface Reduction {
+  /** At the evaluations that reached the target. */
+  estimate: number;
   /**
-   * Percent fewer steps with joint, `100 (1 - mean joint / mean independent)` over paired seeds,
-   * with its paired percentile bootstrap interval; null without a common seed.
+   * The union of the two bounds' intervals: where the reduction can lie, the evaluation grid's
+   * uncertainty included; an end is unbounded (-Infinity, or at most 100%, the most a reduction can be)
+   * where its bound's interval is (a mean step count not clearly above zero). Null below two pairs.
    */
-  reduction: { estimate: number; ci: Interval | null; n: number } | null;
+  ci: Interval | null;
+  /** Paired seeds. */
+  n: number;
+  /**
+   * The reduction and its paired Fieller interval with every joint run at its earliest step and every
+   * independent run at its recorded step (`favourable` to joint), and the other way round.
+   */
+  favourable: { estimate: number; ci: Interval | null };
+  /** See `favourable`. */
+  unfavourable: { estimate: number; ci: Interval | null };
 }
 
 function stepsCell(selection: Selection, model: string, metric: string, target: number): StepsCell | null {
   const steps = new Map<number, number>();
+  const earliest = new Map<number, number>();
+  const censoredSteps: number[] = [];
   let censored = 0;
   for (const run of selection.runs) {
     const points = run.curve
@@ -191,32 +224,40 @@ function stepsCell(selection: Selection, model: string, metric: string, target: 
     if (points.length === 0) continue;
     const hit = stepsToTarget(points, target, run.higherIsBetter);
     if (!hit.reached) censored++;
-    steps.set(
-      run.seed,
-      hit.reached
-        ? hit.step
-        : Number.isFinite(run.totalSteps)
-        ? Math.max(run.totalSteps, hit.lastStep)
-        : hit.lastStep,
-    );
+    const recorded = hit.reached
+      ? hit.step
+      : Number.isFinite(run.totalSteps)
+      ? Math.max(run.totalSteps, hit.lastStep)
+      : hit.lastStep;
+    steps.set(run.seed, recorded);
+    if (!hit.reached) censoredSteps.push(recorded);
+    earliest.set(run.seed, hit.reached ? hit.previous : recorded);
   }
   if (steps.size === 0) return null;
   const sorted = [...steps.values()].sort((a, b) => a - b);
   const middle = (sorted.length - 1) / 2;
+  const median = (sorted[Math.floor(middle)] + sorted[Math.ceil(middle)]) / 2;
   return {
     n: steps.size,
     censored,
     steps,
+    earliest,
     mean: mean(sorted),
-    median: (sorted[Math.floor(middle)] + sorted[Math.ceil(middle)]) / 2,
+    median,
+    medianIsBound: censoredSteps.some((v) => v <= median),
   };
 }
 
 /**
  * Table 2: steps until each model first reaches `TARGET_FRACTION` of the independent model's mean
- * final validation score (divided by it where lower is better), independent vs joint, main group.
+ * final validation score (divided by it where lower is better), independent vs joint, main group;
+ * `level` is the coverage of the reductions' intervals.
  */
-export function stepsRows(runs: readonly ExperimentRun[], tasks: readonly string[] = MAIN_TASKS): StepsRow[] {
+export function stepsRows(
+  runs: readonly ExperimentRun[],
+  tasks: readonly string[] = MAIN_TASKS,
+  level = 0.95,
+): StepsRow[] {
   const main = runs.filter((r) => r.group === "main");
   const rows: StepsRow[] = [];
   for (const task of [...tasks, ...tasksOf(main).filter((t) => !tasks.includes(t))]) {
@@ -256,33 +297,48 @@ export function stepsRows(runs: readonly ExperimentRun[], tasks: readonly string
         target: target * scale,
         independent: a,
         joint: b,
-        reduction: reductionOf(a, b),
+        reduction: reductionOf(a, b, level),
       });
     }
   }
   return rows;
 }
 
-function reductionOf(independent: StepsCell | null, joint: StepsCell | null): StepsRow["reduction"] {
+function reductionOf(
+  independent: StepsCell | null,
+  joint: StepsCell | null,
+  level: number,
+): StepsRow["reduction"] {
   if (!independent || !joint) return null;
   const seeds = [...joint.steps.keys()].filter((s) => independent.steps.has(s));
   if (seeds.length === 0) return null;
-  const a = seeds.map((s) => independent.steps.get(s)!);
-  const b = seeds.map((s) => joint.steps.get(s)!);
-  const statistic = (pick: readonly number[]) =>
-    100 * (1 - mean(pick.map((i) => b[i])) / mean(pick.map((i) => a[i])));
-  const all = seeds.map((_, i) => i);
-  const ci = seeds.length < 2
-    ? null
-    : bootstrapInterval([seeds.length], ([pick]) => statistic(pick), { seed: BOOTSTRAP_SEED });
-  return { estimate: statistic(all), ci, n: seeds.length };
+  const of = (steps: Map<number, number>) => seeds.map((s) => steps.get(s)!);
+  // Reduction = 100 (1 - ratio), so the ratio's interval turns over.
+  const bound = (jointSteps: number[], independentSteps: number[]) => {
+    const ratio = ratioInterval(jointSteps, independentSteps, { paired: true, level });
+    return {
+      estimate: 100 * (1 - mean(jointSteps) / mean(independentSteps)),
+      ci: ratio && { low: 100 * (1 - ratio.high), high: 100 * (1 - ratio.low) },
+    };
+  };
+  const favourable = bound(of(joint.earliest), of(independent.steps));
+  const unfavourable = bound(of(joint.steps), of(independent.earliest));
+  return {
+    estimate: bound(of(joint.steps), of(independent.steps)).estimate,
+    ci: seeds.length < 2
+      ? null
+      : { low: unfavourable.ci?.low ?? -Infinity, high: Math.min(100, favourable.ci?.high ?? 100) },
+    n: seeds.length,
+    favourable,
+    unfavourable,
+  };
 }
 
-/** A ratio of means with its percentile bootstrap interval. */
+/** A ratio of means with its interval. */
 export interface Ratio {
   /** Mean of the numerator over mean of the denominator. */
   estimate: number;
-  /** Percentile bootstrap interval (paired by seed when both sides have the same seeds). */
+  /** Fieller's interval (paired by seed when both sides have the same seeds). */
   ci: Interval | null;
 }
 
@@ -312,33 +368,24 @@ export interface ComputeRow {
   adapters: string[];
 }
 
-function ratioOf(numerator: Map<number, number>, denominator: Map<number, number>): Ratio | null {
+function ratioOf(
+  numerator: Map<number, number>,
+  denominator: Map<number, number>,
+  level: number,
+): Ratio | null {
   if (numerator.size === 0 || denominator.size === 0) return null;
-  const a = [...numerator.values()];
-  const b = [...denominator.values()];
-  const estimate = mean(a) / mean(b);
-  const sameSeeds = numerator.size === denominator.size &&
+  const paired = numerator.size === denominator.size &&
     [...numerator.keys()].every((s) => denominator.has(s));
-  let ci: Interval | null = null;
-  if (sameSeeds && a.length >= 2) {
-    const pairs = [...numerator.keys()].map((s) => [numerator.get(s)!, denominator.get(s)!]);
-    ci = bootstrapInterval(
-      [pairs.length],
-      ([pick]) => mean(pick.map((i) => pairs[i][0])) / mean(pick.map((i) => pairs[i][1])),
-      { seed: BOOTSTRAP_SEED },
-    );
-  } else if (a.length >= 2 && b.length >= 2) {
-    ci = bootstrapInterval(
-      [a.length, b.length],
-      ([i, j]) => mean(i.map((k) => a[k])) / mean(j.map((k) => b[k])),
-      { seed: BOOTSTRAP_SEED },
-    );
-  }
-  return { estimate, ci };
+  const a = [...numerator.keys()].map((s) => numerator.get(s)!);
+  const b = paired ? [...numerator.keys()].map((s) => denominator.get(s)!) : [...denominator.values()];
+  return { estimate: mean(a) / mean(b), ci: ratioInterval(a, b, { paired, level }) };
 }
 
-/** Table 3: per task, the compute conditions' time per step, normalised to joint = 1.0. */
-export function computeRows(runs: readonly ExperimentRun[]): ComputeRow[] {
+/**
+ * Table 3: per task, the compute conditions' time per step, normalised to joint = 1.0; `level` is the
+ * coverage of the ratios' intervals.
+ */
+export function computeRows(runs: readonly ExperimentRun[], level = 0.95): ComputeRow[] {
   const compute = runs.filter((r) => r.group === "compute");
   const rows: ComputeRow[] = [];
   const tasks = tasksOf(compute, MAIN_TASKS);
@@ -369,13 +416,14 @@ export function computeRows(runs: readonly ExperimentRun[]): ComputeRow[] {
         n: selected.length,
         stepMs: estimateOf(step),
         forwardBackwardMs: estimateOf(timing(condition, (t) => t.forwardBackwardMs)),
-        optimizerMs: estimateOf(timing(condition, (t) => t.optimizerMs)),
+        // The difference of the two times, unclipped (earlier runs stored it clipped at 0, which biased it up).
+        optimizerMs: estimateOf(timing(condition, (t) => t.stepMs - t.forwardBackwardMs)),
         gpuMs: estimateOf(gpu),
         seconds: estimateOf(
           new Map(selected.filter((r) => Number.isFinite(r.seconds)).map((r) => [r.seed, r.seconds])),
         ),
-        relative: ratioOf(step, jointStep),
-        relativeGpu: ratioOf(gpu, jointGpu),
+        relative: ratioOf(step, jointStep, level),
+        relativeGpu: ratioOf(gpu, jointGpu, level),
         adapters: [...new Set(selected.map((r) => r.adapter))],
       });
     }

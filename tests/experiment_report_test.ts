@@ -80,9 +80,9 @@ function handMadeRuns(): ExperimentRun[] {
   // Main, sentiment, seeds 1-5. bert: joint - independent = 2, 1, 3, 2, 2 points. gpt2: 0, .5, -.5, 0, 0.
   const bert = { independent: [0.80, 0.82, 0.81, 0.83, 0.79], joint: [0.82, 0.83, 0.84, 0.85, 0.81] };
   const gpt2 = { independent: [0.70, 0.71, 0.72, 0.73, 0.74], joint: [0.70, 0.715, 0.715, 0.73, 0.74] };
-  // Steps to the target: bert independent 30, 30, 30, 40, 30 vs joint 20, 20, 20, 20, 30;
-  // gpt2 20 everywhere but joint seed 5, which never gets there (censored at 40).
-  const bertReach = { independent: [30, 30, 30, 40, 30], joint: [20, 20, 20, 20, 30] };
+  // Steps to the target (evaluations every 10 steps): bert independent 30, 30, 30, 40, 30 vs joint 10
+  // everywhere; gpt2 independent 20 everywhere, joint 40 but seed 5, which never gets there (censored at 40).
+  const bertReach = { independent: [30, 30, 30, 40, 30], joint: [10, 10, 10, 10, 10] };
   for (let seed = 1; seed <= 5; seed++) {
     for (const condition of ["independent", "joint"] as const) {
       runs.push(line({
@@ -92,7 +92,7 @@ function handMadeRuns(): ExperimentRun[] {
         scores: { bert: bert[condition][seed - 1], gpt2: gpt2[condition][seed - 1] },
         reach: {
           bert: bertReach[condition][seed - 1],
-          gpt2: condition === "joint" && seed === 5 ? null : 20,
+          gpt2: condition === "independent" ? 20 : seed === 5 ? null : 40,
         },
       }));
     }
@@ -153,11 +153,11 @@ function handMadeRuns(): ExperimentRun[] {
   ) {
     runs.push(line({ group: "pretrained", condition, seed, scores: { bert: b, gpt2: g } }));
   }
-  // Compute, seeds 1-2: sequential / joint = 3.0 and 3.2; parallel / joint = 1.04 and 1.10.
+  // Compute, seeds 1-2: sequential / joint = 3.0 and 3.2; parallel / joint = 1.04 and 1.05.
   for (
     const [condition, step, fb] of [
       ["sequential", [30, 32], [20, 22]],
-      ["parallel", [10.4, 11], [7, 7]],
+      ["parallel", [10.4, 10.5], [7, 7]],
       ["joint", [10, 10], [7, 7]],
     ] as const
   ) {
@@ -262,44 +262,50 @@ Deno.test("Table 1 and the grid: means, t-intervals and paired differences worke
   );
 });
 
-Deno.test("Table 2: targets, steps with censoring and the bootstrap reduction", () => {
+Deno.test("Table 2: targets, steps with censoring and the reduction with the evaluation grid", () => {
   const runs = handMadeRuns();
   const md = renderResults(runs, META)["RESULTS.md"];
-  // bert target 0.9 * 81 = 72.9; independent mean 32, joint 22: 1 - 22/32 = 31.25% fewer.
-  // gpt2: target 0.9 * 72; joint seed 5 censored at 40, so joint mean >= 24 against 20.
+  // bert target 0.9 * 81 = 72.9; independent mean 32, joint 10: 1 - 10/32 = 68.75% fewer. Joint crossed at
+  // the first evaluation, so anywhere in (0, 10]: at best 100% fewer. At worst every joint run at 10 and
+  // every independent at the evaluation before (20, 20, 20, 30, 20: mean 22, variance of the mean 20 / 5):
+  // Fieller with t(0.975, 4)² = 7.708: (10 - 22 r)² <= 7.708 · 4 r², so 453.2 r² - 440 r + 100 <= 0,
+  // r in [0.363, 0.608]: 39.2% to 63.7% fewer; the union is [39.2%, 100%].
+  // gpt2: target 0.9 * 72; joint 40 but seed 5 censored at 40 (the median is a bound: it is at the median).
   const rows = rowsOf(md, "Table 2").slice(2);
   strictEqual(
-    rows[0].split(" | ").slice(0, 7).join(" | "),
-    "| sentiment | bert | 72.90 | 32.0 (median 30) | 0 of 5 | 22.0 (median 20) | 0 of 5",
+    rows[0],
+    "| sentiment | bert | 72.90 | 32.0 (median 30) | 0 of 5 | 10.0 (median 10) | 0 of 5 | 68.8% [39.2%, 100.0%] | 5 |",
   );
-  ok(rows[0].includes("| 31.3% ["), rows[0]);
   strictEqual(
     rows[1].split(" | ").slice(0, 7).join(" | "),
-    "| sentiment | gpt2 | 64.80 | 20.0 (median 20) | 0 of 5 | ≥ 24.0 (median ≥ 20) | 1 of 5",
+    "| sentiment | gpt2 | 64.80 | 20.0 (median 20) | 0 of 5 | ≥ 40.0 (median ≥ 40) | 1 of 5",
   );
-  ok(rows[1].includes("| -20.0% ["), rows[1]);
+  ok(rows[1].includes("| -100.0% ["), rows[1]);
   deepStrictEqual(rows.slice(2), [
     "| ner | bert | 54.00 | 40.0 (median 40) | 0 of 1 | 40.0 (median 40) | 0 of 1 | 0.0% (no interval) | 1 (< 5) |",
     "| qa | bert | not run | not run | – | not run | – | not run | 0 |",
   ], "no independent QA run, so no target");
   const data = stepsRows(runs).find((r) => r.model === "bert" && r.task === "sentiment")!;
-  strictEqual(data.reduction!.estimate, 31.25);
-  ok(data.reduction!.ci!.low > 0 && data.reduction!.ci!.high > 31.25);
-  deepStrictEqual([...data.joint!.steps.values()], [20, 20, 20, 20, 30]);
+  strictEqual(data.reduction!.estimate, 68.75);
+  strictEqual(data.reduction!.unfavourable.estimate, 100 * (1 - 10 / 22));
+  deepStrictEqual([...data.joint!.steps.values()], [10, 10, 10, 10, 10]);
+  deepStrictEqual([...data.independent!.earliest.values()], [20, 20, 20, 30, 20]);
 });
 
 Deno.test("Table 3 normalises to joint; ablations, placebo and pretrained compare paired seeds", () => {
   const runs = handMadeRuns();
   const md = renderResults(runs, META)["RESULTS.md"];
   const compute = rowsOf(md, "Table 3").slice(2);
-  // Sequential step times 30 and 32 against 10 and 10: ratio 3.1; resamples of two pairs give 3.0 to 3.2.
+  // Sequential step times 30 and 32 against 10 and 10: ratio 3.1; with a constant denominator Fieller's
+  // interval is the numerator's t interval over it: (31 ± 12.706 · 1) / 10.
   // Step times 30, 32: mean 31, sd sqrt 2, half-width 12.706 * 1 = 12.71.
   strictEqual(
     compute[0],
     "| sentiment | sequential | 2 (< 5) | 31 [18.29, 43.71] | 21 [8.294, 33.71] | 10 [10, 10] | not measured | " +
-      "60 [60, 60] | 3.10 [3.00, 3.20] | – |",
+      "60 [60, 60] | 3.10 [1.83, 4.37] | – |",
   );
-  ok(compute[1].includes("| 1.07 [1.04, 1.10] |"), compute[1]);
+  // Parallel 10.4, 10.5 against 10: (10.45 ± 12.706 · 0.05) / 10.
+  ok(compute[1].includes("| 1.04 [0.98, 1.11] |"), compute[1]);
   ok(compute[2].includes("| 1.00 [1.00, 1.00] |"), compute[2]);
   ok(compute.every((r) => r.includes("not measured")), "no GPU time in these runs");
   ok(md.includes("so joint = 1.00. All of them ran on llvmpipe \\(software\\)."), "one adapter");
@@ -342,20 +348,22 @@ Deno.test("claims: the verdict of each cell under the stated rule", () => {
     `${c.claim}/${c.scope}/${c.task}/${c.subject}: ${c.verdict}`
   );
   deepStrictEqual(verdicts, [
-    "accuracy/main/sentiment/bert: confirmed", // +2.00 [+1.12, +2.88]
+    "accuracy/main/sentiment/bert: confirmed", // +2.00, at 1 - 0.05/3: [+0.75, +3.25]
     "accuracy/main/sentiment/gpt2: contradicted", // the whole interval below +1.2
     "accuracy/main/ner/bert: not confirmed", // one seed, no interval
     "accuracy/pretrained/sentiment/bert: not confirmed",
     "accuracy/pretrained/sentiment/gpt2: contradicted",
-    "steps/main/sentiment/bert: confirmed",
-    "steps/main/sentiment/gpt2: contradicted", // censored joint run favours joint, so it stands
+    "steps/main/sentiment/bert: confirmed", // even with every joint run at its crossing, independent before
+    "steps/main/sentiment/gpt2: contradicted", // even the other way round; a censored joint run favours joint
     "steps/main/ner/bert: not confirmed", // 0% fewer, one seed
     "compute/sequential/sentiment/sequential: confirmed",
     "compute/parallel/sentiment/parallel: contradicted",
   ]);
   const md = renderResults(handMadeRuns(), META)["RESULTS.md"];
-  ok(md.includes("| sentiment | bert | +2.00 [+1.12, +2.88] | 5 | **confirmed** |"));
-  ok(md.includes("| sentiment | sequential | 3.10x [3.00x, 3.20x] | 2 (< 5) | **confirmed** |"));
+  // Three accuracy cells: each interval at 1 - 0.05/3, t(0.99167, 4) = 3.96: 2 ± 3.96 · 0.316.
+  ok(md.includes("| joint - independent, points [98.33% CI] |"), "the family-wise level is shown");
+  ok(md.includes("| sentiment | bert | +2.00 [+0.75, +3.25] | 5 | **confirmed** |"));
+  ok(md.includes("| sentiment | sequential | 3.10x [1.83x, 4.37x] | 2 (< 5) | **confirmed** |"));
   ok(
     md.includes("**Contradicted**: the whole interval lies below the claimed minimum"),
     "the rule is stated",
