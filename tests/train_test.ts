@@ -202,7 +202,31 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   const mixed = await run(tiny("sentiment", { epochs: 1, from: { gpt2: folder } }));
   const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();
   if (tokenizers.join() !== "bert.json,gpt2.json,roberta.json") throw new Error(`tokenizers: ${tokenizers}`);
-  for (const r of [first, continued, mixed]) await Deno.remove(r.folder, { recursive: true });
+  // The flags' sizes (width 24) are for models built from scratch: the loaded GPT-2 keeps its width 16, the
+  // run records it, and a resumed run rebuilds it from its checkpoint and continues bit for bit.
+  const wider = parseModels("bert,gpt2,roberta", { ...TINY, hiddenSize: 24, intermediateSize: 48 });
+  const straight = await run(tiny("sentiment", { epochs: 2, models: wider, from: { gpt2: folder } }));
+  const interrupted = tiny("sentiment", { epochs: 2, models: wider, from: { gpt2: folder } });
+  let evaluations = 0;
+  const crash = (line: string) => {
+    if (/ validation bert:/.test(line) && ++evaluations === 2) throw new Error("stopped");
+  };
+  await train(interrupted, { info: crash }).catch(() => {});
+  await run(interrupted, interrupted.out);
+  const config = JSON.parse(await Deno.readTextFile(`${interrupted.out}/config.json`));
+  const widths = config.options.models.map((m: { name: string; hiddenSize: number }) =>
+    `${m.name} ${m.hiddenSize}`
+  );
+  if (widths.join() !== "bert 24,gpt2 16,roberta 24") throw new Error(`recorded widths: ${widths}`);
+  const withoutTime = async (f: string) => (await stepLines(f)).map(({ seconds: _, ...rest }) => rest);
+  if (
+    JSON.stringify(await withoutTime(straight.folder)) !== JSON.stringify(await withoutTime(interrupted.out))
+  ) {
+    throw new Error("the resumed run with a loaded model differs from the straight one");
+  }
+  for (const f of [first.folder, continued.folder, mixed.folder, straight.folder, interrupted.out]) {
+    await Deno.remove(f, { recursive: true });
+  }
 });
 
 Deno.test("a placebo partner trains on the same examples with their labels permuted", async () => {

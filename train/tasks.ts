@@ -63,17 +63,27 @@ export async function prepareRun(
     }
   }
   const checkpoint = earlierRun && !opened ? await latestCheckpoint(earlierRun) : null;
+  // Resuming, a model that came from a folder is rebuilt from the run's own latest checkpoint, whose
+  // config.json holds the architecture (and dropout) actually loaded; restoring then sets its values.
+  const resumed = opened ? await latestCheckpoint(opened.path) : null;
   const prepared = await prepareSession(options, dataset, {
     tokenizers,
     shared,
     loadModel: (spec) => {
-      const folder = opened
-        ? null
+      const loaded = (options.from[spec.name] ?? options.from["*"]) !== undefined;
+      const folder = resumed
+        ? (loaded ? `${resumed}/models/${spec.name}` : null)
         : options.from[spec.name] ?? (checkpoint ? `${checkpoint}/models/${spec.name}` : null);
       return folder ? loadModel(spec, folder, options.task, dataset.labels.length) : Promise.resolve(null);
     },
   });
-  const folder = opened ?? (await RunFolder.create(options, runFacts(dataset)));
+  // The run's config.json records each model's real size, also for the models loaded from a folder.
+  const specs = prepared.options.models.map((spec) => {
+    const { hiddenSize, numLayers, numHeads, intermediateSize } = prepared.models[spec.name].config;
+    return { ...spec, hiddenSize, numLayers, numHeads, intermediateSize };
+  });
+  const recorded = { ...options, models: specs };
+  const folder = opened ?? (await RunFolder.create(recorded, runFacts(dataset)));
   if (!opened) {
     const distinct = new Set(Object.values(prepared.tokenizers));
     if (distinct.size === 1) await writeTokenizer([...distinct][0], `${folder.path}/tokenizer.json`);
