@@ -361,24 +361,28 @@ export class MultiModelOptimizer {
 
   /**
    * Counts a micro-batch; on the last one of an accumulation cycle, records the update of every
-   * model (sharing, clipping, adaptive rates, AdamW, sync) and returns true. A model whose loss or
-   * gradients are not finite keeps its parameters and moments; `metrics()` counts it as skipped.
-   * Either way it then submits everything recorded (the step's forwards, backwards and update) as one
-   * command buffer, without a readback, so the device runs it while the caller records the next.
+   * model (sharing, clipping, adaptive rates, AdamW, sync) and returns true. `closeCycle` makes this
+   * micro-batch the cycle's last even when the cycle holds fewer than `gradientAccumulationSteps`
+   * (at an epoch's end or a run's last batch, as Hugging Face's Trainer does): the update then uses
+   * the mean of the micro-batches it holds. A model whose loss or gradients are not finite keeps its
+   * parameters and moments; `metrics()` counts it as skipped. Either way it then submits everything
+   * recorded (the step's forwards, backwards and update) as one command buffer, without a readback,
+   * so the device runs it while the caller records the next.
    */
-  step(): boolean {
+  step(options: { closeCycle?: boolean } = {}): boolean {
     this.#assertAlive("step");
-    const updated = this.#recordStep();
+    const updated = this.#recordStep(options.closeCycle === true);
     submitStep();
     return updated;
   }
 
-  #recordStep(): boolean {
+  #recordStep(closeCycle: boolean): boolean {
     const o = this.options;
     const c = this.#counters;
     // 1. Accumulate: only the last micro-batch of a cycle updates.
     c.microBatches++;
-    if (c.microBatches < o.gradientAccumulationSteps) return false;
+    if (c.microBatches < o.gradientAccumulationSteps && !closeCycle) return false;
+    const microBatches = c.microBatches;
     c.microBatches = 0;
     const update = c.updates++;
     const sharing = o.gradientSharing !== null && this.#groupTable !== null &&
@@ -389,13 +393,13 @@ export class MultiModelOptimizer {
     // only before sharing, the one place they could spread from before AdamW, which checks what it writes.
     this.#recordNorms(sharing);
     if (sharing) {
-      this.#recordPlan(PlanPhase.Flag, update);
+      this.#recordPlan(PlanPhase.Flag, update, microBatches);
       // 3. Share: mix each group's gradients, then measure the norms again.
       this.#recordMix(this.#grads, o.gradientSharing!.ratio);
       this.#recordNorms(false);
     }
     // 4-5. Clip and rate: clip factors, adaptive multipliers, learning rates and bias corrections.
-    this.#recordPlan(sharing ? PlanPhase.Finish : PlanPhase.FlagAndFinish, update);
+    this.#recordPlan(sharing ? PlanPhase.Finish : PlanPhase.FlagAndFinish, update, microBatches);
     // 6. AdamW over every element of every model that takes part.
     recordAdamw(this.#joint.layout, this.#tileWindows, {
       beta1: o.betas[0],
@@ -458,7 +462,7 @@ export class MultiModelOptimizer {
     );
   }
 
-  #recordPlan(phase: PlanPhase, update: number): void {
+  #recordPlan(phase: PlanPhase, update: number, microBatches: number): void {
     const o = this.options;
     const c = this.#counters;
     const adaptive = o.adaptiveLr;
@@ -467,7 +471,7 @@ export class MultiModelOptimizer {
       {
         phase,
         lr: o.lr * scheduleFactor(o.schedule, update),
-        inverseAccumulation: 1 / o.gradientAccumulationSteps,
+        inverseAccumulation: 1 / microBatches,
         clip: o.clipGradNorm ?? 0,
         oneMinusBeta1: 1 - o.betas[0],
         oneMinusBeta2: 1 - o.betas[1],

@@ -378,6 +378,55 @@ Deno.test("the seed's loop with gradient accumulation discards no gradient", asy
   optimizer.dispose();
 });
 
+Deno.test("step({ closeCycle }) ends a short cycle with the mean of its micro-batches, as a shorter cycle would", async () => {
+  // Accumulating 3 but closing after 2 micro-batches (an epoch's end) must update with their mean, and
+  // the next cycle must start afresh.
+  const micro = [[1, 0], [0, 2], [3, 1], [1, 1], [2, -1]].map((g) => Float32Array.from(g));
+  const run = async (accumulation: number, cycles: number[]) => {
+    const model = vectorModel("m", [0.5, -0.5]);
+    const optimizer = new MultiModelOptimizer({
+      models: { m: model },
+      lr: 0.1,
+      gradientAccumulationSteps: accumulation,
+      adaptiveLr: false,
+    });
+    const stepped: boolean[] = [];
+    let next = 0;
+    for (const length of cycles) {
+      for (let i = 0; i < length; i++) {
+        optimizer.zeroGrad();
+        addGradients({ m: model }, new Map([["m/w", micro[next++]]]));
+        optimizer.logMetrics({ m: 1 });
+        stepped.push(optimizer.step({ closeCycle: i === length - 1 }));
+      }
+    }
+    const [w] = await readAll([model.parameterSet.parameters[0].value]);
+    const { updates } = await optimizer.metrics();
+    optimizer.dispose();
+    return { w, stepped: stepped.join(), updates };
+  };
+  const closed = await run(3, [2, 3]);
+  if (closed.stepped !== "false,true,false,false,true" || closed.updates !== 2) {
+    throw new Error(`steps ${closed.stepped}, ${closed.updates} updates`);
+  }
+  // The same two updates with the cycles' mean gradients applied directly, one micro-batch each.
+  const both = await (async () => {
+    const model = vectorModel("m", [0.5, -0.5]);
+    const optimizer = new MultiModelOptimizer({ models: { m: model }, lr: 0.1, adaptiveLr: false });
+    for (const cycle of [micro.slice(0, 2), micro.slice(2)]) {
+      optimizer.zeroGrad();
+      const mean = cycle.reduce((s, g) => s.map((v, i) => v + g[i] / cycle.length), [0, 0]);
+      addGradients({ m: model }, new Map([["m/w", Float32Array.from(mean)]]));
+      optimizer.logMetrics({ m: 1 });
+      optimizer.step();
+    }
+    const [w] = await readAll([model.parameterSet.parameters[0].value]);
+    optimizer.dispose();
+    return w;
+  })();
+  assertClose(closed.w, both, { atol: 1e-6 }, "closed early then full, against the means applied directly");
+});
+
 Deno.test("a non-finite loss or gradient skips that model only and leaves its parameters and moments untouched", async () => {
   const models = { a: vectorModel("a", [0, 0, 0]), b: vectorModel("b", [0, 0, 0]) };
   const optimizer = new MultiModelOptimizer({

@@ -9,6 +9,7 @@ import { train, type TrainResult } from "../train/loop.ts";
 import { prepareRun } from "../train/tasks.ts";
 import type { TaskName } from "../data/datasets.ts";
 import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
+import { scheduleFactor } from "../optim/options.ts";
 import { assertBitwiseEqual, setup } from "./helpers.ts";
 
 await setup();
@@ -113,6 +114,39 @@ for (const evalEvery of [null, 2]) {
     await Deno.remove(interrupted.out, { recursive: true });
   });
 }
+
+Deno.test("gradient accumulation closes a cycle at each epoch's end and at the last step; the schedule ends with the run", async () => {
+  // 24 examples in batches of 8: 3 steps per epoch. Accumulating 2 updates after steps 2 and 3 of each
+  // epoch (the second a cycle of one), so 2 epochs make 4 updates; --steps 5 makes 3 (steps 2, 3 and 5).
+  for (const [overrides, updates, closing] of [[{ epochs: 2 }, 4, 6], [{ steps: 5 }, 3, 5]] as const) {
+    const options = tiny("sentiment", {
+      accumulate: 2,
+      logEvery: 1,
+      warmup: 0,
+      adaptive: false,
+      ...overrides,
+    });
+    const result = await run(options);
+    const last = (await stepLines(result.folder)).at(-1)!;
+    const figures = (last.models as unknown as Record<string, { updates: number; lr: number }>).bert;
+    if (figures.updates !== updates) {
+      throw new Error(`${JSON.stringify(overrides)}: ${figures.updates} updates`);
+    }
+    // The last update ran at the schedule's last step, so its rate is the cosine's end of that many updates.
+    const schedule = { warmupSteps: 0, totalSteps: updates, minRatio: 0.1 };
+    const expected = options.lr * scheduleFactor(schedule, updates - 1);
+    if (Math.abs(figures.lr - expected) > 1e-9) {
+      throw new Error(`final lr ${figures.lr}, expected ${expected}`);
+    }
+    const counters = JSON.parse(
+      await Deno.readTextFile(`${result.folder}/checkpoints/step-${closing}/optimizer.json`),
+    ).counters;
+    if (counters.microBatches !== 0) {
+      throw new Error(`the run ended inside a cycle: ${JSON.stringify(counters)}`);
+    }
+    await Deno.remove(result.folder, { recursive: true });
+  }
+});
 
 Deno.test("mutual distillation and independent training run and learn", async () => {
   for (const overrides of [{ distill: 0.5 }, { independent: true }] as Partial<TrainOptions>[]) {

@@ -168,7 +168,19 @@ export class TrainingSession {
     this.names = Object.keys(models);
     this.stepsPerEpoch = Math.ceil(runner.trainSize / options.batchSize);
     this.totalSteps = options.steps ?? options.epochs * this.stepsPerEpoch;
-    this.optimizers = buildOptimizers(models, options, Math.ceil(this.totalSteps / options.accumulate));
+    let updates = 0;
+    for (let step = 1; step <= this.totalSteps; step++) if (this.#closesCycle(step)) updates++;
+    this.optimizers = buildOptimizers(models, options, updates);
+  }
+
+  /**
+   * Whether step `step` (from 1) ends an accumulation cycle: every `accumulate` steps of an epoch, and at
+   * each epoch's end and the run's last step, whose shorter cycles update with the mean of what they hold.
+   */
+  #closesCycle(step: number): boolean {
+    const inEpoch = (step - 1) % this.stepsPerEpoch + 1;
+    return inEpoch % this.run.options.accumulate === 0 || inEpoch === this.stepsPerEpoch ||
+      step === this.totalSteps;
   }
 
   /**
@@ -213,7 +225,7 @@ export class TrainingSession {
       next = this.#batches.next();
     }
     const batch = next.value!;
-    const losses = trainStep(this.run, this.optimizers, batch.index);
+    const losses = trainStep(this.run, this.optimizers, batch.index, this.#closesCycle(this.#step + 1));
     const step = ++this.#step;
     this.#pending.push({ step, losses, tokens: batch.tokens });
     const evaluating = step === this.totalSteps ||
@@ -276,6 +288,7 @@ function trainStep(
   run: PreparedSession,
   optimizers: readonly MultiModelOptimizer[],
   index: number,
+  closeCycle: boolean,
 ): Record<string, Tensor> {
   const { runner, models, options } = run;
   return tidy(() => {
@@ -306,7 +319,7 @@ function trainStep(
     const byName = Object.fromEntries(names.map((n, i) => [n, losses[i]]));
     for (const optimizer of optimizers) {
       optimizer.logMetrics(Object.fromEntries(optimizer.modelNames.map((n) => [n, byName[n]])));
-      optimizer.step();
+      optimizer.step({ closeCycle });
     }
     return Object.fromEntries(names.map((n, i) => [n, keep(losses[i])]));
   });
