@@ -10,6 +10,7 @@ import { prepareRun } from "../train/tasks.ts";
 import type { TaskName } from "../data/datasets.ts";
 import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
 import { scheduleFactor } from "../optim/options.ts";
+import { optionsFromArgs } from "../tools/train.ts";
 import { assertBitwiseEqual, setup } from "./helpers.ts";
 
 await setup();
@@ -188,6 +189,14 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
     [["--steps", "x"], 'train: --steps must be a positive integer, got "x" (try --help)'],
     [["--sharing", "2"], 'train: --sharing must be a ratio in [0, 1] or off, got "2" (try --help)'],
     [["--log-every", "0"], 'train: --log-every must be a positive integer, got "0" (try --help)'],
+    [
+      ["--hidden", "16", "--heads", "3"],
+      'train: model "bert": 3 heads do not divide hidden size 16 (try --help)',
+    ],
+    [
+      ["--resume", "runs/any", "--steps", "20"],
+      "train: --resume continues the run with its own options; --steps cannot change them (try --help)",
+    ],
     [["--models", "t5"], 'train: --models: cannot read "t5"'],
   ];
   for (const [args, expected] of cases) {
@@ -220,6 +229,15 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
   ) {
     if (!text.includes(flag)) throw new Error(`--help does not list ${flag}`);
   }
+});
+
+Deno.test("--steps spreads three evaluations over the run on every task, as the presets' budgets do", () => {
+  for (const task of ["sentiment", "spam", "qa"]) {
+    const { options } = optionsFromArgs(["--task", task, "--steps", "6"]);
+    if (options.evalEvery !== 2) throw new Error(`${task}: --steps 6 evaluates every ${options.evalEvery}`);
+  }
+  const { options } = optionsFromArgs(["--task", "spam", "--steps", "6", "--eval-every", "5"]);
+  if (options.evalEvery !== 5) throw new Error(`--eval-every 5 gave ${options.evalEvery}`);
 });
 
 Deno.test("--from starts from an earlier run's last checkpoint, or from a Hugging Face folder with its tokenizer", async () => {

@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  checkTrainOptions,
   defaultOptions,
   parseModels,
   type PresetName,
@@ -179,6 +180,18 @@ function positiveNumber(flag: string, value: string, allowZero = false): number 
 /** Builds a run's options from the command line (exits 2 with one line on a bad value). */
 export function optionsFromArgs(args: readonly string[]): { options: TrainOptions; resume: string | null } {
   const { flags } = parseCommand(spec, args);
+  if (flags.resume !== "none") {
+    // A resumed run continues with its own options (config.json): any other would be silently ignored.
+    const given = (Object.keys(spec.flags) as (keyof typeof flags)[]).filter((flag) =>
+      flag !== "resume" && flag !== "quiet" && flags[flag] !== spec.flags[flag].default
+    );
+    if (given.length) {
+      exitWithUsageError(
+        NAME,
+        `--resume continues the run with its own options; --${given[0]} cannot change them`,
+      );
+    }
+  }
   if (!(TASK_NAMES as readonly string[]).includes(flags.task)) {
     exitWithUsageError(NAME, `unknown task "${flags.task}"; valid tasks: ${TASK_NAMES.join(", ")}`);
   }
@@ -208,7 +221,8 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   }
   if (flags.steps !== "preset") {
     options.steps = positiveInteger(NAME, "steps", flags.steps);
-    options.evalEvery ??= Math.ceil(options.steps / 3);
+    // Three evaluations over the run, as the presets' budgets have (--eval-every below overrides).
+    options.evalEvery = Math.ceil(options.steps / 3);
   }
   if (flags["eval-every"] !== "preset") {
     options.evalEvery = flags["eval-every"] === "epoch"
@@ -288,6 +302,14 @@ export function resultsTable(
 
 if (import.meta.main) {
   const { options, resume } = optionsFromArgs(Deno.args);
+  // Settings that cannot work together are usage errors, found before the GPU opens.
+  if (resume === null) {
+    try {
+      checkTrainOptions(options);
+    } catch (error) {
+      exitWithUsageError(NAME, (error as Error).message.replace(/^train: /, ""));
+    }
+  }
   await openGpuOrExit();
   try {
     const result = await train(options, {}, resume ?? undefined);
@@ -296,7 +318,8 @@ if (import.meta.main) {
       `\n${result.steps} steps in ${result.seconds.toFixed(0)} s; report: ${result.folder}/report.md`,
     );
   } catch (error) {
-    console.error(`${NAME}: ${(error as Error).message}`);
+    const message = (error as Error).message;
+    console.error(message.startsWith(`${NAME}: `) ? message : `${NAME}: ${message}`);
     Deno.exit(1);
   }
 }

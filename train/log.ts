@@ -14,7 +14,7 @@ export interface ProgressUpdate {
   losses: Record<string, number>;
   /** Recent training speed. */
   stepsPerSecond: number;
-  /** Recent tokens processed per second, all models together. */
+  /** Recent training-data tokens per second: each batch counted once, though every model trains on it. */
   tokensPerSecond: number;
 }
 
