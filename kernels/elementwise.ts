@@ -135,7 +135,9 @@ function backward(name: string, root: Expr, inputs: readonly Tensor[], g: Tensor
     const outputs = computed.map(() => emptyTensor(g.shape));
     recordElementwise({
       name: `${name}_backward`,
-      key: `elementwise_grad/${structureKey(root)}/${computed.join(",")}`,
+      // Keyed by the gradients' own structure: the forward's structure does not fix it, since `times`
+      // folds constants by value (x * -1 and x * 5 differentiate to different kernels).
+      key: `elementwise_grad/${computed.map((k) => `${k}:${structureKey(exprs[k]!)}`).join("|")}`,
       exprs: computed.map((k) => exprs[k]!),
       inputs: [...inputs, g],
       outputs,

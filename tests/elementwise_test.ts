@@ -16,6 +16,7 @@ import {
   tanh,
 } from "../kernels/elementwise.ts";
 import { sum } from "../kernels/reduce.ts";
+import type { Expr } from "../kernels/elementwise_ops.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { withKernels } from "../engine/variants.ts";
 import { array64, mapBroadcast, sumToShape } from "../kernels/reference/array.ts";
@@ -188,6 +189,30 @@ Deno.test("scale takes its factor as a uniform and the same inputs give bit-iden
   const second = await scale(x, 0.37).data();
   assertBitwiseEqual(first, second, "scale twice");
   assertClose(await scale(x, -2).data(), Array.from(values, (v) => -2 * v), { atol: 0 }, "scale -2");
+});
+
+Deno.test("gradients of the same structure with other constants (folded 1 and -1 among them) are right", async () => {
+  // Differentiation folds x * 1 and x * -1, so the gradient's kernel depends on the constants' values:
+  // each case runs after one of the same structure with other constants.
+  const cases: [(x: Expr) => Expr, number][] = [
+    [(x) => x.mul(-1).add(x.mul(5)), 4],
+    [(x) => x.mul(5).add(x.mul(1)), 6],
+    [(x) => x.mul(1).add(x.mul(-1)), 0],
+    [(x) => x.mul(2).add(x.mul(3)), 5],
+  ];
+  for (const [fn, slope] of cases) {
+    const x = tensor([1, 2, 3], { requiresGrad: true });
+    sum(fused([x], fn)).backward();
+    assertClose(await x.grad!.data(), [slope, slope, slope], { atol: 0 }, `d/dx = ${slope}`);
+  }
+  for (const factor of [-1, 0.5, 1, 2]) {
+    const x = tensor([1, 2, 3], { requiresGrad: true });
+    sum(scale(x, factor)).backward();
+    assertClose(await x.grad!.data(), [factor, factor, factor], { atol: 0 }, `scale by ${factor}`);
+    const y = tensor([1, 2, 3], { requiresGrad: true });
+    sum(mul(y, factor)).backward();
+    assertClose(await y.grad!.data(), [factor, factor, factor], { atol: 0 }, `mul by ${factor}`);
+  }
 });
 
 Deno.test("shape errors name the op and the shapes", () => {
