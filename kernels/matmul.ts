@@ -19,7 +19,7 @@
 import { bindWindow } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
-import { attachGrad, emptyTensor, gradientSink, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, gradientSink, noGrad, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
 import { chooseTiles, gemmKernel, isTexel } from "./matmul_kernel.ts";
 import { biasGradient, sumToShape } from "./reduce.ts";
@@ -367,10 +367,35 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     );
   }
   if (x.rank > 1) return matmul(x, weight, { transposeB: true, bias });
-  const row = x.reshape([1, x.shape[0]]);
-  const y = matmul(row, weight, { transposeB: true, bias });
-  const out = y.reshape([weight.shape[0]]);
-  row.dispose();
-  y.dispose();
-  return out;
+  // A vector gets a node of its own: recorded through a [1, in] view of x, the weight's gradient would
+  // need that view alive until backward, holding x's buffer after the caller disposes x.
+  const asMatrix = (t: Tensor, shape: readonly number[], fn: (view: Tensor) => Tensor) => {
+    const view = t.reshape(shape);
+    const result = fn(view);
+    view.dispose();
+    return result;
+  };
+  const out = noGrad(() =>
+    asMatrix(x, [1, x.shape[0]], (row) => {
+      const y = matmul(row, weight, { transposeB: true, bias });
+      const flat = y.reshape([weight.shape[0]]);
+      y.dispose();
+      return flat;
+    })
+  );
+  const parents = bias ? [x, weight, bias] : [x, weight];
+  return attachGrad(out, "linear", parents, (g) => {
+    const gradX = x.requiresGrad
+      ? asMatrix(g, [1, g.size], (row) => {
+        const product = matmul(row, weight);
+        const flat = product.reshape([x.size]);
+        product.dispose();
+        return flat;
+      })
+      : null;
+    const gradW = weight.requiresGrad
+      ? asMatrix(g, [g.size, 1], (column) => asMatrix(x, [1, x.size], (row) => matmul(column, row)))
+      : null;
+    return bias ? [gradX, gradW, bias.requiresGrad ? g.detach() : null] : [gradX, gradW];
+  });
 }

@@ -198,6 +198,17 @@ Deno.test("a 2-D weight folds the batch into one product, forward and for its gr
     bias: array64([9], vb),
   });
   assertClose(await vector.data(), expected.data, tolerance(expected, 33), "linear of a vector");
+  // Its gradients, as PyTorch's F.linear of a vector: dx = W^T g, dW = g x^T, dbias = g.
+  const input = tensor(v, { requiresGrad: true });
+  const [w2, b2] = [tensor(vw, { shape: [9, 33], requiresGrad: true }), tensor(vb, { requiresGrad: true })];
+  const out = linear(input, w2, b2);
+  const g = randomValues(9, 6);
+  out.backward(tensor(g));
+  const gx = Array.from({ length: 33 }, (_, i) => g.reduce((s, gj, j) => s + gj * vw[j * 33 + i], 0));
+  const gw = Array.from({ length: 9 * 33 }, (_, k) => g[Math.floor(k / 33)] * v[k % 33]);
+  assertClose(await input.grad!.data(), gx, { atol: 1e-5, rtol: 1e-5 }, "linear of a vector: dx");
+  assertClose(await w2.grad!.data(), gw, { atol: 1e-6, rtol: 1e-5 }, "linear of a vector: dW");
+  assertClose(await b2.grad!.data(), g, { atol: 0 }, "linear of a vector: dbias");
 });
 
 Deno.test("a 2-D weight that already has a gradient gets the next ones added in place", async () => {
