@@ -136,8 +136,20 @@ export function releaseBuffer(buffer: GPUBuffer): void {
   stats.freeBuffers++;
 }
 
-/** Destroys every free pooled buffer, shrinking the pool to what is in use. */
+/** Submits the work recorded so far; installed by engine/recorder.ts, which imports this module. */
+let submitRecorded: () => void = () => {};
+
+/** Installs the recorder's flush, which {@linkcode trimPool} calls before destroying anything. */
+export function setSubmitRecorded(submit: () => void): void {
+  submitRecorded = submit;
+}
+
+/**
+ * Destroys every free pooled buffer, shrinking the pool to what is in use. Work already recorded is
+ * submitted first: a free buffer may still be read by a dispatch recorded before its tensor was disposed.
+ */
 export function trimPool(): void {
+  submitRecorded();
   for (const free of freeBySize.values()) {
     for (const buffer of free) {
       stats.pooledBytes -= buffer.size;

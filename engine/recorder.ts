@@ -29,7 +29,7 @@ import {
   type ParamValues,
   pipelineCount,
 } from "./kernel.ts";
-import { createBuffer, sizeClass } from "./pool.ts";
+import { createBuffer, setSubmitRecorded, sizeClass } from "./pool.ts";
 
 /** A byte range of a GPU buffer, as bound to a kernel. */
 export interface BufferRange {
@@ -369,6 +369,7 @@ export function upload(to: BufferRange, data: ArrayBufferView): void {
 export function flush(): void {
   submit("flush", true);
 }
+setSubmitRecorded(flush);
 
 /**
  * Submits what is recorded at the end of a training step, so that the device runs the step while the

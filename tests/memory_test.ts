@@ -6,7 +6,8 @@ import type { Batch } from "../models/inputs.ts";
 import { estimateMemory } from "../models/memory.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
-import { expectError, setup } from "./helpers.ts";
+import { exp } from "../kernels/elementwise.ts";
+import { assertClose, expectError, setup } from "./helpers.ts";
 
 await setup();
 
@@ -84,6 +85,15 @@ Deno.test("activations and backward peak are within 15% below what a training st
     }
     model.dispose();
   }
+});
+
+Deno.test("trimPool keeps work recorded on a buffer whose tensor was disposed before it ran", async () => {
+  const x = tensor([0, 1, 2]);
+  const y = exp(x);
+  x.dispose(); // x's buffer is free, and y's recorded dispatch still reads it
+  trimPool();
+  assertClose(await y.data(), [1, Math.E, Math.E ** 2], { atol: 1e-5 }, "exp after trimPool");
+  y.dispose();
 });
 
 Deno.test("parameters, gradients and moments are the arena's bytes; the total sums the models", () => {
