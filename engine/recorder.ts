@@ -29,7 +29,7 @@ import {
   type ParamValues,
   pipelineCount,
 } from "./kernel.ts";
-import { createBuffer, setSubmitRecorded, sizeClass } from "./pool.ts";
+import { acquireBuffer, createBuffer, releaseBuffer, setSubmitRecorded, sizeClass } from "./pool.ts";
 
 /** A byte range of a GPU buffer, as bound to a kernel. */
 export interface BufferRange {
@@ -294,8 +294,18 @@ function uniformRing(): GPUBuffer {
 /** Records a copy between buffers, ordered with the dispatches around it. */
 export function copyBuffer(from: BufferRange, to: BufferRange): void {
   if (from.size !== to.size) throw new RangeError(`copyBuffer: ${from.size} bytes into ${to.size}`);
-  if (from.size === 0) return;
-  endPass().copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.size);
+  if (from.size === 0 || (from.buffer === to.buffer && from.offset === to.offset)) return;
+  const commands = endPass();
+  if (from.buffer !== to.buffer) {
+    commands.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.size);
+    return;
+  }
+  // WebGPU forbids a copy within one buffer (two parameters of an arena chunk, a tensor and its view):
+  // it goes through a pooled buffer, released at once (the recorded copies keep it valid).
+  const staging = acquireBuffer(from.size);
+  commands.copyBufferToBuffer(from.buffer, from.offset, staging, 0, from.size);
+  commands.copyBufferToBuffer(staging, 0, to.buffer, to.offset, from.size);
+  releaseBuffer(staging);
 }
 
 /**

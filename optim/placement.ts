@@ -11,7 +11,6 @@
 import { alignedLength, Arena } from "../engine/arena.ts";
 import { type BufferRange, copyBuffer } from "../engine/recorder.ts";
 import { shapeSize } from "../engine/shape.ts";
-import { emptyTensor } from "../engine/tensor.ts";
 import type { Parameter, ParameterSet } from "../models/parameters.ts";
 import type { ParameterGroup } from "./groups.ts";
 import { groupTable, MIX_BLOCK, TILE } from "./kernels.ts";
@@ -156,15 +155,12 @@ export class JointArena {
     return { ...groupTable(placed), groups: ordered };
   }
 
-  /** Copies each group's first member's values into the other members (through a temporary: WebGPU copies between two buffers). */
+  /** Copies each group's first member's values into the other members. */
   alignInitialValues(groups: readonly ParameterGroup[]): void {
     const values = this.chunked("values");
     for (const group of groups) {
       const [first, ...rest] = group.members.map((m) => this.find(m.model, m.parameter));
-      const staging = emptyTensor([first.size]);
-      copyBuffer(this.rangeOf(values, first), staging.range());
-      for (const member of rest) copyBuffer(staging.range(), this.rangeOf(values, member));
-      staging.dispose();
+      for (const member of rest) copyBuffer(this.rangeOf(values, first), this.rangeOf(values, member));
     }
   }
 }

@@ -1,7 +1,7 @@
 import { copyInto, keep, noGrad, readAll, tensor, tidy, writeTensor, zeros } from "../engine/tensor.ts";
 import { poolStats } from "../engine/pool.ts";
-import { recorderStats, traceDispatches } from "../engine/recorder.ts";
-import { add, mul, scale, sub } from "../kernels/elementwise.ts";
+import { copyBuffer, recorderStats, traceDispatches } from "../engine/recorder.ts";
+import { add, exp, mul, scale, sub } from "../kernels/elementwise.ts";
 import { mean, sum } from "../kernels/reduce.ts";
 import { assertBitwiseEqual, assertClose, expectError, setup } from "./helpers.ts";
 import { withKernels } from "../engine/variants.ts";
@@ -65,6 +65,16 @@ Deno.test("detach is PyTorch's: same storage, no gradient history, disposed on i
   y.dispose();
   assertClose(await d.data(), [7, 8, 9], { atol: 0 }, "the detached tensor outlives the original");
   d.dispose();
+});
+
+Deno.test("copies within one buffer (arena neighbours, a tensor and its view) go through a staging buffer", async () => {
+  const x = tensor([1, 2, 3, 4, 5, 6, 7, 8]);
+  const y = exp(tensor([0])); // recorded work in the same command buffer must survive the copies
+  copyBuffer(x.window(4, 4), x.window(0, 4));
+  copyInto(x, x.detach()); // the same range: nothing to do
+  const [values, e] = await readAll([x, y]);
+  assertClose(values, [5, 6, 7, 8, 5, 6, 7, 8], { atol: 0 }, "copied within the buffer");
+  assertClose(e, [1], { atol: 0 }, "other recorded work");
 });
 
 Deno.test("noGrad records no graph", () => {
