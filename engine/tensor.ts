@@ -238,6 +238,11 @@ export function tensor(
   if (shapeSize(shape) !== values.length) {
     throw new Error(`tensor: ${values.length} values do not fill shape ${formatShape(shape)}`);
   }
+  if (dtype === "int32" && options.requiresGrad) {
+    throw new Error(
+      `tensor: an int32 tensor ${formatShape(shape)} cannot require a gradient (ids are not differentiable)`,
+    );
+  }
   const out = emptyTensor(shape, dtype);
   upload(out.range(), values.length === 0 ? new Float32Array(1) : values);
   if (dtype === "int32") out.storage.hostInts = values as Int32Array;

@@ -21,6 +21,10 @@ Deno.test("tensors round-trip values, shapes and dtypes", async () => {
   writeTensor(target, Float32Array.of(1, 2, 3));
   assertClose(await target.data(), [1, 2, 3], { atol: 0 }, "writeTensor");
   expectError(() => tensor([1, 2, 3], { shape: [2, 2] }), "tensor: 3 values do not fill shape [2, 2]");
+  expectError(
+    () => tensor(Int32Array.of(1, 2), { requiresGrad: true }),
+    "tensor: an int32 tensor [2] cannot require a gradient (ids are not differentiable)",
+  );
 });
 
 Deno.test("reshape is a view: no copy, no new buffer, gradient flows back in the original shape", async () => {
