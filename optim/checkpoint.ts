@@ -426,7 +426,6 @@ export async function loadCheckpoint(
   optimizer: MultiModelOptimizer,
   models: Record<string, TransformerModel>,
 ): Promise<void> {
-  optimizer.assertOwnModels(models, "loadCheckpoint");
   const root = await locateCheckpoint(checkpointPath(folder, "loadCheckpoint"));
   const jsonPath = `${root}/optimizer.json`;
   let text: string;
@@ -441,6 +440,7 @@ export async function loadCheckpoint(
       `loadCheckpoint: models [${json.models}] differ from the optimizer's [${optimizer.modelNames}]`,
     );
   }
+  optimizer.assertOwnModels(models, "loadCheckpoint");
   const weights = [];
   for (const name of json.models) {
     await checkConfigFile(models[name], `${root}/models/${name}/config.json`);
