@@ -306,6 +306,28 @@ export const MUTATIONS: Mutation[] = [
     replace: "options.sharing === false ? false : {},",
     tests: ["train_options_test.ts"],
   },
+  {
+    name: "optimizer: a cycle closed early divided by the full accumulation",
+    file: "optim/multimodel.ts",
+    find: "inverseAccumulation: 1 / microBatches,",
+    replace: "inverseAccumulation: 1 / o.gradientAccumulationSteps,",
+    tests: ["optimizer_test.ts"],
+    filter: "closeCycle",
+  },
+  {
+    name: "baseline: the unigram model scores each row's first token",
+    file: "train/task_kinds.ts",
+    find: "for (let row = 0; row < b.batch; row++) targets[row * b.length] = IGNORE_INDEX;",
+    replace: "",
+    tests: ["baseline_test.ts"],
+  },
+  {
+    name: "experiment: Fieller's interval without the pairs' covariance",
+    file: "experiment/stats.ts",
+    find: "const covariance = options.paired",
+    replace: "const covariance = false",
+    tests: ["experiment_stats_test.ts"],
+  },
   // Engine.
   {
     name: "autograd: a leaf's gradient overwritten instead of accumulated",
