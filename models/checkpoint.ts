@@ -74,7 +74,12 @@ export interface LoadReport {
  * prefix (`bert.`, `roberta.`, `transformer.`) stripped or added where that names a parameter of
  * the model (bare-model and head-model checkpoints load into each other).
  */
-function modelName(name: string, expected: ReadonlyMap<string, unknown>, prefix: string): string {
+function modelName(file: string, expected: ReadonlyMap<string, unknown>, prefix: string): string {
+  // Older checkpoints name LayerNorm's parameters gamma and beta, which transformers renames on load.
+  const name = file.replace(/LayerNorm\.gamma$/, "LayerNorm.weight").replace(
+    /LayerNorm\.beta$/,
+    "LayerNorm.bias",
+  );
   if (expected.has(name)) return name;
   if (name.startsWith(prefix) && expected.has(name.slice(prefix.length))) return name.slice(prefix.length);
   if (expected.has(prefix + name)) return prefix + name;
@@ -352,6 +357,13 @@ export async function loadPretrainedWithReport(
   const config = configFromHf(json, configPath);
   const weights = await locateWeights(folder);
   const task = options.task ?? inferTask(json, weights.headers.keys()).task;
+  // The language-model heads here tie their decoder to the word embeddings; an untied one would be dropped.
+  if ((task === "causal-lm" || task === "masked-lm") && json.tie_word_embeddings === false) {
+    throw new Error(
+      `${configPath}: field "tie_word_embeddings" is false: this library's ${task} head ties its decoder to ` +
+        "the word embeddings, so the checkpoint's own decoder would be lost (load it into another head)",
+    );
+  }
   const labelsWeight = [...weights.headers].find(([n]) =>
     /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
   );
@@ -442,7 +454,8 @@ function architectureName(model: TransformerModel): string {
     "sequence-classification": "ForSequenceClassification",
     "token-classification": "ForTokenClassification",
     "question-answering": "ForQuestionAnswering",
-    "causal-lm": model.config.family === "gpt2" ? "LMHeadModel" : "ForCausalLM",
+    // Transformers' own names: BertLMHeadModel and GPT2LMHeadModel, but RobertaForCausalLM.
+    "causal-lm": model.config.family === "roberta" ? "ForCausalLM" : "LMHeadModel",
     "masked-lm": "ForMaskedLM",
   };
   return family + suffix[model.task];

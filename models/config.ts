@@ -212,6 +212,18 @@ export function configFromHf(json: Record<string, unknown>, source: string): Mod
   }
   const base = DEFAULTS[family];
   const isGpt2 = family === "gpt2";
+  // GPT-2 options that change the attention's scale: refused, not silently computed the default way.
+  const unsupported: [string, unknown][] = [["scale_attn_weights", false], [
+    "scale_attn_by_inverse_layer_idx",
+    true,
+  ]];
+  for (const [key, value] of isGpt2 ? unsupported : []) {
+    if (json[key] === value) {
+      throw new Error(
+        `${source}: field "${key}" is ${value}: attention here is scaled by 1/sqrt(head size) only`,
+      );
+    }
+  }
   const f = new HfFields(json, source);
   const hidden = f.number("hiddenSize", ["hidden_size", "n_embd"]);
   const actKey = json.hidden_act != null ? "hidden_act" : "activation_function";

@@ -111,6 +111,58 @@ Deno.test("buffers Hugging Face never loads are ignored quietly, even by the str
   decoder.dispose();
 });
 
+Deno.test("older LayerNorm.gamma / .beta names load as weight and bias, as transformers renames them", async () => {
+  const { tensors } = await readSafetensors(`${HEADS}bert-base/model.safetensors`);
+  const legacy = new Map(
+    [...tensors].map((
+      [name, t],
+    ) => [
+      name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(/LayerNorm\.bias$/, "LayerNorm.beta"),
+      t,
+    ]),
+  );
+  if ([...legacy.keys()].filter((n) => n.endsWith("LayerNorm.gamma")).length === 0) {
+    throw new Error("no LayerNorm");
+  }
+  const { model } = await loadPretrainedWithReport(`${HEADS}bert-base`);
+  const report = loadWeights(model, legacy, "legacy file");
+  if (report.ignored.length + report.newlyInitialized.length !== 0) throw new Error(JSON.stringify(report));
+  model.dispose();
+});
+
+Deno.test("untied language-model decoders and GPT-2's other attention scales are refused, naming the field", async () => {
+  const untied = await copyHead("gpt2-causal-lm", (c) => (c.tie_word_embeddings = false));
+  const lost = await message(() => loadPretrainedWithReport(untied));
+  if (!lost.includes(`${untied}/config.json: field "tie_word_embeddings" is false`)) throw new Error(lost);
+  // Into another head the decoder is not used, so the folder loads.
+  (await loadPretrainedWithReport(untied, { task: "base", allowNewHead: true })).model.dispose();
+  for (
+    const [key, value] of [["scale_attn_weights", false], ["scale_attn_by_inverse_layer_idx", true]] as const
+  ) {
+    const folder = await copyHead("gpt2-base", (c) => (c[key] = value));
+    const refused = await message(() => loadPretrainedWithReport(folder));
+    if (!refused.includes(`field "${key}" is ${value}`)) throw new Error(refused);
+    await Deno.remove(folder, { recursive: true });
+  }
+  await Deno.remove(untied, { recursive: true });
+});
+
+Deno.test("a BERT causal LM is saved as transformers' BertLMHeadModel", async () => {
+  const model = new TransformerModel(modelConfig("bert", { ...SIZE, isDecoder: true }), {
+    task: "causal-lm",
+  });
+  const folder = await Deno.makeTempDir({ dir: "/tmp" });
+  await savePretrained(model, folder);
+  const config = JSON.parse(await Deno.readTextFile(`${folder}/config.json`));
+  if (config.architectures.join() !== "BertLMHeadModel") {
+    throw new Error(`architectures ${config.architectures}`);
+  }
+  const { model: loaded } = await loadPretrainedWithReport(folder);
+  if (loaded.task !== "causal-lm") throw new Error(`loaded as ${loaded.task}`);
+  [model, loaded].forEach((m) => m.dispose());
+  await Deno.remove(folder, { recursive: true });
+});
+
 Deno.test("allowNewHead still refuses a file of another model, and a tensor given under both names", async () => {
   const { model } = await loadPretrainedWithReport(`${HEADS}bert-base`);
   const gpt2 = (await readSafetensors(`${HEADS}gpt2-base/model.safetensors`)).tensors;
