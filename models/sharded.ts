@@ -70,6 +70,9 @@ export async function locateWeights(folder: string): Promise<WeightFiles> {
   const problems: string[] = [];
   for (const [shard, listed] of byShard) {
     const path = `${folder}/${shard}`;
+    if (!(await exists(path))) {
+      throw new Error(`${indexPath}: shard ${shard}, which holds ${listed.size} of the tensors, is missing`);
+    }
     const found = (await readSafetensorsHeader(path)).tensors;
     for (const name of listed) {
       if (!found.has(name)) problems.push(`  "${name}" is mapped to ${shard}, which does not hold it`);

@@ -120,7 +120,11 @@ Deno.test("a bad index or shard is refused, naming the file and what is wrong", 
   const indexPath = `${folder}/model.safetensors.index.json`;
   const index = JSON.parse(await Deno.readTextFile(`${HF_SHARDED}/model.safetensors.index.json`));
   const cases: [string, (folder: string) => Promise<void>, string[]][] = [
-    ["a shard missing", (f) => Deno.remove(`${f}/${SHARDS[2]}`), [`${folder}/${SHARDS[2]}`]],
+    ["a shard missing", (f) => Deno.remove(`${f}/${SHARDS[2]}`), [
+      indexPath,
+      `shard ${SHARDS[2]}, which holds`,
+      "is missing",
+    ]],
     [
       "a tensor mapped to the wrong shard",
       (f) => {
