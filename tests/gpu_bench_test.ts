@@ -98,6 +98,42 @@ Deno.test("the dry run checks and times every workload on the software adapter a
   }
 });
 
+Deno.test("a run's JSON, written as it goes, gives its table again with --results (no GPU)", async () => {
+  const folder = await Deno.makeTempDir({ dir: "/tmp" });
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-env",
+      `--allow-write=${folder}`,
+      "bench/gpu/ours.ts",
+      "--dry-run",
+      "--only",
+      "chain",
+      "--json",
+      `${folder}/results.json`,
+    ],
+    cwd: root,
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  if (output.code !== 0) throw new Error(`dry run with --json: exit ${output.code}`);
+  const rebuilt = await ours("--results", `${folder}/results.json`);
+  expectExit(rebuilt, 0, "ours.ts --results");
+  for (
+    const needed of [
+      "Rebuilt from the run's results.json",
+      "| gelu(x + bias) + residual",
+      "### Where the time goes",
+    ]
+  ) {
+    if (!rebuilt.stdout.includes(needed)) {
+      throw new Error(`--results printed no "${needed}":\n${rebuilt.stdout}`);
+    }
+  }
+  await Deno.remove(folder, { recursive: true });
+});
+
 Deno.test("the profile table gives GPU time, its share of the wall time and the largest kernels per repetition", () => {
   const base = { reps: 8, trials: [2], dispatches: 5 };
   const table = profileTable([

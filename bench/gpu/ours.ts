@@ -16,7 +16,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { gpu } from "../../engine/device.ts";
+import { Random } from "../../engine/random.ts";
 import { openGpuOrExit } from "../../engine/start.ts";
+import { readAll, tensor, tidy } from "../../engine/tensor.ts";
+import { attention } from "../../kernels/attention.ts";
 import { computedSource, describeFailure, folderSource, passes, type Source } from "./check.ts";
 import { type Size, workloads } from "./inputs.ts";
 import { attentionWorkload, chainWorkload, layerNormWorkload, matmulWorkload } from "./kernel_workloads.ts";
@@ -28,10 +32,127 @@ import type { Workload } from "./workload.ts";
 
 const NAME = "bench/gpu/ours.ts";
 
+/** Workgroup memory of the software adapter, where the attention kernels' tiles were verified. */
+const VERIFIED_TILE_BYTES = 32 * 1024;
+
+/**
+ * The attention kernels take their tiles from the card's workgroup memory (48 KiB and more on NVIDIA):
+ * shapes that the software adapter, where every kernel was verified, never runs at head dimension 64.
+ * Before any check, one causal case runs forward and backward with the card's tiles and with the
+ * verified ones; where they disagree, the whole run keeps the verified tiles. Returns what the
+ * results' header says about it ("" on a card with no more than the verified memory).
+ */
+async function checkAttentionTiles(): Promise<string> {
+  const profile = gpu().profile as { workgroupMemoryBytes: number };
+  const own = profile.workgroupMemoryBytes;
+  if (own <= VERIFIED_TILE_BYTES) return "";
+  const shape = [2, 2, 96, 64];
+  const random = new Random(20261201);
+  const values = () => Float32Array.from({ length: 2 * 2 * 96 * 64 }, () => random.uniform() * 2 - 1);
+  const [q0, k0, v0, g0] = [values(), values(), values(), values()];
+  const outputs = async () => {
+    const inputs = [q0, k0, v0].map((data) => tensor(data, { shape, requiresGrad: true }));
+    // Forward and backward in one scope: the forward's saved statistics live until the backward is recorded.
+    const out = tidy(() => {
+      const y = attention(inputs[0], inputs[1], inputs[2], { causal: true });
+      y.backward(tensor(g0, { shape }));
+      return y;
+    });
+    const read = await readAll([out, ...inputs.map((t) => t.grad!)]);
+    [out, ...inputs].forEach((t) => t.dispose());
+    return read;
+  };
+  const card = await outputs();
+  profile.workgroupMemoryBytes = VERIFIED_TILE_BYTES;
+  const verified = await outputs();
+  const difference = Math.max(
+    ...card.map((a, i) => {
+      const b = verified[i];
+      const scale = Math.max(...Array.from(b, Math.abs));
+      return Math.max(...Array.from(a, (v, j) => Math.abs(v - b[j]))) / scale;
+    }),
+  );
+  const kib = `${own / 1024} KiB`;
+  if (difference <= 1e-4) {
+    profile.workgroupMemoryBytes = own;
+    return ` The card's own attention tiles (for ${kib} of workgroup memory) matched the 32 KiB tiles verified ` +
+      `on the software adapter on a check case (largest relative difference ${difference.toExponential(1)}).`;
+  }
+  console.error(`${NAME}: the attention tiles for ${kib} differ from the verified ones by ${difference}`);
+  return ` Attention ran with the 32 KiB tiles verified on the software adapter: the card's own (for ${kib}) ` +
+    `differed from them by ${difference.toExponential(1)} (relative) on a check case.`;
+}
+
 /** Prints `bench/gpu/ours.ts: message (try --help)` as one line and exits with status 2, as the tasks do. */
 function exitWithUsageError(message: string): never {
   console.error(`${NAME}: ${message.replaceAll("\n", " ")} (try --help)`);
   Deno.exit(2);
+}
+
+/** What `--json` records: every measurement and the run's facts; `--results` renders one again. */
+interface RunRecord {
+  date: string;
+  adapter: string;
+  deno: string;
+  size: Size;
+  measurements: Measurement[];
+  failures: string[];
+  failedIds: string[];
+  tileNote: string;
+  torch: TorchRun | null;
+  command: string;
+}
+
+/**
+ * Prints the results' header, table and kernel profile of a run and, with `--doc`, writes them into
+ * that page. `cut` is said in the header when the record is of a run that did not finish.
+ */
+async function renderResults(run: RunRecord, cut = ""): Promise<void> {
+  const { measurements, failedIds, torch: torchRun, size, date, adapter, tileNote, deno, command } = run;
+  const w = workloads(size);
+  const ours: Times = new Map(measurements.map((m) => [m.id, m.ms]));
+  const torchTimes: Times | null = torchRun
+    ? new Map(Object.entries(torchRun.timings).map(([id, t]) => [id, t.ms]))
+    : null;
+  const rows = tableRows(w, ours, torchTimes, torchRun?.optimizer ?? "PyTorch AdamW", failedIds).filter((r) =>
+    r.ours !== null || r.failed
+  );
+  const judged = size === "full";
+  const table = markdownTable(rows, judged);
+  const notTimed = failedIds.length === 0
+    ? ""
+    : ` ${failedIds.length} workload(s) failed (their check, PyTorch's side or their timing) and have no ` +
+      `time: ${failedIds.join(", ")} (the run's log names each error).`;
+  const verdict = verdictLine(rows, judged);
+  const header = torchRun
+    ? `Run of ${date}: **${torchRun.card}** (driver ${torchRun.driver}), WebGPU adapter "${adapter}", ` +
+      `Deno ${deno}; PyTorch ${torchRun.torch} on ${torchRun.device} (TF32 off), transformers ` +
+      `${torchRun.transformers}; ${size} shapes. Command: \`${command}\`. Every timed workload below passed its ` +
+      `check against PyTorch before it was timed.${notTimed}${tileNote}${cut} ${verdict}`
+    : `Dry run of ${date} on "${adapter}", Deno ${deno}: checked against float64 ` +
+      `references (the models against standalone runs), a few repetitions each.${notTimed}${cut} ${verdict}`;
+  const profiled = Math.min(...measurements.map((m) => m.gpu?.reps ?? Infinity));
+  const profile = `### Where the time goes\n\n` +
+    (measurements.some((m) => m.gpu)
+      ? `The GPU time of each measurement's kernels from timestamp queries (\`timeKernels\`, the measure of ` +
+        `\`MM_DEBUG=4\`), over ${
+          profiled === 1 ? "one further repetition" : `${profiled} or more further repetitions`
+        } ` +
+        `in which each dispatch runs in a compute pass of its own. "GPU busy" is that time over the wall time ` +
+        `above: well below 100% means that recording, submission or gaps between kernels bound the row, not ` +
+        `the kernels.`
+      : `The adapter has no timestamp queries: no GPU time per kernel.`) +
+    `\n\n${profileTable(measurements)}`;
+  console.log(`\n${header}\n\n${table}\n\n${profile}`);
+
+  if (flags.doc) {
+    const doc = await Deno.readTextFile(flags.doc);
+    await Deno.writeTextFile(
+      flags.doc,
+      replaceResults(doc, `${header}\n\n${table}\n\n${profile}`, flags.doc),
+    );
+    console.log(`\nwrote the results into ${flags.doc}`);
+  }
 }
 
 /** What torch_side.py records in `torch.json`. */
@@ -58,6 +179,7 @@ const { values: flags, positionals } = (() => {
         only: { type: "string", default: "" },
         doc: { type: "string", default: "" },
         json: { type: "string", default: "" },
+        results: { type: "string", default: "" },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: true,
@@ -77,7 +199,20 @@ if (flags.help) {
       "  --only LIST    comma-separated prefixes of workload ids (matmul, attention/T512, model/small...)\n" +
       "  --doc PATH     write the table into the results section of PATH (docs/PERFORMANCE.md)\n" +
       "  --json PATH    write every measurement and PyTorch's run record as JSON\n" +
+      "  --results PATH print (and with --doc write) the results of that JSON again, no GPU needed\n" +
       "  -h, --help     print this help and exit",
+  );
+  Deno.exit(0);
+}
+if (flags.results) {
+  // A run stopped by its time limit still wrote its JSON after each workload: its table can be rebuilt.
+  if (positionals.length > 0 || flags["dry-run"]) {
+    exitWithUsageError("--results takes no folder and no --dry-run");
+  }
+  const saved: RunRecord = JSON.parse(await Deno.readTextFile(flags.results));
+  await renderResults(
+    saved,
+    ` Rebuilt from the run's results.json: a workload it had not timed when it stopped has no row.`,
   );
   Deno.exit(0);
 }
@@ -103,6 +238,12 @@ const filters = flags.only ? flags.only.split(",").filter((f) => f !== "") : [];
 const selected = (id: string) => filters.length === 0 || filters.some((f) => id.startsWith(f));
 
 const gpuInfo = await openGpuOrExit();
+if (size === "full" && gpuInfo.profile.isSoftware) {
+  // Full-size shapes on a software adapter would take hours and measure nothing worth a table.
+  console.error(`${NAME}: "${gpuInfo.profile.name}" is a software adapter; full-size shapes need a GPU`);
+  Deno.exit(1);
+}
+const tileNote = await checkAttentionTiles();
 const source: Source = folder ? folderSource(folder) : computedSource();
 
 const makers: (readonly [string, () => Workload | Promise<Workload>])[] = [
@@ -166,18 +307,23 @@ const timing = size === "full" ? FULL_TIMING : DRY_TIMING;
 const measurements: Measurement[] = [];
 const date = new Date().toISOString().slice(0, 10);
 /** Writes `--json` with every measurement so far: after each workload, so a run cut short keeps them. */
-async function writeJson(): Promise<void> {
-  if (!flags.json) return;
-  const record = {
+function record(): RunRecord {
+  return {
     date,
     adapter: gpuInfo.profile.name,
     deno: Deno.version.deno,
     size,
     measurements,
     failures,
+    failedIds,
+    tileNote,
     torch: torchRun,
+    command: Deno.env.get("BENCH_GPU_COMMAND") ?? `deno run ... ${NAME} ${Deno.args.join(" ")}`,
   };
-  await Deno.writeTextFile(flags.json, JSON.stringify(record, null, 2) + "\n");
+}
+async function writeJson(): Promise<void> {
+  if (!flags.json) return;
+  await Deno.writeTextFile(flags.json, JSON.stringify(record(), null, 2) + "\n");
 }
 for (const [id, workload] of passed) {
   try {
@@ -193,46 +339,6 @@ for (const [id, workload] of passed) {
   await writeJson();
 }
 
-const ours: Times = new Map(measurements.map((m) => [m.id, m.ms]));
-const torchTimes: Times | null = torchRun
-  ? new Map(Object.entries(torchRun.timings).map(([id, t]) => [id, t.ms]))
-  : null;
-const rows = tableRows(w, ours, torchTimes, torchRun?.optimizer ?? "PyTorch AdamW", failedIds).filter((r) =>
-  r.ours !== null || r.failed
-);
-const judged = size === "full";
-const table = markdownTable(rows, judged);
-const command = Deno.env.get("BENCH_GPU_COMMAND") ?? `deno run ... ${NAME} ${Deno.args.join(" ")}`;
-const notTimed = failedIds.length === 0
-  ? ""
-  : ` ${failedIds.length} workload(s) failed (their check, PyTorch's side or their timing) and have no ` +
-    `time: ${failedIds.join(", ")} (the run's log names each error).`;
-const verdict = verdictLine(rows, judged);
-const header = torchRun
-  ? `Run of ${date}: **${torchRun.card}** (driver ${torchRun.driver}), WebGPU adapter "${gpuInfo.profile.name}", ` +
-    `Deno ${Deno.version.deno}; PyTorch ${torchRun.torch} on ${torchRun.device} (TF32 off), transformers ` +
-    `${torchRun.transformers}; ${size} shapes. Command: \`${command}\`. Every timed workload below passed its ` +
-    `check against PyTorch before it was timed.${notTimed} ${verdict}`
-  : `Dry run of ${date} on "${gpuInfo.profile.name}", Deno ${Deno.version.deno}: checked against float64 ` +
-    `references (the models against standalone runs), a few repetitions each.${notTimed} ${verdict}`;
-const profiled = Math.min(...measurements.map((m) => m.gpu?.reps ?? Infinity));
-const profile = `### Where the time goes\n\n` +
-  (measurements.some((m) => m.gpu)
-    ? `The GPU time of each measurement's kernels from timestamp queries (\`timeKernels\`, the measure of ` +
-      `\`MM_DEBUG=4\`), over ${
-        profiled === 1 ? "one further repetition" : `${profiled} or more further repetitions`
-      } ` +
-      `in which each dispatch runs in a compute pass of its own. "GPU busy" is that time over the wall time ` +
-      `above: well below 100% means that recording, submission or gaps between kernels bound the row, not ` +
-      `the kernels.`
-    : `The adapter has no timestamp queries: no GPU time per kernel.`) +
-  `\n\n${profileTable(measurements)}`;
-console.log(`\n${header}\n\n${table}\n\n${profile}`);
-
-if (flags.doc) {
-  const doc = await Deno.readTextFile(flags.doc);
-  await Deno.writeTextFile(flags.doc, replaceResults(doc, `${header}\n\n${table}\n\n${profile}`, flags.doc));
-  console.log(`\nwrote the results into ${flags.doc}`);
-}
+await renderResults(record());
 await writeJson();
 if (failedIds.length > 0) Deno.exit(1);

@@ -39,6 +39,16 @@ doc_flag=()
 
 # Either half exits 1 when a workload failed (PyTorch's side: it skips it and records it in torch.json;
 # ours: a failed check) after doing the others; the command's status is then 1.
+# On CUDA the run is for a real card: without a hardware WebGPU adapter our half could not run (or would
+# run full-size shapes on a software one), so stop before PyTorch's half spends its minutes.
+if [ "$device" = cuda ]; then
+  adapter=$(deno eval --cached-only 'const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
+    console.log(!a ? "none" : a.info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|softpipe/i.test(a.info.description + a.info.device) ? "software" : "ok")' 2>/dev/null || echo none)
+  if [ "$adapter" != ok ]; then
+    echo "run.sh: WebGPU found ${adapter} adapter, not a GPU's: check the Vulkan driver (VK_DRIVER_FILES)" >&2
+    exit 1
+  fi
+fi
 status=0
 rm -f "$out/torch.json"
 "${PYTHON:-python3}" bench/gpu/torch_side.py --out "$out" --size "$size" --device "$device" "${only_flag[@]}" ||
