@@ -170,6 +170,13 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** Checks one model folder: outputs, loss and every parameter gradient against Hugging Face's. */
 export async function checkModelFolder(folder: string): Promise<ModelParity> {
   const model = await loadPretrained(folder);
+  for (const file of ["io.safetensors", "grads.safetensors"]) {
+    if (!(await Deno.stat(`${folder}/${file}`).then(() => true, () => false))) {
+      throw new Error(
+        `${folder}: not a reference folder: it lacks ${file} (tests/fixtures/generate_hf.py writes them)`,
+      );
+    }
+  }
   const io = (await readSafetensors(`${folder}/io.safetensors`)).tensors;
   const grads = (await readSafetensors(`${folder}/grads.safetensors`)).tensors;
   const input = (name: string) => (io.has(name) ? upload(io.get(name)!) : undefined);

@@ -38,7 +38,12 @@ interface AdamwCase {
 
 /** Runs every case of an AdamW folder through the optimizer and compares each step with torch's parameters. */
 export async function checkAdamwFolder(folder: string): Promise<AdamwParity> {
-  const cases = JSON.parse(await Deno.readTextFile(`${folder}/cases.json`)) as Record<string, AdamwCase>;
+  let cases: Record<string, AdamwCase>;
+  try {
+    cases = JSON.parse(await Deno.readTextFile(`${folder}/cases.json`));
+  } catch (error) {
+    throw new Error(`${folder}/cases.json: ${(error as Error).message}`);
+  }
   const { tensors } = await readSafetensors(`${folder}/adamw.safetensors`);
   const p0 = tensors.get("p0");
   if (!p0) throw new Error(`${folder}/adamw.safetensors: no p0`);

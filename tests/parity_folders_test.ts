@@ -42,7 +42,11 @@ Deno.test("an error in one folder is that folder's failing line; the others are 
     throw new Error(`exit ${output.code}: ${summary}\n${new TextDecoder().decode(output.stderr)}`);
   }
   const errors = lines.slice(0, 3).map((l) => l.error as string);
-  const fragments = ["config.json: the configuration is not valid JSON", "io.safetensors", "no z_p1"];
+  const fragments = [
+    "config.json: the configuration is not valid JSON",
+    "b-no-io: not a reference folder: it lacks io.safetensors",
+    "no z_p1",
+  ];
   fragments.forEach((fragment, i) => {
     if (!errors[i]?.includes(fragment)) throw new Error(`line ${i + 1}: "${fragment}" not in ${errors[i]}`);
   });

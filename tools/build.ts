@@ -9,6 +9,7 @@
  */
 import * as esbuild from "esbuild";
 import { loadDataset } from "../data/load.ts";
+import { parseCommand } from "./args.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -83,6 +84,14 @@ async function sizes(path: string): Promise<string> {
 }
 
 if (import.meta.main) {
+  parseCommand({
+    name: "build",
+    operands: "",
+    positionals: [0, 0],
+    summary: "Bundles the core into dist/multimodel.js and the page into web/app.js with esbuild, writes " +
+      "web/sentiment.json, and prints each file's size.",
+    flags: {},
+  });
   try {
     for (const which of ["core", "page"] as const) {
       await bundle(which);

@@ -92,6 +92,12 @@ if (import.meta.main) {
   });
   const batch = positiveInteger("describe", "batch", flags.batch);
   const length = positiveInteger("describe", "length", flags.length);
+  if (flags.json && (flags.batch !== "1" || flags.length !== "128")) {
+    exitWithUsageError(
+      "describe",
+      "--batch and --length size the memory estimate, which --json does not print",
+    );
+  }
   let model: TransformerModel;
   try {
     model = await describedModel(source, flags.task as Task);
@@ -99,6 +105,12 @@ if (import.meta.main) {
     // Building metadata reads only the arguments, so every failure here is a bad argument: an
     // unknown task, or a config.json that is missing or not a model configuration.
     exitWithUsageError("describe", (error as Error).message);
+  }
+  if (length > model.config.maxPositions) {
+    exitWithUsageError(
+      "describe",
+      `--length ${length} exceeds the model's ${model.config.maxPositions} positions`,
+    );
   }
   const infos = model.parameterSet.infos;
   const count = infos.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);

@@ -29,6 +29,12 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+case "$size" in full | tiny) ;; *) echo "run.sh: --size must be full or tiny, got $size" >&2; exit 2 ;; esac
+case "$device" in cuda | cpu) ;; *) echo "run.sh: --device must be cuda or cpu, got $device" >&2; exit 2 ;; esac
+if ! "${PYTHON:-python3}" -c "import torch, transformers, safetensors" 2>/dev/null; then
+  echo "run.sh: ${PYTHON:-python3} lacks torch, transformers or safetensors (PYTHON=... picks another)" >&2
+  exit 1
+fi
 out=${out:-$(mktemp -d /tmp/bench-gpu.XXXXXX)}
 mkdir -p "$out"
 only_flag=()
