@@ -13,7 +13,7 @@ import { acquireBuffer, releaseBuffer } from "./pool.ts";
 import { gpu } from "./device.ts";
 import { bindingWindows, grid, kernelFor, linearIndex } from "./kernel.ts";
 import { type BufferRange, clearBuffer, copyBuffer, dispatch, readRanges, upload } from "./recorder.ts";
-import { assertShape, formatShape, shapeSize } from "./shape.ts";
+import { assertShape, formatShape, sameShape, shapeSize } from "./shape.ts";
 import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "./texels.ts";
 import { kernelVariant } from "./variants.ts";
 
@@ -466,7 +466,7 @@ function backwardFrom(root: Tensor, seed?: Tensor): void {
   if (!seed && root.size !== 1) {
     throw new Error(`backward: ${root.describe()} is not a scalar; pass its gradient explicitly`);
   }
-  if (seed && seed.size !== root.size) {
+  if (seed && !sameShape(seed.shape, root.shape)) {
     throw new Error(`backward: gradient ${seed.describe()} does not match ${root.describe()}`);
   }
   const order = topologicalOrder(root);

@@ -54,6 +54,12 @@ Deno.test("gradients accumulate across backward calls and over shared subexpress
     "backward: tensor float32[3] is not a scalar; pass its gradient explicitly",
   );
   expectError(() => c.backward(), "backward: tensor float32[3] does not require a gradient");
+  // As PyTorch: the gradient given must have the output's shape, not only its size.
+  const square = mul(x, x).reshape([3, 1]);
+  expectError(
+    () => square.backward(tensor([1, 1, 1])),
+    "backward: gradient tensor float32[3] does not match tensor float32[3, 1]",
+  );
 });
 
 Deno.test("detach is PyTorch's: same storage, no gradient history, disposed on its own", async () => {
