@@ -50,8 +50,8 @@ function findName(context: string, name: string): number {
 /**
  * The question for sentence `index` of a document, or null: context = the 10 sentences before it
  * (words joined by spaces); question = the sentence with its first proper name that also occurs in the
- * context replaced by {@linkcode CLOZE_BLANK}; answer = that name's first whole-word occurrence in the
- * context. A possessive name (`np$`, `nps$`: "Atlanta's") is asked without its `'s` / `'`, which stays
+ * context, and not again in the sentence, replaced by {@linkcode CLOZE_BLANK}; answer = that name's first
+ * whole-word occurrence in the context. A possessive name (`np$`, `nps$`: "Atlanta's") is asked without its `'s` / `'`, which stays
  * in the question ("_____'s").
  */
 export function clozeQuestion(sentences: readonly BrownSentence[], index: number): QaExample | null {
@@ -70,11 +70,10 @@ export function clozeQuestion(sentences: readonly BrownSentence[], index: number
     if (!/[A-Za-z0-9]/.test(name)) continue;
     const start = findName(context, name);
     if (start < 0) continue;
-    return {
-      context,
-      question: text.slice(0, from) + CLOZE_BLANK + text.slice(to),
-      answer: { text: name, start },
-    };
+    const question = text.slice(0, from) + CLOZE_BLANK + text.slice(to);
+    // A name the sentence repeats ("Kennedy said Kennedy's ...") would give its answer away.
+    if (findName(question, name) >= 0) continue;
+    return { context, question, answer: { text: name, start } };
   }
   return null;
 }
@@ -100,6 +99,6 @@ export async function loadQa(limit = Infinity): Promise<Dataset<QaExample>> {
     source: packageId(BROWN_PACKAGE),
     splitRule: BROWN_SPLIT_RULE,
     notes: `${documents} files; cloze: ${CONTEXT_SENTENCES} sentences of context, the next sentence with ` +
-      `a proper name that occurs in the context blanked as ${CLOZE_BLANK}`,
+      `a proper name that occurs in the context (and once in the sentence) blanked as ${CLOZE_BLANK}`,
   };
 }

@@ -33,6 +33,17 @@ export function splitOfKey(key: string): SplitName {
 export const HASH_SPLIT_RULE =
   "FNV-1a 32-bit hash of the key mod 10: 0 -> test, 1 -> validation, 2-9 -> train";
 
+/**
+ * `count` items spread evenly over `items` (those at floor(i * length / count)), in order; all of them
+ * when `count` is at least their number. Splits list examples in reading order, and a corpus read in
+ * file order is grouped by genre or chapter, so an evaluation on part of a split takes it from the
+ * whole split rather than its first items.
+ */
+export function evenlySpaced<T>(items: readonly T[], count: number): T[] {
+  if (count >= items.length) return [...items];
+  return Array.from({ length: count }, (_, i) => items[Math.floor((i * items.length) / count)]);
+}
+
 /** Examples grouped by split, with a per-split cap for tests. */
 export class SplitCollector<E> {
   /** Examples per split, in reading order. */

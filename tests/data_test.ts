@@ -8,7 +8,7 @@ import { CLOZE_BLANK, type Dataset, TASK_NAMES, type TaskName } from "../data/da
 import { loadDataset } from "../data/load.ts";
 import { decodeEncodedWords, MACHINE_HEADER, messageText } from "../data/mime.ts";
 import { BROWN_PACKAGE, readPackageJson, readPackageText } from "../data/packages.ts";
-import { fnv1a } from "../data/splits.ts";
+import { evenlySpaced, fnv1a } from "../data/splits.ts";
 
 function expect(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -67,7 +67,7 @@ Deno.test("full data sets have the documented split sizes", async () => {
     spam: [4716, 599, 595],
     ner: [46558, 6038, 4744],
     pos: [46558, 6038, 4744],
-    qa: [8401, 1104, 750],
+    qa: [8191, 1091, 733],
     lm: [3264, 466, 329],
   };
   for (const task of TASK_NAMES) {
@@ -232,7 +232,15 @@ Deno.test("POS uses the 12 universal tags and every Brown tag maps", async () =>
   expect(universalTag("zz") === undefined, "unknown tag");
 });
 
-Deno.test("cloze questions: the answer is at its start in the context and blanked in the question", async () => {
+Deno.test("an evaluation subset is spread over its whole split, in order", () => {
+  const items = Array.from({ length: 10 }, (_, i) => i);
+  expect(JSON.stringify(evenlySpaced(items, 4)) === "[0,2,5,7]", `${evenlySpaced(items, 4)}`);
+  expect(JSON.stringify(evenlySpaced(items, 1)) === "[0]", "one");
+  expect(evenlySpaced(items, 10).length === 10 && evenlySpaced(items, 25).length === 10, "all of them");
+  expect(evenlySpaced(items, 3).every((x, i, a) => i === 0 || x > a[i - 1]), "in order, no repeats");
+});
+
+Deno.test("cloze questions: the answer is at its start in the context, blanked in the question and not repeated there", async () => {
   const qa = await loadFull("qa");
   for (const split of ["train", "validation", "test"] as const) {
     for (
@@ -247,6 +255,8 @@ Deno.test("cloze questions: the answer is at its start in the context and blanke
         `${answer.text} @ ${answer.start}`,
       );
       expect(question.split(CLOZE_BLANK).length === 2, `one blank in "${question}"`);
+      const repeated = new RegExp(`(^| )${answer.text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}( |'|$)`);
+      expect(!repeated.test(question), `"${question}" gives away its answer ${answer.text}`);
       expect(answer.start === 0 || context[answer.start - 1] === " ", `whole word ${answer.text}`);
     }
   }

@@ -72,7 +72,7 @@ const spec = {
       type: "string",
       default: "preset",
       value: "n|all",
-      description: "validation and test examples used (their first n)",
+      description: "validation and test examples used (n spread evenly over each split)",
     },
     batch: { type: "string", default: "preset", value: "n", description: "examples per step" },
     lr: {

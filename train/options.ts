@@ -81,7 +81,7 @@ export interface TrainOptions {
   evalEvery: number | null;
   /** Cap on examples per split (for tests and quick looks); null uses everything. */
   limit: number | null;
-  /** Cap on validation and test examples (their first ones: the splits are fixed); null uses them all. */
+  /** Cap on validation and test examples (spread evenly over each split, which is fixed); null uses them all. */
   evalLimit: number | null;
   /** Output folder of the run. */
   out: string;

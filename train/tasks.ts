@@ -8,6 +8,7 @@
  */
 import { type Dataset, describeDataset } from "../data/datasets.ts";
 import { loadDataset } from "../data/load.ts";
+import { evenlySpaced } from "../data/splits.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { readTokenizer, writeTokenizer } from "../data/tokenizer_file.ts";
 import { gpu } from "../engine/device.ts";
@@ -38,8 +39,8 @@ export async function prepareRun(
   const options = opened ? { ...opened.options, quiet: requested.quiet } : requested;
   const dataset = await loadDataset(options.task, options.limit ? { limit: options.limit } : {});
   if (options.evalLimit !== null) {
-    dataset.validation = dataset.validation.slice(0, options.evalLimit);
-    dataset.test = dataset.test.slice(0, options.evalLimit);
+    dataset.validation = evenlySpaced(dataset.validation, options.evalLimit);
+    dataset.test = evenlySpaced(dataset.test, options.evalLimit);
   }
   info(describeDataset(dataset));
   const earlierRun = options.from["*"];
