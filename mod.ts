@@ -153,12 +153,14 @@ export {
 } from "./models/safetensors.ts";
 export {
   type Counters,
+  type LoadStateOptions,
   type ModelMetrics,
   MultiModelOptimizer,
   type MultiModelOptimizerOptions,
   type OptimizableModel,
   type OptimizerMetrics,
   type OptimizerState,
+  type SavedOptions,
   STATE_FORMAT,
 } from "./optim/multimodel.ts";
 export type {

@@ -32,6 +32,7 @@ import {
   serializeSafetensors,
 } from "../models/safetensors.ts";
 import { type Counters, type MultiModelOptimizer, type OptimizerState, STATE_FORMAT } from "./multimodel.ts";
+import { checkSavedOptions, type LoadStateOptions, type SavedOptions } from "./state.ts";
 
 const MOMENT_KINDS = ["exp_avg", "exp_avg_sq"] as const;
 const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
@@ -39,6 +40,7 @@ const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 interface OptimizerJson {
   format: OptimizerState["format"];
   models: string[];
+  options?: SavedOptions;
   counters: Counters;
   random: { base: number; counter: number };
   momentShapes: Record<string, number[]>;
@@ -191,6 +193,7 @@ async function checkpointContents(
   const json: OptimizerJson = {
     format: state.format,
     models: state.models,
+    options: state.options,
     counters: state.counters,
     random,
     momentShapes,
@@ -311,6 +314,7 @@ function readOptimizerJson(
   path: string,
   optimizer: MultiModelOptimizer,
   models: Record<string, TransformerModel>,
+  loading: LoadStateOptions,
 ): OptimizerJson {
   let parsed: unknown;
   try {
@@ -319,7 +323,9 @@ function readOptimizerJson(
     throw new Error(`${path}: not valid JSON: ${(e as Error).message}`);
   }
   const f = new JsonFields(path);
-  const json = f.object(parsed, "", ["format", "models", "counters", "random", "momentShapes"]);
+  // Checkpoints saved before the options were recorded lack them.
+  const optional = typeof parsed === "object" && parsed !== null && "options" in parsed ? ["options"] : [];
+  const json = f.object(parsed, "", ["format", "models", ...optional, "counters", "random", "momentShapes"]);
   if (json.format !== STATE_FORMAT) f.fail("format", `must be "${STATE_FORMAT}"`, json.format);
   const names = f.array(json.models, "models", (v, field) => {
     if (typeof v !== "string") f.fail(field, "must be a string", v);
@@ -369,7 +375,18 @@ function readOptimizerJson(
       f.fail(field, `must be the parameter's shape [${shape}]`, shapes[key]);
     }
   }
-  return { format: STATE_FORMAT, models: names, counters, random, momentShapes };
+  if (json.options !== undefined && !loading.keepCurrentOptions) {
+    checkSavedOptions(json.options, optimizer.options, path);
+  }
+  const options = json.options as SavedOptions | undefined;
+  return {
+    format: STATE_FORMAT,
+    models: names,
+    ...(options ? { options } : {}),
+    counters,
+    random,
+    momentShapes,
+  };
 }
 
 /**
@@ -411,13 +428,22 @@ async function readOptimizerTensors(
     if (amsgrad) moments[key].maxExpAvgSq = take(`max_exp_avg_sq/${key}`);
     if (!json.counters.gradientsStale) moments[key].pendingGrad = take(`pending_grad/${key}`);
   }
-  return { format: json.format, models: json.models, counters: json.counters, control, lossRing, moments };
+  return {
+    format: json.format,
+    models: json.models,
+    ...(json.options ? { options: json.options } : {}),
+    counters: json.counters,
+    control,
+    lossRing,
+    moments,
+  };
 }
 
 /**
  * Restores a checkpoint written by {@linkcode saveCheckpoint} into models and an optimizer built
- * like the saved ones (after a save interrupted between its renames, the previous checkpoint it
- * left). Every file is read and checked before anything is written: on any error the parameters,
+ * like the saved ones, with the same options unless `loading.keepCurrentOptions` (see
+ * `MultiModelOptimizer.loadStateDict`); after a save interrupted between its renames, the previous
+ * checkpoint it left. Every file is read and checked before anything is written: on any error the parameters,
  * the optimizer's state and the GPU random state are as they were, and the error names the file
  * and the field or tensor.
  */
@@ -425,6 +451,7 @@ export async function loadCheckpoint(
   folder: string,
   optimizer: MultiModelOptimizer,
   models: Record<string, TransformerModel>,
+  loading: LoadStateOptions = {},
 ): Promise<void> {
   const root = await locateCheckpoint(checkpointPath(folder, "loadCheckpoint"));
   const jsonPath = `${root}/optimizer.json`;
@@ -434,7 +461,7 @@ export async function loadCheckpoint(
   } catch (e) {
     throw new Error(`${jsonPath}: cannot read: ${(e as Error).message}`);
   }
-  const json = readOptimizerJson(text, jsonPath, optimizer, models);
+  const json = readOptimizerJson(text, jsonPath, optimizer, models, loading);
   if (json.models.join() !== optimizer.modelNames.join()) {
     throw new Error(
       `loadCheckpoint: models [${json.models}] differ from the optimizer's [${optimizer.modelNames}]`,
@@ -449,7 +476,7 @@ export async function loadCheckpoint(
   }
   const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json, optimizer.options.amsgrad);
   try {
-    optimizer.loadStateDict(state); // checks every value before it writes any
+    optimizer.loadStateDict(state, loading); // checks every value before it writes any
   } catch (e) {
     throw new Error(`${root}: ${(e as Error).message}`, { cause: e });
   }

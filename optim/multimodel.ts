@@ -59,7 +59,15 @@ import {
 } from "./options.ts";
 import { JointArena } from "./placement.ts";
 import { PlanPhase, recordPlan } from "./plan.ts";
-import { checkState, type Counters, type OptimizerState, STATE_FORMAT } from "./state.ts";
+import {
+  checkState,
+  type Counters,
+  type LoadStateOptions,
+  type OptimizerState,
+  type SavedOptions,
+  savedOptions,
+  STATE_FORMAT,
+} from "./state.ts";
 import {
   type ChunkedBuffer,
   type MixWindow,
@@ -69,7 +77,7 @@ import {
   tileWindows,
 } from "./windows.ts";
 
-export { type Counters, type OptimizerState, STATE_FORMAT };
+export { type Counters, type LoadStateOptions, type OptimizerState, type SavedOptions, STATE_FORMAT };
 
 /** What the optimizer needs of a model: its parameters with metadata, in an arena it may move. */
 export interface OptimizableModel {
@@ -608,6 +616,7 @@ export class MultiModelOptimizer {
     return {
       format: STATE_FORMAT,
       models: [...this.modelNames],
+      options: savedOptions(this.options),
       counters: structuredClone(this.#counters),
       control: new Float32Array(controlBytes).slice(0, this.modelNames.length * CONTROL_STRIDE),
       lossRing: new Float32Array(ringBytes).slice(0, this.modelNames.length * this.#window),
@@ -617,13 +626,15 @@ export class MultiModelOptimizer {
 
   /**
    * Restores a state from {@linkcode stateDict} (of an optimizer over models with the same names and
-   * parameters). Every entry is checked before anything is written; the argument is not modified
-   * and can be loaded again.
+   * parameters, built with the same options: a state saved with other options is refused, naming
+   * them, unless `keepCurrentOptions` continues with this optimizer's). Every entry is checked before
+   * anything is written; the argument is not modified and can be loaded again.
    */
-  loadStateDict(state: OptimizerState): void {
+  loadStateDict(state: OptimizerState, loading: LoadStateOptions = {}): void {
     this.#assertAlive("loadStateDict");
     checkState(state, {
       modelNames: this.modelNames,
+      options: loading.keepCurrentOptions ? null : this.options,
       window: this.#window,
       accumulation: this.options.gradientAccumulationSteps,
       amsgrad: this.options.amsgrad,

@@ -5,6 +5,66 @@
  * @module
  */
 import { CONTROL, CONTROL_STRIDE, SkipReason } from "./kernels.ts";
+import type { ResolvedOptions } from "./options.ts";
+
+/**
+ * The options a state is saved with: every resolved option but aligned initialisation, which acts
+ * once, when the optimizer is built.
+ */
+export type SavedOptions = Omit<ResolvedOptions, "alignInitialization">;
+
+/** How a state is loaded. */
+export interface LoadStateOptions {
+  /**
+   * Load a state saved with other options and go on with this optimizer's (its learning rate,
+   * schedule, mechanisms...); default false, which refuses such a state naming what differs.
+   */
+  keepCurrentOptions?: boolean;
+}
+
+/** The options of `options` that a state records. */
+export function savedOptions(options: ResolvedOptions): SavedOptions {
+  const { alignInitialization: _, ...saved } = structuredClone(options);
+  return saved;
+}
+
+/**
+ * Throws unless `saved` (a state's options) equals `current` (the loading optimizer's), naming every
+ * option that differs with both values. PyTorch's `load_state_dict` replaces the optimizer's
+ * hyperparameters with the saved ones and optax keeps the new ones; neither silently here.
+ */
+export function checkSavedOptions(saved: unknown, current: ResolvedOptions, prefix: string): void {
+  const expected = savedOptions(current) as unknown as Record<string, unknown>;
+  if (typeof saved !== "object" || saved === null || Array.isArray(saved)) {
+    throw new Error(`${prefix}: options must be an object, got ${JSON.stringify(saved)}`);
+  }
+  const record = saved as Record<string, unknown>;
+  const names = new Set([...Object.keys(expected), ...Object.keys(record)]);
+  const differences: string[] = [];
+  for (const name of names) {
+    const [was, is] = [canonicalJson(record[name]), canonicalJson(expected[name])];
+    if (was !== is) differences.push(`${name} ${was} (this optimizer: ${is})`);
+  }
+  if (differences.length > 0) {
+    throw new Error(
+      `${prefix}: the state was saved by an optimizer with other options: ${differences.join("; ")}. ` +
+        "Build the optimizer with the saved options, or load with { keepCurrentOptions: true } to go on " +
+        "with this optimizer's",
+    );
+  }
+}
+
+/** JSON with object keys sorted ("absent" for undefined), so that equal options compare equal. */
+function canonicalJson(value: unknown): string {
+  if (value === undefined) return "absent";
+  return JSON.stringify(
+    value,
+    (_, v) =>
+      v && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]]))
+        : v,
+  );
+}
 
 /** Host-side counters saved in state dicts. */
 export interface Counters {
@@ -32,13 +92,16 @@ export interface ExpectedState {
   amsgrad: boolean;
   /** Every parameter: its "model/parameter" key, shape and element count. */
   parameters: readonly { key: string; shape: readonly number[]; size: number }[];
+  /** The optimizer's options, which the state's must equal; null accepts any. */
+  options: ResolvedOptions | null;
 }
 
 const SKIP_CODES = new Set<number>(Object.values(SkipReason));
 
 /**
  * Throws, naming the field, unless `state` is a complete, consistent state of an optimizer with the
- * given models, loss window, accumulation and parameters: counters in range and consistent with each
+ * given models, options (when the state records them and `expected.options` is given), loss window,
+ * accumulation and parameters: counters in range and consistent with each
  * other and with the control rows, finite moments and non-negative second moments (AMSGrad's
  * maximum present exactly when the optimizer uses it, and never below the second moment).
  */
@@ -51,6 +114,9 @@ export function checkState(state: OptimizerState, expected: ExpectedState): void
   if (state?.format !== STATE_FORMAT) fail(`unknown format ${JSON.stringify(state?.format)}`);
   if (!Array.isArray(state.models) || state.models.join() !== expected.modelNames.join()) {
     fail(`state is for models [${state.models}], this optimizer has [${expected.modelNames}]`);
+  }
+  if (state.options !== undefined && expected.options) {
+    checkSavedOptions(state.options, expected.options, "loadStateDict");
   }
   const c = state.counters;
   if (!c || typeof c !== "object") fail("counters are missing");
@@ -168,6 +234,11 @@ export interface OptimizerState {
   format: typeof STATE_FORMAT;
   /** Model names, in order. */
   models: string[];
+  /**
+   * The options of the optimizer that saved it (absent from states saved before they were recorded,
+   * which load without that check).
+   */
+  options?: SavedOptions;
   /** Host-side counters: updates, pending micro-batches, loss-window positions. */
   counters: Counters;
   /** Per-model control rows (see optim/kernels.ts CONTROL). */

@@ -193,7 +193,15 @@ Deno.test("the state dict holds AMSGrad's maximum; a state without it, or with i
     return "nothing was thrown";
   };
   const cases: [() => void, string][] = [
-    [() => plain.loadStateDict(state), '"a/u" has max_exp_avg_sq, and this optimizer does not use AMSGrad'],
+    [
+      () => plain.loadStateDict(state),
+      "saved by an optimizer with other options: amsgrad true (this optimizer: false)",
+    ],
+    // Keeping this optimizer's options does not load moments it has no room for.
+    [
+      () => plain.loadStateDict(state, { keepCurrentOptions: true }),
+      '"a/u" has max_exp_avg_sq, and this optimizer does not use AMSGrad',
+    ],
     [() => {
       const moments = structuredClone(state.moments);
       delete moments["b/w"].maxExpAvgSq;
@@ -302,12 +310,21 @@ Deno.test("an AMSGrad checkpoint resumes bit for bit, and only into an AMSGrad o
 
   const plainModels = build(50);
   const plain = new MultiModelOptimizer({ models: plainModels, ...OPTIONS, amsgrad: false });
-  let message = "";
-  try {
-    await loadCheckpoint(`${parent}/run`, plain, plainModels);
-  } catch (e) {
-    message = (e as Error).message;
+  const failure = async (keepCurrentOptions: boolean) => {
+    try {
+      await loadCheckpoint(`${parent}/run`, plain, plainModels, { keepCurrentOptions });
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "nothing was thrown";
+  };
+  let message = await failure(false);
+  if (
+    !message.includes("optimizer.json: the state was saved by an optimizer with other options: amsgrad true")
+  ) {
+    throw new Error(message);
   }
+  message = await failure(true);
   if (!message.includes("optimizer.safetensors") || !message.includes('unexpected "max_exp_avg_sq/bert/')) {
     throw new Error(message);
   }

@@ -118,3 +118,46 @@ Deno.test("a checkpoint is replaced atomically and leaves no temporary folder", 
   optimizer.dispose();
   await Deno.remove(parent, { recursive: true });
 });
+
+Deno.test("a checkpoint records the optimizer's options: other options are refused before anything is written", async () => {
+  const parent = await Deno.makeTempDir({ dir: "/tmp" });
+  const models = build(7);
+  const optimizer = new MultiModelOptimizer({ models, ...OPTIONS });
+  for (let step = 0; step < 2; step++) trainStep(models, optimizer, step);
+  await saveCheckpoint(`${parent}/run`, optimizer, models);
+  optimizer.dispose();
+  const json = JSON.parse(await Deno.readTextFile(`${parent}/run/optimizer.json`));
+  if (json.options?.lr !== OPTIONS.lr || json.options?.schedule?.totalSteps !== 20) {
+    throw new Error(`options saved: ${JSON.stringify(json.options)}`);
+  }
+
+  const otherModels = build(60);
+  const other = new MultiModelOptimizer({
+    models: otherModels,
+    ...OPTIONS,
+    schedule: { warmupSteps: 2, totalSteps: 40 },
+  });
+  const before = await readAll(otherModels.bert.parameters.map((p) => p.value));
+  let message = "";
+  try {
+    await loadCheckpoint(`${parent}/run`, other, otherModels);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (!message.includes("optimizer.json: the state was saved by an optimizer with other options: schedule")) {
+    throw new Error(message);
+  }
+  const after = await readAll(otherModels.bert.parameters.map((p) => p.value));
+  after.forEach((values, i) => assertBitwiseEqual(values, before[i], `parameter ${i} unchanged`));
+  await loadCheckpoint(`${parent}/run`, other, otherModels, { keepCurrentOptions: true });
+  other.dispose();
+
+  // A checkpoint written before the options were recorded loads as before.
+  delete json.options;
+  await Deno.writeTextFile(`${parent}/run/optimizer.json`, JSON.stringify(json));
+  const sameModels = build(61);
+  const same = new MultiModelOptimizer({ models: sameModels, ...OPTIONS });
+  await loadCheckpoint(`${parent}/run`, same, sameModels);
+  same.dispose();
+  await Deno.remove(parent, { recursive: true });
+});

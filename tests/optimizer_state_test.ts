@@ -110,3 +110,54 @@ Deno.test("loadStateDict rejects bad moments and counters, naming the field, and
   optimizer.loadStateDict(good);
   optimizer.dispose();
 });
+
+Deno.test("a state records its optimizer's options; other options are refused by name unless kept on purpose", async () => {
+  const optimizer = trained();
+  const state = await optimizer.stateDict();
+  const { alignInitialization: _, ...expected } = optimizer.options;
+  if (JSON.stringify(state.options) !== JSON.stringify(expected)) {
+    throw new Error(`options recorded: ${JSON.stringify(state.options)}`);
+  }
+  const models = { a: vectorModel("a"), bb: vectorModel("bb") };
+  const other = new MultiModelOptimizer({
+    models,
+    lr: 3e-3,
+    adaptiveLr: { window: 3 },
+    gradientAccumulationSteps: 2,
+    gradientSharing: false,
+  });
+  const before = await other.stateDict();
+  let message = "";
+  try {
+    other.loadStateDict(state);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  for (
+    const part of [
+      "loadStateDict: the state was saved by an optimizer with other options",
+      "lr 0.001 (this optimizer: 0.003)",
+      'gradientSharing {"every":1,"ratio":0.2} (this optimizer: null)',
+      "keepCurrentOptions",
+    ]
+  ) {
+    if (!message.includes(part)) throw new Error(`expected "${part}" in "${message}"`);
+  }
+  if (message.includes("betas") || message.includes("adaptiveLr")) {
+    throw new Error(`only what differs: ${message}`);
+  }
+  const after = await other.stateDict();
+  assertBitwiseEqual(after.moments["a/w"].expAvg, before.moments["a/w"].expAvg, "nothing written");
+  // Kept on purpose: the moments and counters load, the options stay this optimizer's.
+  other.loadStateDict(state, { keepCurrentOptions: true });
+  const kept = await other.stateDict();
+  assertBitwiseEqual(kept.moments["a/w"].expAvg, state.moments["a/w"].expAvg, "moments loaded");
+  if (kept.counters.updates !== state.counters.updates || kept.options!.lr !== 3e-3) {
+    throw new Error(`counters ${kept.counters.updates}, lr ${kept.options!.lr}`);
+  }
+  // A state saved before options were recorded loads as before.
+  const { options: _options, ...older } = state;
+  other.loadStateDict(older as OptimizerState);
+  other.dispose();
+  optimizer.dispose();
+});
