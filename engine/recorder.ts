@@ -73,7 +73,9 @@ const DIRECT_UPLOAD_BYTES = 1 << 22;
 
 const stats: RecorderStats = { dispatches: 0, submits: 0, readbacks: 0 };
 /** What the next submit holds, for `MM_DEBUG=2`. */
-const pendingWork = { dispatches: 0, bytes: 0, pipelines: 0 };
+// Pipelines are counted up to the last dispatch recorded: one compiled for a dispatch that forces a
+// submit first (a full uniform ring or query set) belongs to the next submit, which runs it.
+const pendingWork = { dispatches: 0, bytes: 0, pipelines: 0, pipelinesUsed: 0 };
 let timer: TimestampTimer | SerialTimer | null | undefined;
 
 let encoder: GPUCommandEncoder | undefined;
@@ -199,16 +201,36 @@ export function dispatch<P extends ParamSpecs>(
   }
   stats.dispatches++;
   pendingWork.dispatches++;
+  pendingWork.pipelinesUsed = pipelineCount();
   if (debugLevel > 0 || traces.length > 0) {
-    const record: DispatchRecord = {
-      kernel: kernel.name,
-      workgroups: [x, y, z],
-      bytes: ranges.reduce((sum, r) => sum + (r instanceof GPUTextureView ? 0 : r.size), 0),
-    };
+    const record: DispatchRecord = { kernel: kernel.name, workgroups: [x, y, z], bytes: boundBytes(ranges) };
     pendingWork.bytes += record.bytes;
     if (debugLevel > 0) debugLine(`${record.kernel} wg=(${x},${y},${z}) bytes=${record.bytes}`);
     for (const trace of traces) trace.push(record);
   }
+}
+
+const textureSources = new WeakMap<GPUTextureView, BufferRange>();
+
+/** Records that `range` was copied into the texture of `view` for the dispatches that follow (for the bytes bound). */
+export function noteTextureSource(view: GPUTextureView, range: BufferRange): void {
+  textureSources.set(view, range);
+}
+
+/**
+ * Bytes a dispatch binds: each distinct buffer range once, a texture operand as the range copied into
+ * it (so matmul's first operand, also bound in place of an absent bias, counts once).
+ */
+function boundBytes(bindings: readonly (BufferRange | GPUTextureView)[]): number {
+  const ranges = bindings.map((b) => b instanceof GPUTextureView ? textureSources.get(b) : b);
+  let bytes = 0;
+  ranges.forEach((r, i) => {
+    const first = ranges.findIndex((o) =>
+      o?.buffer === r?.buffer && o?.offset === r?.offset && o?.size === r?.size
+    );
+    if (r && first === i) bytes += r.size;
+  });
+  return bytes;
 }
 
 /**
@@ -423,14 +445,14 @@ function submit(reason: string, immediate = false): void {
   }
   stats.submits++;
   if (debugLevel >= 2) {
-    const pipelines = pipelineCount() - pendingWork.pipelines;
+    const pipelines = pendingWork.pipelinesUsed - pendingWork.pipelines;
     debugLine(
       `submit ${stats.submits} (${reason}): ${pendingWork.dispatches} dispatches, ${
         formatBytes(pendingWork.bytes)
       } bound, ${pipelines} pipelines created`,
     );
   }
-  Object.assign(pendingWork, { dispatches: 0, bytes: 0, pipelines: pipelineCount() });
+  Object.assign(pendingWork, { dispatches: 0, bytes: 0, pipelines: pendingWork.pipelinesUsed });
   encoder = undefined;
   uniformSlots = 0;
   stagingChunk = 0;

@@ -14,7 +14,7 @@
  * @module
  */
 import { gpu } from "./device.ts";
-import { type BufferRange, copyToTexture } from "./recorder.ts";
+import { type BufferRange, copyToTexture, noteTextureSource } from "./recorder.ts";
 
 /**
  * Floats below which an operand that a kernel reads about once is cheaper to load from its storage
@@ -82,6 +82,7 @@ export function withTexels<T>(ranges: readonly BufferRange[], record: (views: GP
     if (same < i) return textures[same];
     const texture = acquire(Math.ceil(range.size / 16 / TEXEL_ROW));
     copyToTexture(range, texture);
+    noteTextureSource(views.get(texture)!, range);
     textures[i] = texture;
     return texture;
   });

@@ -48,9 +48,9 @@ interface Run {
   stderr: string;
 }
 
-async function runScript(env: Record<string, string>): Promise<Run> {
+async function runScript(env: Record<string, string>, script = SCRIPT): Promise<Run> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", SCRIPT],
+    args: ["eval", "--ext=ts", script],
     env: { NO_COLOR: "1", MM_DEBUG: "", MM_KERNELS: "", MM_TIMING: "", ...env },
     stdout: "piped",
     stderr: "piped",
@@ -60,7 +60,7 @@ async function runScript(env: Record<string, string>): Promise<Run> {
   const debug = stderr.split("\n").filter((l) => l.startsWith("[mm] ")).map((l) => l.slice(5));
   const run = { code: output.code, stdout: text.decode(output.stdout), debug, stderr };
   if (run.code !== 0) throw new Error(`script exited ${run.code}: ${stderr}`);
-  if (!run.stdout.includes("value 0.25")) throw new Error(`wrong result: ${run.stdout}`);
+  if (script === SCRIPT && !run.stdout.includes("value 0.25")) throw new Error(`wrong result: ${run.stdout}`);
   return run;
 }
 
@@ -170,6 +170,41 @@ Deno.test("MM_TIMING=grid gives a row per kernel and workgroup grid; an unknown 
     () => parseTimingOptions("host,bogus"),
     'MM_TIMING: unknown option "bogus"; accepted: host, grid',
   );
+});
+
+Deno.test("a pipeline compiled for a dispatch that fills the uniform ring counts in the submit that runs it", async () => {
+  const script = `
+import { initGpu } from "${engine}engine/device.ts";
+import { synchronize } from "${engine}engine/recorder.ts";
+import { tensor } from "${engine}engine/tensor.ts";
+import { exp, scale } from "${engine}kernels/elementwise.ts";
+await initGpu();
+let y = tensor(new Float32Array(16).fill(0.001));
+for (let i = 0; i < 4096; i++) y = scale(y, 1);
+exp(y);
+await synchronize();
+`;
+  const run = await runScript({ MM_DEBUG: "2" }, script);
+  const submits = run.debug.filter((l) => l.startsWith("submit "));
+  expect(
+    /uniform ring full\): 4096 dispatches, .* 1 pipelines created$/.test(submits[0]) &&
+      /\(synchronize\): 1 dispatches, .* 1 pipelines created$/.test(submits[1]),
+    "scale's pipeline in the first submit, exp's in the second",
+    run,
+  );
+});
+
+Deno.test("the bytes bound count each range once and a texture operand as the range copied into it", async () => {
+  const a = tensor(new Float32Array(64 * 32).fill(1), { shape: [64, 32] });
+  const b = tensor(new Float32Array(32 * 48).fill(1), { shape: [32, 48] });
+  // A, B and C: matmul without a bias binds A again in the bias's place, which is the same memory.
+  const expected = (64 * 32 + 32 * 48 + 64 * 48) * 4;
+  for (const variant of ["direct", "texel"]) {
+    const { dispatches } = await withKernels(`matmul:${variant}`, () => traceDispatches(() => matmul(a, b)));
+    if (dispatches.length !== 1 || dispatches[0].bytes !== expected) {
+      throw new Error(`matmul:${variant}: ${JSON.stringify(dispatches)}, expected ${expected} bytes`);
+    }
+  }
 });
 
 Deno.test("timeKernels sums the GPU time of the work's own dispatches, with one readback", async () => {
