@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { openGpuOrExit } from "../engine/start.ts";
 import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { dispatch, synchronize } from "../engine/recorder.ts";
@@ -183,7 +184,7 @@ function numpyTimes(keys: string[]): Map<string, number> | string {
   if (keys.length === 0) return new Map();
   const python = Deno.env.get("PYTHON") ?? "python3";
   try {
-    const script = new URL("./numpy_reference.py", import.meta.url).pathname;
+    const script = fileURLToPath(new URL("./numpy_reference.py", import.meta.url));
     const output = new Deno.Command(python, { args: [script, ...keys], stderr: "piped" }).outputSync();
     if (!output.success) {
       return `${python} failed: ${new TextDecoder().decode(output.stderr).trim().split("\n").at(-1)}`;

@@ -7,11 +7,12 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { loadDataset } from "../data/load.ts";
 import { parseCommand } from "./args.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../", import.meta.url));
 
 /** What {@linkcode bundle} builds: the core library and the page. */
 export const BUNDLES = {

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { type Mutation, MUTATIONS } from "../tests/mutants.ts";
 import { exitWithUsageError, parseCommand } from "./args.ts";
 
@@ -162,7 +163,7 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const started = performance.now();
-  const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+  const root = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
   const copy = await Deno.makeTempDir({ prefix: "mutants-" });
   try {
     await copyTrackedFiles(root, flags.commit, copy);

@@ -6,9 +6,10 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { exitWithUsageError, parseCommand } from "./args.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../", import.meta.url));
 
 /** Content types by file extension; other files are not served. */
 export const CONTENT_TYPES: Readonly<Record<string, string>> = {
@@ -33,7 +34,8 @@ const FOLDERS: readonly { prefix: string; folder: string }[] = [
 /**
  * Answers one request from the repository at `base` (a path ending in "/"): GET and HEAD of files in
  * web/ and dist/ with their content type, "/" as web/index.html, 204 for /favicon.ico; 404 for
- * anything else, 405 for other methods. Paths with ".." or other odd segments are refused.
+ * anything else, 405 for other methods. Paths with "..", control characters or other odd segments are
+ * refused.
  */
 export async function handle(request: Request, base = root): Promise<Response> {
   if (request.method !== "GET" && request.method !== "HEAD") {
@@ -53,7 +55,9 @@ export async function handle(request: Request, base = root): Promise<Response> {
   const segments = relative.split("/");
   const extension = relative.includes(".") ? relative.slice(relative.lastIndexOf(".") + 1) : "";
   const type = CONTENT_TYPES[extension];
-  if (!type || segments.some((s) => s === "" || s.startsWith(".") || s.includes("\\"))) {
+  // deno-lint-ignore no-control-regex -- a NUL or other control character is no file name here
+  const odd = (s: string) => s === "" || s.startsWith(".") || s.includes("\\") || /[\u0000-\u001f]/.test(s);
+  if (!type || segments.some(odd)) {
     return new Response("not found\n", { status: 404 });
   }
   let body: Uint8Array;

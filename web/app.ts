@@ -8,8 +8,9 @@
  * uncaptured WebGPU error (a shader that fails to compile, a validation error), a missing data file,
  * any exception of the training loop.
  *
- * URL parameters, for tests and links: `seed` (default 0), `steps` (a fixed number of steps instead of
- * three epochs), `autostart`, and `sharing`, `sync`, `adaptive`, `distill` (0 or 1). The page keeps
+ * URL parameters, for tests and links ({@linkcode pageParameters}, checked before anything starts):
+ * `seed` (default 0), `steps` (a fixed number of steps instead of three epochs), `autostart`, and
+ * `sharing`, `sync`, `adaptive`, `distill` (0 or 1). The page keeps
  * what it trained in `globalThis.trainingLog` ({@linkcode TrainingLog}) and exposes the library as
  * `globalThis.multimodel`, for the browser test and for trying it from the console.
  *
@@ -19,7 +20,14 @@ import * as multimodel from "../mod.ts";
 import { gpu, initGpu, NoAdapterError } from "../engine/device.ts";
 import { lineChart, PALETTE, type Series } from "../train/plot.ts";
 import type { EvaluationLine, StepLine, TrainingSession } from "../train/session.ts";
-import { DEFAULT_TOGGLES, openPageSession, pageOptions, sentimentDataset, type Toggles } from "./training.ts";
+import {
+  openPageSession,
+  pageOptions,
+  type PageParameters,
+  pageParameters,
+  sentimentDataset,
+  type Toggles,
+} from "./training.ts";
 
 /** What the page has trained so far, as the browser test reads it. */
 export interface TrainingLog {
@@ -33,16 +41,27 @@ export interface TrainingLog {
   finished: boolean;
   /** The first error shown, or null. */
   error: string | null;
+  /** Sessions open (their models and optimizer on the GPU): 1 once a run is prepared, never more. */
+  openSessions: number;
 }
 
-const log: TrainingLog = { adapter: null, steps: [], evaluations: [], finished: false, error: null };
+const log: TrainingLog = {
+  adapter: null,
+  steps: [],
+  evaluations: [],
+  finished: false,
+  error: null,
+  openSessions: 0,
+};
 Object.assign(globalThis, { trainingLog: log, multimodel });
 
 type State = "idle" | "running" | "paused" | "finished" | "failed";
 let state: State = "idle";
 let session: TrainingSession | null = null;
-/** The training loop while it runs. */
+/** The training loop while it runs (and while it stops, after Pause). */
 let loop: Promise<void> | null = null;
+/** Whether Restart is replacing the run (both buttons wait for it). */
+let restarting = false;
 let dataset: ReturnType<typeof sentimentDataset> | null = null;
 let baseline: number | null = null;
 
@@ -50,7 +69,8 @@ const element = <T extends HTMLElement>(id: string) => document.getElementById(i
 const startButton = element<HTMLButtonElement>("start");
 const restartButton = element<HTMLButtonElement>("restart");
 const TOGGLE_NAMES = ["sharing", "sync", "adaptive", "distill"] as const;
-const parameters = new URLSearchParams(location.search);
+/** The URL's parameters, once checked by main(). */
+let parameters: PageParameters;
 
 /** Errors shown so far; after the first few, the box only counts them (one fault often cascades). */
 let shown = 0;
@@ -76,6 +96,7 @@ function showError(text: string): void {
   state = "failed";
   setStatus("stopped by an error");
   startButton.disabled = true;
+  restartButton.disabled = true;
 }
 
 globalThis.addEventListener("error", (event) => showError(`Error: ${event.message}`));
@@ -138,27 +159,39 @@ function toggles(): Toggles {
 
 /** A new run with the current toggles; the previous run's session is freed first. */
 async function newRun(): Promise<void> {
-  session?.dispose();
+  if (session) {
+    session.dispose();
+    log.openSessions--;
+  }
   session = null;
   Object.assign(log, { steps: [], evaluations: [], finished: false });
-  const seed = Number(parameters.get("seed") ?? 0);
-  const steps = parameters.has("steps") ? Number(parameters.get("steps")) : null;
+  element("step").textContent = "0";
+  element("speed").textContent = "-";
   setStatus("preparing: training the tokenizer, building the models");
   await new Promise((resolve) => setTimeout(resolve, 0));
-  session = await openPageSession(dataset!, pageOptions(toggles(), seed, steps));
+  session = await openPageSession(dataset!, pageOptions(toggles(), parameters.seed, parameters.steps));
+  log.openSessions++;
   baseline ??= session.run.runner.baseline().validation.accuracy;
   element("total").textContent = String(session.totalSteps);
   draw();
 }
 
-/** Trains until paused, finished or failed, drawing after every logged interval. */
+/**
+ * Trains until paused, finished or failed, drawing after every logged interval. A pause takes effect
+ * at the end of a logged interval, so that no interval's time includes the pause.
+ */
 async function trainLoop(): Promise<void> {
   const current = session!;
+  if (state === "failed") return;
   state = "running";
   startButton.textContent = "Pause";
   setStatus("training");
-  while (state === "running" && session === current && !current.done) {
+  let midInterval = false;
+  while (
+    (state === "running" || (state === "paused" && midInterval)) && session === current && !current.done
+  ) {
     const report = await current.advance();
+    midInterval = !report.logged;
     if (report.logged) {
       log.steps.push(report.logged);
       element("step").textContent = String(report.step);
@@ -174,7 +207,9 @@ async function trainLoop(): Promise<void> {
   if (session !== current || (state as State) === "failed") return;
   if (current.done) {
     setStatus("evaluating on the test split");
-    log.evaluations.push(...await current.evaluate("test"));
+    const test = await current.evaluate("test");
+    if (session !== current || (state as State) === "failed") return;
+    log.evaluations.push(...test);
     log.finished = true;
     state = "finished";
     startButton.textContent = "Finished";
@@ -183,6 +218,7 @@ async function trainLoop(): Promise<void> {
     draw();
   } else {
     startButton.textContent = "Resume";
+    startButton.disabled = restarting;
     setStatus("paused");
   }
 }
@@ -240,26 +276,47 @@ function draw(): void {
   }).join("");
 }
 
-/** Start, Pause and Resume: one button. */
+/**
+ * Start, Pause and Resume: one button. Pause disables it until the loop has stopped, so that a second
+ * click cannot start a second loop on the same session.
+ */
 async function onStart(): Promise<void> {
   if (state === "running") {
     state = "paused";
+    startButton.disabled = true;
+    startButton.textContent = "Pausing...";
+    setStatus("pausing at the end of the interval");
     return;
   }
+  if (loop || restarting) return;
   startButton.disabled = true;
+  restartButton.disabled = true;
   if (!session) await newRun();
+  if ((state as State) === "failed") return;
   startButton.disabled = false;
   restartButton.disabled = false;
   await run();
 }
 
-/** A new run with the current toggles, once the current one has stopped at the end of its interval. */
+/**
+ * A new run with the current toggles, once the current one has stopped at the end of its interval;
+ * both buttons wait for it, so that a second click cannot open a second session.
+ */
 async function onRestart(): Promise<void> {
-  if (state === "running") state = "paused";
-  await loop;
+  if (restarting) return;
+  restarting = true;
   startButton.disabled = true;
-  await newRun();
+  restartButton.disabled = true;
+  try {
+    if (state === "running") state = "paused";
+    await loop;
+    await newRun();
+  } finally {
+    restarting = false;
+  }
+  if ((state as State) === "failed") return;
   startButton.disabled = false;
+  restartButton.disabled = false;
   await run();
 }
 
@@ -278,10 +335,13 @@ function guarded(action: () => Promise<void>): () => void {
 }
 
 async function main(): Promise<void> {
-  for (const name of TOGGLE_NAMES) {
-    const value = parameters.get(name);
-    element<HTMLInputElement>(name).checked = value === null ? DEFAULT_TOGGLES[name] : value === "1";
+  try {
+    parameters = pageParameters(new URLSearchParams(location.search));
+  } catch (error) {
+    showError(messageOf(error));
+    return;
   }
+  for (const name of TOGGLE_NAMES) element<HTMLInputElement>(name).checked = parameters.toggles[name];
   if (!(await openWebGpu())) return;
   setStatus("loading the data set");
   let response: Response;
@@ -297,7 +357,7 @@ async function main(): Promise<void> {
   restartButton.addEventListener("click", guarded(onRestart));
   startButton.disabled = false;
   setStatus(`ready: ${dataset.train.length} training sentences, ${dataset.validation.length} for validation`);
-  if (parameters.has("autostart")) await guarded(onStart)();
+  if (parameters.autostart) await guarded(onStart)();
 }
 
 main().catch((error) => showError(`The page failed to start: ${messageOf(error)}`));

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Dataset, TextExample } from "../data/datasets.ts";
-import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
+import { checkTrainOptions, defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
 import { prepareSession, TrainingSession } from "../train/session.ts";
 
 /** The optimizer mechanisms and the distillation the page can switch off and on. */
@@ -24,6 +24,56 @@ export interface Toggles {
 
 /** The toggles a page starts with: the optimizer's defaults, distillation off. */
 export const DEFAULT_TOGGLES: Toggles = { sharing: true, sync: true, adaptive: true, distill: false };
+
+/** What the page's URL asks for (see {@linkcode pageParameters}). */
+export interface PageParameters {
+  /** Seed of weights, data order and dropout. */
+  seed: number;
+  /** A fixed number of steps instead of three epochs, or null. */
+  steps: number | null;
+  /** Whether training starts once the page is ready. */
+  autostart: boolean;
+  /** The toggles' initial states. */
+  toggles: Toggles;
+}
+
+/**
+ * Reads the page's URL parameters: `seed` (an integer >= 0, default 0), `steps` (an integer >= 1),
+ * `autostart` (present, `1` or `0`) and the toggles `sharing`, `sync`, `adaptive`, `distill` (`0` or
+ * `1`). A value of another form is an error naming the parameter; other parameters are ignored.
+ */
+export function pageParameters(search: URLSearchParams): PageParameters {
+  const fail = (name: string, expected: string): never => {
+    throw new Error(`URL parameter ${name}=${search.get(name)}: expected ${expected}`);
+  };
+  const integer = (name: string, min: number) => {
+    const text = search.get(name)!;
+    const value = Number(text);
+    return /^\d+$/.test(text) && Number.isSafeInteger(value) && value >= min
+      ? value
+      : fail(name, `an integer >= ${min}`);
+  };
+  const flag = (name: string, absent: boolean, bare?: boolean) => {
+    const value = search.get(name);
+    if (value === null) return absent;
+    if (value === "" && bare !== undefined) return bare;
+    return value === "1"
+      ? true
+      : value === "0"
+      ? false
+      : fail(name, bare === undefined ? "0 or 1" : "1, 0 or no value");
+  };
+  return {
+    seed: search.has("seed") ? integer("seed", 0) : 0,
+    steps: search.has("steps") ? integer("steps", 1) : null,
+    autostart: flag("autostart", false, true),
+    toggles: Object.fromEntries(
+      (Object.keys(DEFAULT_TOGGLES) as (keyof Toggles)[]).map((
+        name,
+      ) => [name, flag(name, DEFAULT_TOGGLES[name])]),
+    ) as unknown as Toggles,
+  };
+}
 
 /** The model size the page trains: a few seconds per hundred steps on a software adapter. */
 const PAGE_SIZE = { hiddenSize: 32, numLayers: 2, numHeads: 2, intermediateSize: 64 };
@@ -70,5 +120,6 @@ export async function openPageSession(
   dataset: Dataset<TextExample>,
   options: TrainOptions,
 ): Promise<TrainingSession> {
+  checkTrainOptions(options);
   return await TrainingSession.open(await prepareSession(options, dataset));
 }

@@ -218,6 +218,56 @@ Deno.test({
         await page.close();
       });
 
+      await t.step("Pause and Restart clicked twice run one loop on one session", async () => {
+        const { page, errors } = await open(browser, `${server.url}?seed=3&steps=400&autostart=1`);
+        const read = () => trainingLog(page);
+        const status = () => page.$eval("#state", (e) => e.textContent);
+        await page.waitForFunction(
+          () => ((globalThis as unknown as { trainingLog: TrainingLog }).trainingLog.steps.length >= 1),
+          { timeout: 120_000, polling: 200 },
+        );
+        await page.evaluate(() => {
+          const start = document.getElementById("start")!;
+          start.click();
+          start.click();
+        });
+        await page.waitForFunction(() => document.getElementById("state")!.textContent === "paused", {
+          timeout: 60_000,
+          polling: 100,
+        });
+        const paused = (await read()).steps.length;
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        assert(
+          (await status()) === "paused" && (await read()).steps.length === paused,
+          `a second click on Pause resumed training: ${await status()}, ${
+            (await read()).steps.length
+          } intervals`,
+        );
+        await page.evaluate(() => {
+          const restart = document.getElementById("restart")!;
+          restart.click();
+          restart.click();
+        });
+        await page.waitForFunction(
+          () => {
+            const log = (globalThis as unknown as { trainingLog: TrainingLog }).trainingLog;
+            return log.steps.length >= 1 || log.error !== null;
+          },
+          { timeout: 120_000, polling: 200 },
+        );
+        const log = await read();
+        assert(log.error === null && errors.length === 0, `errors: ${log.error} ${errors.join("\n")}`);
+        assert(log.openSessions === 1, `${log.openSessions} sessions open after a double-clicked Restart`);
+        await page.close();
+      });
+
+      await t.step("a URL parameter of the wrong form is shown in the page", async () => {
+        const { page } = await open(browser, `${server.url}?steps=abc`);
+        const text = await shownError(page);
+        assert(text.includes("URL parameter steps=abc"), `shown: ${text}`);
+        await page.close();
+      });
+
       await t.step("dist/multimodel.js runs the README's example in a page", async () => {
         // A document of the server's origin that runs nothing itself: the data file.
         const { page, errors } = await open(browser, `${server.url}sentiment.json`);
