@@ -44,7 +44,8 @@ benchGpu({
 benchGpu({
   name: `softCrossEntropy forward + backward, [${SOFT_ROWS}, ${CLASSES}]`,
   group: "cross entropy",
-  bytes: 4 * SOFT_ROWS * CLASSES * 4,
+  // Forward reads logits and targets; backward reads both again and writes the gradient.
+  bytes: 5 * SOFT_ROWS * CLASSES * 4,
   reps: 10,
   setup() {
     softLogits = tensor(random.normals(SOFT_ROWS * CLASSES), {

@@ -21,7 +21,7 @@ const N = 1 << 22;
 let x: Tensor, bias: Tensor, residual: Tensor;
 
 benchGpu({
-  name: `fused chain gelu(x + bias) + residual, ${N} floats`,
+  name: `fused chain gelu_tanh(x + bias) + residual, ${N} floats`,
   group: "elementwise",
   bytes: 3 * N * 4,
   reps: 20,
@@ -32,19 +32,19 @@ benchGpu({
     residual = tensor(new Float32Array(N), { shape: [N / 1024, 1024] });
   },
   run() {
-    fused([x, bias, residual], (a, b, r) => a.add(b).gelu("erf").add(r)).dispose();
+    fused([x, bias, residual], (a, b, r) => a.add(b).gelu("tanh").add(r)).dispose();
   },
 });
 
 benchGpu({
-  name: `gelu alone, ${N} floats`,
+  name: `gelu_tanh alone, ${N} floats`,
   group: "elementwise",
   bytes: 2 * N * 4,
   reps: 20,
   numpy: `gelu ${N}`,
   setup() {},
   run() {
-    gelu(x).dispose();
+    gelu(x, "tanh").dispose();
   },
 });
 

@@ -85,8 +85,11 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/** The median wall time of submitting one tiny command and waiting for it: the fixed cost of a trial. */
-async function measureSyncLatency(): Promise<number> {
+/**
+ * The median wall time of submitting one tiny command and waiting for it: the fixed cost of a trial
+ * (measured once per process; `deno task bench` subtracts it too).
+ */
+export async function measureSyncLatency(): Promise<number> {
   if (syncLatency !== undefined) return syncLatency;
   const scratch = zeros([1]);
   await synchronize();
