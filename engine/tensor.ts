@@ -231,8 +231,9 @@ export function tensor(
     values = dtype === "int32" ? Int32Array.from(data) : Float32Array.from(data);
   } else {
     const flat: number[] = [];
-    shape = options.shape ?? nestedShape(data);
-    flatten(data, flat);
+    const nested = nestedShape(data);
+    flatten(data, flat, nested);
+    shape = options.shape ?? nested;
     values = dtype === "int32" ? Int32Array.from(flat) : Float32Array.from(flat);
   }
   if (shapeSize(shape) !== values.length) {
@@ -261,9 +262,26 @@ function nestedShape(data: NestedNumbers): number[] {
   return shape;
 }
 
-function flatten(data: NestedNumbers, out: number[]): void {
-  if (Array.isArray(data)) { for (const d of data) flatten(d, out); }
-  else out.push(data as number);
+/**
+ * Appends the numbers of `data` to `out`, checking that it is rectangular: every array at depth d has
+ * `shape[d]` entries and numbers sit at depth `shape.length` only (PyTorch refuses ragged lists too).
+ */
+function flatten(data: NestedNumbers, out: number[], shape: readonly number[], depth = 0, at = ""): void {
+  if (Array.isArray(data) !== depth < shape.length || (Array.isArray(data) && data.length !== shape[depth])) {
+    const found = Array.isArray(data)
+      ? `${data.length} entries`
+      : typeof data === "number"
+      ? "a number"
+      : String(data);
+    throw new Error(
+      `tensor: nested arrays are not rectangular: expected ${
+        depth < shape.length ? `${shape[depth]} entries` : "a number"
+      } at [${at}], found ${found} (shape ${formatShape(shape)} from the first entries)`,
+    );
+  }
+  if (Array.isArray(data)) {
+    data.forEach((d, i) => flatten(d, out, shape, depth + 1, at ? `${at}, ${i}` : `${i}`));
+  } else out.push(data as number);
 }
 
 /** A tensor of zeros. */

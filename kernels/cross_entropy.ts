@@ -117,6 +117,7 @@ const HARD_BACKWARD_PARAMS = {
   g_stride: "u32",
   mean: "u32",
   ignore_index: "i32",
+  nan: "f32",
 } as const;
 
 /** Forward: one row block per workgroup, writing each row's loss and statistics. */
@@ -293,7 +294,7 @@ function checkLogits(op: string, logits: Tensor, reduction: string): number {
  * Fused log-softmax + negative log-likelihood: logits [N, C] (or [..., C]), int32 targets [N] (or
  * [...]). Returns a scalar for "mean" and "sum", the per-row losses (targets' shape) for "none".
  * A target outside [0, C) that is not `ignoreIndex` is an error when the targets have host values,
- * and gives a NaN loss otherwise.
+ * and gives a NaN loss (and NaN gradients for its row) otherwise.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const { ignoreIndex = -100, reduction = "mean" } = options;
@@ -397,7 +398,7 @@ function lossOp(
       const rowsAndStride = { rows: rowCount, cols, g_stride: perRowGrad ? 1 : 0 };
       const params = soft
         ? { ...rowsAndStride, factor: reduction === "mean" ? 1 / rows : 1 }
-        : { ...rowsAndStride, mean: reduction === "mean" ? 1 : 0, ignore_index: ignore };
+        : { ...rowsAndStride, mean: reduction === "mean" ? 1 : 0, ignore_index: ignore, nan: NaN };
       dispatch(
         kernel,
         params,
@@ -448,7 +449,11 @@ function backwardKernel(kind: Kind, wantLogits: boolean, wantTargets: boolean) {
   let label = targets[row];
   let hot = select(params.cols, u32(label), label >= 0);
   let divisor = select(1.0, count[0], params.mean == 1u);
-  let scale = select(g[row * params.g_stride] / divisor, 0.0, label == params.ignore_index);`;
+  let ignored = label == params.ignore_index;
+  // A target outside [0, C) (possible only without host values to check) gives the NaN loss the
+  // forward gave, and a NaN gradient rather than one as if the row had no target.
+  let invalid = !ignored && (label < 0 || u32(label) >= params.cols);
+  let scale = select(select(g[row * params.g_stride] / divisor, 0.0, ignored), params.nan, invalid);`;
   const body = soft
     ? `let shifted = logits[i] - m - log_sum;${
       wantLogits ? "\n    dlogits[i] = (exp(shifted) * total - targets[i]) * scale;" : ""

@@ -22,13 +22,14 @@ export interface DropoutOptions {
 const WORKGROUP = 256;
 
 /**
- * Zeroes each element with probability p and scales the rest by 1/(1-p); the identity (returns x)
- * when p is 0 or training is false. The mask depends on the seed from `nextKernelSeed()`, so
+ * Zeroes each element with probability p and scales the rest by 1/(1-p), as a multiplication by the
+ * mask (so a NaN or infinity stays one, as in PyTorch, rather than being hidden by a dropped zero);
+ * zeros when p is 1; the identity (returns x) when p is 0 or training is false. The mask depends on the seed from `nextKernelSeed()`, so
  * `manualSeed` makes it reproducible.
  */
 export function dropout(x: Tensor, p: number, options: DropoutOptions = {}): Tensor {
   if (x.dtype !== "float32") throw new Error(`dropout: ${x.describe()} is not float32`);
-  if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p} for ${x.describe()}`);
+  if (!(p >= 0 && p <= 1)) throw new Error(`dropout: p must be in [0, 1], got ${p} for ${x.describe()}`);
   if (p === 0 || options.training === false) return x;
   const seed = nextKernelSeed();
   const out = emptyTensor(x.shape);
@@ -41,7 +42,7 @@ export function dropout(x: Tensor, p: number, options: DropoutOptions = {}): Ten
 }
 
 /**
- * Writes `out = keep ? input / (1 - p) : 0` with the mask of `seed`, in binding-sized chunks that
+ * Writes `out = input * (keep ? 1 / (1 - p) : 0)` with the mask of `seed`, in binding-sized chunks that
  * index the mask globally. On software adapters (variant `texel`) an invocation takes four elements,
  * fetched as one texel (engine/texels.ts: llvmpipe loads a storage buffer a lane and a float at a
  * time); the mask is the same per element, so both variants write the same values.
@@ -52,7 +53,7 @@ function applyMask(input: Tensor, out: Tensor, p: number, seed: number): void {
     () => gpu().profile.isSoftware && texelsPayOff(input.size) ? "texel" : "scalar",
   );
   const texel = variant === "texel" && input.size % 4 === 0;
-  const scale = 1 / (1 - p);
+  const scale = p === 1 ? 0 : 1 / (1 - p);
   for (const [first, count] of rowWindows("dropout", input.size, [4])) {
     const params = { count, first, seed, p, scale };
     const output = out.window(first, count);
@@ -79,7 +80,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   let i = ${linearIndex(WORKGROUP)};
   if (i >= params.count) { return; }
   let keep = random_uniform(params.seed, 0u, params.first + i) >= params.p;
-  y[i] = select(0.0, x[i] * params.scale, keep);
+  y[i] = x[i] * select(0.0, params.scale, keep);
 }`,
   }));
 }
@@ -99,7 +100,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   var kept = vec4<f32>();
   for (var j = 0u; j < 4u; j++) {
     let keep = random_uniform(params.seed, 0u, params.first + 4u * q + j) >= params.p;
-    kept[j] = select(0.0, v[j] * params.scale, keep);
+    kept[j] = v[j] * select(0.0, params.scale, keep);
   }
   y[q] = kept;
 }`,

@@ -106,9 +106,9 @@ export const UNARY_OPS: {
     reference: ref.sigmoid,
     method: true,
   },
-  /** max(x, 0) */
+  /** max(x, 0); NaN stays NaN, as in PyTorch (WGSL's max may return either operand for a NaN) */
   relu: {
-    wgsl: (a) => `max(${a}, 0.0)`,
+    wgsl: (a) => `select(${a}, 0.0, ${a} < 0.0)`,
     derivative: (a) => unary("step", a),
     reference: ref.relu,
     method: true,
@@ -141,9 +141,9 @@ export const UNARY_OPS: {
     reference: { f: ref.geluTanh.df },
     method: false,
   },
-  /** 1 where x > 0, else 0: relu's derivative */
+  /** 0 where x <= 0, else 1 (NaN included, so a NaN's gradient passes as in PyTorch): relu's derivative */
   step: {
-    wgsl: (a) => `select(0.0, 1.0, ${a} > 0.0)`,
+    wgsl: (a) => `select(1.0, 0.0, ${a} <= 0.0)`,
     derivative: () => lift(0),
     reference: ref.step,
     method: false,

@@ -23,13 +23,17 @@ const FORWARD_WORKGROUP = 256;
 
 /** Options of {@linkcode gatherRows}. */
 export interface GatherOptions {
-  /** Like `nn.Embedding(padding_idx=...)`: this id's row receives no gradient. */
+  /**
+   * Like `nn.Embedding(padding_idx=...)`: this id's row receives no gradient; an integer in [-V, V),
+   * a negative one counting from the end.
+   */
   paddingIndex?: number | null;
 }
 
 /**
  * Rows of `table` [V, C] picked by int32 `ids` of any shape -> [...ids.shape, C]; an id outside
- * [0, V) is an error. The table's gradient needs the ids' host values (ids made with `tensor()` or
+ * [0, V) is an error when the ids have host values, and reads as a row of NaN otherwise (ids computed
+ * on the GPU, or by a layout op). The table's gradient needs the ids' host values (ids made with `tensor()` or
  * `writeTensor()`), from which the backward groups positions by id.
  */
 export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = {}): Tensor {
@@ -38,6 +42,16 @@ export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = 
   }
   if (ids.dtype !== "int32") throw new Error(`gatherRows: ids must be int32, got ${ids.describe()}`);
   const [vocab, cols] = table.shape;
+  let padding = options.paddingIndex ?? null;
+  if (padding !== null) {
+    if (!(Number.isInteger(padding) && padding >= -vocab && padding < vocab)) {
+      throw new RangeError(
+        `gatherRows: paddingIndex ${padding} is not an integer in [-${vocab}, ${vocab}) for table ` +
+          formatShape(table.shape),
+      );
+    }
+    if (padding < 0) padding += vocab;
+  }
   const hostIds = ids.hostValues;
   if (hostIds) {
     for (const id of hostIds) {
@@ -56,9 +70,7 @@ export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = 
   const out = emptyTensor([...ids.shape, cols]);
   gatherForward(table, ids, out);
   return attachGrad(out, "gatherRows", [table, ids], (g) => [
-    table.requiresGrad
-      ? gatherBackward(g, hostIds!, vocab, cols, options.paddingIndex ?? null, gradientSink(table))
-      : null,
+    table.requiresGrad ? gatherBackward(g, hostIds!, vocab, cols, padding, gradientSink(table)) : null,
     null,
   ]);
 }
@@ -80,7 +92,8 @@ function gatherForward(table: Tensor, ids: Tensor, out: Tensor): void {
       row_first: "u32",
       row_count: "u32",
       vocab: "u32",
-      zero_invalid: "u32",
+      mark_invalid: "u32",
+      nan: "f32",
     },
     bindings: [{ name: "ids", type: "i32" }, { name: "table", type }, { name: "out", type, write: true }],
     code: `
@@ -93,9 +106,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   let local = u32(id) - params.row_first;
   if (id >= 0 && u32(id) >= params.row_first && local < params.row_count) {
     out[i] = table[local * params.cols + i - row * params.cols];
-  } else if (params.zero_invalid == 1u && (id < 0 || u32(id) >= params.vocab)) {
-    // Ids that no chunk owns (possible only without host values to validate) read as zeros.
-    out[i] = ${type}(0.0);
+  } else if (params.mark_invalid == 1u && (id < 0 || u32(id) >= params.vocab)) {
+    // Ids that no chunk owns (possible only without host values to validate) read as NaN, so that the
+    // fault shows in the loss instead of training on a row of zeros.
+    out[i] = ${type}(params.nan);
   }
 }`,
   }));
@@ -112,7 +126,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
           row_first: rowFirst,
           row_count: rowCount,
           vocab,
-          zero_invalid: rowFirst === 0 ? 1 : 0,
+          mark_invalid: rowFirst === 0 ? 1 : 0,
+          nan: NaN,
         },
         [
           ids.window(first, count),

@@ -186,9 +186,13 @@ export function transpose(x: Tensor, axis0 = -2, axis1 = -1): Tensor {
   return permute(x, order);
 }
 
-/** Elements `start .. start+length-1` of `axis` (a copy), like torch.narrow. */
+/**
+ * Elements `start .. start+length-1` of `axis` (a copy), like torch.narrow: a negative `start` counts
+ * from the end of the axis.
+ */
 export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
   const a = normalizeAxis(axis, x.rank, "narrow");
+  if (start < 0 && start >= -x.shape[a]) start += x.shape[a];
   if (
     !Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 ||
     start + length > x.shape[a]

@@ -366,6 +366,12 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
       `linear: input ${formatShape(x.shape)} does not match weight ${formatShape(weight.shape)}`,
     );
   }
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== weight.shape[0])) {
+    throw new Error(
+      `linear: bias ${bias.describe()} does not match weight ${formatShape(weight.shape)}; ` +
+        `expected [${weight.shape[0]}]`,
+    );
+  }
   if (x.rank > 1) return matmul(x, weight, { transposeB: true, bias });
   // A vector gets a node of its own: recorded through a [1, in] view of x, the weight's gradient would
   // need that view alive until backward, holding x's buffer after the caller disposes x.

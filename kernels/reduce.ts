@@ -11,7 +11,7 @@
 import { gpu } from "../engine/device.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
-import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, full, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
@@ -335,12 +335,16 @@ function reduceAxis(
   const outer = shapeSize(shape.slice(0, a));
   const length = shape[a];
   const inner = shapeSize(shape.slice(a + 1));
-  if (length === 0) throw new Error(`${op}: cannot reduce the empty axis of ${x.describe()}`);
   const outShape = flatAll
     ? (options.keepDims ? x.shape.map(() => 1) : [])
     : options.keepDims
     ? x.shape.map((d, i) => (i === a ? 1 : d))
     : x.shape.filter((_, i) => i !== a);
+  if (length === 0) {
+    // As PyTorch: the sum of nothing is 0, its mean NaN; x has no elements, so no gradient to give.
+    const empty = full(outShape, isMean ? NaN : 0);
+    return attachGrad(empty, op, [x], () => [zeros(x.shape)]);
+  }
   const reduced = reduceMiddle(x, outer, length, inner, isMean ? 1 / length : 1);
   const out = reduced.reshape(outShape);
   reduced.dispose();

@@ -252,4 +252,11 @@ Deno.test("bad targets and shapes give errors naming the op and the shapes; devi
   deviceTargets.hostValues = undefined;
   const losses = await crossEntropy(logits, deviceTargets, { reduction: "none" }).data();
   if (!Number.isNaN(losses[1]) || Number.isNaN(losses[0])) throw new Error(`device targets: ${losses}`);
+  // The bad row's gradient is NaN too, not the gradient of a row without a target.
+  const trained = tensor(new Float32Array(21), { shape: [3, 7], requiresGrad: true });
+  crossEntropy(trained, deviceTargets, { reduction: "sum" }).backward();
+  const grad = await trained.grad!.data();
+  if (!grad.slice(7, 14).every(Number.isNaN) || grad.slice(0, 7).some(Number.isNaN)) {
+    throw new Error(`device targets' gradient: ${grad}`);
+  }
 });

@@ -79,11 +79,27 @@ Deno.test("dropout is the identity when p is 0 or training is false", () => {
   if (dropout(x, 0.5, { training: false }) !== x) throw new Error("training false did not return x");
 });
 
-Deno.test("dropout rejects p outside [0, 1) and int32 tensors with clear errors", () => {
+Deno.test("a dropped NaN or infinity stays one, and p = 1 gives zeros, as in PyTorch, in both variants", async () => {
+  for (const variant of ["scalar", "texel"]) {
+    await withKernels(`dropout:${variant}`, async () => {
+      const x = tensor(new Float32Array(8192).fill(NaN), { requiresGrad: true });
+      const y = dropout(x, 0.5);
+      y.backward(tensor(new Float32Array(8192).fill(Infinity)));
+      const [out, grad] = [await y.data(), await x.grad!.data()];
+      if (!out.every(Number.isNaN) || !grad.every((v) => Number.isNaN(v) || v === Infinity)) {
+        throw new Error(`${variant}: a dropped NaN became a number`);
+      }
+      const zeros = await dropout(tensor(new Float32Array(8192).fill(3)), 1).data();
+      if (!zeros.every((v) => v === 0)) throw new Error(`${variant}: p = 1 kept values`);
+    });
+  }
+});
+
+Deno.test("dropout rejects p outside [0, 1] and int32 tensors with clear errors", () => {
   const x = tensor([1, 2, 3]);
-  expectError(() => dropout(x, 1), "dropout: p must be in [0, 1), got 1 for tensor float32[3]");
-  expectError(() => dropout(x, -0.1), "dropout: p must be in [0, 1), got -0.1 for tensor float32[3]");
-  expectError(() => dropout(x, NaN), "dropout: p must be in [0, 1), got NaN for tensor float32[3]");
+  expectError(() => dropout(x, 1.5), "dropout: p must be in [0, 1], got 1.5 for tensor float32[3]");
+  expectError(() => dropout(x, -0.1), "dropout: p must be in [0, 1], got -0.1 for tensor float32[3]");
+  expectError(() => dropout(x, NaN), "dropout: p must be in [0, 1], got NaN for tensor float32[3]");
   expectError(
     () => dropout(tensor(new Int32Array(3)), 0.5),
     "dropout: tensor int32[3] is not float32",

@@ -92,6 +92,20 @@ Deno.test("tanh and GELU stay finite for large inputs", async () => {
   }
 });
 
+Deno.test("relu passes a NaN and its gradient on, as PyTorch does, in both variants", async () => {
+  for (const variant of ["scalar", "texel"]) {
+    await withKernels(`elementwise:${variant}`, async () => {
+      const x = tensor([NaN, -1, 0, 2, NaN, -3, 4, 5], { requiresGrad: true });
+      const y = relu(x);
+      y.backward(tensor([1, 1, 1, 1, 1, 1, 1, 1]));
+      const [out, grad] = [Array.from(await y.data()), Array.from(await x.grad!.data())];
+      if (String(out) !== "NaN,0,0,2,NaN,0,4,5" || String(grad) !== "1,0,0,1,1,0,1,1") {
+        throw new Error(`${variant}: relu ${out}, gradient ${grad}`);
+      }
+    });
+  }
+});
+
 Deno.test("binary ops broadcast like NumPy and reduce gradients to each input's shape", async () => {
   await binaryOps([
     [[7], [7]],

@@ -170,15 +170,19 @@ Deno.test("gatherRows binds a table above maxStorageBindingBytes in row chunks",
   for (const t of [table, out, table.grad!]) t.dispose();
 });
 
-Deno.test("a constant table gathers from device ids; ids no row owns read as zeros", async () => {
+Deno.test("a constant table gathers from device ids; ids no row owns read as NaN", async () => {
   const values = randomValues(12, 4);
   const table = tensor(values, { shape: [4, 3] });
   const ids = tensor(Int32Array.of(3, -2, 1, 4));
   ids.hostValues = undefined;
   const out = gatherRows(table, ids);
   if (out.requiresGrad) throw new Error("the output of a constant table requires a gradient");
-  const expected = [...values.slice(9, 12), 0, 0, 0, ...values.slice(3, 6), 0, 0, 0];
-  assertClose(await out.data(), expected, { atol: 0 }, "device ids");
+  const got = await out.data();
+  assertClose(got.slice(0, 3), values.slice(9, 12), { atol: 0 }, "id 3");
+  assertClose(got.slice(6, 9), values.slice(3, 6), { atol: 0 }, "id 1");
+  if (![...got.slice(3, 6), ...got.slice(9, 12)].every(Number.isNaN)) {
+    throw new Error(`ids -2 and 4 should read as NaN: ${got}`);
+  }
 });
 
 Deno.test("gatherRows errors name the op, the bad id and the table", () => {
@@ -222,6 +226,22 @@ Deno.test("the padding row receives no gradient, like nn.Embedding(padding_idx)"
     throw new Error("reference padding row is not zero");
   }
   assertClose(await table.grad!.data(), expected, { atol: 1e-6, rtol: 1e-6 }, "padding gradient");
+});
+
+Deno.test("paddingIndex counts from the end when negative and must lie in [-V, V), as in nn.Embedding", async () => {
+  const vocab = 4, cols = 3;
+  const idValues = Int32Array.of(3, 0, 3, 1);
+  const table = tensor(randomValues(vocab * cols, 91), { shape: [vocab, cols], requiresGrad: true });
+  const out = gatherRows(table, tensor(idValues), { paddingIndex: -1 });
+  out.backward(tensor(new Float32Array(idValues.length * cols).fill(1), { shape: out.shape }));
+  const grad = await table.grad!.data();
+  if (grad.slice(9, 12).some((v) => v !== 0) || grad[0] !== 1) throw new Error(`padding -1 = row 3: ${grad}`);
+  for (const bad of [4, -5, 1.5]) {
+    expectError(
+      () => gatherRows(table, tensor(idValues), { paddingIndex: bad }),
+      `gatherRows: paddingIndex ${bad} is not an integer in [-4, 4) for table [4, 3]`,
+    );
+  }
 });
 
 Deno.test("a table that already has a gradient gets the next one added in place, padding row untouched", async () => {

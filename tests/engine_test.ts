@@ -21,6 +21,17 @@ Deno.test("tensors round-trip values, shapes and dtypes", async () => {
   writeTensor(target, Float32Array.of(1, 2, 3));
   assertClose(await target.data(), [1, 2, 3], { atol: 0 }, "writeTensor");
   expectError(() => tensor([1, 2, 3], { shape: [2, 2] }), "tensor: 3 values do not fill shape [2, 2]");
+  // Ragged nested arrays are refused (as torch.tensor does), not read into a shape of their first entries.
+  expectError(
+    () => tensor([[1, 2], [3], [4, 5, 6]]),
+    "tensor: nested arrays are not rectangular: expected 2 entries at [1], found 1 entries " +
+      "(shape [3, 2] from the first entries)",
+  );
+  expectError(
+    () => tensor([[1, 2], [3, [4]]] as number[][]),
+    "tensor: nested arrays are not rectangular: expected a number at [1, 1], found 1 entries " +
+      "(shape [2, 2] from the first entries)",
+  );
   expectError(
     () => tensor(Int32Array.of(1, 2), { requiresGrad: true }),
     "tensor: an int32 tensor [2] cannot require a gradient (ids are not differentiable)",

@@ -92,3 +92,15 @@ Deno.test("layout errors name the op and the shapes", () => {
   ];
   if (messages.join("\n") !== expected.join("\n")) throw new Error(messages.join("\n"));
 });
+
+Deno.test("narrow takes a negative start from the end of the axis, as torch.narrow", async () => {
+  const x = tensor([[1, 2, 3], [4, 5, 6]]);
+  assertClose(await narrow(x, 1, -2, 2).data(), [2, 3, 5, 6], { atol: 0 }, "start -2");
+  let message = "";
+  try {
+    narrow(x, 1, -4, 1);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (message !== "narrow: [-4, -3) is outside axis 1 of tensor float32[2, 3]") throw new Error(message);
+});

@@ -421,4 +421,8 @@ Deno.test("errors name the op and the shapes", () => {
   );
   expectError(() => matmul(t([3]), t([3, 5])), "matmul: both operands need rank >= 2, [3] x [3, 5]");
   expectError(() => linear(t([2, 3]), t([4, 5])), "linear: input [2, 3] does not match weight [4, 5]");
+  expectError(
+    () => linear(t([2, 5]), t([4, 5]), t([5])),
+    "linear: bias tensor float32[5] does not match weight [4, 5]; expected [4]",
+  );
 });

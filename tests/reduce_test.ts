@@ -79,3 +79,16 @@ Deno.test("the texel and scalar strided sums give bit-identical results", async 
     x.dispose();
   }
 });
+
+Deno.test("over an empty axis the sum is 0 and the mean NaN, as in PyTorch; the gradient is empty", async () => {
+  const x = tensor(new Float32Array(0), { shape: [3, 0], requiresGrad: true });
+  const total = sum(x, 1);
+  const average = mean(x, 1);
+  const [sums, means] = [Array.from(await total.data()), Array.from(await average.data())];
+  if (String(sums) !== "0,0,0" || !means.every(Number.isNaN) || means.length !== 3) {
+    throw new Error(`sum ${sums}, mean ${means}`);
+  }
+  if ((await sum(tensor([])).item()) !== 0) throw new Error("sum of [] is not 0");
+  sum(total).backward();
+  if (x.grad!.shape.join() !== "3,0") throw new Error(`gradient shape ${x.grad!.shape}`);
+});

@@ -14,10 +14,10 @@ export function dropoutMask(size: number, p: number, seed: number): Uint8Array {
   return mask;
 }
 
-/** y = mask * x / (1 - p). */
+/** y = x * mask / (1 - p) (a dropped NaN stays NaN). */
 export function dropoutForward(x: ArrayLike<number>, p: number, seed: number): Float64Array {
   const mask = dropoutMask(x.length, p, seed);
-  return Float64Array.from(x, (v, i) => (mask[i] ? v / (1 - p) : 0));
+  return Float64Array.from(x, (v, i) => v * (mask[i] ? 1 / (1 - p) : 0));
 }
 
 /** dx = mask * g / (1 - p): the same mask, regenerated from the seed. */

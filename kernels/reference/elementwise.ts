@@ -53,13 +53,13 @@ export const log: ScalarOp = { f: Math.log, df: (x) => 1 / x };
 export const sqrt: ScalarOp = { f: Math.sqrt, df: (x) => 0.5 / Math.sqrt(x) };
 
 /** max(x, 0). */
-export const relu: ScalarOp = { f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0) };
+export const relu: ScalarOp = { f: (x) => (x < 0 ? 0 : x), df: (x) => (x <= 0 ? 0 : 1) };
 
 /** Negation. */
 export const neg: ScalarOp = { f: (x) => -x, df: () => -1 };
 
-/** The unit step, 1 for x > 0 (relu's derivative); flat wherever it is differentiable. */
-export const step: ScalarOp = { f: (x) => (x > 0 ? 1 : 0), df: () => 0 };
+/** The unit step, 0 for x <= 0 and 1 otherwise, NaN included (relu's derivative); flat wherever it is differentiable. */
+export const step: ScalarOp = { f: (x) => (x <= 0 ? 0 : 1), df: () => 0 };
 
 /** A function of two operands with its partial derivatives. */
 export interface BinaryScalarOp {
