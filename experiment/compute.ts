@@ -3,8 +3,9 @@
  * three models trained (a) independently one after another, (b) independently in one process, the
  * three recorded together each step with separate optimizers, and (c) jointly with the fused
  * MultiModelOptimizer; each split into forward + backward and optimizer. Every case runs on the same
- * sentiment batches in this process, after a warm-up, timed by the wall clock around a GPU
- * synchronisation, each call submitted as it ends (as an optimizer's step() does), so that the device
+ * sentiment batches in this process, after a warm-up that fills the adaptive rates' loss window (so
+ * that joint's trend fit runs in every timed step), each step logging its losses as training does,
+ * timed by the wall clock around a GPU synchronisation, each call submitted as it ends (as an optimizer's step() does), so that the device
  * runs one while the next is recorded in every case; the GPU time of a whole step is the sum of its
  * kernels' times from timestamp queries, over as many further steps (each dispatch then runs in a
  * compute pass of its own).
@@ -46,12 +47,12 @@ async function gpuTimeOfSteps(steps: number, step: (index: number) => void): Pro
 }
 
 /**
- * Times `steps` calls of `step` after one warm-up call; returns ms per call. Each call's work is
+ * Times `steps` calls of `step` after `warmup` warm-up calls; returns ms per call. Each call's work is
  * submitted when it returns, also where no optimizer step ends it (forward and backward alone), so
  * that the split of a step into its parts compares like with like.
  */
-async function timeSteps(steps: number, step: (index: number) => void): Promise<number> {
-  step(0);
+async function timeSteps(steps: number, step: (index: number) => void, warmup = 1): Promise<number> {
+  for (let i = 0; i < warmup; i++) step(0);
   await synchronize();
   const started = performance.now();
   for (let i = 1; i <= steps; i++) {
@@ -84,9 +85,15 @@ export async function measureCompute(
   const names = Object.keys(models);
   // Every case trains on the epoch's first batch, so all three see the same sequence lengths.
   const batch = runner.trainBatches(0, options.batchSize).next().value!.index;
-  const forward = (model: TransformerModel) =>
-    model.forward(runner.trainBatch(model.name, batch)).loss!.backward();
-  const optimizers = buildOptimizers(models, options, steps + 1);
+  const forward = (model: TransformerModel): Tensor => {
+    const loss = model.forward(runner.trainBatch(model.name, batch)).loss!;
+    loss.backward();
+    return loss;
+  };
+  // Sized generously: the schedule's shape changes no step's cost.
+  const optimizers = buildOptimizers(models, options, 2 * steps + 1000);
+  // The trend fit of the adaptive rates runs once the loss window is full, as in a training run's steady state.
+  const warmup = (optimizers[0].options.adaptiveLr?.window ?? 0) + 1;
   let forwardBackwardMs: number;
   let stepMs: number;
   let gpuMs: number | undefined;
@@ -97,31 +104,35 @@ export async function measureCompute(
     gpuMs = 0;
     for (const [m, name] of names.entries()) {
       const model = models[name];
-      forwardBackwardMs += await timeSteps(steps, () => tidy(() => forward(model)));
+      forwardBackwardMs += await timeSteps(steps, () => tidy(() => void forward(model)));
       const step = () =>
         tidy(() => {
           optimizers[m].zeroGrad();
-          forward(model);
+          optimizers[m].logMetrics({ [name]: forward(model) });
           optimizers[m].step();
         });
-      stepMs += await timeSteps(steps, step);
+      stepMs += await timeSteps(steps, step, warmup);
       const gpu = await gpuTimeOfSteps(steps, step);
       gpuMs = gpu === undefined ? undefined : gpuMs! + gpu;
     }
   } else {
-    const all = () => {
-      const losses: Tensor[] = [];
-      for (const name of names) losses.push(models[name].forward(runner.trainBatch(name, batch)).loss!);
-      for (const loss of losses) loss.backward();
+    const all = (): Record<string, Tensor> => {
+      const losses: Record<string, Tensor> = {};
+      for (const name of names) losses[name] = models[name].forward(runner.trainBatch(name, batch)).loss!;
+      for (const loss of Object.values(losses)) loss.backward();
+      return losses;
     };
-    forwardBackwardMs = await timeSteps(steps, () => tidy(all));
+    forwardBackwardMs = await timeSteps(steps, () => tidy(() => void all()));
     const step = () =>
       tidy(() => {
         for (const o of optimizers) o.zeroGrad();
-        all();
-        for (const o of optimizers) o.step();
+        const losses = all();
+        for (const o of optimizers) {
+          o.logMetrics(Object.fromEntries(o.modelNames.map((n) => [n, losses[n]])));
+          o.step();
+        }
       });
-    stepMs = await timeSteps(steps, step);
+    stepMs = await timeSteps(steps, step, warmup);
     gpuMs = await gpuTimeOfSteps(steps, step);
   }
   for (const o of optimizers) o.dispose();

@@ -71,15 +71,19 @@ export function table(header: string[], rows: string[][]): string[] {
   ];
 }
 
-/** The line under a table saying which runs it came from: count, seeds, adapters, dates, time, commands. */
+/** The line under a table saying which runs it came from: count, seeds (or repeats), adapters, dates, time, commands. */
 export function provenance(runs: readonly ExperimentRun[]): string {
   if (runs.length === 0) return "_No runs of this part in the results file yet: not run._";
   const seeds = [...new Set(runs.map((r) => r.seed))].sort((a, b) => a - b);
+  // A compute run's seed field numbers its repeat (every repeat trains on the first seed).
+  const numbered = runs.every((r) => r.group === "compute") ? "repeats" : "seeds";
   const dates = runs.map((r) => r.date).filter(Boolean).sort();
   const adapters = [...new Set(runs.map((r) => r.adapter))];
   const commands = [...new Set(runs.map((r) => r.command))];
   const seconds = runs.reduce((s, r) => s + (Number.isFinite(r.seconds) ? r.seconds : 0), 0);
-  return `_From ${runs.length} runs (seeds ${seeds.join(", ")}); adapter ${adapters.map(md).join("; ")}; ` +
+  return `_From ${runs.length} runs (${numbered} ${seeds.join(", ")}); adapter ${
+    adapters.map(md).join("; ")
+  }; ` +
     `${dates.length ? `dates ${dates[0]} to ${dates.at(-1)}` : "no dates"}; ` +
     `run time ${durationText(seconds)} (sum of the runs); command ${commands.map(code).join(", ")}._`;
 }

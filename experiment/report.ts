@@ -67,6 +67,9 @@ function methodSection(): string[] {
     "One seed gives no interval.",
     "- **Units.** Accuracy and span F1 are shown in points (x100); QA's exact match and F1 already are. " +
     "Scores are on the **test** split, at the end of training.",
+    "- **Evaluation data.** Validation and test scores use the protocol's `evalLimit` examples of each split " +
+    "(300 in the cpu preset), spread evenly over the split: Brown's splits list their files by genre and " +
+    "Moby-Dick's by chapter, so a split's first examples would stand for one genre only.",
     "- **Learning rate.** Each condition's rate is the one with the best mean validation score (mean over " +
     "the models and seeds) in the grid below; the later groups run at the rates the protocol derives from " +
     "it, which each table shows. Where a condition ran at several rates outside the grid, a table uses the " +
@@ -318,8 +321,11 @@ function placeboSection(runs: readonly ExperimentRun[]): string[] {
     return "the placebo is within the interval of joint: not shown to be transfer";
   };
   out.push(
-    "The placebo trains the model jointly while its partners learn from permuted labels: what it gains over " +
-      "independent is a regularisation effect, what joint gains over it is transfer.",
+    "The placebo trains the model jointly while its partners learn from permuted labels (one permutation " +
+      "for the run, shared by both partners): what it gains over independent is what coupling to partners " +
+      "without the task's signal does, a regularisation effect together with the adaptive rates' response " +
+      "to partners whose loss stays flat (which raises the model's rate, up to 1.5x); what joint gains over " +
+      "it is transfer, with the rates responding to partners that learn.",
     "",
     ...table(
       [

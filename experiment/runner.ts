@@ -11,7 +11,7 @@ import { gpu } from "../engine/device.ts";
 import type { TrainOptions } from "../train/options.ts";
 import { train } from "../train/loop.ts";
 import { measureCompute } from "./compute.ts";
-import { type ExperimentRun, parseRuns } from "./runs.ts";
+import { type ExperimentRun, parseRuns, validationScore } from "./runs.ts";
 import {
   type ExperimentScale,
   gridRuns,
@@ -48,19 +48,13 @@ async function append(file: string, run: ExperimentRun): Promise<void> {
   });
 }
 
-/** Mean over models of the final validation score of a run (what the learning-rate grid ranks by). */
-export function meanValidation(run: ExperimentRun): number {
-  const values = run.models.map((m) => run.final[m]?.validation[run.primaryMetric] ?? NaN);
-  return values.reduce((s, v) => s + v, 0) / values.length;
-}
-
 /** The grid's choice: per task and condition, the learning rate with the best mean validation score. */
 export function chooseRates(runs: readonly ExperimentRun[]): Map<string, number> {
   const best = new Map<string, { lr: number; score: number }>();
   for (const run of runs.filter((r) => r.group === "grid")) {
     const key = `${run.task}/${run.condition}`;
     const sign = run.higherIsBetter ? 1 : -1;
-    const score = sign * meanValidation(run);
+    const score = sign * validationScore(run);
     const current = best.get(key);
     if (!current || score > current.score || (Number.isNaN(current.score) && !Number.isNaN(score))) {
       best.set(key, { lr: run.lr, score });
@@ -130,7 +124,7 @@ export async function runExperiment(
       const run = await execute(p, settings);
       await append(settings.resultsFile, run);
       done.add(p.key);
-      const score = meanValidation(run);
+      const score = validationScore(run);
       settings.info(
         `${p.key}: validation ${run.primaryMetric} ${score.toFixed(4)} (${
           ((performance.now() - started) / 1000).toFixed(0)

@@ -19,7 +19,7 @@ export interface ExperimentRun {
   condition: string;
   /** Learning rate. */
   lr: number;
-  /** Seed; runs of two conditions with the same seed are paired. */
+  /** Seed; runs of two conditions with the same seed are paired (compute runs: the repeat, all on one seed). */
   seed: number;
   /** The metric in words, e.g. "span F1". */
   metricName: string;
@@ -137,9 +137,13 @@ export function pointsScale(runs: readonly ExperimentRun[], metric: string): num
   return 100;
 }
 
-/** The run's selection score: mean over its models of the final validation primary metric. */
-function validationScore(run: ExperimentRun): number {
-  return mean(run.models.map((m) => finalScore(run, m, "validation")).filter((v) => v !== undefined));
+/**
+ * The run's selection score: mean over its models of the final validation primary metric; NaN when a
+ * model has none (a run with a diverged model never wins the grid). The runner and the report both
+ * choose by it.
+ */
+export function validationScore(run: ExperimentRun): number {
+  return mean(run.models.map((m) => finalScore(run, m, "validation") ?? NaN));
 }
 
 /** The better of two mean scores under the runs' direction. */

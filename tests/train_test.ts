@@ -254,6 +254,21 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   const mixed = await run(tiny("sentiment", { epochs: 1, from: { gpt2: folder } }));
   const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();
   if (tokenizers.join() !== "bert.json,gpt2.json,roberta.json") throw new Error(`tokenizers: ${tokenizers}`);
+  // Loaded for another task, the model gets a new head, initialised from the run's seed as a model built from scratch is.
+  const loadedValues = async (seed: number) => {
+    const prepared = await prepareRun(tiny("ner", { seed, from: { gpt2: folder } }), () => {});
+    const values = await readAll(prepared.models.gpt2.parameters.map((p) => p.value));
+    for (const model of Object.values(prepared.models)) model.dispose();
+    await Deno.remove(prepared.options.out, { recursive: true });
+    return values.map((v) => Array.from(v).join());
+  };
+  const [one, again, two] = [await loadedValues(1), await loadedValues(1), await loadedValues(2)];
+  const differing = one.filter((v, i) => v !== two[i]).length;
+  if (one.some((v, i) => v !== again[i]) || differing === 0 || differing === one.length) {
+    throw new Error(
+      `seeds 1 and 2 differ in ${differing} of ${one.length} loaded parameters (the head only)`,
+    );
+  }
   // The flags' sizes (width 24) are for models built from scratch: the loaded GPT-2 keeps its width 16, the
   // run records it, and a resumed run rebuilds it from its checkpoint and continues bit for bit.
   const wider = parseModels("bert,gpt2,roberta", { ...TINY, hiddenSize: 24, intermediateSize: 48 });

@@ -37,6 +37,11 @@ export interface VocabularyFacts {
   padId: number;
 }
 
+/** The seed of the initial weights of the run's `index`-th model (a loaded model's new head too). */
+export function modelSeed(seed: number, index: number): number {
+  return seed * 1009 + index;
+}
+
 /** Builds one model from scratch, sized by its spec, for the task's head. */
 export function buildModel(
   spec: ModelSpec,
@@ -63,7 +68,7 @@ export function buildModel(
     name: spec.name,
     task: headFor(options.task, spec.family),
     numLabels: Math.max(1, numLabels),
-    seed: options.seed * 1009 + index,
+    seed: modelSeed(options.seed, index),
   });
 }
 

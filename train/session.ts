@@ -73,7 +73,7 @@ export interface SessionSources {
   /** The shared tokenizer of the other models, when one was read; otherwise it is trained on the training split. */
   shared?: Tokenizer | null;
   /** A model's starting weights (a Hugging Face folder, a checkpoint), or null to build it from scratch. */
-  loadModel?: (spec: ModelSpec) => Promise<TransformerModel | null>;
+  loadModel?: (spec: ModelSpec, index: number) => Promise<TransformerModel | null>;
 }
 
 /** The language-modelling objective of a model's head, or null outside lm. */
@@ -116,7 +116,7 @@ export async function prepareSession(
   const models: Record<string, TransformerModel> = {};
   for (const [index, spec] of options.models.entries()) {
     const tokenizer = tokenizers[spec.name];
-    models[spec.name] = (await sources.loadModel?.(spec)) ?? buildModel(
+    models[spec.name] = (await sources.loadModel?.(spec, index)) ?? buildModel(
       spec,
       options,
       { vocabSize: tokenizer.vocabSize, padId: tokenizer.special.pad },

@@ -15,7 +15,7 @@ import { gpu } from "../engine/device.ts";
 import project from "../deno.json" with { type: "json" };
 import { loadPretrained } from "../models/checkpoint.ts";
 import type { TransformerModel } from "../models/model.ts";
-import { headFor } from "./models.ts";
+import { headFor, modelSeed } from "./models.ts";
 import type { ModelSpec, TrainOptions } from "./options.ts";
 import { latestCheckpoint, type RunFacts, RunFolder } from "./run.ts";
 import { type PreparedSession, prepareSession } from "./session.ts";
@@ -70,12 +70,14 @@ export async function prepareRun(
   const prepared = await prepareSession(options, dataset, {
     tokenizers,
     shared,
-    loadModel: (spec) => {
+    loadModel: (spec, index) => {
       const loaded = (options.from[spec.name] ?? options.from["*"]) !== undefined;
       const folder = resumed
         ? (loaded ? `${resumed}/models/${spec.name}` : null)
         : options.from[spec.name] ?? (checkpoint ? `${checkpoint}/models/${spec.name}` : null);
-      return folder ? loadModel(spec, folder, options.task, dataset.labels.length) : Promise.resolve(null);
+      return folder
+        ? loadModel(spec, folder, options.task, dataset.labels.length, modelSeed(options.seed, index))
+        : Promise.resolve(null);
     },
   });
   // The run's config.json records each model's real size, also for the models loaded from a folder.
@@ -98,15 +100,20 @@ export async function prepareRun(
   return { ...prepared, folder };
 }
 
-/** Loads one model from a Hugging Face folder into the task's head (a new head is initialised, as HF does). */
+/**
+ * Loads one model from a Hugging Face folder into the task's head (a new head is initialised, as HF
+ * does, from `seed`: runs of other seeds start from other heads, as models built from scratch do).
+ */
 async function loadModel(
   spec: ModelSpec,
   folder: string,
   task: TrainOptions["task"],
   numLabels: number,
+  seed: number,
 ): Promise<TransformerModel> {
   const model = await loadPretrained(folder, {
     name: spec.name,
+    seed,
     task: headFor(task, spec.family),
     numLabels: Math.max(1, numLabels),
     allowNewHead: true,
