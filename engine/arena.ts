@@ -109,18 +109,30 @@ export class Arena {
       slots.push({ chunk, offset: at, size, shape: [...shape] });
       lengths[chunk] = at + padded;
     });
-    this.chunks = lengths.map((used, i) => {
-      const length = roundUp(Math.max(used, ARENA_ALIGN));
-      const bytes = length * 4;
-      const chunk = {
-        values: createBuffer(bytes, STORAGE, `${label} values ${i}`),
-        grads: createBuffer(bytes, STORAGE, `${label} grads ${i}`),
-        length,
-      };
-      clearBuffer({ buffer: chunk.values, offset: 0, size: bytes });
-      clearBuffer({ buffer: chunk.grads, offset: 0, size: bytes });
-      return chunk;
-    });
+    // A chunk refused part-way (device limit, memory budget) destroys the buffers already made.
+    const made: GPUBuffer[] = [];
+    const create = (bytes: number, what: string) => {
+      const buffer = createBuffer(bytes, STORAGE, what);
+      made.push(buffer);
+      return buffer;
+    };
+    try {
+      this.chunks = lengths.map((used, i) => {
+        const length = roundUp(Math.max(used, ARENA_ALIGN));
+        const bytes = length * 4;
+        const chunk = {
+          values: create(bytes, `${label} values ${i}`),
+          grads: create(bytes, `${label} grads ${i}`),
+          length,
+        };
+        clearBuffer({ buffer: chunk.values, offset: 0, size: bytes });
+        clearBuffer({ buffer: chunk.grads, offset: 0, size: bytes });
+        return chunk;
+      });
+    } catch (error) {
+      for (const buffer of made) destroyBuffer(buffer);
+      throw error;
+    }
     this.slots = slots;
   }
 

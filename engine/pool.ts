@@ -112,18 +112,26 @@ export function destroyBuffer(buffer: GPUBuffer): void {
   buffer.destroy();
 }
 
-/** Hands out a storage buffer of at least `bytes` bytes, reusing a free one of the same size class. */
+/**
+ * Hands out a storage buffer of at least `bytes` bytes, reusing a free one of the same size class; a
+ * class above the device's maxBufferSize (which need not be a power of two) is cut to the largest
+ * size the device allows, so that every size the device can hold is served.
+ */
 export function acquireBuffer(bytes: number): GPUBuffer {
-  const size = sizeClass(bytes);
+  const largest = Math.floor(gpu().profile.maxBufferBytes / 4) * 4;
+  const size = bytes <= largest ? Math.min(sizeClass(bytes), largest) : sizeClass(bytes);
   const free = freeBySize.get(size);
   const reused = free?.pop();
-  stats.inUseBytes += size;
   if (reused) {
     stats.freeBuffers--;
+    stats.inUseBytes += size;
     return reused;
   }
+  // Counted once created: a refused allocation (device limit, memory budget) changes no count.
+  const buffer = createBuffer(size, STORAGE_USAGE, `pooled ${size}`);
+  stats.inUseBytes += size;
   stats.pooledBytes += size;
-  return createBuffer(size, STORAGE_USAGE, `pooled ${size}`);
+  return buffer;
 }
 
 /** Returns a buffer from {@linkcode acquireBuffer} to the pool. Work already recorded on it stays valid. */

@@ -70,6 +70,15 @@ export class JointArena {
       sectionStarts,
       sectionAlign: TILE,
     });
+    // Chunk ends the next tensor did not fit in add to the elements the kernels address.
+    if (this.arena.length > MAX_ARENA_ELEMENTS) {
+      const length = this.arena.length;
+      this.arena.destroy();
+      throw new RangeError(
+        `MultiModelOptimizer: the models' arena spans ${length} values with alignment and chunk ends, ` +
+          `more than the ${MAX_ARENA_ELEMENTS} its kernels address`,
+      );
+    }
     const starts = [0];
     for (const chunk of this.arena.chunks.slice(0, -1)) starts.push(starts[starts.length - 1] + chunk.length);
     this.chunkStarts = starts;

@@ -1,5 +1,6 @@
+import { Arena } from "../engine/arena.ts";
 import { poolStats, setMemoryBudget, trimPool } from "../engine/pool.ts";
-import { tensor, tidy } from "../engine/tensor.ts";
+import { emptyTensor, tensor, tidy } from "../engine/tensor.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
 import type { Batch } from "../models/inputs.ts";
@@ -7,7 +8,7 @@ import { estimateMemory } from "../models/memory.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { exp } from "../kernels/elementwise.ts";
-import { assertClose, expectError, setup } from "./helpers.ts";
+import { assertClose, expectError, setup, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -197,4 +198,46 @@ Deno.test("the optimizer says what it allocated, and refuses models beyond the b
     setMemoryBudget(null);
     fresh.gpt2.dispose();
   }
+});
+
+Deno.test("a size the device can hold is served although its size class is above maxBufferSize", async () => {
+  await withProfile({ maxBufferBytes: 300_003 }, () => {
+    const before = poolStats();
+    const x = emptyTensor([74_750]); // 299 000 bytes: size class 327 680, above the 300 003 allowed
+    if (x.storage.buffer.size !== 300_000) throw new Error(`buffer of ${x.storage.buffer.size} bytes`);
+    x.dispose();
+    // A refused allocation changes no count.
+    expectError(
+      () => emptyTensor([80_000]),
+      "pooled 327680: 327680 bytes exceed the device's maxBufferSize of 300003 bytes",
+    );
+    const after = poolStats();
+    if (after.inUseBytes !== before.inUseBytes || after.pooledBytes !== before.pooledBytes + 300_000) {
+      throw new Error(`counts: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+    }
+  });
+  trimPool();
+});
+
+Deno.test("an arena refused part-way destroys the buffers it had made", async () => {
+  await withProfile({ maxBufferBytes: 65_536 }, () => {
+    const shapes = [[16_000], [16_000]];
+    const probe = new Arena(shapes, "probe"); // two chunks, a values and a gradients buffer each
+    const chunkBytes = probe.chunks[1].length * 4;
+    probe.destroy();
+    const before = poolStats().liveBytes;
+    setMemoryBudget(before + 3.5 * chunkBytes);
+    let message = "";
+    try {
+      new Arena(shapes, "leak");
+    } catch (e) {
+      message = (e as Error).message;
+    } finally {
+      setMemoryBudget(null);
+    }
+    if (!message.startsWith('buffer "leak grads 1" needs')) throw new Error(`got "${message}"`);
+    if (poolStats().liveBytes !== before) {
+      throw new Error(`${poolStats().liveBytes - before} bytes left behind`);
+    }
+  });
 });
