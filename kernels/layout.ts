@@ -159,6 +159,45 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   }
 }
 
+/** Element i (row-major over `view.dims`) of a strided view: its index in the viewed storage. */
+function viewIndex(
+  i: number,
+  view: { dims: readonly number[]; strides: readonly number[]; offset: number },
+): number {
+  let index = view.offset;
+  for (let d = view.dims.length - 1; d >= 0; d--) {
+    index += (i % view.dims[d]) * view.strides[d];
+    i = Math.floor(i / view.dims[d]);
+  }
+  return index;
+}
+
+/**
+ * Int32 ids keep their host values through a layout op, as the GPU copy moves them, so that a
+ * narrowed or permuted id tensor is still range-checked by gatherRows and crossEntropy and can still
+ * give an embedding table its gradient.
+ */
+function carryHostInts(
+  out: Tensor,
+  parts: readonly {
+    source: Tensor;
+    view: { dims: readonly number[]; strides: readonly number[]; offset: number };
+  }[],
+  gather: boolean,
+): void {
+  if (out.dtype !== "int32" || parts.some((p) => !p.source.hostValues)) return;
+  const values = new Int32Array(out.size);
+  for (const { source, view } of parts) {
+    const from = source.hostValues!;
+    const count = gather ? out.size : source.size;
+    for (let i = 0; i < count; i++) {
+      if (gather) values[i] = from[viewIndex(i, view)];
+      else values[viewIndex(i, view)] = from[i];
+    }
+  }
+  out.hostValues = values;
+}
+
 /** Reorders the axes of `x`: output axis i is input axis `order[i]` (a copy). */
 export function permute(x: Tensor, order: readonly number[]): Tensor {
   const rank = x.rank;
@@ -169,9 +208,9 @@ export function permute(x: Tensor, order: readonly number[]): Tensor {
   const inStrides = contiguousStrides(x.shape);
   const outShape = axes.map((a) => x.shape[a]);
   const out = emptyTensor(outShape, x.dtype);
-  if (out.size > 0) {
-    stridedCopy({ dims: outShape, strides: axes.map((a) => inStrides[a]), offset: 0 }, x, out, true);
-  }
+  const view = { dims: outShape, strides: axes.map((a) => inStrides[a]), offset: 0 };
+  if (out.size > 0) stridedCopy(view, x, out, true);
+  carryHostInts(out, [{ source: x, view }], true);
   const inverse = new Array(rank);
   axes.forEach((a, i) => (inverse[a] = i));
   return attachGrad(out, "permute", [x], (g) => [permute(g, inverse)]);
@@ -207,6 +246,7 @@ export function narrow(x: Tensor, axis: number, start: number, length: number): 
   };
   const out = emptyTensor(outShape, x.dtype);
   if (out.size > 0) stridedCopy(view, x, out, true);
+  carryHostInts(out, [{ source: x, view }], true);
   const inShape = x.shape;
   return attachGrad(out, "narrow", [x], (g) => {
     const grad = zeros(inShape);
@@ -234,14 +274,15 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   const out = emptyTensor(outShape, first.dtype);
   const outStrides = contiguousStrides(outShape);
   let start = 0;
-  const starts = tensors.map((t) => {
-    const s = start;
-    if (t.size > 0) {
-      stridedCopy({ dims: [...t.shape], strides: outStrides, offset: s * outStrides[a] }, out, t, false);
-    }
+  const starts: number[] = [];
+  const parts = tensors.map((t) => {
+    const view = { dims: [...t.shape], strides: outStrides, offset: start * outStrides[a] };
+    if (t.size > 0) stridedCopy(view, out, t, false);
+    starts.push(start);
     start += t.shape[a];
-    return s;
+    return { source: t, view };
   });
+  carryHostInts(out, parts, false);
   return attachGrad(
     out,
     "concat",

@@ -104,3 +104,26 @@ Deno.test("narrow takes a negative start from the end of the axis, as torch.narr
   }
   if (message !== "narrow: [-4, -3) is outside axis 1 of tensor float32[2, 3]") throw new Error(message);
 });
+
+Deno.test("int32 ids keep their host values through permute, narrow and concat", async () => {
+  const ids = tensor(Int32Array.from({ length: 24 }, (_, i) => i), { shape: [2, 3, 4] });
+  const results = [
+    permute(ids, [2, 0, 1]),
+    narrow(ids, 1, 1, 2),
+    narrow(ids, -1, -3, 2),
+    concat([ids, narrow(ids, 2, 0, 1)], 2),
+    concat([narrow(ids, 0, 1, 1), narrow(ids, 0, 0, 1)], 0),
+  ];
+  for (const [i, t] of results.entries()) {
+    const device = Array.from(await t.data());
+    if (String(t.hostValues) !== String(device)) {
+      throw new Error(`case ${i}: host ${t.hostValues}, GPU ${device}`);
+    }
+  }
+  // Without host values on every input, none are made up.
+  const computed = tensor(Int32Array.of(1, 2));
+  computed.hostValues = undefined;
+  if (concat([computed, tensor(Int32Array.of(3))]).hostValues !== undefined) {
+    throw new Error("host values invented");
+  }
+});
