@@ -130,6 +130,8 @@ export class Arena {
         return chunk;
       });
     } catch (error) {
+      // The clears of the chunks made are recorded: submitted first, as destroy() does.
+      flush();
       for (const buffer of made) destroyBuffer(buffer);
       throw error;
     }

@@ -264,14 +264,20 @@ function nestedShape(data: NestedNumbers): number[] {
 
 /**
  * Appends the numbers of `data` to `out`, checking that it is rectangular: every array at depth d has
- * `shape[d]` entries and numbers sit at depth `shape.length` only (PyTorch refuses ragged lists too).
+ * `shape[d]` entries and numbers (nothing else) sit at depth `shape.length` only (PyTorch refuses ragged
+ * lists too).
  */
 function flatten(data: NestedNumbers, out: number[], shape: readonly number[], depth = 0, at = ""): void {
-  if (Array.isArray(data) !== depth < shape.length || (Array.isArray(data) && data.length !== shape[depth])) {
+  const misplaced = Array.isArray(data)
+    ? depth >= shape.length || data.length !== shape[depth]
+    : depth < shape.length;
+  if (misplaced || (!Array.isArray(data) && typeof data !== "number")) {
     const found = Array.isArray(data)
       ? `${data.length} entries`
       : typeof data === "number"
       ? "a number"
+      : typeof data === "object" && data !== null
+      ? `a ${(data as object).constructor.name}`
       : String(data);
     throw new Error(
       `tensor: nested arrays are not rectangular: expected ${

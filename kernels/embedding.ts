@@ -33,7 +33,7 @@ export interface GatherOptions {
 /**
  * Rows of `table` [V, C] picked by int32 `ids` of any shape -> [...ids.shape, C]; an id outside
  * [0, V) is an error when the ids have host values, and reads as a row of NaN otherwise (ids computed
- * on the GPU, or by a layout op). The table's gradient needs the ids' host values (ids made with `tensor()` or
+ * on the GPU). The table's gradient needs the ids' host values (ids made with `tensor()` or
  * `writeTensor()`), from which the backward groups positions by id.
  */
 export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = {}): Tensor {

@@ -28,6 +28,11 @@ Deno.test("tensors round-trip values, shapes and dtypes", async () => {
       "(shape [3, 2] from the first entries)",
   );
   expectError(
+    () => tensor([new Float32Array(2), new Float32Array(2)] as unknown as number[]),
+    "tensor: nested arrays are not rectangular: expected a number at [0], found a Float32Array " +
+      "(shape [2] from the first entries)",
+  );
+  expectError(
     () => tensor([[1, 2], [3, [4]]] as number[][]),
     "tensor: nested arrays are not rectangular: expected a number at [1, 1], found 1 entries " +
       "(shape [2, 2] from the first entries)",
