@@ -356,6 +356,18 @@ function placeboSection(runs: readonly ExperimentRun[]): string[] {
   return out;
 }
 
+/** Which code the runs came from: each commit with its count of runs, then those that recorded none. */
+function commitsText(runs: readonly ExperimentRun[]): string {
+  const counts = new Map<string | undefined, number>();
+  for (const run of runs) counts.set(run.commit, (counts.get(run.commit) ?? 0) + 1);
+  const runsText = (n: number) => `${n} run${n === 1 ? "" : "s"}`;
+  const parts = [...counts].filter(([commit]) => commit !== undefined)
+    .map(([commit, n]) => `${code(commit!.slice(0, 12))} (${runsText(n)})`);
+  const unrecorded = counts.get(undefined);
+  if (unrecorded) parts.push(`not recorded (${runsText(unrecorded)})`);
+  return parts.join(", ");
+}
+
 /** The document and its plots, by path relative to the docs folder; see {@linkcode writeResults}. */
 export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta): ResultsFiles {
   const files: ResultsFiles = {};
@@ -393,6 +405,7 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
       ["date", md(meta.date)],
       ["duration", durationText(meta.durationSeconds)],
       ["runs", groupCounts],
+      ["commit", commitsText(runs)],
     ]),
     "",
     ...methodSection(),
@@ -431,7 +444,7 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
     "",
     "[results/runs.jsonl](results/runs.jsonl) holds one JSON object per run (key, group, task, condition, " +
     "lr, seed, final validation and test scores per model, the validation curve, timing, command, adapter, " +
-    "date), so anyone can recompute every table above.",
+    "date, commit), so anyone can recompute every table above.",
     "",
   ];
   files["RESULTS.md"] = lines.join("\n").replace(/\n{3,}/g, "\n\n");

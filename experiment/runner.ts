@@ -30,6 +30,8 @@ export interface RunnerSettings {
   command: string;
   /** Progress lines. */
   info: (line: string) => void;
+  /** The commit of the code that runs, recorded with every run (absent outside a git checkout). */
+  commit?: string;
 }
 
 /** Reads the results file (a missing file is an empty one); broken lines (an interrupted write) are reported and skipped. */
@@ -101,6 +103,7 @@ async function execute(
     command: settings.command,
     adapter: config.adapter,
     date: new Date().toISOString(),
+    ...(settings.commit ? { commit: settings.commit } : {}),
   };
   if (!evaluation) throw new Error(`experiment: run ${planned.key} wrote no evaluation`);
   if (!keepFolder) await Deno.remove(out, { recursive: true });
@@ -183,6 +186,7 @@ export async function runExperiment(
           command: settings.command,
           adapter: gpu().profile.name,
           date: new Date().toISOString(),
+          ...(settings.commit ? { commit: settings.commit } : {}),
         });
         settings.info(`${key}: ${timing.stepMs.toFixed(1)} ms per step`);
       }

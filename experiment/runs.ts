@@ -47,6 +47,8 @@ export interface ExperimentRun {
   adapter: string;
   /** When it ran (ISO 8601). */
   date: string;
+  /** The commit of the checkout that ran it (absent outside a git checkout and in runs recorded before 2026-12-01). */
+  commit?: string;
 }
 
 /** The tasks Table 1 must show, in order; others found in the runs follow. */

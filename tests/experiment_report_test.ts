@@ -503,3 +503,17 @@ Deno.test("plot additions: a band beneath the lines and bars with whiskers", () 
   ok(bars.includes("bars &amp; whiskers") && bars.includes(">–</text>"));
   checkSvg(barChart({ title: "empty", groups: [], series: [] }), "empty bars");
 });
+
+Deno.test("the header names each commit the runs came from and counts the runs that recorded none", () => {
+  const [a, b] = ["0123456789abcdef0123456789abcdef01234567", "89abcdef0123456789abcdef0123456789abcdef"];
+  const runs = handMadeRuns().map((run, i) => ({ ...run, commit: i < 3 ? a : i < 5 ? b : undefined }));
+  const text = renderResults(runs, META)["RESULTS.md"];
+  ok(
+    text.includes(
+      `| commit | \`0123456789ab\` (3 runs), \`89abcdef0123\` (2 runs), not recorded (${
+        runs.length - 5
+      } runs) |`,
+    ),
+    text.split("\n").find((l) => l.startsWith("| commit")),
+  );
+});

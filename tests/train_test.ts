@@ -7,6 +7,7 @@ import { readSafetensors } from "../models/safetensors.ts";
 import { readAll } from "../engine/tensor.ts";
 import { train, type TrainResult } from "../train/loop.ts";
 import { prepareRun } from "../train/tasks.ts";
+import { checkoutCommit } from "../train/checkout.ts";
 import type { TaskName } from "../data/datasets.ts";
 import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
 import { scheduleFactor } from "../optim/options.ts";
@@ -285,6 +286,9 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
     `${m.name} ${m.hiddenSize}`
   );
   if (widths.join() !== "bert 24,gpt2 16,roberta 24") throw new Error(`recorded widths: ${widths}`);
+  if (config.versions.commit !== checkoutCommit()) {
+    throw new Error(`recorded commit ${config.versions.commit}, checked out ${checkoutCommit()}`);
+  }
   const withoutTime = async (f: string) => (await stepLines(f)).map(({ seconds: _, ...rest }) => rest);
   if (
     JSON.stringify(await withoutTime(straight.folder)) !== JSON.stringify(await withoutTime(interrupted.out))

@@ -12,6 +12,7 @@ import { SCALES } from "../experiment/protocol.ts";
 import { readRuns, runExperiment } from "../experiment/runner.ts";
 import { exitWithUsageError, parseCommand } from "./args.ts";
 import { openGpuOrExit } from "../engine/start.ts";
+import { checkoutCommit } from "../train/checkout.ts";
 
 const NAME = "experiment";
 
@@ -63,6 +64,7 @@ if (import.meta.main) {
         workFolder: `runs/experiment-${scale.name}`,
         command,
         info: (line) => console.error(line),
+        commit: checkoutCommit(),
       });
     }
     const runs = await readRuns(resultsFile);

@@ -119,7 +119,7 @@ export type PresetName = keyof typeof PRESETS;
 /**
  * How long each task trains on the `cpu` preset, so that every default run takes minutes on two
  * cores: the small sentiment set trains for epochs; the large corpora get a step budget, three
- * evaluations, and validation and test cut to their first examples.
+ * evaluations, and validation and test cut to evenly spaced examples.
  */
 export const CPU_BUDGET: Record<TaskName, { steps: number | null; evalLimit: number | null }> = {
   sentiment: { steps: null, evalLimit: null },

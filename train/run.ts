@@ -25,7 +25,7 @@ interface RunState {
 export interface RunFacts {
   /** Adapter name. */
   adapter: string;
-  /** Versions: deno, the data package, the project. */
+  /** Versions: deno, the data package, the project and, in a git checkout, its commit. */
   versions: Record<string, string>;
   /** Dataset sizes per split. */
   counts: Record<string, number>;

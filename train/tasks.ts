@@ -15,6 +15,7 @@ import { gpu } from "../engine/device.ts";
 import project from "../deno.json" with { type: "json" };
 import { loadPretrained } from "../models/checkpoint.ts";
 import type { TransformerModel } from "../models/model.ts";
+import { checkoutCommit } from "./checkout.ts";
 import { headFor, modelSeed } from "./models.ts";
 import type { ModelSpec, TrainOptions } from "./options.ts";
 import { latestCheckpoint, type RunFacts, RunFolder } from "./run.ts";
@@ -132,9 +133,15 @@ async function exists(path: string): Promise<boolean> {
 }
 
 function runFacts(dataset: Dataset<unknown>): RunFacts {
+  const commit = checkoutCommit();
   return {
     adapter: gpu().profile.name,
-    versions: { deno: Deno.version.deno, multimodel: project.version, data: dataset.source },
+    versions: {
+      deno: Deno.version.deno,
+      multimodel: project.version,
+      data: dataset.source,
+      ...(commit ? { commit } : {}),
+    },
     counts: { train: dataset.train.length, validation: dataset.validation.length, test: dataset.test.length },
     started: new Date().toISOString(),
   };
