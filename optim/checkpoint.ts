@@ -453,6 +453,8 @@ export async function loadCheckpoint(
   models: Record<string, TransformerModel>,
   loading: LoadStateOptions = {},
 ): Promise<void> {
+  // The arguments first: a checkpoint's differences mean little for models the optimizer does not train.
+  optimizer.assertOwnModels(models, "loadCheckpoint");
   const root = await locateCheckpoint(checkpointPath(folder, "loadCheckpoint"));
   const jsonPath = `${root}/optimizer.json`;
   let text: string;
@@ -462,12 +464,6 @@ export async function loadCheckpoint(
     throw new Error(`${jsonPath}: cannot read: ${(e as Error).message}`);
   }
   const json = readOptimizerJson(text, jsonPath, optimizer, models, loading);
-  if (json.models.join() !== optimizer.modelNames.join()) {
-    throw new Error(
-      `loadCheckpoint: models [${json.models}] differ from the optimizer's [${optimizer.modelNames}]`,
-    );
-  }
-  optimizer.assertOwnModels(models, "loadCheckpoint");
   const weights = [];
   for (const name of json.models) {
     await checkConfigFile(models[name], `${root}/models/${name}/config.json`);

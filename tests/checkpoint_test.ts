@@ -114,8 +114,20 @@ Deno.test("a checkpoint is replaced atomically and leaves no temporary folder", 
   } catch (e) {
     message = (e as Error).message;
   }
-  if (!message.includes("checkpoint of models [bert,gpt2,roberta], given [bert]")) throw new Error(message);
+  if (!message.includes("loadCheckpoint: models [bert] differ from the optimizer's [bert,gpt2,roberta]")) {
+    throw new Error(message);
+  }
   optimizer.dispose();
+  const one = { bert: models.bert };
+  const bertOnly = new MultiModelOptimizer({ models: one, ...OPTIONS });
+  message = "";
+  try {
+    await loadCheckpoint(`${parent}/ckpt`, bertOnly, one);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (!message.includes("checkpoint of models [bert,gpt2,roberta], given [bert]")) throw new Error(message);
+  bertOnly.dispose();
   await Deno.remove(parent, { recursive: true });
 });
 
@@ -139,6 +151,15 @@ Deno.test("a checkpoint records the optimizer's options: other options are refus
   });
   const before = await readAll(otherModels.bert.parameters.map((p) => p.value));
   let message = "";
+  try {
+    // Models the optimizer does not train are named before the options it differs in.
+    await loadCheckpoint(`${parent}/run`, other, models);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (!message.includes('loadCheckpoint: model "bert" is not the one this optimizer trains')) {
+    throw new Error(message);
+  }
   try {
     await loadCheckpoint(`${parent}/run`, other, otherModels);
   } catch (e) {
