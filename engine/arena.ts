@@ -69,6 +69,52 @@ export interface ArenaOptions {
   sectionAlign?: number;
 }
 
+/** Where an {@linkcode Arena} puts its tensors, worked out before anything is allocated. */
+export interface ArenaPlan {
+  /** One slot per tensor, in the order of the shapes given. */
+  readonly slots: readonly ArenaSlot[];
+  /** Each chunk's length in elements, padding included. */
+  readonly chunkLengths: readonly number[];
+}
+
+/**
+ * Lays out tensors of the given shapes in chunks of at most the device's largest buffer, as an
+ * {@linkcode Arena} of them would, allocating nothing; a tensor larger than a chunk is an error
+ * naming its index.
+ */
+export function planArena(
+  shapes: readonly (readonly number[])[],
+  label: string,
+  options: ArenaOptions = {},
+): ArenaPlan {
+  const align = options.sectionAlign ?? ARENA_ALIGN;
+  const limit = Math.floor(arenaChunkLimit() / align) * align;
+  const sectionStarts = new Set(options.sectionStarts ?? []);
+  const roundUp = (n: number) => Math.ceil(n / align) * align;
+  const slots: ArenaSlot[] = [];
+  const used: number[] = [0];
+  shapes.forEach((shape, i) => {
+    const size = shapeSize(shape);
+    const padded = alignedLength(size);
+    if (padded > limit) {
+      throw new RangeError(
+        `${label}: tensor ${i} of ${size} elements exceeds the ${limit}-element chunk limit ` +
+          `(maxBufferSize ${gpu().profile.maxBufferBytes} bytes)`,
+      );
+    }
+    let at = used[used.length - 1];
+    if (sectionStarts.has(i)) at = roundUp(at);
+    if (at + padded > limit) {
+      used.push(0);
+      at = 0;
+    }
+    const chunk = used.length - 1;
+    slots.push({ chunk, offset: at, size, shape: [...shape] });
+    used[chunk] = at + padded;
+  });
+  return { slots, chunkLengths: used.map((n) => roundUp(Math.max(n, ARENA_ALIGN))) };
+}
+
 /** A set of parameter tensors in flat GPU buffers, zero-initialised, with gradient buffers beside them. */
 export class Arena {
   /** The chunks, in order. */
@@ -79,36 +125,9 @@ export class Arena {
   /** Tensors viewing the arena, disposed with it so that a stale reference fails loudly. */
   readonly #views: Tensor[] = [];
 
-  /**
-   * Lays out tensors of the given shapes in chunks of at most the device's largest buffer; a tensor
-   * larger than a chunk is an error naming its index.
-   */
+  /** Allocates the tensors of the given shapes as {@linkcode planArena} lays them out. */
   constructor(shapes: readonly (readonly number[])[], label: string, options: ArenaOptions = {}) {
-    const align = options.sectionAlign ?? ARENA_ALIGN;
-    const limit = Math.floor(arenaChunkLimit() / align) * align;
-    const sectionStarts = new Set(options.sectionStarts ?? []);
-    const roundUp = (n: number) => Math.ceil(n / align) * align;
-    const slots: ArenaSlot[] = [];
-    const lengths: number[] = [0];
-    shapes.forEach((shape, i) => {
-      const size = shapeSize(shape);
-      const padded = alignedLength(size);
-      if (padded > limit) {
-        throw new RangeError(
-          `${label}: tensor ${i} of ${size} elements exceeds the ${limit}-element chunk limit ` +
-            `(maxBufferSize ${gpu().profile.maxBufferBytes} bytes)`,
-        );
-      }
-      let at = lengths[lengths.length - 1];
-      if (sectionStarts.has(i)) at = roundUp(at);
-      if (at + padded > limit) {
-        lengths.push(0);
-        at = 0;
-      }
-      const chunk = lengths.length - 1;
-      slots.push({ chunk, offset: at, size, shape: [...shape] });
-      lengths[chunk] = at + padded;
-    });
+    const { slots, chunkLengths } = planArena(shapes, label, options);
     // A chunk refused part-way (device limit, memory budget) destroys the buffers already made.
     const made: GPUBuffer[] = [];
     const create = (bytes: number, what: string) => {
@@ -117,8 +136,7 @@ export class Arena {
       return buffer;
     };
     try {
-      this.chunks = lengths.map((used, i) => {
-        const length = roundUp(Math.max(used, ARENA_ALIGN));
+      this.chunks = chunkLengths.map((length, i) => {
         const bytes = length * 4;
         const chunk = {
           values: create(bytes, `${label} values ${i}`),

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { alignedLength, Arena } from "../engine/arena.ts";
+import { alignedLength, Arena, planArena } from "../engine/arena.ts";
 import { type BufferRange, copyBuffer } from "../engine/recorder.ts";
 import { shapeSize } from "../engine/shape.ts";
 import type { Parameter, ParameterSet } from "../models/parameters.ts";
@@ -59,26 +59,17 @@ export class JointArena {
     this.modelElements = sets.map((set) =>
       set.specs.reduce((sum, spec) => sum + alignedLength(shapeSize(spec.shape)), 0)
     );
-    const least = this.modelElements.reduce((sum, n) => sum + Math.ceil(n / TILE) * TILE, 0);
-    if (least > MAX_ARENA_ELEMENTS) {
+    const shapes = sets.flatMap((set) => set.specs.map((spec) => spec.shape));
+    const arenaOptions = { sectionStarts, sectionAlign: TILE };
+    // Alignment and the chunk ends the next tensor did not fit in add to the elements the kernels address.
+    const span = planArena(shapes, "multimodel", arenaOptions).chunkLengths.reduce((sum, n) => sum + n, 0);
+    if (span > MAX_ARENA_ELEMENTS) {
       throw new RangeError(
-        `MultiModelOptimizer: the models hold ${least} parameter values with alignment, more than the ` +
-          `${MAX_ARENA_ELEMENTS} its kernels address`,
-      );
-    }
-    this.arena = new Arena(sets.flatMap((set) => set.specs.map((spec) => spec.shape)), "multimodel", {
-      sectionStarts,
-      sectionAlign: TILE,
-    });
-    // Chunk ends the next tensor did not fit in add to the elements the kernels address.
-    if (this.arena.length > MAX_ARENA_ELEMENTS) {
-      const length = this.arena.length;
-      this.arena.destroy();
-      throw new RangeError(
-        `MultiModelOptimizer: the models' arena spans ${length} values with alignment and chunk ends, ` +
+        `MultiModelOptimizer: the models' arena spans ${span} values with alignment and chunk ends, ` +
           `more than the ${MAX_ARENA_ELEMENTS} its kernels address`,
       );
     }
+    this.arena = new Arena(shapes, "multimodel", arenaOptions);
     const starts = [0];
     for (const chunk of this.arena.chunks.slice(0, -1)) starts.push(starts[starts.length - 1] + chunk.length);
     this.chunkStarts = starts;

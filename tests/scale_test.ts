@@ -2,6 +2,7 @@
  * Tensors, arenas and the joint optimizer beyond one storage binding, at small sizes: a forced small
  * `maxStorageBindingBytes` makes every windowed path run, and results must equal the unwindowed ones.
  */
+import { poolStats } from "../engine/pool.ts";
 import { manualSeed } from "../engine/random.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
@@ -145,24 +146,29 @@ Deno.test("the joint optimizer over an arena beyond one binding and one buffer u
 });
 
 Deno.test("models beyond the 2^32 elements the optimizer's kernels address are refused before anything is allocated", () => {
-  // Two declared (unallocated) models of one [65536, 32768] table each: 2^32 elements together.
+  // Two declared (unallocated) models of eight [8192, 32768] tables each: 2^32 elements together, in
+  // chunks below every adapter's largest buffer.
   const models = Object.fromEntries(["a", "b"].map((name) => {
     const set = new ParameterSet(name);
-    set.declare({
-      site: "embeddings",
-      layer: null,
-      layerCount: 1,
-      layout: "table",
-      role: "token_embedding",
-      kind: "weight",
-      name: "table",
-      shape: [65536, 32768],
-    }, { kind: "zeros" });
+    for (let i = 0; i < 8; i++) {
+      set.declare({
+        site: "embeddings",
+        layer: null,
+        layerCount: 1,
+        layout: "table",
+        role: "token_embedding",
+        kind: "weight",
+        name: `table${i}`,
+        shape: [8192, 32768],
+      }, { kind: "zeros" });
+    }
     return [name, { parameterSet: set }];
   }));
+  const created = poolStats().buffersCreated;
   expectError(
     () => new MultiModelOptimizer({ models }),
-    "MultiModelOptimizer: the models hold 4294967296 parameter values with alignment, more than the " +
-      "4294966272 its kernels address",
+    "MultiModelOptimizer: the models' arena spans 4294967296 values with alignment and chunk ends, more than " +
+      "the 4294966272 its kernels address",
   );
+  if (poolStats().buffersCreated !== created) throw new Error("buffers were created before the refusal");
 });
