@@ -2,7 +2,7 @@
  * Metrics on hand-made cases with known answers: seqeval's own documented examples for span F1,
  * the SQuAD v1.1 script's normalisation and scores, and logits-to-prediction helpers.
  */
-import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import {
   accuracy,
   argmaxRows,
@@ -207,4 +207,44 @@ Deno.test("tagging scores count words cut off by truncation: untagged for parts 
   // Names: w0 B-NAME found, the cut-off name missed (predicted O), no false name.
   const ner = score("ner", [1, 0, 1], logits(1, 0));
   deepStrictEqual([ner.precision, ner.recall], [1, 0.5]);
+});
+
+Deno.test("a NaN among the logits makes every score NaN, not the share of argmax's first class", () => {
+  const encoded = {
+    inputIds: Int32Array.of(0, 5, 6, 2),
+    attentionMask: Int32Array.of(1, 1, 1, 1),
+    batch: 1,
+    length: 4,
+    labels: Int32Array.of(-100, 0, 0, -100),
+    wordIds: Int32Array.of(-1, 0, 1, -1),
+  };
+  const withNaN = Float32Array.from({ length: 12 }, (_, i) => (i === 4 ? NaN : 0));
+  // Two words tagged 0: argmax over the NaN row would pick tag 0 and credit it.
+  const pos = taskKind("pos", ["VERB", "NOUN", "ADJ"]).score(
+    [{ words: ["a", "b"], tags: [0, 0] }],
+    [{ encoded, values: [withNaN] }],
+    {} as Encoder,
+  );
+  ok(Number.isNaN(pos.accuracy), `pos accuracy ${pos.accuracy}`);
+  const ner = taskKind("ner", ["O", "B-NAME", "I-NAME"]).score(
+    [{ words: ["a", "b"], tags: [0, 0] }],
+    [{ encoded, values: [withNaN] }],
+    {} as Encoder,
+  );
+  deepStrictEqual(Object.keys(ner), ["f1", "precision", "recall"]);
+  ok(Object.values(ner).every(Number.isNaN), JSON.stringify(ner));
+  // Sentiment: two sentences of label 0, the first row's logits NaN.
+  const sentences = { ...encoded, batch: 2, length: 2, labels: Int32Array.of(0, 0) };
+  const sentiment = taskKind("sentiment", ["negative", "positive"]).score(
+    [{ text: "a", label: 0 }, { text: "b", label: 0 }],
+    [{ encoded: sentences, values: [Float32Array.of(NaN, NaN, 1, 0)] }],
+    {} as Encoder,
+  );
+  ok(Number.isNaN(sentiment.accuracy), `sentiment accuracy ${sentiment.accuracy}`);
+  const finite = taskKind("sentiment", ["negative", "positive"]).score(
+    [{ text: "a", label: 0 }, { text: "b", label: 0 }],
+    [{ encoded: sentences, values: [Float32Array.of(0, 1, 1, 0)] }],
+    {} as Encoder,
+  );
+  strictEqual(finite.accuracy, 0.5);
 });

@@ -95,6 +95,19 @@ export interface TaskKind<E> {
   };
 }
 
+/**
+ * The scores, or every one of them NaN when a logit read back is NaN: a faulted model's predictions
+ * are no predictions, while argmax would pick the first class of every NaN row and report that
+ * class's share as a plausible score.
+ */
+function unlessNaN(
+  logits: readonly ArrayLike<number>[],
+  scores: Record<string, number>,
+): Record<string, number> {
+  const faulted = logits.some((values) => Array.prototype.some.call(values, Number.isNaN));
+  return faulted ? Object.fromEntries(Object.keys(scores).map((key) => [key, NaN])) : scores;
+}
+
 const ids = (values: Int32Array, encoded: EncodedBatch) =>
   tensor(values, { shape: [encoded.batch, encoded.length] });
 
@@ -118,7 +131,7 @@ const classification: TaskKind<TextExample> = {
       predicted.push(...argmaxRows(logits, logits.length / encoded.batch));
       gold.push(...encoded.labels!);
     }
-    return { accuracy: accuracy(predicted, gold) };
+    return unlessNaN(batches.map((b) => b.values[0]), { accuracy: accuracy(predicted, gold) });
   },
   baseline(dataset) {
     return {
@@ -177,10 +190,11 @@ function tagging(names: readonly string[], spans: boolean): TaskKind<TaggedExamp
       // missed name, if it was one), as no tag at all for parts of speech (tag 0 would credit every cut-off VERB).
       const predicted = wordPredictions(examples, batches, spans ? 0 : -1);
       const gold = examples.map((e) => e.tags);
-      if (!spans) return { accuracy: tokenAccuracy(predicted, gold) };
+      const logits = batches.map((b) => b.values[0]);
+      if (!spans) return unlessNaN(logits, { accuracy: tokenAccuracy(predicted, gold) });
       const name = (tags: readonly number[]) => tags.map((t) => names[t]);
       const scores = spanF1(predicted.map(name), gold.map(name));
-      return { f1: scores.f1, precision: scores.precision, recall: scores.recall };
+      return unlessNaN(logits, { f1: scores.f1, precision: scores.precision, recall: scores.recall });
     },
     baseline(dataset) {
       const run = (split: TaggedExample[]): Record<string, number> => {
@@ -229,10 +243,8 @@ const questionAnswering: TaskKind<QaExample> = {
         predictions.push(span ? context.slice(offsets[2 * span.start], offsets[2 * span.end + 1]) : "");
       }
     }
-    return squadScores(predictions, examples.map((e) => [e.answer.text])) as unknown as Record<
-      string,
-      number
-    >;
+    const scores = squadScores(predictions, examples.map((e) => [e.answer.text]));
+    return unlessNaN(batches.flatMap((b) => b.values), { ...scores });
   },
   baseline(dataset) {
     const run = (split: QaExample[]) => {
@@ -300,8 +312,11 @@ const languageModelling: TaskKind<LmExample> = {
       }
     }
     const scores: Record<string, number> = { perplexity: perplexity(weighted / tokens) };
-    if (encoder.objective === "masked") scores.maskedAccuracy = maskedLmAccuracy(predicted, gold);
-    return scores;
+    if (encoder.objective !== "masked") return scores;
+    const masked = unlessNaN(batches.filter((b) => b.values.length > 1).map((b) => b.values[1]), {
+      maskedAccuracy: maskedLmAccuracy(predicted, gold),
+    });
+    return { ...scores, ...masked };
   },
   baseline(dataset, encode, vocabSize) {
     // Scored on the tokens a causal model predicts (each row's first is never a target), as the models are.
