@@ -62,6 +62,12 @@ Deno.test("each run option reaches the optimizer at other values and at its boun
   const weights = { bert: 1, gpt2: 2, roberta: 0.5 };
   expectEqual(optimizerOptions(options({ weights }), 10).modelWeights, weights, "weights");
   if ("modelWeights" in optimizerOptions(options(), 10)) throw new Error("weights null gave modelWeights");
+  // Models the weights do not name weigh 1, as with equal weights.
+  expectEqual(
+    optimizerOptions(options({ weights: { gpt2: 0.8 } }), 10).modelWeights,
+    { bert: 1, gpt2: 0.8, roberta: 1 },
+    "partial weights",
+  );
   // independent: plain AdamW per model, whatever the mechanisms say.
   const alone = optimizerOptions(options({ independent: true, weights, alignInit: true, sharing: 0.5 }), 10);
   expectEqual(
@@ -140,6 +146,12 @@ Deno.test("run options at their boundaries are accepted, and past them refused n
     [{ vocabSize: 260 }, "vocab must be an integer >= 261 (256 bytes and 5 special tokens), got 260"],
     [{ steps: 0 }, "steps must be a positive integer, got 0"],
     [{ evalEvery: 0 }, "eval-every must be a positive integer, got 0"],
+    [{ independent: true, weights: { bert: 2 } }, "independent trains each model alone; it excludes weights"],
+    [{ independent: true, alignInit: true }, "independent trains each model alone; it excludes align-init"],
+    [
+      { shuffledLabels: ["gpt2"], task: "ner" },
+      "shuffled-labels needs a classification task (sentiment, spam), not ner",
+    ],
   ];
   for (const [overrides, expected] of refused) {
     let message = "";

@@ -172,11 +172,24 @@ Deno.test("bad options are errors naming the option", async () => {
     [{ distill: 1, task: "lm" }, "train: distill is not defined for lm"],
     [{ weights: { t5: 1 } }, 'train: weights name "t5", which is not a model'],
     [{ batchSize: 0 }, "train: batch must be a positive integer, got 0"],
+    [{ out: "" }, "train: options.out names no folder for the run"],
   ];
   for (const [overrides, expected] of cases) {
     let message = "";
     await run(tiny("sentiment", overrides)).catch((e: Error) => (message = e.message));
     if (!message.startsWith(expected)) throw new Error(`expected "${expected}", got "${message}"`);
+  }
+});
+
+Deno.test("a new run that cannot start leaves no run folder behind, so its --out can be used again", async () => {
+  const options = tiny("sentiment", { weights: { bert: -1 } });
+  let message = "";
+  await run(options).catch((e: Error) => (message = e.message));
+  if (!message.includes('the weight of model "bert" must be a positive number')) throw new Error(message);
+  if (await Deno.stat(options.out).then(() => true, () => false)) {
+    throw new Error(
+      `${options.out} is still there: ${[...Deno.readDirSync(options.out)].map((e) => e.name)}`,
+    );
   }
 });
 
@@ -199,6 +212,24 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
       "train: --resume continues the run with its own options; --steps cannot change them (try --help)",
     ],
     [["--models", "t5"], 'train: --models: cannot read "t5"'],
+    [
+      ["--models", "bert:0x2"],
+      'train: --models: "bert:0x2": the hidden size and the layer count must be positive integers',
+    ],
+    [["--weights", "bert=1,bert=2"], 'train: --weights names "bert" twice'],
+    [
+      ["--independent", "--sync", "0.5", "--adaptive", "off"],
+      "train: --independent trains each model alone; it excludes --sync, --adaptive",
+    ],
+    [
+      ["--shuffled-labels", "gpt2", "--task", "ner"],
+      "train: shuffled-labels needs a classification task (sentiment, spam), not ner",
+    ],
+    [
+      ["--from", "runs/any", "--hidden", "32"],
+      "train: --from loads every model with the sizes, dropout and tokenizer it was saved with; --hidden would " +
+      "change none",
+    ],
   ];
   for (const [args, expected] of cases) {
     const output = await new Deno.Command(Deno.execPath(), {

@@ -112,7 +112,12 @@ const spec = {
       value: "on|off",
       description: "convergence-aware learning-rate multipliers",
     },
-    weights: { type: "string", default: "equal", value: "name=w,...", description: "per-model weights" },
+    weights: {
+      type: "string",
+      default: "equal",
+      value: "name=w,...",
+      description: "per-model weights (models not named weigh 1)",
+    },
     "align-init": {
       type: "boolean",
       default: false,
@@ -252,6 +257,15 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   options.clip = flags.clip === "off" ? null : positiveNumber("clip", flags.clip);
   options.distill = positiveNumber("distill", flags.distill, true);
   options.independent = flags.independent;
+  const mechanisms = (["sharing", "sync", "adaptive"] as const).filter((name) =>
+    flags[name] !== spec.flags[name].default
+  );
+  if (flags.independent && mechanisms.length > 0) {
+    exitWithUsageError(
+      NAME,
+      `--independent trains each model alone; it excludes --${mechanisms.join(", --")}`,
+    );
+  }
   if (flags["shuffled-labels"] !== "none") options.shuffledLabels = flags["shuffled-labels"].split(",");
   options.quiet = flags.quiet;
   options.limit = flags.limit === "none" ? null : positiveInteger(NAME, "limit", flags.limit);
@@ -262,6 +276,7 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
       if (!name || value === undefined) {
         exitWithUsageError(NAME, `--weights: cannot read "${entry}"; expected name=weight`);
       }
+      if (name in options.weights) exitWithUsageError(NAME, `--weights names "${name}" twice`);
       options.weights[name] = positiveNumber("weights", value);
     }
   }
@@ -274,6 +289,20 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
         }),
       )
       : { "*": flags.from };
+  }
+  const loaded = options.models.filter((m) => "*" in options.from || m.name in options.from);
+  if (loaded.length === options.models.length) {
+    const sizes = (["hidden", "layers", "heads", "vocab", "dropout"] as const)
+      .filter((flag) => flags[flag] !== spec.flags[flag].default).map((flag) => `--${flag}`);
+    if (flags.models.includes(":")) sizes.push("--models sizes");
+    if (sizes.length > 0) {
+      exitWithUsageError(
+        NAME,
+        `--from loads every model with the sizes, dropout and tokenizer it was saved with; ${
+          sizes[0]
+        } would change none`,
+      );
+    }
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
   options.out = flags.out === spec.flags.out.default ? `runs/${stamp}-${task}` : flags.out;

@@ -42,16 +42,24 @@ export async function train(
   resume?: string,
 ): Promise<TrainResult> {
   checkTrainOptions(options);
+  if (!resume && !options.out) throw new Error("train: options.out names no folder for the run");
   const started = performance.now();
   const write = (text: string) => Deno.stderr.writeSync(new TextEncoder().encode(text));
   const run = await prepareRun(options, hooks.info ?? ((line) => write(`${line}\n`)), resume);
   const { runner, models, folder } = run;
   const settings = run.options;
   const names = Object.keys(models);
-  const session = await TrainingSession.open(
-    run,
-    resume ? (optimizers) => folder.restore(optimizers, models) : undefined,
-  );
+  let session: TrainingSession;
+  try {
+    session = await TrainingSession.open(
+      run,
+      resume ? (optimizers) => folder.restore(optimizers, models) : undefined,
+    );
+  } catch (error) {
+    // A new run that could not start (its optimizer refused) has nothing to resume: its folder goes.
+    if (!resume) await folder.discard();
+    throw error;
+  }
   const { stepsPerEpoch, totalSteps } = session;
   const startStep = session.step;
   const progress = createProgress({

@@ -85,7 +85,12 @@ export function optimizerOptions(options: TrainOptions, updates: number): Optimi
     parameterSync: options.independent || options.sync === false ? false : { ratio: options.sync },
     adaptiveLr: options.independent || !options.adaptive ? false : {},
     alignInitialization: !options.independent && options.alignInit,
-    ...(options.weights && !options.independent ? { modelWeights: options.weights } : {}),
+    // Models the weights do not name weigh 1, as "equal" weighs every model.
+    ...(options.weights && !options.independent
+      ? {
+        modelWeights: Object.fromEntries(options.models.map((m) => [m.name, options.weights![m.name] ?? 1])),
+      }
+      : {}),
   };
 }
 

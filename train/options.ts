@@ -156,6 +156,9 @@ export function parseModels(
       );
     }
     const [, givenName, family, hidden, layers] = match;
+    if (Number(hidden) === 0 || Number(layers) === 0) {
+      throw new Error(`--models: "${raw}": the hidden size and the layer count must be positive integers`);
+    }
     const hiddenSize = hidden ? Number(hidden) : defaults.hiddenSize;
     const repeats = specs.filter((s) => s.family === family).length;
     specs.push({
@@ -265,6 +268,11 @@ export function checkTrainOptions(o: TrainOptions): void {
     fail("distill is not defined for lm: causal and masked models predict different tokens");
   }
   if (o.independent && (o.distill > 0)) fail("independent trains each model alone; it excludes distill");
+  if (o.independent && o.weights) fail("independent trains each model alone; it excludes weights");
+  if (o.independent && o.alignInit) fail("independent trains each model alone; it excludes align-init");
+  if (o.shuffledLabels.length > 0 && o.task !== "sentiment" && o.task !== "spam") {
+    fail(`shuffled-labels needs a classification task (sentiment, spam), not ${o.task}`);
+  }
   for (const name of Object.keys(o.weights ?? {})) {
     if (!o.models.some((m) => m.name === name)) fail(`weights name "${name}", which is not a model`);
   }

@@ -72,6 +72,18 @@ export class RunFolder {
     return new RunFolder(path, { ...json.options, out: path }, json);
   }
 
+  /**
+   * Removes the files {@linkcode RunFolder.create} and the tokenizers wrote, and the folder if that
+   * empties it: for a new run that failed before it could train, so that its `--out` can be used
+   * again. Other files in the folder stay.
+   */
+  async discard(): Promise<void> {
+    for (const name of ["config.json", "metrics.jsonl", "tokenizer.json", "tokenizers"]) {
+      await Deno.remove(`${this.path}/${name}`, { recursive: true }).catch(() => {});
+    }
+    await Deno.remove(this.path).catch(() => {});
+  }
+
   /** Appends logged training steps to metrics.jsonl. */
   async appendSteps(lines: readonly StepLine[]): Promise<void> {
     await this.#append(lines.map((l) => ({ type: "step", ...l })));
