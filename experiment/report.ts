@@ -396,7 +396,7 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
     "# Results: joint vs independent training",
     "",
     `Built from the ${runs.length} raw run lines in [results/runs.jsonl](results/runs.jsonl) (one JSON ` +
-    `object per finished run); ${code("deno task experiment --report")} rebuilds this page and its plots ` +
+    `object per finished run); ${code(`${meta.command} --report`)} rebuilds this page and its plots ` +
     "from them without training.",
     "",
     ...table(["", ""], [

@@ -144,3 +144,10 @@ Deno.test("every mutation of deno task mutants still finds its text exactly once
   }
   if (lost.length > 0) throw new Error(`mutations whose text is not found exactly once:\n${lost.join("\n")}`);
 });
+
+Deno.test("experiment --quick keeps its results in a folder of its own, away from the published docs/RESULTS.md", async () => {
+  const quick = await run("experiment", "--quick", "--report");
+  expectOneLine(quick, "experiment", 1, "runs/quick-experiment/results/runs.jsonl holds no runs");
+  const gpu = await run("experiment", "--preset", "gpu", "--report", "--results", "/tmp/no-such-results");
+  expectOneLine(gpu, "experiment", 1, "/tmp/no-such-results/results/runs.jsonl holds no runs");
+});

@@ -38,9 +38,10 @@ if (import.meta.main) {
       },
       results: {
         type: "string",
-        default: "docs",
+        default: "per preset",
         value: "folder",
-        description: "where RESULTS.md and results/ go",
+        description:
+          "where RESULTS.md and results/ go (docs; --preset gpu: docs/gpu; --quick: runs/quick-experiment)",
       },
     },
   });
@@ -48,11 +49,17 @@ if (import.meta.main) {
     exitWithUsageError(NAME, `unknown preset "${flags.preset}" (cpu, gpu)`);
   }
   const scale = SCALES[flags.quick ? "quick" : flags.preset];
-  const folder = flags.results;
-  const resultsFile = `${folder}/results/${scale.name === "cpu" ? "runs" : `runs-${scale.name}`}.jsonl`;
+  // Each scale has a folder of its own, so that a quick try never replaces the published results.
+  const defaultFolder: Record<string, string> = {
+    cpu: "docs",
+    gpu: "docs/gpu",
+    quick: "runs/quick-experiment",
+  };
+  const folder = flags.results === "per preset" ? defaultFolder[scale.name] : flags.results;
+  const resultsFile = `${folder}/results/runs.jsonl`;
   const command = `deno task experiment${
     flags.quick ? " --quick" : flags.preset === "gpu" ? " --preset gpu" : ""
-  }`;
+  }${flags.results === "per preset" ? "" : ` --results ${flags.results}`}`;
   const started = performance.now();
   let adapter = "";
   try {
