@@ -10,12 +10,23 @@
  * the logits is (p - q_j) w_r / sum_r w_r averaged over peers. Float64 reference:
  * `kernels/reference/distillation.ts`.
  *
+ * A faulted peer stays in its own model: a peer row that holds any NaN or infinite value contributes
+ * nothing, neither to the loss nor to the gradient (exactly 0 from that peer for that row, so a
+ * partner of a model whose parameters went non-finite keeps a finite gradient and keeps training).
+ * The sums keep their denominators: the row is still counted in sum_r w_r and the peer in the mean
+ * over peers, its term just being 0. The check runs on the GPU, without a readback: each peer row's
+ * non-finite values are counted (a bit test, as WGSL may assume no NaN or Inf), the peer's
+ * non-finite values are replaced by 0 (a `select`, since NaN * 0 is NaN) and the rows that held any
+ * are zeroed, so q_j is finite, and those rows' KL terms are multiplied by 0. Rows of a finite peer
+ * are multiplied by 1, which changes no bit of the loss or the gradient.
+ *
  * @module
  */
 import { formatShape, sameShape } from "../engine/shape.ts";
-import { noGrad, type Tensor } from "../engine/tensor.ts";
+import { noGrad, type Tensor, tidy } from "../engine/tensor.ts";
 import { softCrossEntropy } from "./cross_entropy.ts";
-import { add, mul, scale, sub } from "./elementwise.ts";
+import { add, fused, mul, scale } from "./elementwise.ts";
+import { binary, unary } from "./elementwise_ops.ts";
 import { mean, sum } from "./reduce.ts";
 import { softmax } from "./softmax.ts";
 
@@ -30,7 +41,8 @@ export interface DistillationOptions {
 
 /**
  * The mean over peers of the weighted mean over rows of KL(softmax(peer) || softmax(logits)), a
- * scalar whose gradient flows into `logits` only. `peers` have the logits' shape.
+ * scalar whose gradient flows into `logits` only. `peers` have the logits' shape. A peer row holding
+ * NaN or Inf adds 0 to the loss and exactly 0 to the gradient; the denominators are unchanged.
  */
 export function mutualDistillation(
   logits: Tensor,
@@ -55,16 +67,37 @@ export function mutualDistillation(
   }
   const flat = logits.reshape([rows, cols]);
   const terms = peers.map((peer) => {
-    const [targets, entropy] = noGrad(() => {
-      const peerRows = peer.detach().reshape([rows, cols]);
-      const q = softmax(peerRows);
-      return [q, softCrossEntropy(peerRows, q, { reduction: "none" })];
-    });
-    const divergence = sub(softCrossEntropy(flat, targets, { reduction: "none" }), entropy);
+    const [targets, entropy, finiteRows] = noGrad(() => tidy(() => finitePeerTargets(peer, rows, cols)));
+    // KL per row, times 1 where the peer row is finite and 0 where it was not: no gradient flows
+    // from such a row (its q is finite, so (p - q) * 0 is 0), and x * 1 leaves every other bit alone.
+    const divergence = fused(
+      [softCrossEntropy(flat, targets, { reduction: "none" }), entropy, finiteRows],
+      (crossEntropy, h, finite) => crossEntropy.sub(h).mul(finite),
+      "distillation_divergence",
+    );
     return weights
       ? scale(sum(mul(divergence, weights.weights.reshape([rows]))), 1 / weights.total)
       : mean(divergence);
   });
   const total = terms.reduce((s, t) => add(s, t));
   return terms.length === 1 ? total : scale(total, 1 / terms.length);
+}
+
+/**
+ * The peer's predictions q = softmax(peer) over [rows, cols], their entropies H(q) [rows] and a
+ * [rows] mask, 1 where the peer row is finite and 0 where it holds NaN or Inf; such a row is replaced
+ * by zeros before the softmax (uniform q, finite entropy), so that the caller's product with the
+ * mask is exactly 0. Finite rows pass through bit for bit (x * 1).
+ */
+function finitePeerTargets(peer: Tensor, rows: number, cols: number): [Tensor, Tensor, Tensor] {
+  const peerRows = peer.detach().reshape([rows, cols]);
+  const nonFinite = sum(fused([peerRows], (x) => binary("sub", 1, unary("is_finite", x)), "non_finite"), 1);
+  const finiteRows = fused([nonFinite], (count) => binary("sub", 1, unary("step", count)), "finite_rows");
+  const safe = fused(
+    [peerRows, finiteRows.reshape([rows, 1])],
+    (x, finite) => unary("finite_or_zero", x).mul(finite),
+    "finite_peer",
+  );
+  const q = softmax(safe);
+  return [q, softCrossEntropy(safe, q, { reduction: "none" }), finiteRows];
 }

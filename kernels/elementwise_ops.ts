@@ -64,13 +64,24 @@ export interface BinaryOp {
  * Unary operations of elementwise expressions. The union is written out because JSR requires public
  * types to be explicit; the compiler checks that it and {@linkcode UNARY_OPS} name the same ops.
  */
-export type Unary = MethodUnary | "gelu_erf" | "gelu_tanh" | "gelu_erf_grad" | "gelu_tanh_grad" | "step";
+export type Unary =
+  | MethodUnary
+  | "gelu_erf"
+  | "gelu_tanh"
+  | "gelu_erf_grad"
+  | "gelu_tanh_grad"
+  | "step"
+  | "is_finite"
+  | "finite_or_zero";
 /** The unary ops that are {@linkcode Expr} methods and exported functions (`method: true` in their records). */
 export type MethodUnary = "neg" | "exp" | "log" | "sqrt" | "tanh" | "sigmoid" | "relu";
 /** Binary operations of elementwise expressions; the compiler checks it against {@linkcode BINARY_OPS}. */
 export type Binary = "add" | "sub" | "mul" | "div";
 
-/** The unary ops, one record each; the *_grad ones and `step` are derivatives backward uses, not methods. */
+/**
+ * The unary ops, one record each; the *_grad ones and `step` are derivatives backward uses, and
+ * `is_finite` and `finite_or_zero` masks of non-finite values (distillation.ts), not methods.
+ */
 export const UNARY_OPS: {
   readonly [K in Unary]: UnaryOp & { readonly method: K extends MethodUnary ? true : false };
 } = {
@@ -148,7 +159,32 @@ export const UNARY_OPS: {
     reference: ref.step,
     method: false,
   },
+  /**
+   * 1 where x is finite, 0 where it is NaN or +-Inf. A bit test, not `x != x` or comparisons, which
+   * WGSL lets compilers fold (it may assume no NaN or Inf); no derivative (masks are built under noGrad).
+   */
+  is_finite: {
+    wgsl: (a) => `select(0.0, 1.0, ${finiteBits(a)})`,
+    derivative: null,
+    reference: ref.isFinite,
+    method: false,
+  },
+  /**
+   * x where it is finite, 0 where it is NaN or +-Inf (a `select`: multiplying by a 0 mask would keep a
+   * NaN, as NaN * 0 is NaN); the same bit test as `is_finite`, and no derivative.
+   */
+  finite_or_zero: {
+    wgsl: (a) => `select(0.0, ${a}, ${finiteBits(a)})`,
+    derivative: null,
+    reference: ref.finiteOrZero,
+    method: false,
+  },
 };
+
+/** WGSL true where the f32 `a` is finite: its exponent bits are not all ones (as optim/wgsl.ts's `finite`). */
+function finiteBits(a: string): string {
+  return `((bitcast<u32>(${a}) & 0x7f800000u) != 0x7f800000u)`;
+}
 
 /** The binary ops, one record each. */
 export const BINARY_OPS: { readonly [K in Binary]: BinaryOp } = {

@@ -1,6 +1,8 @@
 /**
  * Float64 reference of mutual distillation: the loss mean_j sum_r w_r KL(q_j,r || p_r) / sum_r w_r
- * over [rows, C] logits and its gradient with respect to the logits (peers held constant).
+ * over [rows, C] logits and its gradient with respect to the logits (peers held constant). A peer
+ * row holding NaN or an infinity contributes 0 to both (its row stays counted in sum_r w_r, the peer
+ * in the mean over peers).
  *
  * @module
  */
@@ -13,11 +15,17 @@ function softmaxRow(logits: ArrayLike<number>, cols: number, r: number): Float64
   return e.map((v) => v / total);
 }
 
+/** Whether row r of [rows, cols] values is finite throughout. */
+function finiteRow(values: ArrayLike<number>, cols: number, r: number): boolean {
+  for (let c = 0; c < cols; c++) if (!Number.isFinite(values[r * cols + c])) return false;
+  return true;
+}
+
 function rowWeights(rows: number, weights?: ArrayLike<number>): Float64Array {
   return Float64Array.from({ length: rows }, (_, r) => (weights ? weights[r] : 1));
 }
 
-/** The distillation loss of `logits` [rows, cols] towards `peers` (same shape). */
+/** The distillation loss of `logits` [rows, cols] towards `peers` (same shape); non-finite peer rows add 0. */
 export function distillationForward(
   logits: ArrayLike<number>,
   peers: readonly ArrayLike<number>[],
@@ -30,6 +38,7 @@ export function distillationForward(
   let loss = 0;
   for (const peer of peers) {
     for (let r = 0; r < rows; r++) {
+      if (!finiteRow(peer, cols, r)) continue;
       const p = softmaxRow(logits, cols, r);
       const q = softmaxRow(peer, cols, r);
       let kl = 0;
@@ -40,7 +49,7 @@ export function distillationForward(
   return loss / peers.length;
 }
 
-/** d loss / d logits: (softmax(logits) - softmax(peer)) w_r / sum w, averaged over peers. */
+/** d loss / d logits: (softmax(logits) - softmax(peer)) w_r / sum w, averaged over peers (0 from non-finite peer rows). */
 export function distillationBackward(
   logits: ArrayLike<number>,
   peers: readonly ArrayLike<number>[],
@@ -53,6 +62,7 @@ export function distillationBackward(
   const grad = new Float64Array(logits.length);
   for (const peer of peers) {
     for (let r = 0; r < rows; r++) {
+      if (!finiteRow(peer, cols, r)) continue;
       const p = softmaxRow(logits, cols, r);
       const q = softmaxRow(peer, cols, r);
       for (let c = 0; c < cols; c++) grad[r * cols + c] += ((p[c] - q[c]) * w[r]) / total / peers.length;

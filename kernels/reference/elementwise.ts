@@ -61,6 +61,12 @@ export const neg: ScalarOp = { f: (x) => -x, df: () => -1 };
 /** The unit step, 0 for x <= 0 and 1 otherwise, NaN included (relu's derivative); flat wherever it is differentiable. */
 export const step: ScalarOp = { f: (x) => (x <= 0 ? 0 : 1), df: () => 0 };
 
+/** 1 where x is finite, 0 where it is NaN or infinite (no derivative: it marks values, under noGrad). */
+export const isFinite: { readonly f: (x: number) => number } = { f: (x) => (Number.isFinite(x) ? 1 : 0) };
+
+/** x where it is finite, 0 where it is NaN or infinite (no derivative: it masks values, under noGrad). */
+export const finiteOrZero: { readonly f: (x: number) => number } = { f: (x) => (Number.isFinite(x) ? x : 0) };
+
 /** A function of two operands with its partial derivatives. */
 export interface BinaryScalarOp {
   /** f(a, b) */
