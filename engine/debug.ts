@@ -56,10 +56,23 @@ export function parseTimingOptions(spec: string): Set<keyof typeof TIMING_OPTION
   return options;
 }
 
+/** What was wrong with `MM_TIMING`: raised by initGpu, not at import, so that a command can print it as one line. */
+let timingError: Error | null = null;
+
 /** The options of `MM_TIMING`, read once. */
-export const timingOptions: ReadonlySet<keyof typeof TIMING_OPTIONS> = parseTimingOptions(
-  readEnv("MM_TIMING"),
-);
+export const timingOptions: ReadonlySet<keyof typeof TIMING_OPTIONS> = (() => {
+  try {
+    return parseTimingOptions(readEnv("MM_TIMING"));
+  } catch (error) {
+    timingError = error as Error;
+    return new Set();
+  }
+})();
+
+/** Throws the error `MM_TIMING` gave when it was read, if any (initGpu calls it). */
+export function checkTimingEnvironment(): void {
+  if (timingError) throw timingError;
+}
 
 /** Prints one debug line (or block) to stderr, prefixed with "[mm] ". */
 export function debugLine(text: string): void {

@@ -4,7 +4,9 @@
  *
  * @module
  */
+import { checkTimingEnvironment } from "./debug.ts";
 import { formatBinary, poolStats } from "./pool.ts";
+import { checkKernelEnvironment } from "./variants.ts";
 
 /** What kernels need to know about the hardware to choose their shapes. */
 export interface DeviceProfile {
@@ -58,7 +60,12 @@ let current: Gpu | undefined;
  * Throws {@linkcode NoAdapterError} when `requestAdapter()` finds nothing.
  */
 export function initGpu(): Promise<Gpu> {
-  opened ??= openDevice();
+  opened ??= (async () => {
+    // Environment settings that could not be read fail here, once, rather than at import.
+    checkKernelEnvironment();
+    checkTimingEnvironment();
+    return await openDevice();
+  })();
   return opened;
 }
 

@@ -124,6 +124,9 @@ function acceptedNames(): string {
   ).join(", ");
 }
 
+/** What was wrong with `MM_KERNELS`: raised by initGpu, not at import, so that a command can print it as one line. */
+let environmentError: Error | null = null;
+
 function readEnvironment(): Choices {
   let spec: string | undefined;
   try {
@@ -132,10 +135,20 @@ function readEnvironment(): Choices {
   } catch {
     return {};
   }
-  return parseKernelChoices(spec ?? "");
+  try {
+    return parseKernelChoices(spec ?? "");
+  } catch (error) {
+    environmentError = error as Error;
+    return {};
+  }
 }
 
 let choices: Choices = readEnvironment();
+
+/** Throws the error `MM_KERNELS` gave when it was read, if any (initGpu calls it). */
+export function checkKernelEnvironment(): void {
+  if (environmentError) throw environmentError;
+}
 
 /**
  * The variant of `family` to run: the one `MM_KERNELS` or {@linkcode withKernels} names, otherwise

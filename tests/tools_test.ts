@@ -25,10 +25,15 @@ interface Result {
 
 /** Runs `tools/<command>.ts` with the permissions its `deno task` grants. */
 async function run(command: string, ...args: string[]): Promise<Result> {
+  return await runWith({}, command, ...args);
+}
+
+/** {@linkcode run} with more environment variables. */
+async function runWith(env: Record<string, string>, command: string, ...args: string[]): Promise<Result> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-read", "--allow-env", `tools/${command}.ts`, ...args],
     cwd: root,
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -150,4 +155,19 @@ Deno.test("experiment --quick keeps its results in a folder of its own, away fro
   expectOneLine(quick, "experiment", 1, "runs/quick-experiment/results/runs.jsonl holds no runs");
   const gpu = await run("experiment", "--preset", "gpu", "--report", "--results", "/tmp/no-such-results");
   expectOneLine(gpu, "experiment", 1, "/tmp/no-such-results/results/runs.jsonl holds no runs");
+});
+
+Deno.test("an MM_KERNELS or MM_TIMING that cannot be read is one line and exit 1 when the GPU opens", async () => {
+  for (
+    const [env, fragment] of [
+      [{ MM_KERNELS: "matmul:foo" }, 'MM_KERNELS: unknown variant "foo" of matmul'],
+      [{ MM_TIMING: "bogus" }, 'MM_TIMING: unknown option "bogus"'],
+    ] as const
+  ) {
+    const result = await runWith(env, "demo", "--steps", "1");
+    const lines = result.stderr.trimEnd().split("\n");
+    if (result.code !== 1 || lines.length !== 1 || !lines[0].startsWith(fragment)) {
+      throw new Error(`${JSON.stringify(env)}: exit ${result.code}, stderr ${JSON.stringify(result.stderr)}`);
+    }
+  }
 });

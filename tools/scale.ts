@@ -231,7 +231,13 @@ async function main(): Promise<void> {
   if (flags.small) Deno.exit(agreed ? 0 : 1);
   const limits: Limits = maxBuffer > 0 ? { maxBufferBytes: maxBuffer } : {};
   if (maxBuffer > 0) console.log(`full size with maxBufferSize lowered to ${formatBinary(maxBuffer)}`);
-  const agreedAndTrained = await withLimits(limits, () => fullSize(steps, batch, length));
+  let agreedAndTrained = false;
+  try {
+    agreedAndTrained = await withLimits(limits, () => fullSize(steps, batch, length));
+  } catch (error) {
+    // A buffer limit below the models' largest tensor, or the memory budget: one line, no stack trace.
+    console.error(`scale: ${(error as Error).message}`);
+  }
   Deno.exit(agreed && agreedAndTrained ? 0 : 1);
 }
 
