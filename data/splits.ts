@@ -33,6 +33,59 @@ export function splitOfKey(key: string): SplitName {
 export const HASH_SPLIT_RULE =
   "FNV-1a 32-bit hash of the key mod 10: 0 -> test, 1 -> validation, 2-9 -> train";
 
+/** Words per shingle of {@linkcode NearDuplicateKeys}. */
+const SHINGLE_WORDS = 8;
+
+/** The Jaccard similarity of two texts' shingles from which {@linkcode NearDuplicateKeys} calls them near-duplicates. */
+export const NEAR_DUPLICATE_JACCARD = 0.8;
+
+/**
+ * Split keys that keep near-duplicate texts in one split: texts whose shingles (hashes of every run
+ * of 8 lower-cased words) overlap with a Jaccard similarity of at least {@linkcode NEAR_DUPLICATE_JACCARD}
+ * are near-duplicates, near-duplicates of near-duplicates join them, and every text of such a group
+ * gets the group's first text as its key, so the variants of one message (a spam campaign's copies
+ * that differ in the subject or a random tag) never straddle two splits.
+ */
+export function nearDuplicateKeys(texts: readonly string[]): string[] {
+  const shingles = texts.map(shingleSet);
+  const holders = new Map<number, number[]>();
+  shingles.forEach((set, i) => {
+    for (const shingle of set) {
+      const list = holders.get(shingle);
+      if (list) list.push(i);
+      else holders.set(shingle, [i]);
+    }
+  });
+  // Union-find whose root is always a group's first text.
+  const parent = texts.map((_, i) => i);
+  const root = (i: number): number => parent[i] === i ? i : (parent[i] = root(parent[i]));
+  shingles.forEach((set, i) => {
+    const shared = new Map<number, number>();
+    for (const shingle of set) {
+      for (const other of holders.get(shingle)!) {
+        if (other < i) shared.set(other, (shared.get(other) ?? 0) + 1);
+      }
+    }
+    for (const [other, count] of shared) {
+      if (count / (set.size + shingles[other].size - count) < NEAR_DUPLICATE_JACCARD) continue;
+      const [a, b] = [root(i), root(other)];
+      parent[Math.max(a, b)] = Math.min(a, b);
+    }
+  });
+  return texts.map((_, i) => texts[root(i)]);
+}
+
+/** Hashes of every run of {@linkcode SHINGLE_WORDS} lower-cased words (of all of them in a shorter text). */
+function shingleSet(text: string): Set<number> {
+  const words = text.toLowerCase().split(/\s+/).filter((w) => w !== "");
+  const shingles = new Set<number>();
+  for (let i = 0; i + SHINGLE_WORDS <= words.length; i++) {
+    shingles.add(fnv1a(words.slice(i, i + SHINGLE_WORDS).join(" ")));
+  }
+  if (words.length < SHINGLE_WORDS) shingles.add(fnv1a(words.join(" ")));
+  return shingles;
+}
+
 /**
  * `count` items spread evenly over `items` (those at floor(i * length / count)), in order; all of them
  * when `count` is at least their number. Splits list examples in reading order, and a corpus read in

@@ -3,12 +3,13 @@
  * deterministic and a limit gives their prefixes; spam keeps only the Subject and the decoded body and
  * survives malformed mail; NER is well-formed BIO; cloze answers sit in their contexts.
  */
+import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { brownDocuments, brownSplit, NER_LABELS, POS_LABELS, universalTag } from "../data/brown.ts";
 import { CLOZE_BLANK, type Dataset, TASK_NAMES, type TaskName } from "../data/datasets.ts";
 import { loadDataset } from "../data/load.ts";
 import { decodeEncodedWords, MACHINE_HEADER, messageText } from "../data/mime.ts";
 import { BROWN_PACKAGE, readPackageJson, readPackageText } from "../data/packages.ts";
-import { evenlySpaced, fnv1a } from "../data/splits.ts";
+import { evenlySpaced, fnv1a, nearDuplicateKeys } from "../data/splits.ts";
 
 function expect(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -64,11 +65,11 @@ Deno.test("every task loads with a limit: that many examples per split, a source
 Deno.test("full data sets have the documented split sizes", async () => {
   const expected: Record<TaskName, number[]> = {
     sentiment: [2366, 310, 306],
-    spam: [4716, 599, 595],
+    spam: [4722, 593, 595],
     ner: [46558, 6038, 4744],
     pos: [46558, 6038, 4744],
     qa: [8191, 1091, 733],
-    lm: [3264, 466, 329],
+    lm: [5888, 831, 560],
   };
   for (const task of TASK_NAMES) {
     const dataset = await loadFull(task);
@@ -283,4 +284,31 @@ Deno.test("a missing or changed package is an error naming it", async () => {
 
 Deno.test("the split hash is FNV-1a", () => {
   expect(fnv1a("") === 0x811c9dc5 && fnv1a("a") === 0xe40c292c, "FNV-1a test vectors");
+});
+
+Deno.test("near-duplicate texts share a split key, through chains of them, and others keep their own", () => {
+  const body = "Dear friend, we offer the best prices on printer ink and toner cartridges this week only, " +
+    "order now and save up to eighty percent on every brand, with free shipping to every address in the " +
+    "country and a money back guarantee if you are not fully satisfied with the quality of our products";
+  const texts = [
+    `Save on ink ${body}`,
+    "a completely different message about the weekly team meeting and its agenda for friday afternoon",
+    `YOUR INK DEALS ..4658 ${body}`,
+    `${body} reference 1948`,
+    "short one",
+    "short one!",
+  ];
+  const keys = nearDuplicateKeys(texts);
+  // Texts 2 and 3 differ from text 0 only in a subject or a tag: they take its key.
+  strictEqual(keys[2], texts[0]);
+  strictEqual(keys[3], texts[0]);
+  strictEqual(keys[1], texts[1]);
+  // Texts shorter than a shingle are near-duplicates only when their words are equal.
+  strictEqual(keys[4], texts[4]);
+  strictEqual(keys[5], texts[5]);
+  // A chain: c is near b, b near a, c not near a: all three share a's key.
+  const words = (from: number, to: number) =>
+    Array.from({ length: to - from }, (_, i) => `w${from + i}`).join(" ");
+  const chain = nearDuplicateKeys([words(0, 100), words(10, 110), words(20, 120), words(500, 600)]);
+  deepStrictEqual(chain, [words(0, 100), words(0, 100), words(0, 100), words(500, 600)]);
 });
