@@ -136,11 +136,24 @@ function checkTensors<T extends { readonly shape: readonly number[] }>(
   // Without allowNewHead a tied copy is still no error (a bare model loads an LM's file), as before.
   const strictUnexpected = ignored.filter((name) => !TIED_NAMES.test(name));
   if (!options.allowNewHead) { for (const name of strictUnexpected) found.set(name, tensors.get(name)!); }
+  const headMissing = !options.allowNewHead &&
+    infos.some((p) =>
+      p.site.startsWith("head") && !found.has(p.name) && !mismatched.some((m) => m.name === p.name)
+    );
   checkTensorSet(source, expected, found, {
     allowMissing: options.allowNewHead ? [...expected.keys()] : mismatched.map((m) => m.name),
-    note: mismatched.length > 0 && !options.ignoreMismatchedSizes
-      ? "ignoreMismatchedSizes re-initialises tensors whose shape differs (Hugging Face's ignore_mismatched_sizes)"
-      : undefined,
+    notes: [
+      ...(mismatched.length > 0 && !options.ignoreMismatchedSizes
+        ? [
+          "ignoreMismatchedSizes re-initialises tensors whose shape differs (Hugging Face's ignore_mismatched_sizes)",
+        ]
+        : []),
+      ...(headMissing
+        ? [
+          "allowNewHead initialises a head the file does not hold (Hugging Face's from_pretrained does, with a warning)",
+        ]
+        : []),
+    ],
   });
   if (options.allowNewHead && !infos.some((p) => !p.site.startsWith("head") && found.has(p.name))) {
     throw new Error(

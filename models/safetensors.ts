@@ -214,8 +214,8 @@ export interface TensorSetOptions {
   allowMissing?: string[];
   /** Whether a name that is not expected may be present (e.g. buffers a model does not load). */
   allowUnexpected?: (name: string) => boolean;
-  /** A last line for the error when a shape is wrong (how to accept it, say). */
-  note?: string;
+  /** Last lines for the error (how to accept what it found, say). */
+  notes?: readonly string[];
 }
 
 /**
@@ -256,7 +256,7 @@ export function checkTensorSet(
     ...missing,
     ...unexpected,
     ...wrongShape,
-    ...(wrongShape.length > 0 && options.note ? [options.note] : []),
+    ...(options.notes ?? []),
   ];
   throw fileError(source, lines.join("\n"));
 }

@@ -159,6 +159,14 @@ Deno.test("mutual distillation and independent training run and learn", async ()
         throw new Error(`${JSON.stringify(overrides)} ${model}: the loss did not fall`);
       }
     }
+    if (overrides.independent) {
+      // Its checkpoint holds a folder per optimizer; a joint run can start from it.
+      const next = await run(tiny("sentiment", { epochs: 1, from: { "*": result.folder } }));
+      const before = lines.at(-1)!.models.bert.loss;
+      const after = (await stepLines(next.folder))[0].models.bert.loss;
+      if (!(after < before + 0.05)) throw new Error(`--from an independent run: ${before} then ${after}`);
+      await Deno.remove(next.folder, { recursive: true });
+    }
     await Deno.remove(result.folder, { recursive: true });
   }
 });
@@ -280,6 +288,28 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   if (!(after < before + 0.05)) {
     throw new Error(`a continued run starts from scratch: ${before} then ${after}`);
   }
+  // Mistakes in --from name what to do.
+  const refusal = async (overrides: Partial<TrainOptions>) => {
+    let message = "";
+    await run(tiny("sentiment", { epochs: 1, ...overrides })).catch((e: Error) => (message = e.message));
+    return message;
+  };
+  const modelFolder = `${first.folder}/checkpoints/step-3/models/bert`;
+  const noName = await refusal({ from: { "*": modelFolder } });
+  if (
+    !noName.includes(`a model's folder, not a run's: name the model it starts, --from bert=${modelFolder}`)
+  ) {
+    throw new Error(noName);
+  }
+  const noTokenizer = await refusal({ from: { bert: modelFolder } });
+  if (!noTokenizer.includes("no tokenizer.json in the folder (a run's checkpoints keep theirs")) {
+    throw new Error(noTokenizer);
+  }
+  const unknown = await refusal({ models: parseModels("x=bert", TINY), from: { "*": first.folder } });
+  if (!unknown.includes(`holds no model "x"`)) throw new Error(unknown);
+  // Another task from the same run: the sentiment classifier [2, H] becomes a new tagger [3, H].
+  const tagging = await run(tiny("ner", { epochs: 1, limit: 8, from: { "*": first.folder } }));
+  await Deno.remove(tagging.folder, { recursive: true });
   // A Hugging Face folder: the first run's GPT-2 with its tokenizer, for one model of a new run.
   const folder = `${first.folder}/checkpoints/step-3/models/gpt2`;
   await Deno.copyFile(`${first.folder}/tokenizer.json`, `${folder}/tokenizer.json`);

@@ -226,6 +226,17 @@ function checkpointFolder(run: string, step: number): string {
   return `${run}/checkpoints/step-${step}`;
 }
 
+/**
+ * The Hugging Face folder of model `name` in a checkpoint: `models/<name>`, or `<name>/models/<name>`
+ * where each model had an optimizer of its own (`--independent`); null when it holds no such model.
+ */
+export async function checkpointModel(checkpoint: string, name: string): Promise<string | null> {
+  for (const folder of [`${checkpoint}/models/${name}`, `${checkpoint}/${name}/models/${name}`]) {
+    if (await Deno.stat(`${folder}/config.json`).then(() => true, () => false)) return folder;
+  }
+  return null;
+}
+
 /** The latest complete checkpoint of a run, from its state.json. */
 async function readState(run: string): Promise<RunState> {
   try {

@@ -18,7 +18,7 @@ import type { TransformerModel } from "../models/model.ts";
 import { checkoutCommit } from "./checkout.ts";
 import { headFor, modelSeed } from "./models.ts";
 import type { ModelSpec, TrainOptions } from "./options.ts";
-import { latestCheckpoint, type RunFacts, RunFolder } from "./run.ts";
+import { checkpointModel, latestCheckpoint, type RunFacts, RunFolder } from "./run.ts";
 import { type PreparedSession, prepareSession } from "./session.ts";
 
 /** A run ready to train: options, data and batches, models, tokenizers, folder. */
@@ -61,21 +61,44 @@ export async function prepareRun(
       : null;
     if (own && (await exists(own))) tokenizers[spec.name] = await readTokenizer(own);
     else if (folder && !opened) {
-      throw new Error(`--from ${spec.name}=${folder}: no tokenizer.json in the folder`);
+      throw new Error(
+        `--from ${spec.name}=${folder}: no tokenizer.json in the folder (a run's checkpoints keep theirs in ` +
+          "the run's folder: start from the run with --from RUN, or copy its tokenizer.json beside config.json)",
+      );
+    }
+  }
+  if (earlierRun && !opened && !(await exists(`${earlierRun}/state.json`))) {
+    if (await exists(`${earlierRun}/config.json`) && !(await exists(`${earlierRun}/metrics.jsonl`))) {
+      throw new Error(
+        `--from ${earlierRun}: a model's folder, not a run's: name the model it starts, --from bert=${earlierRun}`,
+      );
     }
   }
   const checkpoint = earlierRun && !opened ? await latestCheckpoint(earlierRun) : null;
+  // The folders of the models that start from a checkpoint (the earlier run's, or the resumed run's own).
+  const resumed = opened ? await latestCheckpoint(opened.path) : null;
+  const checkpointModels = new Map<string, string>();
+  for (const spec of options.models) {
+    const loaded = (options.from[spec.name] ?? options.from["*"]) !== undefined;
+    const from = resumed ? (loaded ? resumed : null) : options.from[spec.name] ? null : checkpoint;
+    if (!from) continue;
+    const folder = await checkpointModel(from, spec.name);
+    if (!folder) {
+      throw new Error(
+        `${
+          opened ? `--resume ${opened.path}` : `--from ${earlierRun}`
+        }: the checkpoint ${from} holds no model "${spec.name}"`,
+      );
+    }
+    checkpointModels.set(spec.name, folder);
+  }
   // Resuming, a model that came from a folder is rebuilt from the run's own latest checkpoint, whose
   // config.json holds the architecture (and dropout) actually loaded; restoring then sets its values.
-  const resumed = opened ? await latestCheckpoint(opened.path) : null;
   const prepared = await prepareSession(options, dataset, {
     tokenizers,
     shared,
     loadModel: (spec, index) => {
-      const loaded = (options.from[spec.name] ?? options.from["*"]) !== undefined;
-      const folder = resumed
-        ? (loaded ? `${resumed}/models/${spec.name}` : null)
-        : options.from[spec.name] ?? (checkpoint ? `${checkpoint}/models/${spec.name}` : null);
+      const folder = checkpointModels.get(spec.name) ?? (opened ? null : options.from[spec.name] ?? null);
       return folder
         ? loadModel(spec, folder, options.task, dataset.labels.length, modelSeed(options.seed, index))
         : Promise.resolve(null);
@@ -117,7 +140,10 @@ async function loadModel(
     seed,
     task: headFor(task, spec.family),
     numLabels: Math.max(1, numLabels),
+    // Starting another task, the head is new: a classifier of another label count is re-initialised,
+    // as Hugging Face's ignore_mismatched_sizes does (the body's shapes follow the folder's config).
     allowNewHead: true,
+    ignoreMismatchedSizes: true,
   });
   if (model.config.family !== spec.family) {
     model.dispose();
