@@ -181,6 +181,11 @@ export class MultiModelOptimizer {
 
   /** Moves every model's parameters into one arena and prepares the state; see {@linkcode OptimizerOptions}. */
   constructor(options: MultiModelOptimizerOptions) {
+    if (Array.isArray(options.models)) {
+      throw new Error(
+        "MultiModelOptimizer: models must be an object of models by name, e.g. { bert, gpt2 }, not an array",
+      );
+    }
     const sets = Object.values(options.models ?? {}).map((m) => m?.parameterSet);
     this.modelNames = Object.keys(options.models ?? {});
     this.#models = { ...options.models };

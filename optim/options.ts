@@ -113,8 +113,43 @@ function check(condition: boolean, message: string): void {
   if (!condition) throw new Error(`MultiModelOptimizer: ${message}`);
 }
 
+/** The names each options object takes (a misspelt one would otherwise be ignored in silence). */
+const OPTION_NAMES: Record<string, readonly string[]> = {
+  options: [
+    "models",
+    "lr",
+    "betas",
+    "eps",
+    "weightDecay",
+    "amsgrad",
+    "modelWeights",
+    "gradientAccumulationSteps",
+    "clipGradNorm",
+    "schedule",
+    "gradientSharing",
+    "parameterSync",
+    "adaptiveLr",
+    "alignInitialization",
+  ],
+  schedule: ["warmupSteps", "totalSteps", "minRatio"],
+  gradientSharing: ["ratio", "every"],
+  parameterSync: ["ratio", "every"],
+  adaptiveLr: ["window", "min", "max", "smoothing"],
+};
+
+/** Throws naming a key of `value` that `names` lacks, and the accepted ones. */
+function checkNames(value: unknown, where: string, names: readonly string[]): void {
+  if (typeof value !== "object" || value === null) return;
+  const unknown = Object.keys(value).find((key) => !names.includes(key));
+  check(unknown === undefined, `unknown option ${where}"${unknown}"; accepted: ${names.join(", ")}`);
+}
+
 /** Fills in defaults and validates; errors name the option and the offending value. */
 export function resolveOptions(modelNames: readonly string[], options: OptimizerOptions): ResolvedOptions {
+  checkNames(options, "", OPTION_NAMES.options);
+  for (const nested of ["schedule", "gradientSharing", "parameterSync", "adaptiveLr"] as const) {
+    checkNames(options[nested], `${nested}.`, OPTION_NAMES[nested]);
+  }
   check(modelNames.length >= 1, "no models given");
   check(modelNames.length <= MAX_MODELS, `at most ${MAX_MODELS} models, got ${modelNames.length}`);
   const lr = options.lr ?? 1e-3;

@@ -347,6 +347,15 @@ Deno.test("values at and past each option's boundary are accepted or refused, na
       { modelWeights: { a: 1, b: Infinity } },
       'the weight of model "b" must be a positive number, got Infinity',
     ],
+    [
+      { weight_decay: 0.01 } as OptimizerOptions,
+      'unknown option "weight_decay"; accepted: models, lr, betas',
+    ],
+    [{ lR: 0.1 } as OptimizerOptions, 'unknown option "lR"; accepted: models, lr'],
+    [
+      { schedule: { warmup: 2, totalSteps: 10 } } as unknown as OptimizerOptions,
+      'unknown option schedule."warmup"; accepted: warmupSteps, totalSteps, minRatio',
+    ],
   ];
   for (const [options, expected] of refused) {
     let message = "";
@@ -361,5 +370,17 @@ Deno.test("values at and past each option's boundary are accepted or refused, na
     ) {
       throw new Error(`${JSON.stringify(options)}: expected "${expected}", got "${message}"`);
     }
+  }
+});
+
+Deno.test("models given as an array are refused: the optimizer names models by their keys", () => {
+  let message = "";
+  try {
+    new MultiModelOptimizer({ models: [] as unknown as Record<string, never> });
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (!message.startsWith("MultiModelOptimizer: models must be an object of models by name")) {
+    throw new Error(message);
   }
 });
