@@ -92,7 +92,12 @@ Deno.test("a missing or bad value, or a wrong number of arguments, is one line a
   expectOneLine(await run("demo", "--steps"), "demo", 2, "option --steps needs a value");
   expectOneLine(await run("describe", "bert", "--task"), "describe", 2, "option --task needs a value");
   expectOneLine(await run("describe", "bert", "--json=yes"), "describe", 2, "option --json takes no value");
-  expectOneLine(await run("describe"), "describe", 2, "missing <config.json | bert | gpt2 | roberta>");
+  expectOneLine(
+    await run("describe"),
+    "describe",
+    2,
+    "missing <config.json | folder | bert | gpt2 | roberta>",
+  );
   expectOneLine(await run("describe", "bert", "gpt2"), "describe", 2, 'unexpected argument "gpt2"');
   expectOneLine(await run("groups", "bert"), "groups", 2, 'unexpected argument "bert"');
   expectOneLine(await run("parity"), "parity", 2, "missing <folder>...");
@@ -116,6 +121,15 @@ Deno.test("describe and groups still print their metadata with valid flags", asy
   if (infos[0].name !== "transformer.wte.weight") throw new Error(`describe: first tensor ${infos[0].name}`);
   const memory = await run("describe", "gpt2", "--batch", "2", "--length", "16");
   if (!/activations \(batch 2 x 16\) +\d/.test(memory.stdout)) throw new Error(`describe: ${memory.stdout}`);
+  // A Hugging Face folder; the default length is cut to the fixture's 40 positions, a given one is checked.
+  const folder = await run("describe", "tests/fixtures/hf/bert");
+  if (!/activations \(batch 1 x 40\) +\d/.test(folder.stdout)) throw new Error(`describe: ${folder.stdout}`);
+  expectOneLine(
+    await run("describe", "tests/fixtures/hf/bert", "--length", "64"),
+    "describe",
+    2,
+    "--length 64 exceeds the model's 40 positions",
+  );
   expectOneLine(
     await run("describe", "gpt2", "--length", "0"),
     "describe",

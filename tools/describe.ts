@@ -1,5 +1,5 @@
 /**
- * `deno task describe <config.json | bert | gpt2 | roberta> [--task T] [--batch B] [--length T] [--json]`:
+ * `deno task describe <config.json | folder | bert | gpt2 | roberta> [--task T] [--batch B] [--length T] [--json]`:
  * prints the structural metadata of every parameter of a model (role, kind, site, layer, shape,
  * layout) - what the multi-model optimizer groups by - and the memory training it takes: bytes of
  * parameters, gradients, AdamW state and the activations of a B x T batch (models/memory.ts).
@@ -20,11 +20,16 @@ import { exitWithUsageError, parseCommand, positiveInteger } from "./args.ts";
 
 const FAMILIES = ["bert", "gpt2", "roberta"];
 
-/** Builds a model's metadata (no weights) from a family name or a Hugging Face config.json path. */
+/**
+ * Builds a model's metadata (no weights) from a family name, a Hugging Face config.json path, or a
+ * folder holding one.
+ */
 export async function describedModel(source: string, task: Task = "base"): Promise<TransformerModel> {
-  return FAMILIES.includes(source)
-    ? new TransformerModel(modelConfig(source as ModelFamily), { task, allocate: false })
-    : await modelFromConfigFile(source, { task, allocate: false });
+  if (FAMILIES.includes(source)) {
+    return new TransformerModel(modelConfig(source as ModelFamily), { task, allocate: false });
+  }
+  const isFolder = await Deno.stat(source).then((s) => s.isDirectory, () => false);
+  return await modelFromConfigFile(isFolder ? `${source}/config.json` : source, { task, allocate: false });
 }
 
 /** The memory lines of `describe`: what training the model takes at a batch of `batch` x `length` tokens. */
@@ -62,7 +67,7 @@ export function metadataTable(infos: readonly ParameterInfo[]): string {
 if (import.meta.main) {
   const { flags, positionals: [source] } = parseCommand({
     name: "describe",
-    operands: `<config.json | ${FAMILIES.join(" | ")}>`,
+    operands: `<config.json | folder | ${FAMILIES.join(" | ")}>`,
     positionals: [1, 1],
     summary:
       "Prints the structural metadata of every parameter of a model and the memory training it takes, " +
@@ -73,7 +78,7 @@ if (import.meta.main) {
         short: "t",
         value: "task",
         default: "base",
-        description: `the head to build: ${TASKS.join(", ")}`,
+        description: `the head to build: ${TASKS.join(", ")} (a head, not a train --task)`,
       },
       batch: {
         type: "string",
@@ -85,13 +90,13 @@ if (import.meta.main) {
         type: "string",
         value: "N",
         default: "128",
-        description: "tokens per sequence, for the memory estimate",
+        description: "tokens per sequence, for the memory estimate (at most the model's positions)",
       },
       json: { type: "boolean", default: false, description: "print the parameter metadata as JSON" },
     },
   });
   const batch = positiveInteger("describe", "batch", flags.batch);
-  const length = positiveInteger("describe", "length", flags.length);
+  let length = positiveInteger("describe", "length", flags.length);
   if (flags.json && (flags.batch !== "1" || flags.length !== "128")) {
     exitWithUsageError(
       "describe",
@@ -106,6 +111,8 @@ if (import.meta.main) {
     // unknown task, or a config.json that is missing or not a model configuration.
     exitWithUsageError("describe", (error as Error).message);
   }
+  // The default length is cut to a smaller model's positions; a length given is checked.
+  if (flags.length === "128") length = Math.min(length, model.config.maxPositions);
   if (length > model.config.maxPositions) {
     exitWithUsageError(
       "describe",
