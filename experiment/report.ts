@@ -70,6 +70,12 @@ function methodSection(): string[] {
     "- **Evaluation data.** Validation and test scores use the protocol's `evalLimit` examples of each split " +
     "(300 in the cpu preset), spread evenly over the split: Brown's splits list their files by genre and " +
     "Moby-Dick's by chapter, so a split's first examples would stand for one genre only.",
+    "- **Conditions.** Joint is the seed's whole system: gradient sharing, parameter sync, adaptive rates, " +
+    "aligned initialisation and the seed's model weights (bert 1.0, gpt2 0.8, roberta 1.2), which scale " +
+    "each model's rate by its weight over their mean; independent trains each model with plain AdamW at " +
+    "one rate. A difference between them therefore also holds those per-model rates; the " +
+    "`joint-no-weights` and `joint-no-adaptive` ablations take each away, and the placebo keeps them all " +
+    "while the partners of the model scored learn from permuted labels.",
     "- **Learning rate.** Each condition's rate is the one with the best mean validation score (mean over " +
     "the models and seeds) in the grid below; the later groups run at the rates the protocol derives from " +
     "it, which each table shows. Where a condition ran at several rates outside the grid, a table uses the " +
