@@ -21,6 +21,7 @@
  */
 export { type DeviceProfile, type Gpu, gpu, initGpu, NoAdapterError } from "./engine/device.ts";
 export {
+  type BackwardOptions,
   copyInto,
   copyOf,
   type DType,

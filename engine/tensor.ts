@@ -174,9 +174,14 @@ export class Tensor {
     return new Tensor(shape, this.dtype, this.storage, this.byteOffset);
   }
 
-  /** Runs reverse-mode autograd from this tensor, accumulating into `.grad` of every leaf that needs it. */
-  backward(grad?: Tensor): void {
-    backwardFrom(this, grad);
+  /**
+   * Runs reverse-mode autograd from this tensor, accumulating into `.grad` of every leaf that needs it.
+   * A graph goes through backward once, as PyTorch's does: a second backward through any of its ops
+   * throws (nothing is accumulated) unless the first passed `{ retainGraph: true }`. PyTorch refuses
+   * only ops that saved tensors for backward; this refuses every op, so a mistake never depends on which.
+   */
+  backward(grad?: Tensor, options: BackwardOptions = {}): void {
+    backwardFrom(this, grad, options.retainGraph ?? false);
   }
 
   /** Describes the tensor (not its values). */
@@ -194,6 +199,12 @@ function resolveShape(shape: readonly number[], size: number, t: Tensor): number
     throw new Error(`reshape: cannot view ${t.describe()} as ${formatShape(shape)}`);
   }
   return out;
+}
+
+/** Options of {@linkcode Tensor.backward}. */
+export interface BackwardOptions {
+  /** Keep the graph for another backward through it (PyTorch's `retain_graph`); false by default. */
+  retainGraph?: boolean;
 }
 
 /** Nested arrays of numbers, as accepted by {@linkcode tensor}. */
@@ -485,7 +496,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   }));
 }
 
-function backwardFrom(root: Tensor, seed?: Tensor): void {
+/** Ops whose backward has run without retainGraph: a graph's nodes are used once, as in PyTorch. */
+const consumed = new WeakSet<GradNode>();
+
+function backwardFrom(root: Tensor, seed: Tensor | undefined, retainGraph: boolean): void {
   if (!root.requiresGrad) throw new Error(`backward: ${root.describe()} does not require a gradient`);
   if (!seed && root.size !== 1) {
     throw new Error(`backward: ${root.describe()} is not a scalar; pass its gradient explicitly`);
@@ -494,6 +508,16 @@ function backwardFrom(root: Tensor, seed?: Tensor): void {
     throw new Error(`backward: gradient ${seed.describe()} does not match ${root.describe()}`);
   }
   const order = topologicalOrder(root);
+  const used = order.find((t) => t.node && consumed.has(t.node));
+  if (used) {
+    throw new Error(
+      `backward: the graph through ${
+        used.node!.op
+      } (${used.describe()}) has been through backward already; ` +
+        "pass { retainGraph: true } to the first backward to go through it again",
+    );
+  }
+  if (!retainGraph) { for (const t of order) if (t.node) consumed.add(t.node); }
   const grads = new Map<Tensor, Tensor>();
   noGrad(() => {
     grads.set(root, seed ? seed.reshape(root.shape) : full(root.shape, 1));

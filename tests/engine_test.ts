@@ -78,6 +78,41 @@ Deno.test("gradients accumulate across backward calls and over shared subexpress
   );
 });
 
+Deno.test("a graph goes through backward once, as in PyTorch, unless the first keeps it (retainGraph)", async () => {
+  const x = tensor([1, 2, 3], { requiresGrad: true, name: "x" });
+  const squares = mul(x, x);
+  const loss = sum(squares);
+  loss.backward();
+  const again = () => {
+    try {
+      loss.backward();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "";
+  };
+  const message = again();
+  if (!message.startsWith("backward: the graph through ") || !message.includes("{ retainGraph: true }")) {
+    throw new Error(message);
+  }
+  assertClose(await x.grad!.data(), [2, 4, 6], { atol: 0 }, "nothing added by the refused backward");
+  // A new op on an intermediate of the consumed graph leads back through its consumed ops.
+  if (
+    !(() => {
+      try {
+        sum(scale(squares, 2)).backward();
+      } catch {
+        return true;
+      }
+      return false;
+    })()
+  ) throw new Error("a backward through a consumed op was not refused");
+  const kept = sum(mul(x, x));
+  kept.backward(undefined, { retainGraph: true });
+  kept.backward();
+  assertClose(await x.grad!.data(), [6, 12, 18], { atol: 0 }, "retained once, then consumed");
+});
+
 Deno.test("detach is PyTorch's: same storage, no gradient history, disposed on its own", async () => {
   const x = tensor([1, 2, 3], { requiresGrad: true });
   const y = mul(x, x);
