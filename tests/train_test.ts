@@ -7,6 +7,7 @@ import { readSafetensors } from "../models/safetensors.ts";
 import { readAll } from "../engine/tensor.ts";
 import { train, type TrainResult } from "../train/loop.ts";
 import { prepareRun } from "../train/tasks.ts";
+import { RunFolder } from "../train/run.ts";
 import { checkoutCommit } from "../train/checkout.ts";
 import type { TaskName } from "../data/datasets.ts";
 import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
@@ -226,8 +227,8 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
     ],
     [["--weights", "bert=1,bert=2"], 'train: --weights names "bert" twice'],
     [
-      ["--independent", "--sync", "0.5", "--adaptive", "off"],
-      "train: --independent trains each model alone; it excludes --sync, --adaptive",
+      ["--independent", "--sync", "0.5", "--sharing", "off", "--adaptive", "off"],
+      "train: --independent trains each model alone; it excludes --sync",
     ],
     [
       ["--shuffled-labels", "gpt2", "--task", "ner"],
@@ -307,6 +308,22 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   }
   const unknown = await refusal({ models: parseModels("x=bert", TINY), from: { "*": first.folder } });
   if (!unknown.includes(`holds no model "x"`)) throw new Error(unknown);
+  // A head of another shape is re-initialised, but a body tensor that disagrees with its own config is refused.
+  const inconsistent = await Deno.makeTempDir({ prefix: "inconsistent-" });
+  for (const file of ["config.json", "model.safetensors"]) {
+    await Deno.copyFile(`${modelFolder}/${file}`, `${inconsistent}/${file}`);
+  }
+  await Deno.copyFile(`${first.folder}/tokenizer.json`, `${inconsistent}/tokenizer.json`);
+  const hf = JSON.parse(await Deno.readTextFile(`${inconsistent}/config.json`));
+  await Deno.writeTextFile(
+    `${inconsistent}/config.json`,
+    JSON.stringify({ ...hf, intermediate_size: hf.intermediate_size * 2 }),
+  );
+  const body = await refusal({ from: { bert: inconsistent } });
+  if (!body.includes(`model.safetensors holds "bert.encoder.layer.0.intermediate.dense.weight" as [`)) {
+    throw new Error(body);
+  }
+  await Deno.remove(inconsistent, { recursive: true });
   // Another task from the same run: the sentiment classifier [2, H] becomes a new tagger [3, H].
   const tagging = await run(tiny("ner", { epochs: 1, limit: 8, from: { "*": first.folder } }));
   await Deno.remove(tagging.folder, { recursive: true });
@@ -316,6 +333,15 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   const mixed = await run(tiny("sentiment", { epochs: 1, from: { gpt2: folder } }));
   const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();
   if (tokenizers.join() !== "bert.json,gpt2.json,roberta.json") throw new Error(`tokenizers: ${tokenizers}`);
+  // A run from that run takes each model's own tokenizer with its weights.
+  const fromMixed = await run(tiny("sentiment", { epochs: 1, from: { "*": mixed.folder } }));
+  for (const name of ["bert", "gpt2", "roberta"]) {
+    const [saved, used] = await Promise.all(
+      [mixed.folder, fromMixed.folder].map((f) => Deno.readTextFile(`${f}/tokenizers/${name}.json`)),
+    );
+    if (saved !== used) throw new Error(`--from a run with a tokenizer per model: ${name}'s differs`);
+  }
+  await Deno.remove(fromMixed.folder, { recursive: true });
   // Loaded for another task, the model gets a new head, initialised from the run's seed as a model built from scratch is.
   const loadedValues = async (seed: number) => {
     const prepared = await prepareRun(tiny("ner", { seed, from: { gpt2: folder } }), () => {});
@@ -381,4 +407,32 @@ Deno.test("a placebo partner trains on the same examples with their labels permu
   }
   for (const model of Object.values(models)) model.dispose();
   await Deno.remove(options.out, { recursive: true });
+});
+
+Deno.test("a resumed run keeps NaN figures as NaN, and a failed start removes only what the run wrote", async () => {
+  const out = await Deno.makeTempDir({ prefix: "run-folder-" });
+  const facts = { adapter: "test", versions: {}, counts: {}, started: "2026-12-01T00:00:00Z" };
+  const folder = await RunFolder.create({ ...tiny("sentiment"), out }, facts);
+  const metrics = { "bert": { loss: NaN, lr: 1e-3, lrMultiplier: 1, gradNorm: NaN, updates: 0, skipped: 1 } };
+  await folder.appendSteps([{ step: 2, steps: 2, seconds: 1, tokens: 8, models: metrics }]);
+  await folder.appendEvaluations([
+    { step: 2, epoch: 0.1, split: "validation", model: "bert", metrics: { accuracy: NaN } },
+  ]);
+  await Deno.writeTextFile(`${out}/state.json`, JSON.stringify({ step: 2, seconds: 1 }));
+  await (await RunFolder.open(out)).restore([], {});
+  const lines = (await Deno.readTextFile(`${out}/metrics.jsonl`)).trim().split("\n");
+  if (lines.length !== 2 || lines.some((l) => l.includes("null")) || !lines[1].includes('"accuracy":"NaN"')) {
+    throw new Error(`metrics.jsonl after resume: ${lines.join("\n")}`);
+  }
+  // A folder of the user's own, given as --out: discarding the failed run leaves it and its files.
+  await Deno.remove(`${out}/state.json`);
+  await Deno.mkdir(`${out}/tokenizers`);
+  await Deno.writeTextFile(`${out}/tokenizers/mine.json`, "{}");
+  await Deno.writeTextFile(`${out}/notes.txt`, "mine");
+  await folder.discard();
+  const left = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+  if (left.join() !== "notes.txt,tokenizers" || !(await Deno.stat(`${out}/tokenizers/mine.json`)).isFile) {
+    throw new Error(`left after discard: ${left}`);
+  }
+  await Deno.remove(out, { recursive: true });
 });

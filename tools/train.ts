@@ -257,8 +257,9 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   options.clip = flags.clip === "off" ? null : positiveNumber("clip", flags.clip);
   options.distill = positiveNumber("distill", flags.distill, true);
   options.independent = flags.independent;
-  const mechanisms = (["sharing", "sync", "adaptive"] as const).filter((name) =>
-    flags[name] !== spec.flags[name].default
+  // Values that agree with --independent (off) are accepted; one that turns a mechanism on is not.
+  const mechanisms = (["sharing", "sync"] as const).filter((name) =>
+    flags[name] !== spec.flags[name].default && flags[name] !== "off"
   );
   if (flags.independent && mechanisms.length > 0) {
     exitWithUsageError(

@@ -78,9 +78,15 @@ export class RunFolder {
    * again. Other files in the folder stay.
    */
   async discard(): Promise<void> {
-    for (const name of ["config.json", "metrics.jsonl", "tokenizer.json", "tokenizers"]) {
-      await Deno.remove(`${this.path}/${name}`, { recursive: true }).catch(() => {});
-    }
+    const files = [
+      "config.json",
+      "metrics.jsonl",
+      "tokenizer.json",
+      ...this.options.models.map((m) => `tokenizers/${m.name}.json`),
+      "tokenizers",
+    ];
+    // Not recursive: a folder that holds anything else stays.
+    for (const name of files) await Deno.remove(`${this.path}/${name}`).catch(() => {});
     await Deno.remove(this.path).catch(() => {});
   }
 
@@ -96,9 +102,7 @@ export class RunFolder {
 
   async #append(records: readonly object[]): Promise<void> {
     if (records.length === 0) return;
-    const text = records.map((r) => JSON.stringify(r, (_, v) => (Number.isNaN(v) ? "NaN" : v)) + "\n").join(
-      "",
-    );
+    const text = records.map(jsonLine).join("");
     await Deno.writeTextFile(`${this.path}/metrics.jsonl`, text, { append: true });
   }
 
@@ -152,7 +156,7 @@ export class RunFolder {
     );
     await Deno.writeTextFile(
       `${this.path}/metrics.jsonl`,
-      kept.map((l) => JSON.stringify(l) + "\n").join(""),
+      kept.map(jsonLine).join(""),
     );
     this.#seconds = state.seconds;
     return state.step;
@@ -235,6 +239,11 @@ export async function checkpointModel(checkpoint: string, name: string): Promise
     if (await Deno.stat(`${folder}/config.json`).then(() => true, () => false)) return folder;
   }
   return null;
+}
+
+/** A metrics.jsonl line; NaN, which JSON lacks, is written as the string "NaN" (JSON would write null). */
+function jsonLine(record: object): string {
+  return JSON.stringify(record, (_, v) => (Number.isNaN(v) ? "NaN" : v)) + "\n";
 }
 
 /** The latest complete checkpoint of a run, from its state.json. */

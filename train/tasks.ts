@@ -13,7 +13,7 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import { readTokenizer, writeTokenizer } from "../data/tokenizer_file.ts";
 import { gpu } from "../engine/device.ts";
 import project from "../deno.json" with { type: "json" };
-import { loadPretrained } from "../models/checkpoint.ts";
+import { loadPretrainedWithReport, loadWarnings } from "../models/checkpoint.ts";
 import type { TransformerModel } from "../models/model.ts";
 import { checkoutCommit } from "./checkout.ts";
 import { headFor, modelSeed } from "./models.ts";
@@ -54,10 +54,13 @@ export async function prepareRun(
   const tokenizers: Record<string, Tokenizer> = {};
   for (const spec of options.models) {
     const folder = options.from[spec.name];
+    // A run whose models had tokenizers of their own keeps them as tokenizers/<name>.json.
     const own = opened
       ? `${opened.path}/tokenizers/${spec.name}.json`
       : folder
       ? `${folder}/tokenizer.json`
+      : earlierRun
+      ? `${earlierRun}/tokenizers/${spec.name}.json`
       : null;
     if (own && (await exists(own))) tokenizers[spec.name] = await readTokenizer(own);
     else if (folder && !opened) {
@@ -135,16 +138,26 @@ async function loadModel(
   numLabels: number,
   seed: number,
 ): Promise<TransformerModel> {
-  const model = await loadPretrained(folder, {
+  const { model, report, source } = await loadPretrainedWithReport(folder, {
     name: spec.name,
     seed,
     task: headFor(task, spec.family),
     numLabels: Math.max(1, numLabels),
     // Starting another task, the head is new: a classifier of another label count is re-initialised,
-    // as Hugging Face's ignore_mismatched_sizes does (the body's shapes follow the folder's config).
+    // as Hugging Face's ignore_mismatched_sizes does; a body tensor of another shape is refused below.
     allowNewHead: true,
     ignoreMismatchedSizes: true,
   });
+  const sites = new Map(model.parameterSet.infos.map((p) => [p.name, p.site]));
+  const body = report.mismatched.find((m) => !sites.get(m.name)?.startsWith("head"));
+  if (body) {
+    model.dispose();
+    throw new Error(
+      `--from ${spec.name}=${folder}: ${source} holds "${body.name}" as [${body.found}], its config.json ` +
+        `makes it [${body.expected}]`,
+    );
+  }
+  for (const line of loadWarnings(report, model, source)) console.warn(line);
   if (model.config.family !== spec.family) {
     model.dispose();
     throw new Error(
