@@ -215,8 +215,8 @@ export function encodeQa(
 }
 
 /**
- * `cls text sep` for language modelling (a text longer than the row is cut, and then has no sep: the
- * row is cls and its first maxLength - 1 tokens). Causal: labels are the ids (the model shifts them), -100 on
+ * `cls text sep` for language modelling (a text longer than maxLength - 2 tokens is cut, and then has no
+ * sep: the row is cls and its first maxLength - 1 tokens). Causal: labels are the ids (the model shifts them), -100 on
  * padding. Masked: each real token (not cls, sep or padding) is selected with probability 0.15; a
  * selected token becomes the mask token (80%), a random non-special token (10%) or stays (10%), and
  * is the only kind of position with a label. Deterministic: the same examples and seed give the same batch.
@@ -236,7 +236,7 @@ export function encodeLm(
   const out = emptyBatch(examples.length, maxLength, pad);
   out.labels = new Int32Array(examples.length * maxLength).fill(IGNORE_INDEX);
   examples.forEach((example, b) => {
-    // A row ends in sep only where its text ends: a cut row's causal model is not taught to predict
+    // A row ends in sep only where its text ends and sep fits: a causal model is not taught to predict
     // an end in the middle of a sentence.
     const tokens = tokenizer.encode(example.text).ids;
     const ids = tokens.length <= maxLength - 2

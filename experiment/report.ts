@@ -41,6 +41,8 @@ import {
 export interface ResultsMeta {
   /** The command that ran the experiment. */
   command: string;
+  /** The raw run lines, relative to the docs folder: "results/runs.jsonl" (cpu), "results/runs-<scale>.jsonl". */
+  runsFile: string;
   /** The GPU adapter, in words. */
   adapter: string;
   /** When it ran (ISO 8601). */
@@ -401,7 +403,7 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
   const lines = [
     "# Results: joint vs independent training",
     "",
-    `Built from the ${runs.length} raw run lines in [results/runs.jsonl](results/runs.jsonl) (one JSON ` +
+    `Built from the ${runs.length} raw run lines in [${meta.runsFile}](${meta.runsFile}) (one JSON ` +
     `object per finished run); ${code(`${meta.command} --report`)} rebuilds this page and its plots ` +
     "from them without training.",
     "",
@@ -448,7 +450,7 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
     "",
     "## Raw data",
     "",
-    "[results/runs.jsonl](results/runs.jsonl) holds one JSON object per run (key, group, task, condition, " +
+    `[${meta.runsFile}](${meta.runsFile}) holds one JSON object per run (key, group, task, condition, ` +
     "lr, seed, final validation and test scores per model, the validation curve, timing, command, adapter, " +
     "date, commit), so anyone can recompute every table above.",
     "",
@@ -459,7 +461,7 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
 
 /**
  * Writes `RESULTS.md` into `folder` (the docs folder) and its SVG plots into `folder/results/`
- * (both created if missing), leaving the raw `results/runs.jsonl` alone; returns the paths written.
+ * (both created if missing), leaving the raw run lines alone; returns the paths written.
  * Needs `--allow-write` for the folder.
  */
 export async function writeResults(

@@ -14,6 +14,7 @@ import { lineChart } from "../train/plot.ts";
 
 const META: ResultsMeta = {
   command: "deno task experiment --scale cpu",
+  runsFile: "results/runs-quick.jsonl",
   adapter: "llvmpipe (software)",
   date: "2025-01-01T00:00:00Z",
   durationSeconds: 3723,
@@ -516,4 +517,13 @@ Deno.test("the header names each commit the runs came from and counts the runs t
     ),
     text.split("\n").find((l) => l.startsWith("| commit")),
   );
+});
+
+Deno.test("the page links the run lines it was built from", () => {
+  const text = renderResults(handMadeRuns(), META)["RESULTS.md"];
+  ok(
+    text.includes("raw run lines in [results/runs-quick.jsonl](results/runs-quick.jsonl)"),
+    text.slice(0, 400),
+  );
+  ok(!text.includes("results/runs.jsonl"), "a link to another scale's file");
 });

@@ -58,6 +58,7 @@ Deno.test("the runner appends a line per run, resumes without repeating one, and
   if (again.length !== runs.length) throw new Error("a resumed experiment repeated runs");
   await writeResults(folder, await readRuns(settings.resultsFile), {
     command: "test",
+    runsFile: "results/runs.jsonl",
     adapter: runs[0].adapter,
     date: "2026-11-30",
     durationSeconds: 1,

@@ -166,9 +166,9 @@ Deno.test("every mutation of deno task mutants still finds its text exactly once
 
 Deno.test("experiment --quick keeps its results in a folder of its own, away from the published docs/RESULTS.md", async () => {
   const quick = await run("experiment", "--quick", "--report");
-  expectOneLine(quick, "experiment", 1, "runs/quick-experiment/results/runs.jsonl holds no runs");
+  expectOneLine(quick, "experiment", 1, "runs/quick-experiment/results/runs-quick.jsonl holds no runs");
   const gpu = await run("experiment", "--preset", "gpu", "--report", "--results", "/tmp/no-such-results");
-  expectOneLine(gpu, "experiment", 1, "/tmp/no-such-results/results/runs.jsonl holds no runs");
+  expectOneLine(gpu, "experiment", 1, "/tmp/no-such-results/results/runs-gpu.jsonl holds no runs");
 });
 
 Deno.test("an MM_KERNELS or MM_TIMING that cannot be read is one line and exit 1 when the GPU opens", async () => {

@@ -56,7 +56,9 @@ if (import.meta.main) {
     quick: "runs/quick-experiment",
   };
   const folder = flags.results === "per preset" ? defaultFolder[scale.name] : flags.results;
-  const resultsFile = `${folder}/results/runs.jsonl`;
+  // A file per scale, as run keys do not name the scale: runs of two scales in one folder never mix.
+  const runsFile = `results/${scale.name === "cpu" ? "runs" : `runs-${scale.name}`}.jsonl`;
+  const resultsFile = `${folder}/${runsFile}`;
   const command = `deno task experiment${
     flags.quick ? " --quick" : flags.preset === "gpu" ? " --preset gpu" : ""
   }${flags.results === "per preset" ? "" : ` --results ${flags.results}`}`;
@@ -79,6 +81,7 @@ if (import.meta.main) {
     const seconds = runs.reduce((s, r) => s + r.seconds, 0);
     await writeResults(folder, runs, {
       command,
+      runsFile,
       adapter: adapter || runs[0].adapter,
       date: runs.at(-1)!.date.slice(0, 10),
       durationSeconds: flags.report ? seconds : Math.max(seconds, (performance.now() - started) / 1000),
