@@ -1,7 +1,7 @@
 /**
  * One joint training step of `deno task train`'s default run: BERT-, GPT-2- and RoBERTa-style
  * sequence classifiers at the cpu preset's size (hidden 64, 2 layers, 4 heads, feed-forward 256,
- * vocabulary 1024, dropout 0.2), a batch of 32 sequences of 64 tokens, forward, backward and the
+ * dropout 0.2; a 1,024-entry vocabulary where the default run's tokenizer has 4,096), a batch of 32 sequences of 64 tokens, forward, backward and the
  * fused optimizer with every mechanism on. Run it with `MM_KERNELS=...` to compare kernel variants on
  * the whole step (docs/benchmarks.md).
  */

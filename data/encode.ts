@@ -1,7 +1,8 @@
 /**
  * Examples to padded model inputs on the host (typed arrays [B, T], row-major); the training loop turns
- * them into int32 tensors. Every sequence is `cls ... sep` (two segments: `cls question sep context
- * sep`), padded with the pad id and attention mask 0 up to `maxLength`.
+ * them into int32 tensors. Every sequence is `cls ... sep` (a language-model text cut at maxLength has
+ * no sep; pairs follow the tokenizer's pair layout, `cls question sep context sep` for a trained one),
+ * padded with the pad id and attention mask 0 up to `maxLength`.
  *
  * The same encoding serves every family: BERT and RoBERTa classify from the first token (`cls`), GPT-2
  * from the last real one (`sep`), so the added tokens are harmless for GPT-2 and give its causal LM a

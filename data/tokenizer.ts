@@ -18,7 +18,7 @@
  * tokenizer, hand-written BERT (WordPiece) and GPT-2 / RoBERTa (byte-level BPE) files. Measured on
  * this project's 2-core machine, ids identical, after warm-up: the 2,366 sentiment training sentences
  * (38k tokens) take the library 85-170 ms and this encoder, offsets included, 20-60 ms; the 8,401 QA
- * training contexts (2.2 M tokens) take 7-9 s and 1.3-1.5 s. Training on the sentiment split takes
+ * training contexts of the split at the time (2.2 M tokens) take 7-9 s and 1.3-1.5 s. Training on the sentiment split takes
  * 0.3 s (4,683 entries: merges stop at pairs seen once), on QA contexts or spam 2-4 s (8,192 entries).
  *
  * Offsets are [start, end) indices into the encoded JavaScript string (UTF-16 units); a byte-level

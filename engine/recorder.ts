@@ -1,7 +1,8 @@
 /**
  * Recording of GPU work. Dispatches, uploads and copies go into one command encoder (and one
- * compute pass while only dispatches follow each other) until something needs the results on the
- * CPU; only then is the encoder submitted. A training step therefore becomes one command buffer.
+ * compute pass while only dispatches follow each other) until a readback, `synchronize()` or
+ * `flush()`, the end of an optimizer step (`submitStep()`), a full uniform ring or a large upload
+ * submits it. A training step therefore becomes one command buffer.
  *
  * Each dispatch's uniform parameters take a 256-byte slot of a uniform ring that is written to the
  * GPU once, just before submission; small uploads are staged the same way and copied in order.

@@ -1,7 +1,7 @@
 /**
  * `docs/RESULTS.md` of `deno task experiment`: {@linkcode writeResults} turns the raw run lines into
  * the document (method, a verdict per claim, the grid and every table with where its numbers came
- * from) and its SVG plots in `docs/results/`: validation curves with a band over seeds per task,
+ * from) and its SVG plots in `results/` beside it: validation curves with a band over seeds per task,
  * and the ablations as bars with interval whiskers. Groups that have not run yet are shown as "not
  * run", so a partial experiment renders too.
  *

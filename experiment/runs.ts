@@ -1,5 +1,5 @@
 /**
- * The input of `docs/RESULTS.md`: the run line of `docs/results/runs.jsonl` ({@linkcode ExperimentRun}),
+ * The input of `RESULTS.md`: the run line of `results/runs.jsonl` ({@linkcode ExperimentRun}),
  * parsing it, and choosing which runs a comparison uses: the learning-rate grid with each condition's
  * chosen rate, and the runs of a group, task and condition at one rate.
  *

@@ -1,8 +1,9 @@
 /**
  * `deno task experiment`: measures the seed's three claims (accuracy, speed of learning, compute) with
  * the protocol of experiment/protocol.ts, appending each run's results to
- * `docs/results/runs.jsonl` as it goes (an interrupted experiment resumes), then writes
- * `docs/RESULTS.md`. `--report` rebuilds the tables from the results file without training;
+ * `<results>/results/runs.jsonl` as it goes (an interrupted experiment resumes; `runs-quick.jsonl`
+ * and `runs-gpu.jsonl` for the other scales), then writes `<results>/RESULTS.md`; `<results>` is
+ * `docs`, `runs/quick-experiment` with `--quick` and `docs/gpu` with `--preset gpu`. `--report` rebuilds the tables from the results file without training;
  * `--quick` runs a small version in minutes.
  *
  * @module

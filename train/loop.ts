@@ -1,7 +1,8 @@
 /**
  * The training loop of `deno task train`, readable top to bottom: load the task's data, train or load
  * the tokenizers, build the models and their optimizer(s), then take the session's steps (train/session.ts:
- * shuffled batches, a logged line every few steps, a validation evaluation per epoch), writing each
+ * shuffled batches, a logged line every few steps, a validation evaluation per epoch or every
+ * `evalEvery` steps), writing each
  * line to the run folder and saving a checkpoint after every evaluation; finally evaluate on the test
  * split, run the baseline and write the report. Deno only: this is where the loop meets files.
  *

@@ -1,7 +1,7 @@
 /**
  * A run's folder, `runs/<id>/`: `config.json` (every setting, the adapter, the versions),
- * `metrics.jsonl` (one line per logged interval of steps and per evaluation), a checkpoint per epoch
- * (models as Hugging Face folders and the optimizer state, written atomically by saveCheckpoint),
+ * `metrics.jsonl` (one line per logged interval of steps and per evaluation), a checkpoint after each
+ * evaluation (models as Hugging Face folders and the optimizer state, written atomically by saveCheckpoint),
  * `state.json` (which checkpoint is the latest, written after it), the tokenizer(s) and `report.md`.
  * `--resume` reads state.json, loads that checkpoint and drops metric lines written after it, so a
  * resumed run continues bit for bit.
