@@ -184,16 +184,18 @@ Deno.test("squadScores takes the best gold answer per question and reports perce
   throws(() => squadScores(["x"], [[]]), /question 0 has no gold answer/);
 });
 
+/** A tagging batch of one sentence in tokens [cls, w0, w1, sep]: two words, and any further ones cut off. */
+const encoded = {
+  inputIds: Int32Array.of(0, 5, 6, 2),
+  attentionMask: Int32Array.of(1, 1, 1, 1),
+  batch: 1,
+  length: 4,
+  labels: Int32Array.of(-100, 0, 0, -100),
+  wordIds: Int32Array.of(-1, 0, 1, -1),
+};
+
 Deno.test("tagging scores count words cut off by truncation: untagged for parts of speech, O for names", () => {
-  // Three words, the third cut off: tokens [cls, w0, w1, sep]; the logits predict class 0 for w0, 1 for w1.
-  const encoded = {
-    inputIds: Int32Array.of(0, 5, 6, 2),
-    attentionMask: Int32Array.of(1, 1, 1, 1),
-    batch: 1,
-    length: 4,
-    labels: Int32Array.of(-100, 0, 0, -100),
-    wordIds: Int32Array.of(-1, 0, 1, -1),
-  };
+  // Three words, the third cut off; the logits predict class 0 for w0, 1 for w1.
   const logits = (first: number, second: number) =>
     Float32Array.from({ length: 4 * 3 }, (_, i) => (i === 3 + first || i === 6 + second ? 1 : 0));
   const score = (task: "pos" | "ner", gold: number[], values: Float32Array) =>
@@ -210,14 +212,6 @@ Deno.test("tagging scores count words cut off by truncation: untagged for parts 
 });
 
 Deno.test("a NaN among the logits makes every score NaN, not the share of argmax's first class", () => {
-  const encoded = {
-    inputIds: Int32Array.of(0, 5, 6, 2),
-    attentionMask: Int32Array.of(1, 1, 1, 1),
-    batch: 1,
-    length: 4,
-    labels: Int32Array.of(-100, 0, 0, -100),
-    wordIds: Int32Array.of(-1, 0, 1, -1),
-  };
   const withNaN = Float32Array.from({ length: 12 }, (_, i) => (i === 4 ? NaN : 0));
   // Two words tagged 0: argmax over the NaN row would pick tag 0 and credit it.
   const pos = taskKind("pos", ["VERB", "NOUN", "ADJ"]).score(
