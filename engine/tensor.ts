@@ -360,7 +360,7 @@ export async function readAll(tensors: readonly Tensor[]): Promise<(Float32Array
 }
 
 /**
- * Runs `fn` in a scope: tensors it creates are disposed when it returns, except those it returns
+ * Runs `fn` in a scope: tensors it creates are disposed when it returns or throws, except those it returns
  * (in a value, an array or a plain object) and those passed to {@linkcode keep}. `fn` must be synchronous.
  */
 export function tidy<T>(fn: () => T): T {
@@ -369,10 +369,16 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-  } finally {
+  } catch (error) {
+    // A function that throws frees what it made, as one that returns does: a loop that skips a bad
+    // batch would otherwise keep a whole step's tensors.
     scopes.pop();
+    for (const t of scope) t.dispose();
+    throw error;
   }
+  scopes.pop();
   if (result instanceof Promise) {
+    for (const t of scope) t.dispose();
     throw new Error("tidy() takes a synchronous function; await outside it");
   }
   const returned = new Set<Tensor>();
@@ -501,6 +507,14 @@ const consumed = new WeakSet<GradNode>();
 
 function backwardFrom(root: Tensor, seed: Tensor | undefined, retainGraph: boolean): void {
   if (!root.requiresGrad) throw new Error(`backward: ${root.describe()} does not require a gradient`);
+  if (seed !== undefined && !(seed instanceof Tensor)) {
+    throw new Error(
+      "backward: the gradient must be a Tensor (options go second: backward(undefined, { retainGraph: true }))",
+    );
+  }
+  if (seed && seed.dtype !== "float32") {
+    throw new Error(`backward: gradient ${seed.describe()} is not float32`);
+  }
   if (!seed && root.size !== 1) {
     throw new Error(`backward: ${root.describe()} is not a scalar; pass its gradient explicitly`);
   }
@@ -530,7 +544,19 @@ function backwardFrom(root: Tensor, seed: Tensor | undefined, retainGraph: boole
         accumulateLeaf(t, g);
         continue;
       }
-      const parentGrads = t.node.backward(g);
+      let parentGrads: (Tensor | null)[];
+      try {
+        parentGrads = t.node.backward(g);
+      } catch (error) {
+        const message = (error as Error).message;
+        if (!message.endsWith("was used after dispose()")) throw error;
+        // The usual cause: the forward ran inside a tidy() that returned only the loss.
+        throw new Error(
+          `backward of ${t.node.op}: ${message}: a tensor it saved for backward was disposed, as tidy() does ` +
+            "with what its function does not return; call backward() inside the tidy() that ran the forward",
+          { cause: error },
+        );
+      }
       g.dispose();
       t.node.parents.forEach((parent, j) => {
         const pg = parentGrads[j];

@@ -118,7 +118,10 @@ export class TransformerModel {
     this.parameterSet.dispose();
   }
 
-  /** Runs the model; with labels in the batch the output carries the task loss. */
+  /**
+   * Runs the model; with labels in the batch the output carries the task loss. In a loop, run it
+   * inside `tidy()`: the tensors it makes, those saved for backward too, otherwise live until disposed.
+   */
   forward(batch: Batch): ModelOutput {
     const inputs = bodyInputs(this.config, batch);
     const hidden = this.#body.forward(inputs, this.training);

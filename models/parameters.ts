@@ -107,6 +107,8 @@ export class ParameterSet {
   readonly parameters: Parameter[] = [];
   readonly #specs: SlotSpec[] = [];
   #slots: Tensor[] = [];
+  /** Per slot, the indices in `parameters` of its members. */
+  #slotParameters: number[][] = [];
   #arena: Arena | null = null;
   #first = 0;
   #owner: string | null = null;
@@ -240,7 +242,9 @@ export class ParameterSet {
       arena.parameterTensor(first + i, spec.members.map((m) => m.info.name).join("+"))
     );
     let p = 0;
+    this.#slotParameters = [];
     this.#specs.forEach((spec, i) => {
+      this.#slotParameters.push(spec.members.map((_, m) => p + m));
       for (const member of spec.members) {
         const value = arena.parameterTensor(first + i, member.info.name, member.offset, member.info.shape);
         if (this.#arena) this.parameters[p].value = value;
@@ -257,9 +261,23 @@ export class ParameterSet {
     if (!this.#arena) throw new Error(`${this.model}: parameters are not allocated`);
   }
 
-  /** The tensor of slot `i`, as used in the forward pass. */
+  /**
+   * The tensor of slot `i`, as used in the forward pass. Refuses a slot holding a parameter whose
+   * value was set `requiresGrad = false` (PyTorch's way to freeze it): the forward reads the slot, not
+   * the parameter's own tensor, and the optimizer updates every parameter, so the setting would
+   * be ignored in silence.
+   */
   slot(i: number): Tensor {
     this.#assertUsable();
+    for (const p of this.#slotParameters[i]) {
+      const { info, value } = this.parameters[p];
+      if (!value.requiresGrad) {
+        throw new Error(
+          `${this.model}: parameter "${info.name}" has requiresGrad false, but freezing parameters is not ` +
+            "supported: it would still get a gradient and be updated",
+        );
+      }
+    }
     return this.#slots[i];
   }
 

@@ -264,3 +264,36 @@ Deno.test("the texel and scalar gradient accumulations give bit-identical sums",
     assertBitwiseEqual(texel.values, scalar.values, `size ${size}`);
   }
 });
+
+Deno.test("tidy frees what its function made when it throws, and backward says when tidy took a saved tensor", () => {
+  const before = poolStats().inUseBytes;
+  for (let i = 0; i < 3; i++) {
+    try {
+      tidy(() => {
+        const a = tensor(new Float32Array(1 << 14));
+        mul(a, a);
+        throw new Error("a bad batch");
+      });
+    } catch {
+      // skipped, as a loop would
+    }
+  }
+  if (poolStats().inUseBytes !== before) throw new Error(`${poolStats().inUseBytes - before} bytes kept`);
+  const x = tensor([1, 2], { requiresGrad: true });
+  const loss = tidy(() => sum(mul(exp(x), x)));
+  expectError(
+    () => loss.backward(),
+    "backward of mul: tensor float32[2] was used after dispose(): a tensor it saved for backward was disposed, " +
+      "as tidy() does with what its function does not return; call backward() inside the tidy() that ran the forward",
+  );
+  // A gradient must be a float32 tensor; options go second.
+  const y = mul(x, x);
+  expectError(
+    () => y.backward(tensor(Int32Array.of(1, 10))),
+    "backward: gradient tensor int32[2] is not float32",
+  );
+  expectError(
+    () => y.backward({ retainGraph: true } as never),
+    "backward: the gradient must be a Tensor (options go second: backward(undefined, { retainGraph: true }))",
+  );
+});

@@ -107,3 +107,24 @@ Deno.test("an optimizer used after dispose() throws naming it; its models keep w
   all.roberta.dispose();
   expectError(() => all.roberta.forward(batch()), "roberta: used after dispose()");
 });
+
+Deno.test("freezing a parameter with requiresGrad = false is refused at the forward, not ignored", () => {
+  const all = models();
+  const model = all.bert;
+  const frozen = model.parameters.find((p) => p.info.name.endsWith("word_embeddings.weight"))!;
+  frozen.value.requiresGrad = false;
+  let message = "";
+  try {
+    tidy(() => model.forward({ inputIds: tensor(Int32Array.of(3, 4, 5), { shape: [1, 3] }) }));
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (
+    !message.includes(
+      `parameter "bert.embeddings.word_embeddings.weight" has requiresGrad false, but freezing`,
+    )
+  ) {
+    throw new Error(message);
+  }
+  for (const m of Object.values(all)) m.dispose();
+});
