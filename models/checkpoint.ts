@@ -386,7 +386,13 @@ export async function loadPretrainedWithReport(
     ? json.num_labels
     : undefined;
   const numLabels = options.numLabels ?? labelsWeight?.[1].shape[0] ?? labelled;
-  const modelOptions = { ...options, task, numLabels };
+  const accepted = ["name", "task", "numLabels", "seed", "allowNewHead", "ignoreMismatchedSizes"];
+  const unknown = Object.keys(options).find((key) => !accepted.includes(key));
+  if (unknown !== undefined) {
+    throw new Error(`loadPretrained: unknown option "${unknown}"; accepted: ${accepted.join(", ")}`);
+  }
+  const { allowNewHead: _allowNewHead, ignoreMismatchedSizes: _ignoreMismatchedSizes, ...rest } = options;
+  const modelOptions = { ...rest, task, numLabels };
   checkTensors(
     new TransformerModel(config, { ...modelOptions, allocate: false }),
     weights.headers,

@@ -122,6 +122,14 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
 export function modelConfig(family: ModelFamily, overrides: Partial<ModelConfig> = {}): ModelConfig {
   const base = DEFAULTS[family];
   if (!base) throw new Error(`modelConfig: unknown family "${family}" (bert, gpt2 or roberta)`);
+  // A misspelt field (hidden_size, a Hugging Face name) would otherwise leave the default in silence.
+  const unknown = Object.keys(overrides).find((key) => !(key in base));
+  if (unknown !== undefined) {
+    throw new Error(
+      `modelConfig: unknown field "${unknown}" (fields: ${Object.keys(base).join(", ")}; ` +
+        "configFromHf reads Hugging Face's names)",
+    );
+  }
   const hidden = overrides.hiddenSize ?? base.hiddenSize;
   const config: ModelConfig = {
     ...base,

@@ -12,6 +12,9 @@ import { createHead, type Head, type Task } from "./heads.ts";
 import { type Batch, bodyInputs } from "./inputs.ts";
 import { type Parameter, ParameterSet } from "./parameters.ts";
 
+/** The names {@linkcode ModelOptions} has (a misspelt one would otherwise be ignored in silence). */
+const MODEL_OPTIONS: readonly string[] = ["name", "task", "numLabels", "seed", "allocate"];
+
 /** Options of {@linkcode TransformerModel}. */
 export interface ModelOptions {
   /** Name of the model (recorded in parameter metadata; the optimizer's key). Default: the family. */
@@ -64,6 +67,10 @@ export class TransformerModel {
 
   /** Builds the model and initialises its weights like Hugging Face (normal(0, initializer_range), zero biases, unit norms). */
   constructor(readonly config: ModelConfig, options: ModelOptions = {}) {
+    const unknown = Object.keys(options).find((key) => !MODEL_OPTIONS.includes(key));
+    if (unknown !== undefined) {
+      throw new Error(`TransformerModel: unknown option "${unknown}"; accepted: ${MODEL_OPTIONS.join(", ")}`);
+    }
     this.name = options.name ?? config.family;
     this.task = options.task ?? "base";
     this.numLabels = options.numLabels ?? 2;

@@ -11,6 +11,7 @@ import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { type ModelConfig, modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
 import { type ModelOutput, TransformerModel } from "../models/model.ts";
+import { loadPretrained } from "../models/checkpoint.ts";
 import { assertBitwiseEqual, assertClose, setup } from "./helpers.ts";
 
 await setup();
@@ -141,5 +142,37 @@ Deno.test("numLabels: default 2, many classes (1000), and 0, 1.5 and 2^20 + 1 re
     if (message !== `m: numLabels must be an integer in [1, ${2 ** 20}], got ${numLabels}`) {
       throw new Error(`numLabels ${numLabels}: "${message}"`);
     }
+  }
+});
+
+Deno.test("misspelt model options and configuration fields are refused, naming the accepted ones", async () => {
+  const refusals: [() => unknown, string][] = [
+    [
+      () =>
+        new TransformerModel(modelConfig("bert", { hiddenSize: 8, numHeads: 2 }), { num_labels: 5 } as never),
+      'TransformerModel: unknown option "num_labels"; accepted: name, task, numLabels, seed, allocate',
+    ],
+    [
+      () => modelConfig("bert", { hidden_size: 32 } as never),
+      'modelConfig: unknown field "hidden_size" (fields: ',
+    ],
+  ];
+  for (const [build, expected] of refusals) {
+    let message = "";
+    try {
+      build();
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    if (!message.startsWith(expected)) throw new Error(`expected "${expected}...", got "${message}"`);
+  }
+  let message = "";
+  await loadPretrained("tests/fixtures/hf/bert", { allow_new_head: true } as never).catch((e) =>
+    message = e.message
+  );
+  if (
+    !message.startsWith('loadPretrained: unknown option "allow_new_head"; accepted: name, task, numLabels')
+  ) {
+    throw new Error(message);
   }
 });
