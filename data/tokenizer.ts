@@ -79,7 +79,33 @@ export type PairPiece =
 
 type Model =
   | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean }
-  | { kind: "wordpiece"; prefix: string; maxChars: number };
+  | { kind: "wordpiece"; prefix: string; maxChars: number; decodeCleanup: boolean };
+
+/** Hugging Face's WordPiece decoder cleanup, applied to each token with the space put before it. */
+const CLEANUP: readonly [string, string][] = [
+  [" .", "."],
+  [" ?", "?"],
+  [" !", "!"],
+  [" ,", ","],
+  [" ' ", "'"],
+  [" n't", "n't"],
+  [" 'm", "'m"],
+  [" do not", " don't"],
+  [" 's", "'s"],
+  [" 've", "'ve"],
+  [" 're", "'re"],
+];
+
+/**
+ * One token as Hugging Face's WordPiece decoder gives it: a continuation loses its prefix, any other
+ * token but the first gets a space before it, then the cleanup (per token: " ," becomes ",").
+ */
+function wordPieceDecode(token: string, first: boolean, prefix: string, cleanup: boolean): string {
+  let text = token;
+  if (!first) text = text.startsWith(prefix) ? text.slice(prefix.length) : ` ${text}`;
+  if (cleanup) for (const [from, to] of CLEANUP) text = text.replaceAll(from, to);
+  return text;
+}
 
 /** Whether a UTF-16 unit is whitespace (JavaScript's \\s). */
 function isSpace(code: number): boolean {
@@ -252,6 +278,8 @@ export class Tokenizer {
         kind: "wordpiece",
         prefix: typeof model.continuing_subword_prefix === "string" ? model.continuing_subword_prefix : "##",
         maxChars: typeof model.max_input_chars_per_word === "number" ? model.max_input_chars_per_word : 100,
+        // The WordPiece decoder's cleanup (its default is on), as Hugging Face's tokenizers applies it.
+        decodeCleanup: (json.decoder as { cleanup?: unknown } | null)?.cleanup !== false,
       };
     } else {
       fail(
@@ -326,7 +354,7 @@ export class Tokenizer {
       const added = token === undefined ? undefined : this.addedByContent.get(token);
       if (token === undefined || (added?.special && !keepSpecial)) continue;
       if (model.kind === "wordpiece") {
-        parts.push(token);
+        parts.push(wordPieceDecode(token, parts.length === 0, model.prefix, model.decodeCleanup));
       } else if (added) {
         parts.push(byteLevelDecode(bytes), token);
         bytes = "";
@@ -334,7 +362,7 @@ export class Tokenizer {
         bytes += token;
       }
     }
-    if (model.kind === "wordpiece") return parts.join(" ").replaceAll(` ${model.prefix}`, "");
+    if (model.kind === "wordpiece") return parts.join("");
     const text = parts.join("") + byteLevelDecode(bytes);
     return model.addPrefixSpace && text.startsWith(" ") ? text.slice(1) : text; // the space encode added
   }

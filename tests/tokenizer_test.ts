@@ -369,3 +369,18 @@ Deno.test("a question and its context are laid out as the library lays out a pai
   );
   expect(starts[2] === starts[0] + 1, `answer starts ${starts}`);
 });
+
+Deno.test("a WordPiece tokenizer.json decodes as Hugging Face's WordPiece decoder, with and without cleanup", () => {
+  // Expected strings from tokenizers 0.23.2 (Python) with this vocabulary and decoder.
+  const text = "Hello, world! Don't run. Unbelievable cafes (1$)";
+  const cleaned = Tokenizer.fromJson(BERT_JSON);
+  const ids = cleaned.encode(text).ids;
+  const decoded = cleaned.decode(ids);
+  expect(decoded === "hello, world! don ' t run. unbelievable cafes ( 1 $ )", `cleanup: ${decoded}`);
+  const plain = Tokenizer.fromJson({
+    ...BERT_JSON,
+    decoder: { type: "WordPiece", prefix: "##", cleanup: false },
+  });
+  const raw = plain.decode(ids);
+  expect(raw === "hello , world ! don ' t run . unbelievable cafes ( 1 $ )", `no cleanup: ${raw}`);
+});
