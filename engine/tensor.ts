@@ -303,6 +303,11 @@ function flatten(data: NestedNumbers, out: number[], shape: readonly number[], d
 
 /** A tensor of zeros. */
 export function zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
+  if (options.dtype === "int32" && options.requiresGrad) {
+    throw new Error(
+      `zeros: an int32 tensor ${formatShape(shape)} cannot require a gradient (ids are not differentiable)`,
+    );
+  }
   const out = emptyTensor(shape, options.dtype);
   clearBuffer(out.range());
   if (out.dtype === "int32") out.storage.hostInts = new Int32Array(out.size);
@@ -322,6 +327,13 @@ export function full(shape: readonly number[], value: number, options: TensorOpt
 
 /** Writes host values into an existing tensor, ordered with the work recorded before. */
 export function writeTensor(target: Tensor, values: Float32Array | Int32Array): void {
+  if (!(values instanceof Float32Array || values instanceof Int32Array)) {
+    throw new Error(
+      `writeTensor: values must be a Float32Array or an Int32Array, got ${
+        (values as object)?.constructor?.name ?? typeof values
+      } for ${target.describe()}`,
+    );
+  }
   if (values.length !== target.size) {
     throw new Error(`writeTensor: ${values.length} values for ${target.describe()}`);
   }

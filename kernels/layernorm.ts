@@ -464,9 +464,10 @@ function paramGradients(
 
 /**
  * LayerNorm over the last axis, as `torch.nn.functional.layer_norm(x, [C], gamma, beta, eps)`:
- * x [..., C], gamma and beta [C]; the variance is biased (divided by C) and `eps` is added to it.
+ * x [..., C], gamma and beta [C]; the variance is biased (divided by C) and `eps` (PyTorch's default
+ * 1e-5) is added to it.
  */
-export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
   for (const t of [x, gamma, beta]) {
     if (t.dtype !== "float32") throw new Error(`layerNorm: ${t.describe()} is not float32`);
   }

@@ -142,7 +142,14 @@ export function checkState(state: OptimizerState, expected: ExpectedState): void
       );
     }
   });
-  if (state.control?.length !== models * CONTROL_STRIDE) fail("control table has the wrong size");
+  // A state that went through JSON.stringify has plain objects where its typed arrays were.
+  if (!(state.control instanceof Float32Array) || !(state.lossRing instanceof Float32Array)) {
+    fail(
+      "control and lossRing must be Float32Arrays (a state through JSON.stringify loses its typed arrays; " +
+        "saveCheckpoint and loadCheckpoint keep them)",
+    );
+  }
+  if (state.control.length !== models * CONTROL_STRIDE) fail("control table has the wrong size");
   if (state.lossRing?.length !== models * expected.window) {
     fail(`loss window of ${state.lossRing?.length / models}, this optimizer's is ${expected.window}`);
   }

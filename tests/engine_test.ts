@@ -41,6 +41,15 @@ Deno.test("tensors round-trip values, shapes and dtypes", async () => {
     () => tensor(Int32Array.of(1, 2), { requiresGrad: true }),
     "tensor: an int32 tensor [2] cannot require a gradient (ids are not differentiable)",
   );
+  expectError(
+    () => zeros([2], { dtype: "int32", requiresGrad: true }),
+    "zeros: an int32 tensor [2] cannot require a gradient (ids are not differentiable)",
+  );
+  // JavaScript callers get no type error for a plain array.
+  expectError(
+    () => writeTensor(target, [3, 4, 5] as unknown as Float32Array),
+    "writeTensor: values must be a Float32Array or an Int32Array, got Array for tensor float32[3]",
+  );
 });
 
 Deno.test("reshape is a view: no copy, no new buffer, gradient flows back in the original shape", async () => {

@@ -174,6 +174,11 @@ Deno.test("eps is respected and a constant row gives beta, not NaN", async () =>
       }
     }
   }
+  // Without eps, PyTorch's default 1e-5.
+  const x = tensor(randomValues(2 * 9, 8, 1e-3), { shape: [2, 9] });
+  const [gamma, beta] = [tensor(randomValues(9, 9)), tensor(randomValues(9, 10))];
+  const [plain, explicit] = await readAll([layerNorm(x, gamma, beta), layerNorm(x, gamma, beta, 1e-5)]);
+  assertBitwiseEqual(plain, explicit, "default eps");
 });
 
 Deno.test("rows with a large offset keep their precision", async () => {

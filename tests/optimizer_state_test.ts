@@ -85,6 +85,11 @@ Deno.test("loadStateDict rejects bad moments and counters, naming the field, and
     ["NaN multiplier", (s) => (s.control[8] = NaN), 'control of "a": multiplier must be a positive number'],
     ["bias correction above 1", (s) => (s.control[16 + 4] = 2), 'control of "bb": biasCorrection2'],
     ["unknown skip code", (s) => (s.control[2] = 7), 'control of "a": skip must be a skip reason code'],
+    [
+      "through JSON",
+      (s) => Object.assign(s, JSON.parse(JSON.stringify({ control: s.control, lossRing: s.lossRing }))),
+      "control and lossRing must be Float32Arrays (a state through JSON.stringify loses its typed arrays",
+    ],
   ];
   for (const [label, corrupt, expected] of cases) {
     const state = structuredClone(good);
