@@ -186,6 +186,13 @@ class TokenClassificationHead implements Head {
       dropout(hidden, classifierDropout(this.config), { training }),
     );
     if (!batch.labels) return { logits };
+    if (batch.labels.size !== inputs.batch * inputs.length) {
+      throw new Error(
+        `labels: expected [${inputs.batch}, ${inputs.length}] (a tag per token), got ${
+          formatShape(batch.labels.shape)
+        }`,
+      );
+    }
     const flat = logits.reshape([inputs.batch * inputs.length, -1]);
     return { logits, loss: crossEntropy(flat, batch.labels.reshape([-1]), { ignoreIndex: -100 }) };
   }

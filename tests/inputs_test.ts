@@ -83,3 +83,15 @@ Deno.test("inputIds of the wrong rank, mismatched companions and over-long seque
     "forward: inputIds [1, 15]: sequence length 15 exceeds the 14 positions the model can use (maxPositions 16)",
   );
 });
+
+Deno.test("token-classification labels of the wrong shape are named with the shape they need", () => {
+  const tagger = new TransformerModel(modelConfig("bert", SMALL), {
+    task: "token-classification",
+    numLabels: 3,
+  });
+  expectError(
+    () => tagger.forward({ inputIds: zeros([2, 5]), labels: zeros([2]) }),
+    "labels: expected [2, 5] (a tag per token), got [2]",
+  );
+  tagger.dispose();
+});
