@@ -103,7 +103,7 @@ const CLEANUP: readonly [string, string][] = [
 function wordPieceDecode(token: string, first: boolean, prefix: string, cleanup: boolean): string {
   let text = token;
   if (!first) text = text.startsWith(prefix) ? text.slice(prefix.length) : ` ${text}`;
-  if (cleanup) for (const [from, to] of CLEANUP) text = text.replaceAll(from, to);
+  if (cleanup) { for (const [from, to] of CLEANUP) text = text.replaceAll(from, to); }
   return text;
 }
 
