@@ -79,7 +79,22 @@ export type PairPiece =
 
 type Model =
   | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean }
-  | { kind: "wordpiece"; prefix: string; maxChars: number; decodeCleanup: boolean };
+  | {
+    kind: "wordpiece";
+    prefix: string;
+    maxChars: number;
+    /** tokenizer.json's WordPiece decoder; null without one (tokens then join with spaces, as HF does). */
+    decoder: { prefix: string; cleanup: boolean } | null;
+  };
+
+/** A tokenizer.json WordPiece decoder's settings (Hugging Face's defaults: prefix "##", cleanup on); null for none. */
+function wordPieceDecoder(decoder: unknown): { prefix: string; cleanup: boolean } | null {
+  if (!decoder || typeof decoder !== "object" || (decoder as { type?: unknown }).type !== "WordPiece") {
+    return null;
+  }
+  const { prefix, cleanup } = decoder as { prefix?: unknown; cleanup?: unknown };
+  return { prefix: typeof prefix === "string" ? prefix : "##", cleanup: cleanup !== false };
+}
 
 /** Hugging Face's WordPiece decoder cleanup, applied to each token with the space put before it. */
 const CLEANUP: readonly [string, string][] = [
@@ -100,7 +115,11 @@ const CLEANUP: readonly [string, string][] = [
  * One token as Hugging Face's WordPiece decoder gives it: a continuation loses its prefix, any other
  * token but the first gets a space before it, then the cleanup (per token: " ," becomes ",").
  */
-function wordPieceDecode(token: string, first: boolean, prefix: string, cleanup: boolean): string {
+function wordPieceDecode(
+  token: string,
+  first: boolean,
+  { prefix, cleanup }: { prefix: string; cleanup: boolean },
+): string {
   let text = token;
   if (!first) text = text.startsWith(prefix) ? text.slice(prefix.length) : ` ${text}`;
   if (cleanup) { for (const [from, to] of CLEANUP) text = text.replaceAll(from, to); }
@@ -278,8 +297,7 @@ export class Tokenizer {
         kind: "wordpiece",
         prefix: typeof model.continuing_subword_prefix === "string" ? model.continuing_subword_prefix : "##",
         maxChars: typeof model.max_input_chars_per_word === "number" ? model.max_input_chars_per_word : 100,
-        // The WordPiece decoder's cleanup (its default is on), as Hugging Face's tokenizers applies it.
-        decodeCleanup: (json.decoder as { cleanup?: unknown } | null)?.cleanup !== false,
+        decoder: wordPieceDecoder(json.decoder),
       };
     } else {
       fail(
@@ -354,7 +372,7 @@ export class Tokenizer {
       const added = token === undefined ? undefined : this.addedByContent.get(token);
       if (token === undefined || (added?.special && !keepSpecial)) continue;
       if (model.kind === "wordpiece") {
-        parts.push(wordPieceDecode(token, parts.length === 0, model.prefix, model.decodeCleanup));
+        parts.push(model.decoder ? wordPieceDecode(token, parts.length === 0, model.decoder) : token);
       } else if (added) {
         parts.push(byteLevelDecode(bytes), token);
         bytes = "";
@@ -362,7 +380,7 @@ export class Tokenizer {
         bytes += token;
       }
     }
-    if (model.kind === "wordpiece") return parts.join("");
+    if (model.kind === "wordpiece") return parts.join(model.decoder ? "" : " ");
     const text = parts.join("") + byteLevelDecode(bytes);
     return model.addPrefixSpace && text.startsWith(" ") ? text.slice(1) : text; // the space encode added
   }

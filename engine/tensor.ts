@@ -180,7 +180,7 @@ export class Tensor {
    * throws (nothing is accumulated) unless the first passed `{ retainGraph: true }`. PyTorch refuses
    * only ops that saved tensors for backward; this refuses every op, so a mistake never depends on which.
    */
-  backward(grad?: Tensor, options: BackwardOptions = {}): void {
+  backward(grad?: Tensor | null, options: BackwardOptions = {}): void {
     backwardFrom(this, grad, options.retainGraph ?? false);
   }
 
@@ -517,7 +517,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 /** Ops whose backward has run without retainGraph: a graph's nodes are used once, as in PyTorch. */
 const consumed = new WeakSet<GradNode>();
 
-function backwardFrom(root: Tensor, seed: Tensor | undefined, retainGraph: boolean): void {
+function backwardFrom(root: Tensor, given: Tensor | null | undefined, retainGraph: boolean): void {
+  const seed = given ?? undefined; // null means "no gradient given", as PyTorch's None
   if (!root.requiresGrad) throw new Error(`backward: ${root.describe()} does not require a gradient`);
   if (seed !== undefined && !(seed instanceof Tensor)) {
     throw new Error(
@@ -560,12 +561,13 @@ function backwardFrom(root: Tensor, seed: Tensor | undefined, retainGraph: boole
       try {
         parentGrads = t.node.backward(g);
       } catch (error) {
-        const message = (error as Error).message;
+        const message = error instanceof Error ? error.message : "";
         if (!message.endsWith("was used after dispose()")) throw error;
         // The usual cause: the forward ran inside a tidy() that returned only the loss.
         throw new Error(
-          `backward of ${t.node.op}: ${message}: a tensor it saved for backward was disposed, as tidy() does ` +
-            "with what its function does not return; call backward() inside the tidy() that ran the forward",
+          `backward of ${t.node.op}: ${message}: a tensor it saved for backward was disposed (tidy() disposes ` +
+            "what its function does not return, so call backward() inside the tidy() that ran the forward; an " +
+            "optimizer built or a model disposed after the forward frees the model's old tensors too)",
           { cause: error },
         );
       }

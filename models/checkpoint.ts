@@ -363,7 +363,7 @@ export interface LoadedModel {
  */
 export async function loadPretrainedWithReport(
   folder: string,
-  options: ModelOptions & LoadOptions = {},
+  options: Omit<ModelOptions, "allocate"> & LoadOptions = {},
 ): Promise<LoadedModel> {
   const configPath = `${folder}/config.json`;
   const json = await readConfigJson(configPath);
@@ -412,7 +412,7 @@ export async function loadPretrainedWithReport(
  */
 export async function loadPretrained(
   folder: string,
-  options: ModelOptions & LoadOptions = {},
+  options: Omit<ModelOptions, "allocate"> & LoadOptions = {},
 ): Promise<TransformerModel> {
   const { model, report, source } = await loadPretrainedWithReport(folder, options);
   for (const line of loadWarnings(report, model, source)) console.warn(line);

@@ -123,7 +123,7 @@ export function modelConfig(family: ModelFamily, overrides: Partial<ModelConfig>
   const base = DEFAULTS[family];
   if (!base) throw new Error(`modelConfig: unknown family "${family}" (bert, gpt2 or roberta)`);
   // A misspelt field (hidden_size, a Hugging Face name) would otherwise leave the default in silence.
-  const unknown = Object.keys(overrides).find((key) => !(key in base));
+  const unknown = Object.keys(overrides).find((key) => !Object.hasOwn(base, key));
   if (unknown !== undefined) {
     throw new Error(
       `modelConfig: unknown field "${unknown}" (fields: ${Object.keys(base).join(", ")}; ` +

@@ -247,7 +247,11 @@ export class ParameterSet {
       this.#slotParameters.push(spec.members.map((_, m) => p + m));
       for (const member of spec.members) {
         const value = arena.parameterTensor(first + i, member.info.name, member.offset, member.info.shape);
-        if (this.#arena) this.parameters[p].value = value;
+        if (this.#arena) {
+          // A parameter set requiresGrad = false stays so in its new arena, so the forward still refuses it.
+          value.requiresGrad = this.parameters[p].value.requiresGrad;
+          this.parameters[p].value = value;
+        }
         else this.parameters.push({ info: { ...member.info, model: this.model }, value });
         p++;
       }

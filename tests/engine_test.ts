@@ -292,10 +292,12 @@ Deno.test("tidy frees what its function made when it throws, and backward says w
   const loss = tidy(() => sum(mul(exp(x), x)));
   expectError(
     () => loss.backward(),
-    "backward of mul: tensor float32[2] was used after dispose(): a tensor it saved for backward was disposed, " +
-      "as tidy() does with what its function does not return; call backward() inside the tidy() that ran the forward",
+    "backward of mul: tensor float32[2] was used after dispose(): a tensor it saved for backward was disposed " +
+      "(tidy() disposes what its function does not return, so call backward() inside the tidy() that ran the " +
+      "forward; an optimizer built or a model disposed after the forward frees the model's old tensors too)",
   );
-  // A gradient must be a float32 tensor; options go second.
+  // null is "no gradient given", as PyTorch's None; a gradient must be a float32 tensor; options go second.
+  sum(mul(x, x)).backward(null);
   const y = mul(x, x);
   expectError(
     () => y.backward(tensor(Int32Array.of(1, 10))),

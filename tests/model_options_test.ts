@@ -156,6 +156,10 @@ Deno.test("misspelt model options and configuration fields are refused, naming t
       () => modelConfig("bert", { hidden_size: 32 } as never),
       'modelConfig: unknown field "hidden_size" (fields: ',
     ],
+    [
+      () => modelConfig("bert", { constructor: 1 } as never),
+      'modelConfig: unknown field "constructor" (fields: ',
+    ],
   ];
   for (const [build, expected] of refusals) {
     let message = "";

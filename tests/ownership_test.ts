@@ -126,5 +126,16 @@ Deno.test("freezing a parameter with requiresGrad = false is refused at the forw
   ) {
     throw new Error(message);
   }
+  // Set before an optimizer adopts the model (PyTorch's order), the setting survives the move to its arena.
+  const optimizer = new MultiModelOptimizer({ models: { bert: model } });
+  if (frozen.value.requiresGrad) throw new Error("the optimizer's arena dropped requiresGrad = false");
+  let adopted = "";
+  try {
+    tidy(() => model.forward({ inputIds: tensor(Int32Array.of(3, 4, 5), { shape: [1, 3] }) }));
+  } catch (e) {
+    adopted = (e as Error).message;
+  }
+  if (!adopted.includes("has requiresGrad false, but freezing")) throw new Error(adopted);
+  optimizer.dispose();
   for (const m of Object.values(all)) m.dispose();
 });

@@ -383,4 +383,13 @@ Deno.test("a WordPiece tokenizer.json decodes as Hugging Face's WordPiece decode
   });
   const raw = plain.decode(ids);
   expect(raw === "hello , world ! don ' t run . unbelievable cafes ( 1 $ )", `no cleanup: ${raw}`);
+  // Without a decoder the tokens join with spaces; the decoder's own prefix is the one it strips.
+  const none = Tokenizer.fromJson({ ...BERT_JSON, decoder: null }).decode(ids);
+  expect(none === "hello , world ! don ' t run . un ##believ ##able cafe ##s ( 1 $ )", `no decoder: ${none}`);
+  const other = Tokenizer.fromJson({
+    ...BERT_JSON,
+    decoder: { type: "WordPiece", prefix: "@@", cleanup: true },
+  })
+    .decode(ids);
+  expect(other === "hello, world! don ' t run. un ##believ ##able cafe ##s ( 1 $ )", `prefix @@: ${other}`);
 });
