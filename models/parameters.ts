@@ -251,8 +251,7 @@ export class ParameterSet {
           // A parameter set requiresGrad = false stays so in its new arena, so the forward still refuses it.
           value.requiresGrad = this.parameters[p].value.requiresGrad;
           this.parameters[p].value = value;
-        }
-        else this.parameters.push({ info: { ...member.info, model: this.model }, value });
+        } else this.parameters.push({ info: { ...member.info, model: this.model }, value });
         p++;
       }
     });
