@@ -8,7 +8,7 @@ import { modelConfig } from "../models/config.ts";
 import { loadPretrainedWithReport, loadWarnings, loadWeights, savePretrained } from "../models/checkpoint.ts";
 import { TransformerModel } from "../models/model.ts";
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
-import { assertBitwiseEqual, setup } from "./helpers.ts";
+import { assertBitwiseEqual, setup, thrownMessage } from "./helpers.ts";
 
 await setup();
 
@@ -22,15 +22,6 @@ const SIZE = {
   vocabSize: 20,
   maxPositions: 12,
 };
-
-async function message(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return "nothing was thrown";
-}
 
 /** A copy of a head folder's config.json and weights, with the config changed by `edit`. */
 async function copyHead(name: string, edit: (config: Record<string, unknown>) => void): Promise<string> {
@@ -76,7 +67,7 @@ Deno.test("a masked-LM BERT becomes a sequence classifier with a new pooler and 
   // Without allowNewHead the strict check stays.
   const { tensors } = await readSafetensors(`${folder}/lm/model.safetensors`);
   const strict = new TransformerModel(modelConfig("bert", SIZE), { task: "sequence-classification" });
-  const refused = await message(() => loadWeights(strict, tensors, "lm"));
+  const refused = await thrownMessage(() => loadWeights(strict, tensors, "lm"));
   if (
     !refused.startsWith("lm: tensors do not match the expected set (4 missing, 5 unexpected") ||
     !refused.endsWith(
@@ -137,7 +128,7 @@ Deno.test("older LayerNorm.gamma / .beta names load as weight and bias, as trans
 
 Deno.test("untied language-model decoders and GPT-2's other attention scales are refused, naming the field", async () => {
   const untied = await copyHead("gpt2-causal-lm", (c) => (c.tie_word_embeddings = false));
-  const lost = await message(() => loadPretrainedWithReport(untied));
+  const lost = await thrownMessage(() => loadPretrainedWithReport(untied));
   if (!lost.includes(`${untied}/config.json: field "tie_word_embeddings" is false`)) throw new Error(lost);
   // Into another head the decoder is not used, so the folder loads.
   (await loadPretrainedWithReport(untied, { task: "base", allowNewHead: true })).model.dispose();
@@ -145,7 +136,7 @@ Deno.test("untied language-model decoders and GPT-2's other attention scales are
     const [key, value] of [["scale_attn_weights", false], ["scale_attn_by_inverse_layer_idx", true]] as const
   ) {
     const folder = await copyHead("gpt2-base", (c) => (c[key] = value));
-    const refused = await message(() => loadPretrainedWithReport(folder));
+    const refused = await thrownMessage(() => loadPretrainedWithReport(folder));
     if (!refused.includes(`field "${key}" is ${value}`)) throw new Error(refused);
     await Deno.remove(folder, { recursive: true });
   }
@@ -171,13 +162,13 @@ Deno.test("a BERT causal LM is saved as transformers' BertLMHeadModel", async ()
 Deno.test("allowNewHead still refuses a file of another model, and a tensor given under both names", async () => {
   const { model } = await loadPretrainedWithReport(`${HEADS}bert-base`);
   const gpt2 = (await readSafetensors(`${HEADS}gpt2-base/model.safetensors`)).tensors;
-  const foreign = await message(() => loadWeights(model, gpt2, "gpt2 file", { allowNewHead: true }));
+  const foreign = await thrownMessage(() => loadWeights(model, gpt2, "gpt2 file", { allowNewHead: true }));
   if (foreign !== 'gpt2 file: holds none of the body tensors of "bert": not a bert checkpoint') {
     throw new Error(foreign);
   }
   const { tensors } = await readSafetensors(`${HEADS}bert-base/model.safetensors`);
   tensors.set("bert.pooler.dense.bias", tensors.get("pooler.dense.bias")!);
-  const twice = await message(() => loadWeights(model, tensors, "file", { allowNewHead: true }));
+  const twice = await thrownMessage(() => loadWeights(model, tensors, "file", { allowNewHead: true }));
   if (
     twice !== 'file: "pooler.dense.bias" and "bert.pooler.dense.bias" are the same tensor "pooler.dense.bias"'
   ) {
@@ -188,7 +179,9 @@ Deno.test("allowNewHead still refuses a file of another model, and a tensor give
 
 Deno.test("a classifier of another label count is refused, naming both shapes, or re-initialised on request", async () => {
   const folder = `${HEADS}bert-sequence-classification`;
-  const refused = await message(() => loadPretrainedWithReport(folder, { numLabels: 2, allowNewHead: true }));
+  const refused = await thrownMessage(() =>
+    loadPretrainedWithReport(folder, { numLabels: 2, allowNewHead: true })
+  );
   for (
     const fragment of [
       `${folder}/model.safetensors`,
@@ -256,7 +249,7 @@ Deno.test("a bare BERT without its pooler is still a bare BERT: the pooler is ne
   const { tensors } = await readSafetensors(`${folder}/model.safetensors`);
   for (const name of [...tensors.keys()]) if (name.startsWith("pooler.")) tensors.delete(name);
   await Deno.writeFile(`${folder}/model.safetensors`, serializeSafetensors(tensors));
-  const strict = await message(() => loadPretrainedWithReport(folder));
+  const strict = await thrownMessage(() => loadPretrainedWithReport(folder));
   if (!strict.includes('missing "pooler.dense.weight"')) throw new Error(strict);
   const { model, report } = await loadPretrainedWithReport(folder, { allowNewHead: true });
   if (model.task !== "base" || report.newlyInitialized.join() !== "pooler.dense.weight,pooler.dense.bias") {

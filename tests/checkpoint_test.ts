@@ -4,7 +4,7 @@ import { modelConfig, type ModelFamily } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import { MultiModelOptimizer, type MultiModelOptimizerOptions } from "../optim/multimodel.ts";
-import { assertBitwiseEqual, setup } from "./helpers.ts";
+import { assertBitwiseEqual, setup, thrownMessage } from "./helpers.ts";
 
 await setup();
 
@@ -108,24 +108,14 @@ Deno.test("a checkpoint is replaced atomically and leaves no temporary folder", 
   if (entries.join() !== "ckpt") throw new Error(`left behind: ${entries}`);
   const json = JSON.parse(await Deno.readTextFile(`${parent}/ckpt/optimizer.json`));
   if (json.counters.updates !== 1) throw new Error(`saved ${json.counters.updates} updates`);
-  let message = "";
-  try {
-    await loadCheckpoint(`${parent}/ckpt`, optimizer, { bert: models.bert });
-  } catch (e) {
-    message = (e as Error).message;
-  }
+  let message = await thrownMessage(() => loadCheckpoint(`${parent}/ckpt`, optimizer, { bert: models.bert }));
   if (!message.includes("loadCheckpoint: models [bert] differ from the optimizer's [bert,gpt2,roberta]")) {
     throw new Error(message);
   }
   optimizer.dispose();
   const one = { bert: models.bert };
   const bertOnly = new MultiModelOptimizer({ models: one, ...OPTIONS });
-  message = "";
-  try {
-    await loadCheckpoint(`${parent}/ckpt`, bertOnly, one);
-  } catch (e) {
-    message = (e as Error).message;
-  }
+  message = await thrownMessage(() => loadCheckpoint(`${parent}/ckpt`, bertOnly, one));
   if (!message.includes("checkpoint of models [bert,gpt2,roberta], given [bert]")) throw new Error(message);
   bertOnly.dispose();
   await Deno.remove(parent, { recursive: true });
@@ -150,21 +140,12 @@ Deno.test("a checkpoint records the optimizer's options: other options are refus
     schedule: { warmupSteps: 2, totalSteps: 40 },
   });
   const before = await readAll(otherModels.bert.parameters.map((p) => p.value));
-  let message = "";
-  try {
-    // Models the optimizer does not train are named before the options it differs in.
-    await loadCheckpoint(`${parent}/run`, other, models);
-  } catch (e) {
-    message = (e as Error).message;
-  }
+  // Models the optimizer does not train are named before the options it differs in.
+  let message = await thrownMessage(() => loadCheckpoint(`${parent}/run`, other, models));
   if (!message.includes('loadCheckpoint: model "bert" is not the one this optimizer trains')) {
     throw new Error(message);
   }
-  try {
-    await loadCheckpoint(`${parent}/run`, other, otherModels);
-  } catch (e) {
-    message = (e as Error).message;
-  }
+  message = await thrownMessage(() => loadCheckpoint(`${parent}/run`, other, otherModels));
   if (!message.includes("optimizer.json: the state was saved by an optimizer with other options: schedule")) {
     throw new Error(message);
   }

@@ -135,6 +135,16 @@ export function expectError(fn: () => unknown, expected: string): void {
   throw new Error(`expected "${expected}", nothing was thrown`);
 }
 
+/** The message of what `fn` throws (or rejects with); "nothing was thrown" when it succeeds. */
+export async function thrownMessage(fn: () => unknown): Promise<string> {
+  try {
+    await fn();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "nothing was thrown";
+}
+
 /** Runs `deno task parity` on a folder in a fresh process: its exit code and first JSON line. */
 export async function runParity(folder: string): Promise<{ code: number; line: Record<string, unknown> }> {
   const output = await new Deno.Command(Deno.execPath(), {

@@ -8,7 +8,7 @@ import { loadPretrainedWithReport, savePretrained } from "../models/checkpoint.t
 import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
 import { planShards } from "../models/sharded.ts";
 import { checkModelFolder } from "../models/parity.ts";
-import { assertBitwiseEqual, setup } from "./helpers.ts";
+import { assertBitwiseEqual, setup, thrownMessage } from "./helpers.ts";
 
 await setup();
 
@@ -20,15 +20,6 @@ const SHARDS = [
   "model-00002-of-00003.safetensors",
   "model-00003-of-00003.safetensors",
 ];
-
-async function message(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return "nothing was thrown";
-}
 
 async function files(folder: string): Promise<string[]> {
   return (await Array.fromAsync(Deno.readDir(folder))).map((e) => e.name).sort();
@@ -176,7 +167,7 @@ Deno.test("a bad index or shard is refused, naming the file and what is wrong", 
     await Deno.remove(folder, { recursive: true });
     await copyFolder(HF_SHARDED, folder);
     await damage(folder);
-    const error = await message(() => loadPretrainedWithReport(folder, { numLabels: 3 }));
+    const error = await thrownMessage(() => loadPretrainedWithReport(folder, { numLabels: 3 }));
     for (const fragment of fragments) {
       if (!error.includes(fragment)) throw new Error(`${what}: "${fragment}" not in: ${error}`);
     }
