@@ -203,6 +203,7 @@ export {
   encodeQa,
   encodeTagging,
   IGNORE_INDEX,
+  type QaEncodeOptions,
 } from "./data/encode.ts";
 export {
   describeEvaluation,

@@ -26,7 +26,7 @@ export interface EncodedBatch {
   inputIds: Int32Array;
   /** 1 for real tokens, 0 for padding [B, T]. */
   attentionMask: Int32Array;
-  /** B. */
+  /** B: rows (an example each; with {@linkcode encodeQa}'s windows, a window each). */
   batch: number;
   /** T (= maxLength). */
   length: number;
@@ -42,6 +42,8 @@ export interface EncodedBatch {
   wordIds?: Int32Array;
   /** QA: each context token's [start, end) in its context [B, T, 2]; -1 for other tokens. */
   contextOffsets?: Int32Array;
+  /** QA: the example each row comes from, an index into the examples encoded [B] (windows share one). */
+  exampleIndex?: Int32Array;
 }
 
 function check(
@@ -152,30 +154,54 @@ function tokenAt(offsets: readonly [number, number][], char: number, from: numbe
   return t;
 }
 
+/** Options of {@linkcode encodeQa}. */
+export interface QaEncodeOptions {
+  /**
+   * Tokens of context that consecutive windows share (Hugging Face's `doc_stride`): a context longer
+   * than a row holds is split into overlapping windows, one row each, so no answer is out of reach.
+   * Absent: one row per example, its context cut at the end.
+   */
+  stride?: number;
+}
+
+/** One row of {@linkcode encodeQa}: its ids, where its context window starts in the row, and its answer. */
+interface QaRow {
+  ids: number[];
+  typeIds: number[];
+  example: number;
+  first: number;
+  window: [number, number];
+  offsets: readonly [number, number][];
+  answer: [number, number] | null;
+}
+
 /**
  * A question and its context in the tokenizer's pair layout ({@linkcode Tokenizer.pairLayout}: `cls
  * question sep context sep` with token type 1 from the context on for a trained tokenizer or BERT's,
  * `<s> question </s></s> context </s>` for RoBERTa's): the question keeps at most half of maxLength, the
- * context fills the rest and is cut at the end. Start and end positions are the tokens holding the
- * answer's first and last characters; an answer the cut leaves out points at position 0, as Hugging
- * Face does. `contextOffsets` gives each context token's span in its context, to read predicted answers
- * back. Cloze contexts (10 sentences) have about 270 tokens: 47% of answers fit at maxLength 128, 81% at
- * 256, 97% at 384 (validation split, a tokenizer trained on the QA contexts).
+ * context fills the rest. Without `stride` the context is cut at the end, one row per example; with
+ * it, as Hugging Face's `return_overflowing_tokens` with `stride`, a long context becomes windows that
+ * each share `stride` tokens with the one before, a row each (`exampleIndex` says whose). Start and end
+ * positions are the tokens holding the answer's first and last characters; a row whose window does not
+ * hold the whole answer points at position 0, as Hugging Face does. `contextOffsets` gives each context
+ * token's span in its context, to read predicted answers back. Cloze contexts (10 sentences) have
+ * about 270 tokens: cut at the end, 47% of answers fit at maxLength 128, 81% at 256, 97% at 384
+ * (validation split, a tokenizer trained on the QA contexts).
  */
 export function encodeQa(
   examples: readonly QaExample[],
   tokenizer: Tokenizer,
   maxLength: number,
+  options: QaEncodeOptions = {},
 ): EncodedBatch {
+  const { stride } = options;
   const layout = tokenizer.pairLayout;
   const specials = layout.reduce((n, piece) => n + ("special" in piece ? piece.special.length : 0), 0);
   check("encodeQa", examples, tokenizer, maxLength, specials + 2);
-  const B = examples.length;
-  const out = emptyBatch(B, maxLength, tokenizer.special.pad);
-  out.startPositions = new Int32Array(B);
-  out.endPositions = new Int32Array(B);
-  out.tokenTypeIds = new Int32Array(B * maxLength);
-  out.contextOffsets = new Int32Array(B * maxLength * 2).fill(-1);
+  if (stride !== undefined && !(Number.isInteger(stride) && stride >= 0)) {
+    throw new Error(`encodeQa: stride must be an integer >= 0, got ${stride}`);
+  }
+  const rows: QaRow[] = [];
   examples.forEach((example, b) => {
     const { text, start } = example.answer;
     if (example.context.slice(start, start + text.length) !== text || text.length === 0) {
@@ -184,33 +210,57 @@ export function encodeQa(
     const longest = Math.min(Math.floor(maxLength / 2), maxLength - specials); // the special tokens fit
     const question = tokenizer.encode(example.question).ids.slice(0, longest);
     const context = tokenizer.encode(example.context);
-    const kept = Math.min(context.ids.length, maxLength - question.length - specials);
-    const row: number[] = [];
-    let first = 0; // row position of context token 0
-    for (const piece of layout) {
-      const ids = "special" in piece
-        ? piece.special
-        : piece.sequence === "A"
-        ? question
-        : context.ids.slice(0, kept);
-      if ("sequence" in piece && piece.sequence === "B") first = row.length;
-      out.tokenTypeIds!.fill(
-        piece.typeId,
-        b * maxLength + row.length,
-        b * maxLength + row.length + ids.length,
+    const room = maxLength - question.length - specials;
+    if (stride !== undefined && stride >= room) {
+      throw new Error(
+        `encodeQa: example ${b}: stride ${stride} must be below the ${room} context tokens a row of ` +
+          `${maxLength} holds beside a ${question.length}-token question`,
       );
-      row.push(...ids);
-    }
-    putRow(out, b, row);
-    for (let t = 0; t < kept; t++) {
-      out.contextOffsets!.set(context.offsets[t], 2 * (b * maxLength + first + t));
     }
     const startToken = tokenAt(context.offsets, start, 0, context.ids.length);
     const endToken = tokenAt(context.offsets, start + text.length - 1, startToken, context.ids.length);
-    if (endToken < kept) {
-      out.startPositions![b] = first + startToken;
-      out.endPositions![b] = first + endToken;
+    for (let from = 0;; from += room - stride!) {
+      const to = Math.min(context.ids.length, from + room);
+      const row: QaRow = {
+        ids: [],
+        typeIds: [],
+        example: b,
+        first: 0,
+        window: [from, to],
+        offsets: context.offsets,
+        answer: null,
+      };
+      for (const piece of layout) {
+        const ids = "special" in piece
+          ? piece.special
+          : piece.sequence === "A"
+          ? question
+          : context.ids.slice(from, to);
+        if ("sequence" in piece && piece.sequence === "B") row.first = row.ids.length;
+        row.ids.push(...ids);
+        row.typeIds.push(...ids.map(() => piece.typeId));
+      }
+      if (startToken >= from && endToken < to) {
+        row.answer = [row.first + startToken - from, row.first + endToken - from];
+      }
+      rows.push(row);
+      if (stride === undefined || to >= context.ids.length) break;
     }
+  });
+  const out = emptyBatch(rows.length, maxLength, tokenizer.special.pad);
+  out.startPositions = new Int32Array(rows.length);
+  out.endPositions = new Int32Array(rows.length);
+  out.tokenTypeIds = new Int32Array(rows.length * maxLength);
+  out.contextOffsets = new Int32Array(rows.length * maxLength * 2).fill(-1);
+  out.exampleIndex = Int32Array.from(rows, (row) => row.example);
+  rows.forEach((row, r) => {
+    putRow(out, r, row.ids);
+    out.tokenTypeIds!.set(row.typeIds, r * maxLength);
+    const [from, to] = row.window;
+    for (let t = from; t < to; t++) {
+      out.contextOffsets!.set(row.offsets[t], 2 * (r * maxLength + row.first + t - from));
+    }
+    if (row.answer) [out.startPositions![r], out.endPositions![r]] = row.answer;
   });
   return out;
 }

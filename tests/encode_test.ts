@@ -1,10 +1,12 @@
 /**
  * Model inputs from examples: padding and attention masks, tagging labels on the first token of each
- * word, QA positions that read back the answer through offsets, and masked LM's seeded 15% / 80-10-10.
+ * word, QA positions that read back the answer through offsets (in overlapping windows, scored as one
+ * example), and masked LM's seeded 15% / 80-10-10.
  */
 import { loadDataset } from "../data/load.ts";
 import { encodeClassification, encodeLm, encodeQa, encodeTagging, IGNORE_INDEX } from "../data/encode.ts";
 import { trainTokenizer } from "../data/tokenizer.ts";
+import { taskKind } from "../train/task_kinds.ts";
 
 function expect(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -132,6 +134,106 @@ Deno.test("QA: start and end positions read the answer back through the context 
     });
     expect(found > (T === 384 ? 90 : 5), `${found} answers inside ${T} tokens`);
   }
+});
+
+Deno.test("QA windows: a long context becomes rows that share `stride` tokens and together hold it all", () => {
+  const T = 64;
+  const stride = 16;
+  const examples = qa.validation.slice(0, 100);
+  const batch = encodeQa(examples, tokenizer, T, { stride });
+  const rowsOf = (b: number) => [...batch.exampleIndex!.keys()].filter((r) => batch.exampleIndex![r] === b);
+  expect(batch.batch > examples.length, `${batch.batch} rows for ${examples.length} long contexts`);
+  expect(
+    Array.from(batch.exampleIndex!).every((e, r) =>
+      r === 0 || e === batch.exampleIndex![r - 1] || e === batch.exampleIndex![r - 1] + 1
+    ),
+    "rows come in example order",
+  );
+  examples.forEach((example, b) => {
+    const rows = rowsOf(b);
+    const context = tokenizer.encode(example.context);
+    const answerEnd = example.answer.start + example.answer.text.length;
+    // Each row's context tokens, as their offsets in the context.
+    const windows = rows.map((r) => {
+      const spans: [number, number][] = [];
+      for (let t = 0; t < T; t++) {
+        const at = 2 * (r * T + t);
+        if (batch.contextOffsets![at] >= 0) {
+          spans.push([batch.contextOffsets![at], batch.contextOffsets![at + 1]]);
+        }
+      }
+      return spans;
+    });
+    expect(windows[0][0][0] === context.offsets[0][0], `example ${b}: the first window starts the context`);
+    expect(
+      windows.at(-1)!.at(-1)![1] === context.offsets.at(-1)![1],
+      `example ${b}: the last window ends the context`,
+    );
+    for (let w = 1; w < windows.length; w++) {
+      const shared = windows[w - 1].slice(-stride);
+      expect(
+        JSON.stringify(shared) === JSON.stringify(windows[w].slice(0, stride)),
+        `example ${b}: window ${w} starts with the last ${stride} tokens of window ${w - 1}`,
+      );
+    }
+    const question = (r: number) =>
+      Array.from(batch.inputIds.subarray(r * T, r * T + batch.tokenTypeIds!.subarray(r * T).indexOf(1)));
+    expect(rows.every((r) => question(r).join() === question(rows[0]).join()), `example ${b}: one question`);
+    let holding = 0;
+    rows.forEach((r, w) => {
+      const [start, end] = [batch.startPositions![r], batch.endPositions![r]];
+      const inside = windows[w][0][0] <= example.answer.start && windows[w].at(-1)![1] >= answerEnd;
+      if (start === 0) {
+        expect(end === 0 && !inside, `example ${b} window ${w}: points at cls only without the answer`);
+        return;
+      }
+      holding++;
+      const text = example.context.slice(
+        batch.contextOffsets![2 * (r * T + start)],
+        batch.contextOffsets![2 * (r * T + end) + 1],
+      );
+      expect(text === example.answer.text, `example ${b} window ${w}: read back "${text}"`);
+    });
+    expect(holding >= 1, `example ${b}: some window holds the answer`);
+  });
+  const single = encodeQa(examples, tokenizer, T);
+  expect(Array.from(single.exampleIndex!).every((e, r) => e === r), "without stride a row per example");
+  expectThrows(
+    () => encodeQa(examples, tokenizer, T, { stride: 1.5 }),
+    "stride must be an integer >= 0, got 1.5",
+  );
+  expectThrows(() => encodeQa(examples, tokenizer, T, { stride: 40 }), "stride 40 must be below the");
+});
+
+Deno.test("QA windows: an example's answer is its best span over all its windows, across batches", () => {
+  const T = 64;
+  const examples = qa.validation.filter((e) => tokenizer.encode(e.context).ids.length > 100).slice(0, 2);
+  const kind = taskKind("qa", []);
+  const encoder = { tokenizer, objective: null, family: "bert" as const };
+  const batches = examples.map((e) => encodeQa([e], tokenizer, T, { stride: 8 }));
+  // Logits of 0 everywhere; the rows holding the answer score it `right`, every row scores its first
+  // context token alone `wrong`.
+  const score = (right: number, wrong: number) => {
+    const values = batches.map((encoded) => {
+      const start = new Float32Array(encoded.batch * T);
+      const end = new Float32Array(encoded.batch * T);
+      for (let r = 0; r < encoded.batch; r++) {
+        const first = encoded.tokenTypeIds!.subarray(r * T).indexOf(1);
+        start[r * T + first] = end[r * T + first] = wrong / 2;
+        if (encoded.startPositions![r] > 0) {
+          start[r * T + encoded.startPositions![r]] += right / 2;
+          end[r * T + encoded.endPositions![r]] += right / 2;
+        }
+      }
+      return { encoded, values: [start, end] };
+    });
+    return kind.score(examples, values, encoder);
+  };
+  expect(batches.every((b) => b.batch > 2), "each example spans several windows");
+  const found = score(10, 4);
+  expect(found.exactMatch === 100, `the answer's window wins: ${JSON.stringify(found)}`);
+  const missed = score(2, 4);
+  expect(missed.exactMatch === 0, `a higher span in another window wins: ${JSON.stringify(missed)}`);
 });
 
 Deno.test("causal LM: labels are the ids, -100 on padding", () => {

@@ -128,6 +128,9 @@ Deno.test("run options at their boundaries are accepted, and past them refused n
     { vocabSize: 261 },
     { clip: null },
     { steps: 1, epochs: 1, batchSize: 1, logEvery: 1 },
+    { task: "qa", maxLength: 256, docStride: 0 },
+    { task: "qa", maxLength: 256, docStride: 123 },
+    { task: "qa", maxLength: 256, docStride: null },
   ];
   for (const overrides of accepted) checkTrainOptions(options(overrides));
   const refused: [Partial<TrainOptions>, string][] = [
@@ -148,6 +151,15 @@ Deno.test("run options at their boundaries are accepted, and past them refused n
     [{ evalEvery: 0 }, "eval-every must be a positive integer, got 0"],
     [{ independent: true, weights: { bert: 2 } }, "independent trains each model alone; it excludes weights"],
     [{ independent: true, alignInit: true }, "independent trains each model alone; it excludes align-init"],
+    [
+      { task: "qa", maxLength: 256, docStride: 124 },
+      "doc-stride must be an integer in [0, 124) with max-length 256 (the context tokens a row keeps beside the longest question), got 124",
+    ],
+    [
+      { task: "qa", maxLength: 256, docStride: 1.5 },
+      "doc-stride must be an integer in [0, 124) with max-length 256 (the context tokens a row keeps beside the longest question), got 1.5",
+    ],
+    [{ docStride: 16 }, "doc-stride applies to qa only, not sentiment"],
     [
       { shuffledLabels: ["gpt2"], task: "ner" },
       "shuffled-labels needs a classification task (sentiment, spam), not ner",

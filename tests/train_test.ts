@@ -32,6 +32,7 @@ function tiny(task: TaskName, overrides: Partial<TrainOptions> = {}): TrainOptio
     evalEvery: null,
     evalLimit: null,
     maxLength: task === "qa" ? 96 : 32,
+    docStride: task === "qa" ? 24 : null,
     logEvery: 3,
     lr: 3e-3,
     warmup: 0,
@@ -226,6 +227,16 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
       'train: --models: "bert:0x2": the hidden size and the layer count must be positive integers',
     ],
     [["--weights", "bert=1,bert=2"], 'train: --weights names "bert" twice'],
+    [["--doc-stride", "32"], "train: --doc-stride applies to qa only, not sentiment"],
+    [
+      ["--task", "qa", "--doc-stride", "half"],
+      'train: --doc-stride must be an integer >= 0 or off, got "half"',
+    ],
+    [
+      ["--task", "qa", "--max-length", "64", "--doc-stride", "28"],
+      "train: doc-stride must be an integer in [0, 28) with max-length 64 (the context tokens a row keeps " +
+      "beside the longest question), got 28",
+    ],
     [
       ["--independent", "--sync", "0.5", "--sharing", "off", "--adaptive", "off"],
       "train: --independent trains each model alone; it excludes --sync",

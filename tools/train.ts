@@ -7,6 +7,7 @@
  */
 import {
   checkTrainOptions,
+  defaultDocStride,
   defaultOptions,
   parseModels,
   type PresetName,
@@ -92,6 +93,12 @@ const spec = {
       default: "per task",
       value: "n",
       description: "longest sequence in tokens",
+    },
+    "doc-stride": {
+      type: "string",
+      default: "max-length/4",
+      value: "n|off",
+      description: "qa: context tokens shared by a long context's windows (off: cut at --max-length)",
     },
     vocab: {
       type: "string",
@@ -242,6 +249,15 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   options.logEvery = positiveInteger(NAME, "log-every", flags["log-every"]);
   options.batchSize = int("batch", preset.batchSize);
   options.maxLength = int("max-length", TASK_MAX_LENGTH[task]);
+  const docStride = flags["doc-stride"];
+  if (task === "qa") options.docStride = defaultDocStride(options.maxLength);
+  if (docStride !== spec.flags["doc-stride"].default) {
+    if (task !== "qa") exitWithUsageError(NAME, `--doc-stride applies to qa only, not ${task}`);
+    if (docStride !== "off" && !/^\d+$/.test(docStride)) {
+      exitWithUsageError(NAME, `--doc-stride must be an integer >= 0 or off, got "${docStride}"`);
+    }
+    options.docStride = docStride === "off" ? null : Number(docStride);
+  }
   options.vocabSize = int("vocab", preset.vocabSize);
   options.lr = positiveNumber("lr", flags.lr);
   options.seed = flags.seed === "0" ? 0 : positiveInteger(NAME, "seed", flags.seed);

@@ -69,7 +69,12 @@ export class RunFolder {
     if (!json?.options?.task || !Array.isArray(json.options.models)) {
       throw new Error(`train: ${file} is not the config.json of a run (no options.task / options.models)`);
     }
-    return new RunFolder(path, { ...json.options, out: path }, json);
+    // Runs from before qa's windows have no docStride: they go on cutting contexts as they began.
+    return new RunFolder(
+      path,
+      { ...json.options, docStride: json.options.docStride ?? null, out: path },
+      json,
+    );
   }
 
   /**

@@ -119,7 +119,7 @@ export class TaskRunner {
       const examples = indices.map((i) => source[i]);
       out.set(
         group,
-        trimBatch(this.kind.encode(examples, this.#encoder(name), this.options.maxLength, seed)),
+        trimBatch(this.kind.encode(examples, this.#encoder(name), this.options, seed)),
       );
     }
     return out;
@@ -164,7 +164,7 @@ export class TaskRunner {
         const part = examples.slice(first, first + EVALUATION_BATCH);
         // A fixed seed per batch: every evaluation masks the same tokens.
         batches.push(
-          trimBatch(this.kind.encode(part, this.#encoder(name), this.options.maxLength, first + 1)),
+          trimBatch(this.kind.encode(part, this.#encoder(name), this.options, first + 1)),
         );
       }
       this.#evaluation.set(key, batches);
@@ -214,7 +214,7 @@ export class TaskRunner {
           this.kind.encode(
             examples.slice(first, first + EVALUATION_BATCH),
             encoder,
-            this.options.maxLength,
+            this.options,
             0,
           ),
         );

@@ -25,6 +25,7 @@ import {
   IGNORE_INDEX,
 } from "../data/encode.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
+import type { TrainOptions } from "./options.ts";
 import type { ModelFamily } from "../models/config.ts";
 import type { Batch } from "../models/inputs.ts";
 import type { ModelOutput } from "../models/model.ts";
@@ -73,8 +74,13 @@ export interface TaskKind<E> {
   higherIsBetter: boolean;
   /** Texts a tokenizer is trained on. */
   texts(example: E): string[];
-  /** Host inputs of a batch of examples (padded to maxLength); `seed` drives masking. */
-  encode(examples: readonly E[], encoder: Encoder, maxLength: number, seed: number): EncodedBatch;
+  /** Host inputs of a batch of examples (padded to `maxLength`; qa windows by `docStride`); `seed` drives masking. */
+  encode(
+    examples: readonly E[],
+    encoder: Encoder,
+    shape: Pick<TrainOptions, "maxLength" | "docStride">,
+    seed: number,
+  ): EncodedBatch;
   /** The tensors a forward pass takes. */
   batch(encoded: EncodedBatch, encoder: Encoder): Batch;
   /** The outputs mutual distillation compares. */
@@ -120,7 +126,7 @@ const classification: TaskKind<TextExample> = {
   primaryMetric: "accuracy",
   higherIsBetter: true,
   texts: (e) => [e.text],
-  encode: (examples, encoder, maxLength) => encodeClassification(examples, encoder.tokenizer, maxLength),
+  encode: (examples, encoder, { maxLength }) => encodeClassification(examples, encoder.tokenizer, maxLength),
   batch: (encoded) => ({ ...common(encoded), labels: tensor(encoded.labels!) }),
   distillation: (output) => [{ logits: output.logits! }],
   evaluationOutputs: (output) => [output.logits!],
@@ -174,7 +180,7 @@ function tagging(names: readonly string[], spans: boolean): TaskKind<TaggedExamp
     primaryMetric: spans ? "f1" : "accuracy",
     higherIsBetter: true,
     texts: (e) => [e.words.join(" ")],
-    encode: (examples, encoder, maxLength) => encodeTagging(examples, encoder.tokenizer, maxLength),
+    encode: (examples, encoder, { maxLength }) => encodeTagging(examples, encoder.tokenizer, maxLength),
     batch: (encoded) => ({ ...common(encoded), labels: ids(encoded.labels!, encoded) }),
     distillation(output, encoded) {
       const weights = Float32Array.from(encoded.labels!, (l) => (l === IGNORE_INDEX ? 0 : 1));
@@ -217,7 +223,8 @@ const questionAnswering: TaskKind<QaExample> = {
   primaryMetric: "f1",
   higherIsBetter: true,
   texts: (e) => [e.context, e.question],
-  encode: (examples, encoder, maxLength) => encodeQa(examples, encoder.tokenizer, maxLength),
+  encode: (examples, encoder, { maxLength, docStride }) =>
+    encodeQa(examples, encoder.tokenizer, maxLength, docStride === null ? {} : { stride: docStride }),
   batch: (encoded, encoder) => ({
     ...common(encoded),
     ...(encoder.family === "bert" ? { tokenTypeIds: ids(encoded.tokenTypeIds!, encoded) } : {}),
@@ -227,7 +234,10 @@ const questionAnswering: TaskKind<QaExample> = {
   distillation: (output) => [{ logits: output.startLogits! }, { logits: output.endLogits! }],
   evaluationOutputs: (output) => [output.startLogits!, output.endLogits!],
   score(examples, batches) {
-    const predictions: string[] = [];
+    // An example's answer is the best span over all its windows (Hugging Face's postprocessing):
+    // the highest start + end logit, the earlier window on a tie.
+    const best: ({ score: number; text: string } | null)[] = examples.map(() => null);
+    let first = 0; // index of the batch's first example in the split
     for (const { encoded, values: [start, end] } of batches) {
       const T = encoded.length;
       for (let b = 0; b < encoded.batch; b++) {
@@ -239,10 +249,15 @@ const questionAnswering: TaskKind<QaExample> = {
           allowed,
           30,
         );
-        const context = examples[predictions.length].context;
-        predictions.push(span ? context.slice(offsets[2 * span.start], offsets[2 * span.end + 1]) : "");
+        const example = first + encoded.exampleIndex![b];
+        if (span && (best[example] === null || span.score > best[example]!.score)) {
+          const text = examples[example].context.slice(offsets[2 * span.start], offsets[2 * span.end + 1]);
+          best[example] = { score: span.score, text };
+        }
       }
+      first += encoded.exampleIndex![encoded.batch - 1] + 1;
     }
+    const predictions = best.map((span) => span?.text ?? "");
     const scores = squadScores(predictions, examples.map((e) => [e.answer.text]));
     return unlessNaN(batches.flatMap((b) => b.values), { ...scores });
   },
@@ -282,7 +297,7 @@ const languageModelling: TaskKind<LmExample> = {
   primaryMetric: "perplexity",
   higherIsBetter: false,
   texts: (e) => [e.text],
-  encode: (examples, encoder, maxLength, seed) =>
+  encode: (examples, encoder, { maxLength }, seed) =>
     encodeLm(examples, encoder.tokenizer, maxLength, encoder.objective ?? "causal", seed),
   batch: (encoded) => ({ ...common(encoded), labels: ids(encoded.labels!, encoded) }),
   distillation: () => {
