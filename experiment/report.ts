@@ -72,6 +72,9 @@ function methodSection(): string[] {
     "- **Evaluation data.** Validation and test scores use the protocol's `evalLimit` examples of each split " +
     "(300 in the cpu preset), spread evenly over the split: Brown's splits list their files by genre and " +
     "Moby-Dick's by chapter, so a split's first examples would stand for one genre only.",
+    "- **QA inputs.** A context longer than a row (256 tokens) is read in overlapping windows that share 64 " +
+    "tokens (Hugging Face's `doc_stride`), a row each: training uses every window, and each question is " +
+    "answered by its best span over its windows, so every answer is within the models' reach.",
     "- **Conditions.** Joint is the seed's whole system: gradient sharing, parameter sync, adaptive rates, " +
     "aligned initialisation and the seed's model weights (bert 1.0, gpt2 0.8, roberta 1.2), which scale " +
     "each model's rate by its weight over their mean; independent trains each model with plain AdamW at " +
