@@ -7,7 +7,16 @@
 import { modelConfig } from "../models/config.ts";
 import type { OptimizerOptions } from "../optim/options.ts";
 import { buildModel, optimizerOptions } from "../train/models.ts";
-import { checkTrainOptions, defaultOptions, type TrainOptions } from "../train/options.ts";
+import {
+  checkTrainOptions,
+  defaultDocStride,
+  defaultOptions,
+  parseModels,
+  type TrainOptions,
+} from "../train/options.ts";
+import { prepareSession } from "../train/session.ts";
+import { Tokenizer, trainTokenizer } from "../data/tokenizer.ts";
+import type { Dataset, QaExample } from "../data/datasets.ts";
 import { setup } from "./helpers.ts";
 
 await setup();
@@ -174,4 +183,73 @@ Deno.test("run options at their boundaries are accepted, and past them refused n
     }
     if (message !== `train: ${expected}`) throw new Error(`${JSON.stringify(overrides)}: "${message}"`);
   }
+});
+
+Deno.test("qa's default doc stride is a quarter of the row, less where a short row has no room, none below that", () => {
+  const cases: [number, number | null][] = [[256, 64], [96, 24], [16, 3], [12, 1], [11, 1], [10, 0], [
+    8,
+    null,
+  ]];
+  for (const [maxLength, expected] of cases) {
+    expectEqual(defaultDocStride(maxLength), expected, `max-length ${maxLength}`);
+    checkTrainOptions(options({ task: "qa", maxLength, docStride: expected }));
+  }
+});
+
+Deno.test("a doc stride that a tokenizer's pair layout leaves no room for is refused before the run starts", async () => {
+  const example: QaExample = {
+    context: "Alice met Bob in Paris .",
+    question: "_____ met Bob .",
+    answer: { text: "Alice", start: 0 },
+  };
+  const dataset: Dataset<QaExample> = {
+    task: "qa",
+    train: [example],
+    validation: [example],
+    test: [example],
+    labels: [],
+    source: "test",
+    splitRule: "none",
+    notes: "",
+  };
+  const trained = trainTokenizer([example.context, example.question], { vocabSize: 300 });
+  const { cls, sep } = trained.special;
+  const json = trained.toJson() as Record<string, unknown>;
+  const token = (id: number) => ({ SpecialToken: { id: id === cls ? "c" : "s", type_id: 0 } });
+  // Six special tokens in a pair: two before the question, two after it, two after the context.
+  const wide = Tokenizer.fromJson({
+    ...json,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [token(cls), { Sequence: { id: "A", type_id: 0 } }, token(sep)],
+      pair: [
+        token(cls),
+        token(cls),
+        { Sequence: { id: "A", type_id: 0 } },
+        token(sep),
+        token(sep),
+        { Sequence: { id: "B", type_id: 1 } },
+        token(sep),
+        token(sep),
+      ],
+      special_tokens: {
+        c: { id: "c", ids: [cls], tokens: ["c"] },
+        s: { id: "s", ids: [sep], tokens: ["s"] },
+      },
+    },
+  });
+  const run = options({
+    task: "qa",
+    models: parseModels("bert", { hiddenSize: 16, numLayers: 1, numHeads: 2, intermediateSize: 32 }),
+    maxLength: 32,
+    docStride: 11,
+  });
+  checkTrainOptions(run); // room for 4 special tokens: 12
+  let message = "";
+  await prepareSession(run, dataset as Dataset<unknown>, { tokenizers: { bert: wide } }).catch((e) =>
+    message = (e as Error).message
+  );
+  const expected =
+    "train: doc-stride must be below 10 with max-length 32 and bert's tokenizer (6 special tokens in a pair), got 11";
+  if (message !== expected) throw new Error(`got "${message}"`);
 });

@@ -34,7 +34,7 @@ export interface TrainOptions {
   epochs: number;
   /** Training steps (one batch each); null trains `epochs` epochs. */
   steps: number | null;
-  /** Examples per batch. */
+  /** Examples per batch (qa: questions, each with every window of its context). */
   batchSize: number;
   /** Longest sequence in tokens, special tokens included; batches are padded to their longest example. */
   maxLength: number;
@@ -151,12 +151,22 @@ export const TASK_MAX_LENGTH: Record<TaskName, number> = {
 };
 
 /**
- * Context tokens that consecutive qa windows share by default: a quarter of the row (64 of qa's 256
- * tokens). Cloze answers are names of a few tokens, so a small overlap keeps each whole in some
- * window; more overlap adds rows (at 256 tokens, 2.1 rows per validation question at 64, 2.0 at 32).
+ * Context tokens a qa row keeps beside the longest question (half the row) and the most special
+ * tokens a pair layout adds (RoBERTa's 4): windows must share fewer than this.
  */
-export function defaultDocStride(maxLength: number): number {
-  return Math.floor(maxLength / 4);
+export function windowRoom(maxLength: number, specialTokens = 4): number {
+  return maxLength - Math.floor(maxLength / 2) - specialTokens;
+}
+
+/**
+ * Context tokens that consecutive qa windows share by default: a quarter of the row (64 of qa's 256
+ * tokens), less where a short row has no room for that, and no windows (null) where it has none.
+ * Cloze answers are names of a few tokens, so a small overlap keeps each whole in some window; more
+ * overlap adds rows (at 256 tokens, 2.1 rows per validation question at 64, 2.0 at 32).
+ */
+export function defaultDocStride(maxLength: number): number | null {
+  const room = windowRoom(maxLength);
+  return room >= 1 ? Math.min(Math.floor(maxLength / 4), room - 1) : null;
 }
 
 /** Builds model specs from `family[:HIDDENxLAYERS]` entries, naming repeats `bert`, `bert-2`, ... */
@@ -268,8 +278,7 @@ export function checkTrainOptions(o: TrainOptions): void {
   }
   if (o.docStride !== null && o.task !== "qa") fail(`doc-stride applies to qa only, not ${o.task}`);
   if (o.docStride !== null) {
-    // The question keeps at most half a row and the pair layout at most 4 special tokens.
-    const room = o.maxLength - Math.floor(o.maxLength / 2) - 4;
+    const room = windowRoom(o.maxLength);
     if (!(Number.isSafeInteger(o.docStride) && o.docStride >= 0 && o.docStride < room)) {
       fail(
         `doc-stride must be an integer in [0, ${room}) with max-length ${o.maxLength} (the context ` +

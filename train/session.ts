@@ -19,7 +19,7 @@ import { add, scale } from "../kernels/elementwise.ts";
 import type { TransformerModel } from "../models/model.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { buildModel, buildOptimizers, headFor } from "./models.ts";
-import type { ModelSpec, TrainOptions } from "./options.ts";
+import { type ModelSpec, type TrainOptions, windowRoom } from "./options.ts";
 import { TaskRunner } from "./runner.ts";
 import { type Encoder, taskKind } from "./task_kinds.ts";
 
@@ -106,6 +106,19 @@ export async function prepareSession(
     }
   }
   const distinct = new Set(Object.values(tokenizers));
+  if (options.docStride !== null) {
+    // checkTrainOptions allows for 4 special tokens in a pair; a tokenizer read from a folder may add more.
+    for (const [name, tokenizer] of Object.entries(tokenizers)) {
+      const specials = tokenizer.pairLayout.reduce((n, p) => n + ("special" in p ? p.special.length : 0), 0);
+      const room = windowRoom(options.maxLength, specials);
+      if (options.docStride >= room) {
+        throw new Error(
+          `train: doc-stride must be below ${room} with max-length ${options.maxLength} and ${name}'s ` +
+            `tokenizer (${specials} special tokens in a pair), got ${options.docStride}`,
+        );
+      }
+    }
+  }
   if (options.distill > 0 && distinct.size > 1 && !["sentiment", "spam"].includes(options.task)) {
     throw new Error(
       "train: --distill compares predictions token by token here, which needs one tokenizer for every model; " +
