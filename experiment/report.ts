@@ -89,9 +89,11 @@ function methodSection(): string[] {
     "validation score on that task (divided by 0.9 where lower is better): a level most independent runs " +
     "reach before their end, so the count measures speed rather than final quality. A run is counted at the " +
     "first validation evaluation at or past the target; it crossed the target somewhere after the " +
-    "evaluation before, so the reduction's interval is the union of two: every joint run at the " +
-    "evaluation before its crossing and every independent run at its crossing, and the reverse. A run that " +
-    "never gets there is **censored** and counted at its length, a lower bound on what it would need.",
+    "evaluation before, so the reduction's interval is the union of the intervals over every assignment " +
+    "of each run to its crossing or the evaluation before (4^n for n paired seeds; past ten seeds, the two " +
+    "extremes only: every joint run before its crossing and every independent run at its crossing, and " +
+    "the reverse). A run that never gets there is **censored** and counted at its length, a lower bound " +
+    "on what it would need.",
     "- **Claim rule.** Each effect is oriented so that larger supports the claim (points gained, % fewer " +
     "steps, cost relative to joint). **Confirmed**: the whole interval lies above no effect (0, or 1 for a " +
     "ratio) and the estimate is at least the claimed minimum (1.2 points; 27% fewer steps; 3.0x and 1.2x). " +
@@ -99,9 +101,10 @@ function methodSection(): string[] {
     "wholly on the wrong side of no effect. **Not confirmed**: anything else, and always without an " +
     "interval. Each claim is judged over all its cells at once (one contradicted cell is enough to " +
     "contradict it), so every cell's interval is taken at 1 - 0.05 / cells (Bonferroni): the intervals " +
-    "of a claim hold together at 95%. Tables 1-3 show plain 95% intervals. For steps, **confirmed** " +
-    "must hold with every joint run at its crossing and every independent run at the evaluation before, " +
-    "**contradicted** the other way round, as the evaluations are too far apart to tell more; censoring " +
+    "of a claim hold together at 95%; less compute is one claim over sequential and parallel. Tables 1-3 " +
+    "show plain 95% intervals. For steps, **confirmed** and **contradicted** must hold under every " +
+    "assignment of the runs to their crossing or the evaluation before, as the evaluations are too far " +
+    "apart to tell more; censoring " +
     "biases the count towards the censored side, so a verdict is held at not confirmed when it would " +
     "rest on censored runs of the side it favours.",
     "",

@@ -149,6 +149,17 @@ export function tQuantile(p: number, df: number): number {
   if (!(df > 0) || !Number.isFinite(df)) throw new Error(`tQuantile: df must be positive, got ${df}`);
   if (p === 0.5) return 0;
   if (p < 0.5) return -tQuantile(1 - p, df);
+  // The steps table asks for the same few quantiles up to a million times (experiment/tables.ts).
+  const key = `${p}/${df}`;
+  let t = solvedQuantiles.get(key);
+  if (t === undefined) solvedQuantiles.set(key, t = upperQuantile(p, df));
+  return t;
+}
+
+const solvedQuantiles = new Map<string, number>();
+
+/** {@linkcode tQuantile} for p in (0.5, 1), solved. */
+function upperQuantile(p: number, df: number): number {
   const q = 1 - p;
   let low = 0;
   let high = 1;

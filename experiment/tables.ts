@@ -196,20 +196,24 @@ export interface Reduction {
   /** At the evaluations that reached the target. */
   estimate: number;
   /**
-   * The union of the two bounds' intervals: where the reduction can lie, the evaluation grid's
-   * uncertainty included; an end is unbounded (-Infinity, or at most 100%, the most a reduction can be)
-   * where its bound's interval is (a mean step count not clearly above zero). Null below two pairs.
+   * Where the reduction can lie, the evaluation grid's uncertainty included: the union of the paired
+   * Fieller intervals over every assignment of each run to its crossing or the evaluation before (see
+   * `assignments`); an end is unbounded (-Infinity, or at most 100%, the most a reduction can be) where
+   * some assignment's interval is (a mean step count not clearly above zero). Null below two pairs.
    */
   ci: Interval | null;
   /** Paired seeds. */
   n: number;
+  /** The smallest estimate over the assignments. */
+  lowestEstimate: number;
+  /** Whether every assignment has a bounded interval (a verdict needs them all). */
+  bounded: boolean;
   /**
-   * The reduction and its paired Fieller interval with every joint run at its earliest step and every
-   * independent run at its recorded step (`favourable` to joint), and the other way round.
+   * Assignments the interval is the union over: every one up to 4^10 (ten paired seeds); beyond, the
+   * two extremes, every joint run at the evaluation before and every independent run at its crossing,
+   * and the reverse.
    */
-  favourable: { estimate: number; ci: Interval | null };
-  /** See `favourable`. */
-  unfavourable: { estimate: number; ci: Interval | null };
+  assignments: number;
 }
 
 function stepsCell(selection: Selection, model: string, metric: string, target: number): StepsCell | null {
@@ -304,6 +308,12 @@ export function stepsRows(
   return rows;
 }
 
+/**
+ * Assignments of runs to their crossing or the evaluation before that {@linkcode reductionOf} walks
+ * through one by one: 4^10, every assignment of ten paired seeds (the largest scale's).
+ */
+const MAX_ASSIGNMENTS = 4 ** 10;
+
 function reductionOf(
   independent: StepsCell | null,
   joint: StepsCell | null,
@@ -313,24 +323,53 @@ function reductionOf(
   const seeds = [...joint.steps.keys()].filter((s) => independent.steps.has(s));
   if (seeds.length === 0) return null;
   const of = (steps: Map<number, number>) => seeds.map((s) => steps.get(s)!);
-  // Reduction = 100 (1 - ratio), so the ratio's interval turns over.
-  const bound = (jointSteps: number[], independentSteps: number[]) => {
+  const estimateOf = (jointSteps: number[], independentSteps: number[]) =>
+    100 * (1 - mean(jointSteps) / mean(independentSteps));
+  const estimate = estimateOf(of(joint.steps), of(independent.steps));
+  if (seeds.length < 2) {
+    return { estimate, ci: null, n: seeds.length, lowestEstimate: estimate, bounded: false, assignments: 1 };
+  }
+  // Each run's possible steps: its crossing and the evaluation before (one value when they agree).
+  const choices = [joint, independent].map((cell) =>
+    seeds.map((s) => [...new Set([cell.earliest.get(s)!, cell.steps.get(s)!])])
+  );
+  const all = [...choices[0], ...choices[1]];
+  const total = all.reduce((n, values) => n * values.length, 1);
+  const exhaustive = total <= MAX_ASSIGNMENTS;
+  // Beyond the cap, the two extreme assignments: every joint run early and every independent late, and the reverse.
+  const extremes = [[of(joint.earliest), of(independent.steps)], [of(joint.steps), of(independent.earliest)]];
+  const jointSteps = new Array<number>(seeds.length);
+  const independentSteps = new Array<number>(seeds.length);
+  let low = Infinity, high = -Infinity, lowestEstimate = Infinity, bounded = true;
+  const assignments = exhaustive ? total : extremes.length;
+  for (let index = 0; index < assignments; index++) {
+    if (exhaustive) {
+      // Assignment `index` in mixed radix: digit k picks run k's step.
+      let rest = index;
+      all.forEach((values, k) => {
+        const value = values[rest % values.length];
+        rest = Math.floor(rest / values.length);
+        if (k < seeds.length) jointSteps[k] = value;
+        else independentSteps[k - seeds.length] = value;
+      });
+    } else {
+      extremes[index][0].forEach((v, k) => jointSteps[k] = v);
+      extremes[index][1].forEach((v, k) => independentSteps[k] = v);
+    }
+    lowestEstimate = Math.min(lowestEstimate, estimateOf(jointSteps, independentSteps));
+    // Reduction = 100 (1 - ratio), so the ratio's interval turns over.
     const ratio = ratioInterval(jointSteps, independentSteps, { paired: true, level });
-    return {
-      estimate: 100 * (1 - mean(jointSteps) / mean(independentSteps)),
-      ci: ratio && { low: 100 * (1 - ratio.high), high: 100 * (1 - ratio.low) },
-    };
-  };
-  const favourable = bound(of(joint.earliest), of(independent.steps));
-  const unfavourable = bound(of(joint.steps), of(independent.earliest));
+    if (!ratio) bounded = false;
+    low = Math.min(low, ratio ? 100 * (1 - ratio.high) : -Infinity);
+    high = Math.max(high, ratio ? 100 * (1 - ratio.low) : 100);
+  }
   return {
-    estimate: bound(of(joint.steps), of(independent.steps)).estimate,
-    ci: seeds.length < 2
-      ? null
-      : { low: unfavourable.ci?.low ?? -Infinity, high: Math.min(100, favourable.ci?.high ?? 100) },
+    estimate,
+    ci: { low, high: Math.min(100, high) },
     n: seeds.length,
-    favourable,
-    unfavourable,
+    lowestEstimate,
+    bounded,
+    assignments,
   };
 }
 
