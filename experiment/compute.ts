@@ -2,7 +2,8 @@
  * The compute comparison of the experiment (the seed's third claim): time per training step of the
  * three models trained (a) independently one after another, (b) independently in one process, the
  * three recorded together each step with separate optimizers, and (c) jointly with the fused
- * MultiModelOptimizer; each split into forward + backward and optimizer. Every case runs on the same
+ * MultiModelOptimizer; each also timed as forward + backward alone (the difference is the optimizer's
+ * share, from two loops timed apart). Every case runs on the same
  * sentiment batches in this process, after a warm-up that fills the adaptive rates' loss window (so
  * that joint's trend fit runs in every timed step), each step logging its losses as training does,
  * timed by the wall clock around a GPU synchronisation, each call submitted as it ends (as an optimizer's step() does), so that the device
