@@ -226,12 +226,14 @@ export {
   type VocabularyFacts,
 } from "./train/models.ts";
 export {
+  defaultDocStride,
   defaultOptions,
   type ModelSpec,
   parseModels,
   type PresetName,
   PRESETS,
   type TrainOptions,
+  windowRoom,
 } from "./train/options.ts";
 export {
   accuracy,

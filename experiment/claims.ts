@@ -240,7 +240,7 @@ export function claimSection(claims: readonly ClaimRow[]): string[] {
   return out;
 }
 
-/** The cells' coverage, "98.9%", or the range where the rows differ (sequential and parallel compute). */
+/** The cells' coverage, "98.9%" (one family per claim), or the levels joined where a group's rows differ. */
 function levelText(rows: readonly ClaimRow[]): string {
   const levels = [...new Set(rows.map((r) => `${+(100 * r.level).toFixed(2)}%`))];
   return levels.join(" / ");

@@ -8,6 +8,8 @@
  * @module
  */
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { defaultDocStride, TASK_MAX_LENGTH } from "../train/options.ts";
 import { formatMetric } from "../train/report.ts";
 import { ablationChart, curveChart, slug } from "./charts.ts";
 import { claimRows, claimSection } from "./claims.ts";
@@ -47,14 +49,29 @@ export interface ResultsMeta {
   adapter: string;
   /** When it ran (ISO 8601). */
   date: string;
-  /** Wall time of the whole experiment. */
+  /** Time of the whole experiment: its runs' times summed. */
   durationSeconds: number;
+}
+
+/**
+ * The page's facts from its run lines alone, as `deno task experiment --report` writes them: the first
+ * run's adapter, the last run's date, and the runs' summed time as the duration.
+ */
+export function metaFromRuns(runs: readonly ExperimentRun[], command: string, runsFile: string): ResultsMeta {
+  return {
+    command,
+    runsFile,
+    adapter: runs[0].adapter,
+    date: runs.at(-1)!.date.slice(0, 10),
+    durationSeconds: runs.reduce((s, r) => s + r.seconds, 0),
+  };
 }
 
 /** The files of the results: "RESULTS.md" and "results/<name>.svg", relative to the docs folder. */
 export type ResultsFiles = Record<string, string>;
 
-function methodSection(): string[] {
+/** The Method section; `hasQa` adds how qa reads long contexts. */
+function methodSection(hasQa: boolean): string[] {
   return [
     "## Method",
     "",
@@ -72,9 +89,16 @@ function methodSection(): string[] {
     "- **Evaluation data.** Validation and test scores use the protocol's `evalLimit` examples of each split " +
     "(300 in the cpu preset), spread evenly over the split: Brown's splits list their files by genre and " +
     "Moby-Dick's by chapter, so a split's first examples would stand for one genre only.",
-    "- **QA inputs.** A context longer than a row (256 tokens) is read in overlapping windows that share 64 " +
-    "tokens (Hugging Face's `doc_stride`), a row each: training uses every window, and each question is " +
-    "answered by its best span over its windows, so every answer is within the models' reach.",
+    ...(hasQa
+      ? [
+        `- **QA inputs.** A context longer than a row (${TASK_MAX_LENGTH.qa} tokens) is read in overlapping ` +
+        `windows that share ${
+          defaultDocStride(TASK_MAX_LENGTH.qa)
+        } tokens (Hugging Face's \`doc_stride\`), a ` +
+        "row each: training uses every window, and each question is answered by its best span over its " +
+        "windows, so every answer is within the models' reach.",
+      ]
+      : []),
     "- **Conditions.** Joint is the seed's whole system: gradient sharing, parameter sync, adaptive rates, " +
     "aligned initialisation and the seed's model weights (bert 1.0, gpt2 0.8, roberta 1.2), which scale " +
     "each model's rate by its weight over their mean; independent trains each model with plain AdamW at " +
@@ -90,9 +114,9 @@ function methodSection(): string[] {
     "reach before their end, so the count measures speed rather than final quality. A run is counted at the " +
     "first validation evaluation at or past the target; it crossed the target somewhere after the " +
     "evaluation before, so the reduction's interval is the union of the intervals over every assignment " +
-    "of each run to its crossing or the evaluation before (4^n for n paired seeds; past ten seeds, the two " +
-    "extremes only: every joint run before its crossing and every independent run at its crossing, and " +
-    "the reverse). A run that never gets there is **censored** and counted at its length, a lower bound " +
+    "of each run to its crossing or the evaluation before (up to 4^10 assignments, ten paired seeds of runs " +
+    "that all reach the target; beyond, the two extremes only: every joint run before its crossing and " +
+    "every independent run at its crossing, and the reverse). A run that never gets there is **censored** and counted at its length, a lower bound " +
     "on what it would need.",
     "- **Claim rule.** Each effect is oriented so that larger supports the claim (points gained, % fewer " +
     "steps, cost relative to joint). **Confirmed**: the whole interval lies above no effect (0, or 1 for a " +
@@ -419,12 +443,12 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
       ["command", code(meta.command)],
       ["adapter", md(meta.adapter)],
       ["date", md(meta.date)],
-      ["duration", durationText(meta.durationSeconds)],
+      ["run time", `${durationText(meta.durationSeconds)} (the runs' times summed)`],
       ["runs", groupCounts],
       ["commit", commitsText(runs)],
     ]),
     "",
-    ...methodSection(),
+    ...methodSection(runs.some((r) => r.task === "qa")),
     ...claimSection(claimRows(runs)),
     ...gridSection(runs),
     "## Table 1: accuracy, independent vs joint",
@@ -468,20 +492,47 @@ export function renderResults(runs: readonly ExperimentRun[], meta: ResultsMeta)
 }
 
 /**
- * Writes `RESULTS.md` into `folder` (the docs folder) and its SVG plots into `folder/results/`
- * (both created if missing), leaving the raw run lines alone; returns the paths written.
- * Needs `--allow-write` for the folder.
+ * Markdown as `deno fmt` leaves it under the repository's settings (the published page is checked
+ * with `deno fmt --check`); runs `deno fmt` on the text, so it needs `--allow-run`.
+ */
+export async function formatMarkdown(text: string): Promise<string> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--config", fileURLToPath(new URL("../deno.json", import.meta.url)), "--ext", "md", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  // Written while the output is read: a fmt that stops early must not leave the write blocked on a full pipe.
+  const writer = child.stdin.getWriter();
+  const written = writer.write(new TextEncoder().encode(text)).then(() => writer.close()).catch(() => {});
+  const [{ code, stdout, stderr }] = await Promise.all([child.output(), written]);
+  if (code !== 0) {
+    throw new Error(`deno fmt could not format the results page: ${new TextDecoder().decode(stderr).trim()}`);
+  }
+  return new TextDecoder().decode(stdout);
+}
+
+/**
+ * Writes `RESULTS.md` (formatted as `deno fmt` would) into `folder` (the docs folder) and its SVG
+ * plots into `folder/results/` (both created if missing), leaving the raw run lines alone; returns the
+ * paths written. Needs `--allow-write` for the folder and `--allow-run` for `deno fmt`.
  */
 export async function writeResults(
   folder: string,
   runs: readonly ExperimentRun[],
   meta: ResultsMeta,
 ): Promise<string[]> {
+  // Formatted before anything is written, so a failure leaves the old page and plots together.
+  const files = Object.entries(renderResults(runs, meta));
+  const texts = await Promise.all(
+    files.map(([name, text]) => name.endsWith(".md") ? formatMarkdown(text) : text),
+  );
   const written: string[] = [];
-  for (const [name, text] of Object.entries(renderResults(runs, meta))) {
+  for (const [i, [name]] of files.entries()) {
     const path = join(folder, name);
     await Deno.mkdir(dirname(path), { recursive: true });
-    await Deno.writeTextFile(path, text);
+    await Deno.writeTextFile(path, texts[i]);
     written.push(path);
   }
   return written;

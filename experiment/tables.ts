@@ -209,8 +209,8 @@ export interface Reduction {
   /** Whether every assignment has a bounded interval (a verdict needs them all). */
   bounded: boolean;
   /**
-   * Assignments the interval is the union over: every one up to 4^10 (ten paired seeds); beyond, the
-   * two extremes, every joint run at the evaluation before and every independent run at its crossing,
+   * Assignments the interval is the union over: every one up to 4^10 (ten paired seeds whose runs all
+   * reach the target); beyond, the two extremes, every joint run at the evaluation before and every independent run at its crossing,
    * and the reverse.
    */
   assignments: number;
@@ -310,7 +310,8 @@ export function stepsRows(
 
 /**
  * Assignments of runs to their crossing or the evaluation before that {@linkcode reductionOf} walks
- * through one by one: 4^10, every assignment of ten paired seeds (the largest scale's).
+ * through one by one: 4^10, every assignment of ten paired seeds (the largest scale's) whose runs all
+ * reach the target (a censored run has one possible step).
  */
 const MAX_ASSIGNMENTS = 4 ** 10;
 

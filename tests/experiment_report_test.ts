@@ -254,7 +254,8 @@ Deno.test("Table 1 and the grid: means, t-intervals and paired differences worke
     "| sentiment | joint | 0.003 | 1 | 75.00 (n=1) | bert 80.00, gpt2 70.00 |  |",
   ]);
   ok(
-    md.includes("| command | `deno task experiment --scale cpu` |") && md.includes("| duration | 1h 2m 3s |"),
+    md.includes("| command | `deno task experiment --scale cpu` |") &&
+      md.includes("| run time | 1h 2m 3s (the runs' times summed) |"),
   );
   ok(
     md.includes(

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { writeResults } from "../experiment/report.ts";
+import { metaFromRuns, writeResults } from "../experiment/report.ts";
 import { SCALES } from "../experiment/protocol.ts";
 import { readRuns, runExperiment } from "../experiment/runner.ts";
 import { exitWithUsageError, parseCommand } from "./args.ts";
@@ -63,11 +63,9 @@ if (import.meta.main) {
   const command = `deno task experiment${
     flags.quick ? " --quick" : flags.preset === "gpu" ? " --preset gpu" : ""
   }${flags.results === "per preset" ? "" : ` --results ${flags.results}`}`;
-  const started = performance.now();
-  let adapter = "";
   try {
     if (!flags.report) {
-      adapter = (await openGpuOrExit()).profile.name;
+      await openGpuOrExit();
       await Deno.mkdir(`${folder}/results`, { recursive: true });
       await runExperiment(scale, {
         resultsFile,
@@ -79,14 +77,8 @@ if (import.meta.main) {
     }
     const runs = await readRuns(resultsFile);
     if (runs.length === 0) throw new Error(`${resultsFile} holds no runs; run deno task experiment first`);
-    const seconds = runs.reduce((s, r) => s + r.seconds, 0);
-    await writeResults(folder, runs, {
-      command,
-      runsFile,
-      adapter: adapter || runs[0].adapter,
-      date: runs.at(-1)!.date.slice(0, 10),
-      durationSeconds: flags.report ? seconds : Math.max(seconds, (performance.now() - started) / 1000),
-    });
+    // The page depends on the run lines alone, so that --report rebuilds it exactly.
+    await writeResults(folder, runs, metaFromRuns(runs, command, runsFile));
     console.log(`${runs.length} runs; results: ${folder}/RESULTS.md`);
   } catch (error) {
     console.error(`${NAME}: ${(error as Error).message}`);

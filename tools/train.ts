@@ -98,7 +98,9 @@ const spec = {
       type: "string",
       default: "max-length/4",
       value: "n|off",
-      description: "qa: context tokens shared by a long context's windows (off: cut at --max-length)",
+      description:
+        "qa: context tokens shared by a long context's windows, a row each (2.1 rows per question at 256 " +
+        "tokens, 18 at 64; off: cut at --max-length)",
     },
     vocab: {
       type: "string",
