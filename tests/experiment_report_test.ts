@@ -7,7 +7,13 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { barChart } from "../experiment/bars.ts";
 import { claimRows } from "../experiment/claims.ts";
-import { renderResults, type ResultsMeta, writeResults } from "../experiment/report.ts";
+import {
+  formatMarkdown,
+  metaFromRuns,
+  renderResults,
+  type ResultsMeta,
+  writeResults,
+} from "../experiment/report.ts";
 import { type ExperimentRun, parseRuns, selectRuns } from "../experiment/runs.ts";
 import { computeRows, stepsRows } from "../experiment/tables.ts";
 import { lineChart } from "../train/plot.ts";
@@ -555,4 +561,23 @@ Deno.test("the page links the run lines it was built from", () => {
     text.slice(0, 400),
   );
   ok(!text.includes("results/runs.jsonl"), "a link to another scale's file");
+});
+
+Deno.test("the published docs/RESULTS.md and its plots are what `deno task experiment --report` builds from docs/results/runs.jsonl", async () => {
+  const { runs, problems } = parseRuns(await Deno.readTextFile("docs/results/runs.jsonl"));
+  deepStrictEqual(problems, []);
+  const files = renderResults(runs, metaFromRuns(runs, "deno task experiment", "results/runs.jsonl"));
+  for (const [name, text] of Object.entries(files)) {
+    const expected = name.endsWith(".md") ? await formatMarkdown(text) : text;
+    const published = await Deno.readTextFile(`docs/${name}`).catch(() => "(missing)");
+    if (published !== expected) {
+      const lines = [published.split("\n"), expected.split("\n")];
+      const at = lines[0].findIndex((line, i) => line !== lines[1][i]);
+      throw new Error(
+        `docs/${name} is not what its runs build (line ${at + 1}: "${lines[0][at]}" where "${
+          lines[1][at]
+        }" is built); run \`deno task experiment --report\``,
+      );
+    }
+  }
 });
