@@ -108,7 +108,10 @@ function methodSection(hasQa: boolean): string[] {
     "- **Learning rate.** Each condition's rate is the one with the best mean validation score (mean over " +
     "the models and seeds) in the grid below; the later groups run at the rates the protocol derives from " +
     "it, which each table shows. Where a condition ran at several rates outside the grid, a table uses the " +
-    "grid's choice, else the rate with the best mean validation.",
+    "grid's choice, else the rate with the best mean validation. The grid runs the first seed only, and " +
+    "that seed's main run at the chosen rate is the same run (runs are deterministic): the rate is picked " +
+    "partly on one of the seeds it is then scored on (on validation, while scores are on test), for both " +
+    "conditions alike, so the paired differences largely cancel the selection.",
     `- **Steps to target.** The target is ${TARGET_FRACTION * 100}% of the independent model's mean final ` +
     "validation score on that task (divided by 0.9 where lower is better): a level most independent runs " +
     "reach before their end, so the count measures speed rather than final quality. A run is counted at the " +
