@@ -2,8 +2,8 @@
  * The compute comparison of the experiment (the seed's third claim): time per training step of the
  * three models trained (a) independently one after another, (b) independently in one process, the
  * three recorded together each step with separate optimizers, and (c) jointly with the fused
- * MultiModelOptimizer; each also timed as forward + backward alone (the difference is the optimizer's
- * share, from two loops timed apart). Every case runs on the same
+ * MultiModelOptimizer; each also timed as forward + backward alone and as the optimizers' updates
+ * alone (over the last step's gradients). Every case runs on the same
  * sentiment batches in this process, after a warm-up that fills the adaptive rates' loss window (so
  * that joint's trend fit runs in every timed step), each step logging its losses as training does,
  * timed by the wall clock around a GPU synchronisation, each call submitted as it ends (as an optimizer's step() does), so that the device
@@ -24,7 +24,7 @@ import { conditionOptions, type ExperimentScale } from "./protocol.ts";
 export interface ComputeTiming {
   /** Forward and backward of the three models. */
   forwardBackwardMs: number;
-  /** Optimizer updates (the step minus forward and backward). */
+  /** The optimizers' updates alone, over the gradients of the last timed step. */
   optimizerMs: number;
   /** A whole step. */
   stepMs: number;
@@ -96,11 +96,13 @@ export async function measureCompute(
   // The trend fit of the adaptive rates runs once the loss window is full, as in a training run's steady state.
   const warmup = (optimizers[0].options.adaptiveLr?.window ?? 0) + 1;
   let forwardBackwardMs: number;
+  let optimizerMs: number;
   let stepMs: number;
   let gpuMs: number | undefined;
   if (condition === "sequential") {
     // One model after another: each trains its steps alone, then the next.
     forwardBackwardMs = 0;
+    optimizerMs = 0;
     stepMs = 0;
     gpuMs = 0;
     for (const [m, name] of names.entries()) {
@@ -115,6 +117,8 @@ export async function measureCompute(
       stepMs += await timeSteps(steps, step, warmup);
       const gpu = await gpuTimeOfSteps(steps, step);
       gpuMs = gpu === undefined ? undefined : gpuMs! + gpu;
+      // The updates alone, over the last step's gradients (step() leaves them; zeroGrad() clears them).
+      optimizerMs += await timeSteps(steps, () => void optimizers[m].step());
     }
   } else {
     const all = (): Record<string, Tensor> => {
@@ -135,13 +139,16 @@ export async function measureCompute(
       });
     stepMs = await timeSteps(steps, step, warmup);
     gpuMs = await gpuTimeOfSteps(steps, step);
+    optimizerMs = await timeSteps(steps, () => {
+      for (const o of optimizers) o.step();
+    });
   }
   for (const o of optimizers) o.dispose();
   for (const model of Object.values(models)) model.dispose();
   await Deno.remove(options.out, { recursive: true });
   return {
     forwardBackwardMs,
-    optimizerMs: stepMs - forwardBackwardMs,
+    optimizerMs,
     stepMs,
     gpuMs,
     steps,

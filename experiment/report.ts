@@ -271,9 +271,8 @@ function computeSection(runs: readonly ExperimentRun[]): string[] {
     "## Table 3: compute",
     "",
     "Milliseconds per training step of all the models (sequential: the sum of the models' steps, one " +
-    "model after another), and of forward + backward alone; their difference, the optimizer's share, comes " +
-    "from two loops timed apart, so its noise can make it negative where the optimizer costs little; " +
-    "relative = step time / joint's " +
+    "model after another), of forward + backward alone, and of the optimizers' updates alone (over " +
+    "the last step's gradients); relative = step time / joint's " +
     `step time, so joint = 1.00. ${sameAdapter} GPU ms is the sum of a step's kernel times from timestamp ` +
     "queries, over as many further steps with each dispatch in a compute pass of its own; the wall time " +
     "also holds the host's recording and the adapter's per-dispatch overhead.",
@@ -285,7 +284,7 @@ function computeSection(runs: readonly ExperimentRun[]): string[] {
         "runs",
         "ms per step",
         "forward + backward ms",
-        "step - (forward + backward) ms",
+        "optimizer ms",
         "GPU ms per step",
         "run wall time (s)",
         "relative step time [95% CI]",

@@ -390,11 +390,11 @@ export interface ComputeRow {
   condition: string;
   /** Runs; 0: not run. */
   n: number;
-  /** Milliseconds per step (all models), and its two parts. */
+  /** Milliseconds per step (all models), and its parts timed alone. */
   stepMs: Estimate | null;
   /** Forward and backward, ms per step. */
   forwardBackwardMs: Estimate | null;
-  /** Optimizer, ms per step. */
+  /** The optimizers' updates alone, ms per step. */
   optimizerMs: Estimate | null;
   /** GPU time per step when the adapter reports it. */
   gpuMs: Estimate | null;
@@ -457,7 +457,7 @@ export function computeRows(runs: readonly ExperimentRun[], level = 0.95): Compu
         stepMs: estimateOf(step),
         forwardBackwardMs: estimateOf(timing(condition, (t) => t.forwardBackwardMs)),
         // The difference of the two times, unclipped (earlier runs stored it clipped at 0, which biased it up).
-        optimizerMs: estimateOf(timing(condition, (t) => t.stepMs - t.forwardBackwardMs)),
+        optimizerMs: estimateOf(timing(condition, (t) => t.optimizerMs)),
         gpuMs: estimateOf(gpu),
         seconds: estimateOf(
           new Map(selected.filter((r) => Number.isFinite(r.seconds)).map((r) => [r.seed, r.seconds])),
