@@ -154,6 +154,11 @@ function tokenAt(offsets: readonly [number, number][], char: number, from: numbe
   return t;
 }
 
+/** Special tokens the tokenizer's pair layout adds around a question and its context (3 or 4 usually). */
+export function pairSpecialTokens(tokenizer: Tokenizer): number {
+  return tokenizer.pairLayout.reduce((n, piece) => n + ("special" in piece ? piece.special.length : 0), 0);
+}
+
 /** Options of {@linkcode encodeQa}. */
 export interface QaEncodeOptions {
   /**
@@ -196,7 +201,7 @@ export function encodeQa(
 ): EncodedBatch {
   const { stride } = options;
   const layout = tokenizer.pairLayout;
-  const specials = layout.reduce((n, piece) => n + ("special" in piece ? piece.special.length : 0), 0);
+  const specials = pairSpecialTokens(tokenizer);
   check("encodeQa", examples, tokenizer, maxLength, specials + 2);
   if (stride !== undefined && !(Number.isInteger(stride) && stride >= 0)) {
     throw new Error(`encodeQa: stride must be an integer >= 0, got ${stride}`);

@@ -456,7 +456,6 @@ export function computeRows(runs: readonly ExperimentRun[], level = 0.95): Compu
         n: selected.length,
         stepMs: estimateOf(step),
         forwardBackwardMs: estimateOf(timing(condition, (t) => t.forwardBackwardMs)),
-        // The difference of the two times, unclipped (earlier runs stored it clipped at 0, which biased it up).
         optimizerMs: estimateOf(timing(condition, (t) => t.optimizerMs)),
         gpuMs: estimateOf(gpu),
         seconds: estimateOf(

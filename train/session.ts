@@ -11,6 +11,7 @@
  * @module
  */
 import type { Dataset } from "../data/datasets.ts";
+import { pairSpecialTokens } from "../data/encode.ts";
 import { type Tokenizer, trainTokenizer } from "../data/tokenizer.ts";
 import { manualSeed } from "../engine/random.ts";
 import { keep, readAll, type Tensor, tidy } from "../engine/tensor.ts";
@@ -109,7 +110,7 @@ export async function prepareSession(
   if (options.docStride !== null) {
     // checkTrainOptions allows for 4 special tokens in a pair; a tokenizer read from a folder may add more.
     for (const [name, tokenizer] of Object.entries(tokenizers)) {
-      const specials = tokenizer.pairLayout.reduce((n, p) => n + ("special" in p ? p.special.length : 0), 0);
+      const specials = pairSpecialTokens(tokenizer);
       const room = windowRoom(options.maxLength, specials);
       if (options.docStride >= room) {
         throw new Error(
