@@ -24,6 +24,7 @@
  *
  * @module
  */
+import { ARENA_ALIGN } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, linearIndex } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
@@ -264,10 +265,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   partials[tile * ${TILE_PARTIAL}u + 2u] = f32(f);
 }`;
 
+/** Arena elements per bit of a decay mask: the arena's alignment, so no block holds two tensors. */
+export const DECAY_BLOCK = ARENA_ALIGN;
+
 /**
  * Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena; with a
  * `maxExpAvgSq` buffer, AMSGrad: the denominator comes from the running maximum of the second
- * moment, `max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)`, as in PyTorch. A model whose new
+ * moment, `max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)`, as in PyTorch. With a `decayMask`
+ * (bit b of word w set when the arena's block 32w + b of {@linkcode DECAY_BLOCK} elements decays),
+ * weight decay applies only to the marked blocks, as a Hugging Face `Trainer` exempts biases and
+ * LayerNorm weights; without one, to every element, as `torch.optim.AdamW`. A model whose new
  * parameters or moments are not finite is marked in its control row's `fault` field, so the soft
  * sync that follows leaves it out. One dispatch per tile window, binding the window of every
  * arena-sized buffer.
@@ -283,12 +290,16 @@ export function recordAdamw(
     expAvgSq: ChunkedBuffer;
     control: BufferRange;
     maxExpAvgSq?: ChunkedBuffer;
+    decayMask?: BufferRange;
   },
 ): void {
   const amsgrad = buffers.maxExpAvgSq !== undefined;
+  const masked = buffers.decayMask !== undefined;
   const secondMoment = amsgrad ? "max_v" : "v";
-  const kernel = kernelFor(amsgrad ? "mm_adamw/amsgrad" : "mm_adamw", () => ({
-    name: amsgrad ? "mm_adamw_amsgrad" : "mm_adamw",
+  const decay = masked ? "decay_of(params.window_start + i * 4u)" : "params.weight_decay";
+  const variant = `${amsgrad ? "_amsgrad" : ""}${masked ? "_masked" : ""}`;
+  const kernel = kernelFor(`mm_adamw${variant}`, () => ({
+    name: `mm_adamw${variant}`,
     params: {
       count: "u32",
       window_start: "u32",
@@ -307,12 +318,13 @@ export function recordAdamw(
       { name: "exp_avg_sq", type: "vec4<f32>", write: true },
       { name: "control", write: true },
       ...(amsgrad ? [{ name: "max_exp_avg_sq", type: "vec4<f32>" as const, write: true }] : []),
+      ...(masked ? [{ name: "decay_mask", type: "u32" as const }] : []),
     ],
     code: `${FINITE}${MODEL_OF}
 fn all_finite(v: vec4<f32>) -> bool {
   return finite(v.x) && finite(v.y) && finite(v.z) && finite(v.w);
 }
-const S = ${CONTROL_STRIDE}u;
+const S = ${CONTROL_STRIDE}u;${masked ? DECAY_OF : ""}
 @compute @workgroup_size(${LANES})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let i = ${linearIndex(LANES)};
@@ -321,7 +333,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   if (control[row + ${CONTROL.skip}u] > 0.5) { return; }
   let lr = control[row + ${CONTROL.lr}u];
   let g = grads[i] * control[row + ${CONTROL.gradScale}u];
-  let p = values[i] * (1.0 - lr * params.weight_decay);
+  let p = values[i] * (1.0 - lr * ${decay});
   let m = exp_avg[i] + (g - exp_avg[i]) * params.one_minus_beta1;
   let v = exp_avg_sq[i] * params.beta2 + g * g * params.one_minus_beta2;
   exp_avg[i] = m;
@@ -350,11 +362,27 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
         weight_decay: hyper.weightDecay,
         segment: padded(layout.segments, MAX_MODELS + 1),
       },
-      [values, grads, expAvg, expAvgSq, buffers.control, ...(maxExpAvgSq ? [maxExpAvgSq] : [])],
+      [
+        values,
+        grads,
+        expAvg,
+        expAvgSq,
+        buffers.control,
+        ...(maxExpAvgSq ? [maxExpAvgSq] : []),
+        ...(buffers.decayMask ? [buffers.decayMask] : []),
+      ],
       grid(w.length / 4, LANES),
     );
   }
 }
+
+/** WGSL `decay_of(element)`: the weight decay of an arena element, from its block's bit in the mask. */
+const DECAY_OF = `
+fn decay_of(element: u32) -> f32 {
+  let block = element / ${DECAY_BLOCK}u;
+  let decays = (decay_mask[block / 32u] >> (block % 32u)) & 1u;
+  return select(0.0, params.weight_decay, decays == 1u);
+}`;
 
 /** AMSGrad's running maximum of the second moment, which it divides by instead of the moment itself. */
 const AMSGRAD_MAXIMUM = `

@@ -167,6 +167,8 @@ export class MultiModelOptimizer {
   readonly #ring: GPUBuffer;
   readonly #latest: GPUBuffer;
   readonly #groupTable: GPUBuffer | null;
+  /** Which arena blocks decay (see `recordAdamw`); null when every parameter does, or none. */
+  readonly #decayMask: GPUBuffer | null;
   readonly #groupBlocks: number;
   /** Every group member starts on a vec4 (the vec4 mix may run). */
   readonly #groupsAligned: boolean;
@@ -253,6 +255,12 @@ export class MultiModelOptimizer {
     if (this.#groupTable) {
       upload({ buffer: this.#groupTable, offset: 0, size: table.words.byteLength }, table.words);
     }
+    this.#decayMask = null;
+    if (!this.options.decayBiasesAndNorms && this.options.weightDecay > 0) {
+      const mask = this.#joint.decayMask();
+      this.#decayMask = createBuffer(mask.byteLength, storage, "optimizer decay mask");
+      upload(this.#range(this.#decayMask), mask);
+    }
     if (this.options.alignInitialization) this.#joint.alignInitialValues(this.groups);
     this.#counters = {
       updates: 0,
@@ -288,9 +296,9 @@ export class MultiModelOptimizer {
 
   /**
    * Bytes of GPU memory the optimizer holds: per model and in total, its parameters and gradients in
-   * the joint arena and its AdamW moments; `tables` counts the control table, loss ring, norm partials
-   * and group table. The totals include the arena's padding between models and chunks (models start
-   * on whole norm tiles of 4 KiB), which the per-model figures leave out.
+   * the joint arena and its AdamW moments; `tables` counts the control table, loss ring, norm partials,
+   * group table and decay mask. The totals include the arena's padding between models and chunks
+   * (models start on whole norm tiles of 4 KiB), which the per-model figures leave out.
    */
   memory(): {
     models: Record<string, { parameters: number; gradients: number; optimizerState: number }>;
@@ -308,7 +316,14 @@ export class MultiModelOptimizer {
       models[name] = { parameters: bytes, gradients: bytes, optimizerState: moments * bytes };
     });
     const arena = this.#joint.arena.length * 4;
-    const tables = [this.#control, this.#ring, this.#latest, this.#partials, this.#groupTable]
+    const tables = [
+      this.#control,
+      this.#ring,
+      this.#latest,
+      this.#partials,
+      this.#groupTable,
+      this.#decayMask,
+    ]
       .reduce((sum, buffer) => sum + (buffer?.size ?? 0), 0);
     const total = 2 * arena + moments * arena + tables;
     return { models, parameters: arena, gradients: arena, optimizerState: moments * arena, tables, total };
@@ -426,6 +441,7 @@ export class MultiModelOptimizer {
       expAvgSq: this.#expAvgSq,
       control: this.#range(this.#control),
       ...(this.#maxExpAvgSq ? { maxExpAvgSq: this.#maxExpAvgSq } : {}),
+      ...(this.#decayMask ? { decayMask: this.#range(this.#decayMask) } : {}),
     });
     // 7. Sync: mix each group's parameters.
     if (syncing) this.#recordMix(this.#values, o.parameterSync!.ratio);
@@ -556,7 +572,7 @@ export class MultiModelOptimizer {
     const moments = [this.#expAvg, this.#expAvgSq, this.#maxExpAvgSq ?? []].flat();
     const tables = [this.#control, this.#ring, this.#latest, this.#partials];
     for (const buffer of [...moments.map((chunk) => chunk.buffer), ...tables]) destroyBuffer(buffer);
-    if (this.#groupTable) destroyBuffer(this.#groupTable);
+    for (const table of [this.#groupTable, this.#decayMask]) if (table) destroyBuffer(table);
     for (const model of Object.values(this.#models)) model.parameterSet.release();
     this.#joint.arena.destroy();
   }

@@ -51,8 +51,13 @@ export interface OptimizerOptions {
   betas?: readonly [number, number];
   /** Adam's epsilon; default 1e-8. */
   eps?: number;
-  /** Decoupled weight decay (AdamW), applied to every parameter; default 0. */
+  /** Decoupled weight decay (AdamW); default 0. */
   weightDecay?: number;
+  /**
+   * Whether weight decay applies to biases and LayerNorm weights too: true (default) decays every
+   * parameter, as `torch.optim.AdamW` does; false exempts them, as Hugging Face's `Trainer` does.
+   */
+  decayBiasesAndNorms?: boolean;
   /**
    * AMSGrad (PyTorch's `amsgrad`): divide by the running maximum of the second moment, a third
    * moment buffer on the GPU; default false.
@@ -86,6 +91,8 @@ export interface ResolvedOptions {
   eps: number;
   /** Decoupled weight decay. */
   weightDecay: number;
+  /** Whether biases and LayerNorm weights decay too. */
+  decayBiasesAndNorms: boolean;
   /** AMSGrad. */
   amsgrad: boolean;
   /** Weight per model, in model order. */
@@ -121,6 +128,7 @@ const OPTION_NAMES: Record<string, readonly string[]> = {
     "betas",
     "eps",
     "weightDecay",
+    "decayBiasesAndNorms",
     "amsgrad",
     "modelWeights",
     "gradientAccumulationSteps",
@@ -165,6 +173,11 @@ export function resolveOptions(modelNames: readonly string[], options: Optimizer
   check(
     weightDecay >= 0 && Number.isFinite(weightDecay),
     `weightDecay must be a finite number >= 0, got ${weightDecay}`,
+  );
+  const decayBiasesAndNorms = options.decayBiasesAndNorms ?? true;
+  check(
+    typeof decayBiasesAndNorms === "boolean",
+    `decayBiasesAndNorms must be true or false, got ${JSON.stringify(decayBiasesAndNorms)}`,
   );
   const amsgrad = options.amsgrad ?? false;
   check(typeof amsgrad === "boolean", `amsgrad must be true or false, got ${JSON.stringify(amsgrad)}`);
@@ -236,6 +249,7 @@ export function resolveOptions(modelNames: readonly string[], options: Optimizer
     betas,
     eps,
     weightDecay,
+    decayBiasesAndNorms,
     amsgrad,
     modelWeights,
     gradientAccumulationSteps: accumulation,

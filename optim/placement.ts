@@ -11,9 +11,9 @@
 import { alignedLength, Arena, planArena } from "../engine/arena.ts";
 import { type BufferRange, copyBuffer } from "../engine/recorder.ts";
 import { shapeSize } from "../engine/shape.ts";
-import type { Parameter, ParameterSet } from "../models/parameters.ts";
+import type { Parameter, ParameterInfo, ParameterSet } from "../models/parameters.ts";
 import type { ParameterGroup } from "./groups.ts";
-import { groupTable, MIX_BLOCK, TILE } from "./kernels.ts";
+import { DECAY_BLOCK, groupTable, MIX_BLOCK, TILE } from "./kernels.ts";
 import { type ChunkedBuffer, chunkWindow, type MixGroup } from "./windows.ts";
 import type { ArenaLayout } from "./wgsl.ts";
 
@@ -27,6 +27,14 @@ export interface Placed {
   offset: number;
   /** Element count. */
   size: number;
+}
+
+/**
+ * Whether a parameter is a bias or a LayerNorm's weight or bias: what Hugging Face's `Trainer`
+ * exempts from weight decay (`get_decay_parameter_names`).
+ */
+export function isBiasOrNorm(info: ParameterInfo): boolean {
+  return info.kind === "bias" || info.role === "norm_gamma" || info.role === "norm_beta";
 }
 
 /**
@@ -153,6 +161,27 @@ export class JointArena {
       return mixGroup;
     });
     return { ...groupTable(placed), groups: ordered };
+  }
+
+  /**
+   * The decay mask of `recordAdamw`: a bit per {@linkcode DECAY_BLOCK} elements of the arena, set where
+   * the parameter there is not a bias or a norm's weight (see {@linkcode isBiasOrNorm}).
+   */
+  decayMask(): Uint32Array {
+    const blocks = Math.ceil(this.arena.length / DECAY_BLOCK);
+    const mask = new Uint32Array(Math.max(1, Math.ceil(blocks / 32)));
+    const exempt = new Uint8Array(blocks);
+    for (const p of this.placed) {
+      const decays = !isBiasOrNorm(p.parameter.info);
+      for (let b = Math.floor(p.offset / DECAY_BLOCK); b * DECAY_BLOCK < p.offset + p.size; b++) {
+        if (decays) mask[b >> 5] |= 1 << (b & 31);
+        else exempt[b] = 1;
+        if (exempt[b] && mask[b >> 5] & (1 << (b & 31))) {
+          throw new Error(`MultiModelOptimizer: decay block ${b} holds ${this.key(p)} and an exempt tensor`);
+        }
+      }
+    }
+    return mask;
   }
 
   /** Copies each group's first member's values into the other members. */

@@ -28,6 +28,8 @@ export interface ReferenceParameter {
   name: string;
   /** Values (updated in place). */
   values: Float64Array;
+  /** A bias or a norm's weight, which `decayBiasesAndNorms: false` exempts from weight decay; default false. */
+  biasOrNorm?: boolean;
 }
 
 /** Why a model sat an update out in the reference (the GPU's SkipCause, written independently). */
@@ -220,9 +222,10 @@ export class ReferenceOptimizer {
         const key = `${p.model}/${p.name}`;
         const [g, mom, vel] = [this.grads.get(key)!, this.expAvg.get(key)!, this.expAvgSq.get(key)!];
         const top = this.maxExpAvgSq.get(key)!;
+        const decay = p.biasOrNorm && !o.decayBiasesAndNorms ? 0 : o.weightDecay;
         for (let i = 0; i < g.length; i++) {
           const grad = g[i] * scale;
-          p.values[i] *= 1 - lr * o.weightDecay;
+          p.values[i] *= 1 - lr * decay;
           mom[i] += (grad - mom[i]) * (1 - beta1);
           vel[i] = vel[i] * beta2 + grad * grad * (1 - beta2);
           // AMSGrad (PyTorch's order): the maximum is updated, then divided by in place of vel.

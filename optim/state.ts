@@ -28,6 +28,9 @@ export function savedOptions(options: ResolvedOptions): SavedOptions {
   return saved;
 }
 
+/** Options added after states recorded options, at the values every earlier state was saved with. */
+const OPTIONS_ADDED_LATER: Partial<SavedOptions> = { decayBiasesAndNorms: true };
+
 /**
  * Throws unless `saved` (a state's options) equals `current` (the loading optimizer's), naming every
  * option that differs with both values. PyTorch's `load_state_dict` replaces the optimizer's
@@ -38,7 +41,7 @@ export function checkSavedOptions(saved: unknown, current: ResolvedOptions, pref
   if (typeof saved !== "object" || saved === null || Array.isArray(saved)) {
     throw new Error(`${prefix}: options must be an object, got ${JSON.stringify(saved)}`);
   }
-  const record = saved as Record<string, unknown>;
+  const record = { ...OPTIONS_ADDED_LATER, ...saved } as Record<string, unknown>;
   const names = new Set([...Object.keys(expected), ...Object.keys(record)]);
   const differences: string[] = [];
   for (const name of names) {

@@ -68,9 +68,25 @@ export const MUTATIONS: Mutation[] = [
   {
     name: "optimizer: weight decay ignored",
     file: "optim/kernels.ts",
-    find: "let p = values[i] * (1.0 - lr * params.weight_decay);",
+    find: "let p = values[i] * (1.0 - lr * ${decay});",
     replace: "let p = values[i];",
     tests: ["optimizer_test.ts"],
+  },
+  {
+    name: "optimizer: the decay mask's bit read the wrong way round",
+    file: "optim/kernels.ts",
+    find: "return select(0.0, params.weight_decay, decays == 1u);",
+    replace: "return select(params.weight_decay, 0.0, decays == 1u);",
+    tests: ["optimizer_test.ts"],
+    filter: "decayBiasesAndNorms",
+  },
+  {
+    name: "optimizer: the decay mask indexed from each window's start",
+    file: "optim/kernels.ts",
+    find: "decay_of(params.window_start + i * 4u)",
+    replace: "decay_of(i * 4u)",
+    tests: ["scale_test.ts"],
+    filter: "joint optimizer",
   },
   {
     name: "optimizer: a skipped model read by sharing (0 x NaN)",

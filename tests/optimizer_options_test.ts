@@ -279,6 +279,7 @@ Deno.test("every option left out takes its documented default", () => {
     betas: [0.9, 0.999],
     eps: 1e-8,
     weightDecay: 0,
+    decayBiasesAndNorms: true,
     amsgrad: false,
     modelWeights: [1, 1],
     gradientAccumulationSteps: 1,

@@ -166,3 +166,26 @@ Deno.test("a state records its optimizer's options; other options are refused by
   other.dispose();
   optimizer.dispose();
 });
+
+Deno.test("a state saved before decayBiasesAndNorms existed loads as one that decays everything", async () => {
+  const optimizer = trained();
+  const state = await optimizer.stateDict();
+  const { decayBiasesAndNorms: _, ...older } = state.options!;
+  const olderState = { ...state, options: older } as OptimizerState;
+  optimizer.loadStateDict(olderState);
+  optimizer.dispose();
+  const exempting = new MultiModelOptimizer({
+    models: { a: vectorModel("a"), bb: vectorModel("bb") },
+    adaptiveLr: { window: 3 },
+    gradientAccumulationSteps: 2,
+    decayBiasesAndNorms: false,
+  });
+  let message = "";
+  try {
+    exempting.loadStateDict(olderState);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (!message.includes("decayBiasesAndNorms true (this optimizer: false)")) throw new Error(message);
+  exempting.dispose();
+});

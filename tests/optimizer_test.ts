@@ -97,6 +97,14 @@ Deno.test("deno task parity on an AdamW folder exits 1 when a trajectory is off"
   if (code !== 1 || line.pass !== false || line.worstAt !== "b step 3") throw new Error(JSON.stringify(line));
 });
 
+/**
+ * Whether Hugging Face's `Trainer` leaves a parameter out of weight decay, from its name alone: its
+ * name patterns, and GPT-2's LayerNorm modules (`ln_1`, `ln_2`, `ln_f`), which it finds by type.
+ */
+function hfExemptsFromDecay(name: string): boolean {
+  return /bias|layernorm|(^|\.)ln_(1|2|f)\./.test(name.toLowerCase());
+}
+
 async function checkAgainstReference(updates: number, overrides: OptimizerOptions = {}): Promise<void> {
   const models = tinyModels();
   const options: OptimizerOptions = {
@@ -118,7 +126,8 @@ async function checkAgainstReference(updates: number, overrides: OptimizerOption
   const names = Object.keys(models);
   const referenceParameters: ReferenceParameter[] = [...start].map(([key, values]) => {
     const [model, ...rest] = key.split("/");
-    return { model, name: rest.join("/"), values: Float64Array.from(values) };
+    const name = rest.join("/");
+    return { model, name, values: Float64Array.from(values), biasOrNorm: hfExemptsFromDecay(name) };
   });
   // The optimizer aligned its groups on construction; the reference does the same to its copy.
   const reference = new ReferenceOptimizer(
@@ -197,6 +206,12 @@ Deno.test("sharing and sync at other periods (every 2 and 4, every 1 and 1) matc
     gradientSharing: { ratio: 0.3, every: 1 },
     parameterSync: { ratio: 0.2, every: 1 },
   });
+});
+
+Deno.test("with decayBiasesAndNorms false, biases and LayerNorm weights do not decay (with and without AMSGrad)", async () => {
+  // A decay of 0.5 moves a decayed parameter by 1% an update, far beyond the tolerance.
+  await checkAgainstReference(6, { decayBiasesAndNorms: false, weightDecay: 0.5 });
+  await checkAgainstReference(4, { decayBiasesAndNorms: false, weightDecay: 0.5, amsgrad: true });
 });
 
 Deno.test("the GPU-shaped norm kernel (workgroup tree) matches the reference too", async () => {
@@ -606,6 +621,10 @@ Deno.test("bad options are clear errors naming the option", () => {
     ],
     [{ gradientAccumulationSteps: 0 }, "gradientAccumulationSteps must be an integer >= 1"],
     [{ schedule: { warmupSteps: 10, totalSteps: 5 } }, "schedule.totalSteps must exceed warmupSteps"],
+    [
+      { decayBiasesAndNorms: "no" as unknown as boolean },
+      'decayBiasesAndNorms must be true or false, got "no"',
+    ],
   ];
   for (const [options, expected] of cases) {
     let message = "";

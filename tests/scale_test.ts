@@ -67,6 +67,9 @@ Deno.test("the joint optimizer over an arena beyond one binding and one buffer u
       models,
       lr: 1e-2,
       clipGradNorm,
+      // The decay mask is numbered across chunks, as the arena is: windows and chunks must find the same bits.
+      weightDecay: 0.1,
+      decayBiasesAndNorms: false,
       modelWeights: { bert: 1, gpt2: 0.8, roberta: 1.2 },
       gradientSharing: { ratio: 0.3, every: 1 },
       parameterSync: { ratio: 0.2, every: 2 },

@@ -35,6 +35,7 @@ Deno.test("the default run's optimizer: AdamW 1e-3, decay 0.01, clip 1, 6% warmu
   const expected: OptimizerOptions = {
     lr: 1e-3,
     weightDecay: 0.01,
+    decayBiasesAndNorms: true,
     clipGradNorm: 1,
     gradientAccumulationSteps: 1,
     schedule: { warmupSteps: 6, totalSteps: 100, minRatio: 0.1 },
@@ -49,6 +50,7 @@ Deno.test("the default run's optimizer: AdamW 1e-3, decay 0.01, clip 1, 6% warmu
 Deno.test("each run option reaches the optimizer at other values and at its boundaries", () => {
   const cases: [Partial<TrainOptions>, number, Partial<OptimizerOptions>][] = [
     [{ lr: 0.05, weightDecay: 0 }, 10, { lr: 0.05, weightDecay: 0 }],
+    [{ decayBiasesAndNorms: false }, 10, { decayBiasesAndNorms: false }],
     [{ clip: null }, 10, { clipGradNorm: null }],
     [{ accumulate: 4 }, 10, { gradientAccumulationSteps: 4 }],
     [{ warmup: 0 }, 10, { schedule: { warmupSteps: 0, totalSteps: 10, minRatio: 0.1 } }],

@@ -227,6 +227,8 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
       'train: --models: "bert:0x2": the hidden size and the layer count must be positive integers',
     ],
     [["--weights", "bert=1,bert=2"], 'train: --weights names "bert" twice'],
+    [["--weight-decay=-0.1"], 'train: --weight-decay must be a number >= 0, got "-0.1"'],
+    [["--decay-biases-and-norms", "no"], 'train: --decay-biases-and-norms must be on or off, got "no"'],
     [["--doc-stride", "32"], "train: --doc-stride applies to qa only, not sentiment"],
     [
       ["--task", "qa", "--doc-stride", "half"],
@@ -281,6 +283,28 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
   ) {
     if (!text.includes(flag)) throw new Error(`--help does not list ${flag}`);
   }
+});
+
+Deno.test("--weight-decay and --decay-biases-and-norms reach the run's options; a run from before keeps decaying all", async () => {
+  const { options } = optionsFromArgs(["--weight-decay", "0.1", "--decay-biases-and-norms", "off"]);
+  if (options.weightDecay !== 0.1 || options.decayBiasesAndNorms !== false) {
+    throw new Error(`options: ${options.weightDecay}, ${options.decayBiasesAndNorms}`);
+  }
+  const defaults = optionsFromArgs([]).options;
+  if (defaults.weightDecay !== 0.01 || defaults.decayBiasesAndNorms !== true) {
+    throw new Error(`defaults: ${defaults.weightDecay}, ${defaults.decayBiasesAndNorms}`);
+  }
+  const out = await Deno.makeTempDir({ prefix: "run-folder-" });
+  const facts = { adapter: "test", versions: {}, counts: {}, started: "2026-12-01T00:00:00Z" };
+  await RunFolder.create({ ...tiny("sentiment"), decayBiasesAndNorms: false, out }, facts);
+  const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+  if (config.options.decayBiasesAndNorms !== false) throw new Error("config.json does not record the option");
+  delete config.options.decayBiasesAndNorms;
+  await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(config));
+  if ((await RunFolder.open(out)).options.decayBiasesAndNorms !== true) {
+    throw new Error("an older run resumes otherwise");
+  }
+  await Deno.remove(out, { recursive: true });
 });
 
 Deno.test("--steps spreads three evaluations over the run on every task, as the presets' budgets do", () => {

@@ -139,6 +139,19 @@ const spec = {
       description: "dropout of models built from scratch",
     },
     accumulate: { type: "string", default: "1", value: "n", description: "micro-batches per update" },
+    "weight-decay": {
+      type: "string",
+      default: "0.01",
+      value: "w",
+      description: "AdamW's decoupled weight decay",
+    },
+    "decay-biases-and-norms": {
+      type: "string",
+      default: "on",
+      value: "on|off",
+      description:
+        "weight decay on biases and LayerNorm weights too, as torch.optim.AdamW (off: exempt, as Hugging Face's Trainer)",
+    },
     clip: { type: "string", default: "1", value: "norm|off", description: "per-model gradient-norm bound" },
     distill: {
       type: "string",
@@ -270,6 +283,12 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
   }
   options.adaptive = flags.adaptive === "on";
   options.alignInit = flags["align-init"];
+  options.weightDecay = positiveNumber("weight-decay", flags["weight-decay"], true);
+  const decayBiasesAndNorms = flags["decay-biases-and-norms"];
+  if (decayBiasesAndNorms !== "on" && decayBiasesAndNorms !== "off") {
+    exitWithUsageError(NAME, `--decay-biases-and-norms must be on or off, got "${decayBiasesAndNorms}"`);
+  }
+  options.decayBiasesAndNorms = decayBiasesAndNorms === "on";
   options.accumulate = positiveInteger(NAME, "accumulate", flags.accumulate);
   if (flags.dropout !== "preset") options.dropout = positiveNumber("dropout", flags.dropout, true);
   options.clip = flags.clip === "off" ? null : positiveNumber("clip", flags.clip);

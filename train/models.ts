@@ -78,6 +78,7 @@ export function optimizerOptions(options: TrainOptions, updates: number): Optimi
   return {
     lr: options.lr,
     weightDecay: options.weightDecay,
+    decayBiasesAndNorms: options.decayBiasesAndNorms,
     clipGradNorm: options.clip,
     gradientAccumulationSteps: options.accumulate,
     schedule: updates > warmupSteps ? { warmupSteps, totalSteps: updates, minRatio: 0.1 } : "constant",

@@ -52,6 +52,11 @@ export interface TrainOptions {
   warmup: number;
   /** Decoupled weight decay. */
   weightDecay: number;
+  /**
+   * Whether weight decay applies to biases and LayerNorm weights too (as `torch.optim.AdamW`); false
+   * exempts them, as Hugging Face's `Trainer` does.
+   */
+  decayBiasesAndNorms: boolean;
   /** Dropout on hidden states and attention probabilities of models built from scratch. */
   dropout: number;
   /** Per-model gradient-norm bound, or null. */
@@ -230,6 +235,7 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     lr: 1e-3,
     warmup: 0.06,
     weightDecay: 0.01,
+    decayBiasesAndNorms: true,
     dropout: p.dropout,
     clip: 1,
     seed: 0,

@@ -69,10 +69,17 @@ export class RunFolder {
     if (!json?.options?.task || !Array.isArray(json.options.models)) {
       throw new Error(`train: ${file} is not the config.json of a run (no options.task / options.models)`);
     }
-    // Runs from before qa's windows have no docStride: they go on cutting contexts as they began.
+    // Runs from before qa's windows have no docStride: they go on cutting contexts as they began; runs
+    // from before decayBiasesAndNorms decayed every parameter.
+    const { docStride, decayBiasesAndNorms } = json.options;
     return new RunFolder(
       path,
-      { ...json.options, docStride: json.options.docStride ?? null, out: path },
+      {
+        ...json.options,
+        docStride: docStride ?? null,
+        decayBiasesAndNorms: decayBiasesAndNorms ?? true,
+        out: path,
+      },
       json,
     );
   }
