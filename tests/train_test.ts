@@ -45,6 +45,8 @@ function tiny(task: TaskName, overrides: Partial<TrainOptions> = {}): TrainOptio
 interface StepLine {
   type: string;
   step: number;
+  steps: number;
+  tokens: number;
   seconds: number;
   models: Record<string, { loss: number }>;
 }
@@ -80,24 +82,31 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
   });
 }
 
-for (const evalEvery of [null, 2]) {
-  const where = evalEvery === null ? "an epoch's end" : "the middle of an epoch";
+// 24 examples in batches of 8: 3 steps per epoch, or 2 when accumulating 2 batches (of 2 and 1).
+for (
+  const [evalEvery, accumulate, where] of [
+    [null, 1, "an epoch's end"],
+    [2, 1, "the middle of an epoch"],
+    [1, 2, "the middle of an epoch, accumulating 2 batches a step"],
+  ] as const
+) {
+  const stepsPerEpoch = accumulate === 1 ? 3 : 2;
   Deno.test(`a run resumed from a checkpoint at ${where} continues bit for bit`, async () => {
-    const straight = await run(tiny("sentiment", { epochs: 2, evalEvery }));
+    const straight = await run(tiny("sentiment", { epochs: 2, evalEvery, accumulate }));
     // Each checkpoint records the run's time so far, counted once however many checkpoints came before.
     const recorded = JSON.parse(await Deno.readTextFile(`${straight.folder}/state.json`)).seconds;
     if (!(recorded > 0 && recorded <= straight.seconds)) {
       throw new Error(`state.json records ${recorded} s of a run that took ${straight.seconds} s`);
     }
     // The same run, stopped during its second evaluation (before that checkpoint), then resumed.
-    const interrupted = tiny("sentiment", { epochs: 2, evalEvery });
+    const interrupted = tiny("sentiment", { epochs: 2, evalEvery, accumulate });
     let evaluations = 0;
     const crash = (line: string) => {
       if (/ validation bert:/.test(line) && ++evaluations === 2) throw new Error("stopped");
     };
     await train(interrupted, { info: crash }).catch(() => {});
     const state = JSON.parse(await Deno.readTextFile(`${interrupted.out}/state.json`));
-    if (state.step !== (evalEvery ?? 3)) {
+    if (state.step !== (evalEvery ?? stepsPerEpoch)) {
       throw new Error(`the stopped run's last checkpoint is at step ${state.step}`);
     }
     await run(interrupted, interrupted.out);
@@ -110,7 +119,10 @@ for (const evalEvery of [null, 2]) {
     }
     for (const model of ["bert", "gpt2", "roberta"]) {
       const weights = async (folder: string) =>
-        (await readSafetensors(`${folder}/checkpoints/step-6/models/${model}/model.safetensors`)).tensors;
+        (await readSafetensors(
+          `${folder}/checkpoints/step-${2 * stepsPerEpoch}/models/${model}/model.safetensors`,
+        ))
+          .tensors;
       const [x, y] = [await weights(straight.folder), await weights(interrupted.out)];
       for (const [name, t] of x) assertBitwiseEqual(t.data, y.get(name)!.data, `${model} ${name}`);
     }
@@ -119,10 +131,10 @@ for (const evalEvery of [null, 2]) {
   });
 }
 
-Deno.test("gradient accumulation closes a cycle at each epoch's end and at the last step; the schedule ends with the run", async () => {
-  // 24 examples in batches of 8: 3 steps per epoch. Accumulating 2 updates after steps 2 and 3 of each
-  // epoch (the second a cycle of one), so 2 epochs make 4 updates; --steps 5 makes 3 (steps 2, 3 and 5).
-  for (const [overrides, updates, closing] of [[{ epochs: 2 }, 4, 6], [{ steps: 5 }, 3, 5]] as const) {
+Deno.test("with gradient accumulation a step is an update of accumulate batches, an epoch's last one shorter", async () => {
+  // 24 examples in batches of 8: 3 batches per epoch, so accumulating 2 makes 2 steps (updates) per epoch,
+  // of 2 batches and 1. 2 epochs make 4 steps; --steps 5 makes 5, the fifth the third epoch's first.
+  for (const [overrides, updates, closing] of [[{ epochs: 2 }, 4, 4], [{ steps: 5 }, 5, 5]] as const) {
     const options = tiny("sentiment", {
       accumulate: 2,
       logEvery: 1,
@@ -131,7 +143,14 @@ Deno.test("gradient accumulation closes a cycle at each epoch's end and at the l
       ...overrides,
     });
     const result = await run(options);
-    const last = (await stepLines(result.folder)).at(-1)!;
+    const lines = await stepLines(result.folder);
+    // One line per step, and each epoch's two steps read all its batches once: the same tokens every epoch.
+    if (lines.length !== updates || lines.some((line, i) => line.step !== i + 1 || line.steps !== 1)) {
+      throw new Error(`step lines ${JSON.stringify(lines.map((l) => [l.step, l.steps]))}`);
+    }
+    const epochTokens = [0, 2].map((i) => lines[i].tokens + lines[i + 1].tokens);
+    if (epochTokens[0] !== epochTokens[1]) throw new Error(`tokens per epoch ${epochTokens}`);
+    const last = lines.at(-1)!;
     const figures = (last.models as unknown as Record<string, { updates: number; lr: number }>).bert;
     if (figures.updates !== updates) {
       throw new Error(`${JSON.stringify(overrides)}: ${figures.updates} updates`);
@@ -303,6 +322,40 @@ Deno.test("--weight-decay and --decay-biases-and-norms reach the run's options; 
   await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(config));
   if ((await RunFolder.open(out)).options.decayBiasesAndNorms !== true) {
     throw new Error("an older run resumes otherwise");
+  }
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("a run from before steps counted updates is refused on resume when it accumulated, and read otherwise", async () => {
+  const out = await Deno.makeTempDir({ prefix: "run-folder-" });
+  const facts = {
+    adapter: "test",
+    versions: { commit: "abc123" },
+    counts: {},
+    started: "2026-12-01T00:00:00Z",
+  };
+  await RunFolder.create({ ...tiny("sentiment"), accumulate: 2, out }, facts);
+  const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+  if (config.format !== 2) throw new Error(`format ${config.format}`);
+  const opened = async (edit: (c: typeof config) => void) => {
+    const copy = structuredClone(config);
+    edit(copy);
+    await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(copy));
+    return await RunFolder.open(out).then(() => "", (e: Error) => e.message);
+  };
+  if (await opened(() => {}) !== "") throw new Error("a current run is refused");
+  const older = await opened((c) => delete c.format);
+  if (
+    !older.includes("from before a step counted its --accumulate batches as one update") ||
+    !older.includes("abc123")
+  ) {
+    throw new Error(older);
+  }
+  if (await opened((c) => (delete c.format, c.options.accumulate = 1)) !== "") {
+    throw new Error("refused at accumulate 1");
+  }
+  if (!(await opened((c) => (c.format = 3))).includes("has format 3, newer than this version reads (2)")) {
+    throw new Error("a newer format is read");
   }
   await Deno.remove(out, { recursive: true });
 });

@@ -55,7 +55,8 @@ const spec = {
       default: "preset",
       value: "n",
       description:
-        "training steps (overrides --epochs; the cpu preset gives ner, pos, spam, qa and lm a budget)",
+        "training steps, each an update of --accumulate batches (overrides --epochs; the cpu preset gives " +
+        "ner, pos, spam, qa and lm a budget)",
     },
     "eval-every": {
       type: "string",
@@ -75,7 +76,7 @@ const spec = {
       value: "n|all",
       description: "validation and test examples used (n spread evenly over each split)",
     },
-    batch: { type: "string", default: "preset", value: "n", description: "examples per step" },
+    batch: { type: "string", default: "preset", value: "n", description: "examples per batch" },
     lr: {
       type: "string",
       default: "1e-3",
@@ -138,7 +139,12 @@ const spec = {
       value: "p",
       description: "dropout of models built from scratch",
     },
-    accumulate: { type: "string", default: "1", value: "n", description: "micro-batches per update" },
+    accumulate: {
+      type: "string",
+      default: "1",
+      value: "n",
+      description: "batches per step (update), their gradients averaged; an epoch's last step may have fewer",
+    },
     "weight-decay": {
       type: "string",
       default: "0.01",

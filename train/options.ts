@@ -32,7 +32,10 @@ export interface TrainOptions {
   models: ModelSpec[];
   /** Passes over the training split (ignored when `steps` is set). */
   epochs: number;
-  /** Training steps (one batch each); null trains `epochs` epochs. */
+  /**
+   * Training steps, each an update over `accumulate` batches (as Hugging Face's `max_steps`); null
+   * trains `epochs` epochs.
+   */
   steps: number | null;
   /** Examples per batch (qa: questions, each with every window of its context). */
   batchSize: number;

@@ -21,6 +21,12 @@ interface RunState {
   seconds: number;
 }
 
+/**
+ * The layout of config.json and the run's counts: 2 counts a step as an update (`accumulate` batches);
+ * the runs before it (no `format`) counted each batch as a step.
+ */
+const RUN_FORMAT = 2;
+
 /** Facts about the run recorded beside the options in config.json. */
 export interface RunFacts {
   /** Adapter name. */
@@ -51,7 +57,7 @@ export class RunFolder {
     await Deno.mkdir(options.out, { recursive: true });
     await writeAtomically(
       `${options.out}/config.json`,
-      JSON.stringify({ options, ...facts }, null, 2) + "\n",
+      JSON.stringify({ format: RUN_FORMAT, options, ...facts }, null, 2) + "\n",
     );
     await Deno.writeTextFile(`${options.out}/metrics.jsonl`, "");
     return new RunFolder(options.out, options, facts);
@@ -60,7 +66,7 @@ export class RunFolder {
   /** Opens an earlier run: its options and facts from config.json. */
   static async open(path: string): Promise<RunFolder> {
     const file = `${path}/config.json`;
-    let json: { options: TrainOptions } & RunFacts;
+    let json: { format?: number; options: TrainOptions } & RunFacts;
     try {
       json = JSON.parse(await Deno.readTextFile(file));
     } catch (error) {
@@ -68,6 +74,19 @@ export class RunFolder {
     }
     if (!json?.options?.task || !Array.isArray(json.options.models)) {
       throw new Error(`train: ${file} is not the config.json of a run (no options.task / options.models)`);
+    }
+    if ((json.format ?? 1) < RUN_FORMAT && json.options.accumulate > 1) {
+      throw new Error(
+        `train: ${file} is a run from before a step counted its --accumulate batches as one update, and ` +
+          `its checkpoints count batches; resume it with the version that wrote it (${
+            json.versions?.commit ?? "see its versions"
+          })`,
+      );
+    }
+    if ((json.format ?? 1) > RUN_FORMAT) {
+      throw new Error(
+        `train: ${file} has format ${json.format}, newer than this version reads (${RUN_FORMAT})`,
+      );
     }
     // Runs from before qa's windows have no docStride: they go on cutting contexts as they began; runs
     // from before decayBiasesAndNorms decayed every parameter.

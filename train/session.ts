@@ -156,7 +156,8 @@ export interface StepReport {
   evaluated: EvaluationLine[] | null;
 }
 
-interface PendingStep {
+/** One batch trained but not yet logged: the step it belongs to and its losses, kept on the GPU. */
+interface PendingBatch {
   step: number;
   losses: Record<string, Tensor>;
   tokens: number;
@@ -166,35 +167,29 @@ interface PendingStep {
 export class TrainingSession {
   /** The optimizers: one joint MultiModelOptimizer, or one per model when independent. */
   readonly optimizers: MultiModelOptimizer[];
-  /** Training steps per epoch. */
+  /** Batches per epoch. */
+  readonly batchesPerEpoch: number;
+  /**
+   * Training steps per epoch. A step is an update, as in Hugging Face's `Trainer`: `accumulate` batches,
+   * fewer in an epoch's last step when they do not divide its batches.
+   */
   readonly stepsPerEpoch: number;
-  /** Training steps of the whole run (`steps`, or `epochs` epochs). */
+  /** Training steps (updates) of the whole run (`steps`, or `epochs` epochs). */
   readonly totalSteps: number;
   /** The models' names, in the run's order. */
   readonly names: readonly string[];
   #step = 0;
   #batches: Generator<{ index: number; tokens: number }> | null = null;
-  readonly #pending: PendingStep[] = [];
+  readonly #pending: PendingBatch[] = [];
   #windowStart = 0;
 
   private constructor(readonly run: PreparedSession) {
     const { options, runner, models } = run;
     this.names = Object.keys(models);
-    this.stepsPerEpoch = Math.ceil(runner.trainSize / options.batchSize);
+    this.batchesPerEpoch = Math.ceil(runner.trainSize / options.batchSize);
+    this.stepsPerEpoch = Math.ceil(this.batchesPerEpoch / options.accumulate);
     this.totalSteps = options.steps ?? options.epochs * this.stepsPerEpoch;
-    let updates = 0;
-    for (let step = 1; step <= this.totalSteps; step++) if (this.#closesCycle(step)) updates++;
-    this.optimizers = buildOptimizers(models, options, updates);
-  }
-
-  /**
-   * Whether step `step` (from 1) ends an accumulation cycle: every `accumulate` steps of an epoch, and at
-   * each epoch's end and the run's last step, whose shorter cycles update with the mean of what they hold.
-   */
-  #closesCycle(step: number): boolean {
-    const inEpoch = (step - 1) % this.stepsPerEpoch + 1;
-    return inEpoch % this.run.options.accumulate === 0 || inEpoch === this.stepsPerEpoch ||
-      step === this.totalSteps;
+    this.optimizers = buildOptimizers(models, options, this.totalSteps);
   }
 
   /**
@@ -223,25 +218,32 @@ export class TrainingSession {
   }
 
   /**
-   * Takes the next training step; when it closes a logged interval (every `logEvery` steps and at each
-   * evaluation), reads its losses and figures back, and when an evaluation is due (after every epoch,
-   * or every `evalEvery` steps, and after the last step), evaluates every model on the validation split.
+   * Takes the next training step (its `accumulate` batches, then the update); when it closes a logged
+   * interval (every `logEvery` steps and at each evaluation), reads its losses and figures back, and
+   * when an evaluation is due (after every epoch, or every `evalEvery` steps, and after the last step),
+   * evaluates every model on the validation split.
    */
   async advance(): Promise<StepReport> {
     if (this.done) throw new Error(`train: the session has taken all ${this.totalSteps} steps`);
     const { runner, options } = this.run;
     // An interval's time runs from its first step to the readback that closes it.
     if (this.#pending.length === 0) this.#windowStart = performance.now();
-    let next = this.#batches?.next();
-    if (!next || next.done) {
-      const epoch = Math.floor(this.#step / this.stepsPerEpoch);
-      this.#batches = runner.trainBatches(epoch, options.batchSize, this.#step % this.stepsPerEpoch);
-      next = this.#batches.next();
+    const first = (this.#step % this.stepsPerEpoch) * options.accumulate;
+    const count = Math.min(options.accumulate, this.batchesPerEpoch - first);
+    const step = this.#step + 1;
+    for (let k = 0; k < count; k++) {
+      let next = this.#batches?.next();
+      if (!next || next.done) {
+        const epoch = Math.floor(this.#step / this.stepsPerEpoch);
+        this.#batches = runner.trainBatches(epoch, options.batchSize, first + k);
+        next = this.#batches.next();
+      }
+      const batch = next.value!;
+      // The step's last batch closes its cycle: an epoch's shorter last cycle updates with the mean of its batches.
+      const losses = trainStep(this.run, this.optimizers, batch.index, k === count - 1);
+      this.#pending.push({ step, losses, tokens: batch.tokens });
     }
-    const batch = next.value!;
-    const losses = trainStep(this.run, this.optimizers, batch.index, this.#closesCycle(this.#step + 1));
-    const step = ++this.#step;
-    this.#pending.push({ step, losses, tokens: batch.tokens });
+    this.#step = step;
     const evaluating = step === this.totalSteps ||
       (options.evalEvery === null ? step % this.stepsPerEpoch === 0 : step % options.evalEvery === 0);
     // Logged intervals end at multiples of logEvery and at evaluations, so a resumed run logs the same lines.
@@ -340,11 +342,12 @@ function trainStep(
 }
 
 /**
- * Reads the pending steps' losses and the optimizers' figures in one round trip each; one line per
- * logged interval, timed from `since` (a performance.now() reading) to the end of the readback.
+ * Reads the pending batches' losses and the optimizers' figures in one round trip each; one line per
+ * logged interval (its loss the mean over its batches), timed from `since` (a performance.now()
+ * reading) to the end of the readback.
  */
 async function logSteps(
-  pending: readonly PendingStep[],
+  pending: readonly PendingBatch[],
   optimizers: readonly MultiModelOptimizer[],
   names: readonly string[],
   since: number,
@@ -365,7 +368,7 @@ async function logSteps(
   };
   return {
     step: pending.at(-1)!.step,
-    steps: pending.length,
+    steps: pending.at(-1)!.step - pending[0].step + 1,
     seconds: interval,
     tokens: pending.reduce((s, p) => s + p.tokens, 0),
     models: Object.fromEntries(names.map((name) => [name, {
