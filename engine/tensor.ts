@@ -612,7 +612,10 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
     g.dispose();
     return;
   }
-  const grad = g.storage.refs === 1 ? g.reshape(leaf.shape) : copyOf(g).reshape(leaf.shape);
+  // A gradient sharing its storage (a view of a tensor still alive) is copied, so .grad owns its buffer.
+  const owned = g.storage.refs === 1 ? g : copyOf(g);
+  const grad = owned.reshape(leaf.shape);
+  if (owned !== g) owned.dispose();
   g.dispose();
   leaf.grad = keep(grad);
 }

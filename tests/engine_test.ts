@@ -63,6 +63,21 @@ Deno.test("reshape is a view: no copy, no new buffer, gradient flows back in the
   expectError(() => x.reshape([4, 2]), "reshape: cannot view tensor float32[6] as [4, 2]");
 });
 
+Deno.test("a leaf's first gradient that is a view of a live tensor is copied, and nothing is left behind", async () => {
+  // y's gradient reaches x as a view of the seed, which the caller still holds during backward.
+  const inUse = poolStats().inUseBytes;
+  const x = tensor([1, 2, 3, 4, 5, 6], { requiresGrad: true });
+  const y = x.reshape([2, 3]);
+  const seed = tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3] });
+  y.backward(seed);
+  seed.dispose();
+  assertClose(await x.grad!.data(), [1, 2, 3, 4, 5, 6], { atol: 0 }, "gradient");
+  for (const t of [x.grad!, x, y]) t.dispose();
+  if (poolStats().inUseBytes !== inUse) {
+    throw new Error(`${poolStats().inUseBytes - inUse} bytes left in use`);
+  }
+});
+
 Deno.test("gradients accumulate across backward calls and over shared subexpressions", async () => {
   const x = tensor([1, 2, 3], { requiresGrad: true, name: "x" });
   const y = mul(x, x); // x used twice in one op
