@@ -284,7 +284,7 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
 function checkOperands(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean): void {
   const pair = `${formatShape(a.shape)} x ${formatShape(b.shape)}`;
   for (const t of [a, b]) if (t.dtype !== "float32") throw new Error(`${op}: ${t.describe()} is not float32`);
-  if (a.rank < 2 || b.rank < 2) throw new Error(`${op}: both operands need rank >= 2, ${pair}`);
+  if (a.rank === 0 || b.rank === 0) throw new Error(`${op}: both operands need rank >= 1, ${pair}`);
   if (a.shape[a.rank - (transA ? 2 : 1)] !== b.shape[b.rank - (transB ? 1 : 2)]) {
     const flags = [transA ? "transposeA" : "", transB ? "transposeB" : ""].filter((f) => f).join(", ");
     throw new Error(`${op}: inner dimensions differ, ${pair}${flags ? ` (${flags})` : ""}`);
@@ -302,10 +302,13 @@ function reduceTo(full: Tensor, shape: readonly number[]): Tensor {
 /**
  * Batched matrix product: a [..., M, K] x b [..., K, N] -> [..., M, N], batch dims broadcast
  * NumPy-style (b may be 2-D and shared by every batch). Transposes and the bias are applied inside
- * the kernel; the backward uses transposed products too, so nothing is transposed in memory.
+ * the kernel; the backward uses transposed products too, so nothing is transposed in memory. As
+ * `torch.matmul`, a 1-D operand is a vector: `a` [K] is one row and `b` [K] one column, and that
+ * dimension is dropped from the result ([K] x [K] is a 0-D dot product, [K] x [..., K, N] is [..., N]).
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
   const { transposeA = false, transposeB = false, bias } = options;
+  if (a.rank === 1 || b.rank === 1) return vectorProduct(a, b, options);
   checkOperands("matmul", a, b, transposeA, transposeB);
   const N = b.shape[b.rank - (transposeB ? 2 : 1)];
   if (bias && (bias.dtype !== "float32" || !sameShape(bias.shape, [N]))) {
@@ -359,6 +362,80 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   });
 }
 
+/** `fn` of a view of `t` as `shape`, the view disposed after (a view would otherwise hold t's buffer). */
+function viewed(t: Tensor, shape: readonly number[], fn: (view: Tensor) => Tensor): Tensor {
+  const view = t.reshape(shape);
+  const result = fn(view);
+  view.dispose();
+  return result;
+}
+
+/** `t` reshaped to `shape`, `t` disposed. */
+function reshaped(t: Tensor, shape: readonly number[]): Tensor {
+  const out = t.reshape(shape);
+  t.dispose();
+  return out;
+}
+
+/**
+ * {@linkcode matmul} with a 1-D operand: the vector as a one-row (a) or one-column (b) matrix, that
+ * dimension dropped after. It is a node of its own: recorded through views, the graph would hold the
+ * operands' buffers through the views after the caller disposes them.
+ */
+function vectorProduct(a: Tensor, b: Tensor, options: MatmulOptions): Tensor {
+  const { transposeA = false, transposeB = false, bias } = options;
+  const pair = `${formatShape(a.shape)} x ${formatShape(b.shape)}`;
+  if (a.rank === 0 || b.rank === 0) throw new Error(`matmul: both operands need rank >= 1, ${pair}`);
+  if ((transposeA && a.rank === 1) || (transposeB && b.rank === 1)) {
+    throw new Error(`matmul: a transpose needs a matrix, not a vector, ${pair}`);
+  }
+  if (bias && b.rank === 1) {
+    throw new Error(`matmul: a bias needs output columns, which a vector b has not, ${pair}`);
+  }
+  const shapeA = a.rank === 1 ? [1, a.shape[0]] : a.shape;
+  const shapeB = b.rank === 1 ? [b.shape[0], 1] : b.shape;
+  const matrices = (fn: (a2: Tensor, b2: Tensor) => Tensor) =>
+    viewed(a, shapeA, (a2) => viewed(b, shapeB, (b2) => fn(a2, b2)));
+  let product: readonly number[] = [];
+  const out = noGrad(() =>
+    matrices((a2, b2) => {
+      const full = matmul(a2, b2, options);
+      product = full.shape;
+      // Drop the row a vector a added (second to last) and the column a vector b added (last).
+      return reshaped(
+        full,
+        product.filter((_, i) =>
+          !(a.rank === 1 && i === product.length - 2) && !(b.rank === 1 && i === product.length - 1)
+        ),
+      );
+    })
+  );
+  const parents = bias ? [a, b, bias] : [a, b];
+  return attachGrad(out, "matmul", parents, (g) => {
+    // matmul's backward on the matrices: products with g, summed over the batch an operand was broadcast along.
+    const g2 = g.reshape(product);
+    const gradA = a.requiresGrad
+      ? matrices((a2, b2) => {
+        const full = transposeA
+          ? matmul(b2, g2, { transposeA: transposeB, transposeB: true })
+          : matmul(g2, b2, { transposeB: !transposeB });
+        return reshaped(reduceTo(full, a2.shape), a.shape);
+      })
+      : null;
+    const gradB = b.requiresGrad
+      ? matrices((a2, b2) => {
+        const full = transposeB
+          ? matmul(g2, a2, { transposeA: true, transposeB: transposeA })
+          : matmul(a2, g2, { transposeA: !transposeA });
+        return reshaped(reduceTo(full, b2.shape), b.shape);
+      })
+      : null;
+    const gradBias = bias?.requiresGrad ? sumToShape(g2, bias.shape) : null;
+    g2.dispose();
+    return bias ? [gradA, gradB, gradBias] : [gradA, gradB];
+  });
+}
+
 /** PyTorch's F.linear: x [..., in] · weight[out, in]^T + bias -> [..., out]. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   if (weight.rank !== 2 || x.rank < 1 || x.shape[x.rank - 1] !== weight.shape[1]) {
@@ -372,36 +449,5 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
         `expected [${weight.shape[0]}]`,
     );
   }
-  if (x.rank > 1) return matmul(x, weight, { transposeB: true, bias });
-  // A vector gets a node of its own: recorded through a [1, in] view of x, the weight's gradient would
-  // need that view alive until backward, holding x's buffer after the caller disposes x.
-  const asMatrix = (t: Tensor, shape: readonly number[], fn: (view: Tensor) => Tensor) => {
-    const view = t.reshape(shape);
-    const result = fn(view);
-    view.dispose();
-    return result;
-  };
-  const out = noGrad(() =>
-    asMatrix(x, [1, x.shape[0]], (row) => {
-      const y = matmul(row, weight, { transposeB: true, bias });
-      const flat = y.reshape([weight.shape[0]]);
-      y.dispose();
-      return flat;
-    })
-  );
-  const parents = bias ? [x, weight, bias] : [x, weight];
-  return attachGrad(out, "linear", parents, (g) => {
-    const gradX = x.requiresGrad
-      ? asMatrix(g, [1, g.size], (row) => {
-        const product = matmul(row, weight);
-        const flat = product.reshape([x.size]);
-        product.dispose();
-        return flat;
-      })
-      : null;
-    const gradW = weight.requiresGrad
-      ? asMatrix(g, [g.size, 1], (column) => asMatrix(x, [1, x.size], (row) => matmul(column, row)))
-      : null;
-    return bias ? [gradX, gradW, bias.requiresGrad ? g.detach() : null] : [gradX, gradW];
-  });
+  return matmul(x, weight, { transposeB: true, bias });
 }

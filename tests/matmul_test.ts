@@ -1,4 +1,5 @@
 import { readAll, Tensor, tensor } from "../engine/tensor.ts";
+import { poolStats } from "../engine/pool.ts";
 import { traceDispatches } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
 import { withKernels } from "../engine/variants.ts";
@@ -171,6 +172,60 @@ Deno.test("batches: batch 1, batch 3, broadcast batch dims and a shared 2-D weig
   ];
   let seed = 2000;
   for (const c of cases) await check(c, seed += 4);
+});
+
+Deno.test("1-D operands are vectors as in torch.matmul: a row for a, a column for b, dropped from the result", async () => {
+  const cases: (Case & { shape: number[] })[] = [
+    { a: [7], b: [5, 7], transposeB: true, shape: [5] },
+    { a: [7], b: [7, 5], bias: true, shape: [5] },
+    { a: [7], b: [3, 7, 5], shape: [3, 5] },
+    { a: [3, 5, 7], b: [7], shape: [3, 5] },
+    { a: [7, 5], b: [7], transposeA: true, shape: [5] },
+    { a: [33], b: [33], shape: [] },
+    { a: [1], b: [1, 1], shape: [1] },
+  ];
+  let seed = 2500;
+  const inUse = poolStats().inUseBytes;
+  for (const c of cases) {
+    const { transposeA = false, transposeB = false } = c;
+    const label = `[${c.a}]${transposeA ? "^T" : ""} x [${c.b}]${transposeB ? "^T" : ""}`;
+    // The float64 reference of the same product with the vectors as one-row and one-column matrices.
+    const matrixA = c.a.length === 1 ? [1, c.a[0]] : c.a;
+    const matrixB = c.b.length === 1 ? [c.b[0], 1] : c.b;
+    const N = matrixB[matrixB.length - (transposeB ? 2 : 1)];
+    const va = randomValues(size(c.a), seed += 4), vb = randomValues(size(c.b), seed + 1);
+    const vbias = randomValues(N, seed + 2);
+    const a = tensor(va, { shape: c.a, requiresGrad: true });
+    const b = tensor(vb, { shape: c.b, requiresGrad: true });
+    const bias = c.bias ? tensor(vbias, { requiresGrad: true }) : undefined;
+    const y = matmul(a, b, { transposeA, transposeB, bias });
+    if (y.shape.join() !== c.shape.join()) {
+      throw new Error(`${label}: shape [${y.shape}], torch's [${c.shape}]`);
+    }
+    const refOptions = { transposeA, transposeB, bias: c.bias ? array64([N], vbias) : undefined };
+    const [A, B] = [array64(matrixA, va), array64(matrixB, vb)];
+    const expected = ref.matmul(A, B, refOptions);
+    const upstream = randomValues(y.size, seed + 3);
+    const seedGrad = tensor(upstream, { shape: y.shape });
+    y.backward(seedGrad);
+    seedGrad.dispose();
+    const grads = ref.matmulBackward(A, B, array64(expected.shape, upstream), refOptions);
+    const tensors = [y, a.grad!, b.grad!, ...(bias ? [bias.grad!] : [])];
+    const wanted = [expected, grads.a, grads.b, ...(bias ? [grads.bias!] : [])];
+    const values = await readAll(tensors);
+    if (a.grad!.shape.join() !== c.a.join() || b.grad!.shape.join() !== c.b.join()) {
+      throw new Error(`${label}: gradient shapes [${a.grad!.shape}], [${b.grad!.shape}]`);
+    }
+    wanted.forEach((e, i) => assertClose(values[i], e.data, tolerance(e, 33), `${label} output ${i}`));
+    for (const x of [a, b, y, ...(bias ? [bias] : [])]) {
+      x.grad?.dispose();
+      x.dispose();
+    }
+  }
+  // The views of the vectors as matrices, and the products before their dimension is dropped, are freed.
+  if (poolStats().inUseBytes !== inUse) {
+    throw new Error(`${poolStats().inUseBytes - inUse} bytes left in use`);
+  }
 });
 
 Deno.test("a 2-D weight folds the batch into one product, forward and for its gradient", async () => {
@@ -419,7 +474,16 @@ Deno.test("errors name the op and the shapes", () => {
     () => matmul(t([2, 2, 3]), t([3, 3, 5])),
     "matmul: batch dimensions do not broadcast, [2, 2, 3] x [3, 3, 5]",
   );
-  expectError(() => matmul(t([3]), t([3, 5])), "matmul: both operands need rank >= 2, [3] x [3, 5]");
+  expectError(() => matmul(t([]), t([3, 5])), "matmul: both operands need rank >= 1, [] x [3, 5]");
+  expectError(
+    () => matmul(t([3]), t([5, 3]), { transposeA: true }),
+    "matmul: a transpose needs a matrix, not a vector, [3] x [5, 3]",
+  );
+  expectError(
+    () => matmul(t([2, 3]), t([3]), { bias: t([2]) }),
+    "matmul: a bias needs output columns, which a vector b has not, [2, 3] x [3]",
+  );
+  expectError(() => matmul(t([4]), t([3, 5])), "matmul: inner dimensions differ, [1, 4] x [3, 5]");
   expectError(() => linear(t([2, 3]), t([4, 5])), "linear: input [2, 3] does not match weight [4, 5]");
   expectError(
     () => linear(t([2, 5]), t([4, 5]), t([5])),
