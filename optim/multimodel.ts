@@ -147,12 +147,24 @@ export interface OptimizerMetrics {
   models: Record<string, ModelMetrics>;
 }
 
+/** `value` with it and every object inside frozen. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 /** Joint AdamW over several models with sharing, sync, adaptive rates and model weights; see the module docs. */
 export class MultiModelOptimizer {
   /** Model names, in order. */
   readonly modelNames: readonly string[];
-  /** Resolved options. */
-  readonly options: ResolvedOptions;
+  /**
+   * Resolved options, frozen: the kernels and tables are built from them once (assigning to one throws
+   * rather than half-applying; a changing rate is a `schedule`).
+   */
+  readonly options: Readonly<ResolvedOptions>;
   /** The groups that share and synchronise. */
   readonly groups: readonly ParameterGroup[];
   readonly #joint: JointArena;
@@ -191,7 +203,7 @@ export class MultiModelOptimizer {
     const sets = Object.values(options.models ?? {}).map((m) => m?.parameterSet);
     this.modelNames = Object.keys(options.models ?? {});
     this.#models = { ...options.models };
-    this.options = resolveOptions(this.modelNames, options);
+    this.options = deepFreeze(resolveOptions(this.modelNames, options));
     sets.forEach((set, i) => {
       if (!set) {
         throw new Error(`MultiModelOptimizer: "${this.modelNames[i]}" is not a model (no parameterSet)`);

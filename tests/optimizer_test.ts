@@ -608,6 +608,24 @@ Deno.test("stateDict returns a copy, and loadStateDict neither mutates its argum
   optimizer.dispose();
 });
 
+Deno.test("an optimizer's options are frozen: assigning one throws instead of half-applying", () => {
+  const models = { a: vectorModel("a", [1, 2, 3]) };
+  const optimizer = new MultiModelOptimizer({ models, weightDecay: 0.1, decayBiasesAndNorms: false });
+  const options = optimizer.options as { lr: number; betas: number[]; weightDecay: number };
+  for (
+    const assign of [() => (options.lr = 1), () => (options.betas[0] = 0.5), () => (options.weightDecay = 0)]
+  ) {
+    let threw = false;
+    try {
+      assign();
+    } catch (e) {
+      threw = e instanceof TypeError;
+    }
+    if (!threw) throw new Error(`an assignment went through: ${JSON.stringify(optimizer.options)}`);
+  }
+  optimizer.dispose();
+});
+
 Deno.test("bad options are clear errors naming the option", () => {
   const cases: [OptimizerOptions, string][] = [
     [{ modelWeights: { bert: 1, gpt2: 1 } }, 'modelWeights has no weight for model "roberta"'],
