@@ -77,7 +77,7 @@ export const SCALES: Record<ExperimentScale["name"], ExperimentScale> = {
     pretrainSteps: 150,
     groups: new Set(["grid", "main", "ablation", "placebo", "pretrained", "compute"]),
     vocabSize: 1024,
-    compute: { steps: 20, repeats: 3 },
+    compute: { steps: 20, repeats: 10 },
   },
   quick: {
     name: "quick",
