@@ -280,14 +280,30 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
   return out;
 }
 
-/** Throws unless both operands are float32 matrices (rank >= 2) with matching inner dimensions. */
-function checkOperands(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean): void {
+/**
+ * Throws unless both operands are float32 of rank >= 1 (a vector not transposed) with matching inner
+ * dimensions, and a bias has one value per output column of a matrix b.
+ */
+function checkOperands(op: string, a: Tensor, b: Tensor, options: MatmulOptions): void {
+  const { transposeA: transA = false, transposeB: transB = false, bias } = options;
   const pair = `${formatShape(a.shape)} x ${formatShape(b.shape)}`;
   for (const t of [a, b]) if (t.dtype !== "float32") throw new Error(`${op}: ${t.describe()} is not float32`);
   if (a.rank === 0 || b.rank === 0) throw new Error(`${op}: both operands need rank >= 1, ${pair}`);
-  if (a.shape[a.rank - (transA ? 2 : 1)] !== b.shape[b.rank - (transB ? 1 : 2)]) {
+  if ((transA && a.rank === 1) || (transB && b.rank === 1)) {
+    throw new Error(`${op}: a transpose needs a matrix, not a vector, ${pair}`);
+  }
+  if (bias && b.rank === 1) {
+    throw new Error(`${op}: a bias needs output columns, which a vector b has not, ${pair}`);
+  }
+  if (
+    a.shape[a.rank - (transA && a.rank > 1 ? 2 : 1)] !== b.shape[b.rank - (transB || b.rank === 1 ? 1 : 2)]
+  ) {
     const flags = [transA ? "transposeA" : "", transB ? "transposeB" : ""].filter((f) => f).join(", ");
     throw new Error(`${op}: inner dimensions differ, ${pair}${flags ? ` (${flags})` : ""}`);
+  }
+  const N = b.shape[b.rank - (transB ? 2 : 1)];
+  if (bias && (bias.dtype !== "float32" || !sameShape(bias.shape, [N]))) {
+    throw new Error(`${op}: bias ${bias.describe()} does not match the ${N} output columns of ${pair}`);
   }
 }
 
@@ -308,13 +324,9 @@ function reduceTo(full: Tensor, shape: readonly number[]): Tensor {
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
   const { transposeA = false, transposeB = false, bias } = options;
+  checkOperands("matmul", a, b, options);
   if (a.rank === 1 || b.rank === 1) return vectorProduct(a, b, options);
-  checkOperands("matmul", a, b, transposeA, transposeB);
   const N = b.shape[b.rank - (transposeB ? 2 : 1)];
-  if (bias && (bias.dtype !== "float32" || !sameShape(bias.shape, [N]))) {
-    const pair = `${formatShape(a.shape)} x ${formatShape(b.shape)}`;
-    throw new Error(`matmul: bias ${bias.describe()} does not match the ${N} output columns of ${pair}`);
-  }
   // A shared 2-D weight turns the batch into rows of one large product (and, in the backward, into
   // the inner dimension of the weight's gradient: dW = X^T dY with X as [batch * M, K]).
   const fold = b.rank === 2 && a.rank > 2 && !transposeA;
@@ -365,9 +377,11 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
 /** `fn` of a view of `t` as `shape`, the view disposed after (a view would otherwise hold t's buffer). */
 function viewed(t: Tensor, shape: readonly number[], fn: (view: Tensor) => Tensor): Tensor {
   const view = t.reshape(shape);
-  const result = fn(view);
-  view.dispose();
-  return result;
+  try {
+    return fn(view);
+  } finally {
+    view.dispose();
+  }
 }
 
 /** `t` reshaped to `shape`, `t` disposed. */
@@ -384,14 +398,6 @@ function reshaped(t: Tensor, shape: readonly number[]): Tensor {
  */
 function vectorProduct(a: Tensor, b: Tensor, options: MatmulOptions): Tensor {
   const { transposeA = false, transposeB = false, bias } = options;
-  const pair = `${formatShape(a.shape)} x ${formatShape(b.shape)}`;
-  if (a.rank === 0 || b.rank === 0) throw new Error(`matmul: both operands need rank >= 1, ${pair}`);
-  if ((transposeA && a.rank === 1) || (transposeB && b.rank === 1)) {
-    throw new Error(`matmul: a transpose needs a matrix, not a vector, ${pair}`);
-  }
-  if (bias && b.rank === 1) {
-    throw new Error(`matmul: a bias needs output columns, which a vector b has not, ${pair}`);
-  }
   const shapeA = a.rank === 1 ? [1, a.shape[0]] : a.shape;
   const shapeB = b.rank === 1 ? [b.shape[0], 1] : b.shape;
   const matrices = (fn: (a2: Tensor, b2: Tensor) => Tensor) =>

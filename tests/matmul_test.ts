@@ -483,7 +483,18 @@ Deno.test("errors name the op and the shapes", () => {
     () => matmul(t([2, 3]), t([3]), { bias: t([2]) }),
     "matmul: a bias needs output columns, which a vector b has not, [2, 3] x [3]",
   );
-  expectError(() => matmul(t([4]), t([3, 5])), "matmul: inner dimensions differ, [1, 4] x [3, 5]");
+  // A refused vector product names the caller's shapes and leaves nothing in use.
+  const inUse = poolStats().inUseBytes;
+  const [vector, matrix] = [t([4]), t([3, 5])];
+  expectError(() => matmul(vector, matrix), "matmul: inner dimensions differ, [4] x [3, 5]");
+  vector.dispose();
+  matrix.dispose();
+  if (poolStats().inUseBytes !== inUse) throw new Error("a refused vector product kept its operands");
+  expectError(() => matmul(t([2, 4]), t([3])), "matmul: inner dimensions differ, [2, 4] x [3]");
+  expectError(
+    () => matmul(t([4]), t([4, 3]), { bias: t([5]) }),
+    "matmul: bias tensor float32[5] does not match the 3 output columns of [4] x [4, 3]",
+  );
   expectError(() => linear(t([2, 3]), t([4, 5])), "linear: input [2, 3] does not match weight [4, 5]");
   expectError(
     () => linear(t([2, 5]), t([4, 5]), t([5])),
