@@ -11,7 +11,7 @@ import { lineChart, type Marks, PALETTE, type Series } from "./plot.ts";
 
 /** One logged training step of one model. */
 export interface StepRecord {
-  /** Training step: one batch (with gradient accumulation, several make one optimizer update). */
+  /** Training step: one optimizer update (of `accumulate` batches). */
   step: number;
   /** The model. */
   model: string;

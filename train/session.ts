@@ -240,7 +240,7 @@ export class TrainingSession {
       }
       const batch = next.value!;
       // The step's last batch closes its cycle: an epoch's shorter last cycle updates with the mean of its batches.
-      const losses = trainStep(this.run, this.optimizers, batch.index, k === count - 1);
+      const losses = trainBatch(this.run, this.optimizers, batch.index, k === count - 1);
       this.#pending.push({ step, losses, tokens: batch.tokens });
     }
     this.#step = step;
@@ -297,10 +297,11 @@ export class TrainingSession {
 }
 
 /**
- * One training step over batch `index` of the epoch's order: forward every model, add the mutual
- * distillation terms, backward, log the losses and update. Returns the task losses (kept on the GPU).
+ * One batch of a training step, batch `index` of the epoch's order: forward every model, add the
+ * mutual distillation terms, backward, log the losses and step the optimizers, which update on the
+ * step's last batch (`closeCycle`). Returns the task losses (kept on the GPU).
  */
-function trainStep(
+function trainBatch(
   run: PreparedSession,
   optimizers: readonly MultiModelOptimizer[],
   index: number,
