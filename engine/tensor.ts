@@ -247,6 +247,9 @@ export function tensor(
     shape = options.shape ?? nested;
     values = dtype === "int32" ? Int32Array.from(flat) : Float32Array.from(flat);
   }
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new Error(`tensor: shape must be an array of integers >= 0, got ${JSON.stringify(shape)}`);
+  }
   if (shapeSize(shape) !== values.length) {
     throw new Error(`tensor: ${values.length} values do not fill shape ${formatShape(shape)}`);
   }
@@ -289,6 +292,8 @@ function flatten(data: NestedNumbers, out: number[], shape: readonly number[], d
       ? "a number"
       : typeof data === "object" && data !== null
       ? `a ${(data as object).constructor.name}`
+      : typeof data === "string"
+      ? `the string ${JSON.stringify(data)}`
       : String(data);
     throw new Error(
       `tensor: nested arrays are not rectangular: expected ${

@@ -58,11 +58,43 @@ export function hostIds(t: Tensor, what: string): Int32Array {
   return t.hostValues;
 }
 
+/** The fields a {@linkcode Batch} may have. */
+const BATCH_FIELDS = [
+  "inputIds",
+  "attentionMask",
+  "tokenTypeIds",
+  "labels",
+  "startPositions",
+  "endPositions",
+];
+
+/**
+ * Throws naming a field a batch should not have, or its missing inputIds: a misspelt field (say,
+ * Hugging Face's `attention_mask`) would otherwise be ignored in silence.
+ */
+function checkBatchFields(batch: Batch): void {
+  if (typeof batch !== "object" || batch === null) {
+    throw new Error(`forward: the batch must be an object with inputIds, got ${batch}`);
+  }
+  for (const field of Object.keys(batch)) {
+    if (BATCH_FIELDS.includes(field) || (batch as unknown as Record<string, unknown>)[field] === undefined) {
+      continue;
+    }
+    const camel = field.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    const hint = camel !== field && BATCH_FIELDS.includes(camel)
+      ? ` (Hugging Face's ${field} is ${camel} here)`
+      : "";
+    throw new Error(`forward: unknown batch field "${field}"${hint}; accepted: ${BATCH_FIELDS.join(", ")}`);
+  }
+  if (!batch.inputIds) throw new Error("forward: the batch has no inputIds");
+}
+
 /**
  * Derives position ids (BERT and GPT-2: 0..T-1; RoBERTa: `cumsum(ids != pad) * (ids != pad) + pad`),
  * token types, the float key mask and the first/last token rows from a batch.
  */
 export function bodyInputs(config: ModelConfig, batch: Batch): BodyInputs {
+  checkBatchFields(batch);
   const ids = batch.inputIds;
   if (ids.rank !== 2) {
     throw new Error(`forward: inputIds must be [batch, length], got ${formatShape(ids.shape)}`);
@@ -133,7 +165,8 @@ export function bodyInputs(config: ModelConfig, batch: Batch): BodyInputs {
 
 /**
  * The last non-padding position of sequence b, as GPT2ForSequenceClassification picks it: the last
- * token whose id is not the pad id (T-1 when the model has no pad id).
+ * token whose id is not the pad id. Without a pad id, the attention mask's last kept position (T-1
+ * without a mask); Hugging Face takes T-1 then and refuses batches of more than one row.
  */
 function lastTokenIndex(
   config: ModelConfig,

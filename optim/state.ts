@@ -52,7 +52,7 @@ export function checkSavedOptions(saved: unknown, current: ResolvedOptions, pref
     throw new Error(
       `${prefix}: the state was saved by an optimizer with other options: ${differences.join("; ")}. ` +
         "Build the optimizer with the saved options, or load with { keepCurrentOptions: true } to go on " +
-        "with this optimizer's",
+        "with this optimizer's options",
     );
   }
 }

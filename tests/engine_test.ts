@@ -38,6 +38,16 @@ Deno.test("tensors round-trip values, shapes and dtypes", async () => {
       "(shape [2, 2] from the first entries)",
   );
   expectError(
+    () => tensor(["1", 2] as unknown as number[]),
+    'tensor: nested arrays are not rectangular: expected a number at [0], found the string "1" ' +
+      "(shape [2] from the first entries)",
+  );
+  // A nested shape (a PyTorch habit: torch.tensor(data).view((2, 2)) takes a tuple) is named as such.
+  expectError(
+    () => tensor([1, 2, 3, 4], { shape: [[2, 2]] as unknown as number[] }),
+    "tensor: shape must be an array of integers >= 0, got [[2,2]]",
+  );
+  expectError(
     () => tensor(Int32Array.of(1, 2), { requiresGrad: true }),
     "tensor: an int32 tensor [2] cannot require a gradient (ids are not differentiable)",
   );

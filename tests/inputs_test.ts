@@ -39,6 +39,28 @@ Deno.test("an unknown task is rejected with the list of valid tasks, with or wit
   }
 });
 
+Deno.test("a batch field with another name (Hugging Face's input_ids, attention_mask) is refused naming it", () => {
+  const m = model("bert");
+  const ids = zeros([2, 4]);
+  const accepted = "accepted: inputIds, attentionMask, tokenTypeIds, labels, startPositions, endPositions";
+  expectError(
+    () => m.forward({ input_ids: ids } as never),
+    `forward: unknown batch field "input_ids" (Hugging Face's input_ids is inputIds here); ${accepted}`,
+  );
+  expectError(
+    () => m.forward({ inputIds: ids, attention_mask: ids } as never),
+    `forward: unknown batch field "attention_mask" (Hugging Face's attention_mask is attentionMask here); ${accepted}`,
+  );
+  expectError(
+    () => m.forward({ inputIds: ids, mask: ids } as never),
+    `forward: unknown batch field "mask"; ${accepted}`,
+  );
+  expectError(() => m.forward({} as never), "forward: the batch has no inputIds");
+  // An optional field left undefined is not an error.
+  m.forward({ inputIds: ids, attentionMask: undefined }).logits!.dispose();
+  m.dispose();
+});
+
 Deno.test("an empty batch or a zero-length sequence names inputIds and its shape", () => {
   for (const family of ["bert", "gpt2", "roberta"] as const) {
     const m = model(family);
