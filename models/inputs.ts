@@ -58,6 +58,11 @@ export function hostIds(t: Tensor, what: string): Int32Array {
   return t.hostValues;
 }
 
+/** The longest sequence a model reads: RoBERTa's positions start after the pad id, so pad + 1 of its position embeddings are never used. */
+export function usablePositions(config: ModelConfig): number {
+  return config.maxPositions - (config.family === "roberta" ? config.padTokenId! + 1 : 0);
+}
+
 /** The fields a {@linkcode Batch} may have. */
 const BATCH_FIELDS = [
   "inputIds",
@@ -106,8 +111,7 @@ export function bodyInputs(config: ModelConfig, batch: Batch): BodyInputs {
     throw new Error(`forward: inputIds ${shape} is empty; batch size and sequence length must be at least 1`);
   }
   const idValues = hostIds(ids, "forward inputIds");
-  // RoBERTa's positions start after the pad id, so pad + 1 of its position embeddings are never used.
-  const usable = config.maxPositions - (config.family === "roberta" ? config.padTokenId! + 1 : 0);
+  const usable = usablePositions(config);
   if (T > usable) {
     throw new Error(
       `forward: inputIds ${formatShape(ids.shape)}: sequence length ${T} exceeds the ${usable} positions ` +

@@ -210,16 +210,47 @@ Deno.test("bad options are errors naming the option", async () => {
   }
 });
 
-Deno.test("a new run that cannot start leaves no run folder behind, so its --out can be used again", async () => {
+Deno.test("a new run that cannot start, or fails before its first checkpoint, leaves no run folder behind", async () => {
   const options = tiny("sentiment", { weights: { bert: -1 } });
   let message = "";
   await run(options).catch((e: Error) => (message = e.message));
   if (!message.includes('the weight of model "bert" must be a positive number')) throw new Error(message);
-  if (await Deno.stat(options.out).then(() => true, () => false)) {
-    throw new Error(
-      `${options.out} is still there: ${[...Deno.readDirSync(options.out)].map((e) => e.name)}`,
-    );
+  // Gone, or (a folder the test made) empty.
+  const gone = async (out: string) => {
+    if (!(await Deno.stat(out).then(() => true, () => false))) return;
+    const left = [...Deno.readDirSync(out)].map((e) => e.name);
+    if (left.length > 0) throw new Error(`${out} holds ${left}`);
+    await Deno.remove(out);
+  };
+  await gone(options.out);
+  // A run that fails before its first checkpoint (here at its first evaluation) has nothing to resume either.
+  const stopped = tiny("sentiment", { epochs: 1 });
+  const stop = (line: string) => {
+    if (/ validation bert:/.test(line)) throw new Error("stopped");
+  };
+  await train(stopped, { info: stop }).catch(() => {});
+  await gone(stopped.out);
+  // One killed before then leaves its folder: a new run there says what to do.
+  const killed = tiny("sentiment", { epochs: 1 });
+  await Deno.writeTextFile(`${killed.out}/config.json`, "{}");
+  let refusal = "";
+  await run(killed).catch((e: Error) => (refusal = e.message));
+  if (
+    !refusal.includes("holds a run that stopped before its first checkpoint, so there is nothing to resume")
+  ) {
+    throw new Error(refusal);
   }
+  await Deno.remove(killed.out, { recursive: true });
+  // A loaded model shorter than --max-length is refused before the run's folder is made.
+  const first = await run(tiny("sentiment", { epochs: 1 }));
+  const longer = tiny("spam", { epochs: 1, maxLength: 48, from: { "*": first.folder } });
+  let positions = "";
+  await run(longer).catch((e: Error) => (positions = e.message));
+  if (!positions.includes('model "bert" reads at most 32 tokens, fewer than --max-length 48')) {
+    throw new Error(positions);
+  }
+  await gone(longer.out);
+  await Deno.remove(first.folder, { recursive: true });
 });
 
 Deno.test("deno task train rejects bad flags with one line and exit 2", async () => {

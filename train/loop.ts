@@ -74,22 +74,31 @@ export async function train(
     progress.finish();
     (hooks.info ?? ((l: string) => write(`${l}\n`)))(line);
   };
-  while (!session.done) {
-    const { step, logged, evaluated } = await session.advance();
-    if (logged) {
-      await folder.appendSteps([logged]);
-      progress.update({
-        step,
-        losses: Object.fromEntries(names.map((n) => [n, logged.models[n].loss])),
-        stepsPerSecond: logged.steps / logged.seconds,
-        tokensPerSecond: logged.tokens / logged.seconds,
-      });
+  let checkpointed = resume !== undefined;
+  try {
+    while (!session.done) {
+      const { step, logged, evaluated } = await session.advance();
+      if (logged) {
+        await folder.appendSteps([logged]);
+        progress.update({
+          step,
+          losses: Object.fromEntries(names.map((n) => [n, logged.models[n].loss])),
+          stepsPerSecond: logged.steps / logged.seconds,
+          tokensPerSecond: logged.tokens / logged.seconds,
+        });
+      }
+      if (evaluated) {
+        for (const line of evaluated) info(describeEvaluation(line));
+        await folder.appendEvaluations(evaluated);
+        await folder.checkpoint(step, session.optimizers, models, folder.previousSeconds + elapsed(started));
+        checkpointed = true;
+      }
     }
-    if (evaluated) {
-      for (const line of evaluated) info(describeEvaluation(line));
-      await folder.appendEvaluations(evaluated);
-      await folder.checkpoint(step, session.optimizers, models, folder.previousSeconds + elapsed(started));
-    }
+  } catch (error) {
+    // A new run that failed before its first checkpoint has nothing to resume: its folder goes, so that
+    // its --out can be used again.
+    if (!checkpointed) await folder.discard();
+    throw error;
   }
   progress.finish();
   const step = session.step;

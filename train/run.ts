@@ -48,10 +48,13 @@ export class RunFolder {
 
   /** Creates the folder of a new run and writes config.json; refuses a folder that already holds a run. */
   static async create(options: TrainOptions, facts: RunFacts): Promise<RunFolder> {
-    const exists = await Deno.stat(`${options.out}/config.json`).then(() => true, () => false);
-    if (exists) {
+    const exists = (file: string) => Deno.stat(`${options.out}/${file}`).then(() => true, () => false);
+    if (await exists("config.json")) {
       throw new Error(
-        `train: ${options.out} already holds a run (use --resume ${options.out} or another --out)`,
+        await exists("state.json")
+          ? `train: ${options.out} already holds a run (use --resume ${options.out} or another --out)`
+          : `train: ${options.out} holds a run that stopped before its first checkpoint, so there is nothing ` +
+            `to resume: remove the folder (rm -r ${options.out}) or use another --out`,
       );
     }
     await Deno.mkdir(options.out, { recursive: true });

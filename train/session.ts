@@ -17,6 +17,7 @@ import { manualSeed } from "../engine/random.ts";
 import { keep, readAll, type Tensor, tidy } from "../engine/tensor.ts";
 import { mutualDistillation } from "../kernels/distillation.ts";
 import { add, scale } from "../kernels/elementwise.ts";
+import { usablePositions } from "../models/inputs.ts";
 import type { TransformerModel } from "../models/model.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { buildModel, buildOptimizers, headFor } from "./models.ts";
@@ -137,6 +138,15 @@ export async function prepareSession(
       numLabels,
       index,
     );
+  }
+  for (const [name, model] of Object.entries(models)) {
+    const usable = usablePositions(model.config);
+    if (usable < options.maxLength) {
+      throw new Error(
+        `train: model "${name}" reads at most ${usable} tokens, fewer than --max-length ${options.maxLength} ` +
+          `(a loaded model keeps its positions: pass --max-length ${usable})`,
+      );
+    }
   }
   const encoders = Object.fromEntries(options.models.map((spec) => [spec.name, {
     tokenizer: tokenizers[spec.name],
