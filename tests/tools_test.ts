@@ -12,7 +12,7 @@ const root = new URL("../", import.meta.url).pathname;
 /** Every command with its flags as `--help` must list them (with their defaults). */
 const COMMANDS: Record<string, string[]> = {
   demo: ["--steps <N>", "(default: 200)", "-h, --help"],
-  describe: ["-t, --task <task>", "(default: base)", "--batch <N>", "--length <N>", "--json", "-h, --help"],
+  describe: ["-t, --task <task>", "(default: auto)", "--batch <N>", "--length <N>", "--json", "-h, --help"],
   groups: ["--json", "-h, --help"],
   parity: ["-h, --help"],
 };
@@ -136,6 +136,29 @@ Deno.test("describe and groups still print their metadata with valid flags", asy
     2,
     '--length must be a positive integer, got "0"',
   );
+  // A train --task names the head it trains; a folder's own head is the default; a run's folder is named as one.
+  const qa = await run("describe", "gpt2", "--task", "qa", "--json");
+  if (!(JSON.parse(qa.stdout) as { name: string }[]).some((p) => p.name === "qa_outputs.weight")) {
+    throw new Error(`describe gpt2 --task qa: ${qa.stdout.slice(0, 200)} ${qa.stderr}`);
+  }
+  const head = await run("describe", "tests/fixtures/hf/heads/gpt2-sequence-classification", "--json");
+  const score = (JSON.parse(head.stdout) as { name: string; shape: number[] }[]).find((p) =>
+    p.name === "score.weight"
+  );
+  if (score?.shape[0] !== 3) throw new Error(`describe of a classifier folder: ${JSON.stringify(score)}`);
+  const runFolder = await Deno.makeTempDir({ prefix: "describe-run-" });
+  await Deno.writeTextFile(
+    `${runFolder}/config.json`,
+    JSON.stringify({ format: 2, options: { task: "sentiment" } }),
+  );
+  expectOneLine(
+    await run("describe", runFolder),
+    "describe",
+    2,
+    `${runFolder}/config.json is a training run's settings, not a model's: describe one of its models, ` +
+      `${runFolder}/checkpoints/step-N/models/<name>`,
+  );
+  await Deno.remove(runFolder, { recursive: true });
   const groups = await run("groups", "--json");
   if (groups.code !== 0) throw new Error(`groups: exit ${groups.code}: ${groups.stderr}`);
   if (!Array.isArray(JSON.parse(groups.stdout))) throw new Error("groups --json: not an array");

@@ -9,7 +9,9 @@
  *
  * @module
  */
-import { modelFromConfigFile } from "../models/checkpoint.ts";
+import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
+import { inferTask, modelFromConfigFile } from "../models/checkpoint.ts";
+import { headFor } from "../train/models.ts";
 import { formatBinary } from "../engine/pool.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
 import { type Task, TASKS } from "../models/heads.ts";
@@ -22,14 +24,38 @@ const FAMILIES = ["bert", "gpt2", "roberta"];
 
 /**
  * Builds a model's metadata (no weights) from a family name, a Hugging Face config.json path, or a
- * folder holding one.
+ * folder holding one. `task` is a head, a `train --task` (the head that task trains for the family),
+ * or absent: the config's own head (its `architectures` entry, and its label count), else the base model.
  */
-export async function describedModel(source: string, task: Task = "base"): Promise<TransformerModel> {
+export async function describedModel(source: string, task?: string): Promise<TransformerModel> {
+  const headOf = (family: ModelFamily): Task =>
+    (TASK_NAMES as readonly string[]).includes(task ?? "") ? headFor(task as TaskName, family) : task as Task;
   if (FAMILIES.includes(source)) {
-    return new TransformerModel(modelConfig(source as ModelFamily), { task, allocate: false });
+    const family = source as ModelFamily;
+    return new TransformerModel(modelConfig(family), {
+      task: task ? headOf(family) : "base",
+      allocate: false,
+    });
   }
   const isFolder = await Deno.stat(source).then((s) => s.isDirectory, () => false);
-  return await modelFromConfigFile(isFolder ? `${source}/config.json` : source, { task, allocate: false });
+  const path = isFolder ? `${source}/config.json` : source;
+  // A run's folder holds a config.json of its own (the run's options), not a model's.
+  const json = await Deno.readTextFile(path).then((text) => JSON.parse(text), () => null);
+  if (json && typeof json === "object" && "options" in json && !("model_type" in json)) {
+    throw new Error(
+      `${path} is a training run's settings, not a model's: describe one of its models, ` +
+        `${isFolder ? source : "<run>"}/checkpoints/step-N/models/<name>`,
+    );
+  }
+  const base = await modelFromConfigFile(path, { task: "base", allocate: false });
+  if (task) return new TransformerModel(base.config, { task: headOf(base.config.family), allocate: false });
+  const own = inferTask(json, []).task;
+  const labels = json.id2label && typeof json.id2label === "object"
+    ? Object.keys(json.id2label).length
+    : typeof json.num_labels === "number"
+    ? json.num_labels
+    : undefined;
+  return new TransformerModel(base.config, { task: own, numLabels: labels, allocate: false });
 }
 
 /** The memory lines of `describe`: what training the model takes at a batch of `batch` x `length` tokens. */
@@ -77,8 +103,10 @@ if (import.meta.main) {
         type: "string",
         short: "t",
         value: "task",
-        default: "base",
-        description: `the head to build: ${TASKS.join(", ")} (a head, not a train --task)`,
+        default: "auto",
+        description: `the head to build: ${TASKS.join(", ")}, or a train --task (${
+          TASK_NAMES.join(", ")
+        }) for the head it trains; auto: a folder's own head, the base model of a family`,
       },
       batch: {
         type: "string",
@@ -105,7 +133,7 @@ if (import.meta.main) {
   }
   let model: TransformerModel;
   try {
-    model = await describedModel(source, flags.task as Task);
+    model = await describedModel(source, flags.task === "auto" ? undefined : flags.task);
   } catch (error) {
     // Building metadata reads only the arguments, so every failure here is a bad argument: an
     // unknown task, or a config.json that is missing or not a model configuration.

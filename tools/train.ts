@@ -62,7 +62,9 @@ const spec = {
       type: "string",
       default: "preset",
       value: "n|epoch",
-      description: "steps between evaluations and checkpoints, or epoch",
+      description:
+        "steps between evaluations and checkpoints, or epoch (preset: every epoch, or a third of the " +
+        "run with --steps or a step budget)",
     },
     "log-every": {
       type: "string",
