@@ -78,6 +78,21 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
     for (const needed of ["| bert |", "baseline", "![Training loss per model](loss.svg)"]) {
       if (!report.includes(needed)) throw new Error(`${task}: report.md lacks "${needed}"`);
     }
+    // Every model's config.json names the tokenizer's pad id, which Hugging Face's GPT-2 classifier needs
+    // to classify a padded batch.
+    const tokenizer = JSON.parse(await Deno.readTextFile(`${result.folder}/tokenizer.json`));
+    const padId = tokenizer.added_tokens.find((t: { content: string }) => t.content === "<pad>").id;
+    const state = JSON.parse(await Deno.readTextFile(`${result.folder}/state.json`));
+    for (const model of ["bert", "gpt2", "roberta"]) {
+      const config = JSON.parse(
+        await Deno.readTextFile(
+          `${result.folder}/checkpoints/step-${state.step}/models/${model}/config.json`,
+        ),
+      );
+      if (config.pad_token_id !== padId) {
+        throw new Error(`${task} ${model}: pad_token_id ${config.pad_token_id}`);
+      }
+    }
     await Deno.remove(result.folder, { recursive: true });
   });
 }

@@ -59,7 +59,10 @@ export function buildModel(
     numHeads: spec.numHeads,
     intermediateSize: spec.intermediateSize,
     maxPositions: positions,
-    padTokenId: spec.family === "gpt2" ? null : vocabulary.padId,
+    // GPT-2 has no pad id of its own; the tokenizer's, in its config.json, lets Hugging Face's
+    // GPT2ForSequenceClassification find each row's last token in a padded batch (rows are padded on
+    // the right, so it is the attention mask's last position, which the model took without a pad id).
+    padTokenId: vocabulary.padId,
     hiddenDropout: options.dropout,
     embeddingDropout: options.dropout,
     attentionDropout: options.dropout,
