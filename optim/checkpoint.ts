@@ -204,12 +204,15 @@ async function checkpointContents(
 
 /**
  * Writes models, optimizer state and the GPU random state into `folder`, crash-safe at every point
- * (see the module docs). `folder` must be missing, a checkpoint or an empty folder.
+ * (see the module docs). `folder` must be missing, a checkpoint or an empty folder. `extraFiles` are
+ * written with them, by path inside the checkpoint (say, each model's tokenizer beside its
+ * config.json, where Hugging Face's `from_pretrained` looks); loading does not read them.
  */
 export async function saveCheckpoint(
   folder: string,
   optimizer: MultiModelOptimizer,
   models: Record<string, TransformerModel>,
+  extraFiles: Readonly<Record<string, Uint8Array>> = {},
 ): Promise<void> {
   const target = checkpointPath(folder, "saveCheckpoint");
   optimizer.assertOwnModels(models, "saveCheckpoint");
@@ -218,6 +221,18 @@ export async function saveCheckpoint(
   const unsafe = names.find((name) => !/^[^/\\]+$/.test(name) || name === "." || name === "..");
   if (unsafe !== undefined) throw new Error(`saveCheckpoint: model name "${unsafe}" cannot be a folder name`);
   const files = await checkpointContents(optimizer, models);
+  for (const [path, bytes] of Object.entries(extraFiles)) {
+    const parts = path.split("/");
+    if (
+      parts.some((p) => p === "" || p === "." || p === ".." || p.includes("\\")) ||
+      files.some(([n]) => n === path)
+    ) {
+      throw new Error(
+        `saveCheckpoint: extra file "${path}" is not a new relative path inside the checkpoint`,
+      );
+    }
+    files.splice(files.length - 1, 0, [path, bytes]);
+  }
   const found = await replaceable(target);
   // Leftovers are stale once a complete checkpoint is in place; removing them now keeps at most one
   // complete `.old-*` around while the folder is renamed away below.

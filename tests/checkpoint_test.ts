@@ -102,7 +102,24 @@ Deno.test("a checkpoint is replaced atomically and leaves no temporary folder", 
   await saveCheckpoint(`${parent}/ckpt`, optimizer, models);
   trainStep(models, optimizer, 0);
   trainStep(models, optimizer, 1);
-  await saveCheckpoint(`${parent}/ckpt`, optimizer, models);
+  // Extra files (a tokenizer beside a model) are written with it; paths outside it or onto its own files are refused.
+  const bytes = new TextEncoder().encode("{}\n");
+  await saveCheckpoint(`${parent}/ckpt`, optimizer, models, { "models/bert/tokenizer.json": bytes });
+  if ((await Deno.readTextFile(`${parent}/ckpt/models/bert/tokenizer.json`)) !== "{}\n") {
+    throw new Error("extra file");
+  }
+  for (const path of ["../outside.json", "models/bert/config.json", "/abs.json", "a//b.json"]) {
+    const refused = await thrownMessage(() =>
+      saveCheckpoint(`${parent}/ckpt`, optimizer, models, { [path]: bytes })
+    );
+    if (
+      !refused.includes(
+        `saveCheckpoint: extra file "${path}" is not a new relative path inside the checkpoint`,
+      )
+    ) {
+      throw new Error(refused);
+    }
+  }
   const entries = [];
   for await (const e of Deno.readDir(parent)) entries.push(e.name);
   if (entries.join() !== "ckpt") throw new Error(`left behind: ${entries}`);

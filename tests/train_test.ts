@@ -92,6 +92,19 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
       if (config.pad_token_id !== padId) {
         throw new Error(`${task} ${model}: pad_token_id ${config.pad_token_id}`);
       }
+      // Each model's folder keeps the run's tokenizer and Hugging Face's tokenizer_config.json for its family.
+      const folder = `${result.folder}/checkpoints/step-${state.step}/models/${model}`;
+      const own = JSON.parse(await Deno.readTextFile(`${folder}/tokenizer.json`));
+      if (JSON.stringify(own) !== JSON.stringify(tokenizer)) {
+        throw new Error(`${task} ${model}: the checkpoint's tokenizer.json is not the run's`);
+      }
+      const hfConfig = JSON.parse(await Deno.readTextFile(`${folder}/tokenizer_config.json`));
+      const inputs = model === "bert"
+        ? "input_ids,token_type_ids,attention_mask"
+        : "input_ids,attention_mask";
+      if (hfConfig.pad_token !== "<pad>" || hfConfig.model_input_names.join() !== inputs) {
+        throw new Error(`${task} ${model}: tokenizer_config.json ${JSON.stringify(hfConfig)}`);
+      }
     }
     await Deno.remove(result.folder, { recursive: true });
   });
@@ -436,10 +449,16 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   ) {
     throw new Error(noName);
   }
-  const noTokenizer = await refusal({ from: { bert: modelFolder } });
-  if (!noTokenizer.includes("no tokenizer.json in the folder (a run's checkpoints keep theirs")) {
+  // A folder without a tokenizer (a checkpoint from before they kept one beside each model) says where it is.
+  const bare = await Deno.makeTempDir({ prefix: "bare-" });
+  for (const file of ["config.json", "model.safetensors"]) {
+    await Deno.copyFile(`${modelFolder}/${file}`, `${bare}/${file}`);
+  }
+  const noTokenizer = await refusal({ from: { bert: bare } });
+  if (!noTokenizer.includes("no tokenizer.json in the folder (older checkpoints keep theirs in the run's")) {
     throw new Error(noTokenizer);
   }
+  await Deno.remove(bare, { recursive: true });
   const unknown = await refusal({ models: parseModels("x=bert", TINY), from: { "*": first.folder } });
   if (!unknown.includes(`holds no model "x"`)) throw new Error(unknown);
   // A head of another shape is re-initialised, but a body tensor that disagrees with its own config is refused.
@@ -461,9 +480,8 @@ Deno.test("--from starts from an earlier run's last checkpoint, or from a Huggin
   // Another task from the same run: the sentiment classifier [2, H] becomes a new tagger [3, H].
   const tagging = await run(tiny("ner", { epochs: 1, limit: 8, from: { "*": first.folder } }));
   await Deno.remove(tagging.folder, { recursive: true });
-  // A Hugging Face folder: the first run's GPT-2 with its tokenizer, for one model of a new run.
+  // A Hugging Face folder: the first run's GPT-2, whose checkpoint keeps its tokenizer, for one model of a new run.
   const folder = `${first.folder}/checkpoints/step-3/models/gpt2`;
-  await Deno.copyFile(`${first.folder}/tokenizer.json`, `${folder}/tokenizer.json`);
   const mixed = await run(tiny("sentiment", { epochs: 1, from: { gpt2: folder } }));
   const tokenizers = [...Deno.readDirSync(`${mixed.folder}/tokenizers`)].map((e) => e.name).sort();
   if (tokenizers.join() !== "bert.json,gpt2.json,roberta.json") throw new Error(`tokenizers: ${tokenizers}`);

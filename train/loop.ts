@@ -90,7 +90,8 @@ export async function train(
       if (evaluated) {
         for (const line of evaluated) info(describeEvaluation(line));
         await folder.appendEvaluations(evaluated);
-        await folder.checkpoint(step, session.optimizers, models, folder.previousSeconds + elapsed(started));
+        const seconds = folder.previousSeconds + elapsed(started);
+        await folder.checkpoint(step, session.optimizers, models, seconds, run.tokenizers);
         checkpointed = true;
       }
     }

@@ -8,6 +8,9 @@
  *
  * @module
  */
+import type { Tokenizer } from "../data/tokenizer.ts";
+import { tokenizerConfig } from "../data/tokenizer_file.ts";
+import { usablePositions } from "../models/inputs.ts";
 import type { TransformerModel } from "../models/model.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
@@ -140,20 +143,35 @@ export class RunFolder {
     await Deno.writeTextFile(`${this.path}/metrics.jsonl`, text, { append: true });
   }
 
-  /** Saves the checkpoint after `step` (one per optimizer), then records it in state.json. */
+  /**
+   * Saves the checkpoint after `step` (one per optimizer), then records it in state.json. Each model's
+   * folder gets its tokenizer (`tokenizer.json` and Hugging Face's `tokenizer_config.json`), so that it
+   * is a Hugging Face folder on its own (`from_pretrained` of model and tokenizer, or `--from name=`).
+   */
   async checkpoint(
     step: number,
     optimizers: readonly MultiModelOptimizer[],
     models: Record<string, TransformerModel>,
     seconds: number,
+    tokenizers: Record<string, Tokenizer> = {},
   ): Promise<void> {
     const folder = checkpointFolder(this.path, step);
+    const text = (value: unknown) => new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n");
     for (const optimizer of optimizers) {
       const own = Object.fromEntries(optimizer.modelNames.map((n) => [n, models[n]]));
+      const files: Record<string, Uint8Array> = {};
+      for (const name of optimizer.modelNames.filter((n) => tokenizers[n])) {
+        const { config } = models[name];
+        files[`models/${name}/tokenizer.json`] = text(tokenizers[name].toJson());
+        files[`models/${name}/tokenizer_config.json`] = text(
+          tokenizerConfig(tokenizers[name], config.family, usablePositions(config)),
+        );
+      }
       await saveCheckpoint(
         optimizers.length === 1 ? folder : `${folder}/${optimizer.modelNames[0]}`,
         optimizer,
         own,
+        files,
       );
     }
     await writeAtomically(

@@ -65,8 +65,8 @@ export async function prepareRun(
     if (own && (await exists(own))) tokenizers[spec.name] = await readTokenizer(own);
     else if (folder && !opened) {
       throw new Error(
-        `--from ${spec.name}=${folder}: no tokenizer.json in the folder (a run's checkpoints keep theirs in ` +
-          "the run's folder: start from the run with --from RUN, or copy its tokenizer.json beside config.json)",
+        `--from ${spec.name}=${folder}: no tokenizer.json in the folder (older checkpoints keep theirs in the ` +
+          "run's folder: start from the run with --from RUN, or copy its tokenizer.json beside config.json)",
       );
     }
   }
