@@ -561,6 +561,19 @@ Deno.test("a placebo partner trains on the same examples with their labels permu
   await Deno.remove(options.out, { recursive: true });
 });
 
+Deno.test("resuming a finished run says so, then evaluates it on the test split again", async () => {
+  const finished = await run(tiny("sentiment", { epochs: 1 }));
+  const lines: string[] = [];
+  const again = await train(tiny("sentiment"), { info: (line) => lines.push(line) }, finished.folder);
+  if (
+    again.steps !== 0 ||
+    !lines.includes("the run had finished (step 3): evaluating it on the test split again")
+  ) {
+    throw new Error(`${again.steps} steps; ${lines.join(" | ")}`);
+  }
+  await Deno.remove(finished.folder, { recursive: true });
+});
+
 Deno.test("a resumed run keeps NaN figures as NaN, and a failed start removes only what the run wrote", async () => {
   const out = await Deno.makeTempDir({ prefix: "run-folder-" });
   const facts = { adapter: "test", versions: {}, counts: {}, started: "2026-12-01T00:00:00Z" };

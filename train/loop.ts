@@ -74,6 +74,9 @@ export async function train(
     progress.finish();
     (hooks.info ?? ((l: string) => write(`${l}\n`)))(line);
   };
+  if (session.done) {
+    info(`the run had finished (step ${session.step}): evaluating it on the test split again`);
+  }
   let checkpointed = resume !== undefined;
   try {
     while (!session.done) {
