@@ -266,6 +266,9 @@ export function configFromHf(json: Record<string, unknown>, source: string): Mod
   return config;
 }
 
+/** GPT-2's `<|endoftext|>` id, which Hugging Face's GPT2Config takes as its bos and eos ids by default. */
+const GPT2_END_OF_TEXT = 50256;
+
 /** The Hugging Face `config.json` object for a configuration (what `save` writes beside the weights). */
 export function configToHf(config: ModelConfig): Record<string, unknown> {
   if (config.family === "gpt2") {
@@ -285,6 +288,8 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
       attn_pdrop: config.attentionDropout,
       initializer_range: config.initializerRange,
       pad_token_id: config.padTokenId,
+      // GPT2Config defaults both to 50256, GPT-2's own <|endoftext|>; a smaller vocabulary has no such id.
+      ...(config.vocabSize <= GPT2_END_OF_TEXT ? { bos_token_id: null, eos_token_id: null } : {}),
       tie_word_embeddings: true,
     };
   }

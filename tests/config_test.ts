@@ -161,3 +161,15 @@ Deno.test("a configuration built in code is checked by the model's constructor b
     "gpt2: numLabels must be an integer in [1, 1048576], got 0",
   );
 });
+
+Deno.test("a GPT-2 config.json of a vocabulary without GPT-2's <|endoftext|> sets no bos or eos id", () => {
+  // GPT2Config would otherwise take 50256 for both, outside the vocabulary (transformers warns).
+  const small = hfJson("gpt2");
+  if (!("bos_token_id" in small) || small.bos_token_id !== null || small.eos_token_id !== null) {
+    throw new Error(`small vocabulary: ${JSON.stringify(small)}`);
+  }
+  const full = hfJson("gpt2", { vocabSize: 50257 });
+  if ("bos_token_id" in full || "eos_token_id" in full) {
+    throw new Error(`GPT-2's own vocabulary: ${JSON.stringify(full)}`);
+  }
+});
