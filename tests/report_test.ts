@@ -206,7 +206,7 @@ function handMadeRun(): RunRecord {
 
 Deno.test("report.md: one results table with final, test and best values, updates and skips", () => {
   const md = renderReport(handMadeRun())["report.md"];
-  ok(md.startsWith("# sentiment - bert, gpt2 \\(joint\\)\n"));
+  ok(md.startsWith("# sentiment - bert, gpt2 (joint)\n"));
   const table = md.split("## Configuration")[0].split("\n").filter((l) => l.startsWith("| "));
   deepStrictEqual(table, [
     "| model | validation accuracy | validation loss | test accuracy | test loss | best validation accuracy (step) | updates | skipped updates |",

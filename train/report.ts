@@ -89,9 +89,12 @@ export function formatMetric(value: number | undefined): string {
   return String(Number(value.toPrecision(4)));
 }
 
-/** Text made literal in Markdown and table cells: inline markup characters and `|` escaped, newlines as spaces. */
+/**
+ * Text made literal in Markdown and table cells: inline markup characters and `|` escaped, newlines as
+ * spaces. Parentheses stay as they are: with brackets escaped they cannot form a link.
+ */
 export function escapeMarkdown(text: string): string {
-  return text.replace(/[\\`*_{}[\]()<>#|~&]/g, "\\$&").replace(/\r?\n/g, " ");
+  return text.replace(/[\\`*_{}[\]<>#|~&]/g, "\\$&").replace(/\r?\n/g, " ");
 }
 
 function formatDuration(seconds: number): string {
