@@ -10,6 +10,7 @@ import { prepareRun } from "../train/tasks.ts";
 import { RunFolder } from "../train/run.ts";
 import { checkoutCommit } from "../train/checkout.ts";
 import type { TaskName } from "../data/datasets.ts";
+import { trainTokenizer } from "../data/tokenizer.ts";
 import { defaultOptions, parseModels, type TrainOptions } from "../train/options.ts";
 import { scheduleFactor } from "../optim/options.ts";
 import { optionsFromArgs } from "../tools/train.ts";
@@ -238,37 +239,61 @@ Deno.test("bad options are errors naming the option", async () => {
   }
 });
 
-Deno.test("a new run that cannot start, or fails before its first checkpoint, leaves no run folder behind", async () => {
+Deno.test("a run that fails before it logs or saves anything removes what it wrote, and only that", async () => {
   const options = tiny("sentiment", { weights: { bert: -1 } });
   let message = "";
   await run(options).catch((e: Error) => (message = e.message));
   if (!message.includes('the weight of model "bert" must be a positive number')) throw new Error(message);
-  // Gone, or (a folder the test made) empty.
-  const gone = async (out: string) => {
-    if (!(await Deno.stat(out).then(() => true, () => false))) return;
+  // The test made the folder, so the run leaves it, empty.
+  const empty = async (out: string) => {
     const left = [...Deno.readDirSync(out)].map((e) => e.name);
     if (left.length > 0) throw new Error(`${out} holds ${left}`);
     await Deno.remove(out);
   };
-  await gone(options.out);
-  // A run that fails before its first checkpoint (here at its first evaluation) has nothing to resume either.
+  await empty(options.out);
+  // A folder the run made goes; a user's file in a folder of theirs, and a link to it, stay.
+  const parent = await Deno.makeTempDir({ prefix: "discard-" });
+  const facts = { adapter: "test", versions: {}, counts: {}, started: "2026-12-01T00:00:00Z" };
+  const made = await RunFolder.create({ ...tiny("sentiment"), out: `${parent}/new` }, facts);
+  await made.discard();
+  await Deno.mkdir(`${parent}/mine`);
+  await Deno.writeTextFile(`${parent}/mine/notes.txt`, "mine");
+  // (ln: the suite's scoped --allow-write does not allow Deno.symlink.)
+  await new Deno.Command("ln", { args: ["-s", `${parent}/mine`, `${parent}/link`] }).output();
+  const linked = await RunFolder.create({ ...tiny("sentiment"), out: `${parent}/link` }, facts);
+  const texts = ["a few words to learn from", "and a few more"];
+  await linked.writeTokenizers({
+    bert: trainTokenizer(texts, { vocabSize: 280 }),
+    gpt2: trainTokenizer(texts, { vocabSize: 290 }),
+  });
+  await linked.discard();
+  const left = [...Deno.readDirSync(parent)].map((e) => e.name).sort().join();
+  const mine = [...Deno.readDirSync(`${parent}/mine`)].map((e) => e.name).join();
+  if (left !== "link,mine" || mine !== "notes.txt") throw new Error(`left: ${left}; in mine: ${mine}`);
+  await Deno.remove(parent, { recursive: true });
+  // A run that stops after it logged keeps its folder, logs included; a new run there says what to do.
   const stopped = tiny("sentiment", { epochs: 1 });
   const stop = (line: string) => {
     if (/ validation bert:/.test(line)) throw new Error("stopped");
   };
   await train(stopped, { info: stop }).catch(() => {});
-  await gone(stopped.out);
-  // One killed before then leaves its folder: a new run there says what to do.
-  const killed = tiny("sentiment", { epochs: 1 });
-  await Deno.writeTextFile(`${killed.out}/config.json`, "{}");
+  if ((await stepLines(stopped.out)).length === 0) throw new Error("the stopped run's log is gone");
   let refusal = "";
-  await run(killed).catch((e: Error) => (refusal = e.message));
+  await run(tiny("sentiment", { out: stopped.out })).catch((e: Error) => (refusal = e.message));
   if (
-    !refusal.includes("holds a run that stopped before its first checkpoint, so there is nothing to resume")
+    !refusal.includes("holds a run with no checkpoint (it stopped, or has not reached its first evaluation)")
   ) {
     throw new Error(refusal);
   }
-  await Deno.remove(killed.out, { recursive: true });
+  await Deno.remove(stopped.out, { recursive: true });
+  // A model's folder as --out is not taken for a run.
+  const modelFolder = tiny("sentiment");
+  await Deno.writeTextFile(`${modelFolder.out}/config.json`, JSON.stringify({ model_type: "bert" }));
+  await run(modelFolder).catch((e: Error) => (refusal = e.message));
+  if (!refusal.includes("holds a config.json that is not a run's (a model's folder?); use another --out")) {
+    throw new Error(refusal);
+  }
+  await Deno.remove(modelFolder.out, { recursive: true });
   // A loaded model shorter than --max-length is refused before the run's folder is made.
   const first = await run(tiny("sentiment", { epochs: 1 }));
   const longer = tiny("spam", { epochs: 1, maxLength: 48, from: { "*": first.folder } });
@@ -277,7 +302,7 @@ Deno.test("a new run that cannot start, or fails before its first checkpoint, le
   if (!positions.includes('model "bert" reads at most 32 tokens, fewer than --max-length 48')) {
     throw new Error(positions);
   }
-  await gone(longer.out);
+  await empty(longer.out);
   await Deno.remove(first.folder, { recursive: true });
 });
 
@@ -563,6 +588,11 @@ Deno.test("a placebo partner trains on the same examples with their labels permu
 
 Deno.test("resuming a finished run says so, then evaluates it on the test split again", async () => {
   const finished = await run(tiny("sentiment", { epochs: 1 }));
+  // As a run from before GPT-2 was given the tokenizer's pad id wrote it: resuming rebuilds each model
+  // from its checkpoint's config.json, so the run goes on as it began.
+  const gpt2Config = `${finished.folder}/checkpoints/step-3/models/gpt2/config.json`;
+  const config = JSON.parse(await Deno.readTextFile(gpt2Config));
+  await Deno.writeTextFile(gpt2Config, JSON.stringify({ ...config, pad_token_id: null }));
   const lines: string[] = [];
   const again = await train(tiny("sentiment"), { info: (line) => lines.push(line) }, finished.folder);
   if (

@@ -99,9 +99,9 @@ export async function train(
       }
     }
   } catch (error) {
-    // A new run that failed before its first checkpoint has nothing to resume: its folder goes, so that
-    // its --out can be used again.
-    if (!checkpointed) await folder.discard();
+    // A new run that failed before it logged or saved anything has nothing to resume or read: what it
+    // wrote goes, so that its --out can be used again. One that logged keeps its folder, to debug.
+    if (!checkpointed && !folder.logged) await folder.discard();
     throw error;
   }
   progress.finish();

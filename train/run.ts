@@ -9,7 +9,7 @@
  * @module
  */
 import type { Tokenizer } from "../data/tokenizer.ts";
-import { tokenizerConfig } from "../data/tokenizer_file.ts";
+import { tokenizerConfig, writeTokenizer } from "../data/tokenizer_file.ts";
 import { usablePositions } from "../models/inputs.ts";
 import type { TransformerModel } from "../models/model.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
@@ -45,6 +45,9 @@ export interface RunFacts {
 /** The folder of one run and the files in it. */
 export class RunFolder {
   #seconds = 0;
+  /** What this process created in the folder, newest last: what {@linkcode RunFolder.discard} may remove. */
+  readonly #created: string[] = [];
+  #logged = false;
 
   /** A run folder at `path` (created by {@linkcode RunFolder.create}). */
   constructor(readonly path: string, readonly options: TrainOptions, readonly facts: RunFacts) {}
@@ -53,20 +56,48 @@ export class RunFolder {
   static async create(options: TrainOptions, facts: RunFacts): Promise<RunFolder> {
     const exists = (file: string) => Deno.stat(`${options.out}/${file}`).then(() => true, () => false);
     if (await exists("config.json")) {
+      const json = await Deno.readTextFile(`${options.out}/config.json`).then(JSON.parse).catch(() => null);
       throw new Error(
-        await exists("state.json")
+        !json?.options?.task
+          ? `train: ${options.out} holds a config.json that is not a run's (a model's folder?); use another --out`
+          : await exists("state.json")
           ? `train: ${options.out} already holds a run (use --resume ${options.out} or another --out)`
-          : `train: ${options.out} holds a run that stopped before its first checkpoint, so there is nothing ` +
-            `to resume: remove the folder (rm -r ${options.out}) or use another --out`,
+          : `train: ${options.out} holds a run with no checkpoint (it stopped, or has not reached its first ` +
+            `evaluation), so there is nothing to resume: once it is not running, remove the folder ` +
+            `(rm -r ${options.out}) or use another --out`,
       );
     }
+    const made = !(await Deno.lstat(options.out).then(() => true, () => false));
     await Deno.mkdir(options.out, { recursive: true });
-    await writeAtomically(
-      `${options.out}/config.json`,
-      JSON.stringify({ format: RUN_FORMAT, options, ...facts }, null, 2) + "\n",
+    const folder = new RunFolder(options.out, options, facts);
+    if (made) folder.#created.push("");
+    await folder.#write(
+      "config.json",
+      (path) =>
+        writeAtomically(path, JSON.stringify({ format: RUN_FORMAT, options, ...facts }, null, 2) + "\n"),
     );
-    await Deno.writeTextFile(`${options.out}/metrics.jsonl`, "");
-    return new RunFolder(options.out, options, facts);
+    await folder.#write("metrics.jsonl", (path) => Deno.writeTextFile(path, ""));
+    return folder;
+  }
+
+  /** Writes a new run's tokenizers: tokenizer.json when the models share one, else tokenizers/<name>.json. */
+  async writeTokenizers(tokenizers: Record<string, Tokenizer>): Promise<void> {
+    const distinct = new Set(Object.values(tokenizers));
+    if (distinct.size === 1) {
+      await this.#write("tokenizer.json", (path) => writeTokenizer([...distinct][0], path));
+      return;
+    }
+    const folder = `${this.path}/tokenizers`;
+    if (await Deno.lstat(folder).then(() => false, () => true)) await this.#write("tokenizers", Deno.mkdir);
+    for (const [name, tokenizer] of Object.entries(tokenizers)) {
+      await this.#write(`tokenizers/${name}.json`, (path) => writeTokenizer(tokenizer, path));
+    }
+  }
+
+  /** Writes `name` in the folder with `write` and records it as this run's. */
+  async #write(name: string, write: (path: string) => Promise<void>): Promise<void> {
+    await write(`${this.path}/${name}`);
+    this.#created.push(name);
   }
 
   /** Opens an earlier run: its options and facts from config.json. */
@@ -110,21 +141,21 @@ export class RunFolder {
   }
 
   /**
-   * Removes the files {@linkcode RunFolder.create} and the tokenizers wrote, and the folder if that
-   * empties it: for a new run that failed before it could train, so that its `--out` can be used
-   * again. Other files in the folder stay.
+   * Removes what this process created in the folder (config.json, metrics.jsonl, the tokenizers, and
+   * the folder itself when it made it), newest first: for a new run that failed before it logged or
+   * saved anything, so that its `--out` can be used again. Nothing else is touched, and a folder that
+   * still holds anything stays.
    */
   async discard(): Promise<void> {
-    const files = [
-      "config.json",
-      "metrics.jsonl",
-      "tokenizer.json",
-      ...this.options.models.map((m) => `tokenizers/${m.name}.json`),
-      "tokenizers",
-    ];
     // Not recursive: a folder that holds anything else stays.
-    for (const name of files) await Deno.remove(`${this.path}/${name}`).catch(() => {});
-    await Deno.remove(this.path).catch(() => {});
+    for (const name of this.#created.splice(0).reverse()) {
+      await Deno.remove(name === "" ? this.path : `${this.path}/${name}`).catch(() => {});
+    }
+  }
+
+  /** Whether this process appended anything to metrics.jsonl (then a failed run keeps its folder, to debug). */
+  get logged(): boolean {
+    return this.#logged;
   }
 
   /** Appends logged training steps to metrics.jsonl. */
@@ -139,6 +170,7 @@ export class RunFolder {
 
   async #append(records: readonly object[]): Promise<void> {
     if (records.length === 0) return;
+    this.#logged = true;
     const text = records.map(jsonLine).join("");
     await Deno.writeTextFile(`${this.path}/metrics.jsonl`, text, { append: true });
   }

@@ -142,6 +142,7 @@ export async function prepareSession(
   for (const [name, model] of Object.entries(models)) {
     const usable = usablePositions(model.config);
     if (usable < options.maxLength) {
+      for (const built of Object.values(models)) built.dispose();
       throw new Error(
         `train: model "${name}" reads at most ${usable} tokens, fewer than --max-length ${options.maxLength} ` +
           `(a loaded model keeps its positions: pass --max-length ${usable})`,

@@ -10,7 +10,7 @@ import { type Dataset, describeDataset } from "../data/datasets.ts";
 import { loadDataset } from "../data/load.ts";
 import { evenlySpaced } from "../data/splits.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
-import { readTokenizer, writeTokenizer } from "../data/tokenizer_file.ts";
+import { readTokenizer } from "../data/tokenizer_file.ts";
 import { gpu } from "../engine/device.ts";
 import project from "../deno.json" with { type: "json" };
 import { loadPretrainedWithReport, loadWarnings } from "../models/checkpoint.ts";
@@ -82,8 +82,7 @@ export async function prepareRun(
   const resumed = opened ? await latestCheckpoint(opened.path) : null;
   const checkpointModels = new Map<string, string>();
   for (const spec of options.models) {
-    const loaded = (options.from[spec.name] ?? options.from["*"]) !== undefined;
-    const from = resumed ? (loaded ? resumed : null) : options.from[spec.name] ? null : checkpoint;
+    const from = resumed ?? (options.from[spec.name] ? null : checkpoint);
     if (!from) continue;
     const folder = await checkpointModel(from, spec.name);
     if (!folder) {
@@ -95,8 +94,9 @@ export async function prepareRun(
     }
     checkpointModels.set(spec.name, folder);
   }
-  // Resuming, a model that came from a folder is rebuilt from the run's own latest checkpoint, whose
-  // config.json holds the architecture (and dropout) actually loaded; restoring then sets its values.
+  // Resuming, every model is rebuilt from the run's own latest checkpoint, whose config.json holds the
+  // architecture (and dropout) it trained with, whatever this version builds by default (a GPT-2 from
+  // before pad ids were given to it has none); restoring then sets its values.
   const prepared = await prepareSession(options, dataset, {
     tokenizers,
     shared,
@@ -114,16 +114,7 @@ export async function prepareRun(
   });
   const recorded = { ...options, models: specs };
   const folder = opened ?? (await RunFolder.create(recorded, runFacts(dataset)));
-  if (!opened) {
-    const distinct = new Set(Object.values(prepared.tokenizers));
-    if (distinct.size === 1) await writeTokenizer([...distinct][0], `${folder.path}/tokenizer.json`);
-    else {
-      await Deno.mkdir(`${folder.path}/tokenizers`, { recursive: true });
-      for (const [name, tokenizer] of Object.entries(prepared.tokenizers)) {
-        await writeTokenizer(tokenizer, `${folder.path}/tokenizers/${name}.json`);
-      }
-    }
-  }
+  if (!opened) await folder.writeTokenizers(prepared.tokenizers);
   return { ...prepared, folder };
 }
 
