@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Tensor, tensor } from "../engine/tensor.ts";
+import { Tensor, tensor } from "../engine/tensor.ts";
 import { formatShape } from "../engine/shape.ts";
 import type { ModelConfig } from "./config.ts";
 
@@ -78,8 +78,8 @@ const BATCH_FIELDS = [
  * Hugging Face's `attention_mask`) would otherwise be ignored in silence.
  */
 function checkBatchFields(batch: Batch): void {
-  if (typeof batch !== "object" || batch === null) {
-    throw new Error(`forward: the batch must be an object with inputIds, got ${batch}`);
+  if (typeof batch !== "object" || batch === null || batch instanceof Tensor) {
+    throw new Error(`forward: the batch must be an object with inputIds ({ inputIds, ... }), got ${batch}`);
   }
   for (const field of Object.keys(batch)) {
     if (BATCH_FIELDS.includes(field) || (batch as unknown as Record<string, unknown>)[field] === undefined) {

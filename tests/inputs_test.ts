@@ -56,6 +56,10 @@ Deno.test("a batch field with another name (Hugging Face's input_ids, attention_
     `forward: unknown batch field "mask"; ${accepted}`,
   );
   expectError(() => m.forward({} as never), "forward: the batch has no inputIds");
+  expectError(
+    () => m.forward(ids as never),
+    "forward: the batch must be an object with inputIds ({ inputIds, ... }), got Tensor(int32[2, 4])",
+  );
   // An optional field left undefined is not an error.
   m.forward({ inputIds: ids, attentionMask: undefined }).logits!.dispose();
   m.dispose();

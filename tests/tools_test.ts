@@ -108,8 +108,8 @@ Deno.test("describe rejects an unknown task with the valid names, and a source i
     await run("describe", "bert", "--task", "foo"),
     "describe",
     2,
-    'unknown task "foo"; valid tasks: base, sequence-classification, token-classification, ' +
-      "question-answering, causal-lm, masked-lm",
+    'unknown task "foo"; valid: a head (base, sequence-classification, token-classification, ' +
+      "question-answering, causal-lm, masked-lm) or a train task (sentiment, spam, ner, pos, qa, lm)",
   );
   expectOneLine(await run("describe", "/no/such/config.json"), "describe", 2, "/no/such/config.json");
 });

@@ -28,8 +28,16 @@ const FAMILIES = ["bert", "gpt2", "roberta"];
  * or absent: the config's own head (its `architectures` entry, and its label count), else the base model.
  */
 export async function describedModel(source: string, task?: string): Promise<TransformerModel> {
+  const isTrainTask = (TASK_NAMES as readonly string[]).includes(task ?? "");
+  if (task && !isTrainTask && !(TASKS as readonly string[]).includes(task)) {
+    throw new Error(
+      `unknown task "${task}"; valid: a head (${TASKS.join(", ")}) or a train task (${
+        TASK_NAMES.join(", ")
+      })`,
+    );
+  }
   const headOf = (family: ModelFamily): Task =>
-    (TASK_NAMES as readonly string[]).includes(task ?? "") ? headFor(task as TaskName, family) : task as Task;
+    isTrainTask ? headFor(task as TaskName, family) : task as Task;
   if (FAMILIES.includes(source)) {
     const family = source as ModelFamily;
     return new TransformerModel(modelConfig(family), {
@@ -48,14 +56,14 @@ export async function describedModel(source: string, task?: string): Promise<Tra
     );
   }
   const base = await modelFromConfigFile(path, { task: "base", allocate: false });
-  if (task) return new TransformerModel(base.config, { task: headOf(base.config.family), allocate: false });
-  const own = inferTask(json, []).task;
+  // The config's label count, for whichever classification head is built.
   const labels = json.id2label && typeof json.id2label === "object"
     ? Object.keys(json.id2label).length
     : typeof json.num_labels === "number"
     ? json.num_labels
     : undefined;
-  return new TransformerModel(base.config, { task: own, numLabels: labels, allocate: false });
+  const head = task ? headOf(base.config.family) : inferTask(json, []).task;
+  return new TransformerModel(base.config, { task: head, numLabels: labels, allocate: false });
 }
 
 /** The memory lines of `describe`: what training the model takes at a batch of `batch` x `length` tokens. */
