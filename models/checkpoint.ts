@@ -309,6 +309,15 @@ const ARCHITECTURE_TASKS: [RegExp, Task][] = [
   [/^(Bert|Roberta|GPT2)Model$/, "base"],
 ];
 
+/** The class names of a config's `id2label` in id order, or undefined when it has none or not one name per id 0..n-1. */
+function fileLabels(json: Record<string, unknown>): string[] | undefined {
+  const map = json.id2label;
+  if (!map || typeof map !== "object" || Array.isArray(map)) return undefined;
+  const entries = Object.entries(map as Record<string, unknown>);
+  const names = entries.map((_, i) => (map as Record<string, unknown>)[String(i)]);
+  return names.every((name) => typeof name === "string") ? names as string[] : undefined;
+}
+
 /**
  * Infers the task of a checkpoint from its `architectures` entry or, when it has none (hand-written
  * and older files), from its tensor names: the head's own tensors decide, never a missing pooler
@@ -386,13 +395,16 @@ export async function loadPretrainedWithReport(
     ? json.num_labels
     : undefined;
   const numLabels = options.numLabels ?? labelsWeight?.[1].shape[0] ?? labelled;
-  const accepted = ["name", "task", "numLabels", "seed", "allowNewHead", "ignoreMismatchedSizes"];
+  const accepted = ["name", "task", "numLabels", "labels", "seed", "allowNewHead", "ignoreMismatchedSizes"];
   const unknown = Object.keys(options).find((key) => !accepted.includes(key));
   if (unknown !== undefined) {
     throw new Error(`loadPretrained: unknown option "${unknown}"; accepted: ${accepted.join(", ")}`);
   }
   const { allowNewHead: _allowNewHead, ignoreMismatchedSizes: _ignoreMismatchedSizes, ...rest } = options;
-  const modelOptions = { ...rest, task, numLabels };
+  // The file's class names go with its classes; a head of another count (a new head) has none.
+  const named = fileLabels(json);
+  const labels = options.labels ?? (named && named.length === (numLabels ?? 2) ? named : undefined);
+  const modelOptions = { ...rest, task, numLabels, ...(labels ? { labels } : {}) };
   checkTensors(
     new TransformerModel(config, { ...modelOptions, allocate: false }),
     weights.headers,
@@ -439,6 +451,12 @@ export async function pretrainedContents(
   const config = { ...configToHf(model.config), architectures: [architectureName(model)] };
   if (model.task === "sequence-classification" || model.task === "token-classification") {
     Object.assign(config, { num_labels: model.numLabels });
+  }
+  if (model.labels) {
+    Object.assign(config, {
+      id2label: Object.fromEntries(model.labels.map((label, i) => [String(i), label])),
+      label2id: Object.fromEntries(model.labels.map((label, i) => [label, i])),
+    });
   }
   // BertLMHeadModel and RobertaForCausalLM attend causally only when the config says so.
   if (model.config.family !== "gpt2") Object.assign(config, { is_decoder: isDecoder(model) });

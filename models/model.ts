@@ -13,7 +13,7 @@ import { type Batch, bodyInputs } from "./inputs.ts";
 import { type Parameter, ParameterSet } from "./parameters.ts";
 
 /** The names {@linkcode ModelOptions} has (a misspelt one would otherwise be ignored in silence). */
-const MODEL_OPTIONS: readonly string[] = ["name", "task", "numLabels", "seed", "allocate"];
+const MODEL_OPTIONS: readonly string[] = ["name", "task", "numLabels", "labels", "seed", "allocate"];
 
 /** Options of {@linkcode TransformerModel}. */
 export interface ModelOptions {
@@ -21,8 +21,13 @@ export interface ModelOptions {
   name?: string;
   /** Task head; default "base" (the bare body, like BertModel / GPT2Model / RobertaModel). */
   task?: Task;
-  /** Classes of a classification head; default 2. */
+  /** Classes of a classification head; default 2 (or the count of `labels`). */
   numLabels?: number;
+  /**
+   * The classes' names, in order (Hugging Face's `id2label`, which a saved `config.json` holds, so that
+   * its pipelines name their predictions); default none.
+   */
+  labels?: readonly string[];
   /** Seed of the initial weights; default 0. */
   seed?: number;
   /** Allocate and initialise the weights (default); false builds the metadata only, for describing a model. */
@@ -58,6 +63,8 @@ export class TransformerModel {
   readonly task: Task;
   /** Classes of a classification head (2 when unused). */
   readonly numLabels: number;
+  /** The classes' names, or null when none were given. */
+  readonly labels: readonly string[] | null;
   /** Parameters and their arena. */
   readonly parameterSet: ParameterSet;
   /** Dropout is active while true (`train()` / `eval()`). */
@@ -73,7 +80,18 @@ export class TransformerModel {
     }
     this.name = options.name ?? config.family;
     this.task = options.task ?? "base";
-    this.numLabels = options.numLabels ?? 2;
+    this.labels = options.labels ? [...options.labels] : null;
+    this.numLabels = options.numLabels ?? this.labels?.length ?? 2;
+    if (
+      this.labels &&
+      (this.labels.length !== this.numLabels || !this.labels.every((l) => typeof l === "string"))
+    ) {
+      throw new Error(
+        `${this.name}: labels must be ${this.numLabels} names (numLabels), got ${
+          JSON.stringify(this.labels)
+        }`,
+      );
+    }
     // Configurations built in code skip modelConfig's checks; a size like 1e9 layers must fail here, not in allocation.
     validateConfig(config, `${this.name} configuration`);
     if (!Number.isInteger(this.numLabels) || this.numLabels < 1 || this.numLabels > MAX_LABELS) {

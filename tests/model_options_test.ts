@@ -11,7 +11,7 @@ import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { type ModelConfig, modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
 import { type ModelOutput, TransformerModel } from "../models/model.ts";
-import { loadPretrained } from "../models/checkpoint.ts";
+import { loadPretrained, savePretrained } from "../models/checkpoint.ts";
 import { assertBitwiseEqual, assertClose, setup } from "./helpers.ts";
 
 await setup();
@@ -112,6 +112,52 @@ Deno.test("numLabels 1 is regression: the loss is the mean squared error of the 
   }
 });
 
+Deno.test("labels name the classes: saved as Hugging Face's id2label and label2id, read back, dropped by a new head", async () => {
+  const config = modelConfig("bert", SMALL);
+  const unnamed = new TransformerModel(config, { task: "sequence-classification", allocate: false });
+  if (unnamed.labels !== null) throw new Error(`default labels ${unnamed.labels}`);
+  const labels = ["negative", "neutral", "positive"];
+  const named = new TransformerModel(config, { task: "sequence-classification", labels });
+  if (named.numLabels !== 3 || named.labels?.join() !== labels.join()) {
+    throw new Error(`labels: ${named.numLabels} ${named.labels}`);
+  }
+  const folder = await Deno.makeTempDir({ prefix: "labels-" });
+  await savePretrained(named, folder);
+  named.dispose();
+  const json = JSON.parse(await Deno.readTextFile(`${folder}/config.json`));
+  const expected = {
+    id2label: { 0: "negative", 1: "neutral", 2: "positive" },
+    label2id: { negative: 0, neutral: 1, positive: 2 },
+  };
+  if (
+    JSON.stringify([json.id2label, json.label2id]) !== JSON.stringify([expected.id2label, expected.label2id])
+  ) {
+    throw new Error(`config.json: ${JSON.stringify([json.id2label, json.label2id])}`);
+  }
+  const loaded = await loadPretrained(folder);
+  if (loaded.labels?.join() !== labels.join()) throw new Error(`loaded labels ${loaded.labels}`);
+  loaded.dispose();
+  // Into a head of another count the file's names do not fit: none.
+  const other = await loadPretrained(folder, {
+    task: "token-classification",
+    numLabels: 5,
+    allowNewHead: true,
+    ignoreMismatchedSizes: true,
+  });
+  if (other.labels !== null) throw new Error(`labels of a new head: ${other.labels}`);
+  other.dispose();
+  await Deno.remove(folder, { recursive: true });
+  let message = "";
+  try {
+    new TransformerModel(config, { name: "m", numLabels: 2, labels, allocate: false });
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  if (message !== 'm: labels must be 2 names (numLabels), got ["negative","neutral","positive"]') {
+    throw new Error(message);
+  }
+});
+
 Deno.test("numLabels: default 2, many classes (1000), and 0, 1.5 and 2^20 + 1 refused by name", async () => {
   const config = modelConfig("bert", SMALL);
   const two = new TransformerModel(config, { task: "sequence-classification" });
@@ -150,7 +196,7 @@ Deno.test("misspelt model options and configuration fields are refused, naming t
     [
       () =>
         new TransformerModel(modelConfig("bert", { hiddenSize: 8, numHeads: 2 }), { num_labels: 5 } as never),
-      'TransformerModel: unknown option "num_labels"; accepted: name, task, numLabels, seed, allocate',
+      'TransformerModel: unknown option "num_labels"; accepted: name, task, numLabels, labels, seed, allocate',
     ],
     [
       () => modelConfig("bert", { hidden_size: 32 } as never),

@@ -108,7 +108,7 @@ Deno.test("dropout reaches the hidden, embedding and attention dropout of models
       spec,
       { task: "sentiment", maxLength: 16, seed: 0, dropout },
       { vocabSize: 300, padId: 0 },
-      2,
+      ["negative", "positive"],
       0,
     );
     const c = model.config;

@@ -93,6 +93,12 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
       if (config.pad_token_id !== padId) {
         throw new Error(`${task} ${model}: pad_token_id ${config.pad_token_id}`);
       }
+      // The classes are named (Hugging Face's pipelines print these names); qa and lm have none.
+      const names = Object.values(config.id2label ?? {});
+      const classes = task === "qa" || task === "lm" ? 0 : config.num_labels;
+      if (names.length !== classes || (task === "sentiment" && names.join() !== "negative,positive")) {
+        throw new Error(`${task} ${model}: id2label ${JSON.stringify(config.id2label)}`);
+      }
       // Each model's folder keeps the run's tokenizer and Hugging Face's tokenizer_config.json for its family.
       const folder = `${result.folder}/checkpoints/step-${state.step}/models/${model}`;
       const own = JSON.parse(await Deno.readTextFile(`${folder}/tokenizer.json`));

@@ -42,12 +42,15 @@ export function modelSeed(seed: number, index: number): number {
   return seed * 1009 + index;
 }
 
-/** Builds one model from scratch, sized by its spec, for the task's head. */
+/**
+ * Builds one model from scratch, sized by its spec, for the task's head; `labels` are the data set's
+ * class names (none for qa and lm), which its saved config.json names as Hugging Face's `id2label`.
+ */
 export function buildModel(
   spec: ModelSpec,
   options: Pick<TrainOptions, "task" | "maxLength" | "seed" | "dropout">,
   vocabulary: VocabularyFacts,
-  numLabels: number,
+  labels: readonly string[],
   index: number,
 ): TransformerModel {
   // RoBERTa numbers positions from pad + 1, so it needs pad + 1 more position embeddings.
@@ -70,7 +73,8 @@ export function buildModel(
   return new TransformerModel(config, {
     name: spec.name,
     task: headFor(options.task, spec.family),
-    numLabels: Math.max(1, numLabels),
+    numLabels: Math.max(1, labels.length),
+    ...(labels.length > 0 ? { labels } : {}),
     seed: modelSeed(options.seed, index),
   });
 }

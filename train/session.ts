@@ -127,7 +127,6 @@ export async function prepareSession(
         "these models have different tokenizers (only sentiment and spam allow that)",
     );
   }
-  const numLabels = dataset.labels.length;
   const models: Record<string, TransformerModel> = {};
   for (const [index, spec] of options.models.entries()) {
     const tokenizer = tokenizers[spec.name];
@@ -135,7 +134,7 @@ export async function prepareSession(
       spec,
       options,
       { vocabSize: tokenizer.vocabSize, padId: tokenizer.special.pad },
-      numLabels,
+      dataset.labels,
       index,
     );
   }

@@ -103,7 +103,7 @@ export async function prepareRun(
     loadModel: (spec, index) => {
       const folder = checkpointModels.get(spec.name) ?? (opened ? null : options.from[spec.name] ?? null);
       return folder
-        ? loadModel(spec, folder, options.task, dataset.labels.length, modelSeed(options.seed, index))
+        ? loadModel(spec, folder, options.task, dataset.labels, modelSeed(options.seed, index))
         : Promise.resolve(null);
     },
   });
@@ -126,14 +126,15 @@ async function loadModel(
   spec: ModelSpec,
   folder: string,
   task: TrainOptions["task"],
-  numLabels: number,
+  labels: readonly string[],
   seed: number,
 ): Promise<TransformerModel> {
   const { model, report, source } = await loadPretrainedWithReport(folder, {
     name: spec.name,
     seed,
     task: headFor(task, spec.family),
-    numLabels: Math.max(1, numLabels),
+    numLabels: Math.max(1, labels.length),
+    ...(labels.length > 0 ? { labels } : {}),
     // Starting another task, the head is new: a classifier of another label count is re-initialised,
     // as Hugging Face's ignore_mismatched_sizes does; a body tensor of another shape is refused below.
     allowNewHead: true,
