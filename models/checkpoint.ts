@@ -394,7 +394,7 @@ export async function loadPretrainedWithReport(
     : typeof json.num_labels === "number"
     ? json.num_labels
     : undefined;
-  const numLabels = options.numLabels ?? labelsWeight?.[1].shape[0] ?? labelled;
+  const numLabels = options.numLabels ?? options.labels?.length ?? labelsWeight?.[1].shape[0] ?? labelled;
   const accepted = ["name", "task", "numLabels", "labels", "seed", "allowNewHead", "ignoreMismatchedSizes"];
   const unknown = Object.keys(options).find((key) => !accepted.includes(key));
   if (unknown !== undefined) {
@@ -402,7 +402,9 @@ export async function loadPretrainedWithReport(
   }
   const { allowNewHead: _allowNewHead, ignoreMismatchedSizes: _ignoreMismatchedSizes, ...rest } = options;
   // The file's class names go with its classes; a head of another count (a new head) has none.
-  const named = fileLabels(json);
+  const named = task === "sequence-classification" || task === "token-classification"
+    ? fileLabels(json)
+    : undefined;
   const labels = options.labels ?? (named && named.length === (numLabels ?? 2) ? named : undefined);
   const modelOptions = { ...rest, task, numLabels, ...(labels ? { labels } : {}) };
   checkTensors(

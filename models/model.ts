@@ -82,13 +82,15 @@ export class TransformerModel {
     this.task = options.task ?? "base";
     this.labels = options.labels ? [...options.labels] : null;
     this.numLabels = options.numLabels ?? this.labels?.length ?? 2;
+    const names = this.labels;
     if (
-      this.labels &&
-      (this.labels.length !== this.numLabels || !this.labels.every((l) => typeof l === "string"))
+      names &&
+      (names.length !== this.numLabels || !names.every((l) => typeof l === "string") ||
+        new Set(names).size !== names.length)
     ) {
       throw new Error(
-        `${this.name}: labels must be ${this.numLabels} names (numLabels), got ${
-          JSON.stringify(this.labels)
+        `${this.name}: labels must be ${this.numLabels} distinct names (numLabels), got ${
+          JSON.stringify(names)
         }`,
       );
     }

@@ -146,6 +146,28 @@ Deno.test("labels name the classes: saved as Hugging Face's id2label and label2i
   });
   if (other.labels !== null) throw new Error(`labels of a new head: ${other.labels}`);
   other.dispose();
+  // Names given for a new head size it, as from_pretrained(id2label=...) does.
+  const four = ["a", "b", "c", "d"];
+  const renamed = await loadPretrained(folder, {
+    labels: four,
+    allowNewHead: true,
+    ignoreMismatchedSizes: true,
+  });
+  if (renamed.numLabels !== 4 || renamed.labels?.join() !== four.join()) {
+    throw new Error(`given labels: ${renamed.numLabels} ${renamed.labels}`);
+  }
+  renamed.dispose();
+  // A head without classes takes no names from the file, even one that happens to fit (numLabels 1).
+  const json1 = { ...json, num_labels: 1, id2label: { 0: "LABEL_0" }, label2id: { LABEL_0: 0 } };
+  await Deno.writeTextFile(`${folder}/config.json`, JSON.stringify(json1));
+  const qa = await loadPretrained(folder, {
+    task: "question-answering",
+    numLabels: 1,
+    allowNewHead: true,
+    ignoreMismatchedSizes: true,
+  });
+  if (qa.labels !== null) throw new Error(`a QA head's labels: ${qa.labels}`);
+  qa.dispose();
   await Deno.remove(folder, { recursive: true });
   let message = "";
   try {
@@ -153,7 +175,16 @@ Deno.test("labels name the classes: saved as Hugging Face's id2label and label2i
   } catch (e) {
     message = (e as Error).message;
   }
-  if (message !== 'm: labels must be 2 names (numLabels), got ["negative","neutral","positive"]') {
+  let duplicate = "";
+  try {
+    new TransformerModel(config, { name: "m", labels: ["a", "a"], allocate: false });
+  } catch (e) {
+    duplicate = (e as Error).message;
+  }
+  if (!duplicate.startsWith("m: labels must be 2 distinct names")) {
+    throw new Error(`duplicates: "${duplicate}"`);
+  }
+  if (message !== 'm: labels must be 2 distinct names (numLabels), got ["negative","neutral","positive"]') {
     throw new Error(message);
   }
 });

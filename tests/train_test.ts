@@ -273,6 +273,18 @@ Deno.test("a run that fails before it logs or saves anything removes what it wro
     gpt2: trainTokenizer(texts, { vocabSize: 290 }),
   });
   await linked.discard();
+  // A nested --out the run made goes to the last level; a folder holding files a run writes is not taken.
+  const nested = await RunFolder.create({ ...tiny("sentiment"), out: `${parent}/a/b/c` }, facts);
+  await nested.discard();
+  await Deno.writeTextFile(`${parent}/mine/tokenizer.json`, "mine");
+  let taken = "";
+  await RunFolder.create({ ...tiny("sentiment"), out: `${parent}/mine` }, facts).catch((e: Error) =>
+    taken = e.message
+  );
+  if (!taken.endsWith("already holds tokenizer.json, which a run would write; use another --out")) {
+    throw new Error(taken);
+  }
+  await Deno.remove(`${parent}/mine/tokenizer.json`);
   const left = [...Deno.readDirSync(parent)].map((e) => e.name).sort().join();
   const mine = [...Deno.readDirSync(`${parent}/mine`)].map((e) => e.name).join();
   if (left !== "link,mine" || mine !== "notes.txt") throw new Error(`left: ${left}; in mine: ${mine}`);

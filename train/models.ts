@@ -53,6 +53,9 @@ export function buildModel(
   labels: readonly string[],
   index: number,
 ): TransformerModel {
+  if (!Array.isArray(labels)) {
+    throw new Error(`buildModel: labels must be the data set's class names (an array), got ${labels}`);
+  }
   // RoBERTa numbers positions from pad + 1, so it needs pad + 1 more position embeddings.
   const positions = options.maxLength + (spec.family === "roberta" ? vocabulary.padId + 1 : 0);
   const config = modelConfig(spec.family, {

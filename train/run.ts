@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { dirname, resolve } from "node:path";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { tokenizerConfig, writeTokenizer } from "../data/tokenizer_file.ts";
 import { usablePositions } from "../models/inputs.ts";
@@ -17,6 +18,14 @@ import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import type { TrainOptions } from "./options.ts";
 import type { RunRecord } from "./report.ts";
 import type { EvaluationLine, StepLine } from "./session.ts";
+
+/** Names a run writes in its folder (besides config.json): an --out that holds one is not taken. */
+const RUN_FILES = ["metrics.jsonl", "state.json", "checkpoints", "tokenizer.json", "tokenizers", "report.md"];
+
+/** Whether anything (a link included) is at `path`. */
+function lstatOk(path: string): Promise<boolean> {
+  return Deno.lstat(path).then(() => true, () => false);
+}
 
 /** What `state.json` holds: the latest complete checkpoint. */
 interface RunState {
@@ -45,7 +54,7 @@ export interface RunFacts {
 /** The folder of one run and the files in it. */
 export class RunFolder {
   #seconds = 0;
-  /** What this process created in the folder, newest last: what {@linkcode RunFolder.discard} may remove. */
+  /** What this process created (paths), newest last: what {@linkcode RunFolder.discard} may remove. */
   readonly #created: string[] = [];
   #logged = false;
 
@@ -67,10 +76,20 @@ export class RunFolder {
             `(rm -r ${options.out}) or use another --out`,
       );
     }
-    const made = !(await Deno.lstat(options.out).then(() => true, () => false));
+    // A run writes these names: a folder that already holds one is someone else's, never overwritten.
+    const taken = [];
+    for (const name of RUN_FILES) if (await lstatOk(`${options.out}/${name}`)) taken.push(name);
+    if (taken.length > 0) {
+      throw new Error(
+        `train: ${options.out} already holds ${taken.join(", ")}, which a run would write; use another --out`,
+      );
+    }
+    // Every folder of the path the run makes, outermost first, so that discard removes them innermost first.
+    const made: string[] = [];
+    for (let path = resolve(options.out); !(await lstatOk(path)); path = dirname(path)) made.unshift(path);
     await Deno.mkdir(options.out, { recursive: true });
     const folder = new RunFolder(options.out, options, facts);
-    if (made) folder.#created.push("");
+    folder.#created.push(...made);
     await folder.#write(
       "config.json",
       (path) =>
@@ -87,17 +106,17 @@ export class RunFolder {
       await this.#write("tokenizer.json", (path) => writeTokenizer([...distinct][0], path));
       return;
     }
-    const folder = `${this.path}/tokenizers`;
-    if (await Deno.lstat(folder).then(() => false, () => true)) await this.#write("tokenizers", Deno.mkdir);
+    await this.#write("tokenizers", Deno.mkdir);
     for (const [name, tokenizer] of Object.entries(tokenizers)) {
       await this.#write(`tokenizers/${name}.json`, (path) => writeTokenizer(tokenizer, path));
     }
   }
 
-  /** Writes `name` in the folder with `write` and records it as this run's. */
+  /** Writes `name` (not there before: see {@linkcode RunFolder.create}) with `write` and records it as this run's. */
   async #write(name: string, write: (path: string) => Promise<void>): Promise<void> {
-    await write(`${this.path}/${name}`);
-    this.#created.push(name);
+    const path = `${this.path}/${name}`;
+    await write(path);
+    this.#created.push(path);
   }
 
   /** Opens an earlier run: its options and facts from config.json. */
@@ -148,9 +167,7 @@ export class RunFolder {
    */
   async discard(): Promise<void> {
     // Not recursive: a folder that holds anything else stays.
-    for (const name of this.#created.splice(0).reverse()) {
-      await Deno.remove(name === "" ? this.path : `${this.path}/${name}`).catch(() => {});
-    }
+    for (const path of this.#created.splice(0).reverse()) await Deno.remove(path).catch(() => {});
   }
 
   /** Whether this process appended anything to metrics.jsonl (then a failed run keeps its folder, to debug). */

@@ -114,7 +114,12 @@ export async function prepareRun(
   });
   const recorded = { ...options, models: specs };
   const folder = opened ?? (await RunFolder.create(recorded, runFacts(dataset)));
-  if (!opened) await folder.writeTokenizers(prepared.tokenizers);
+  if (!opened) {
+    await folder.writeTokenizers(prepared.tokenizers).catch(async (error) => {
+      await folder.discard();
+      throw error;
+    });
+  }
   return { ...prepared, folder };
 }
 
