@@ -225,6 +225,25 @@ Deno.test("report.md: one results table with final, test and best values, update
   );
 });
 
+Deno.test("report.md says how to load the last checkpoint's models in transformers, when it has them", () => {
+  const run = handMadeRun();
+  ok(!renderReport(run)["report.md"].includes("## Using the models"), "no folders, no section");
+  run.modelFolders = {
+    bert: { folder: "checkpoints/step-4/models/bert", pipeline: "text-classification" },
+    gpt2: { folder: "checkpoints/step-4/models/gpt2", pipeline: "text-classification" },
+  };
+  const md = renderReport(run)["report.md"];
+  const section = md.split("## Using the models")[1].split("## Configuration")[0];
+  ok(section.includes("| bert | `checkpoints/step-4/models/bert` | text-classification |"), section);
+  ok(section.includes("| gpt2 | `checkpoints/step-4/models/gpt2` | text-classification |"), section);
+  ok(
+    section.includes(
+      'pipe = pipeline("text-classification", model="checkpoints/step-4/models/bert")  # bert',
+    ),
+    section,
+  );
+});
+
 Deno.test("report verdicts: a model whose best beat the baseline, lower-is-better, no baseline", () => {
   const run = handMadeRun();
   run.baseline!.validation.accuracy = 0.72;

@@ -76,7 +76,18 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
       }
     }
     const report = await Deno.readTextFile(`${result.folder}/report.md`);
-    for (const needed of ["| bert |", "baseline", "![Training loss per model](loss.svg)"]) {
+    const pipelines = { sentiment: "text", spam: "text", ner: "token", pos: "token", qa: "question" };
+    const pipeline = task === "lm" ? "fill-mask" : `${pipelines[task]}-`;
+    for (
+      const needed of [
+        "| bert |",
+        "baseline",
+        "![Training loss per model](loss.svg)",
+        "## Using the models",
+        "| gpt2 | `checkpoints/step-",
+        `pipe = pipeline("${pipeline}`,
+      ]
+    ) {
       if (!report.includes(needed)) throw new Error(`${task}: report.md lacks "${needed}"`);
     }
     // Every model's config.json names the tokenizer's pad id, which Hugging Face's GPT-2 classifier needs

@@ -74,6 +74,11 @@ export interface RunRecord {
   baseline: { name: string; validation: Record<string, number>; test: Record<string, number> } | null;
   /** Training throughput over the run. */
   throughput: { stepsPerSecond: number; tokensPerSecond: number };
+  /**
+   * The last checkpoint's folder of each model, relative to the run's folder, with the Hugging Face
+   * pipeline task it serves (say "text-classification"); the report says how to load them. None: no section.
+   */
+  modelFolders?: Record<string, { folder: string; pipeline: string }>;
 }
 
 /** The files of a report: `report.md` and each SVG it embeds, by file name. */
@@ -338,6 +343,7 @@ export function renderReport(run: RunRecord): ReportFiles {
     "",
     "![Gradient norm per model, log scale](grad_norm.svg)",
     "",
+    ...usingTheModels(run.modelFolders),
     "## Configuration",
     "",
     "<details><summary>Every setting of the run</summary>",
@@ -350,6 +356,30 @@ export function renderReport(run: RunRecord): ReportFiles {
     "",
   ];
   return { "report.md": lines.join("\n"), ...plots(run, key) };
+}
+
+/** The report's section on loading the last checkpoint's models in transformers, or nothing without folders. */
+function usingTheModels(folders: RunRecord["modelFolders"]): string[] {
+  const entries = Object.entries(folders ?? {});
+  if (entries.length === 0) return [];
+  const [first, { folder, pipeline }] = entries[0];
+  return [
+    "## Using the models",
+    "",
+    "The last checkpoint holds each model as a Hugging Face folder with its tokenizer and class names " +
+    "(paths relative to this folder); `deno task train --from NAME=FOLDER` starts a new run from one.",
+    "",
+    "| model | folder | Hugging Face pipeline |",
+    "| --- | --- | --- |",
+    ...entries.map(([name, f]) => `| ${escapeMarkdown(name)} | \`${f.folder}\` | ${f.pipeline} |`),
+    "",
+    "```python",
+    "from transformers import pipeline",
+    "",
+    `pipe = pipeline("${pipeline}", model="${folder}")  # ${first}`,
+    "```",
+    "",
+  ];
 }
 
 /**

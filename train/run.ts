@@ -8,11 +8,13 @@
  *
  * @module
  */
-import { dirname, resolve } from "node:path";
+import { dirname, relative, resolve } from "node:path";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { tokenizerConfig, writeTokenizer } from "../data/tokenizer_file.ts";
 import { usablePositions } from "../models/inputs.ts";
+import type { Task } from "../models/heads.ts";
 import type { TransformerModel } from "../models/model.ts";
+import { headFor } from "./models.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import type { TrainOptions } from "./options.ts";
@@ -21,6 +23,16 @@ import type { EvaluationLine, StepLine } from "./session.ts";
 
 /** Names a run writes in its folder (besides config.json): an --out that holds one is not taken. */
 const RUN_FILES = ["metrics.jsonl", "state.json", "checkpoints", "tokenizer.json", "tokenizers", "report.md"];
+
+/** The Hugging Face pipeline task each head serves. */
+const HF_PIPELINES: Record<Task, string> = {
+  "base": "feature-extraction",
+  "sequence-classification": "text-classification",
+  "token-classification": "token-classification",
+  "question-answering": "question-answering",
+  "causal-lm": "text-generation",
+  "masked-lm": "fill-mask",
+};
 
 /** Whether anything (a link included) is at `path`. */
 function lstatOk(path: string): Promise<boolean> {
@@ -305,6 +317,14 @@ export class RunFolder {
       }
     }
     const seconds = Math.max(total.seconds, 1e-9);
+    const checkpoint = await latestCheckpoint(this.path).catch(() => null);
+    const modelFolders: RunRecord["modelFolders"] = {};
+    for (const spec of this.options.models) {
+      const folder = checkpoint ? await checkpointModel(checkpoint, spec.name) : null;
+      if (!folder) continue;
+      const head = headFor(this.options.task, spec.family);
+      modelFolders[spec.name] = { folder: relative(this.path, folder), pipeline: HF_PIPELINES[head] };
+    }
     return {
       title: extra.title,
       config: { ...this.options, versions: this.facts.versions, counts: this.facts.counts } as Record<
@@ -322,6 +342,7 @@ export class RunFolder {
       evaluations: lines.filter((l) => l.type === "evaluation") as unknown as RunRecord["evaluations"],
       baseline: extra.baseline,
       throughput: { stepsPerSecond: total.steps / seconds, tokensPerSecond: total.tokens / seconds },
+      modelFolders,
     };
   }
 }
