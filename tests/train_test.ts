@@ -76,8 +76,14 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
       }
     }
     const report = await Deno.readTextFile(`${result.folder}/report.md`);
-    const pipelines = { sentiment: "text", spam: "text", ner: "token", pos: "token", qa: "question" };
-    const pipeline = task === "lm" ? "fill-mask" : `${pipelines[task]}-`;
+    const loads = {
+      sentiment: 'pipe = pipeline("text-classification',
+      spam: 'pipe = pipeline("text-classification',
+      ner: 'pipe = pipeline("token-classification',
+      pos: 'pipe = pipeline("token-classification',
+      qa: "model = AutoModelForQuestionAnswering.from_pretrained(",
+      lm: 'pipe = pipeline("fill-mask',
+    };
     for (
       const needed of [
         "| bert |",
@@ -85,7 +91,7 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
         "![Training loss per model](loss.svg)",
         "## Using the models",
         "| gpt2 | `checkpoints/step-",
-        `pipe = pipeline("${pipeline}`,
+        loads[task],
       ]
     ) {
       if (!report.includes(needed)) throw new Error(`${task}: report.md lacks "${needed}"`);

@@ -75,10 +75,11 @@ export interface RunRecord {
   /** Training throughput over the run. */
   throughput: { stepsPerSecond: number; tokensPerSecond: number };
   /**
-   * The last checkpoint's folder of each model, relative to the run's folder, with the Hugging Face
-   * pipeline task it serves (say "text-classification"); the report says how to load them. None: no section.
+   * The last checkpoint's folder of each model, relative to the run's folder, with the transformers
+   * pipeline task it serves (say "text-classification"; null where there is none, as for question
+   * answering); the report says how to load them. None: no section.
    */
-  modelFolders?: Record<string, { folder: string; pipeline: string }>;
+  modelFolders?: Record<string, { folder: string; pipeline: string | null }>;
 }
 
 /** The files of a report: `report.md` and each SVG it embeds, by file name. */
@@ -369,14 +370,23 @@ function usingTheModels(folders: RunRecord["modelFolders"]): string[] {
     "The last checkpoint holds each model as a Hugging Face folder with its tokenizer and class names " +
     "(paths relative to this folder); `deno task train --from NAME=FOLDER` starts a new run from one.",
     "",
-    "| model | folder | Hugging Face pipeline |",
+    "| model | folder | transformers pipeline |",
     "| --- | --- | --- |",
-    ...entries.map(([name, f]) => `| ${escapeMarkdown(name)} | \`${f.folder}\` | ${f.pipeline} |`),
+    ...entries.map(([name, f]) => `| ${escapeMarkdown(name)} | \`${f.folder}\` | ${f.pipeline ?? "–"} |`),
     "",
     "```python",
-    "from transformers import pipeline",
-    "",
-    `pipe = pipeline("${pipeline}", model="${folder}")  # ${first}`,
+    ...(pipeline
+      ? [
+        "from transformers import pipeline",
+        "",
+        `pipe = pipeline("${pipeline}", model="${folder}")  # ${first}`,
+      ]
+      : [
+        "from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
+        "",
+        `model = AutoModelForQuestionAnswering.from_pretrained("${folder}")  # ${first}`,
+        `tokenizer = AutoTokenizer.from_pretrained("${folder}")`,
+      ]),
     "```",
     "",
   ];

@@ -24,12 +24,12 @@ import type { EvaluationLine, StepLine } from "./session.ts";
 /** Names a run writes in its folder (besides config.json): an --out that holds one is not taken. */
 const RUN_FILES = ["metrics.jsonl", "state.json", "checkpoints", "tokenizer.json", "tokenizers", "report.md"];
 
-/** The Hugging Face pipeline task each head serves. */
-const HF_PIPELINES: Record<Task, string> = {
+/** The transformers pipeline task each head serves (transformers 5 has none for question answering). */
+const HF_PIPELINES: Record<Task, string | null> = {
   "base": "feature-extraction",
   "sequence-classification": "text-classification",
   "token-classification": "token-classification",
-  "question-answering": "question-answering",
+  "question-answering": null,
   "causal-lm": "text-generation",
   "masked-lm": "fill-mask",
 };
