@@ -242,6 +242,14 @@ Deno.test("report.md says how to load the last checkpoint's models in transforme
     ),
     section,
   );
+  // transformers 5 has no question-answering pipeline: the model class instead.
+  run.modelFolders = { bert: { folder: "checkpoints/step-4/models/bert", pipeline: null } };
+  const qa = renderReport(run)["report.md"];
+  ok(qa.includes("| bert | `checkpoints/step-4/models/bert` | – |"), qa);
+  ok(
+    qa.includes('model = AutoModelForQuestionAnswering.from_pretrained("checkpoints/step-4/models/bert")'),
+    qa,
+  );
 });
 
 Deno.test("report verdicts: a model whose best beat the baseline, lower-is-better, no baseline", () => {
