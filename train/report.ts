@@ -367,9 +367,9 @@ function usingTheModels(folders: RunRecord["modelFolders"]): string[] {
   return [
     "## Using the models",
     "",
-    "The last checkpoint holds each model as a Hugging Face folder with its tokenizer (and a classifier's " +
-    "class names) " +
-    "(paths relative to this folder); `deno task train --from NAME=FOLDER` starts a new run from one.",
+    "The last checkpoint holds each model as a Hugging Face folder with its tokenizer and, for a classifier, " +
+    "its class names; paths are relative to this folder. `deno task train --from NAME=FOLDER` starts a new " +
+    "run from one.",
     "",
     "| model | folder | transformers pipeline |",
     "| --- | --- | --- |",
