@@ -47,7 +47,12 @@ export function tokenizerConfig(
   };
 }
 
+/** A tokenizer's tokenizer.json text, as every file this project writes it. */
+export function tokenizerText(tokenizer: Tokenizer): string {
+  return JSON.stringify(tokenizer.toJson(), null, 2) + "\n";
+}
+
 /** Writes a tokenizer's tokenizer.json to `path`. */
 export async function writeTokenizer(tokenizer: Tokenizer, path: string): Promise<void> {
-  await Deno.writeTextFile(path, JSON.stringify(tokenizer.toJson(), null, 2) + "\n");
+  await Deno.writeTextFile(path, tokenizerText(tokenizer));
 }

@@ -10,13 +10,13 @@
  */
 import { dirname, relative, resolve } from "node:path";
 import type { Tokenizer } from "../data/tokenizer.ts";
-import { tokenizerConfig, writeTokenizer } from "../data/tokenizer_file.ts";
+import { tokenizerConfig, tokenizerText, writeTokenizer } from "../data/tokenizer_file.ts";
 import { usablePositions } from "../models/inputs.ts";
 import type { Task } from "../models/heads.ts";
 import type { TransformerModel } from "../models/model.ts";
-import { headFor } from "./models.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
+import { headFor } from "./models.ts";
 import type { TrainOptions } from "./options.ts";
 import type { RunRecord } from "./report.ts";
 import type { EvaluationLine, StepLine } from "./session.ts";
@@ -75,7 +75,7 @@ export class RunFolder {
 
   /** Creates the folder of a new run and writes config.json; refuses a folder that already holds a run. */
   static async create(options: TrainOptions, facts: RunFacts): Promise<RunFolder> {
-    const exists = (file: string) => Deno.stat(`${options.out}/${file}`).then(() => true, () => false);
+    const exists = (file: string) => lstatOk(`${options.out}/${file}`);
     if (await exists("config.json")) {
       const json = await Deno.readTextFile(`${options.out}/config.json`).then(JSON.parse).catch(() => null);
       throw new Error(
@@ -90,7 +90,7 @@ export class RunFolder {
     }
     // A run writes these names: a folder that already holds one is someone else's, never overwritten.
     const taken = [];
-    for (const name of RUN_FILES) if (await lstatOk(`${options.out}/${name}`)) taken.push(name);
+    for (const name of RUN_FILES) if (await exists(name)) taken.push(name);
     if (taken.length > 0) {
       throw new Error(
         `train: ${options.out} already holds ${taken.join(", ")}, which a run would write; use another --out`,
@@ -217,16 +217,15 @@ export class RunFolder {
     tokenizers: Record<string, Tokenizer> = {},
   ): Promise<void> {
     const folder = checkpointFolder(this.path, step);
-    const text = (value: unknown) => new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n");
+    const encode = (text: string) => new TextEncoder().encode(text);
     for (const optimizer of optimizers) {
       const own = Object.fromEntries(optimizer.modelNames.map((n) => [n, models[n]]));
       const files: Record<string, Uint8Array> = {};
       for (const name of optimizer.modelNames.filter((n) => tokenizers[n])) {
         const { config } = models[name];
-        files[`models/${name}/tokenizer.json`] = text(tokenizers[name].toJson());
-        files[`models/${name}/tokenizer_config.json`] = text(
-          tokenizerConfig(tokenizers[name], config.family, usablePositions(config)),
-        );
+        files[`models/${name}/tokenizer.json`] = encode(tokenizerText(tokenizers[name]));
+        const hfConfig = tokenizerConfig(tokenizers[name], config.family, usablePositions(config));
+        files[`models/${name}/tokenizer_config.json`] = encode(JSON.stringify(hfConfig, null, 2) + "\n");
       }
       await saveCheckpoint(
         optimizers.length === 1 ? folder : `${folder}/${optimizer.modelNames[0]}`,
