@@ -187,6 +187,43 @@ function pairLayoutOf(processor: unknown, special: SpecialTokens): PairPiece[] {
   }
 }
 
+/** Whether a tokenizer.json post-processor adds special tokens (a `Sequence` holding one does). */
+function laysOutSpecialTokens(processor: unknown): boolean {
+  const { type, processors } = (processor ?? {}) as { type?: unknown; processors?: unknown };
+  if (type === "Sequence") return Array.isArray(processors) && processors.some(laysOutSpecialTokens);
+  return type === "RobertaProcessing" || type === "BertProcessing" || type === "TemplateProcessing";
+}
+
+/**
+ * A `TemplateProcessing` post-processor: a single sequence as `cls A sep`, a pair as `pair` lays it
+ * out, each special token named by `token(id)`.
+ */
+function templateProcessing(
+  [cls, sep]: [number, number],
+  pair: readonly PairPiece[],
+  token: (id: number) => string,
+): Record<string, unknown> {
+  const pieces = (layout: readonly PairPiece[]) =>
+    layout.flatMap((piece): object[] =>
+      "sequence" in piece
+        ? [{ Sequence: { id: piece.sequence, type_id: piece.typeId } }]
+        : piece.special.map((id) => ({ SpecialToken: { id: token(id), type_id: piece.typeId } }))
+    );
+  const ids = new Set([cls, sep, ...pair.flatMap((piece) => "special" in piece ? piece.special : [])]);
+  return {
+    type: "TemplateProcessing",
+    single: pieces([
+      { special: [cls], typeId: 0 },
+      { sequence: "A", typeId: 0 },
+      { special: [sep], typeId: 0 },
+    ]),
+    pair: pieces(pair),
+    special_tokens: Object.fromEntries(
+      [...ids].map((id) => [token(id), { id: token(id), ids: [id], tokens: [token(id)] }]),
+    ),
+  };
+}
+
 /** The pieces of a `TemplateProcessing` post-processor's `pair` template; throws naming what is wrong. */
 function templatePairLayout(p: Record<string, unknown>): PairPiece[] {
   const tokens = record(p.special_tokens ?? {}, "post_processor.special_tokens");
@@ -323,9 +360,21 @@ export class Tokenizer {
     return new Tokenizer(structuredClone(record(json, "tokenizer.json")));
   }
 
-  /** The tokenizer.json object (a copy). */
+  /**
+   * The tokenizer.json object: the file read (a copy), and, where its post-processor adds no special
+   * tokens (GPT-2's only trims offsets), a `TemplateProcessing` after it that adds what this project's
+   * encoders add around a text (`cls text sep`) and a pair ({@linkcode Tokenizer.pairLayout}), so that
+   * Hugging Face's tokenizer of a saved model gives the inputs the model was trained on.
+   */
   toJson(): object {
-    return structuredClone(this.json);
+    const json = structuredClone(this.json);
+    const { cls, sep } = this.special;
+    if (laysOutSpecialTokens(json.post_processor) || cls < 0 || sep < 0) return json;
+    const template = templateProcessing([cls, sep], this.pairLayout, (id) => this.tokens[id]);
+    json.post_processor = json.post_processor
+      ? { type: "Sequence", processors: [json.post_processor, template] }
+      : template;
+    return json;
   }
 
   /** The token string of an id (undefined outside the vocabulary). */

@@ -6,7 +6,7 @@
  */
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { BYTE_TO_CHAR } from "../data/byte_level.ts";
-import { encodeQa } from "../data/encode.ts";
+import { encodeClassification, encodeQa } from "../data/encode.ts";
 import { loadDataset } from "../data/load.ts";
 import { Tokenizer, TRAINED_SPECIAL_TOKENS, trainTokenizer } from "../data/tokenizer.ts";
 import { readTokenizer, writeTokenizer } from "../data/tokenizer_file.ts";
@@ -269,6 +269,45 @@ Deno.test("a Hugging Face GPT-2 (byte-level BPE) tokenizer.json encodes as the l
     ids.map((id) => gpt2.idToToken(id)).join(" "),
   );
   expect(gpt2.decode(gpt2.encode("the world in Zürich").ids) === "the world in Zürich", "decode");
+});
+
+Deno.test("a saved GPT-2 tokenizer adds the special tokens training adds, as the library applies it", () => {
+  // GPT-2's own post-processor adds none, while the encoders put <|endoftext|> around a text and
+  // between a pair's sequences: the saved file gains a template after it, so that Hugging Face's
+  // tokenizer of a checkpoint gives the inputs the model was trained on.
+  const json = gpt2Json();
+  const gpt2 = Tokenizer.fromJson(json);
+  const saved = gpt2.toJson() as Record<string, unknown>;
+  const processors = (saved.post_processor as { processors?: { type: string }[] }).processors;
+  expect(
+    processors?.map((p) => p.type).join() === "ByteLevel,TemplateProcessing",
+    JSON.stringify(processors),
+  );
+  const library = new LibraryTokenizer(saved, {});
+  const text = "the world in Zürich";
+  const single = encodeClassification([{ text, label: 0 }], gpt2, 32);
+  const expected = library.encode(text).ids;
+  expect(
+    Array.from(single.inputIds.subarray(0, expected.length)).join() === expected.join() &&
+      single.attentionMask[expected.length] === 0,
+    `single: ours [${single.inputIds}], library [${expected}]`,
+  );
+  const [question, context] = ["the world", "in the world"];
+  const pair = encodeQa([{ question, context, answer: { text: "world", start: 7 } }], gpt2, 32);
+  const expectedPair = library.encode(question, { text_pair: context, return_token_type_ids: true });
+  const length = expectedPair.ids.length;
+  expect(
+    Array.from(pair.inputIds.subarray(0, length)).join() === expectedPair.ids.join() &&
+      pair.attentionMask[length] === 0,
+    `pair: ours [${pair.inputIds}], library [${expectedPair.ids}]`,
+  );
+  // Read back, the file is written the same, with the same pair layout; files that add tokens are kept.
+  const again = Tokenizer.fromJson(saved);
+  expect(JSON.stringify(again.toJson()) === JSON.stringify(saved), "a saved file is saved again unchanged");
+  expect(JSON.stringify(again.pairLayout) === JSON.stringify(gpt2.pairLayout), "pair layout read back");
+  for (const [label, file] of [["BERT", BERT_JSON], ["trained", trained.toJson()]] as const) {
+    expect(JSON.stringify(Tokenizer.fromJson(file).toJson()) === JSON.stringify(file), `${label} unchanged`);
+  }
 });
 
 Deno.test("RoBERTa's <mask> (lstrip) and rstrip tokens split as the library splits them", () => {
