@@ -21,11 +21,11 @@ export {
   modelFromConfigFile,
   type SaveOptions,
   savePretrained,
-} from "./models/checkpoint.ts";
+} from "./models/pretrained.ts";
 export { type ShardOptions } from "./models/sharded.ts";
-export { readSafetensors, writeSafetensors } from "./models/safetensors.ts";
+export { readSafetensors, writeSafetensors } from "./models/safetensors_file.ts";
 export { loadCheckpoint, saveCheckpoint } from "./optim/checkpoint.ts";
 export { loadDataset, type LoadOptions as DatasetLoadOptions } from "./data/load.ts";
 export { readTokenizer, writeTokenizer } from "./data/tokenizer_file.ts";
 export { train, type TrainHooks, type TrainResult } from "./train/loop.ts";
-export { writeReport } from "./train/report.ts";
+export { writeReport } from "./train/run.ts";

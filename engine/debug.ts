@@ -19,10 +19,13 @@
  */
 import { createBuffer, destroyBuffer, sizeClass } from "./pool.ts";
 
+/** The part of Deno's global this engine reads, typed here so that the core needs no Deno types. */
+type DenoEnvironment = { Deno?: { env: { get(name: string): string | undefined } } };
+
 /** An environment variable under Deno ("" when unset, not permitted, or in a browser, which has no Deno). */
-function readEnv(name: string): string {
+export function readEnv(name: string): string {
   try {
-    return globalThis.Deno?.env.get(name) ?? "";
+    return (globalThis as DenoEnvironment).Deno?.env.get(name) ?? "";
   } catch {
     return "";
   }

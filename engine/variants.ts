@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { readEnv } from "./debug.ts";
 
 /** Every kernel family with more than one implementation: its variants, and what each one is. */
 export const KERNEL_VARIANTS = {
@@ -128,15 +129,8 @@ function acceptedNames(): string {
 let environmentError: Error | null = null;
 
 function readEnvironment(): Choices {
-  let spec: string | undefined;
   try {
-    // A browser has no Deno, and so no MM_KERNELS.
-    spec = globalThis.Deno?.env.get("MM_KERNELS");
-  } catch {
-    return {};
-  }
-  try {
-    return parseKernelChoices(spec ?? "");
+    return parseKernelChoices(readEnv("MM_KERNELS"));
   } catch (error) {
     environmentError = error as Error;
     return {};

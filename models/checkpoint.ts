@@ -1,18 +1,17 @@
 /**
- * Hugging Face checkpoints: a folder with `config.json` and `model.safetensors` (or its shards).
- * Loading checks every file against the model before writing anything, so a bad file never
- * half-loads a model, and loads into a model of another head by Hugging Face's rule
- * ({@linkcode LoadOptions}); saving writes files that Hugging Face's `from_pretrained` loads.
+ * Hugging Face checkpoints as data: weights checked against a model before anything is written, so a
+ * bad file never half-loads a model, and loaded into a model of another head by Hugging Face's rule
+ * ({@linkcode LoadOptions}); the config.json object and tensors of a model as `save_pretrained`
+ * writes them; the task a checkpoint was saved for. Folders on disk are `pretrained.ts` (Deno only).
  *
  * @module
  */
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { readAll, writeTensor } from "../engine/tensor.ts";
-import { configFromHf, configToHf, type ModelFamily } from "./config.ts";
+import { configToHf, type ModelFamily } from "./config.ts";
 import type { Task } from "./heads.ts";
-import { type ModelOptions, TransformerModel } from "./model.ts";
+import type { TransformerModel } from "./model.ts";
 import { checkTensorSet, type HostTensor, type TensorHeader } from "./safetensors.ts";
-import { locateWeights, readWeights, type ShardOptions, writeWeights } from "./sharded.ts";
 
 /**
  * Tensors Hugging Face stores that are tied to another one: LM decoders tied to the word embeddings
@@ -98,7 +97,7 @@ export interface CheckedWeights {
  * Checks names, shapes and element types against the model's parameter metadata (available
  * before the model allocates its weights); returns the tensors to load under the model's names.
  */
-function checkTensors<T extends { readonly shape: readonly number[] }>(
+export function checkTensors<T extends { readonly shape: readonly number[] }>(
   model: TransformerModel,
   tensors: Map<string, T>,
   source: string,
@@ -241,63 +240,9 @@ export function loadWarnings(report: LoadReport, model: TransformerModel, source
   return lines;
 }
 
-/** Reads a `config.json` as a JSON object; errors name the file. */
-async function readConfigJson(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read the configuration: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${path}: the configuration is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!json || typeof json !== "object" || Array.isArray(json)) {
-    throw new Error(`${path}: the configuration is not a JSON object`);
-  }
-  return json as Record<string, unknown>;
-}
-
-/** Reads `config.json` of a folder and builds an untrained model of that configuration (checked and bounded first). */
-export async function modelFromConfigFile(
-  path: string,
-  options: ModelOptions = {},
-): Promise<TransformerModel> {
-  return new TransformerModel(configFromHf(await readConfigJson(path), path), options);
-}
-
 /** Whether a model attends causally as a BERT or RoBERTa decoder: `is_decoder` in its config.json. */
-function isDecoder(model: TransformerModel): boolean {
+export function isDecoder(model: TransformerModel): boolean {
   return model.config.isDecoder || model.task === "causal-lm";
-}
-
-/**
- * Checks that a `config.json` describes the architecture of `model` (every field {@linkcode configToHf}
- * writes, and the task's architecture name); throws an error naming the file and each differing
- * field. Nothing is written.
- */
-export async function checkConfigFile(model: TransformerModel, path: string): Promise<void> {
-  const json = await readConfigJson(path);
-  const found: Record<string, unknown> = {
-    ...configToHf(configFromHf(json, path)),
-    architectures: Array.isArray(json.architectures) ? json.architectures[0] : json.architectures,
-  };
-  const expected: Record<string, unknown> = {
-    ...configToHf(model.config),
-    architectures: architectureName(model),
-  };
-  if (model.config.family !== "gpt2") expected.is_decoder = isDecoder(model);
-  const differences = Object.keys(expected)
-    .filter((key) => JSON.stringify(found[key]) !== JSON.stringify(expected[key]))
-    .map((key) =>
-      `field "${key}" is ${JSON.stringify(found[key])}, the model "${model.name}" has ${
-        JSON.stringify(expected[key])
-      }`
-    );
-  if (differences.length > 0) throw new Error(`${path}: ${differences.join("; ")}`);
 }
 
 const ARCHITECTURE_TASKS: [RegExp, Task][] = [
@@ -310,7 +255,7 @@ const ARCHITECTURE_TASKS: [RegExp, Task][] = [
 ];
 
 /** The class names of a config's `id2label` in id order, or undefined when it has none or not one name per id 0..n-1. */
-function fileLabels(json: Record<string, unknown>): string[] | undefined {
+export function fileLabels(json: Record<string, unknown>): string[] | undefined {
   const map = json.id2label;
   if (!map || typeof map !== "object" || Array.isArray(map)) return undefined;
   const entries = Object.entries(map as Record<string, unknown>);
@@ -351,92 +296,8 @@ export function inferTask(
   return { task: "base" };
 }
 
-/** A loaded model and what loading did besides writing values. */
-export interface LoadedModel {
-  /** The model, in eval mode. */
-  model: TransformerModel;
-  /** Newly initialised, ignored and mismatched tensors (see {@linkcode LoadReport}). */
-  report: LoadReport;
-  /** The path of the weights: `model.safetensors`, or the index of a sharded folder. */
-  source: string;
-}
-
-/**
- * Loads a Hugging Face folder (`config.json` and `model.safetensors`, or the shards of
- * `model.safetensors.index.json`) into a model in eval mode, like `from_pretrained`, and says what
- * was newly initialised or ignored. The task comes from `options.task`, else from the checkpoint
- * ({@linkcode inferTask}); the number of labels of a classifier from `options.numLabels`, else
- * `options.labels`, else its weight's shape, else the config's `id2label`, and a classifier's class
- * names (`model.labels`) from `options.labels`, else the config's `id2label` when it has that many.
- * The configuration is checked, and every file's
- * header compared with the model it describes, before the model allocates its weights or any
- * value is read: a mismatched folder fails at once.
- */
-export async function loadPretrainedWithReport(
-  folder: string,
-  options: Omit<ModelOptions, "allocate"> & LoadOptions = {},
-): Promise<LoadedModel> {
-  const configPath = `${folder}/config.json`;
-  const json = await readConfigJson(configPath);
-  const config = configFromHf(json, configPath);
-  const weights = await locateWeights(folder);
-  const task = options.task ?? inferTask(json, weights.headers.keys()).task;
-  // The language-model heads here tie their decoder to the word embeddings; an untied one would be dropped.
-  if ((task === "causal-lm" || task === "masked-lm") && json.tie_word_embeddings === false) {
-    throw new Error(
-      `${configPath}: field "tie_word_embeddings" is false: this library's ${task} head ties its decoder to ` +
-        "the word embeddings, so the checkpoint's own decoder would be lost (load it into another head)",
-    );
-  }
-  const labelsWeight = [...weights.headers].find(([n]) =>
-    /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
-  );
-  const labelled = json.id2label && typeof json.id2label === "object"
-    ? Object.keys(json.id2label).length
-    : typeof json.num_labels === "number"
-    ? json.num_labels
-    : undefined;
-  const numLabels = options.numLabels ?? options.labels?.length ?? labelsWeight?.[1].shape[0] ?? labelled;
-  const accepted = ["name", "task", "numLabels", "labels", "seed", "allowNewHead", "ignoreMismatchedSizes"];
-  const unknown = Object.keys(options).find((key) => !accepted.includes(key));
-  if (unknown !== undefined) {
-    throw new Error(`loadPretrained: unknown option "${unknown}"; accepted: ${accepted.join(", ")}`);
-  }
-  const { allowNewHead: _allowNewHead, ignoreMismatchedSizes: _ignoreMismatchedSizes, ...rest } = options;
-  // The file's class names go with its classes; a head of another count (a new head) has none.
-  const named = task === "sequence-classification" || task === "token-classification"
-    ? fileLabels(json)
-    : undefined;
-  const labels = options.labels ?? (named && named.length === (numLabels ?? 2) ? named : undefined);
-  const modelOptions = { ...rest, task, numLabels, ...(labels ? { labels } : {}) };
-  checkTensors(
-    new TransformerModel(config, { ...modelOptions, allocate: false }),
-    weights.headers,
-    weights.source,
-    options,
-    isFloatHeader,
-  );
-  const tensors = await readWeights(weights);
-  const model = new TransformerModel(config, modelOptions);
-  const report = loadWeights(model, tensors, weights.source, options);
-  return { model: model.eval(), report, source: weights.source };
-}
-
-/**
- * {@linkcode loadPretrainedWithReport} that returns the model and prints, on stderr, the warnings
- * Hugging Face prints when a tensor was newly initialised or ignored ({@linkcode loadWarnings}).
- */
-export async function loadPretrained(
-  folder: string,
-  options: Omit<ModelOptions, "allocate"> & LoadOptions = {},
-): Promise<TransformerModel> {
-  const { model, report, source } = await loadPretrainedWithReport(folder, options);
-  for (const line of loadWarnings(report, model, source)) console.warn(line);
-  return model;
-}
-
 /** Whether a tensor of the header loads as float32 (the other dtypes load as int32). */
-function isFloatHeader(tensor: TensorHeader): boolean {
+export function isFloatHeader(tensor: TensorHeader): boolean {
   return ["F64", "F32", "F16", "BF16"].includes(tensor.dtype);
 }
 
@@ -467,28 +328,8 @@ export async function pretrainedContents(
   return { config, tensors };
 }
 
-/** Options of {@linkcode savePretrained}. */
-export type SaveOptions = ShardOptions;
-
-/**
- * Writes `config.json` and the weights (Hugging Face names, F32) into `folder`, each file
- * atomically: `model.safetensors`, or with `maxShardBytes` shards and their index when the weights
- * exceed it, as Hugging Face's `save_pretrained(max_shard_size=...)` does.
- */
-export async function savePretrained(
-  model: TransformerModel,
-  folder: string,
-  options: SaveOptions = {},
-): Promise<void> {
-  await Deno.mkdir(folder, { recursive: true });
-  const { config, tensors } = await pretrainedContents(model);
-  await writeWeights(folder, tensors, options);
-  const temporary = `${folder}/config.json.tmp`;
-  await Deno.writeTextFile(temporary, JSON.stringify(config, null, 2) + "\n");
-  await Deno.rename(temporary, `${folder}/config.json`);
-}
-
-function architectureName(model: TransformerModel): string {
+/** The Hugging Face class of a model's family and head, as config.json's `architectures` names it. */
+export function architectureName(model: TransformerModel): string {
   const family = { bert: "Bert", roberta: "Roberta", gpt2: "GPT2" }[model.config.family];
   const suffix: Record<Task, string> = {
     "base": "Model",

@@ -12,12 +12,13 @@
 import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { add, mul } from "../kernels/elementwise.ts";
 import { sum } from "../kernels/reduce.ts";
-import { loadPretrained } from "./checkpoint.ts";
+import { loadPretrained } from "./pretrained.ts";
 import type { Task } from "./heads.ts";
 import type { Batch } from "./inputs.ts";
 import type { ModelOutput } from "./model.ts";
 import type { ParameterInfo } from "./parameters.ts";
-import { type HostTensor, readSafetensors } from "./safetensors.ts";
+import type { HostTensor } from "./safetensors.ts";
+import { readSafetensors } from "./safetensors_file.ts";
 
 /** Tolerances of the model check at one weight scale. */
 export interface ModelTolerance {

@@ -1,5 +1,6 @@
 /**
- * Reading and writing Hugging Face safetensors files on the host: an 8-byte little-endian header
+ * Hugging Face's safetensors format on the host, as bytes (reading and writing files is in
+ * `safetensors_file.ts`, Deno only): an 8-byte little-endian header
  * length N, N bytes of JSON header (`{"name": {"dtype", "shape", "data_offsets"}, "__metadata__": {..}}`),
  * then the tensors' bytes, which must cover the data region without gaps or overlaps.
  *
@@ -88,11 +89,6 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
   return { tensors, metadata };
 }
 
-/** Reads and parses a safetensors file (see {@linkcode parseSafetensors}). */
-export async function readSafetensors(path: string): Promise<SafetensorsContents> {
-  return parseSafetensors(await Deno.readFile(path), path);
-}
-
 /** A tensor as a safetensors header describes it, before any value is read. */
 export interface TensorHeader {
   /** Element type in the file. */
@@ -102,39 +98,25 @@ export interface TensorHeader {
 }
 
 /**
- * Reads only the header of a safetensors file, with the checks of {@linkcode parseSafetensors} that
- * need no values (entries, offsets against the file's size, coverage of the data region): what a
- * loader compares with a model before it allocates memory or reads gigabytes of weights.
+ * The header length a file of `fileLength` bytes declares in `prefix`, its first 8 bytes (fewer for
+ * a shorter file), checked against the file's size; throws naming `source`.
  */
-export async function readSafetensorsHeader(
-  path: string,
-): Promise<{ tensors: Map<string, TensorHeader>; metadata: Record<string, string> }> {
-  const file = await Deno.open(path, { read: true });
-  try {
-    const size = (await file.stat()).size;
-    const prefix = await readPrefix(file, Math.min(8, size), path);
-    const length = prefix.length === 8 ? new DataView(prefix.buffer).getBigUint64(0, true) : null;
-    const headerLength = checkHeaderLength(length, size, path);
-    const { entries, metadata } = parseEntries(
-      await readPrefix(file, headerLength, path),
-      size - 8 - headerLength,
-      path,
-    );
-    return { tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), metadata };
-  } finally {
-    file.close();
-  }
+export function headerLength(prefix: Uint8Array, fileLength: number, source: string): number {
+  const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
+  return checkHeaderLength(prefix.length >= 8 ? view.getBigUint64(0, true) : null, fileLength, source);
 }
 
-/** Reads exactly `count` bytes from the file's current position (its size was checked beforehand). */
-async function readPrefix(file: Deno.FsFile, count: number, source: string): Promise<Uint8Array> {
-  const out = new Uint8Array(count);
-  for (let read = 0; read < count;) {
-    const n = await file.read(out.subarray(read));
-    if (n === null) throw fileError(source, `the file ended after ${read} of ${count} bytes`);
-    read += n;
-  }
-  return out;
+/**
+ * A safetensors header's tensors and metadata, with the checks of {@linkcode parseSafetensors} that
+ * need no values (entries, offsets against a data region of `dataLength` bytes, its coverage).
+ */
+export function parseSafetensorsHeader(
+  headerBytes: Uint8Array,
+  dataLength: number,
+  source: string,
+): { tensors: Map<string, TensorHeader>; metadata: Record<string, string> } {
+  const { entries, metadata } = parseEntries(headerBytes, dataLength, source);
+  return { tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), metadata };
 }
 
 /** The header length of a `fileLength`-byte file (null: fewer than 8 bytes), checked against the file's size. */
@@ -176,36 +158,7 @@ export function serializeSafetensors(
   tensors: HostTensorEntries,
   metadata?: Record<string, string>,
 ): Uint8Array {
-  return encode(tensors, metadata, "serializeSafetensors");
-}
-
-/**
- * Writes tensors as a safetensors file (see {@linkcode serializeSafetensors}) atomically: to a
- * temporary file beside `path`, synced, then renamed over `path`. On failure the temporary file is
- * removed and an existing file at `path` is left as it was.
- */
-export async function writeSafetensors(
-  path: string,
-  tensors: HostTensorEntries,
-  metadata?: Record<string, string>,
-): Promise<void> {
-  const bytes = encode(tensors, metadata, `writeSafetensors: ${path}`);
-  // Beside the target so that the rename stays on one file system and is atomic.
-  const temporary = `${path}.${crypto.randomUUID()}.tmp`;
-  try {
-    const file = await Deno.open(temporary, { write: true, createNew: true });
-    try {
-      for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
-      await file.syncData();
-    } finally {
-      file.close();
-    }
-    await Deno.rename(temporary, path);
-  } catch (error) {
-    // The original error is the one to report; the temporary file may never have been created.
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
+  return safetensorsBytes(tensors, metadata, "serializeSafetensors");
 }
 
 /** Options of {@linkcode checkTensorSet}. */
@@ -261,7 +214,8 @@ export function checkTensorSet(
   throw fileError(source, lines.join("\n"));
 }
 
-function fileError(source: string, message: string): SafetensorsError {
+/** An error about a whole file: its message begins with the file's name. */
+export function fileError(source: string, message: string): SafetensorsError {
   return new SafetensorsError(`${source}: ${message}`);
 }
 
@@ -429,7 +383,8 @@ function halfToSingleBits(half: number): number {
   return sign | ((113 - shift) << 23) | (((mantissa << shift) & 0x3ff) << 13);
 }
 
-function encode(
+/** {@linkcode serializeSafetensors} with errors that begin with `label`. */
+export function safetensorsBytes(
   tensors: HostTensorEntries,
   metadata: Record<string, string> | undefined,
   label: string,

@@ -2,18 +2,13 @@
  * The weights of a Hugging Face folder: one `model.safetensors`, or shards listed by
  * `model.safetensors.index.json` (`{"metadata": {...}, "weight_map": {name: file}}`), as
  * `save_pretrained` writes large models. Reading checks the index and every shard's header before
- * any value is read; writing splits tensors into shards as Hugging Face does.
+ * any value is read; writing splits tensors into shards as Hugging Face does. Deno only.
  *
  * @module
  */
 import { shapeSize } from "../engine/shape.ts";
-import {
-  type HostTensor,
-  readSafetensors,
-  readSafetensorsHeader,
-  type TensorHeader,
-  writeSafetensors,
-} from "./safetensors.ts";
+import type { HostTensor, TensorHeader } from "./safetensors.ts";
+import { readSafetensors, readSafetensorsHeader, writeSafetensors } from "./safetensors_file.ts";
 
 /** The single weights file of a folder. */
 export const WEIGHTS_FILE = "model.safetensors";

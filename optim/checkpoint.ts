@@ -23,14 +23,11 @@
  */
 import { basename, dirname, resolve } from "node:path";
 import { kernelSeedState, setKernelSeedState } from "../engine/random.ts";
-import { checkConfigFile, checkWeights, pretrainedContents } from "../models/checkpoint.ts";
+import { checkWeights, pretrainedContents } from "../models/checkpoint.ts";
+import { checkConfigFile } from "../models/pretrained.ts";
 import type { TransformerModel } from "../models/model.ts";
-import {
-  checkTensorSet,
-  type HostTensor,
-  readSafetensors,
-  serializeSafetensors,
-} from "../models/safetensors.ts";
+import { checkTensorSet, type HostTensor, serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { type Counters, type MultiModelOptimizer, type OptimizerState, STATE_FORMAT } from "./multimodel.ts";
 import { checkSavedOptions, type LoadStateOptions, type SavedOptions } from "./state.ts";
 

@@ -8,7 +8,7 @@
  */
 import { readAll, writeTensor } from "../engine/tensor.ts";
 import { ParameterSet } from "../models/parameters.ts";
-import { readSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { MultiModelOptimizer } from "./multimodel.ts";
 
 /** Largest relative deviation from the torch trajectory that passes. */

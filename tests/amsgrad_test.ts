@@ -9,7 +9,7 @@ import { readAll, type Tensor, tensor, tidy, writeTensor } from "../engine/tenso
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { ParameterSet } from "../models/parameters.ts";
-import { readSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import { MultiModelOptimizer, type MultiModelOptimizerOptions } from "../optim/multimodel.ts";
 import { type OptimizerOptions, resolveOptions } from "../optim/options.ts";

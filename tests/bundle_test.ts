@@ -49,3 +49,33 @@ Deno.test("the check finds a bare Deno reference and an unguarded globalThis.Den
   deepStrictEqual(unguardedDeno(`globalThis.Deno.readFile("x");`).length, 1);
   deepStrictEqual(unguardedDeno(`const s="// Deno's WebGPU zeroes it";`), []);
 });
+
+Deno.test("the core type-checks with a browser's libraries alone, without Deno's types", async () => {
+  // The bundle drops what the page does not reach, so it cannot show a Deno API in the core's source;
+  // a TypeScript project that imports mod.ts would: it is checked here as such a project checks it.
+  const folder = await Deno.makeTempDir({ prefix: "browser-types-" });
+  try {
+    const lib = ["dom", "dom.iterable", "esnext", "deno.webgpu"];
+    await Deno.writeTextFile(
+      `${folder}/deno.json`,
+      JSON.stringify({ compilerOptions: { strict: true, lib } }),
+    );
+    await Deno.writeTextFile(
+      `${folder}/main.ts`,
+      `export * from "${new URL("../mod.ts", import.meta.url)}";\n`,
+    );
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["check", "--quiet", "--config", `${folder}/deno.json`, `${folder}/main.ts`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const output = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+    // deno-lint-ignore no-control-regex -- colour codes
+    ok(
+      code === 0,
+      `mod.ts does not type-check without Deno's types:\n${output.replace(/\x1b\[[0-9;]*m/g, "")}`,
+    );
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});

@@ -6,7 +6,8 @@ import { kernelSeedState, manualSeed, setKernelSeedState } from "../engine/rando
 import { readAll, tensor, tidy } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
-import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { checkpointFiles, loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import { MultiModelOptimizer, type OptimizerState } from "../optim/multimodel.ts";
 import { setup } from "./helpers.ts";

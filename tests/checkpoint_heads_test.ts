@@ -5,9 +5,11 @@
  */
 import { readAll, tensor } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
-import { loadPretrainedWithReport, loadWarnings, loadWeights, savePretrained } from "../models/checkpoint.ts";
+import { loadWarnings, loadWeights } from "../models/checkpoint.ts";
+import { loadPretrainedWithReport, savePretrained } from "../models/pretrained.ts";
 import { TransformerModel } from "../models/model.ts";
-import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { assertBitwiseEqual, setup, thrownMessage } from "./helpers.ts";
 
 await setup();

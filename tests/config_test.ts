@@ -4,7 +4,7 @@
  * before the model allocates GPU memory.
  */
 import { poolStats } from "../engine/pool.ts";
-import { loadPretrained, modelFromConfigFile, savePretrained } from "../models/checkpoint.ts";
+import { loadPretrained, modelFromConfigFile, savePretrained } from "../models/pretrained.ts";
 import {
   configFromHf,
   configToHf,

@@ -6,7 +6,7 @@
  */
 import { array64 } from "../kernels/reference/array.ts";
 import { matmul } from "../kernels/reference/matmul.ts";
-import { writeSafetensors } from "../models/safetensors.ts";
+import { writeSafetensors } from "../models/safetensors_file.ts";
 import { compare, passes } from "../bench/gpu/check.ts";
 import { hash32, streamInts, streamValues, workloads } from "../bench/gpu/inputs.ts";
 import {

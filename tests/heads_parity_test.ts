@@ -4,7 +4,8 @@
  * Hugging Face's initialisation, `heads-std0.25/` where activations are of order 1). The check is
  * `deno task parity`'s own, {@linkcode checkModelFolder}.
  */
-import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { checkModelFolder, MODEL_TOLERANCE } from "../models/parity.ts";
 import { maxAbs, setup } from "./helpers.ts";
 

@@ -5,9 +5,9 @@
  * transformers' own, in tests/fixtures/hf/heads/load_matrix.json (written by generate_hf.py).
  */
 import { readAll } from "../engine/tensor.ts";
-import { loadPretrainedWithReport } from "../models/checkpoint.ts";
+import { loadPretrainedWithReport } from "../models/pretrained.ts";
 import type { Task } from "../models/heads.ts";
-import { readSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { assertBitwiseEqual, setup } from "./helpers.ts";
 
 await setup();

@@ -11,7 +11,7 @@ import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { type ModelConfig, modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
 import { type ModelOutput, TransformerModel } from "../models/model.ts";
-import { loadPretrained, savePretrained } from "../models/checkpoint.ts";
+import { loadPretrained, savePretrained } from "../models/pretrained.ts";
 import { assertBitwiseEqual, assertClose, setup } from "./helpers.ts";
 
 await setup();

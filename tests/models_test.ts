@@ -4,12 +4,14 @@ import { recorderStats } from "../engine/recorder.ts";
 import { readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { add, mul } from "../kernels/elementwise.ts";
 import { sum } from "../kernels/reduce.ts";
-import { loadPretrained, loadWeights, savePretrained } from "../models/checkpoint.ts";
+import { loadWeights } from "../models/checkpoint.ts";
+import { loadPretrained, savePretrained } from "../models/pretrained.ts";
 import { configFromHf, modelConfig, type ModelFamily } from "../models/config.ts";
 import type { Task } from "../models/heads.ts";
 import { bodyInputs } from "../models/inputs.ts";
 import { TransformerModel } from "../models/model.ts";
-import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { checkModelFolder } from "../models/parity.ts";
 import { assertBitwiseEqual, assertClose, runParity, setup, withProfile } from "./helpers.ts";
 

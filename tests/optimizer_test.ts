@@ -11,7 +11,8 @@ import { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { type OptimizerOptions, resolveOptions } from "../optim/options.ts";
 import { ReferenceOptimizer, type ReferenceParameter } from "../optim/reference.ts";
 import { checkAdamwFolder } from "../optim/parity.ts";
-import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { assertBitwiseEqual, assertClose, maxAbs, runParity, setup } from "./helpers.ts";
 import { withKernels } from "../engine/variants.ts";
 

@@ -7,7 +7,8 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { createProgress, formatEta, progressLine } from "../train/log.ts";
 import { escapeXml, formatTick, lineChart, logTicks, niceTicks } from "../train/plot.ts";
-import { formatMetric, renderReport, type RunRecord, smooth, writeReport } from "../train/report.ts";
+import { formatMetric, renderReport, type RunRecord, smooth } from "../train/report.ts";
+import { writeReport } from "../train/run.ts";
 
 /**
  * Checks that `text` is one well-formed XML element tree: tags balance, attributes are quoted,

@@ -2,11 +2,10 @@ import {
   checkTensorSet,
   type HostTensor,
   parseSafetensors,
-  readSafetensors,
   SafetensorsError,
   serializeSafetensors,
-  writeSafetensors,
 } from "../models/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../models/safetensors_file.ts";
 import { assertBitwiseEqual } from "./helpers.ts";
 
 const FIXTURES = new URL("./fixtures/hf/", import.meta.url);

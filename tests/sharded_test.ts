@@ -4,8 +4,9 @@
  * loads; ours round-trip and match Hugging Face's files and index; a bad index or shard is refused.
  */
 import { readAll } from "../engine/tensor.ts";
-import { loadPretrainedWithReport, savePretrained } from "../models/checkpoint.ts";
-import { readSafetensors, serializeSafetensors } from "../models/safetensors.ts";
+import { loadPretrainedWithReport, savePretrained } from "../models/pretrained.ts";
+import { serializeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { planShards } from "../models/sharded.ts";
 import { checkModelFolder } from "../models/parity.ts";
 import { assertBitwiseEqual, setup, thrownMessage } from "./helpers.ts";

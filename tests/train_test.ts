@@ -3,7 +3,7 @@
  * a resumed run continues bit for bit, distillation and independent training run, and the command
  * rejects bad flags with one line.
  */
-import { readSafetensors } from "../models/safetensors.ts";
+import { readSafetensors } from "../models/safetensors_file.ts";
 import { readAll } from "../engine/tensor.ts";
 import { train, type TrainResult } from "../train/loop.ts";
 import { prepareRun } from "../train/tasks.ts";

@@ -4,7 +4,7 @@
  * `get_decay_parameter_names` lists in tests/fixtures/hf/heads/decay_names.json (written by
  * generate_hf.py). The optimizer's kernel against the float64 reference is in optimizer_test.ts.
  */
-import { loadPretrained } from "../models/checkpoint.ts";
+import { loadPretrained } from "../models/pretrained.ts";
 import { isBiasOrNorm } from "../optim/placement.ts";
 import { setup } from "./helpers.ts";
 

@@ -10,7 +10,8 @@
  * @module
  */
 import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
-import { inferTask, modelFromConfigFile } from "../models/checkpoint.ts";
+import { inferTask } from "../models/checkpoint.ts";
+import { modelFromConfigFile } from "../models/pretrained.ts";
 import { headFor } from "../train/models.ts";
 import { formatBinary } from "../engine/pool.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";

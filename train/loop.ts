@@ -10,8 +10,8 @@
  */
 import { createProgress } from "./log.ts";
 import { checkTrainOptions, type TrainOptions } from "./options.ts";
+import { writeReport } from "./run.ts";
 import { prepareRun } from "./tasks.ts";
-import { writeReport } from "./report.ts";
 import { describeEvaluation, formatMetrics, TrainingSession } from "./session.ts";
 
 /** What {@linkcode train} returns: the run folder and the final figures per model. */

@@ -1,12 +1,12 @@
 /**
- * The run report of `deno task train`: {@linkcode writeReport} turns a plain {@linkcode RunRecord}
+ * The run report of `deno task train`: {@linkcode renderReport} turns a plain {@linkcode RunRecord}
  * into `report.md` (title, results table, a verdict per model against the baseline, the
  * configuration) and the SVG plots it embeds: training loss, the validation metric with the
- * baseline, learning-rate multipliers and gradient norms, with skipped updates marked.
+ * baseline, learning-rate multipliers and gradient norms, with skipped updates marked (`writeReport`
+ * in run.ts writes them into the run's folder).
  *
  * @module
  */
-import { join } from "node:path";
 import { lineChart, type Marks, PALETTE, type Series } from "./plot.ts";
 
 /** One logged training step of one model. */
@@ -391,19 +391,4 @@ function usingTheModels(folders: RunRecord["modelFolders"]): string[] {
     "```",
     "",
   ];
-}
-
-/**
- * Writes `report.md` and the SVG plots it embeds into `folder` (created if missing) and returns the
- * paths written. Needs `--allow-write` for the folder.
- */
-export async function writeReport(folder: string, run: RunRecord): Promise<string[]> {
-  await Deno.mkdir(folder, { recursive: true });
-  const written: string[] = [];
-  for (const [name, text] of Object.entries(renderReport(run))) {
-    const path = join(folder, name);
-    await Deno.writeTextFile(path, text);
-    written.push(path);
-  }
-  return written;
 }

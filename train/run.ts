@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { dirname, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { tokenizerConfig, tokenizerText, writeTokenizer } from "../data/tokenizer_file.ts";
 import { usablePositions } from "../models/inputs.ts";
@@ -18,7 +18,7 @@ import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { headFor } from "./models.ts";
 import type { TrainOptions } from "./options.ts";
-import type { RunRecord } from "./report.ts";
+import { renderReport, type RunRecord } from "./report.ts";
 import type { EvaluationLine, StepLine } from "./session.ts";
 
 /** Names a run writes in its folder (besides config.json): an --out that holds one is not taken. */
@@ -388,4 +388,19 @@ async function writeAtomically(path: string, text: string): Promise<void> {
   const temporary = `${path}.tmp-${crypto.randomUUID()}`;
   await Deno.writeTextFile(temporary, text);
   await Deno.rename(temporary, path);
+}
+
+/**
+ * Writes `report.md` and the SVG plots it embeds into `folder` (created if missing) and returns the
+ * paths written. Needs `--allow-write` for the folder.
+ */
+export async function writeReport(folder: string, run: RunRecord): Promise<string[]> {
+  await Deno.mkdir(folder, { recursive: true });
+  const written: string[] = [];
+  for (const [name, text] of Object.entries(renderReport(run))) {
+    const path = join(folder, name);
+    await Deno.writeTextFile(path, text);
+    written.push(path);
+  }
+  return written;
 }

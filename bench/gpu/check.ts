@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { type HostTensor, readSafetensors } from "../../models/safetensors.ts";
+import type { HostTensor } from "../../models/safetensors.ts";
+import { readSafetensors } from "../../models/safetensors_file.ts";
 
 /**
  * Tolerances, as the largest |ours - expected| over a tensor divided by the tensor's largest

@@ -16,7 +16,7 @@
  * @module
  */
 import { readAll, tensor, tidy } from "../../engine/tensor.ts";
-import { loadPretrained } from "../../models/checkpoint.ts";
+import { loadPretrained } from "../../models/pretrained.ts";
 import { type ModelConfig, modelConfig, type ModelFamily } from "../../models/config.ts";
 import type { Batch } from "../../models/inputs.ts";
 import { TransformerModel } from "../../models/model.ts";

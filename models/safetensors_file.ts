@@ -1,0 +1,79 @@
+/**
+ * Safetensors files on disk (Deno only): reading a whole file or only its header, and writing one
+ * atomically. The format itself is `safetensors.ts`, which runs anywhere.
+ *
+ * @module
+ */
+import {
+  fileError,
+  headerLength,
+  type HostTensorEntries,
+  parseSafetensors,
+  parseSafetensorsHeader,
+  safetensorsBytes,
+  type SafetensorsContents,
+  type TensorHeader,
+} from "./safetensors.ts";
+
+/** Reads and parses a safetensors file (see {@linkcode parseSafetensors}). */
+export async function readSafetensors(path: string): Promise<SafetensorsContents> {
+  return parseSafetensors(await Deno.readFile(path), path);
+}
+
+/**
+ * Reads only the header of a safetensors file, with the checks of {@linkcode parseSafetensors} that
+ * need no values (entries, offsets against the file's size, coverage of the data region): what a
+ * loader compares with a model before it allocates memory or reads gigabytes of weights.
+ */
+export async function readSafetensorsHeader(
+  path: string,
+): Promise<{ tensors: Map<string, TensorHeader>; metadata: Record<string, string> }> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    const size = (await file.stat()).size;
+    const length = headerLength(await readPrefix(file, Math.min(8, size), path), size, path);
+    return parseSafetensorsHeader(await readPrefix(file, length, path), size - 8 - length, path);
+  } finally {
+    file.close();
+  }
+}
+
+/** Reads exactly `count` bytes from the file's current position (its size was checked beforehand). */
+async function readPrefix(file: Deno.FsFile, count: number, source: string): Promise<Uint8Array> {
+  const out = new Uint8Array(count);
+  for (let read = 0; read < count;) {
+    const n = await file.read(out.subarray(read));
+    if (n === null) throw fileError(source, `the file ended after ${read} of ${count} bytes`);
+    read += n;
+  }
+  return out;
+}
+
+/**
+ * Writes tensors as a safetensors file (see `serializeSafetensors`) atomically: to a temporary file
+ * beside `path`, synced, then renamed over `path`. On failure the temporary file is removed and an
+ * existing file at `path` is left as it was.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: HostTensorEntries,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const bytes = safetensorsBytes(tensors, metadata, `writeSafetensors: ${path}`);
+  // Beside the target so that the rename stays on one file system and is atomic.
+  const temporary = `${path}.${crypto.randomUUID()}.tmp`;
+  try {
+    const file = await Deno.open(temporary, { write: true, createNew: true });
+    try {
+      for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
+      await file.syncData();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(temporary, path);
+  } catch (error) {
+    // The original error is the one to report; the temporary file may never have been created.
+    await Deno.remove(temporary).catch(() => {});
+    throw error;
+  }
+}
