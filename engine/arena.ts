@@ -15,7 +15,7 @@ import { gpu } from "./device.ts";
 import { createBuffer, destroyBuffer } from "./pool.ts";
 import { clearBuffer, flush } from "./recorder.ts";
 import { shapeSize } from "./shape.ts";
-import { keep, Storage, Tensor } from "./tensor.ts";
+import { disposeBecause, keep, pinGrad, Storage, Tensor } from "./tensor.ts";
 
 /** Elements per alignment unit (256 bytes of float32). */
 export const ARENA_ALIGN = 64;
@@ -194,7 +194,7 @@ export class Arena {
     value.requiresGrad = true;
     value.name = name;
     grad.name = name && `${name}.grad`;
-    value.grad = keep(grad);
+    pinGrad(value, keep(grad));
     this.#views.push(value, grad);
     return keep(value);
   }
@@ -205,11 +205,14 @@ export class Arena {
     for (const c of this.chunks) clearBuffer({ buffer: c.grads, offset: 0, size: c.length * 4 });
   }
 
-  /** Destroys the buffers (after submitting the work recorded so far) and disposes every tensor viewing them. */
-  destroy(): void {
+  /**
+   * Destroys the buffers (after submitting the work recorded so far) and disposes every tensor viewing
+   * them; a later use of one names `reason`.
+   */
+  destroy(reason = "its arena was freed"): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    for (const view of this.#views) view.dispose();
+    for (const view of this.#views) disposeBecause(view, reason);
     flush();
     for (const c of this.chunks) {
       destroyBuffer(c.values);

@@ -68,8 +68,12 @@ export function broadcastStrides(shape: readonly number[], outShape: readonly nu
 
 /** Normalises a possibly negative axis for a tensor of the given rank; throws naming the op. */
 export function normalizeAxis(axis: number, rank: number, op: string): number {
+  if (!Number.isInteger(axis)) {
+    const shown = Array.isArray(axis) ? `[${axis}] (one axis at a time)` : JSON.stringify(axis);
+    throw new TypeError(`${op}: axis must be an integer, got ${shown}`);
+  }
   const a = axis < 0 ? axis + rank : axis;
-  if (!Number.isInteger(a) || a < 0 || a >= rank) {
+  if (a < 0 || a >= rank) {
     throw new Error(`${op}: axis ${axis} is out of range for rank ${rank}`);
   }
   return a;

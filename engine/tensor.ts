@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { checkOptions } from "./options.ts";
 import { acquireBuffer, releaseBuffer } from "./pool.ts";
 import { gpu } from "./device.ts";
 import { bindingWindows, grid, kernelFor, linearIndex } from "./kernel.ts";
@@ -57,13 +58,17 @@ export interface GradNode {
 
 const scopes: Set<Tensor>[] = [];
 let gradEnabled = true;
+/** Sets a gradient that assignment may not replace; installed by the Tensor class, used by {@linkcode pinGrad}. */
+let setPinnedGrad: (value: Tensor, grad: Tensor) => void;
+/** Disposes a tensor, recording why for a later use's error; installed by the Tensor class. */
+let disposeAs: (tensor: Tensor, reason: string) => void;
 
 /** A multi-dimensional array on the GPU. */
 export class Tensor {
   /** Number of elements. */
   readonly size: number;
-  /** Gradient accumulated by `backward()`, with this tensor's shape; null until one arrives. */
-  grad: Tensor | null = null;
+  #grad: Tensor | null = null;
+  #gradPinned = false;
   /** Whether gradients flow to this tensor. */
   requiresGrad = false;
   /** The op that produced this tensor, for autograd; null for leaves. */
@@ -71,6 +76,8 @@ export class Tensor {
   /** Optional name used in error messages (parameters carry theirs). */
   name?: string;
   #disposed = false;
+  /** Why it was disposed, when not by its own code (an arena freed under it), for the error of a later use. */
+  #disposedBecause = "";
 
   /** Use the creation functions ({@linkcode tensor}, {@linkcode zeros}, {@linkcode emptyTensor}). */
   constructor(
@@ -81,6 +88,49 @@ export class Tensor {
   ) {
     this.size = shapeSize(shape);
     scopes.at(-1)?.add(this);
+  }
+
+  static {
+    setPinnedGrad = (value, grad) => {
+      value.#grad = grad;
+      value.#gradPinned = true;
+    };
+    disposeAs = (tensor, reason) => {
+      if (!tensor.#disposed) tensor.#disposedBecause = reason;
+      tensor.dispose();
+    };
+  }
+
+  /**
+   * Gradient accumulated by `backward()`, with this tensor's shape; null until one arrives. The tensor
+   * owns it: assigning one (null, as PyTorch's `zero_grad(set_to_none=True)`, or a float32 tensor of
+   * this shape) disposes the gradient it replaces. A model parameter's gradient lives in its arena,
+   * where the optimizer reads it, and cannot be replaced: zero it with the optimizer's `zeroGrad()`.
+   */
+  get grad(): Tensor | null {
+    return this.#grad;
+  }
+
+  set grad(grad: Tensor | null) {
+    if (this.#gradPinned) {
+      throw new Error(
+        `${this.describe()}: its gradient lives in its model's arena, where the optimizer reads it, and ` +
+          "cannot be replaced (the optimizer's zeroGrad() zeroes it)",
+      );
+    }
+    if (grad !== null) {
+      if (!(grad instanceof Tensor) || grad.dtype !== "float32" || !sameShape(grad.shape, this.shape)) {
+        const given = grad instanceof Tensor ? grad.describe() : String(grad);
+        throw new Error(
+          `${this.describe()}: its grad must be null or a float32${
+            formatShape(this.shape)
+          } tensor, got ${given}`,
+        );
+      }
+      grad.range(); // refuses a disposed tensor
+    }
+    if (grad !== this.#grad) this.#grad?.dispose();
+    this.#grad = grad;
   }
 
   /** Number of dimensions. */
@@ -117,7 +167,10 @@ export class Tensor {
 
   /** The byte range a kernel binds for this tensor; throws if the tensor was disposed. */
   range(): BufferRange {
-    if (this.#disposed) throw new Error(`${this.describe()} was used after dispose()`);
+    if (this.#disposed) {
+      const why = this.#disposedBecause ? ` (${this.#disposedBecause})` : "";
+      throw new Error(`${this.describe()} was used after dispose()${why}`);
+    }
     return { buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.size * 4) };
   }
 
@@ -150,6 +203,7 @@ export class Tensor {
 
   /** A tensor of another shape over the same storage (no copy); gradients flow through it. */
   reshape(shape: readonly number[]): Tensor {
+    expectNumbers("reshape", shape, "the shape (x.reshape([2, 3]))");
     const resolved = resolveShape(shape, this.size, this);
     const out = this.#alias(resolved);
     if (gradEnabled && this.requiresGrad) {
@@ -181,6 +235,7 @@ export class Tensor {
    * only ops that saved tensors for backward; this refuses every op, so a mistake never depends on which.
    */
   backward(grad?: Tensor | null, options: BackwardOptions = {}): void {
+    checkOptions("backward", options, ["retainGraph"]);
     backwardFrom(this, grad, options.retainGraph ?? false);
   }
 
@@ -222,6 +277,8 @@ export interface TensorOptions {
   name?: string;
 }
 
+const TENSOR_OPTIONS: readonly (keyof TensorOptions)[] = ["dtype", "shape", "requiresGrad", "name"];
+
 /** Creates an uninitialised tensor in a pooled buffer; kernels write every element of it. */
 export function emptyTensor(shape: readonly number[], dtype: DType = "float32"): Tensor {
   assertShape(shape, "emptyTensor");
@@ -229,23 +286,36 @@ export function emptyTensor(shape: readonly number[], dtype: DType = "float32"):
   return new Tensor(shape, dtype, new Storage(acquireBuffer(bytes), 0, bytes, true), 0);
 }
 
-/** Creates a tensor from nested arrays or a typed array. */
+/**
+ * Creates a tensor from nested arrays or a typed array (int32 for an Int32Array, else float32 unless
+ * `dtype` says otherwise). int32 values must be integers in int32's range: nothing is rounded or wrapped.
+ */
 export function tensor(
-  data: NestedNumbers | Float32Array | Int32Array | number[],
+  data: NestedNumbers | ArrayLike<number>,
   options: TensorOptions = {},
 ): Tensor {
+  checkOptions("tensor", options, TENSOR_OPTIONS);
+  if (data instanceof Tensor) {
+    throw new TypeError(
+      `tensor: ${data.describe()} is already a tensor (copyOf() copies it, detach() shares it without a gradient)`,
+    );
+  }
   let values: Float32Array | Int32Array;
   let shape: readonly number[];
   const dtype: DType = options.dtype ?? (data instanceof Int32Array ? "int32" : "float32");
-  if (data instanceof Float32Array || data instanceof Int32Array) {
-    shape = options.shape ?? [data.length];
-    values = dtype === "int32" ? Int32Array.from(data) : Float32Array.from(data);
+  if (
+    ArrayBuffer.isView(data) && !(data instanceof DataView) && !(data instanceof BigInt64Array) &&
+    !(data instanceof BigUint64Array)
+  ) {
+    const typed = data as ArrayLike<number>;
+    shape = options.shape ?? [typed.length];
+    values = dtype === "int32" ? Int32Array.from(checkInt32(typed)) : Float32Array.from(typed);
   } else {
     const flat: number[] = [];
-    const nested = nestedShape(data);
-    flatten(data, flat, nested);
+    const nested = nestedShape(data as NestedNumbers);
+    flatten(data as NestedNumbers, flat, nested);
     shape = options.shape ?? nested;
-    values = dtype === "int32" ? Int32Array.from(flat) : Float32Array.from(flat);
+    values = dtype === "int32" ? Int32Array.from(checkInt32(flat)) : Float32Array.from(flat);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new Error(`tensor: shape must be an array of integers >= 0, got ${JSON.stringify(shape)}`);
@@ -306,8 +376,23 @@ function flatten(data: NestedNumbers, out: number[], shape: readonly number[], d
   } else out.push(data as number);
 }
 
+/** `values`, once each is known to be an integer of int32's range (an int32 tensor rounds or wraps nothing). */
+function checkInt32(values: ArrayLike<number>): ArrayLike<number> {
+  if (values instanceof Int32Array) return values;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31) {
+      throw new RangeError(
+        `tensor: value ${v} at index ${i} is not an int32 (an integer from -2^31 to 2^31 - 1)`,
+      );
+    }
+  }
+  return values;
+}
+
 /** A tensor of zeros. */
 export function zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
+  checkOptions("zeros", options, TENSOR_OPTIONS);
   if (options.dtype === "int32" && options.requiresGrad) {
     throw new Error(
       `zeros: an int32 tensor ${formatShape(shape)} cannot require a gradient (ids are not differentiable)`,
@@ -323,6 +408,7 @@ export function zeros(shape: readonly number[], options: TensorOptions = {}): Te
 
 /** A tensor filled with one value. */
 export function full(shape: readonly number[], value: number, options: TensorOptions = {}): Tensor {
+  checkOptions("full", options, TENSOR_OPTIONS);
   const size = shapeSize(shape);
   const values = options.dtype === "int32"
     ? new Int32Array(size).fill(value)
@@ -422,15 +508,64 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
-/** Runs `fn` without recording autograd links. */
+/**
+ * Runs `fn` without recording autograd links. `fn` must be synchronous: after an `await`, the ops would
+ * run with gradients on again, so a function that returns a promise is refused.
+ */
 export function noGrad<T>(fn: () => T): T {
   const previous = gradEnabled;
   gradEnabled = false;
+  let result: T;
   try {
-    return fn();
+    result = fn();
   } finally {
     gradEnabled = previous;
   }
+  if (result instanceof Promise) {
+    result.catch(() => {}); // its own error, if any, is not the one to report
+    throw new Error(
+      "noGrad() takes a synchronous function: after its first await, ops would record gradients again " +
+        "(wrap each synchronous part, or detach() the results)",
+    );
+  }
+  return result;
+}
+
+/** A value as an error message shows it: what it is, briefly. */
+function shown(value: unknown): string {
+  if (Array.isArray(value)) return `an array [${value.slice(0, 8)}${value.length > 8 ? ", ..." : ""}]`;
+  if (typeof value === "string") return `the string ${JSON.stringify(value)}`;
+  if (typeof value === "object" && value !== null) return `a ${value.constructor?.name ?? "object"}`;
+  return `${typeof value} ${String(value)}`;
+}
+
+/** Throws unless `value` is a Tensor: `op` and `what` (e.g. "operand b") name it in the error. */
+export function expectTensor(op: string, value: unknown, what: string): asserts value is Tensor {
+  if (value instanceof Tensor) return;
+  const hint = Array.isArray(value) ? " (make one with tensor([...]))" : "";
+  throw new TypeError(`${op}: ${what} must be a Tensor, got ${shown(value)}${hint}`);
+}
+
+/** Throws unless `value` is an array of numbers (a shape, an axis order): `op` names the call. */
+export function expectNumbers(op: string, value: unknown, what: string): asserts value is readonly number[] {
+  if (Array.isArray(value) && value.every((v) => typeof v === "number")) return;
+  throw new TypeError(`${op}: ${what} must be one array of numbers, got ${shown(value)}`);
+}
+
+/**
+ * Disposes a tensor that its holder's code did not dispose itself (the arena under a parameter was
+ * freed): a later use says `reason` instead of only "used after dispose()".
+ */
+export function disposeBecause(tensor: Tensor, reason: string): void {
+  disposeAs(tensor, reason);
+}
+
+/**
+ * Gives a parameter its gradient for good: `grad`, a view of the arena the optimizer reads, which
+ * assigning `value.grad` may then not replace (arena.ts).
+ */
+export function pinGrad(value: Tensor, grad: Tensor): void {
+  setPinnedGrad(value, grad);
 }
 
 /** Whether an op over these inputs records an autograd link (grad mode on, some input requires a gradient). */

@@ -29,6 +29,7 @@ import { type BufferRange, copyBuffer, dispatch } from "../engine/recorder.ts";
 import { nextKernelSeed } from "../engine/random.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { formatShape } from "../engine/shape.ts";
+import { checkOptions } from "../engine/options.ts";
 import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
 import { type AttentionPass, header } from "./attention_header.ts";
 import { ROW_PASSES, rowBlockSize, rowConstants } from "./attention_rows.ts";
@@ -43,8 +44,10 @@ export interface AttentionOptions {
   /** Query i attends only keys j <= i (top-left aligned, like PyTorch's is_causal). */
   causal?: boolean;
   /**
-   * float32 [B, Tk]: 1 = attend, 0 = padding (never attended). Like Hugging Face's attention_mask.
-   * It must stay alive until backward has run.
+   * float32 [B, Tk]: 1 = attend, 0 = padding (never attended). Like Hugging Face's attention_mask;
+   * not additive (any value but 0 attends, so SDPA's 0 / -inf float mask reads inverted) and the
+   * inverse of PyTorch's boolean `key_padding_mask` (true = padding). It must stay alive until
+   * backward has run.
    */
   keyMask?: Tensor;
   /** Multiplier of q·k; default 1/sqrt(D). */
@@ -52,6 +55,8 @@ export interface AttentionOptions {
   /** Dropout probability on the attention probabilities (training); default 0. */
   dropout?: number;
 }
+
+const ATTENTION_OPTIONS: readonly (keyof AttentionOptions)[] = ["causal", "keyMask", "scale", "dropout"];
 
 /** Largest supported head dimension. */
 export const MAX_HEAD_DIM = 256;
@@ -471,6 +476,7 @@ function forward(
  * bit-identical for the same inputs (with dropout: for the same {@linkcode manualSeed} sequence).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  checkOptions("attention", options, ATTENTION_OPTIONS);
   const shapes = `q ${formatShape(q.shape)}, k ${formatShape(k.shape)}, v ${formatShape(v.shape)}`;
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) {
     throw new Error(`attention: expected q [B, H, Tq, D] and k, v [B, H, Tk, D], got ${shapes}`);
@@ -516,6 +522,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
  * Options and masking behave as in {@linkcode attention}.
  */
 export function fusedQkvAttention(qkv: Tensor, heads: number, options: AttentionOptions = {}): Tensor {
+  checkOptions("fusedQkvAttention", options, ATTENTION_OPTIONS);
   const shape = formatShape(qkv.shape);
   if (qkv.rank !== 3) throw new Error(`fusedQkvAttention: expected qkv [B, T, 3*H*D], got ${shape}`);
   const [batch, tokens, width] = qkv.shape;

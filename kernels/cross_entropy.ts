@@ -25,6 +25,7 @@ import {
   windowElements,
 } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
+import { checkOptions } from "../engine/options.ts";
 import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { div, mul, neg } from "./elementwise.ts";
@@ -297,12 +298,19 @@ function checkLogits(op: string, logits: Tensor, reduction: string): number {
  * and gives a NaN loss (and NaN gradients for its row) otherwise.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  checkOptions("crossEntropy", options, ["ignoreIndex", "reduction"]);
   const { ignoreIndex = -100, reduction = "mean" } = options;
   const cols = checkLogits("crossEntropy", logits, reduction);
   if (targets.dtype !== "int32" || !sameShape(targets.shape, logits.shape.slice(0, -1))) {
+    // PyTorch's layout puts classes on axis 1 ([N, C, L] with targets [N, L]); here they are last.
+    const classesSecond = logits.rank >= 3 &&
+      sameShape(targets.shape, logits.shape.filter((_, i) => i !== 1));
     throw new Error(
       `crossEntropy: targets ${targets.describe()} do not match logits ${formatShape(logits.shape)}; ` +
-        `expected int32${formatShape(logits.shape.slice(0, -1))}`,
+        `expected int32${formatShape(logits.shape.slice(0, -1))}` +
+        (classesSecond
+          ? " (classes go on the last axis: PyTorch's [N, C, L] logits are permuted to [N, L, C])"
+          : ""),
     );
   }
   if (!Number.isInteger(ignoreIndex)) {
@@ -328,6 +336,7 @@ export function softCrossEntropy(
   targets: Tensor,
   options: SoftCrossEntropyOptions = {},
 ): Tensor {
+  checkOptions("softCrossEntropy", options, ["reduction"]);
   const { reduction = "mean" } = options;
   const cols = checkLogits("softCrossEntropy", logits, reduction);
   if (targets.dtype !== "float32" || !sameShape(targets.shape, logits.shape)) {

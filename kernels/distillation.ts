@@ -23,6 +23,7 @@
  * @module
  */
 import { formatShape, sameShape } from "../engine/shape.ts";
+import { checkOptions } from "../engine/options.ts";
 import { noGrad, type Tensor, tidy } from "../engine/tensor.ts";
 import { softCrossEntropy } from "./cross_entropy.ts";
 import { add, fused, mul, scale } from "./elementwise.ts";
@@ -49,6 +50,7 @@ export function mutualDistillation(
   peers: readonly Tensor[],
   options: DistillationOptions = {},
 ): Tensor {
+  checkOptions("mutualDistillation", options, ["rowWeights"]);
   if (peers.length === 0) throw new Error("mutualDistillation: no peers given");
   const cols = logits.shape[logits.rank - 1];
   const rows = logits.size / cols;

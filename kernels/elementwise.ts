@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, expectTensor, type Tensor } from "../engine/tensor.ts";
 import { broadcastShapes, sameShape } from "../engine/shape.ts";
 import { recordElementwise, structureKey } from "./elementwise_kernel.ts";
 import {
@@ -84,6 +84,7 @@ function gradientExprs(root: Expr, inputCount: number, outputGrad: Expr): (Expr 
 }
 
 function checkInputs(op: string, inputs: readonly Tensor[]): void {
+  inputs.forEach((t, i) => expectTensor(op, t, inputs.length > 1 ? `input ${i}` : "its input"));
   for (const t of inputs) {
     if (t.dtype !== "float32") throw new Error(`${op}: ${t.describe()} is not float32`);
   }
@@ -160,6 +161,9 @@ export type Operand = Tensor | number;
 function binaryOp(op: Binary, a: Operand, b: Operand): Tensor {
   if (typeof a === "number" && typeof b === "number") {
     throw new Error(`${op}: at least one operand must be a tensor`);
+  }
+  for (const [x, name] of [[a, "a"], [b, "b"]] as const) {
+    if (typeof x !== "number") expectTensor(op, x, `operand ${name} (a Tensor or a number)`);
   }
   const tensors = [a, b].filter((x): x is Tensor => typeof x !== "number");
   let next = 0;

@@ -8,7 +8,14 @@
  */
 import { dispatch } from "../engine/recorder.ts";
 import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
-import { attachGrad, emptyTensor, type Tensor, zeros } from "../engine/tensor.ts";
+import {
+  attachGrad,
+  emptyTensor,
+  expectNumbers,
+  expectTensor,
+  type Tensor,
+  zeros,
+} from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 
 /** Ranks above this are merged before copying; six covers every layout the models use. */
@@ -200,6 +207,8 @@ function carryHostInts(
 
 /** Reorders the axes of `x`: output axis i is input axis `order[i]` (a copy). */
 export function permute(x: Tensor, order: readonly number[]): Tensor {
+  expectTensor("permute", x, "x");
+  expectNumbers("permute", order, "the order (permute(x, [1, 0]))");
   const rank = x.rank;
   const axes = order.map((a) => normalizeAxis(a, rank, "permute"));
   if (axes.length !== rank || new Set(axes).size !== rank) {
@@ -257,6 +266,10 @@ export function narrow(x: Tensor, axis: number, start: number, length: number): 
 
 /** Joins tensors along `axis`; all other dimensions must agree. */
 export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+  if (!Array.isArray(tensors as unknown)) {
+    throw new TypeError("concat: takes one array of tensors (concat([a, b], axis))");
+  }
+  tensors.forEach((t, i) => expectTensor("concat", t, `tensors[${i}]`));
   if (tensors.length === 0) throw new Error("concat: no tensors");
   const first = tensors[0];
   const a = normalizeAxis(axis, first.rank, "concat");

@@ -19,7 +19,15 @@
 import { bindWindow } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
-import { attachGrad, emptyTensor, gradientSink, noGrad, type Tensor } from "../engine/tensor.ts";
+import { checkOptions } from "../engine/options.ts";
+import {
+  attachGrad,
+  emptyTensor,
+  expectTensor,
+  gradientSink,
+  noGrad,
+  type Tensor,
+} from "../engine/tensor.ts";
 import { broadcastShapes, broadcastStrides, formatShape, sameShape, shapeSize } from "../engine/shape.ts";
 import { chooseTiles, gemmKernel, isTexel } from "./matmul_kernel.ts";
 import { biasGradient, sumToShape } from "./reduce.ts";
@@ -286,6 +294,8 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
  */
 function checkOperands(op: string, a: Tensor, b: Tensor, options: MatmulOptions): void {
   const { transposeA: transA = false, transposeB: transB = false, bias } = options;
+  expectTensor(op, a, "operand a");
+  expectTensor(op, b, "operand b");
   const pair = `${formatShape(a.shape)} x ${formatShape(b.shape)}`;
   for (const t of [a, b]) if (t.dtype !== "float32") throw new Error(`${op}: ${t.describe()} is not float32`);
   if (a.rank === 0 || b.rank === 0) throw new Error(`${op}: both operands need rank >= 1, ${pair}`);
@@ -323,6 +333,7 @@ function reduceTo(full: Tensor, shape: readonly number[]): Tensor {
  * dimension is dropped from the result ([K] x [K] is a 0-D dot product, [K] x [..., K, N] is [..., N]).
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  checkOptions("matmul", options, ["transposeA", "transposeB", "bias"]);
   const { transposeA = false, transposeB = false, bias } = options;
   checkOperands("matmul", a, b, options);
   if (a.rank === 1 || b.rank === 1) return vectorProduct(a, b, options);

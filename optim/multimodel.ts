@@ -411,9 +411,26 @@ export class MultiModelOptimizer {
    */
   step(options: { closeCycle?: boolean } = {}): boolean {
     this.#assertAlive("step");
+    this.#refuseFrozen();
     const updated = this.#recordStep(options.closeCycle === true);
     submitStep();
     return updated;
+  }
+
+  /**
+   * Refuses a parameter set `requiresGrad = false` (PyTorch's way to freeze it): AdamW runs over
+   * every element of the arena, so the parameter would still move by its moments and weight decay.
+   */
+  #refuseFrozen(): void {
+    for (const [name, model] of Object.entries(this.#models)) {
+      const frozen = model.parameterSet.parameters.find((p) => !p.value.requiresGrad);
+      if (frozen) {
+        throw new Error(
+          `MultiModelOptimizer.step: parameter "${frozen.info.name}" of "${name}" has requiresGrad false, but ` +
+            "freezing parameters is not supported: AdamW would still move it (its moments and weight decay)",
+        );
+      }
+    }
   }
 
   #recordStep(closeCycle: boolean): boolean {
@@ -586,7 +603,10 @@ export class MultiModelOptimizer {
     for (const buffer of [...moments.map((chunk) => chunk.buffer), ...tables]) destroyBuffer(buffer);
     for (const table of [this.#groupTable, this.#decayMask]) if (table) destroyBuffer(table);
     for (const model of Object.values(this.#models)) model.parameterSet.release();
-    this.#joint.arena.destroy();
+    this.#joint.arena.destroy(
+      "the optimizer holding its model's parameters was disposed and handed them back to the model: read " +
+        "model.parameters[i].value again",
+    );
   }
 
   /**

@@ -100,15 +100,20 @@ Deno.test("an optimizer used after dispose() throws naming it; its models keep w
   );
   const lossAfter = await tidy(() => all.roberta.forward(batch()).loss!).item();
   if (lossAfter !== lossBefore) throw new Error(`loss ${lossAfter} after dispose, ${lossBefore} before`);
+  // A reference taken before is stale; its error says why, since the user never disposed it.
   expectError(
     () => stale.range(),
-    `tensor "${all.roberta.parameters[0].info.name}" float32[20, 8] was used after dispose()`,
+    `tensor "${
+      all.roberta.parameters[0].info.name
+    }" float32[20, 8] was used after dispose() (the optimizer ` +
+      "holding its model's parameters was disposed and handed them back to the model: read " +
+      "model.parameters[i].value again)",
   );
   all.roberta.dispose();
   expectError(() => all.roberta.forward(batch()), "roberta: used after dispose()");
 });
 
-Deno.test("freezing a parameter with requiresGrad = false is refused at the forward, not ignored", () => {
+Deno.test("freezing a parameter with requiresGrad = false is refused at the forward and the step, not ignored", async () => {
   const all = models();
   const model = all.bert;
   const frozen = model.parameters.find((p) => p.info.name.endsWith("word_embeddings.weight"))!;
@@ -136,6 +141,23 @@ Deno.test("freezing a parameter with requiresGrad = false is refused at the forw
     adopted = (e as Error).message;
   }
   if (!adopted.includes("has requiresGrad false, but freezing")) throw new Error(adopted);
+  // A model of one's own reads parameters' values, not slots: step() refuses to move a frozen one.
+  const before = (await readAll([frozen.value]))[0];
+  expectError(
+    () => optimizer.step(),
+    `MultiModelOptimizer.step: parameter "bert.embeddings.word_embeddings.weight" of "bert" has requiresGrad ` +
+      "false, but freezing parameters is not supported: AdamW would still move it (its moments and weight decay)",
+  );
+  frozen.value.requiresGrad = true;
+  const stepped = optimizer.step();
+  assertBitwiseEqual(
+    (await readAll([frozen.value]))[0],
+    before,
+    "a zero gradient without decay moves nothing",
+  );
+  if (!stepped || (await optimizer.metrics()).models.bert.updates !== 1) {
+    throw new Error("the refused step() was counted");
+  }
   optimizer.dispose();
   for (const m of Object.values(all)) m.dispose();
 });

@@ -1,0 +1,193 @@
+/**
+ * What a PyTorch user writes by habit reaches the engine unchecked when nothing type-checks it
+ * (`deno run`, the browser bundle): misspelt or PyTorch-named options, positional flags, arrays where
+ * tensors go, rounded or wrapped ids, async no-grad blocks, replaced gradients. Each is refused with
+ * an error naming the call and the fix, or (a gradient set to null) does what PyTorch does.
+ */
+import { attention } from "../kernels/attention.ts";
+import { crossEntropy } from "../kernels/cross_entropy.ts";
+import { dropout } from "../kernels/dropout.ts";
+import { add, mul } from "../kernels/elementwise.ts";
+import { concat, permute } from "../kernels/layout.ts";
+import { matmul } from "../kernels/matmul.ts";
+import { mean, sum } from "../kernels/reduce.ts";
+import { poolStats } from "../engine/pool.ts";
+import { noGrad, readAll, type Tensor, tensor, tidy, zeros } from "../engine/tensor.ts";
+import { modelConfig } from "../models/config.ts";
+import { TransformerModel } from "../models/model.ts";
+import { MultiModelOptimizer } from "../optim/multimodel.ts";
+import { expectError, setup } from "./helpers.ts";
+
+await setup();
+
+// deno-lint-ignore no-explicit-any -- the point is what plain JavaScript passes
+type Loose = any;
+
+Deno.test("options under PyTorch's names, or flags in their place, are refused naming the accepted ones", () => {
+  const x = tensor([[1, 2], [3, 4]]);
+  const q = zeros([1, 1, 2, 4]);
+  const cases: [() => unknown, string][] = [
+    [
+      () => mean(x, 1, { keepdim: true } as Loose),
+      'mean: unknown option "keepdim" (did you mean "keepDims"?); accepted: keepDims',
+    ],
+    [() => sum(x, 1, true as Loose), "sum: options must be an object ({ keepDims }), got true"],
+    [
+      () => tensor([1, 2], { requires_grad: true } as Loose),
+      'tensor: unknown option "requires_grad" (did you mean "requiresGrad"?); accepted: dtype, shape, ' +
+      "requiresGrad, name",
+    ],
+    [() => dropout(x, 0.5, false as Loose), "dropout: options must be an object ({ training }), got false"],
+    [
+      () => dropout(x, 0.5, { train: false } as Loose),
+      'dropout: unknown option "train" (did you mean "training"?); accepted: training',
+    ],
+    [
+      () => crossEntropy(x, tensor(Int32Array.of(0, 1)), { ignore_index: 0 } as Loose),
+      'crossEntropy: unknown option "ignore_index" (did you mean "ignoreIndex"?); accepted: ignoreIndex, reduction',
+    ],
+    [
+      () => attention(q, q, q, { is_causal: true } as Loose),
+      'attention: unknown option "is_causal" (did you mean "causal"?); accepted: causal, keyMask, scale, dropout',
+    ],
+    [
+      () => matmul(x, x, { transpose_b: true } as Loose),
+      'matmul: unknown option "transpose_b" (did you mean "transposeB"?); accepted: transposeA, transposeB, bias',
+    ],
+    [
+      () => matmul(x, x, { label_smoothing: 0.1 } as Loose),
+      'matmul: unknown option "label_smoothing"; accepted: transposeA, transposeB, bias',
+    ],
+  ];
+  for (const [fn, message] of cases) expectError(fn, message);
+  for (const t of [x, q]) t.dispose();
+});
+
+Deno.test("arrays, strings and numbers where tensors or shapes go are named as such", () => {
+  const x = tensor([[1, 2, 3], [4, 5, 6]]);
+  const cases: [() => unknown, string][] = [
+    [
+      () => (x as Loose).reshape(3, 2),
+      "reshape: the shape (x.reshape([2, 3])) must be one array of numbers, got number 3",
+    ],
+    [
+      () => permute(x, 1 as Loose),
+      "permute: the order (permute(x, [1, 0])) must be one array of numbers, got number 1",
+    ],
+    [() => concat(x as Loose, x as Loose), "concat: takes one array of tensors (concat([a, b], axis))"],
+    [
+      () => concat([x, [1, 2] as Loose]),
+      "concat: tensors[1] must be a Tensor, got an array [1,2] (make one with tensor([...]))",
+    ],
+    [
+      () => add(x, [1, 2, 3] as Loose),
+      "add: operand b (a Tensor or a number) must be a Tensor, got an array [1,2,3] (make one with tensor([...]))",
+    ],
+    [
+      () => mul(x, "2" as Loose),
+      'mul: operand b (a Tensor or a number) must be a Tensor, got the string "2"',
+    ],
+    [() => matmul(x, 2 as Loose), "matmul: operand b must be a Tensor, got number 2"],
+    [() => mean(x, "1" as Loose), 'mean: axis must be an integer, got "1"'],
+    [() => sum(x, [0, 1] as Loose), "sum: axis must be an integer, got [0,1] (one axis at a time)"],
+    [
+      () => crossEntropy(zeros([2, 3, 4]), zeros([2, 4], { dtype: "int32" })),
+      "crossEntropy: targets tensor int32[2, 4] do not match logits [2, 3, 4]; expected int32[2, 3] (classes " +
+      "go on the last axis: PyTorch's [N, C, L] logits are permuted to [N, L, C])",
+    ],
+    [
+      () => tensor(x as Loose),
+      "tensor: tensor float32[2, 3] is already a tensor (copyOf() copies it, detach() shares it without a gradient)",
+    ],
+  ];
+  for (const [fn, message] of cases) expectError(fn, message);
+  x.dispose();
+});
+
+Deno.test("int32 tensors take integers of int32's range only; other typed arrays are read as numbers", async () => {
+  for (const [value, shown] of [[1.7, "1.7"], [3e10, "30000000000"], [NaN, "NaN"], [Infinity, "Infinity"]]) {
+    expectError(
+      () => tensor([0, value as number], { dtype: "int32" }),
+      `tensor: value ${shown} at index 1 is not an int32 (an integer from -2^31 to 2^31 - 1)`,
+    );
+  }
+  expectError(
+    () => tensor(Float64Array.of(2, -0.5), { dtype: "int32" }),
+    "tensor: value -0.5 at index 1 is not an int32 (an integer from -2^31 to 2^31 - 1)",
+  );
+  const made = [
+    tensor(Float64Array.of(1.5, -2.25)),
+    tensor(Uint8Array.of(3, 250), { dtype: "int32" }),
+    tensor([-(2 ** 31), 2 ** 31 - 1], { dtype: "int32" }),
+  ];
+  const values = (await readAll(made)).map((v) => Array.from(v).join());
+  if (values.join(" ") !== "1.5,-2.25 3,250 -2147483648,2147483647") throw new Error(values.join(" "));
+  if (made[0].dtype !== "float32" || made[1].dtype !== "int32") throw new Error("dtypes");
+  for (const t of made) t.dispose();
+});
+
+Deno.test("noGrad refuses an async function, whose ops after an await would record gradients", async () => {
+  const w = tensor([1, 2, 3], { requiresGrad: true });
+  expectError(
+    () =>
+      noGrad(async () => {
+        await Promise.resolve();
+        tidy(() => mul(w, 2));
+      }),
+    "noGrad() takes a synchronous function: after its first await, ops would record gradients again " +
+      "(wrap each synchronous part, or detach() the results)",
+  );
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const inside = noGrad(() => mul(w, 2));
+  if (inside.requiresGrad) throw new Error("noGrad recorded a gradient");
+  for (const t of [w, inside]) t.dispose();
+});
+
+Deno.test("setting .grad to null frees it; a gradient of another shape or a parameter's is refused", () => {
+  const w = tensor(new Float32Array(4096).fill(1), { requiresGrad: true, shape: [64, 64], name: "w" });
+  const step = () => tidy(() => sum(mul(w, w)).backward());
+  step();
+  const held = poolStats().inUseBytes;
+  for (let i = 0; i < 5; i++) {
+    w.grad = null; // PyTorch's zero_grad(set_to_none=True): the old gradient is freed
+    step();
+  }
+  if (poolStats().inUseBytes !== held) {
+    throw new Error(`setting grad to null leaks: ${held} then ${poolStats().inUseBytes} bytes in use`);
+  }
+  const wrong: [Tensor, string][] = [
+    [zeros([64]), "float32[64]"],
+    [zeros([64, 64], { dtype: "int32" }), "int32[64, 64]"],
+  ];
+  for (const [grad, shape] of wrong) {
+    expectError(
+      () => (w.grad = grad),
+      `tensor "w" float32[64, 64]: its grad must be null or a float32[64, 64] tensor, got tensor ${shape}`,
+    );
+    grad.dispose();
+  }
+  const model = new TransformerModel(
+    modelConfig("gpt2", { vocabSize: 8, hiddenSize: 8, numHeads: 2, numLayers: 1, maxPositions: 4 }),
+  );
+  const parameter = model.parameters[0];
+  expectError(
+    () => (parameter.value.grad = null),
+    `tensor "${parameter.info.name}" float32[${
+      parameter.info.shape.join(", ")
+    }]: its gradient lives in its ` +
+      "model's arena, where the optimizer reads it, and cannot be replaced (the optimizer's zeroGrad() zeroes it)",
+  );
+  // A parameter's tensor taken before an optimizer adopts the model goes stale; its error says why.
+  const taken = parameter.value;
+  const optimizer = new MultiModelOptimizer({ models: { tiny: model } });
+  expectError(
+    () => add(taken, 1),
+    `tensor "${parameter.info.name}" float32[${parameter.info.shape.join(", ")}] was used after dispose() ` +
+      "(gpt2's parameters moved into the arena of the MultiModelOptimizer over [tiny]: read " +
+      "model.parameters[i].value again)",
+  );
+  optimizer.dispose();
+  model.dispose();
+  w.grad = null;
+  w.dispose();
+});
