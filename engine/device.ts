@@ -40,13 +40,23 @@ export interface Gpu {
   readonly profile: DeviceProfile;
 }
 
-/** Raised when no WebGPU adapter exists; its message says what to install. */
+/**
+ * Raised when no WebGPU adapter exists; its message says what to do: under Deno what to install, in a
+ * browser which browsers have WebGPU (`navigator.gpu` missing) or why one may offer no adapter.
+ */
 export class NoAdapterError extends Error {
   constructor() {
+    const inBrowser = (globalThis as { Deno?: { env?: unknown } }).Deno?.env === undefined;
     super(
-      "No WebGPU adapter is available. On a machine without a GPU, install Mesa's software driver " +
-        "(Debian/Ubuntu: `apt-get install libegl1 libgl1-mesa-dri` or `mesa-vulkan-drivers`) " +
-        "and run again; with a GPU, install its Vulkan driver. DENO_WEBGPU_BACKEND=vulkan|gl selects the backend.",
+      !inBrowser
+        ? "No WebGPU adapter is available. On a machine without a GPU, install Mesa's software driver " +
+          "(Debian/Ubuntu: `apt-get install libegl1 libgl1-mesa-dri` or `mesa-vulkan-drivers`) and run " +
+          "again; with a GPU, install its Vulkan driver. DENO_WEBGPU_BACKEND=vulkan|gl selects the backend."
+        : !("gpu" in navigator)
+        ? "This browser has no WebGPU (navigator.gpu is missing): use a recent Chrome, Edge or Safari, or " +
+          "Firefox with WebGPU on, from localhost or https (WebGPU needs a secure context)."
+        : "WebGPU found no adapter: the browser blocks this GPU or has none (chrome://gpu says why WebGPU " +
+          "is off; Chrome on Linux without a GPU needs --enable-unsafe-webgpu).",
     );
     this.name = "NoAdapterError";
   }
@@ -54,26 +64,44 @@ export class NoAdapterError extends Error {
 
 let opened: Promise<Gpu> | undefined;
 let current: Gpu | undefined;
+/** Why the device was lost (destroyed, a driver reset, the browser reclaiming it); null while it lives. */
+let lost: GPUDeviceLostInfo | null = null;
+
+/** The error of any use of a lost device: every buffer, and so every tensor, went with it. */
+function lostError(): Error {
+  const message = lost!.message.replace(/\.$/, "");
+  return new Error(
+    `The WebGPU device was lost (${lost!.reason}${message ? `: ${message}` : ""}); every tensor on it is ` +
+      "gone: reload the page or restart the process",
+  );
+}
 
 /**
- * Opens the WebGPU device once per process and returns it; later calls return the same device.
- * Throws {@linkcode NoAdapterError} when `requestAdapter()` finds nothing.
+ * Opens the WebGPU device once per process and returns it; later calls return the same device. Throws
+ * {@linkcode NoAdapterError} when `requestAdapter()` finds nothing (a later call tries again), and once
+ * the device is lost says so: a lost device is not replaced, as every tensor lived on it.
  */
 export function initGpu(): Promise<Gpu> {
+  if (lost) return Promise.reject(lostError());
   opened ??= (async () => {
     // Environment settings that could not be read fail here, once, rather than at import.
     checkKernelEnvironment();
     checkTimingEnvironment();
     return await openDevice();
   })();
+  opened.catch(() => (opened = undefined));
   return opened;
 }
 
-/** The device opened by {@linkcode initGpu}; throws if it was not awaited first. */
+/**
+ * The device opened by {@linkcode initGpu}; throws if it was not awaited first, or once the device was
+ * lost (the error names why, rather than a later readback's "buffer was unmapped").
+ */
 export function gpu(): Gpu {
   if (!current) {
     throw new Error("WebGPU is not initialised: `await initGpu()` before creating tensors");
   }
+  if (lost) throw lostError();
   return current;
 }
 
@@ -107,6 +135,7 @@ async function openDevice(): Promise<Gpu> {
       maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
     },
   });
+  device.lost.then((info) => (lost = info));
   device.addEventListener("uncapturederror", (event) => {
     const error = (event as GPUUncapturedErrorEvent).error;
     // WebGPU cannot say how much memory there is, so what the process holds is the best hint.

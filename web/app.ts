@@ -72,6 +72,9 @@ const TOGGLE_NAMES = ["sharing", "sync", "adaptive", "distill"] as const;
 /** The URL's parameters, once checked by main(). */
 let parameters: PageParameters;
 
+/** The device WebGPU opened, once it has (its lost promise explains a failure that follows a loss). */
+let openedDevice: GPUDevice | null = null;
+
 /** Errors shown so far; after the first few, the box only counts them (one fault often cascades). */
 let shown = 0;
 const SHOWN_ERRORS = 3;
@@ -95,8 +98,10 @@ function showError(text: string): void {
   }
   state = "failed";
   setStatus("stopped by an error");
+  startButton.textContent = "Stopped";
   startButton.disabled = true;
   restartButton.disabled = true;
+  element("speed").textContent = "-";
 }
 
 globalThis.addEventListener("error", (event) => showError(`Error: ${event.message}`));
@@ -112,31 +117,23 @@ function setStatus(text: string): void {
 
 /** Opens WebGPU, or says in the page why it cannot. */
 async function openWebGpu(): Promise<boolean> {
-  if (!("gpu" in navigator)) {
-    showError(
-      "This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome, Edge or Safari, or " +
-        "Firefox with WebGPU on, and open the page from localhost or https (WebGPU needs a secure context).",
-    );
-    return false;
-  }
   try {
     await initGpu();
   } catch (error) {
+    // The engine's NoAdapterError says, in a browser, which browsers have WebGPU or why there is no adapter.
     showError(
-      error instanceof NoAdapterError
-        ? "WebGPU is here but found no adapter: the browser blocks this GPU or has none. In Chrome on " +
-          "Linux start it with --enable-unsafe-webgpu (without a GPU it then runs on SwiftShader); " +
-          "chrome://gpu says why WebGPU is off."
-        : `WebGPU could not open a device: ${messageOf(error)}`,
+      error instanceof NoAdapterError ? error.message : `WebGPU could not open a device: ${messageOf(error)}`,
     );
+    element("adapter").textContent = "none";
     return false;
   }
-  const device = gpu().device;
+  const device = openedDevice = gpu().device;
   device.addEventListener("uncapturederror", (event) => {
     showError(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
   });
   device.lost.then((info) => {
-    showError(`The GPU device was lost (${info.reason}): ${info.message || "no message"}. Reload the page.`);
+    const message = info.message.replace(/\.$/, "");
+    showError(`The GPU device was lost (${info.reason}${message ? `: ${message}` : ""}). Reload the page.`);
   });
   log.adapter = adapterName(device);
   element("adapter").textContent = log.adapter;
@@ -329,9 +326,19 @@ async function run(): Promise<void> {
   }
 }
 
-/** Reports a failure of a button's action in the page. */
+/**
+ * Reports a failure of a button's action in the page. A lost device fails a readback before its lost
+ * promise settles; that loss, which the device's handler reports, is the cause to show, not the readback.
+ */
 function guarded(action: () => Promise<void>): () => void {
-  return () => action().catch((error) => showError(`Training failed: ${messageOf(error)}`));
+  return () =>
+    action().catch(async (error) => {
+      const lost = await Promise.race([
+        openedDevice?.lost.then(() => true) ?? false,
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 250)),
+      ]);
+      if (!lost) showError(`Training failed: ${messageOf(error)}`);
+    });
 }
 
 async function main(): Promise<void> {

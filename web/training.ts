@@ -105,10 +105,13 @@ export function pageOptions(toggles: Toggles, seed = 0, steps: number | null = n
 /** Checks that a parsed JSON value is a sentiment data set (what `deno task build` writes as web/sentiment.json). */
 export function sentimentDataset(json: unknown): Dataset<TextExample> {
   const data = json as Dataset<TextExample>;
-  const isText = (e: TextExample) => typeof e?.text === "string" && Number.isInteger(e?.label);
+  const isText = (e: TextExample) =>
+    typeof e?.text === "string" && Number.isInteger(e?.label) && e.label >= 0 && e.label < data.labels.length;
+  const splits = [data?.train, data?.validation, data?.test];
   if (
-    data?.task !== "sentiment" || !Array.isArray(data.train) || !Array.isArray(data.validation) ||
-    !Array.isArray(data.test) || !data.train.every(isText) || !data.validation.every(isText)
+    data?.task !== "sentiment" || !Array.isArray(data.labels) || data.labels.length < 2 ||
+    !data.labels.every((label) => typeof label === "string") ||
+    !splits.every((split) => Array.isArray(split) && split.every(isText))
   ) {
     throw new Error("sentiment.json is not a sentiment data set (run `deno task build` again)");
   }
