@@ -166,7 +166,7 @@ export function learnMerges(
 }
 
 /** The special tokens of a trained tokenizer, in id order (RoBERTa's). */
-export const TRAINED_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
+export const TRAINED_SPECIAL_TOKENS: readonly string[] = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
 
 /** Options of a tokenizer's training. */
 export interface TrainOptions {

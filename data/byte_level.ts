@@ -8,7 +8,8 @@
  */
 
 /** GPT-2's pre-tokenization pattern, exactly as `@huggingface/tokenizers` compiles it. */
-export const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+export const GPT2_PATTERN: RegExp =
+  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
 /** GPT-2's reversible byte -> character table: printable Latin-1 bytes stand for themselves. */
 export const BYTE_TO_CHAR: readonly string[] = (() => {

@@ -33,7 +33,7 @@ export function texelsPayOff(floats: number): boolean {
 export const TEXEL_ROW = 4096;
 
 /** WGSL of `texel(t, i)`: texel i of an operand texture. */
-export const TEXEL_WGSL = `fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
+export const TEXEL_WGSL: string = `fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
   return textureLoad(t, vec2u(i & ${TEXEL_ROW - 1}u, i >> ${Math.log2(TEXEL_ROW)}u), 0);
 }`;
 

@@ -13,9 +13,9 @@ import { WGSL_RANDOM } from "./wgsl.ts";
 export type AttentionPass = "forward" | "keyGrad" | "queryGrad";
 
 /** Vec4s holding a row of `dim` floats. */
-export const vec4s = (dim: number) => Math.ceil(dim / 4);
+export const vec4s = (dim: number): number => Math.ceil(dim / 4);
 /** Row stride (in vec4s) of tiles read across rows: odd, so that rows start in different banks. */
-export const paddedStride = (dim: number) => vec4s(dim) | 1;
+export const paddedStride = (dim: number): number => vec4s(dim) | 1;
 
 /**
  * `row4_<name>(at, c)` reads vec4 c of the row of D floats at `at` (zero past D);

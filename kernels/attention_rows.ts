@@ -14,7 +14,7 @@ const ROW_THREADS = 8;
 const rowsPerThread = (dim: number) => (dim <= 64 ? 2 : 1);
 
 /** Query or key rows that one workgroup of the row kernels covers, for head dimension `dim`. */
-export const rowBlockSize = (dim: number) => ROW_THREADS * rowsPerThread(dim);
+export const rowBlockSize = (dim: number): number => ROW_THREADS * rowsPerThread(dim);
 
 /** Compile-time constants of the row kernels for head dimension `dim`. */
 export function rowConstants(dim: number): Record<string, number> {

@@ -24,7 +24,7 @@ const TEXEL_THREADS = 8;
 const rowsPerThread = (dim: number) => (dim <= 64 ? 4 : 1);
 
 /** Query or key rows that one workgroup of the texel kernels covers, for head dimension `dim`. */
-export const texelBlockSize = (dim: number) => TEXEL_THREADS * rowsPerThread(dim);
+export const texelBlockSize = (dim: number): number => TEXEL_THREADS * rowsPerThread(dim);
 
 /** Compile-time constants of the texel kernels for head dimension `dim`. */
 export function texelConstants(dim: number): Record<string, number> {

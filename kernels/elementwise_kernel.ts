@@ -66,7 +66,7 @@ class Emitter {
 }
 
 /** A structural key of an expression (constants by position, not value), for kernel caching. */
-export function structureKey(e: Expr, memo = new Map<Expr, string>()): string {
+export function structureKey(e: Expr, memo: Map<Expr, string> = new Map()): string {
   const hit = memo.get(e);
   if (hit) return hit;
   const n = e.node;

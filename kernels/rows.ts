@@ -51,7 +51,7 @@ const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
  * `floats` worth a texture copy (engine/texels.ts) and serial below, tree on GPUs. Kernels without a
  * texel form (`texel` false) run the serial one in its place.
  */
-export function rowVariant(texel = false, floats = Infinity): KernelVariant<"rows"> {
+export function rowVariant(texel: boolean = false, floats: number = Infinity): KernelVariant<"rows"> {
   const variant = kernelVariant(
     "rows",
     () => gpu().profile.isSoftware ? (texelsPayOff(floats) ? "texel" : "serial") : "tree",
@@ -70,7 +70,11 @@ export function texelRows(layout: RowLayout, ranges: readonly BufferRange[]): bo
 }
 
 /** A read-only binding of a row kernel: a texture in the texel form, else a storage binding of `type`. */
-export function rowInput(name: string, type: "f32" | "vec4<f32>", texel: boolean) {
+export function rowInput(
+  name: string,
+  type: "f32" | "vec4<f32>",
+  texel: boolean,
+): { name: string; type: "texture" } | { name: string; type: "f32" | "vec4<f32>" } {
   return texel ? { name, type: "texture" as const } : { name, type };
 }
 

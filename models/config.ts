@@ -322,14 +322,14 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
  * body's total, 2^32 float32 values (16 GiB), more than a single device of this engine holds.
  */
 export const CONFIG_LIMITS = {
-  vocabSize: 2 ** 24,
+  vocabSize: 16_777_216, // 2^24
   hiddenSize: 65536,
   numLayers: 1024,
   numHeads: 65536,
   intermediateSize: 262144,
-  maxPositions: 2 ** 20,
+  maxPositions: 1_048_576, // 2^20
   typeVocabSize: 1024,
-  parameters: 2 ** 32,
+  parameters: 4_294_967_296, // 2^32
 } as const;
 
 /** The name of each field in errors: its Hugging Face name when the configuration came from a file. */

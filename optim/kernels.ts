@@ -100,7 +100,7 @@ export const GRADIENT_LIMIT = 1e19;
 export const CONTROL_STRIDE = 16;
 
 /** Elements per tile of the norm pass (LANES invocations x vec4). */
-export const TILE = LANES * 4;
+export const TILE: number = LANES * 4;
 
 /** Floats per tile in the norm pass's output: largest finite |g|, sum of (g / largest)^2, fault flags. */
 export const TILE_PARTIAL = 3;
@@ -109,7 +109,7 @@ export const TILE_PARTIAL = 3;
 export const TILE_FLAG = { gradient: 1, parameters: 2 } as const;
 
 /** u32 words per group in the group table: first block, size, count, pad, 8 offsets, 8 model indices. */
-export const GROUP_WORDS = 4 + 2 * MAX_MODELS;
+export const GROUP_WORDS: number = 4 + 2 * MAX_MODELS;
 
 /**
  * Records each TILE-element tile's gradient norm without overflow (its largest finite |g| and the
@@ -266,7 +266,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
 }`;
 
 /** Arena elements per bit of a decay mask: the arena's alignment, so no block holds two tensors. */
-export const DECAY_BLOCK = ARENA_ALIGN;
+export const DECAY_BLOCK: number = ARENA_ALIGN;
 
 /**
  * Records AdamW (decoupled weight decay, PyTorch's operation order) over the whole arena; with a
@@ -390,7 +390,7 @@ const AMSGRAD_MAXIMUM = `
   max_exp_avg_sq[i] = max_v;`;
 
 /** Elements of one group a workgroup mixes: LANES lanes x 16, adjacent lanes on adjacent elements. */
-export const MIX_BLOCK = LANES * 16;
+export const MIX_BLOCK: number = LANES * 16;
 
 /**
  * The group table of {@linkcode recordMix}: per group its first block, size, member count, member
@@ -494,7 +494,12 @@ ${
 }
 
 /** The parameters every mixing kernel takes (the windowed one adds its windows' starts). */
-export const MIX_PARAMS = {
+export const MIX_PARAMS: {
+  readonly groups: "u32";
+  readonly block_end: "u32";
+  readonly ratio: "f32";
+  readonly model_weight: { readonly type: "f32"; readonly length: number };
+} = {
   groups: "u32",
   block_end: "u32",
   ratio: "f32",

@@ -19,7 +19,9 @@ fn finite(x: f32) -> bool {
 `;
 
 /** The uniform every update kernel declares: where each model starts in the arena, plus the end. */
-export const SEGMENT_PARAM = { segment: { type: "u32", length: MAX_MODELS + 1 } } as const;
+export const SEGMENT_PARAM: { readonly segment: { readonly type: "u32"; readonly length: number } } = {
+  segment: { type: "u32", length: MAX_MODELS + 1 },
+};
 
 /** WGSL `model_of(element)`: the model owning an arena element (needs {@linkcode SEGMENT_PARAM}). */
 export const MODEL_OF = `

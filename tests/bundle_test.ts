@@ -9,7 +9,8 @@
  * are exactly the bare references; `globalThis.Deno` must then be followed by `?.`.
  */
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { bundle, stopBundler } from "../tools/build.ts";
+import ts from "typescript";
+import { bundle, declarations, stopBundler } from "../tools/build.ts";
 
 const MARKER = "__bare_Deno_reference__";
 
@@ -75,4 +76,59 @@ Deno.test("the core type-checks with a browser's libraries alone, without Deno's
   } finally {
     await Deno.remove(folder, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "the bundle's declarations give a TypeScript project the core's types",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const folder = await Deno.makeTempDir({ prefix: "bundle-types-" });
+    try {
+      const result = await bundle("core", false);
+      const js = result.outputFiles!.find((f) => f.path.endsWith(".js"))!;
+      await Deno.mkdir(`${folder}/dist`);
+      await Deno.writeTextFile(`${folder}/dist/multimodel.js`, js.text);
+      for (const [path, text] of declarations(result)) {
+        await Deno.mkdir(`${folder}/${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
+        await Deno.writeTextFile(`${folder}/${path}`, text);
+      }
+      // A project of one's own, as tsc, a bundler or an editor checks it; @ts-expect-error fails the
+      // check if the types are missing (everything would be any).
+      await Deno.writeTextFile(
+        `${folder}/main.ts`,
+        [
+          'import { crossEntropy, initGpu, matmul, sum, type Tensor, tensor } from "./dist/multimodel.js";',
+          "await initGpu();",
+          "const product: Tensor = matmul(tensor([[1, 2], [3, 4]]), tensor([[1], [1]]));",
+          "const value: number = await sum(product).item();",
+          "// @ts-expect-error item() resolves to a number",
+          "const text: string = await sum(product).item();",
+          "// @ts-expect-error PyTorch's spelling is not an option",
+          "crossEntropy(product, tensor([0, 0], { dtype: 'int32' }), { ignore_index: 0 });",
+          "console.log(value, text);",
+        ].join("\n"),
+      );
+      const program = ts.createProgram([`${folder}/main.ts`], {
+        strict: true,
+        noEmit: true,
+        skipLibCheck: true,
+        target: ts.ScriptTarget.ES2022,
+        module: ts.ModuleKind.ESNext,
+        moduleResolution: ts.ModuleResolutionKind.Bundler,
+        lib: ["lib.es2022.d.ts", "lib.dom.d.ts"],
+        types: [],
+      });
+      const problems = ts.getPreEmitDiagnostics(program).map((d) =>
+        `${d.file?.fileName.replace(folder, "") ?? ""}: ${
+          ts.flattenDiagnosticMessageText(d.messageText, " ")
+        }`
+      );
+      deepStrictEqual(problems, []);
+      ok(program.getSourceFiles().some((f) => f.fileName.endsWith("dist/types/engine/tensor.d.ts")));
+    } finally {
+      await stopBundler();
+      await Deno.remove(folder, { recursive: true });
+    }
+  },
 });

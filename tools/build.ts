@@ -1,14 +1,17 @@
 /**
  * `deno task build`: bundles the core (`mod.ts`) into one minified ES module with a source map,
- * `dist/multimodel.js`, and the web page (`web/app.ts`) into `web/app.js`, writes the page's data set
- * (`web/sentiment.json`, from the pinned npm package), and prints each file's size. esbuild (npm,
- * pinned in deno.json) bundles; its plugin below admits only the repository's own modules, so an npm
- * package or a `node:` module reaching the core's import graph fails the build, naming the importer.
+ * `dist/multimodel.js`, with its TypeScript declarations (`dist/multimodel.d.ts` and `dist/types/`), and
+ * the web page (`web/app.ts`) into `web/app.js`, writes the page's data set (`web/sentiment.json`, from
+ * the pinned npm package), and prints each file's size. esbuild (npm, pinned in deno.json) bundles; its
+ * plugin below admits only the repository's own modules, so an npm package or a `node:` module reaching
+ * the core's import graph fails the build, naming the importer. TypeScript (npm, pinned) writes the
+ * declarations, file by file from the explicit types every export has (JSR's rule, `isolatedDeclarations`).
  *
  * @module
  */
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import ts from "typescript";
 import { loadDataset } from "../data/load.ts";
 import { parseCommand } from "./args.ts";
 
@@ -63,7 +66,41 @@ export async function bundle(
     plugins: [repositoryOnly],
     define,
     write,
+    metafile: true,
   });
+}
+
+/** Where the core's declarations go: the entry, and one file per module under dist/types/. */
+export const DECLARATIONS = { entry: "dist/multimodel.d.ts", folder: "dist/types" } as const;
+
+/**
+ * The TypeScript declarations of the modules a core build bundled (its metafile's inputs): a path
+ * under {@linkcode DECLARATIONS} for each, with its text, imports pointing at `.js` as compiled
+ * JavaScript's do, which TypeScript (tsc, bundlers, editors) resolves to the `.d.ts` beside the
+ * bundle (Deno takes the core's types from mod.ts itself). Throws naming each export whose type is
+ * not written out.
+ */
+export function declarations(build: esbuild.BuildResult<{ write: boolean }>): Map<string, string> {
+  const files = new Map<string, string>();
+  const problems: string[] = [];
+  for (const input of Object.keys(build.metafile!.inputs)) {
+    const source = Deno.readTextFileSync(`${root}${input}`);
+    const { outputText, diagnostics } = ts.transpileDeclaration(source, {
+      fileName: input,
+      compilerOptions: { isolatedDeclarations: true, allowImportingTsExtensions: true, strict: true },
+    });
+    for (const d of diagnostics ?? []) {
+      const line = d.file && d.start !== undefined
+        ? d.file.getLineAndCharacterOfPosition(d.start).line + 1
+        : 0;
+      problems.push(`${input}:${line}: ${ts.flattenDiagnosticMessageText(d.messageText, " ")}`);
+    }
+    const text = outputText.replace(/((?:from|import)\s*\(?\s*"\.{1,2}\/[^"]*)\.ts"/g, '$1.js"');
+    files.set(`${DECLARATIONS.folder}/${input.replace(/\.ts$/, ".d.ts")}`, text);
+  }
+  if (problems.length > 0) throw new Error(`declarations:\n${problems.join("\n")}`);
+  files.set(DECLARATIONS.entry, 'export * from "./types/mod.js";\n');
+  return files;
 }
 
 /** Stops esbuild's service process (a program exits only after it). */
@@ -95,9 +132,22 @@ if (import.meta.main) {
   });
   try {
     for (const which of ["core", "page"] as const) {
-      await bundle(which);
+      const result = await bundle(which);
       const out = BUNDLES[which].out;
       console.log(`${out.padEnd(20)} ${await sizes(`${root}${out}`)}, source map ${out}.map`);
+      if (which === "core") {
+        await Deno.remove(`${root}${DECLARATIONS.folder}`, { recursive: true }).catch(() => {});
+        const files = declarations(result);
+        for (const [path, text] of files) {
+          await Deno.mkdir(`${root}${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
+          await Deno.writeTextFile(`${root}${path}`, text);
+        }
+        console.log(
+          `${DECLARATIONS.entry.padEnd(20)} its types, with ${
+            files.size - 1
+          } modules' in ${DECLARATIONS.folder}/`,
+        );
+      }
     }
   } catch (error) {
     // esbuild's errors list every message with its file and line.
