@@ -121,15 +121,11 @@ async function sizes(path: string): Promise<string> {
   return `${kilobytes(bytes.length)} (${kilobytes(gzipped)} gzipped)`;
 }
 
-if (import.meta.main) {
-  parseCommand({
-    name: "build",
-    operands: "",
-    positionals: [0, 0],
-    summary: "Bundles the core into dist/multimodel.js and the page into web/app.js with esbuild, writes " +
-      "web/sentiment.json, and prints each file's size.",
-    flags: {},
-  });
+/**
+ * Writes everything `deno task build` makes - the core's bundle and declarations, the page's bundle and
+ * its data set - printing each file's size; returns false, having printed why, when a bundle fails.
+ */
+export async function buildAll(): Promise<boolean> {
   try {
     for (const which of ["core", "page"] as const) {
       const result = await bundle(which);
@@ -142,17 +138,16 @@ if (import.meta.main) {
           await Deno.mkdir(`${root}${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
           await Deno.writeTextFile(`${root}${path}`, text);
         }
+        const modules = files.size - 1;
         console.log(
-          `${DECLARATIONS.entry.padEnd(20)} its types, with ${
-            files.size - 1
-          } modules' in ${DECLARATIONS.folder}/`,
+          `${DECLARATIONS.entry.padEnd(20)} its types, with ${modules} modules' in ${DECLARATIONS.folder}/`,
         );
       }
     }
   } catch (error) {
     // esbuild's errors list every message with its file and line.
     console.error(`build: ${(error as Error).message}`);
-    Deno.exit(1);
+    return false;
   } finally {
     await stopBundler();
   }
@@ -162,4 +157,18 @@ if (import.meta.main) {
     `${"web/sentiment.json".padEnd(20)} ${await sizes(`${root}web/sentiment.json`)}, ${dataset.source}: ` +
       `train ${dataset.train.length}, validation ${dataset.validation.length}, test ${dataset.test.length}`,
   );
+  return true;
+}
+
+if (import.meta.main) {
+  parseCommand({
+    name: "build",
+    operands: "",
+    positionals: [0, 0],
+    summary:
+      "Bundles the core into dist/multimodel.js (with its declarations) and the page into web/app.js " +
+      "with esbuild, writes web/sentiment.json, and prints each file's size.",
+    flags: {},
+  });
+  if (!(await buildAll())) Deno.exit(1);
 }

@@ -1,5 +1,5 @@
 /**
- * `deno task web`: serves the page (web/, built by `deno task build`, which the task runs first) and
+ * `deno task web`: builds as `deno task build` does, then serves the page (web/) and
  * the core's bundle (dist/, at /dist/) on localhost with `Deno.serve`, and prints the page's URL.
  * `--port N` chooses the port (8000; 0 picks a free one). WebGPU needs a secure context, which
  * localhost is. The browser test serves the page with {@linkcode serveWeb} too.
@@ -77,18 +77,6 @@ export async function handle(request: Request, base = root): Promise<Response> {
   return new Response(request.method === "HEAD" ? null : body as Uint8Array<ArrayBuffer>, { headers });
 }
 
-/** Whether the page has been built (web/app.js and web/sentiment.json exist). */
-export async function isBuilt(base = root): Promise<boolean> {
-  for (const file of ["web/app.js", "web/sentiment.json"]) {
-    try {
-      await Deno.stat(`${base}${file}`);
-    } catch {
-      return false;
-    }
-  }
-  return true;
-}
-
 /** A running server of the page: its URL and how to stop it. */
 export interface WebServer {
   /** The page's URL, e.g. `http://localhost:8000/`. */
@@ -114,8 +102,8 @@ if (import.meta.main) {
     name: "web",
     operands: "",
     positionals: [0, 0],
-    summary: "Serves the page that trains BERT, GPT-2 and RoBERTa together in the browser (web/, built by " +
-      "`deno task build`) and the core's bundle (dist/) on localhost.",
+    summary: "Builds as `deno task build` does, then serves the page that trains BERT, GPT-2 and RoBERTa " +
+      "together in the browser (web/) and the core's bundle (dist/) on localhost.",
     flags: {
       port: {
         type: "string",
@@ -129,10 +117,10 @@ if (import.meta.main) {
   if (!/^\d+$/.test(flags.port) || port > 65535) {
     exitWithUsageError("web", `--port must be an integer from 0 to 65535, got "${flags.port}"`);
   }
-  if (!(await isBuilt())) {
-    console.error("web: web/app.js or web/sentiment.json is missing; run `deno task build` first");
-    Deno.exit(1);
-  }
+  // Built after the flags are read, so that --help and a bad flag answer at once; imported here, so that
+  // the server's module (which the tests import) does not load the bundlers.
+  const { buildAll } = await import("./build.ts");
+  if (!(await buildAll())) Deno.exit(1);
   let server: WebServer;
   try {
     server = serveWeb(port);
