@@ -27,7 +27,7 @@ import {
   table,
 } from "./markdown.ts";
 import { type ExperimentRun, gridRows, tasksOf } from "./runs.ts";
-import type { Estimate, Interval } from "./stats.ts";
+import { type Estimate, type Interval, tInterval } from "./stats.ts";
 import {
   ablationRows,
   type ComparisonRow,
@@ -332,24 +332,57 @@ function ablationSection(runs: readonly ExperimentRun[], charts: string[]): stri
     ),
     "",
   );
-  const clear = rows.filter((r) =>
-    r.condition !== "independent" && r.difference?.ci &&
-    (r.difference.ci.low > 0 || r.difference.ci.high < 0)
-  );
+  out.push(...ablationVerdict(rows), "");
   out.push(
-    clear.length
-      ? `Changes whose interval excludes zero: ${
-        clear.map((r) => `${md(r.condition)} on ${md(r.task)}/${md(r.model)} ${differenceText(r.difference)}`)
-          .join("; ")
-      }.`
-      : "No variant changed the test score by more than its interval allows: no single mechanism is shown to matter.",
-    "",
     ...charts.map((c) => `![Ablations: difference from full joint, with 95% intervals](${c})`),
     "",
     provenance(runs.filter((r) => r.group === "ablation")),
     "",
   );
   return out;
+}
+
+/**
+ * Which variants changed the score. Many variants and models are compared at once, so at 95% each about
+ * one in twenty would exclude zero by chance: a change counts as shown when its interval excludes zero
+ * with every comparison's interval taken at 1 - 0.05 / comparisons (Bonferroni); one that excludes zero
+ * at 95% alone is listed apart, as that.
+ */
+function ablationVerdict(rows: ReturnType<typeof ablationRows>): string[] {
+  const compared = rows.filter((r) => r.condition !== "independent" && r.difference?.ci);
+  const level = 1 - 0.05 / compared.length;
+  const excludesZero = (ci: Interval | null) => ci !== null && (ci.low > 0 || ci.high < 0);
+  const named = (r: (typeof compared)[number], ci: Interval | null) =>
+    `${md(r.condition)} on ${md(r.task)}/${md(r.model)} ${differenceText({ ...r.difference!, ci })}`;
+  const verdicts = compared.map((r) => ({ r, adjusted: tInterval(r.difference!.differences, level).ci }));
+  const shown = verdicts.filter((v) => excludesZero(v.adjusted));
+  const alone = verdicts.filter((v) => !excludesZero(v.adjusted) && excludesZero(v.r.difference!.ci));
+  const lines: string[] = [];
+  if (shown.length > 0) {
+    lines.push(
+      `Changes shown over the ${compared.length} comparisons together (Bonferroni: each interval at ` +
+        `${(100 * level).toFixed(2)}%): ${shown.map((v) => named(v.r, v.adjusted)).join("; ")}.`,
+    );
+  }
+  if (alone.length > 0) {
+    lines.push(
+      `Excluding zero at 95% alone, as about ${(compared.length / 20).toFixed(1)} of ${compared.length} ` +
+        `comparisons would by chance, so not shown: ${
+          alone.map((v) => named(v.r, v.r.difference!.ci)).join("; ")
+        }.`,
+    );
+  }
+  if (shown.length === 0 && alone.length === 0) {
+    lines.push(
+      "No variant changed the test score by more than its interval allows: no single mechanism is shown to matter.",
+    );
+  } else if (shown.length === 0) {
+    lines.unshift(
+      `No variant is shown to change the test score over the ${compared.length} comparisons together ` +
+        `(Bonferroni: each interval at ${(100 * level).toFixed(2)}%).`,
+    );
+  }
+  return lines;
 }
 
 function placeboSection(runs: readonly ExperimentRun[]): string[] {

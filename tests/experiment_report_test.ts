@@ -304,6 +304,39 @@ Deno.test("Table 2: targets, steps with censoring and the reduction with the eva
   deepStrictEqual([...data.independent!.earliest.values()], [20, 20, 20, 30, 20]);
 });
 
+Deno.test("an ablation is shown to matter only when its interval excludes zero over all comparisons together", () => {
+  const runs = handMadeRuns();
+  // No sync, seeds 1-5, against main joint: bert -10 points every seed; gpt2 -1, -3, -.5, -3.5, -2.
+  const bert = [0.72, 0.73, 0.74, 0.75, 0.71];
+  const gpt2 = [0.69, 0.685, 0.71, 0.695, 0.72];
+  for (let seed = 1; seed <= 5; seed++) {
+    runs.push(line({
+      group: "ablation",
+      condition: "joint-no-sync",
+      seed,
+      scores: { bert: bert[seed - 1], gpt2: gpt2[seed - 1] },
+    }));
+  }
+  const md = renderResults(runs, META)["RESULTS.md"];
+  // Four comparisons (no sharing and no sync, two models each): intervals at 1 - .05 / 4. gpt2's mean
+  // -2, sd 1.27: half-width 2.776 · 1.27 / √5 = 1.58 at 95%, 4.604 · 1.27 / √5 = 2.62 at 98.75%.
+  ok(
+    md.includes(
+      "Changes shown over the 4 comparisons together (Bonferroni: each interval at 98.75%): joint-no-sync on " +
+        "sentiment/bert -10.00 [-10.00, -10.00].",
+    ),
+    md,
+  );
+  ok(
+    md.includes(
+      "Excluding zero at 95% alone, as about 0.2 of 4 comparisons would by chance, so not shown: joint-no-sync " +
+        "on sentiment/gpt2 -2.00 [-3.58, -0.42].",
+    ),
+    md,
+  );
+  ok(!md.includes("No variant"), "a variant was shown");
+});
+
 Deno.test("Table 3 normalises to joint; ablations, placebo and pretrained compare paired seeds", () => {
   const runs = handMadeRuns();
   const md = renderResults(runs, META)["RESULTS.md"];
