@@ -35,6 +35,15 @@ export interface ModelConfig {
   maxPositions: number;
   /** Padding token id, or null when the model has none (GPT-2). */
   padTokenId: number | null;
+  /**
+   * GPT-2: the id of the token a text starts with (HF `bos_token_id`), and of the one it ends with, at
+   * which Hugging Face's `generate` stops (`eos_token_id`): GPT-2's own `<|endoftext|>` (50256) for
+   * both, a trained tokenizer's `<s>` and `</s>`, null for a vocabulary without them. Null for BERT and
+   * RoBERTa, whose Hugging Face configurations keep their own defaults.
+   */
+  bosTokenId: number | null;
+  /** See {@linkcode ModelConfig.bosTokenId}. */
+  eosTokenId: number | null;
   /** Token-type vocabulary (BERT 2, RoBERTa 1, GPT-2 0). */
   typeVocabSize: number;
   /** Dropout after embeddings and on residual branches (HF `hidden_dropout_prob`, `resid_pdrop`). */
@@ -54,6 +63,9 @@ export interface ModelConfig {
   isDecoder: boolean;
 }
 
+/** GPT-2's `<|endoftext|>` id, which Hugging Face's GPT2Config takes as its bos and eos ids by default. */
+const GPT2_END_OF_TEXT = 50256;
+
 const DEFAULTS: Record<ModelFamily, ModelConfig> = {
   bert: {
     family: "bert",
@@ -66,6 +78,8 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
     layerNormEps: 1e-12,
     maxPositions: 512,
     padTokenId: 0,
+    bosTokenId: null,
+    eosTokenId: null,
     typeVocabSize: 2,
     hiddenDropout: 0.1,
     embeddingDropout: 0.1,
@@ -85,6 +99,8 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
     layerNormEps: 1e-5,
     maxPositions: 514,
     padTokenId: 1,
+    bosTokenId: null,
+    eosTokenId: null,
     typeVocabSize: 1,
     hiddenDropout: 0.1,
     embeddingDropout: 0.1,
@@ -104,6 +120,8 @@ const DEFAULTS: Record<ModelFamily, ModelConfig> = {
     layerNormEps: 1e-5,
     maxPositions: 1024,
     padTokenId: null,
+    bosTokenId: GPT2_END_OF_TEXT,
+    eosTokenId: GPT2_END_OF_TEXT,
     typeVocabSize: 0,
     hiddenDropout: 0.1,
     embeddingDropout: 0.1,
@@ -131,15 +149,30 @@ export function modelConfig(family: ModelFamily, overrides: Partial<ModelConfig>
     );
   }
   const hidden = overrides.hiddenSize ?? base.hiddenSize;
+  // GPT-2's <|endoftext|> is an id of its own vocabulary only.
+  const endOfText = family === "gpt2" && (overrides.vocabSize ?? base.vocabSize) > GPT2_END_OF_TEXT
+    ? GPT2_END_OF_TEXT
+    : null;
   const config: ModelConfig = {
     ...base,
     intermediateSize: 4 * hidden,
     embeddingDropout: overrides.hiddenDropout ?? base.embeddingDropout,
+    bosTokenId: endOfText,
+    eosTokenId: endOfText,
     ...overrides,
     family,
   };
   validateConfig(config, `${family} configuration`);
   return config;
+}
+
+/**
+ * A GPT-2 config.json's bos or eos id: absent means GPT2Config's default, 50256, and an id outside the
+ * vocabulary (that default saved with a smaller one, which transformers only warns about) means none.
+ */
+function textId(id: number | null, json: Record<string, unknown>): number | null {
+  const vocabulary = typeof json.vocab_size === "number" ? json.vocab_size : 0;
+  return id !== null && Number.isInteger(id) && id >= 0 && id < vocabulary ? id : null;
 }
 
 function activation(value: unknown, source: string, field: string): Activation {
@@ -246,6 +279,12 @@ export function configFromHf(json: Record<string, unknown>, source: string): Mod
     layerNormEps: f.number("layerNormEps", ["layer_norm_eps", "layer_norm_epsilon"], base.layerNormEps),
     maxPositions: f.number("maxPositions", ["max_position_embeddings", "n_positions"], base.maxPositions),
     padTokenId: f.nullableNumber("padTokenId", "pad_token_id", isGpt2 ? null : base.padTokenId),
+    bosTokenId: isGpt2
+      ? textId(f.nullableNumber("bosTokenId", "bos_token_id", GPT2_END_OF_TEXT), json)
+      : null,
+    eosTokenId: isGpt2
+      ? textId(f.nullableNumber("eosTokenId", "eos_token_id", GPT2_END_OF_TEXT), json)
+      : null,
     typeVocabSize: isGpt2 ? 0 : f.number("typeVocabSize", ["type_vocab_size"], base.typeVocabSize),
     hiddenDropout: f.number("hiddenDropout", ["hidden_dropout_prob", "resid_pdrop"], base.hiddenDropout),
     embeddingDropout: f.number(
@@ -266,9 +305,6 @@ export function configFromHf(json: Record<string, unknown>, source: string): Mod
   return config;
 }
 
-/** GPT-2's `<|endoftext|>` id, which Hugging Face's GPT2Config takes as its bos and eos ids by default. */
-const GPT2_END_OF_TEXT = 50256;
-
 /** The Hugging Face `config.json` object for a configuration (what `save` writes beside the weights). */
 export function configToHf(config: ModelConfig): Record<string, unknown> {
   if (config.family === "gpt2") {
@@ -288,8 +324,10 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
       attn_pdrop: config.attentionDropout,
       initializer_range: config.initializerRange,
       pad_token_id: config.padTokenId,
-      // GPT2Config defaults both to 50256, GPT-2's own <|endoftext|>; a smaller vocabulary has no such id.
-      ...(config.vocabSize <= GPT2_END_OF_TEXT ? { bos_token_id: null, eos_token_id: null } : {}),
+      // GPT2Config defaults both to 50256, GPT-2's own <|endoftext|>, written only when they differ.
+      ...(config.bosTokenId !== GPT2_END_OF_TEXT || config.eosTokenId !== GPT2_END_OF_TEXT
+        ? { bos_token_id: config.bosTokenId, eos_token_id: config.eosTokenId }
+        : {}),
       tie_word_embeddings: true,
     };
   }
@@ -414,8 +452,12 @@ export function validateConfig(config: ModelConfig, source: string, names: Field
     fail("initializerRange", "must be finite and non-negative");
   }
   const pad = config.padTokenId;
-  if (pad !== null && !(Number.isInteger(pad) && pad >= 0 && pad < config.vocabSize)) {
-    fail("padTokenId", `must be null or a token id in [0, ${config.vocabSize})`);
+  for (const field of ["padTokenId", "bosTokenId", "eosTokenId"] as const) {
+    const id = config[field];
+    // Configurations saved before bos and eos existed lack them (undefined): they mean none.
+    if (id !== null && id !== undefined && !(Number.isInteger(id) && id >= 0 && id < config.vocabSize)) {
+      fail(field, `must be null or a token id in [0, ${config.vocabSize})`);
+    }
   }
   if (config.family === "roberta") {
     // RoBERTa's position ids start after the padding id, so the table needs a row beyond it.

@@ -162,7 +162,7 @@ Deno.test("a configuration built in code is checked by the model's constructor b
   );
 });
 
-Deno.test("a GPT-2 config.json of a vocabulary without GPT-2's <|endoftext|> sets no bos or eos id", () => {
+Deno.test("a GPT-2 config.json names its bos and eos ids, none where the vocabulary lacks GPT-2's <|endoftext|>", () => {
   // GPT2Config would otherwise take 50256 for both, outside the vocabulary (transformers warns).
   const small = hfJson("gpt2");
   if (!("bos_token_id" in small) || small.bos_token_id !== null || small.eos_token_id !== null) {
@@ -172,4 +172,22 @@ Deno.test("a GPT-2 config.json of a vocabulary without GPT-2's <|endoftext|> set
   if ("bos_token_id" in full || "eos_token_id" in full) {
     throw new Error(`GPT-2's own vocabulary: ${JSON.stringify(full)}`);
   }
+  // A trained tokenizer's <s> and </s>: written, and read back; a file without them means none.
+  const named = hfJson("gpt2", { bosTokenId: 0, eosTokenId: 2 });
+  if (named.bos_token_id !== 0 || named.eos_token_id !== 2) throw new Error(JSON.stringify(named));
+  const read = configFromHf(named, "named.json");
+  if (read.bosTokenId !== 0 || read.eosTokenId !== 2) throw new Error(JSON.stringify(read));
+  const { bos_token_id: _, eos_token_id: __, ...older } = named;
+  const none = configFromHf(older, "older.json");
+  if (none.bosTokenId !== null || none.eosTokenId !== null) throw new Error(JSON.stringify(none));
+  if (configFromHf(hfJson("gpt2", { vocabSize: 50257 }), "gpt2.json").eosTokenId !== 50256) {
+    throw new Error("GPT-2's own vocabulary keeps <|endoftext|>");
+  }
+  // GPT2Config's default saved with a smaller vocabulary (transformers only warns) means none.
+  const outside = configFromHf({ ...named, bos_token_id: 50256, eos_token_id: 50256 }, "tiny.json");
+  if (outside.bosTokenId !== null || outside.eosTokenId !== null) throw new Error(JSON.stringify(outside));
+  expectError(
+    () => modelConfig("gpt2", { vocabSize: 50, eosTokenId: 50 }),
+    'gpt2 configuration: field "eosTokenId" must be null or a token id in [0, 50), got 50',
+  );
 });

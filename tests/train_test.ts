@@ -110,6 +110,14 @@ for (const task of ["sentiment", "spam", "ner", "pos", "qa", "lm"] as const) {
       if (config.pad_token_id !== padId) {
         throw new Error(`${task} ${model}: pad_token_id ${config.pad_token_id}`);
       }
+      // A GPT-2's texts start with <s> and end with </s>, where Hugging Face's generate then stops.
+      const idOf = (content: string) =>
+        tokenizer.added_tokens.find((t: { content: string }) => t.content === content).id;
+      if (model === "gpt2" && (config.bos_token_id !== idOf("<s>") || config.eos_token_id !== idOf("</s>"))) {
+        throw new Error(
+          `${task} gpt2: bos_token_id ${config.bos_token_id}, eos_token_id ${config.eos_token_id}`,
+        );
+      }
       // The classes are named (Hugging Face's pipelines print these names); qa and lm have none.
       const names = Object.values(config.id2label ?? {});
       const classes = task === "qa" || task === "lm" ? 0 : config.num_labels;

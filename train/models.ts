@@ -35,6 +35,11 @@ export interface VocabularyFacts {
   vocabSize: number;
   /** Id of the padding token. */
   padId: number;
+  /**
+   * Ids of the tokens every text starts and ends with (the tokenizer's cls and sep), which a GPT-2's
+   * config.json names as its bos and eos ids, so that Hugging Face's `generate` stops at the end of a text.
+   */
+  textIds?: { start: number; end: number };
 }
 
 /** The seed of the initial weights of the run's `index`-th model (a loaded model's new head too). */
@@ -69,6 +74,10 @@ export function buildModel(
     // GPT2ForSequenceClassification find each row's last token in a padded batch (rows are padded on
     // the right, so it is the attention mask's last position, which the model took without a pad id).
     padTokenId: vocabulary.padId,
+    ...(spec.family === "gpt2" && vocabulary.textIds && vocabulary.textIds.start >= 0 &&
+        vocabulary.textIds.end >= 0
+      ? { bosTokenId: vocabulary.textIds.start, eosTokenId: vocabulary.textIds.end }
+      : {}),
     hiddenDropout: options.dropout,
     embeddingDropout: options.dropout,
     attentionDropout: options.dropout,

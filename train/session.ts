@@ -133,7 +133,11 @@ export async function prepareSession(
     models[spec.name] = (await sources.loadModel?.(spec, index)) ?? buildModel(
       spec,
       options,
-      { vocabSize: tokenizer.vocabSize, padId: tokenizer.special.pad },
+      {
+        vocabSize: tokenizer.vocabSize,
+        padId: tokenizer.special.pad,
+        textIds: { start: tokenizer.special.cls, end: tokenizer.special.sep },
+      },
       dataset.labels,
       index,
     );
