@@ -24,6 +24,7 @@ export {
   type BackwardOptions,
   copyInto,
   copyOf,
+  type DisposalReason,
   type DType,
   emptyTensor,
   full,

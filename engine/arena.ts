@@ -15,7 +15,7 @@ import { gpu } from "./device.ts";
 import { createBuffer, destroyBuffer } from "./pool.ts";
 import { clearBuffer, flush } from "./recorder.ts";
 import { shapeSize } from "./shape.ts";
-import { disposeBecause, keep, pinGrad, Storage, Tensor } from "./tensor.ts";
+import { type DisposalReason, disposeBecause, keep, pinGrad, Storage, Tensor } from "./tensor.ts";
 
 /** Elements per alignment unit (256 bytes of float32). */
 export const ARENA_ALIGN = 64;
@@ -209,7 +209,9 @@ export class Arena {
    * Destroys the buffers (after submitting the work recorded so far) and disposes every tensor viewing
    * them; a later use of one names `reason`.
    */
-  destroy(reason = "its arena was freed"): void {
+  destroy(
+    reason: DisposalReason = { what: "its arena was freed", remedy: "use a tensor of the new one" },
+  ): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
     for (const view of this.#views) disposeBecause(view, reason);

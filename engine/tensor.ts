@@ -61,7 +61,24 @@ let gradEnabled = true;
 /** Sets a gradient that assignment may not replace; installed by the Tensor class, used by {@linkcode pinGrad}. */
 let setPinnedGrad: (value: Tensor, grad: Tensor) => void;
 /** Disposes a tensor, recording why for a later use's error; installed by the Tensor class. */
-let disposeAs: (tensor: Tensor, reason: string) => void;
+let disposeAs: (tensor: Tensor, why: DisposalReason) => void;
+
+/** Why a tensor was disposed by other code than its holder's: what happened, and what to do instead. */
+export interface DisposalReason {
+  /** What freed it, e.g. "bert's parameters moved into the arena of ...". */
+  readonly what: string;
+  /** What to do about a reference held from before, e.g. "read model.parameters[i].value again". */
+  readonly remedy: string;
+}
+
+/** A tensor used after its buffer went back to the pool; backward turns it into an error about the op. */
+class DisposedTensorError extends Error {
+  constructor(readonly tensor: Tensor, readonly reason: DisposalReason | null) {
+    super(
+      `${tensor.describe()} was used after dispose()${reason ? ` (${reason.what}: ${reason.remedy})` : ""}`,
+    );
+  }
+}
 
 /** A multi-dimensional array on the GPU. */
 export class Tensor {
@@ -77,7 +94,7 @@ export class Tensor {
   name?: string;
   #disposed = false;
   /** Why it was disposed, when not by its own code (an arena freed under it), for the error of a later use. */
-  #disposedBecause = "";
+  #disposedBecause: DisposalReason | null = null;
 
   /** Use the creation functions ({@linkcode tensor}, {@linkcode zeros}, {@linkcode emptyTensor}). */
   constructor(
@@ -95,8 +112,8 @@ export class Tensor {
       value.#grad = grad;
       value.#gradPinned = true;
     };
-    disposeAs = (tensor, reason) => {
-      if (!tensor.#disposed) tensor.#disposedBecause = reason;
+    disposeAs = (tensor, why) => {
+      if (!tensor.#disposed) tensor.#disposedBecause = why;
       tensor.dispose();
     };
   }
@@ -128,6 +145,7 @@ export class Tensor {
         );
       }
       grad.range(); // refuses a disposed tensor
+      keep(grad); // the tensor owns it now, not the scope it was made in
     }
     if (grad !== this.#grad) this.#grad?.dispose();
     this.#grad = grad;
@@ -167,10 +185,7 @@ export class Tensor {
 
   /** The byte range a kernel binds for this tensor; throws if the tensor was disposed. */
   range(): BufferRange {
-    if (this.#disposed) {
-      const why = this.#disposedBecause ? ` (${this.#disposedBecause})` : "";
-      throw new Error(`${this.describe()} was used after dispose()${why}`);
-    }
+    if (this.#disposed) throw new DisposedTensorError(this, this.#disposedBecause);
     return { buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.size * 4) };
   }
 
@@ -223,7 +238,7 @@ export class Tensor {
   }
 
   #alias(shape: readonly number[]): Tensor {
-    if (this.#disposed) throw new Error(`${this.describe()} was used after dispose()`);
+    if (this.#disposed) throw new DisposedTensorError(this, this.#disposedBecause);
     this.storage.refs++;
     return new Tensor(shape, this.dtype, this.storage, this.byteOffset);
   }
@@ -278,6 +293,15 @@ export interface TensorOptions {
 }
 
 const TENSOR_OPTIONS: readonly (keyof TensorOptions)[] = ["dtype", "shape", "requiresGrad", "name"];
+/** What `zeros` and `full` take: their shape is an argument of its own. */
+const FILL_OPTIONS: readonly (keyof TensorOptions)[] = ["dtype", "requiresGrad", "name"];
+
+/** Throws unless `dtype` is one of the engine's element types (a misspelt one would pass as a label). */
+function checkDtype(op: string, dtype: unknown): void {
+  if (dtype !== undefined && dtype !== "float32" && dtype !== "int32") {
+    throw new TypeError(`${op}: dtype must be "float32" or "int32", got ${JSON.stringify(dtype)}`);
+  }
+}
 
 /** Creates an uninitialised tensor in a pooled buffer; kernels write every element of it. */
 export function emptyTensor(shape: readonly number[], dtype: DType = "float32"): Tensor {
@@ -295,6 +319,7 @@ export function tensor(
   options: TensorOptions = {},
 ): Tensor {
   checkOptions("tensor", options, TENSOR_OPTIONS);
+  checkDtype("tensor", options.dtype);
   if (data instanceof Tensor) {
     throw new TypeError(
       `tensor: ${data.describe()} is already a tensor (copyOf() copies it, detach() shares it without a gradient)`,
@@ -392,7 +417,8 @@ function checkInt32(values: ArrayLike<number>): ArrayLike<number> {
 
 /** A tensor of zeros. */
 export function zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
-  checkOptions("zeros", options, TENSOR_OPTIONS);
+  checkOptions("zeros", options, FILL_OPTIONS);
+  checkDtype("zeros", options.dtype);
   if (options.dtype === "int32" && options.requiresGrad) {
     throw new Error(
       `zeros: an int32 tensor ${formatShape(shape)} cannot require a gradient (ids are not differentiable)`,
@@ -408,7 +434,11 @@ export function zeros(shape: readonly number[], options: TensorOptions = {}): Te
 
 /** A tensor filled with one value. */
 export function full(shape: readonly number[], value: number, options: TensorOptions = {}): Tensor {
-  checkOptions("full", options, TENSOR_OPTIONS);
+  checkOptions("full", options, FILL_OPTIONS);
+  checkDtype("full", options.dtype);
+  if (options.dtype === "int32" && !(Number.isInteger(value) && value >= -(2 ** 31) && value < 2 ** 31)) {
+    throw new RangeError(`full: value ${value} is not an int32 (an integer from -2^31 to 2^31 - 1)`);
+  }
   const size = shapeSize(shape);
   const values = options.dtype === "int32"
     ? new Int32Array(size).fill(value)
@@ -533,7 +563,10 @@ export function noGrad<T>(fn: () => T): T {
 
 /** A value as an error message shows it: what it is, briefly. */
 function shown(value: unknown): string {
-  if (Array.isArray(value)) return `an array [${value.slice(0, 8)}${value.length > 8 ? ", ..." : ""}]`;
+  if (Array.isArray(value)) {
+    const text = JSON.stringify(value);
+    return `an array ${text.length > 40 ? `${text.slice(0, 40)}...` : text}`;
+  }
   if (typeof value === "string") return `the string ${JSON.stringify(value)}`;
   if (typeof value === "object" && value !== null) return `a ${value.constructor?.name ?? "object"}`;
   return `${typeof value} ${String(value)}`;
@@ -556,7 +589,7 @@ export function expectNumbers(op: string, value: unknown, what: string): asserts
  * Disposes a tensor that its holder's code did not dispose itself (the arena under a parameter was
  * freed): a later use says `reason` instead of only "used after dispose()".
  */
-export function disposeBecause(tensor: Tensor, reason: string): void {
+export function disposeBecause(tensor: Tensor, reason: DisposalReason): void {
   disposeAs(tensor, reason);
 }
 
@@ -701,13 +734,17 @@ function backwardFrom(root: Tensor, given: Tensor | null | undefined, retainGrap
       try {
         parentGrads = t.node.backward(g);
       } catch (error) {
-        const message = error instanceof Error ? error.message : "";
-        if (!message.endsWith("was used after dispose()")) throw error;
+        if (!(error instanceof DisposedTensorError)) throw error;
+        const used =
+          `backward of ${t.node.op}: ${error.tensor.describe()} was used after dispose(): a tensor it ` +
+          "saved for backward was disposed";
         // The usual cause: the forward ran inside a tidy() that returned only the loss.
         throw new Error(
-          `backward of ${t.node.op}: ${message}: a tensor it saved for backward was disposed (tidy() disposes ` +
-            "what its function does not return, so call backward() inside the tidy() that ran the forward; an " +
-            "optimizer built or a model disposed after the forward frees the model's old tensors too)",
+          error.reason
+            ? `${used} after the forward: ${error.reason.what} (run the forward after that)`
+            : `${used} (tidy() disposes what its function does not return, so call backward() inside the tidy() ` +
+              "that ran the forward; an optimizer built or a model disposed after the forward frees the model's " +
+              "old tensors too)",
           { cause: error },
         );
       }

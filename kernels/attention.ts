@@ -30,7 +30,14 @@ import { nextKernelSeed } from "../engine/random.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { formatShape } from "../engine/shape.ts";
 import { checkOptions } from "../engine/options.ts";
-import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor } from "../engine/tensor.ts";
+import {
+  attachGrad,
+  composedOp,
+  emptyTensor,
+  expectTensor,
+  needsGrad,
+  type Tensor,
+} from "../engine/tensor.ts";
 import { type AttentionPass, header } from "./attention_header.ts";
 import { ROW_PASSES, rowBlockSize, rowConstants } from "./attention_rows.ts";
 import { texelBlockSize, texelConstants, texelPass } from "./attention_texel.ts";
@@ -477,6 +484,7 @@ function forward(
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   checkOptions("attention", options, ATTENTION_OPTIONS);
+  Object.entries({ q, k, v }).forEach(([name, t]) => expectTensor("attention", t, name));
   const shapes = `q ${formatShape(q.shape)}, k ${formatShape(k.shape)}, v ${formatShape(v.shape)}`;
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) {
     throw new Error(`attention: expected q [B, H, Tq, D] and k, v [B, H, Tk, D], got ${shapes}`);
@@ -523,6 +531,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
  */
 export function fusedQkvAttention(qkv: Tensor, heads: number, options: AttentionOptions = {}): Tensor {
   checkOptions("fusedQkvAttention", options, ATTENTION_OPTIONS);
+  expectTensor("fusedQkvAttention", qkv, "qkv");
   const shape = formatShape(qkv.shape);
   if (qkv.rank !== 3) throw new Error(`fusedQkvAttention: expected qkv [B, T, 3*H*D], got ${shape}`);
   const [batch, tokens, width] = qkv.shape;

@@ -26,7 +26,15 @@ import {
 } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { checkOptions } from "../engine/options.ts";
-import { attachGrad, composedOp, emptyTensor, needsGrad, type Tensor, zeros } from "../engine/tensor.ts";
+import {
+  attachGrad,
+  composedOp,
+  emptyTensor,
+  expectTensor,
+  needsGrad,
+  type Tensor,
+  zeros,
+} from "../engine/tensor.ts";
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { div, mul, neg } from "./elementwise.ts";
 import { mean, sum } from "./reduce.ts";
@@ -299,6 +307,8 @@ function checkLogits(op: string, logits: Tensor, reduction: string): number {
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
   checkOptions("crossEntropy", options, ["ignoreIndex", "reduction"]);
+  expectTensor("crossEntropy", logits, "logits");
+  expectTensor("crossEntropy", targets, "targets");
   const { ignoreIndex = -100, reduction = "mean" } = options;
   const cols = checkLogits("crossEntropy", logits, reduction);
   if (targets.dtype !== "int32" || !sameShape(targets.shape, logits.shape.slice(0, -1))) {
@@ -337,6 +347,8 @@ export function softCrossEntropy(
   options: SoftCrossEntropyOptions = {},
 ): Tensor {
   checkOptions("softCrossEntropy", options, ["reduction"]);
+  expectTensor("softCrossEntropy", logits, "logits");
+  expectTensor("softCrossEntropy", targets, "targets");
   const { reduction = "mean" } = options;
   const cols = checkLogits("softCrossEntropy", logits, reduction);
   if (targets.dtype !== "float32" || !sameShape(targets.shape, logits.shape)) {

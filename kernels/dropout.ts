@@ -9,7 +9,7 @@ import { grid, type Kernel, kernelFor, linearIndex, rowWindows } from "../engine
 import { nextKernelSeed } from "../engine/random.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { checkOptions } from "../engine/options.ts";
-import { attachGrad, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, expectTensor, type Tensor } from "../engine/tensor.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
 import { WGSL_RANDOM } from "./wgsl.ts";
@@ -30,6 +30,7 @@ const WORKGROUP = 256;
  */
 export function dropout(x: Tensor, p: number, options: DropoutOptions = {}): Tensor {
   checkOptions("dropout", options, ["training"]);
+  expectTensor("dropout", x, "x");
   if (x.dtype !== "float32") throw new Error(`dropout: ${x.describe()} is not float32`);
   if (!(p >= 0 && p <= 1)) throw new Error(`dropout: p must be in [0, 1], got ${p} for ${x.describe()}`);
   if (p === 0 || options.training === false) return x;

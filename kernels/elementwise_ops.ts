@@ -232,6 +232,11 @@ export class Expr {
 
   /** GELU, exact ("erf", BERT's `gelu`) or tanh-approximated ("tanh", GPT-2's `gelu_new`) */
   gelu(form: GeluForm = "erf"): Expr {
+    if (form !== "erf" && form !== "tanh") {
+      // PyTorch spells the exact form "none" (approximate="none"); anything else read as tanh would be silent.
+      const meant = (form as string) === "none" ? ' (PyTorch\'s approximate="none" is "erf")' : "";
+      throw new TypeError(`gelu: form must be "erf" or "tanh", got ${JSON.stringify(form)}${meant}`);
+    }
     return unary(form === "erf" ? "gelu_erf" : "gelu_tanh", this);
   }
 }

@@ -16,7 +16,15 @@ import { gpu } from "../engine/device.ts";
 import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
 import { clearBuffer, dispatch } from "../engine/recorder.ts";
 import { checkOptions } from "../engine/options.ts";
-import { attachGrad, emptyTensor, gradientSink, needsGrad, type Tensor, tensor } from "../engine/tensor.ts";
+import {
+  attachGrad,
+  emptyTensor,
+  expectTensor,
+  gradientSink,
+  needsGrad,
+  type Tensor,
+  tensor,
+} from "../engine/tensor.ts";
 import { formatShape } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 
@@ -39,6 +47,8 @@ export interface GatherOptions {
  */
 export function gatherRows(table: Tensor, ids: Tensor, options: GatherOptions = {}): Tensor {
   checkOptions("gatherRows", options, ["paddingIndex"]);
+  expectTensor("gatherRows", table, "table");
+  expectTensor("gatherRows", ids, "ids");
   if (table.dtype !== "float32" || table.rank !== 2) {
     throw new Error(`gatherRows: table must be a float32 [V, C] tensor, got ${table.describe()}`);
   }

@@ -20,6 +20,7 @@ import {
   attachGrad,
   composedOp,
   emptyTensor,
+  expectTensor,
   gradientSink,
   needsGrad,
   type Tensor,
@@ -468,6 +469,7 @@ function paramGradients(
  * 1e-5) is added to it.
  */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+  Object.entries({ x, gamma, beta }).forEach(([name, t]) => expectTensor("layerNorm", t, name));
   for (const t of [x, gamma, beta]) {
     if (t.dtype !== "float32") throw new Error(`layerNorm: ${t.describe()} is not float32`);
   }

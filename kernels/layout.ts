@@ -227,6 +227,7 @@ export function permute(x: Tensor, order: readonly number[]): Tensor {
 
 /** Swaps two axes (a copy). */
 export function transpose(x: Tensor, axis0 = -2, axis1 = -1): Tensor {
+  expectTensor("transpose", x, "x");
   const order = x.shape.map((_, i) => i);
   const a = normalizeAxis(axis0, x.rank, "transpose");
   const b = normalizeAxis(axis1, x.rank, "transpose");
@@ -239,6 +240,7 @@ export function transpose(x: Tensor, axis0 = -2, axis1 = -1): Tensor {
  * from the end of the axis.
  */
 export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
+  expectTensor("narrow", x, "x");
   const a = normalizeAxis(axis, x.rank, "narrow");
   if (start < 0 && start >= -x.shape[a]) start += x.shape[a];
   if (

@@ -12,7 +12,7 @@ import { gpu } from "../engine/device.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
 import { checkOptions } from "../engine/options.ts";
-import { attachGrad, emptyTensor, full, type Tensor, zeros } from "../engine/tensor.ts";
+import { attachGrad, emptyTensor, expectTensor, full, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
@@ -330,6 +330,7 @@ function reduceAxis(
   isMean: boolean,
 ): Tensor {
   checkOptions(op, options, ["keepDims"]);
+  expectTensor(op, x, "x");
   if (x.dtype !== "float32") throw new Error(`${op}: ${x.describe()} is not float32`);
   const flatAll = axis === undefined;
   const a = flatAll ? 0 : normalizeAxis(axis, x.rank, op);

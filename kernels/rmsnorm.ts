@@ -18,6 +18,7 @@ import {
   attachGrad,
   composedOp,
   emptyTensor,
+  expectTensor,
   gradientSink,
   needsGrad,
   type Tensor,
@@ -164,6 +165,7 @@ function gammaGradient(
  * gamma [C]; `eps` is added to the mean of the squares. y = x / sqrt(mean(x^2) + eps) * gamma.
  */
 export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
+  Object.entries({ x, gamma }).forEach(([name, t]) => expectTensor("rmsNorm", t, name));
   for (const t of [x, gamma]) {
     if (t.dtype !== "float32") throw new Error(`rmsNorm: ${t.describe()} is not float32`);
   }

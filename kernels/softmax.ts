@@ -12,7 +12,7 @@
  */
 import { grid, kernelFor, linearIndex, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
-import { attachGrad, composedOp, emptyTensor, type Tensor } from "../engine/tensor.ts";
+import { attachGrad, composedOp, emptyTensor, expectTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
 import { exp, sub } from "./elementwise.ts";
 import { concat, narrow, permute } from "./layout.ts";
@@ -234,6 +234,7 @@ function stridedBackward(
 
 function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
   const op = mode === "softmax" ? "softmax" : "logSoftmax";
+  expectTensor(op, x, "x");
   if (x.dtype !== "float32") throw new Error(`${op}: ${x.describe()} is not float32`);
   const a = normalizeAxis(axis, x.rank, op);
   const outer = shapeSize(x.shape.slice(0, a));

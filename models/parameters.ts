@@ -178,9 +178,10 @@ export class ParameterSet {
     const previous = this.#arena;
     this.#bind(arena, first);
     this.#owner = owner;
-    previous?.destroy(
-      `${this.model}'s parameters moved into the arena of ${owner}: read model.parameters[i].value again`,
-    );
+    previous?.destroy({
+      what: `${this.model}'s parameters moved into the arena of ${owner}`,
+      remedy: "read model.parameters[i].value again",
+    });
   }
 
   /** Gives the set an arena of its own again, with the current values (and gradients); the owner lets go. */
@@ -230,7 +231,7 @@ export class ParameterSet {
     if (this.#owner !== null) {
       throw new Error(`${this.model}: its parameters belong to ${this.#owner}; dispose() that first`);
     }
-    this.#arena?.destroy(`${this.model} was disposed`);
+    this.#arena?.destroy({ what: `${this.model} was disposed`, remedy: "it cannot be used any more" });
     this.#disposed = true;
   }
 

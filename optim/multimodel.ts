@@ -25,6 +25,7 @@
 import { alignedLength } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
 import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
+import { checkOptions } from "../engine/options.ts";
 import { shapeSize } from "../engine/shape.ts";
 import {
   type BufferRange,
@@ -411,6 +412,12 @@ export class MultiModelOptimizer {
    */
   step(options: { closeCycle?: boolean } = {}): boolean {
     this.#assertAlive("step");
+    if (typeof options === "function") {
+      throw new TypeError(
+        "MultiModelOptimizer.step: takes no closure (PyTorch's step(closure)): compute the loss first",
+      );
+    }
+    checkOptions("MultiModelOptimizer.step", options, ["closeCycle"]);
     this.#refuseFrozen();
     const updated = this.#recordStep(options.closeCycle === true);
     submitStep();
@@ -603,10 +610,10 @@ export class MultiModelOptimizer {
     for (const buffer of [...moments.map((chunk) => chunk.buffer), ...tables]) destroyBuffer(buffer);
     for (const table of [this.#groupTable, this.#decayMask]) if (table) destroyBuffer(table);
     for (const model of Object.values(this.#models)) model.parameterSet.release();
-    this.#joint.arena.destroy(
-      "the optimizer holding its model's parameters was disposed and handed them back to the model: read " +
-        "model.parameters[i].value again",
-    );
+    this.#joint.arena.destroy({
+      what: "the optimizer holding its model's parameters was disposed and handed them back to the model",
+      remedy: "read model.parameters[i].value again",
+    });
   }
 
   /**

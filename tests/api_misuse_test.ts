@@ -7,12 +7,14 @@
 import { attention } from "../kernels/attention.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
 import { dropout } from "../kernels/dropout.ts";
-import { add, mul } from "../kernels/elementwise.ts";
+import { add, gelu, mul } from "../kernels/elementwise.ts";
+import { layerNorm } from "../kernels/layernorm.ts";
+import { softmax } from "../kernels/softmax.ts";
 import { concat, permute } from "../kernels/layout.ts";
-import { matmul } from "../kernels/matmul.ts";
+import { linear, matmul } from "../kernels/matmul.ts";
 import { mean, sum } from "../kernels/reduce.ts";
 import { poolStats } from "../engine/pool.ts";
-import { noGrad, readAll, type Tensor, tensor, tidy, zeros } from "../engine/tensor.ts";
+import { full, noGrad, readAll, type Tensor, tensor, tidy, zeros } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
@@ -58,6 +60,18 @@ Deno.test("options under PyTorch's names, or flags in their place, are refused n
       () => matmul(x, x, { label_smoothing: 0.1 } as Loose),
       'matmul: unknown option "label_smoothing"; accepted: transposeA, transposeB, bias',
     ],
+    [
+      () => zeros([2], { shape: [3] } as Loose),
+      'zeros: unknown option "shape"; accepted: dtype, requiresGrad, name',
+    ],
+    [
+      () => tensor([1], { dtype: "float16" as Loose }),
+      'tensor: dtype must be "float32" or "int32", got "float16"',
+    ],
+    [
+      () => gelu(x, "none" as Loose),
+      'gelu: form must be "erf" or "tanh", got "none" (PyTorch\'s approximate="none" is "erf")',
+    ],
   ];
   for (const [fn, message] of cases) expectError(fn, message);
   for (const t of [x, q]) t.dispose();
@@ -88,6 +102,18 @@ Deno.test("arrays, strings and numbers where tensors or shapes go are named as s
       'mul: operand b (a Tensor or a number) must be a Tensor, got the string "2"',
     ],
     [() => matmul(x, 2 as Loose), "matmul: operand b must be a Tensor, got number 2"],
+    [
+      () => softmax([[1, 2], [3, 4]] as Loose),
+      "softmax: x must be a Tensor, got an array [[1,2],[3,4]] (make one with tensor([...]))",
+    ],
+    [
+      () => layerNorm(x, [1, 2, 3] as Loose, x),
+      "layerNorm: gamma must be a Tensor, got an array [1,2,3] (make one with tensor([...]))",
+    ],
+    [
+      () => linear([[1, 2]] as Loose, x),
+      "linear: x must be a Tensor, got an array [[1,2]] (make one with tensor([...]))",
+    ],
     [() => mean(x, "1" as Loose), 'mean: axis must be an integer, got "1"'],
     [() => sum(x, [0, 1] as Loose), "sum: axis must be an integer, got [0,1] (one axis at a time)"],
     [
@@ -111,6 +137,10 @@ Deno.test("int32 tensors take integers of int32's range only; other typed arrays
       `tensor: value ${shown} at index 1 is not an int32 (an integer from -2^31 to 2^31 - 1)`,
     );
   }
+  expectError(
+    () => full([2], 1.5, { dtype: "int32" }),
+    "full: value 1.5 is not an int32 (an integer from -2^31 to 2^31 - 1)",
+  );
   expectError(
     () => tensor(Float64Array.of(2, -0.5), { dtype: "int32" }),
     "tensor: value -0.5 at index 1 is not an int32 (an integer from -2^31 to 2^31 - 1)",
@@ -186,8 +216,52 @@ Deno.test("setting .grad to null frees it; a gradient of another shape or a para
       "(gpt2's parameters moved into the arena of the MultiModelOptimizer over [tiny]: read " +
       "model.parameters[i].value again)",
   );
+  expectError(
+    () => (taken as Loose).reshape([-1]),
+    `tensor "${parameter.info.name}" float32[${parameter.info.shape.join(", ")}] was used after dispose() ` +
+      "(gpt2's parameters moved into the arena of the MultiModelOptimizer over [tiny]: read " +
+      "model.parameters[i].value again)",
+  );
+  expectError(
+    () => optimizer.step({ close_cycle: true } as Loose),
+    'MultiModelOptimizer.step: unknown option "close_cycle" (did you mean "closeCycle"?); accepted: closeCycle',
+  );
+  expectError(
+    () => optimizer.step((() => 0) as Loose),
+    "MultiModelOptimizer.step: takes no closure (PyTorch's step(closure)): compute the loss first",
+  );
   optimizer.dispose();
   model.dispose();
+  // A gradient assigned inside tidy() belongs to its tensor, not to the scope.
+  tidy(() => {
+    w.grad = mul(w.grad!, 0.5);
+  });
+  if (w.grad!.isDisposed) throw new Error("a gradient assigned inside tidy() was disposed with the scope");
   w.grad = null;
   w.dispose();
+});
+
+Deno.test("a backward after an optimizer adopted the model says the forward must come after", () => {
+  const model = new TransformerModel(
+    modelConfig("bert", { vocabSize: 8, hiddenSize: 8, numHeads: 2, numLayers: 1, maxPositions: 4 }),
+    { task: "sequence-classification" },
+  );
+  tidy(() => {
+    const loss = model.forward({
+      inputIds: tensor(Int32Array.of(1, 2, 3), { shape: [1, 3] }),
+      labels: tensor(Int32Array.of(1)),
+    }).loss!;
+    const optimizer = new MultiModelOptimizer({ models: { bert: model } });
+    let message = "";
+    try {
+      loss.backward();
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    const expected =
+      /^backward of \w+: tensor "[^"]+" float32\[[\d, ]+\] was used after dispose\(\): a tensor it saved for backward was disposed after the forward: bert's parameters moved into the arena of the MultiModelOptimizer over \[bert\] \(run the forward after that\)$/;
+    if (!expected.test(message)) throw new Error(message);
+    optimizer.dispose();
+  });
+  model.dispose();
 });

@@ -9,6 +9,7 @@
  * are exactly the bare references; `globalThis.Deno` must then be followed by `?.`.
  */
 import { deepStrictEqual, ok } from "node:assert/strict";
+import { posix } from "node:path";
 import ts from "typescript";
 import { bundle, declarations, stopBundler } from "../tools/build.ts";
 
@@ -89,16 +90,24 @@ Deno.test({
       const js = result.outputFiles!.find((f) => f.path.endsWith(".js"))!;
       await Deno.mkdir(`${folder}/dist`);
       await Deno.writeTextFile(`${folder}/dist/multimodel.js`, js.text);
-      for (const [path, text] of declarations(result)) {
+      const files = declarations(result);
+      for (const [path, text] of files) {
         await Deno.mkdir(`${folder}/${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
         await Deno.writeTextFile(`${folder}/${path}`, text);
+        // Every module a declaration imports is declared too (a missing one reads as any where a
+        // project skips checking libraries, as most do).
+        for (const [, specifier] of text.matchAll(/(?:from|import)\s*\(?\s*"(\.{1,2}\/[^"]*)\.js"/g)) {
+          const target = posix.normalize(posix.join(posix.dirname(path), `${specifier}.d.ts`));
+          ok(files.has(target), `${path} imports ${specifier}.js, which has no declaration`);
+        }
       }
       // A project of one's own, as tsc, a bundler or an editor checks it; @ts-expect-error fails the
       // check if the types are missing (everything would be any).
       await Deno.writeTextFile(
         `${folder}/main.ts`,
         [
-          'import { crossEntropy, initGpu, matmul, sum, type Tensor, tensor } from "./dist/multimodel.js";',
+          "import { crossEntropy, initGpu, matmul, type RunRecord, sum, type Tensor, tensor } from " +
+          '"./dist/multimodel.js";',
           "await initGpu();",
           "const product: Tensor = matmul(tensor([[1, 2], [3, 4]]), tensor([[1], [1]]));",
           "const value: number = await sum(product).item();",
@@ -106,7 +115,9 @@ Deno.test({
           "const text: string = await sum(product).item();",
           "// @ts-expect-error PyTorch's spelling is not an option",
           "crossEntropy(product, tensor([0, 0], { dtype: 'int32' }), { ignore_index: 0 });",
-          "console.log(value, text);",
+          "declare const run: RunRecord;",
+          "// @ts-expect-error a run record has no such field (the type-only modules are declared too)",
+          "console.log(value, text, run.noSuchField);",
         ].join("\n"),
       );
       const program = ts.createProgram([`${folder}/main.ts`], {

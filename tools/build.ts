@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { posix } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import ts from "typescript";
@@ -74,16 +75,18 @@ export async function bundle(
 export const DECLARATIONS = { entry: "dist/multimodel.d.ts", folder: "dist/types" } as const;
 
 /**
- * The TypeScript declarations of the modules a core build bundled (its metafile's inputs): a path
- * under {@linkcode DECLARATIONS} for each, with its text, imports pointing at `.js` as compiled
- * JavaScript's do, which TypeScript (tsc, bundlers, editors) resolves to the `.d.ts` beside the
- * bundle (Deno takes the core's types from mod.ts itself). Throws naming each export whose type is
- * not written out.
+ * The TypeScript declarations of the modules a core build bundled (its metafile's inputs) and of those
+ * their declarations import (type-only imports, which esbuild drops): a path under
+ * {@linkcode DECLARATIONS} for each, with its text, imports pointing at `.js` as compiled JavaScript's
+ * do, which TypeScript (tsc, bundlers, editors) resolves to the `.d.ts` beside the bundle (Deno takes
+ * the core's types from mod.ts itself). Throws naming each export whose type is not written out.
  */
 export function declarations(build: esbuild.BuildResult<{ write: boolean }>): Map<string, string> {
   const files = new Map<string, string>();
   const problems: string[] = [];
-  for (const input of Object.keys(build.metafile!.inputs)) {
+  const pending = Object.keys(build.metafile!.inputs);
+  const seen = new Set(pending);
+  for (let input = pending.shift(); input !== undefined; input = pending.shift()) {
     const source = Deno.readTextFileSync(`${root}${input}`);
     const { outputText, diagnostics } = ts.transpileDeclaration(source, {
       fileName: input,
@@ -95,8 +98,18 @@ export function declarations(build: esbuild.BuildResult<{ write: boolean }>): Ma
         : 0;
       problems.push(`${input}:${line}: ${ts.flattenDiagnosticMessageText(d.messageText, " ")}`);
     }
-    const text = outputText.replace(/((?:from|import)\s*\(?\s*"\.{1,2}\/[^"]*)\.ts"/g, '$1.js"');
-    files.set(`${DECLARATIONS.folder}/${input.replace(/\.ts$/, ".d.ts")}`, text);
+    const imported = /((?:from|import)\s*\(?\s*")(\.{1,2}\/[^"]*)\.ts"/g;
+    for (const [, , specifier] of outputText.matchAll(imported)) {
+      const module = posix.normalize(posix.join(posix.dirname(input), `${specifier}.ts`));
+      if (!seen.has(module)) {
+        seen.add(module);
+        pending.push(module);
+      }
+    }
+    files.set(
+      `${DECLARATIONS.folder}/${input.replace(/\.ts$/, ".d.ts")}`,
+      outputText.replace(imported, '$1$2.js"'),
+    );
   }
   if (problems.length > 0) throw new Error(`declarations:\n${problems.join("\n")}`);
   files.set(DECLARATIONS.entry, 'export * from "./types/mod.js";\n');
