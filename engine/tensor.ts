@@ -86,8 +86,7 @@ export class Tensor {
   readonly size: number;
   #grad: Tensor | null = null;
   #gradPinned = false;
-  /** Whether gradients flow to this tensor. */
-  requiresGrad = false;
+  #requiresGrad = false;
   /** The op that produced this tensor, for autograd; null for leaves. */
   node: GradNode | null = null;
   /** Optional name used in error messages (parameters carry theirs). */
@@ -149,6 +148,36 @@ export class Tensor {
     }
     if (grad !== this.#grad) this.#grad?.dispose();
     this.#grad = grad;
+  }
+
+  /**
+   * Whether gradients flow to this tensor. Only a leaf's may change (PyTorch's rule: an op's output
+   * requires one when an input does, and turning that off would cut the graph without a word; `detach()`
+   * gives a tensor without one), and an int32 tensor never requires one.
+   */
+  get requiresGrad(): boolean {
+    return this.#requiresGrad;
+  }
+
+  set requiresGrad(value: boolean) {
+    if (typeof value !== "boolean") {
+      throw new TypeError(
+        `${this.describe()}: requiresGrad must be true or false, got ${JSON.stringify(value)}`,
+      );
+    }
+    if (value === this.#requiresGrad) return;
+    if (this.node) {
+      throw new Error(
+        `${this.describe()}: requiresGrad can only be changed on a leaf tensor, not on the output of ` +
+          `${this.node.op} (detach() gives the values without a gradient)`,
+      );
+    }
+    if (value && this.dtype === "int32") {
+      throw new Error(
+        `${this.describe()}: an int32 tensor cannot require a gradient (ids are not differentiable)`,
+      );
+    }
+    this.#requiresGrad = value;
   }
 
   /** Number of dimensions. */

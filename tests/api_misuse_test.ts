@@ -241,6 +241,28 @@ Deno.test("setting .grad to null frees it; a gradient of another shape or a para
   w.dispose();
 });
 
+Deno.test("requiresGrad changes on leaves only, and never on int32 tensors", () => {
+  const x = tensor([1, 2], { requiresGrad: true });
+  const y = tidy(() => mul(x, 2));
+  expectError(
+    () => (y.requiresGrad = false),
+    "tensor float32[2]: requiresGrad can only be changed on a leaf tensor, not on the output of mul (detach() " +
+      "gives the values without a gradient)",
+  );
+  const ids = tensor(Int32Array.of(1, 2));
+  expectError(
+    () => (ids.requiresGrad = true),
+    "tensor int32[2]: an int32 tensor cannot require a gradient (ids are not differentiable)",
+  );
+  expectError(
+    () => (x.requiresGrad = 1 as Loose),
+    "tensor float32[2]: requiresGrad must be true or false, got 1",
+  );
+  x.requiresGrad = false;
+  if (x.requiresGrad || !y.requiresGrad) throw new Error("a leaf's setting or the output's changed wrongly");
+  for (const t of [x, y, ids]) t.dispose();
+});
+
 Deno.test("a backward after an optimizer adopted the model says the forward must come after", () => {
   const model = new TransformerModel(
     modelConfig("bert", { vocabSize: 8, hiddenSize: 8, numHeads: 2, numLayers: 1, maxPositions: 4 }),
