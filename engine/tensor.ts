@@ -292,8 +292,13 @@ export class Tensor {
 function resolveShape(shape: readonly number[], size: number, t: Tensor): number[] {
   const inferred = shape.indexOf(-1);
   const known = shape.reduce((p, d, i) => (i === inferred ? p : p * d), 1);
+  if (inferred >= 0 && (shape.lastIndexOf(-1) !== inferred || known === 0)) {
+    // As PyTorch: one -1 at most, and none beside a 0, where any length would do.
+    const why = known === 0 ? "a -1 beside a 0 could be any length" : "only one dimension can be -1";
+    throw new Error(`reshape: cannot view ${t.describe()} as ${formatShape(shape)}: ${why}`);
+  }
   const out = [...shape];
-  if (inferred >= 0) out[inferred] = known === 0 ? 0 : size / known;
+  if (inferred >= 0) out[inferred] = size / known;
   if (shapeSize(out) !== size || out.some((d) => !Number.isInteger(d) || d < 0)) {
     throw new Error(`reshape: cannot view ${t.describe()} as ${formatShape(shape)}`);
   }

@@ -115,6 +115,14 @@ Deno.test("arrays, strings and numbers where tensors or shapes go are named as s
       "linear: x must be a Tensor, got an array [[1,2]] (make one with tensor([...]))",
     ],
     [() => mean(x, "1" as Loose), 'mean: axis must be an integer, got "1"'],
+    [
+      () => x.reshape([-1, -1]),
+      "reshape: cannot view tensor float32[2, 3] as [-1, -1]: only one dimension can be -1",
+    ],
+    [
+      () => zeros([0, 3]).reshape([-1, 0]),
+      "reshape: cannot view tensor float32[0, 3] as [-1, 0]: a -1 beside a 0 could be any length",
+    ],
     [() => sum(x, [0, 1] as Loose), "sum: axis must be an integer, got [0,1] (one axis at a time)"],
     [
       () => crossEntropy(zeros([2, 3, 4]), zeros([2, 4], { dtype: "int32" })),
