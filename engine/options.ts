@@ -7,7 +7,7 @@
  * @module
  */
 
-/** PyTorch's names of options this engine spells otherwise (or names as a separate argument). */
+/** PyTorch's and Hugging Face's names of options this project spells otherwise. */
 const PYTORCH_NAMES: Readonly<Record<string, string>> = {
   keepdim: "keepDims",
   requires_grad: "requiresGrad",
@@ -19,6 +19,17 @@ const PYTORCH_NAMES: Readonly<Record<string, string>> = {
   padding_idx: "paddingIndex",
   retain_graph: "retainGraph",
   train: "training",
+  // Hugging Face TrainingArguments' names of train()'s options.
+  learning_rate: "lr",
+  num_train_epochs: "epochs",
+  max_steps: "steps",
+  per_device_train_batch_size: "batchSize",
+  warmup_ratio: "warmup",
+  gradient_accumulation_steps: "accumulate",
+  max_grad_norm: "clip",
+  eval_steps: "evalEvery",
+  logging_steps: "logEvery",
+  output_dir: "out",
 };
 
 /**

@@ -128,7 +128,22 @@ Deno.test("describe and groups still print their metadata with valid flags", asy
     await run("describe", "tests/fixtures/hf/bert", "--length", "64"),
     "describe",
     2,
-    "--length 64 exceeds the model's 40 positions",
+    "--length 64 exceeds the 40 positions the model can use (maxPositions 40)",
+  );
+  // RoBERTa's positions start after its pad id: the default length is what its forward accepts.
+  const roberta = await run("describe", "tests/fixtures/hf/heads/roberta-base");
+  if (!/activations \(batch 1 x 40\) +\d/.test(roberta.stdout)) {
+    throw new Error(`describe: ${roberta.stdout}`);
+  }
+  // A folder whose config names no architecture: its weights' names decide the head, as loading does.
+  const lm = await run("describe", "tests/fixtures/hf/gpt2", "--json");
+  const names = (JSON.parse(lm.stdout) as { name: string }[]).map((p) => p.name);
+  if (names[0] !== "transformer.wte.weight") throw new Error(`describe of a GPT-2 LM folder: ${names[0]}`);
+  expectOneLine(
+    await run("describe", "README.md"),
+    "describe",
+    2,
+    "README.md: the configuration is not valid JSON",
   );
   expectOneLine(
     await run("describe", "gpt2", "--length", "0"),

@@ -187,6 +187,36 @@ Deno.test("run options at their boundaries are accepted, and past them refused n
   }
 });
 
+Deno.test("train options from plain JavaScript: a misspelt or Hugging Face name and a missing one are refused", () => {
+  const refused = (options: unknown, message: string) => {
+    let thrown = "";
+    try {
+      checkTrainOptions(options as TrainOptions);
+    } catch (error) {
+      thrown = (error as Error).message;
+    }
+    if (!thrown.startsWith(message)) throw new Error(`expected "${message}...", got "${thrown}"`);
+  };
+  refused(
+    { ...defaultOptions("sentiment"), learning_rate: 5 },
+    'train: unknown option "learning_rate" (did you mean "lr"?); accepted: task, models,',
+  );
+  refused({ ...defaultOptions("sentiment"), stepz: 1 }, 'train: unknown option "stepz"; accepted: task,');
+  refused(
+    { task: "sentiment", steps: 1, out: "/tmp/x" },
+    "train: options models, epochs, batchSize,",
+  );
+  let unknownTask = "";
+  try {
+    defaultOptions("nope" as TrainOptions["task"]);
+  } catch (error) {
+    unknownTask = (error as Error).message;
+  }
+  if (unknownTask !== 'defaultOptions: unknown task "nope"; valid tasks: sentiment, spam, ner, pos, qa, lm') {
+    throw new Error(unknownTask);
+  }
+});
+
 Deno.test("qa's default doc stride is a quarter of the row, less where a short row has no room, none below that", () => {
   const cases: [number, number | null][] = [[256, 64], [96, 24], [16, 3], [12, 1], [11, 1], [10, 0], [
     8,

@@ -9,9 +9,13 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
 import { inferTask } from "../models/checkpoint.ts";
 import { modelFromConfigFile } from "../models/pretrained.ts";
+import { usablePositions } from "../models/inputs.ts";
+import type { TensorHeader } from "../models/safetensors.ts";
+import { locateWeights } from "../models/sharded.ts";
 import { headFor } from "../train/models.ts";
 import { formatBinary } from "../engine/pool.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
@@ -49,7 +53,13 @@ export async function describedModel(source: string, task?: string): Promise<Tra
   const isFolder = await Deno.stat(source).then((s) => s.isDirectory, () => false);
   const path = isFolder ? `${source}/config.json` : source;
   // A run's folder holds a config.json of its own (the run's options), not a model's.
-  const json = await Deno.readTextFile(path).then((text) => JSON.parse(text), () => null);
+  const text = await Deno.readTextFile(path).catch(() => null);
+  let json = null;
+  try {
+    json = text === null ? null : JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${path}: the configuration is not valid JSON: ${(error as Error).message}`);
+  }
   if (json && typeof json === "object" && "options" in json && !("model_type" in json)) {
     throw new Error(
       `${path} is a training run's settings, not a model's: describe one of its models, ` +
@@ -57,13 +67,21 @@ export async function describedModel(source: string, task?: string): Promise<Tra
     );
   }
   const base = await modelFromConfigFile(path, { task: "base", allocate: false });
-  // The config's label count, for whichever classification head is built.
-  const labels = json.id2label && typeof json.id2label === "object"
-    ? Object.keys(json.id2label).length
-    : typeof json.num_labels === "number"
-    ? json.num_labels
-    : undefined;
-  const head = task ? headOf(base.config.family) : inferTask(json, []).task;
+  // The weights' names decide the head where the config names no architecture, as loading does; their
+  // headers (not their values) are read, and a folder without weights has only its config to go by.
+  const folder = isFolder ? source : dirname(path);
+  const headers = await locateWeights(folder).then((w) => w.headers, () => new Map<string, TensorHeader>());
+  const classifier = [...headers].find(([n]) =>
+    /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
+  );
+  // The label count: the classifier's rows, else the config's.
+  const labels = classifier?.[1].shape[0] ??
+    (json.id2label && typeof json.id2label === "object"
+      ? Object.keys(json.id2label).length
+      : typeof json.num_labels === "number"
+      ? json.num_labels
+      : undefined);
+  const head = task ? headOf(base.config.family) : inferTask(json, headers.keys()).task;
   return new TransformerModel(base.config, { task: head, numLabels: labels, allocate: false });
 }
 
@@ -148,12 +166,14 @@ if (import.meta.main) {
     // unknown task, or a config.json that is missing or not a model configuration.
     exitWithUsageError("describe", (error as Error).message);
   }
-  // The default length is cut to a smaller model's positions; a length given is checked.
-  if (flags.length === "128") length = Math.min(length, model.config.maxPositions);
-  if (length > model.config.maxPositions) {
+  // The default length is cut to the positions a smaller model can use (RoBERTa's start after its pad
+  // id); a length given is checked against them.
+  const usable = usablePositions(model.config);
+  if (flags.length === "128") length = Math.min(length, usable);
+  if (length > usable) {
     exitWithUsageError(
       "describe",
-      `--length ${length} exceeds the model's ${model.config.maxPositions} positions`,
+      `--length ${length} exceeds the ${usable} positions the model can use (maxPositions ${model.config.maxPositions})`,
     );
   }
   const infos = model.parameterSet.infos;

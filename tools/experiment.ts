@@ -76,7 +76,7 @@ if (import.meta.main) {
       });
     }
     const runs = await readRuns(resultsFile);
-    if (runs.length === 0) throw new Error(`${resultsFile} holds no runs; run deno task experiment first`);
+    if (runs.length === 0) throw new Error(`${resultsFile} holds no runs; run ${command} first`);
     // The page depends on the run lines alone, so that --report rebuilds it exactly.
     await writeResults(folder, runs, metaFromRuns(runs, command, runsFile));
     console.log(`${runs.length} runs; results: ${folder}/RESULTS.md`);

@@ -165,7 +165,11 @@ async function withLimits<T>(limits: Limits, fn: () => Promise<T>): Promise<T> {
 }
 
 async function agreement(steps: number): Promise<boolean> {
-  console.log(`agreement at a small size (${JSON.stringify(SMALL)}), ${steps} steps, batch 2 x 16:`);
+  console.log(
+    `agreement at a small size (${JSON.stringify(SMALL)}), ${steps} step${
+      steps === 1 ? "" : "s"
+    }, batch 2 x 16:`,
+  );
   const quiet = () => {};
   const whole = await train(buildModels(true), steps, 2, 16, quiet, true);
   console.log(`  losses ${whole.losses.map((l) => l.map((v) => v.toFixed(4)).join("/")).join(", ")}`);
@@ -221,10 +225,9 @@ async function main(): Promise<void> {
   // A software adapter allocates from the machine's memory, so what is available is its budget.
   // Deno 2 reports it in bytes (Deno 1 gave kilobytes).
   if (profile.isSoftware) setMemoryBudget(Deno.systemMemoryInfo().available);
+  // openGpuOrExit named the adapter; its limits decide the windows and chunks.
   console.log(
-    `adapter: ${profile.name}, maxStorageBufferBindingSize ${
-      formatBinary(profile.maxStorageBindingBytes)
-    }, ` +
+    `limits: maxStorageBufferBindingSize ${formatBinary(profile.maxStorageBindingBytes)}, ` +
       `maxBufferSize ${formatBinary(profile.maxBufferBytes)}`,
   );
   const agreed = await agreement(steps);

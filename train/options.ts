@@ -6,6 +6,7 @@
  * @module
  */
 import { TASK_NAMES, type TaskName } from "../data/datasets.ts";
+import { checkOptions } from "../engine/options.ts";
 import type { ModelFamily } from "../models/config.ts";
 
 /** One model of a run: its name, family and size. */
@@ -218,6 +219,14 @@ export function parseModels(
 
 /** The default run of a preset for a task: the three families, jointly, with the optimizer's default mechanisms. */
 export function defaultOptions(task: TaskName = "sentiment", preset: PresetName = "cpu"): TrainOptions {
+  if (!(TASK_NAMES as readonly string[]).includes(task)) {
+    throw new Error(`defaultOptions: unknown task "${task}"; valid tasks: ${TASK_NAMES.join(", ")}`);
+  }
+  if (!Object.hasOwn(PRESETS, preset)) {
+    throw new Error(
+      `defaultOptions: unknown preset "${preset}"; valid presets: ${Object.keys(PRESETS).join(", ")}`,
+    );
+  }
   const p = PRESETS[preset];
   const size = {
     hiddenSize: p.hiddenSize,
@@ -266,6 +275,17 @@ export function checkTrainOptions(o: TrainOptions): void {
   const fail = (message: string): never => {
     throw new Error(`train: ${message}`);
   };
+  if (typeof o !== "object" || o === null) {
+    fail("options must be an object (start from defaultOptions(task))");
+  }
+  // Every option is needed (a plain object from JavaScript may lack some or misspell one): the full
+  // set is defaultOptions(task)'s, of which a misspelt or Hugging Face name would be ignored in silence.
+  const known = Object.keys(defaultOptions());
+  const missing = known.filter((key) => !(key in o));
+  if (missing.length > 0) {
+    fail(`options ${missing.join(", ")} missing: start from {...defaultOptions(task), ...yours}`);
+  }
+  checkOptions("train", Object.fromEntries(Object.keys(o).map((key) => [key, true])), known);
   if (!(TASK_NAMES as readonly string[]).includes(o.task)) {
     fail(`unknown task "${o.task}"; valid tasks: ${TASK_NAMES.join(", ")}`);
   }
