@@ -210,7 +210,11 @@ export class Arena {
    * them; a later use of one names `reason`.
    */
   destroy(
-    reason: DisposalReason = { what: "its arena was freed", remedy: "use a tensor of the new one" },
+    reason: DisposalReason = {
+      what: "its arena was freed",
+      remedy: "use a tensor of the new one",
+      afterForward: "run the forward again",
+    },
   ): void {
     if (this.#destroyed) return;
     this.#destroyed = true;

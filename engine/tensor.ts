@@ -69,6 +69,8 @@ export interface DisposalReason {
   readonly what: string;
   /** What to do about a reference held from before, e.g. "read model.parameters[i].value again". */
   readonly remedy: string;
+  /** What to do when a backward needs it, e.g. "run the forward after building the optimizer". */
+  readonly afterForward: string;
 }
 
 /** A tensor used after its buffer went back to the pool; backward turns it into an error about the op. */
@@ -227,6 +229,8 @@ export class Tensor {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    // It owns its gradient (a parameter's lives in the arena, which frees it).
+    if (!this.#gradPinned) this.#grad?.dispose();
     for (const scope of scopes) scope.delete(this);
     if (--this.storage.refs === 0 && this.storage.pooled) releaseBuffer(this.storage.buffer);
   }
@@ -775,7 +779,7 @@ function backwardFrom(root: Tensor, given: Tensor | null | undefined, retainGrap
         // The usual cause: the forward ran inside a tidy() that returned only the loss.
         throw new Error(
           error.reason
-            ? `${used} after the forward: ${error.reason.what} (run the forward after that)`
+            ? `${used} after the forward: ${error.reason.what} (${error.reason.afterForward})`
             : `${used} (tidy() disposes what its function does not return, so call backward() inside the tidy() ` +
               "that ran the forward; an optimizer built or a model disposed after the forward frees the model's " +
               "old tensors too)",

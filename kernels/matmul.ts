@@ -457,7 +457,7 @@ function vectorProduct(a: Tensor, b: Tensor, options: MatmulOptions): Tensor {
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   expectTensor("linear", x, "x");
   expectTensor("linear", weight, "weight");
-  if (bias !== undefined) expectTensor("linear", bias, "bias");
+  if (bias != null) expectTensor("linear", bias, "bias"); // null is PyTorch's bias=None
   if (weight.rank !== 2 || x.rank < 1 || x.shape[x.rank - 1] !== weight.shape[1]) {
     throw new Error(
       `linear: input ${formatShape(x.shape)} does not match weight ${formatShape(weight.shape)}`,

@@ -167,12 +167,15 @@ export function modelConfig(family: ModelFamily, overrides: Partial<ModelConfig>
 }
 
 /**
- * A GPT-2 config.json's bos or eos id: absent means GPT2Config's default, 50256, and an id outside the
- * vocabulary (that default saved with a smaller one, which transformers only warns about) means none.
+ * A GPT-2 config.json's bos or eos id: absent means GPT2Config's default, 50256; a list (transformers
+ * stops generating at any of them) its first; an id outside the vocabulary (that default saved with a
+ * smaller one, which transformers only warns about), or anything else, none.
  */
-function textId(id: number | null, json: Record<string, unknown>): number | null {
+function textId(json: Record<string, unknown>, key: string): number | null {
+  const value = json[key] === undefined ? GPT2_END_OF_TEXT : json[key];
+  const id = Array.isArray(value) ? value[0] : value;
   const vocabulary = typeof json.vocab_size === "number" ? json.vocab_size : 0;
-  return id !== null && Number.isInteger(id) && id >= 0 && id < vocabulary ? id : null;
+  return Number.isInteger(id) && id >= 0 && id < vocabulary ? id : null;
 }
 
 function activation(value: unknown, source: string, field: string): Activation {
@@ -279,12 +282,8 @@ export function configFromHf(json: Record<string, unknown>, source: string): Mod
     layerNormEps: f.number("layerNormEps", ["layer_norm_eps", "layer_norm_epsilon"], base.layerNormEps),
     maxPositions: f.number("maxPositions", ["max_position_embeddings", "n_positions"], base.maxPositions),
     padTokenId: f.nullableNumber("padTokenId", "pad_token_id", isGpt2 ? null : base.padTokenId),
-    bosTokenId: isGpt2
-      ? textId(f.nullableNumber("bosTokenId", "bos_token_id", GPT2_END_OF_TEXT), json)
-      : null,
-    eosTokenId: isGpt2
-      ? textId(f.nullableNumber("eosTokenId", "eos_token_id", GPT2_END_OF_TEXT), json)
-      : null,
+    bosTokenId: isGpt2 ? textId(json, "bos_token_id") : null,
+    eosTokenId: isGpt2 ? textId(json, "eos_token_id") : null,
     typeVocabSize: isGpt2 ? 0 : f.number("typeVocabSize", ["type_vocab_size"], base.typeVocabSize),
     hiddenDropout: f.number("hiddenDropout", ["hidden_dropout_prob", "resid_pdrop"], base.hiddenDropout),
     embeddingDropout: f.number(
@@ -326,7 +325,7 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
       pad_token_id: config.padTokenId,
       // GPT2Config defaults both to 50256, GPT-2's own <|endoftext|>, written only when they differ.
       ...(config.bosTokenId !== GPT2_END_OF_TEXT || config.eosTokenId !== GPT2_END_OF_TEXT
-        ? { bos_token_id: config.bosTokenId, eos_token_id: config.eosTokenId }
+        ? { bos_token_id: config.bosTokenId ?? null, eos_token_id: config.eosTokenId ?? null }
         : {}),
       tie_word_embeddings: true,
     };
@@ -452,6 +451,12 @@ export function validateConfig(config: ModelConfig, source: string, names: Field
     fail("initializerRange", "must be finite and non-negative");
   }
   const pad = config.padTokenId;
+  for (const field of ["bosTokenId", "eosTokenId"] as const) {
+    // Only GPT-2's config.json names them here; another family's would be dropped in silence.
+    if (config.family !== "gpt2" && config[field] != null) {
+      fail(field, "is GPT-2's only (null for BERT and RoBERTa)");
+    }
+  }
   for (const field of ["padTokenId", "bosTokenId", "eosTokenId"] as const) {
     const id = config[field];
     // Configurations saved before bos and eos existed lack them (undefined): they mean none.

@@ -181,6 +181,7 @@ export class ParameterSet {
     previous?.destroy({
       what: `${this.model}'s parameters moved into the arena of ${owner}`,
       remedy: "read model.parameters[i].value again",
+      afterForward: "run the forward after building the optimizer",
     });
   }
 
@@ -231,7 +232,11 @@ export class ParameterSet {
     if (this.#owner !== null) {
       throw new Error(`${this.model}: its parameters belong to ${this.#owner}; dispose() that first`);
     }
-    this.#arena?.destroy({ what: `${this.model} was disposed`, remedy: "it cannot be used any more" });
+    this.#arena?.destroy({
+      what: `${this.model} was disposed`,
+      remedy: "it cannot be used any more",
+      afterForward: "dispose a model after its last backward",
+    });
     this.#disposed = true;
   }
 

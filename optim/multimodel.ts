@@ -613,6 +613,7 @@ export class MultiModelOptimizer {
     this.#joint.arena.destroy({
       what: "the optimizer holding its model's parameters was disposed and handed them back to the model",
       remedy: "read model.parameters[i].value again",
+      afterForward: "run the forward after the optimizer's dispose()",
     });
   }
 

@@ -240,6 +240,21 @@ Deno.test("setting .grad to null frees it; a gradient of another shape or a para
   );
   optimizer.dispose();
   model.dispose();
+  // A tensor owns its gradient: disposed with it (a leaf made and trained inside tidy() kept it before).
+  const made = () =>
+    tidy(() => {
+      const x = zeros([1024], { requiresGrad: true });
+      x.grad = full([1024], 1);
+      sum(mul(x, x)).backward();
+    });
+  made();
+  const inUse = poolStats().inUseBytes;
+  for (let i = 0; i < 5; i++) made();
+  if (poolStats().inUseBytes !== inUse) {
+    throw new Error(`a disposed leaf's gradient leaks: ${inUse} then ${poolStats().inUseBytes}`);
+  }
+  // linear takes null for no bias, as PyTorch's bias=None.
+  tidy(() => linear(w, zeros([3, 64]), null as Loose));
   // A gradient assigned inside tidy() belongs to its tensor, not to the scope.
   tidy(() => {
     w.grad = mul(w.grad!, 0.5);
@@ -289,9 +304,25 @@ Deno.test("a backward after an optimizer adopted the model says the forward must
       message = (error as Error).message;
     }
     const expected =
-      /^backward of \w+: tensor "[^"]+" float32\[[\d, ]+\] was used after dispose\(\): a tensor it saved for backward was disposed after the forward: bert's parameters moved into the arena of the MultiModelOptimizer over \[bert\] \(run the forward after that\)$/;
+      /^backward of \w+: tensor "[^"]+" float32\[[\d, ]+\] was used after dispose\(\): a tensor it saved for backward was disposed after the forward: bert's parameters moved into the arena of the MultiModelOptimizer over \[bert\] \(run the forward after building the optimizer\)$/;
     if (!expected.test(message)) throw new Error(message);
     optimizer.dispose();
   });
-  model.dispose();
+  // A model disposed between its forward and backward: nothing to run again, so the advice differs.
+  tidy(() => {
+    const loss = model.forward({
+      inputIds: tensor(Int32Array.of(1, 2, 3), { shape: [1, 3] }),
+      labels: tensor(Int32Array.of(1)),
+    }).loss!;
+    model.dispose();
+    let message = "";
+    try {
+      loss.backward();
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    if (!message.endsWith("after the forward: bert was disposed (dispose a model after its last backward)")) {
+      throw new Error(message);
+    }
+  });
 });

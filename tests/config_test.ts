@@ -183,7 +183,20 @@ Deno.test("a GPT-2 config.json names its bos and eos ids, none where the vocabul
   if (configFromHf(hfJson("gpt2", { vocabSize: 50257 }), "gpt2.json").eosTokenId !== 50256) {
     throw new Error("GPT-2's own vocabulary keeps <|endoftext|>");
   }
-  // GPT2Config's default saved with a smaller vocabulary (transformers only warns) means none.
+  // A list (transformers stops at any of its ids) gives its first; GPT2Config's default saved with a smaller
+  // vocabulary (transformers only warns) means none; a configuration without the fields writes none.
+  if (configFromHf({ ...named, eos_token_id: [2, 3] }, "list.json").eosTokenId !== 2) {
+    throw new Error("a list of eos ids");
+  }
+  const { bosTokenId: _b, eosTokenId: _e, ...unnamed } = modelConfig("gpt2", { vocabSize: 50 });
+  const written = configToHf(unnamed as typeof named & ReturnType<typeof modelConfig>);
+  if (written.bos_token_id !== null || written.eos_token_id !== null) {
+    throw new Error(JSON.stringify(written));
+  }
+  expectError(
+    () => modelConfig("roberta", { bosTokenId: 0 }),
+    'roberta configuration: field "bosTokenId" is GPT-2\'s only (null for BERT and RoBERTa), got 0',
+  );
   const outside = configFromHf({ ...named, bos_token_id: 50256, eos_token_id: 50256 }, "tiny.json");
   if (outside.bosTokenId !== null || outside.eosTokenId !== null) throw new Error(JSON.stringify(outside));
   expectError(

@@ -139,6 +139,17 @@ Deno.test("describe and groups still print their metadata with valid flags", asy
   const lm = await run("describe", "tests/fixtures/hf/gpt2", "--json");
   const names = (JSON.parse(lm.stdout) as { name: string }[]).map((p) => p.name);
   if (names[0] !== "transformer.wte.weight") throw new Error(`describe of a GPT-2 LM folder: ${names[0]}`);
+  // Weights that are there but broken are an error, as in loading, not a reason to describe the bare model.
+  const broken = await Deno.makeTempDir({ prefix: "describe-shards-" });
+  for (const entry of Deno.readDirSync("tests/fixtures/hf/sharded/bert-sequence-classification")) {
+    if (entry.name === "model-00003-of-00003.safetensors") continue;
+    await Deno.copyFile(
+      `tests/fixtures/hf/sharded/bert-sequence-classification/${entry.name}`,
+      `${broken}/${entry.name}`,
+    );
+  }
+  expectOneLine(await run("describe", broken), "describe", 2, "shard model-00003-of-00003.safetensors");
+  await Deno.remove(broken, { recursive: true });
   expectOneLine(
     await run("describe", "README.md"),
     "describe",

@@ -484,6 +484,21 @@ Deno.test("a run from before steps counted updates is refused on resume when it 
   if (!(await opened((c) => (c.format = 3))).includes("has format 3, newer than this version reads (2)")) {
     throw new Error("a newer format is read");
   }
+  // Options added since a run was written mean what that run did (no placebo, no evaluation limit); one
+  // the first runs had cannot be made up.
+  const before = structuredClone(config);
+  delete before.options.shuffledLabels;
+  delete before.options.evalLimit;
+  before.options.accumulate = 1;
+  await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(before));
+  const read = await RunFolder.open(out);
+  if (read.options.shuffledLabels.length !== 0 || read.options.evalLimit !== null) {
+    throw new Error(`an older run's options: ${JSON.stringify(read.options)}`);
+  }
+  const lacking = await opened((c) => (c.options.accumulate = 1, delete c.options.lr));
+  if (!lacking.includes("has no lr: resume it with the version that wrote it (abc123)")) {
+    throw new Error(lacking);
+  }
   await Deno.remove(out, { recursive: true });
 });
 

@@ -15,7 +15,7 @@ import { inferTask } from "../models/checkpoint.ts";
 import { modelFromConfigFile } from "../models/pretrained.ts";
 import { usablePositions } from "../models/inputs.ts";
 import type { TensorHeader } from "../models/safetensors.ts";
-import { locateWeights } from "../models/sharded.ts";
+import { locateWeights, SHARD_INDEX_FILE, WEIGHTS_FILE } from "../models/sharded.ts";
 import { headFor } from "../train/models.ts";
 import { formatBinary } from "../engine/pool.ts";
 import { modelConfig, type ModelFamily } from "../models/config.ts";
@@ -30,7 +30,8 @@ const FAMILIES = ["bert", "gpt2", "roberta"];
 /**
  * Builds a model's metadata (no weights) from a family name, a Hugging Face config.json path, or a
  * folder holding one. `task` is a head, a `train --task` (the head that task trains for the family),
- * or absent: the config's own head (its `architectures` entry, and its label count), else the base model.
+ * or absent: the folder's own head as loading infers it (the config's `architectures` entry, else its
+ * weights' names; the label count from the classifier's rows, else the config), else the base model.
  */
 export async function describedModel(source: string, task?: string): Promise<TransformerModel> {
   const isTrainTask = (TASK_NAMES as readonly string[]).includes(task ?? "");
@@ -70,7 +71,15 @@ export async function describedModel(source: string, task?: string): Promise<Tra
   // The weights' names decide the head where the config names no architecture, as loading does; their
   // headers (not their values) are read, and a folder without weights has only its config to go by.
   const folder = isFolder ? source : dirname(path);
-  const headers = await locateWeights(folder).then((w) => w.headers, () => new Map<string, TensorHeader>());
+  const weighed = await Promise.all(
+    [WEIGHTS_FILE, SHARD_INDEX_FILE].map((name) =>
+      Deno.stat(`${folder}/${name}`).then(() => true, () => false)
+    ),
+  );
+  // Weights that are there but broken (a missing shard, a bad header) are an error, as in loading.
+  const headers = weighed.some((found) => found)
+    ? (await locateWeights(folder)).headers
+    : new Map<string, TensorHeader>();
   const classifier = [...headers].find(([n]) =>
     /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
   );

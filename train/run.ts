@@ -17,7 +17,7 @@ import type { TransformerModel } from "../models/model.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { headFor } from "./models.ts";
-import type { TrainOptions } from "./options.ts";
+import { defaultOptions, type TrainOptions } from "./options.ts";
 import { renderReport, type RunRecord } from "./report.ts";
 import type { EvaluationLine, StepLine } from "./session.ts";
 
@@ -62,6 +62,24 @@ export interface RunFacts {
   /** When the run started (ISO 8601). */
   started: string;
 }
+
+/** What each option added since the first runs means for a run saved before it: what that run did. */
+const OPTIONS_BEFORE_THEY_EXISTED: Partial<TrainOptions> = {
+  docStride: null,
+  weightDecay: 0.01,
+  decayBiasesAndNorms: true,
+  weights: null,
+  alignInit: false,
+  accumulate: 1,
+  distill: 0,
+  independent: false,
+  shuffledLabels: [],
+  from: {},
+  evalEvery: null,
+  limit: null,
+  evalLimit: null,
+  quiet: false,
+};
 
 /** The folder of one run and the files in it. */
 export class RunFolder {
@@ -131,7 +149,7 @@ export class RunFolder {
     this.#created.push(path);
   }
 
-  /** Opens an earlier run: its options and facts from config.json. */
+  /** Opens an earlier run: its options (those added since it was written as it ran) and facts from config.json. */
   static async open(path: string): Promise<RunFolder> {
     const file = `${path}/config.json`;
     let json: { format?: number; options: TrainOptions } & RunFacts;
@@ -156,19 +174,18 @@ export class RunFolder {
         `train: ${file} has format ${json.format}, newer than this version reads (${RUN_FORMAT})`,
       );
     }
-    // Runs from before qa's windows have no docStride: they go on cutting contexts as they began; runs
-    // from before decayBiasesAndNorms decayed every parameter.
-    const { docStride, decayBiasesAndNorms } = json.options;
-    return new RunFolder(
-      path,
-      {
-        ...json.options,
-        docStride: docStride ?? null,
-        decayBiasesAndNorms: decayBiasesAndNorms ?? true,
-        out: path,
-      },
-      json,
-    );
+    // A run from before an option existed goes on as it began: without the mechanism, limit or window
+    // the option added (qa's runs cut contexts, every parameter decayed, at the decay then fixed).
+    const options = { ...OPTIONS_BEFORE_THEY_EXISTED, ...json.options, out: path };
+    const missing = Object.keys(defaultOptions()).filter((key) => !(key in options));
+    if (missing.length > 0) {
+      throw new Error(
+        `train: ${file} has no ${missing.join(", ")}: resume it with the version that wrote it (${
+          json.versions?.commit ?? "see its versions"
+        })`,
+      );
+    }
+    return new RunFolder(path, options, json);
   }
 
   /**
