@@ -62,6 +62,8 @@ let gradEnabled = true;
 let setPinnedGrad: (value: Tensor, grad: Tensor) => void;
 /** Disposes a tensor, recording why for a later use's error; installed by the Tensor class. */
 let disposeAs: (tensor: Tensor, why: DisposalReason) => void;
+/** Frees a gradient from its tensor, which then no longer disposes it; installed by the Tensor class. */
+let releaseGrad: (grad: Tensor, unless?: (owner: Tensor) => boolean) => void;
 
 /** Why a tensor was disposed by other code than its holder's: what happened, and what to do instead. */
 export interface DisposalReason {
@@ -70,7 +72,7 @@ export interface DisposalReason {
   /** What to do about a reference held from before, e.g. "read model.parameters[i].value again". */
   readonly remedy: string;
   /** What to do when a backward needs it, e.g. "run the forward after building the optimizer". */
-  readonly afterForward: string;
+  readonly afterForward?: string;
 }
 
 /** A tensor used after its buffer went back to the pool; backward turns it into an error about the op. */
@@ -88,6 +90,8 @@ export class Tensor {
   readonly size: number;
   #grad: Tensor | null = null;
   #gradPinned = false;
+  /** The tensor whose gradient this is, which disposes it with itself; null for any other tensor. */
+  #gradOf: Tensor | null = null;
   #requiresGrad = false;
   /** The op that produced this tensor, for autograd; null for leaves. */
   node: GradNode | null = null;
@@ -112,6 +116,10 @@ export class Tensor {
     setPinnedGrad = (value, grad) => {
       value.#grad = grad;
       value.#gradPinned = true;
+      grad.#gradOf = value;
+    };
+    releaseGrad = (grad, unless) => {
+      if (grad.#gradOf !== null && !grad.#gradPinned && !unless?.(grad.#gradOf)) grad.#gradOf = null;
     };
     disposeAs = (tensor, why) => {
       if (!tensor.#disposed) tensor.#disposedBecause = why;
@@ -121,9 +129,11 @@ export class Tensor {
 
   /**
    * Gradient accumulated by `backward()`, with this tensor's shape; null until one arrives. The tensor
-   * owns it: assigning one (null, as PyTorch's `zero_grad(set_to_none=True)`, or a float32 tensor of
-   * this shape) disposes the gradient it replaces. A model parameter's gradient lives in its arena,
-   * where the optimizer reads it, and cannot be replaced: zero it with the optimizer's `zeroGrad()`.
+   * owns it and disposes it with itself, and assigning one (null, as PyTorch's
+   * `zero_grad(set_to_none=True)`, or a float32 tensor of this shape, not another tensor's gradient)
+   * disposes the gradient it replaces; a gradient returned from `tidy()` or passed to `keep()` is the
+   * caller's from then on. A model parameter's gradient lives in its arena, where the optimizer reads
+   * it, and cannot be replaced: zero it with the optimizer's `zeroGrad()`.
    */
   get grad(): Tensor | null {
     return this.#grad;
@@ -146,10 +156,19 @@ export class Tensor {
         );
       }
       grad.range(); // refuses a disposed tensor
+      if (grad.#gradOf !== null && grad.#gradOf !== this) {
+        throw new Error(
+          `${this.describe()}: ${grad.describe()} is already the gradient of ${grad.#gradOf.describe()} ` +
+            "(copyOf() gives one of its own)",
+        );
+      }
+      this.range(); // a disposed tensor takes no gradient: nothing would free it
       keep(grad); // the tensor owns it now, not the scope it was made in
     }
-    if (grad !== this.#grad) this.#grad?.dispose();
+    const replaced = this.#grad;
+    if (replaced !== null && replaced !== grad && replaced.#gradOf === this) replaced.dispose();
     this.#grad = grad;
+    if (grad) grad.#gradOf = this;
   }
 
   /**
@@ -230,7 +249,8 @@ export class Tensor {
     if (this.#disposed) return;
     this.#disposed = true;
     // It owns its gradient (a parameter's lives in the arena, which frees it).
-    if (!this.#gradPinned) this.#grad?.dispose();
+    const grad = this.#grad;
+    if (grad !== null && !this.#gradPinned && grad.#gradOf === this) grad.dispose();
     for (const scope of scopes) scope.delete(this);
     if (--this.storage.refs === 0 && this.storage.pooled) releaseBuffer(this.storage.buffer);
   }
@@ -554,6 +574,8 @@ export function tidy<T>(fn: () => T): T {
   }
   const returned = new Set<Tensor>();
   collectTensors(result, returned);
+  // A gradient returned without its tensor, which the scope disposes, is the caller's from now on.
+  for (const t of returned) releaseGrad(t, (owner) => !scope.has(owner) || returned.has(owner));
   const parent = scopes.at(-1);
   for (const t of scope) {
     if (returned.has(t)) parent?.add(t);
@@ -570,9 +592,13 @@ function collectTensors(value: unknown, into: Set<Tensor>): void {
   }
 }
 
-/** Takes a tensor out of every scope, so it lives until `dispose()`. Returns it. */
+/**
+ * Takes a tensor out of every scope, so it lives until `dispose()` (a gradient, too: its tensor then
+ * no longer disposes it). Returns it.
+ */
 export function keep<T extends Tensor>(t: T): T {
   for (const scope of scopes) scope.delete(t);
+  releaseGrad(t);
   return t;
 }
 
@@ -779,7 +805,9 @@ function backwardFrom(root: Tensor, given: Tensor | null | undefined, retainGrap
         // The usual cause: the forward ran inside a tidy() that returned only the loss.
         throw new Error(
           error.reason
-            ? `${used} after the forward: ${error.reason.what} (${error.reason.afterForward})`
+            ? `${used} after the forward: ${error.reason.what} (${
+              error.reason.afterForward ?? "run the forward again"
+            })`
             : `${used} (tidy() disposes what its function does not return, so call backward() inside the tidy() ` +
               "that ran the forward; an optimizer built or a model disposed after the forward frees the model's " +
               "old tensors too)",
@@ -822,6 +850,8 @@ export function gradientSink(input: Tensor): Tensor | null {
 }
 
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  // A leaf disposed before its backward (reached through ops that saved nothing) has no one to read it.
+  if (leaf.isDisposed) return g.dispose();
   if (leaf.grad) {
     accumulate(leaf.grad, g);
     g.dispose();

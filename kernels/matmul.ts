@@ -454,7 +454,7 @@ function vectorProduct(a: Tensor, b: Tensor, options: MatmulOptions): Tensor {
 }
 
 /** PyTorch's F.linear: x [..., in] · weight[out, in]^T + bias -> [..., out]. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   expectTensor("linear", x, "x");
   expectTensor("linear", weight, "weight");
   if (bias != null) expectTensor("linear", bias, "bias"); // null is PyTorch's bias=None
@@ -469,5 +469,5 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
         `expected [${weight.shape[0]}]`,
     );
   }
-  return matmul(x, weight, { transposeB: true, bias });
+  return matmul(x, weight, { transposeB: true, ...(bias ? { bias } : {}) });
 }

@@ -14,7 +14,7 @@ import { concat, permute } from "../kernels/layout.ts";
 import { linear, matmul } from "../kernels/matmul.ts";
 import { mean, sum } from "../kernels/reduce.ts";
 import { poolStats } from "../engine/pool.ts";
-import { full, noGrad, readAll, type Tensor, tensor, tidy, zeros } from "../engine/tensor.ts";
+import { full, keep, noGrad, readAll, type Tensor, tensor, tidy, zeros } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
 import { TransformerModel } from "../models/model.ts";
 import { MultiModelOptimizer } from "../optim/multimodel.ts";
@@ -254,7 +254,7 @@ Deno.test("setting .grad to null frees it; a gradient of another shape or a para
     throw new Error(`a disposed leaf's gradient leaks: ${inUse} then ${poolStats().inUseBytes}`);
   }
   // linear takes null for no bias, as PyTorch's bias=None.
-  tidy(() => linear(w, zeros([3, 64]), null as Loose));
+  tidy(() => linear(w, zeros([3, 64]), null));
   // A gradient assigned inside tidy() belongs to its tensor, not to the scope.
   tidy(() => {
     w.grad = mul(w.grad!, 0.5);
@@ -325,4 +325,41 @@ Deno.test("a backward after an optimizer adopted the model says the forward must
       throw new Error(message);
     }
   });
+});
+
+Deno.test("a gradient returned from tidy() or kept is the caller's; another tensor's gradient cannot be borrowed", async () => {
+  const returned = tidy(() => {
+    const x = tensor([1, 2, 3], { requiresGrad: true });
+    sum(mul(x, x)).backward();
+    return x.grad!;
+  });
+  const kept = tidy(() => {
+    const x = tensor([1, 2, 3], { requiresGrad: true });
+    sum(mul(x, x)).backward();
+    return keep(x.grad!);
+  });
+  const values = (await readAll([returned, kept])).map((v) => Array.from(v).join());
+  if (values.join(" ") !== "2,4,6 2,4,6") throw new Error(values.join(" "));
+  const a = tensor([1, 2], { requiresGrad: true }), b = tensor([3, 4], { requiresGrad: true });
+  a.grad = full([2], 1);
+  expectError(
+    () => (b.grad = a.grad),
+    "tensor float32[2]: tensor float32[2] is already the gradient of tensor float32[2] (copyOf() gives one " +
+      "of its own)",
+  );
+  // A disposed tensor takes no gradient, and a backward reaching a disposed leaf drops its gradient.
+  b.dispose();
+  expectError(() => (b.grad = full([2], 1)), "tensor float32[2] was used after dispose()");
+  const reached = () => {
+    const loss = tidy(() => zeros([1024], { requiresGrad: true }).reshape([32, 32]));
+    const seed = full([32, 32], 1);
+    loss.backward(seed);
+    seed.dispose();
+    loss.dispose();
+  };
+  reached();
+  const inUse = poolStats().inUseBytes;
+  for (let i = 0; i < 5; i++) reached();
+  if (poolStats().inUseBytes !== inUse) throw new Error(`a disposed leaf's late gradient leaks`);
+  for (const t of [returned, kept, a]) t.dispose();
 });

@@ -484,15 +484,19 @@ Deno.test("a run from before steps counted updates is refused on resume when it 
   if (!(await opened((c) => (c.format = 3))).includes("has format 3, newer than this version reads (2)")) {
     throw new Error("a newer format is read");
   }
-  // Options added since a run was written mean what that run did (no placebo, no evaluation limit); one
-  // the first runs had cannot be made up.
+  // Options added since a run was written mean what that run did (no placebo, no evaluation limit, the
+  // dropout every model then had); one the first runs had cannot be made up.
   const before = structuredClone(config);
   delete before.options.shuffledLabels;
   delete before.options.evalLimit;
+  delete before.options.dropout;
   before.options.accumulate = 1;
   await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(before));
   const read = await RunFolder.open(out);
-  if (read.options.shuffledLabels.length !== 0 || read.options.evalLimit !== null) {
+  if (
+    read.options.shuffledLabels.length !== 0 || read.options.evalLimit !== null ||
+    read.options.dropout !== 0.1
+  ) {
     throw new Error(`an older run's options: ${JSON.stringify(read.options)}`);
   }
   const lacking = await opened((c) => (c.options.accumulate = 1, delete c.options.lr));

@@ -63,22 +63,17 @@ export interface RunFacts {
   started: string;
 }
 
-/** What each option added since the first runs means for a run saved before it: what that run did. */
+/**
+ * What each option added since the first runs (whose config.json held every other) means for a run
+ * saved before it: what that run did.
+ */
 const OPTIONS_BEFORE_THEY_EXISTED: Partial<TrainOptions> = {
-  docStride: null,
-  weightDecay: 0.01,
-  decayBiasesAndNorms: true,
-  weights: null,
-  alignInit: false,
-  accumulate: 1,
-  distill: 0,
-  independent: false,
-  shuffledLabels: [],
-  from: {},
   evalEvery: null,
-  limit: null,
   evalLimit: null,
-  quiet: false,
+  dropout: 0.1,
+  shuffledLabels: [],
+  docStride: null,
+  decayBiasesAndNorms: true,
 };
 
 /** The folder of one run and the files in it. */
