@@ -62,8 +62,10 @@ let gradEnabled = true;
 let setPinnedGrad: (value: Tensor, grad: Tensor) => void;
 /** Disposes a tensor, recording why for a later use's error; installed by the Tensor class. */
 let disposeAs: (tensor: Tensor, why: DisposalReason) => void;
-/** Frees a gradient from its tensor, which then no longer disposes it; installed by the Tensor class. */
-let releaseGrad: (grad: Tensor, unless?: (owner: Tensor) => boolean) => void;
+/** The tensor a gradient belongs to (null for other tensors); installed by the Tensor class. */
+let gradOwner: (tensor: Tensor) => Tensor | null;
+/** Takes a gradient from its tensor, which no longer holds or disposes it; installed by the Tensor class. */
+let takeGrad: (grad: Tensor) => void;
 
 /** Why a tensor was disposed by other code than its holder's: what happened, and what to do instead. */
 export interface DisposalReason {
@@ -118,8 +120,12 @@ export class Tensor {
       value.#gradPinned = true;
       grad.#gradOf = value;
     };
-    releaseGrad = (grad, unless) => {
-      if (grad.#gradOf !== null && !grad.#gradPinned && !unless?.(grad.#gradOf)) grad.#gradOf = null;
+    gradOwner = (tensor) => tensor.#gradOf;
+    takeGrad = (grad) => {
+      const owner = grad.#gradOf;
+      if (owner === null || owner.#gradPinned) return;
+      owner.#grad = null;
+      grad.#gradOf = null;
     };
     disposeAs = (tensor, why) => {
       if (!tensor.#disposed) tensor.#disposedBecause = why;
@@ -131,9 +137,10 @@ export class Tensor {
    * Gradient accumulated by `backward()`, with this tensor's shape; null until one arrives. The tensor
    * owns it and disposes it with itself, and assigning one (null, as PyTorch's
    * `zero_grad(set_to_none=True)`, or a float32 tensor of this shape, not another tensor's gradient)
-   * disposes the gradient it replaces; a gradient returned from `tidy()` or passed to `keep()` is the
-   * caller's from then on. A model parameter's gradient lives in its arena, where the optimizer reads
-   * it, and cannot be replaced: zero it with the optimizer's `zeroGrad()`.
+   * disposes the gradient it replaces (one disposed by hand is replaced by the next backward). Returned
+   * from a `tidy()` that disposes its tensor, it is taken from the tensor and is the caller's; to keep
+   * one beyond its tensor otherwise, `copyOf()` it. A model parameter's gradient lives in its arena,
+   * where the optimizer reads it, and cannot be replaced: zero it with the optimizer's `zeroGrad()`.
    */
   get grad(): Tensor | null {
     return this.#grad;
@@ -574,9 +581,16 @@ export function tidy<T>(fn: () => T): T {
   }
   const returned = new Set<Tensor>();
   collectTensors(result, returned);
-  // A gradient returned without its tensor, which the scope disposes, is the caller's from now on.
-  for (const t of returned) releaseGrad(t, (owner) => !scope.has(owner) || returned.has(owner));
   const parent = scopes.at(-1);
+  // A gradient returned without its tensor, which the scope disposes, is taken from it: the caller's
+  // from now on, in the enclosing scope as any returned tensor is.
+  for (const t of returned) {
+    const owner = gradOwner(t);
+    if (owner !== null && scope.has(owner) && !returned.has(owner)) {
+      takeGrad(t);
+      parent?.add(t);
+    }
+  }
   for (const t of scope) {
     if (returned.has(t)) parent?.add(t);
     else t.dispose();
@@ -593,12 +607,11 @@ function collectTensors(value: unknown, into: Set<Tensor>): void {
 }
 
 /**
- * Takes a tensor out of every scope, so it lives until `dispose()` (a gradient, too: its tensor then
- * no longer disposes it). Returns it.
+ * Takes a tensor out of every scope, so it lives until `dispose()`. Returns it. (A gradient is in no
+ * scope: it lives as long as its tensor; `copyOf(x.grad)` gives one that outlives it.)
  */
 export function keep<T extends Tensor>(t: T): T {
   for (const scope of scopes) scope.delete(t);
-  releaseGrad(t);
   return t;
 }
 
@@ -845,14 +858,17 @@ function backwardFrom(root: Tensor, given: Tensor | null | undefined, retainGrap
  * Null when autograd must add: non-leaves, leaves without a gradient yet, packed parts of a slot.
  */
 export function gradientSink(input: Tensor): Tensor | null {
-  if (!input.requiresGrad || input.node || !input.grad) return null;
+  // A disposed leaf, or a gradient disposed by hand, is left to accumulateLeaf, which handles both.
+  if (!input.requiresGrad || input.node || !input.grad || input.isDisposed || input.grad.isDisposed) {
+    return null;
+  }
   return input.grad.range().offset % gpu().profile.storageOffsetAlignment === 0 ? input.grad : null;
 }
 
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   // A leaf disposed before its backward (reached through ops that saved nothing) has no one to read it.
   if (leaf.isDisposed) return g.dispose();
-  if (leaf.grad) {
+  if (leaf.grad && !leaf.grad.isDisposed) {
     accumulate(leaf.grad, g);
     g.dispose();
     return;
