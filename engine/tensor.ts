@@ -123,13 +123,14 @@ export class Tensor {
     gradOwner = (tensor) => tensor.#gradOf;
     takeGrad = (grad) => {
       const owner = grad.#gradOf;
-      if (owner === null || owner.#gradPinned) return;
+      // Only the tensor's current gradient: an older one, replaced or freed, is its no longer.
+      if (owner === null || owner.#gradPinned || owner.#grad !== grad) return;
       owner.#grad = null;
       grad.#gradOf = null;
     };
     disposeAs = (tensor, why) => {
       if (!tensor.#disposed) tensor.#disposedBecause = why;
-      tensor.dispose();
+      tensor.#release();
     };
   }
 
@@ -173,7 +174,10 @@ export class Tensor {
       keep(grad); // the tensor owns it now, not the scope it was made in
     }
     const replaced = this.#grad;
-    if (replaced !== null && replaced !== grad && replaced.#gradOf === this) replaced.dispose();
+    if (replaced !== null && replaced !== grad && replaced.#gradOf === this) {
+      replaced.dispose();
+      replaced.#gradOf = null;
+    }
     this.#grad = grad;
     if (grad) grad.#gradOf = this;
   }
@@ -251,8 +255,22 @@ export class Tensor {
     return `${this.name ? `tensor "${this.name}"` : "tensor"} ${this.dtype}${formatShape(this.shape)}`;
   }
 
-  /** Releases the tensor's buffer to the pool once no view shares it. Safe to call twice. */
+  /**
+   * Releases the tensor's buffer to the pool once no view shares it, and its gradient. Safe to call
+   * twice. A parameter's gradient, a view of its model's arena, is freed with the arena only.
+   */
   dispose(): void {
+    const owner = this.#gradOf;
+    if (owner !== null && owner.#gradPinned && !this.#disposed) {
+      throw new Error(
+        `${this.describe()} is a parameter's gradient, a view of its model's arena, which frees it ` +
+          "(the optimizer's zeroGrad() zeroes it)",
+      );
+    }
+    this.#release();
+  }
+
+  #release(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     // It owns its gradient (a parameter's lives in the arena, which frees it).

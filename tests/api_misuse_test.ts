@@ -361,5 +361,69 @@ Deno.test("a gradient returned from tidy() or kept is the caller's; another tens
   const inUse = poolStats().inUseBytes;
   for (let i = 0; i < 5; i++) reached();
   if (poolStats().inUseBytes !== inUse) throw new Error(`a disposed leaf's late gradient leaks`);
-  for (const t of [returned, kept, a]) t.dispose();
+  // Returned from an inner tidy, a taken gradient joins the enclosing scope like any returned tensor.
+  const nested = () =>
+    tidy(() => {
+      const g = tidy(() => {
+        const x = zeros([1024], { requiresGrad: true });
+        sum(mul(x, x)).backward();
+        return x.grad!;
+      });
+      sum(g);
+    });
+  nested();
+  const held = poolStats().inUseBytes;
+  for (let i = 0; i < 5; i++) nested();
+  if (poolStats().inUseBytes !== held) throw new Error("a gradient returned from an inner tidy leaks");
+  // Only a tensor's current gradient is taken: an older one, freed by `x.grad = null`, returned from the
+  // tidy takes nothing (it had unlinked, and leaked, the tensor's new gradient).
+  const older = () =>
+    tidy(() => {
+      const x = zeros([1024], { requiresGrad: true });
+      sum(mul(x, x)).backward();
+      const first = x.grad!;
+      x.grad = null;
+      sum(mul(x, x)).backward();
+      return first;
+    });
+  older();
+  const before = poolStats().inUseBytes;
+  for (let i = 0; i < 5; i++) older();
+  if (poolStats().inUseBytes !== before) throw new Error("returning a freed gradient leaks the current one");
+  // keep() does not take a gradient from its tensor: a parameter's cannot be borrowed that way, nor
+  // disposed by hand (the arena frees it).
+  const model = new TransformerModel(
+    modelConfig("bert", { vocabSize: 8, hiddenSize: 8, numHeads: 2, numLayers: 1, maxPositions: 4 }),
+  );
+  const parameter = model.parameters[0].value;
+  const other = zeros(parameter.shape as number[]);
+  let borrowed = "";
+  try {
+    other.grad = keep(parameter.grad!);
+  } catch (error) {
+    borrowed = (error as Error).message;
+  }
+  if (!borrowed.includes("is already the gradient of")) throw new Error(`borrowed: ${borrowed}`);
+  expectError(
+    () => parameter.grad!.dispose(),
+    `tensor "${model.parameters[0].info.name}.grad" float32[${
+      parameter.shape.join(", ")
+    }] is a parameter's ` +
+      "gradient, a view of its model's arena, which frees it (the optimizer's zeroGrad() zeroes it)",
+  );
+  other.dispose();
+  model.dispose();
+  // A gradient disposed by hand is replaced by the next backward, through a sink (matmul's weight) too;
+  // a disposed leaf reached by a backward is skipped without an error.
+  const weight = zeros([4, 4], { requiresGrad: true });
+  const input = full([2, 4], 1);
+  tidy(() => sum(matmul(input, weight)).backward());
+  weight.grad!.dispose();
+  tidy(() => sum(matmul(input, weight)).backward());
+  const [grad] = await readAll([weight.grad!]);
+  if (Array.from(grad).join() !== new Array(16).fill(2).join()) throw new Error(`replaced gradient: ${grad}`);
+  const out = matmul(input, weight);
+  weight.dispose();
+  tidy(() => sum(out).backward());
+  for (const t of [returned, kept, a, input, out]) t.dispose();
 });
