@@ -64,8 +64,11 @@ let setPinnedGrad: (value: Tensor, grad: Tensor) => void;
 let disposeAs: (tensor: Tensor, why: DisposalReason) => void;
 /** The tensor a gradient belongs to (null for other tensors); installed by the Tensor class. */
 let gradOwner: (tensor: Tensor) => Tensor | null;
-/** Takes a gradient from its tensor, which no longer holds or disposes it; installed by the Tensor class. */
-let takeGrad: (grad: Tensor) => void;
+/**
+ * Takes a gradient from its tensor, which no longer holds or disposes it; false where it is not the
+ * tensor's current one or is a parameter's. Installed by the Tensor class.
+ */
+let takeGrad: (grad: Tensor) => boolean;
 
 /** Why a tensor was disposed by other code than its holder's: what happened, and what to do instead. */
 export interface DisposalReason {
@@ -124,9 +127,10 @@ export class Tensor {
     takeGrad = (grad) => {
       const owner = grad.#gradOf;
       // Only the tensor's current gradient: an older one, replaced or freed, is its no longer.
-      if (owner === null || owner.#gradPinned || owner.#grad !== grad) return;
+      if (owner === null || owner.#gradPinned || owner.#grad !== grad) return false;
       owner.#grad = null;
       grad.#gradOf = null;
+      return true;
     };
     disposeAs = (tensor, why) => {
       if (!tensor.#disposed) tensor.#disposedBecause = why;
@@ -604,10 +608,7 @@ export function tidy<T>(fn: () => T): T {
   // from now on, in the enclosing scope as any returned tensor is.
   for (const t of returned) {
     const owner = gradOwner(t);
-    if (owner !== null && scope.has(owner) && !returned.has(owner)) {
-      takeGrad(t);
-      parent?.add(t);
-    }
+    if (owner !== null && scope.has(owner) && !returned.has(owner) && takeGrad(t)) parent?.add(t);
   }
   for (const t of scope) {
     if (returned.has(t)) parent?.add(t);
