@@ -94,7 +94,7 @@ Deno.test("each run option reaches the optimizer at other values and at its boun
   );
 });
 
-Deno.test("dropout reaches the hidden, embedding and attention dropout of models built from scratch", () => {
+Deno.test("dropout reaches every dropout of models built from scratch, the classifier's too", () => {
   const spec = {
     name: "m",
     family: "gpt2" as const,
@@ -103,23 +103,23 @@ Deno.test("dropout reaches the hidden, embedding and attention dropout of models
     numHeads: 2,
     intermediateSize: 32,
   };
-  for (const dropout of [0, 0.25]) {
+  for (const [dropout, task] of [[0, "sentiment"], [0.25, "sentiment"], [0, "pos"]] as const) {
     const model = buildModel(
       spec,
-      { task: "sentiment", maxLength: 16, seed: 0, dropout },
+      { task, maxLength: 16, seed: 0, dropout },
       { vocabSize: 300, padId: 0 },
       ["negative", "positive"],
       0,
     );
     const c = model.config;
     expectEqual(
-      [c.hiddenDropout, c.embeddingDropout, c.attentionDropout],
-      [dropout, dropout, dropout],
+      [c.hiddenDropout, c.embeddingDropout, c.attentionDropout, c.classifierDropout],
+      [dropout, dropout, dropout, dropout],
       "dropout",
     );
     model.dispose();
   }
-  // The family's own classifier dropout rule applies (HF's classifier_dropout unset).
+  // A model of one's own keeps Hugging Face's rule (classifier_dropout unset: GPT-2's head drops 0.1).
   if (modelConfig("gpt2").classifierDropout !== null) throw new Error("classifierDropout is set by default");
 });
 

@@ -81,6 +81,8 @@ export function buildModel(
     hiddenDropout: options.dropout,
     embeddingDropout: options.dropout,
     attentionDropout: options.dropout,
+    // Set, not left to the family's rule: GPT-2's (as Hugging Face's) would be 0.1 whatever --dropout says.
+    classifierDropout: options.dropout,
   });
   return new TransformerModel(config, {
     name: spec.name,
