@@ -144,7 +144,11 @@ export async function runExperiment(
   if (scale.groups.has("pretrained") && scale.pretrainSteps > 0) {
     pretrained = `${settings.workFolder}/pretraining`;
     const exists = await Deno.stat(`${pretrained}/state.json`).then(() => true, () => false);
-    if (!exists) {
+    // Pretraining is needed by the pretrained runs alone: once they are all in the file, it is not repeated.
+    const needed = laterRuns(scale, lrOf, pretrained).some((r) =>
+      r.group === "pretrained" && !done.has(r.key)
+    );
+    if (needed && !exists) {
       settings.info(`pretraining: joint language modelling on Moby-Dick, ${scale.pretrainSteps} steps`);
       await Deno.remove(pretrained, { recursive: true }).catch(() => {});
       await train({ ...pretrainingOptions(scale), out: pretrained }, { info: () => {} });

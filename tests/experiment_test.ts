@@ -74,3 +74,25 @@ Deno.test("the runner appends a line per run, resumes without repeating one, and
   }
   await Deno.remove(folder, { recursive: true });
 });
+
+Deno.test("pretraining is not repeated once every pretrained run is in the results file", async () => {
+  const folder = await Deno.makeTempDir({ prefix: "experiment-" });
+  const lines: string[] = [];
+  const settings = {
+    resultsFile: `${folder}/runs.jsonl`,
+    workFolder: `${folder}/work`,
+    command: "test",
+    info: (line: string) => lines.push(line),
+  };
+  const scale: ExperimentScale = { ...TINY, seeds: [1], groups: new Set(["pretrained"]), pretrainSteps: 2 };
+  const runs = await runExperiment(scale, settings);
+  if (runs.length !== 2 || !lines.some((l) => l.startsWith("pretraining"))) {
+    throw new Error(`first run: ${runs.map((r) => r.key)}; ${lines.join(" | ")}`);
+  }
+  // The work folder of a finished experiment may be gone (another machine, a clean-up).
+  await Deno.remove(settings.workFolder, { recursive: true });
+  lines.length = 0;
+  const again = await runExperiment(scale, settings);
+  if (again.length !== 2 || lines.length > 0) throw new Error(`second run: ${lines.join(" | ")}`);
+  await Deno.remove(folder, { recursive: true });
+});
