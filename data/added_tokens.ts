@@ -15,6 +15,8 @@ export interface AddedToken {
   lstrip: boolean;
   /** Whether it swallows the whitespace after it. */
   rstrip: boolean;
+  /** Whether it matches only where no word character touches it (not "cat" in "concat"). */
+  singleWord: boolean;
   /** Whether it is matched in the normalized text (else in the raw text). */
   normalized: boolean;
   /** Whether it is a special token. */
@@ -53,16 +55,32 @@ export function parseAddedTokens(entries: unknown): AddedToken[] {
       content: t.content,
       lstrip: t.lstrip === true,
       rstrip: t.rstrip === true,
+      singleWord: t.single_word === true,
       normalized: typeof t.normalized === "boolean" ? t.normalized : !special,
       special,
     };
   });
 }
 
+// The Rust library's regex `\w` and `\s`: Unicode word characters and White_Space.
+const WORD_CHAR = /[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]/u;
+const SPACE_AT_END = /\p{White_Space}*$/u;
+const SPACE_AT_START = /^\p{White_Space}*/u;
+
+/** Whether a word character touches `text[start, end)` on either side. */
+function insideWord(text: string, start: number, end: number): boolean {
+  const before = Array.from(text.slice(Math.max(0, start - 2), start)).pop();
+  const after = text.codePointAt(end);
+  return (before !== undefined && WORD_CHAR.test(before)) ||
+    (after !== undefined && WORD_CHAR.test(String.fromCodePoint(after)));
+}
+
 /**
  * Cuts `text` at added tokens, taking the longest match at each position from the left (as the
- * library's splitter), and applies their lstrip / rstrip to the neighbouring sections. Empty sections
- * are dropped; a section whose text equals an added token's (`byContent`) is that token.
+ * library's splitter; a `single_word` token's match inside a word is passed over whole), and applies
+ * their lstrip / rstrip: the whitespace they swallow leaves the neighbouring section and joins the
+ * token's span. Empty sections are dropped; a section whose text equals an added token's (`byContent`)
+ * is that token.
  */
 export function splitAtAddedTokens(
   text: string,
@@ -84,6 +102,10 @@ export function splitAtAddedTokens(
       i++;
       continue;
     }
+    if (match.token.singleWord && insideWord(text, i, i + match.content.length)) {
+      i += match.content.length;
+      continue;
+    }
     if (i > plainStart) sections.push({ text: text.slice(plainStart, i), start: plainStart, token: null });
     sections.push({ text: match.content, start: i, token: match.token });
     i += match.content.length;
@@ -93,13 +115,20 @@ export function splitAtAddedTokens(
     sections.push({ text: text.slice(plainStart), start: plainStart, token: null });
   }
   for (let i = 0; i < sections.length; i++) {
-    const token = sections[i].token;
-    if (token?.lstrip && i > 0) sections[i - 1].text = sections[i - 1].text.trimEnd();
-    if (token?.rstrip && i + 1 < sections.length) {
+    const section = sections[i];
+    if (section.token?.lstrip && i > 0 && !sections[i - 1].token) {
+      const previous = sections[i - 1];
+      const space = previous.text.length - previous.text.search(SPACE_AT_END);
+      previous.text = previous.text.slice(0, previous.text.length - space);
+      section.start -= space;
+      section.text = text.slice(section.start, section.start + section.text.length + space);
+    }
+    if (section.token?.rstrip && i + 1 < sections.length && !sections[i + 1].token) {
       const next = sections[i + 1];
-      const trimmed = next.text.trimStart();
-      next.start += next.text.length - trimmed.length;
-      next.text = trimmed;
+      const space = next.text.match(SPACE_AT_START)![0].length;
+      next.start += space;
+      next.text = next.text.slice(space);
+      section.text = text.slice(section.start, section.start + section.text.length + space);
     }
   }
   return sections.filter((s) => s.text.length > 0).map((s) => ({

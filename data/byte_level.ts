@@ -7,9 +7,12 @@
  * @module
  */
 
-/** GPT-2's pre-tokenization pattern, exactly as `@huggingface/tokenizers` compiles it. */
+/**
+ * GPT-2's pre-tokenization pattern as the Rust library (Oniguruma) reads it: its `\s` is Unicode's
+ * White_Space, which holds U+0085 and not U+FEFF, where JavaScript's `\s` does the opposite.
+ */
 export const GPT2_PATTERN: RegExp =
-  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
 
 /** GPT-2's reversible byte -> character table: printable Latin-1 bytes stand for themselves. */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
@@ -98,7 +101,7 @@ export function byteLevelDecode(chars: string): string {
     const byte = CHAR_TO_BYTE.get(char);
     if (byte !== undefined) bytes[n++] = byte;
   }
-  return new TextDecoder().decode(bytes.subarray(0, n));
+  return new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes.subarray(0, n)); // a BOM in the text is text
 }
 
 /** Merge ranks: `ranks.get(left)?.get(right)` is the rank of merging `left` and `right`. */

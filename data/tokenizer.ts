@@ -15,14 +15,22 @@
  * returns no offsets, which QA and tagging need to align answers and words with tokens. This encoder
  * follows the library step by step (added-token splitting, normalizer, pre-tokenizer, model) and
  * tests/tokenizer_test.ts checks that both give the same ids on whole data splits, for a trained
- * tokenizer, hand-written BERT (WordPiece) and GPT-2 / RoBERTa (byte-level BPE) files. Measured on
+ * tokenizer, hand-written BERT (WordPiece) and GPT-2 / RoBERTa (byte-level BPE) files. Where that port and
+ * the Rust library transformers uses differ (a capital sigma lowercased, Unicode's spaces, the flags of added
+ * tokens, offsets), this follows the Rust library: the test checks it against that library's own outputs
+ * (tests/fixtures/hf/tokenizers). Measured on
  * this project's 2-core machine, ids identical, after warm-up: the 2,366 sentiment training sentences
  * (38k tokens) take the library 85-170 ms and this encoder, offsets included, 20-60 ms; the 8,401 QA
  * training contexts of the split at the time (2.2 M tokens) take 7-9 s and 1.3-1.5 s. Training on the sentiment split takes
  * 0.3 s (4,683 entries: merges stop at pairs seen once), on QA contexts or spam 2-4 s (8,192 entries).
  *
- * Offsets are [start, end) indices into the encoded JavaScript string (UTF-16 units); a byte-level
- * token's span leaves out the space it starts with.
+ * Offsets are [start, end) indices into the encoded JavaScript string (UTF-16 units), as the Rust library
+ * gives them (in code points): an added token's holds the whitespace it swallows (lstrip, rstrip), and a
+ * byte-level file whose post-processor trims offsets (`trim_offsets`, as this project's and RoBERTa's do)
+ * leaves the spaces a token starts or ends with out of its span (a token of spaces alone has an empty one).
+ * One difference is kept: the library moves the span of a section's first token past a character when
+ * `add_prefix_space` put a space before a section after an added token (`<mask>the` gives `he`); here
+ * that space has no span, so the token keeps its text.
  *
  * @module
  */
@@ -78,7 +86,7 @@ export type PairPiece =
   | { readonly sequence: "A" | "B"; readonly typeId: number };
 
 type Model =
-  | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean }
+  | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean; trimOffsets: boolean }
   | {
     kind: "wordpiece";
     prefix: string;
@@ -126,10 +134,25 @@ function wordPieceDecode(
   return text;
 }
 
-/** Whether a UTF-16 unit is whitespace (JavaScript's \\s). */
-function isSpace(code: number): boolean {
-  return code === 32 || (code >= 9 && code <= 13) || (code > 127 && /\s/.test(String.fromCharCode(code)));
+/**
+ * Whether a byte-level file's offsets are trimmed of spaces: its post-processor's `trim_offsets` (ByteLevel's
+ * or RobertaProcessing's, true unless set false, also inside a `Sequence`); a file with neither trims none.
+ */
+function trimsOffsets(processor: unknown): boolean {
+  const p = (processor ?? {}) as { type?: unknown; processors?: unknown; trim_offsets?: unknown };
+  if (p.type === "Sequence") return Array.isArray(p.processors) && p.processors.some(trimsOffsets);
+  return (p.type === "ByteLevel" || p.type === "RobertaProcessing") && p.trim_offsets !== false;
 }
+
+/** How many of `text`'s first (or last) characters are spaces as the library trims them. */
+function spaces(text: string, at: "start" | "end", space: RegExp): number {
+  let n = 0;
+  while (n < text.length && space.test(text[at === "start" ? n : text.length - 1 - n])) n++;
+  return n;
+}
+
+const WHITE_SPACE = /\p{White_Space}/u;
+const BYTE_SPACE = /Ġ/;
 
 function fail(what: string): never {
   throw new Error(`Tokenizer.fromJson: ${what}`);
@@ -172,15 +195,11 @@ function pairLayoutOf(processor: unknown, special: SpecialTokens): PairPiece[] {
     case "BertProcessing":
       return bertLike(idOf("cls"), idOf("sep"));
     case "TemplateProcessing":
-      return templatePairLayout(p);
+      // One that adds no token (transformers 5 saves GPT-2's so) lays nothing out: the default applies.
+      return addsSpecialTokens(p) ? templatePairLayout(p) : bertLike(special.cls, special.sep);
     case "Sequence": {
       const processors = Array.isArray(p.processors) ? p.processors : [];
-      const laying = processors.find((q) =>
-        ["RobertaProcessing", "BertProcessing", "TemplateProcessing"].includes(
-          (q as { type?: string })?.type!,
-        )
-      );
-      return pairLayoutOf(laying ?? null, special);
+      return pairLayoutOf(processors.find(laysOutSpecialTokens) ?? null, special);
     }
     default:
       return bertLike(special.cls, special.sep);
@@ -191,7 +210,16 @@ function pairLayoutOf(processor: unknown, special: SpecialTokens): PairPiece[] {
 function laysOutSpecialTokens(processor: unknown): boolean {
   const { type, processors } = (processor ?? {}) as { type?: unknown; processors?: unknown };
   if (type === "Sequence") return Array.isArray(processors) && processors.some(laysOutSpecialTokens);
-  return type === "RobertaProcessing" || type === "BertProcessing" || type === "TemplateProcessing";
+  if (type === "TemplateProcessing") return addsSpecialTokens(processor as Record<string, unknown>);
+  return type === "RobertaProcessing" || type === "BertProcessing";
+}
+
+/** Whether a `TemplateProcessing`'s templates hold a special token (`$A` alone does not). */
+function addsSpecialTokens(template: Record<string, unknown>): boolean {
+  return [template.single, template.pair].some((pieces) =>
+    Array.isArray(pieces) &&
+    pieces.some((piece) => typeof piece === "object" && piece && "SpecialToken" in piece)
+  );
 }
 
 /**
@@ -263,6 +291,9 @@ export class Tokenizer {
   readonly pairLayout: readonly PairPiece[];
   private readonly json: Record<string, unknown>;
   private readonly model: Model;
+  /** The model's own vocabulary: what WordPiece and BPE can spell a word with. */
+  private readonly modelVocab = new Map<string, number>();
+  /** Every token string's id: the model's and the added tokens. */
   private readonly vocab = new Map<string, number>();
   private readonly tokens: string[] = [];
   private readonly added: AddedToken[];
@@ -280,12 +311,13 @@ export class Tokenizer {
     const vocab = record(model.vocab, "model.vocab");
     for (const [token, id] of Object.entries(vocab)) {
       if (!Number.isInteger(id) || (id as number) < 0) fail(`model.vocab["${token}"] is not a token id`);
+      this.modelVocab.set(token, id as number);
       this.vocab.set(token, id as number);
       this.tokens[id as number] = token;
     }
     this.added = parseAddedTokens(json.added_tokens);
     for (const token of this.added) {
-      this.vocab.set(token.content, token.id); // the library lets the model match added tokens too
+      this.vocab.set(token.content, token.id); // not the model's: the Rust library's WordPiece cannot spell with it
       this.tokens[token.id] = token.content;
       this.addedByContent.set(token.content, token);
     }
@@ -311,7 +343,7 @@ export class Tokenizer {
         if (model[field]) fail(`unsupported BPE model.${field} ${JSON.stringify(model[field])}`);
       }
       if (model.byte_fallback === true) fail("unsupported BPE model.byte_fallback");
-      if (this.unkToken !== null && !this.vocab.has(this.unkToken)) {
+      if (this.unkToken !== null && !this.modelVocab.has(this.unkToken)) {
         fail(`BPE model.unk_token ${JSON.stringify(this.unkToken)} is not in the vocabulary`);
       }
       if (!Array.isArray(model.merges)) fail("model.merges must be an array");
@@ -325,9 +357,10 @@ export class Tokenizer {
         ranks: mergeRanks(merges),
         ignoreMerges: model.ignore_merges === true,
         addPrefixSpace: pre.add_prefix_space === true,
+        trimOffsets: trimsOffsets(json.post_processor),
       };
     } else if (model.type === "WordPiece" && pre.type === "BertPreTokenizer") {
-      if (this.unkToken === null || !this.vocab.has(this.unkToken)) {
+      if (this.unkToken === null || !this.modelVocab.has(this.unkToken)) {
         fail(`WordPiece model.unk_token ${JSON.stringify(model.unk_token)} is not in the vocabulary`);
       }
       this.model = {
@@ -371,7 +404,8 @@ export class Tokenizer {
     const { cls, sep } = this.special;
     if (laysOutSpecialTokens(json.post_processor) || cls < 0 || sep < 0) return json;
     const template = templateProcessing([cls, sep], this.pairLayout, (id) => this.tokens[id]);
-    json.post_processor = json.post_processor
+    const { type } = (json.post_processor ?? {}) as { type?: unknown };
+    json.post_processor = json.post_processor && type !== "TemplateProcessing"
       ? { type: "Sequence", processors: [json.post_processor, template] }
       : template;
     return json;
@@ -388,12 +422,20 @@ export class Tokenizer {
     const offsets: [number, number][] = [];
     for (const section of splitAtAddedTokens(text, this.rawAdded, this.addedByContent)) {
       if (section.token) {
+        // Its span holds the whitespace it swallowed, which a trimming byte-level file trims again.
+        const span: [number, number] = [section.start, section.start + section.text.length];
+        const trim = this.model.kind === "bpe" && this.model.trimOffsets;
+        const [leading, trailing] = trim
+          ? [spaces(section.text, "start", WHITE_SPACE), spaces(section.text, "end", WHITE_SPACE)]
+          : [0, 0];
+        offsets.push(
+          this.trimmed(span, leading, trailing, ids.length === 0, (n) => span[0] + n, (n) => span[1] - n),
+        );
         ids.push(section.token.id);
-        offsets.push([section.start, section.start + section.text.length]);
         continue;
       }
       if (this.model.kind === "bpe") {
-        this.encodeBytes(section.text, section.start, text, ids, offsets); // byte-level BPE has no normalizer
+        this.encodeBytes(section.text, section.start, ids, offsets); // byte-level BPE has no normalizer
         continue;
       }
       const normalized = this.normalizer
@@ -445,7 +487,7 @@ export class Tokenizer {
     const model = this.model as Extract<Model, { kind: "wordpiece" }>;
     for (const [from, to] of bertPreTokenize(sub)) {
       const word = sub.slice(from, to);
-      const pieces = wordPiece(word, this.vocab, model.prefix, model.maxChars);
+      const pieces = wordPiece(word, this.modelVocab, model.prefix, model.maxChars);
       const at = subStart + from;
       for (const piece of pieces ?? [{ token: this.unkToken!, start: 0, end: word.length }]) {
         ids.push(this.idOf(piece.token));
@@ -454,11 +496,10 @@ export class Tokenizer {
     }
   }
 
-  /** Byte-level BPE on the section `sub` of `source`, which starts at `origin`. */
+  /** Byte-level BPE on the section `sub` of the text, which starts at `origin`. */
   private encodeBytes(
     sub: string,
     origin: number,
-    source: string,
     ids: number[],
     offsets: [number, number][],
   ): void {
@@ -467,18 +508,45 @@ export class Tokenizer {
       const { ids: pieceIds, ends } = this.bpePiece(piece.text);
       for (let k = 0, from = 0; k < pieceIds.length; from = ends[k], k++) {
         if (pieceIds[k] < 0) continue;
-        let [start, end] = pieceSpan(piece, from, ends[k], origin);
-        // The span leaves out the space a token starts with (and one it ends with), unless it is all space.
-        let first = start;
-        while (first < end && isSpace(source.charCodeAt(first))) first++;
-        if (first < end) {
-          start = first;
-          while (isSpace(source.charCodeAt(end - 1))) end--;
-        }
+        const to = ends[k];
+        // The library counts the token's spaces (Ġ; an unknown token's string has none) and moves its span
+        // past as many characters; here each space byte's own span is used, so the space a prefix put
+        // before a section, which has no span, does not cut the character after it.
+        const token = this.tokens[pieceIds[k]];
+        const [leading, trailing] = model.trimOffsets
+          ? [spaces(token, "start", BYTE_SPACE), spaces(token, "end", BYTE_SPACE)]
+          : [0, 0];
+        const span = pieceSpan(piece, from, to, origin);
+        offsets.push(this.trimmed(
+          span,
+          leading,
+          trailing,
+          ids.length === 0 || span[0] === 0,
+          (n) => n < to - from ? pieceSpan(piece, from + n, to, origin)[0] : span[1],
+          (n) => n < to - from ? pieceSpan(piece, from, to - n, origin)[1] : span[0],
+        ));
         ids.push(pieceIds[k]);
-        offsets.push([start, end]);
       }
     }
+  }
+
+  /**
+   * A token's span trimmed as the library's byte-level post-processor trims it: `leading` spaces off its
+   * start, `trailing` off its end (`after(n)` and `before(n)` say where), never past each other; a single
+   * leading space of the first token stays when a prefix space is added (the library's rule).
+   */
+  private trimmed(
+    [start, end]: [number, number],
+    leading: number,
+    trailing: number,
+    first: boolean,
+    after: (n: number) => number,
+    before: (n: number) => number,
+  ): [number, number] {
+    const addPrefixSpace = this.model.kind === "bpe" && this.model.addPrefixSpace;
+    if (leading > 0 && !(first && addPrefixSpace && leading === 1)) start = Math.min(after(leading), end);
+    if (trailing > 0) end = Math.max(before(trailing), start);
+    return [start, end];
   }
 
   /** Ids of one byte-level piece (-1 for a token outside the vocabulary with no unknown token: dropped). */
@@ -487,12 +555,12 @@ export class Tokenizer {
     if (cached) return cached;
     const model = this.model as Extract<Model, { kind: "bpe" }>;
     let result: { ids: number[]; ends: number[] };
-    if (model.ignoreMerges && this.vocab.has(text)) {
-      result = { ids: [this.vocab.get(text)!], ends: [text.length] };
+    if (model.ignoreMerges && this.modelVocab.has(text)) {
+      result = { ids: [this.modelVocab.get(text)!], ends: [text.length] };
     } else {
       const { tokens, ends } = bpeWord(text, model.ranks);
       const unknown = this.unkToken === null ? -1 : this.idOf(this.unkToken);
-      result = { ids: tokens.map((t) => (this.vocab.has(t) ? this.idOf(t) : unknown)), ends };
+      result = { ids: tokens.map((t) => (this.modelVocab.has(t) ? this.idOf(t) : unknown)), ends };
     }
     if (this.cache.size > 200_000) this.cache.clear();
     if (text.length < 256) this.cache.set(text, result);

@@ -1,5 +1,5 @@
 /**
- * BERT's WordPiece pipeline as Hugging Face's `tokenizer.json` describes it and `@huggingface/tokenizers`
+ * BERT's WordPiece pipeline as Hugging Face's `tokenizer.json` describes it and the `tokenizers` library
  * runs it: the `BertNormalizer` (clean control characters, pad CJK characters with spaces, lowercase,
  * strip accents), the `BertPreTokenizer` (split on whitespace and punctuation) and the `WordPiece` model
  * (greedy longest match, `##` continuations, `[UNK]` for a word it cannot spell). Used to read BERT
@@ -20,13 +20,25 @@ export interface BertNormalizerOptions {
   lowercase?: boolean;
 }
 
+/** The code point ranges the library pads with spaces: CJK ideographs, their extensions B-F and compatibility forms. */
+const CHINESE_RANGES: readonly [number, number][] = [
+  [0x4e00, 0x9fff],
+  [0x3400, 0x4dbf],
+  [0x20000, 0x2a6df],
+  [0x2a700, 0x2b73f],
+  [0x2b740, 0x2b81f],
+  [0x2b920, 0x2ceaf],
+  [0xf900, 0xfaff],
+  [0x2f800, 0x2fa1f],
+];
+
 function isChineseChar(code: number): boolean {
-  return (code >= 0x4e00 && code <= 0x9fff) || (code >= 0x3400 && code <= 0x4dbf) ||
-    (code >= 0xf900 && code <= 0xfaff);
+  return CHINESE_RANGES.some(([first, last]) => code >= first && code <= last);
 }
 
 const CONTROL = /^(\p{Cc}|\p{Cf}|\p{Co}|\p{Cs})$/u;
-const WHITESPACE = /^\s$/;
+// Unicode's White_Space, as Rust's char::is_whitespace: unlike JavaScript's \s it holds U+0085 and not U+FEFF.
+const WHITESPACE = /^\p{White_Space}$/u;
 
 /** The normalizer's result: the text and, per UTF-16 unit of it, the source span it came from. */
 export interface Normalized {
@@ -49,14 +61,15 @@ function cleanChar(char: string, options: BertNormalizerOptions): string {
 
 function caseAndAccents(text: string, options: BertNormalizerOptions): string {
   const strip = options.lowercase ? options.strip_accents !== false : options.strip_accents === true;
-  const cased = options.lowercase ? text.toLowerCase() : text;
+  // One code point at a time, as the library lowercases: a word-final Σ becomes σ, not ς.
+  const cased = options.lowercase ? Array.from(text, (char) => char.toLowerCase()).join("") : text;
   return strip ? cased.normalize("NFD").replace(/\p{Mn}/gu, "") : cased;
 }
 
 /**
  * Applies the `BertNormalizer` to `text` (which starts at `origin` in the caller's string). The text is
- * normalized whole, as the library does (final sigma, canonical reordering); the spans come from
- * normalizing one character at a time, which gives the same length.
+ * normalized whole, as the library does (the canonical reordering of combining marks); the spans come
+ * from normalizing one character at a time, which gives the same length.
  */
 export function bertNormalize(text: string, origin: number, options: BertNormalizerOptions): Normalized {
   let whole = "";
@@ -66,7 +79,7 @@ export function bertNormalize(text: string, origin: number, options: BertNormali
   let at = 0;
   for (const char of text) {
     let piece = cleanChar(char, options);
-    if (options.handle_chinese_chars && piece.length === 1 && isChineseChar(piece.charCodeAt(0))) {
+    if (options.handle_chinese_chars && piece === char && isChineseChar(char.codePointAt(0)!)) {
       piece = ` ${piece} `;
     }
     whole += piece;
@@ -96,7 +109,7 @@ export function identityNormalize(text: string, origin: number): Normalized {
 }
 
 const PUNCTUATION = "\\p{P}\\u0021-\\u002F\\u003A-\\u0040\\u005B-\\u0060\\u007B-\\u007E";
-const BERT_PIECE = new RegExp(`[^\\s${PUNCTUATION}]+|[${PUNCTUATION}]`, "gu");
+const BERT_PIECE = new RegExp(`[^\\p{White_Space}${PUNCTUATION}]+|[${PUNCTUATION}]`, "gu");
 
 /** BERT's pre-tokenizer: runs of non-space non-punctuation, and single punctuation characters, as [start, end). */
 export function bertPreTokenize(text: string): [number, number][] {
