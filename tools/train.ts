@@ -145,7 +145,8 @@ const spec = {
       type: "string",
       default: "1",
       value: "n",
-      description: "batches per step (update), their gradients averaged; an epoch's last step may have fewer",
+      description:
+        "batches per step (update), their gradients averaged (each batch weighs the same); an epoch's last step may have fewer",
     },
     "weight-decay": {
       type: "string",

@@ -77,7 +77,10 @@ export interface TrainOptions {
   weights: Record<string, number> | null;
   /** Give each sharing group's members the same initial values. */
   alignInit: boolean;
-  /** Micro-batches per update. */
+  /**
+   * Micro-batches per update; their gradients are averaged, each batch weighing the same (Hugging Face's
+   * `Trainer` weighs a token task's batches by their labelled tokens).
+   */
   accumulate: number;
   /** Mutual distillation weight lambda (0: off). */
   distill: number;
