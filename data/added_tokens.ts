@@ -64,8 +64,14 @@ export function parseAddedTokens(entries: unknown): AddedToken[] {
 
 // The Rust library's regex `\w` and `\s`: Unicode word characters and White_Space.
 const WORD_CHAR = /[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]/u;
-const SPACE_AT_END = /\p{White_Space}*$/u;
-const SPACE_AT_START = /^\p{White_Space}*/u;
+const WHITE_SPACE = /\p{White_Space}/u;
+
+/** How many whitespace characters `text` starts (or ends) with; a loop, as a regex anchored at the end is quadratic. */
+export function whitespace(text: string, at: "start" | "end"): number {
+  let n = 0;
+  while (n < text.length && WHITE_SPACE.test(text[at === "start" ? n : text.length - 1 - n])) n++;
+  return n;
+}
 
 /** Whether a word character touches `text[start, end)` on either side. */
 function insideWord(text: string, start: number, end: number): boolean {
@@ -79,13 +85,12 @@ function insideWord(text: string, start: number, end: number): boolean {
  * Cuts `text` at added tokens, taking the longest match at each position from the left (as the
  * library's splitter; a `single_word` token's match inside a word is passed over whole), and applies
  * their lstrip / rstrip: the whitespace they swallow leaves the neighbouring section and joins the
- * token's span. Empty sections are dropped; a section whose text equals an added token's (`byContent`)
- * is that token.
+ * token's span. Empty sections are dropped. A section is a token only where it was matched: text that
+ * equals a token's but was passed over (a `single_word` token inside a word) stays text, as in the library.
  */
 export function splitAtAddedTokens(
   text: string,
   tokens: readonly Matchable[],
-  byContent: ReadonlyMap<string, AddedToken>,
 ): Section[] {
   const sections: Section[] = [];
   const firstChars = new Set(tokens.map((t) => t.content[0]));
@@ -118,21 +123,18 @@ export function splitAtAddedTokens(
     const section = sections[i];
     if (section.token?.lstrip && i > 0 && !sections[i - 1].token) {
       const previous = sections[i - 1];
-      const space = previous.text.length - previous.text.search(SPACE_AT_END);
+      const space = whitespace(previous.text, "end");
       previous.text = previous.text.slice(0, previous.text.length - space);
       section.start -= space;
       section.text = text.slice(section.start, section.start + section.text.length + space);
     }
     if (section.token?.rstrip && i + 1 < sections.length && !sections[i + 1].token) {
       const next = sections[i + 1];
-      const space = next.text.match(SPACE_AT_START)![0].length;
+      const space = whitespace(next.text, "start");
       next.start += space;
       next.text = next.text.slice(space);
       section.text = text.slice(section.start, section.start + section.text.length + space);
     }
   }
-  return sections.filter((s) => s.text.length > 0).map((s) => ({
-    ...s,
-    token: s.token ?? byContent.get(s.text) ?? null,
-  }));
+  return sections.filter((s) => s.text.length > 0);
 }

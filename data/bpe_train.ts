@@ -262,10 +262,9 @@ export function trainByteLevelBpe(
     content: token.content,
     token,
   }));
-  const byContent = new Map(specials.map((s) => [s.content, s.token]));
   const words = new Map<string, number>();
   for (const text of texts) {
-    for (const section of splitAtAddedTokens(text, specials, byContent)) {
+    for (const section of splitAtAddedTokens(text, specials)) {
       if (section.token) continue;
       for (const piece of byteLevelPieces(section.text, 0, true)) {
         words.set(piece.text, (words.get(piece.text) ?? 0) + 1);

@@ -28,13 +28,21 @@
  * gives them (in code points): an added token's holds the whitespace it swallows (lstrip, rstrip), and a
  * byte-level file whose post-processor trims offsets (`trim_offsets`, as this project's and RoBERTa's do)
  * leaves the spaces a token starts or ends with out of its span (a token of spaces alone has an empty one).
- * One difference is kept: the library moves the span of a section's first token past a character when
- * `add_prefix_space` put a space before a section after an added token (`<mask>the` gives `he`); here
- * that space has no span, so the token keeps its text.
+ * One difference is kept: the space `add_prefix_space` puts before a section has no span here, where the
+ * library gives it the span of the character after it; so where offsets are not trimmed, a token of that
+ * space alone spans nothing here (the library: the next character), and where they are, the first token of
+ * a section after an added token keeps its text (the library moves its span past a character: `<mask>the`
+ * gives `he`).
  *
  * @module
  */
-import { type AddedToken, type Matchable, parseAddedTokens, splitAtAddedTokens } from "./added_tokens.ts";
+import {
+  type AddedToken,
+  type Matchable,
+  parseAddedTokens,
+  splitAtAddedTokens,
+  whitespace,
+} from "./added_tokens.ts";
 import { trainByteLevelBpe, TRAINED_SPECIAL_TOKENS, type TrainOptions } from "./bpe_train.ts";
 import {
   bpeWord,
@@ -86,7 +94,13 @@ export type PairPiece =
   | { readonly sequence: "A" | "B"; readonly typeId: number };
 
 type Model =
-  | { kind: "bpe"; ranks: MergeRanks; ignoreMerges: boolean; addPrefixSpace: boolean; trimOffsets: boolean }
+  | {
+    kind: "bpe";
+    ranks: MergeRanks;
+    ignoreMerges: boolean;
+    addPrefixSpace: boolean;
+    trimming: OffsetTrimming | null;
+  }
   | {
     kind: "wordpiece";
     prefix: string;
@@ -134,25 +148,31 @@ function wordPieceDecode(
   return text;
 }
 
-/**
- * Whether a byte-level file's offsets are trimmed of spaces: its post-processor's `trim_offsets` (ByteLevel's
- * or RobertaProcessing's, true unless set false, also inside a `Sequence`); a file with neither trims none.
- */
-function trimsOffsets(processor: unknown): boolean {
-  const p = (processor ?? {}) as { type?: unknown; processors?: unknown; trim_offsets?: unknown };
-  if (p.type === "Sequence") return Array.isArray(p.processors) && p.processors.some(trimsOffsets);
-  return (p.type === "ByteLevel" || p.type === "RobertaProcessing") && p.trim_offsets !== false;
+/** How a byte-level post-processor trims offsets: its `add_prefix_space` decides the first token's rule. */
+interface OffsetTrimming {
+  addPrefixSpace: boolean;
 }
 
-/** How many of `text`'s first (or last) characters are spaces as the library trims them. */
-function spaces(text: string, at: "start" | "end", space: RegExp): number {
+/**
+ * How a byte-level file's offsets are trimmed of spaces: by its post-processor (ByteLevel or
+ * RobertaProcessing, also inside a `Sequence`) unless that sets `trim_offsets` false; null when none trims.
+ */
+function offsetTrimming(processor: unknown): OffsetTrimming | null {
+  const p = (processor ?? {}) as Record<string, unknown>;
+  if (p.type === "Sequence") {
+    const trimming = Array.isArray(p.processors) ? p.processors.map(offsetTrimming) : [];
+    return trimming.find((t) => t !== null) ?? null;
+  }
+  if ((p.type !== "ByteLevel" && p.type !== "RobertaProcessing") || p.trim_offsets === false) return null;
+  return { addPrefixSpace: p.add_prefix_space !== false };
+}
+
+/** How many spaces (`Ġ`, the byte-level form of " ") a token starts (or ends) with. */
+function byteSpaces(token: string, at: "start" | "end"): number {
   let n = 0;
-  while (n < text.length && space.test(text[at === "start" ? n : text.length - 1 - n])) n++;
+  while (n < token.length && token[at === "start" ? n : token.length - 1 - n] === "Ġ") n++;
   return n;
 }
-
-const WHITE_SPACE = /\p{White_Space}/u;
-const BYTE_SPACE = /Ġ/;
 
 function fail(what: string): never {
   throw new Error(`Tokenizer.fromJson: ${what}`);
@@ -357,7 +377,7 @@ export class Tokenizer {
         ranks: mergeRanks(merges),
         ignoreMerges: model.ignore_merges === true,
         addPrefixSpace: pre.add_prefix_space === true,
-        trimOffsets: trimsOffsets(json.post_processor),
+        trimming: offsetTrimming(json.post_processor),
       };
     } else if (model.type === "WordPiece" && pre.type === "BertPreTokenizer") {
       if (this.unkToken === null || !this.modelVocab.has(this.unkToken)) {
@@ -420,13 +440,13 @@ export class Tokenizer {
   encode(text: string): Encoding {
     const ids: number[] = [];
     const offsets: [number, number][] = [];
-    for (const section of splitAtAddedTokens(text, this.rawAdded, this.addedByContent)) {
+    for (const section of splitAtAddedTokens(text, this.rawAdded)) {
       if (section.token) {
         // Its span holds the whitespace it swallowed, which a trimming byte-level file trims again.
         const span: [number, number] = [section.start, section.start + section.text.length];
-        const trim = this.model.kind === "bpe" && this.model.trimOffsets;
+        const trim = this.model.kind === "bpe" && this.model.trimming !== null;
         const [leading, trailing] = trim
-          ? [spaces(section.text, "start", WHITE_SPACE), spaces(section.text, "end", WHITE_SPACE)]
+          ? [whitespace(section.text, "start"), whitespace(section.text, "end")]
           : [0, 0];
         offsets.push(
           this.trimmed(span, leading, trailing, ids.length === 0, (n) => span[0] + n, (n) => span[1] - n),
@@ -441,7 +461,7 @@ export class Tokenizer {
       const normalized = this.normalizer
         ? bertNormalize(section.text, section.start, this.normalizer)
         : identityNormalize(section.text, section.start);
-      for (const sub of splitAtAddedTokens(normalized.text, this.normalizedAdded, this.addedByContent)) {
+      for (const sub of splitAtAddedTokens(normalized.text, this.normalizedAdded)) {
         if (sub.token) {
           ids.push(sub.token.id);
           offsets.push([normalized.starts[sub.start], normalized.ends[sub.start + sub.text.length - 1]]);
@@ -513,8 +533,8 @@ export class Tokenizer {
         // past as many characters; here each space byte's own span is used, so the space a prefix put
         // before a section, which has no span, does not cut the character after it.
         const token = this.tokens[pieceIds[k]];
-        const [leading, trailing] = model.trimOffsets
-          ? [spaces(token, "start", BYTE_SPACE), spaces(token, "end", BYTE_SPACE)]
+        const [leading, trailing] = model.trimming
+          ? [byteSpaces(token, "start"), byteSpaces(token, "end")]
           : [0, 0];
         const span = pieceSpan(piece, from, to, origin);
         offsets.push(this.trimmed(
@@ -533,7 +553,8 @@ export class Tokenizer {
   /**
    * A token's span trimmed as the library's byte-level post-processor trims it: `leading` spaces off its
    * start, `trailing` off its end (`after(n)` and `before(n)` say where), never past each other; a single
-   * leading space of the first token stays when a prefix space is added (the library's rule).
+   * leading space of the first token stays when the post-processor's `add_prefix_space` is on (the library's
+   * rule, whatever the pre-tokenizer does).
    */
   private trimmed(
     [start, end]: [number, number],
@@ -543,8 +564,8 @@ export class Tokenizer {
     after: (n: number) => number,
     before: (n: number) => number,
   ): [number, number] {
-    const addPrefixSpace = this.model.kind === "bpe" && this.model.addPrefixSpace;
-    if (leading > 0 && !(first && addPrefixSpace && leading === 1)) start = Math.min(after(leading), end);
+    const keepsFirstSpace = this.model.kind === "bpe" && this.model.trimming?.addPrefixSpace === true;
+    if (leading > 0 && !(first && keepsFirstSpace && leading === 1)) start = Math.min(after(leading), end);
     if (trailing > 0) end = Math.max(before(trailing), start);
     return [start, end];
   }

@@ -20,7 +20,7 @@ export interface BertNormalizerOptions {
   lowercase?: boolean;
 }
 
-/** The code point ranges the library pads with spaces: CJK ideographs, their extensions B-F and compatibility forms. */
+/** The code point ranges the library pads with spaces: CJK ideographs, the extensions of its table and compatibility forms. */
 const CHINESE_RANGES: readonly [number, number][] = [
   [0x4e00, 0x9fff],
   [0x3400, 0x4dbf],
