@@ -3,8 +3,9 @@
  * Face-compatible BERT, GPT-2 and RoBERTa models, and a multi-model AdamW optimizer with gradient
  * sharing, soft parameter sync, convergence-aware learning rates and model weights.
  *
- * This module is the core and runs in Deno and in browsers alike: it touches no file, process or
- * environment (`dist/multimodel.js` is its bundle). What reads and writes files - Hugging Face folders,
+ * This module is the core and runs in Deno and in browsers alike: it reads and writes no file and starts
+ * no process, and reads `MM_DEBUG`, `MM_KERNELS` and `MM_TIMING` through `globalThis.Deno?.env` where
+ * there is one (`dist/multimodel.js` is its bundle). What reads and writes files - Hugging Face folders,
  * checkpoints, the data sets' npm packages, `train()` with its run folder - is exported by
  * `@multimodel/multimodel/deno` (`deno.ts`), which re-exports this module too.
  *
