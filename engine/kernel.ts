@@ -301,6 +301,27 @@ export function rowWindowsFit(rows: number, rowBytes: readonly number[]): boolea
   return rows <= fitting || fitting >= rowStep(rowBytes);
 }
 
+/**
+ * The most loop steps one invocation takes in one walk over a row on this adapter (Infinity on GPUs).
+ * Mesa's llvmpipe ends every loop of an invocation once its loops have run 65535 iterations in all
+ * (gallivm's loop limiter), without an error, so a serial walk of a long row would leave the rest of it
+ * out: on software adapters, kernels that give an invocation a whole row or column split it (see
+ * {@linkcode walkers}) so that each walk takes at most this many steps, and the few walks a kernel
+ * makes stay well under the limit. No shape a model of this project trains comes near it.
+ */
+export function walkLimit(): number {
+  return gpu().profile.isSoftware ? 8192 : Infinity;
+}
+
+/**
+ * How many invocations (a power of two) share a walk of `steps` loop steps so that none takes more than
+ * {@linkcode walkLimit}; 1 where one invocation may take them all.
+ */
+export function walkers(steps: number): number {
+  const limit = walkLimit();
+  return steps <= limit ? 1 : 2 ** Math.ceil(Math.log2(steps / limit));
+}
+
 /** Elements a {@linkcode bindWindow} may span and still fit one storage binding, wherever it starts. */
 export function windowElements(): number {
   const { maxStorageBindingBytes: limit, storageOffsetAlignment: align } = gpu().profile;

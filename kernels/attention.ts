@@ -24,7 +24,7 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { type BindingSpec, grid, type Kernel, kernelFor, linearIndex } from "../engine/kernel.ts";
+import { type BindingSpec, grid, type Kernel, kernelFor, linearIndex, walkLimit } from "../engine/kernel.ts";
 import { type BufferRange, copyBuffer, dispatch } from "../engine/recorder.ts";
 import { nextKernelSeed } from "../engine/random.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
@@ -329,11 +329,11 @@ function runsOf(op: string, p: Problem, operands: Operand[]): HeadRun[] {
 }
 
 /**
- * The adapter's attention family for a problem, or `rows` where texel kernels cannot read it: they
- * need D % 4 == 0, row offsets and strides in whole vec4s and inputs on texel boundaries.
+ * The adapter's attention family for a problem, or the software fallback where texel kernels cannot
+ * read it: they need D % 4 == 0, row offsets and strides in whole vec4s and inputs on texel boundaries.
  */
 function chooseVariant(
-  shape: Pick<Problem, "dim" | "q" | "kv" | "vOffset" | "o">,
+  shape: Pick<Problem, "dim" | "q" | "kv" | "vOffset" | "o" | "queries" | "keys">,
   inputs: Tensor[],
   mask: Tensor | undefined,
 ): KernelVariant<"attention"> {
@@ -344,7 +344,25 @@ function chooseVariant(
   const readable = (t: Tensor) => texelRange(t.range()) !== null;
   return offsets.every((n) => n % 4 === 0) && inputs.every(readable) && (!mask || readable(mask))
     ? variant
-    : "rows";
+    : softwareFallback(shape);
+}
+
+/**
+ * The family for what the texel kernels cannot read on a software adapter: the row kernels, whose
+ * invocations walk every query or key of a head. Past a quarter of {@linkcode walkLimit} of them (each
+ * step loops a few times more) llvmpipe would cut the walk short - it did at 4500 queries, and the tiled
+ * kernels' at 20000 - so longer sequences are refused rather than computed wrong.
+ */
+function softwareFallback({ queries, keys }: Pick<Problem, "queries" | "keys">): KernelVariant<"attention"> {
+  const longest = walkLimit() / 4;
+  if (Math.max(queries, keys) > longest) {
+    throw new Error(
+      `attention: ${queries} queries and ${keys} keys are more than this software adapter's row kernels ` +
+        `walk (${longest}); its texel kernels take longer sequences when the head dimension is a multiple of 4 ` +
+        "and q, k and v are contiguous",
+    );
+  }
+  return "rows";
 }
 
 /**
@@ -387,9 +405,9 @@ function backward(
   const [OUT, DVEC, DQ] = [DKV, DKV + 1, DKV + 2];
   const KEYS = dq ? DQ + 1 : DQ;
   // The saved logsumexp means the same in every family, so an upstream gradient the texel kernels
-  // cannot read sends only the backward pass to the row kernels.
+  // cannot read sends only the backward pass to the software fallback.
   const pass = p.variant === "texel" && texelRange(outGrad.range()) === null
-    ? { ...p, variant: "rows" as const }
+    ? { ...p, variant: softwareFallback(p) }
     : p;
   for (const run of runsOf(op, p, operandsOf(p, [q, k, v, outGrad, lse], more))) {
     const r = run.ranges as BufferRange[];

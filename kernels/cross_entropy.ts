@@ -22,6 +22,8 @@ import {
   linearIndex,
   rowWindows,
   rowWindowsFit,
+  walkers,
+  walkLimit,
   windowElements,
 } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
@@ -81,14 +83,26 @@ function crossEntropyVariant(): KernelVariant<"cross_entropy"> {
  * In the tree variant short rows take one invocation each and longer ones are split so that each
  * invocation streams about 16 logits. Software adapters run a workgroup on one CPU thread, so
  * splitting a row only adds barriers: there the serial variant gives every invocation a row
- * (measured faster for C from 7 to 50257).
+ * (measured faster for C from 7 to 50257), and shares a row longer than one invocation may walk
+ * ({@linkcode walkLimit}) among as few invocations as take it.
  */
 function rowLayout(cols: number): RowLayout {
-  if (crossEntropyVariant() === "serial") return { perRow: 1, rows: 16 };
+  if (crossEntropyVariant() === "serial") {
+    const perRow = walkers(cols);
+    if (perRow > 256) {
+      throw new Error(
+        `crossEntropy: ${cols} classes are more than this software adapter can walk (${256 * walkLimit()})`,
+      );
+    }
+    return { perRow, rows: Math.max(1, Math.floor(16 / perRow)) };
+  }
   let perRow = 1;
   while (perRow < 256 && perRow * 16 < cols) perRow *= 2;
   return { perRow, rows: 256 / perRow };
 }
+
+/** The lowest finite f32: the running maximum before any logit (a row of logits below -3e38 is a row too). */
+const LOWEST = "-3.4028234663852886e38";
 
 /** Logits an invocation folds into a fresh block state before merging it, so long rows sum pairwise. */
 const BLOCK = 64;
@@ -177,10 +191,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let row = (wid.x + wid.y * groups.x) * ${rowsPerGroup}u + lid / ${perRow}u;
   let in_range = row < params.rows;
   let base = row * params.cols;
-  var state = vec4<f32>(-3.0e38, 0.0, 0.0, 0.0);
+  var state = vec4<f32>(${LOWEST}, 0.0, 0.0, 0.0);
   if (in_range) {
     for (var start = lane; start < params.cols; start += ${stride}u) {
-      var m = -3.0e38;
+      var m = ${LOWEST};
       var s = 0.0;${soft ? "\n      var total = 0.0;\n      var a = 0.0;" : ""}
       let end = min(params.cols, start + ${stride}u);
       for (var j = start; j < end; j += ${perRow}u) {

@@ -43,7 +43,9 @@ export interface DistillationOptions {
 /**
  * The mean over peers of the weighted mean over rows of KL(softmax(peer) || softmax(logits)), a
  * scalar whose gradient flows into `logits` only. `peers` have the logits' shape. A peer row holding
- * NaN or Inf adds 0 to the loss and exactly 0 to the gradient; the denominators are unchanged.
+ * NaN or Inf adds 0 to the loss and exactly 0 to the gradient; the denominators are unchanged. So a peer
+ * row masked with -Infinity (the masking idiom) is left out whole: mask with a large negative finite value
+ * (-1e9) to keep the row with those classes at probability 0.
  */
 export function mutualDistillation(
   logits: Tensor,

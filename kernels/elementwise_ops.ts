@@ -205,7 +205,8 @@ export const BINARY_OPS: { readonly [K in Binary]: BinaryOp } = {
   /** a / b */
   div: {
     wgsl: (a, b) => `${a} / ${b}`,
-    derivative: (a, b) => [lift(1).div(b), a.neg().div(b.mul(b))],
+    // -(a / b) / b, as PyTorch: b * b leaves float32's range for |b| below 1e-19 or above 1.8e19.
+    derivative: (a, b) => [lift(1).div(b), a.neg().div(b).div(b)],
     reference: ref.div,
   },
 };

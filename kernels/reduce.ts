@@ -10,7 +10,7 @@
  */
 import { gpu } from "../engine/device.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
-import { bindWindow, grid, kernelFor, linearIndex, windowElements } from "../engine/kernel.ts";
+import { bindWindow, grid, kernelFor, linearIndex, walkLimit, windowElements } from "../engine/kernel.ts";
 import { checkOptions } from "../engine/options.ts";
 import { attachGrad, emptyTensor, expectTensor, full, type Tensor, zeros } from "../engine/tensor.ts";
 import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
@@ -60,7 +60,10 @@ function reduceMiddle(
   factor: number,
   into?: Tensor,
 ): Tensor {
-  if (inner === 1 && length <= windowElements()) return reduceRows(x, outer, length, factor);
+  // A row's workgroup walks it in ROW_THREADS strides, at most walkLimit() each; longer rows go by chunks.
+  if (inner === 1 && length <= windowElements() && length <= ROW_THREADS * walkLimit()) {
+    return reduceRows(x, outer, length, factor);
+  }
   let source = x;
   let remaining = length;
   // Few outputs leave the GPU idle, so long axes are first cut into chunks summed in parallel.

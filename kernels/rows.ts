@@ -6,7 +6,15 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, type Kernel, type ParamSpecs, type ParamValues, windowElements } from "../engine/kernel.ts";
+import {
+  grid,
+  type Kernel,
+  type ParamSpecs,
+  type ParamValues,
+  walkers,
+  walkLimit,
+  windowElements,
+} from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { type KernelVariant, kernelVariant } from "../engine/variants.ts";
 import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
@@ -110,7 +118,8 @@ export function rowLoads(names: readonly string[], texel: boolean): string {
  * invocation, up to 1024 invocations to a row and at least 256 to a workgroup. On software adapters
  * every barrier costs a pass over the workgroup and workgroup memory is plain memory, so the serial
  * variant has one invocation walk a whole row (no barrier at all) and a workgroup take 16 rows,
- * leaving workgroups for every core.
+ * leaving workgroups for every core; a row longer than one invocation may walk
+ * ({@linkcode walkLimit} vectors) is shared by as few invocations as take it, combined by the tree.
  */
 export function rowLayout(cols: number): RowLayout {
   const width = vectorWidth(cols);
@@ -120,7 +129,15 @@ export function rowLayout(cols: number): RowLayout {
   const vectors = cols / width;
   const { maxInvocationsPerWorkgroup } = gpu().profile;
   if (rowVariant() !== "tree") {
-    return { threads: 1, rowsPerGroup: 16, perThread: Math.min(8, nextPow2(vectors)), width };
+    const threads = walkers(vectors);
+    if (threads > maxInvocationsPerWorkgroup) {
+      throw new Error(
+        `rows of ${cols} floats are longer than a workgroup of this software adapter can walk ` +
+          `(${maxInvocationsPerWorkgroup * walkLimit() * width} floats)`,
+      );
+    }
+    const rowsPerGroup = Math.max(1, Math.floor(16 / threads));
+    return { threads, rowsPerGroup, perThread: Math.min(8, nextPow2(vectors)), width };
   }
   const invocations = Math.min(1024, maxInvocationsPerWorkgroup);
   const threads = Math.min(invocations, nextPow2(Math.ceil(vectors / (8 / width))));

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { grid, kernelFor, linearIndex, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
+import { grid, kernelFor, linearIndex, rowWindows, rowWindowsFit, walkLimit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import { attachGrad, composedOp, emptyTensor, expectTensor, type Tensor } from "../engine/tensor.ts";
 import { normalizeAxis, shapeSize } from "../engine/shape.ts";
@@ -241,7 +241,10 @@ function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
   const length = x.shape[a];
   const inner = shapeSize(x.shape.slice(a + 1));
   if (inner === 1 && !rowWindowsFit(outer, [length * 4])) return wideRows(mode, x, a);
-  if (inner > 1 && !rowWindowsFit(outer, [length * inner * 4])) return lastAxisOf(mode, x, a);
+  // A strided axis is walked by one invocation per column: one too long for that goes last too.
+  if (inner > 1 && (!rowWindowsFit(outer, [length * inner * 4]) || length > walkLimit())) {
+    return lastAxisOf(mode, x, a);
+  }
   const y = emptyTensor(x.shape);
   if (y.size > 0) {
     if (inner === 1) rowsForward(mode, x, y, outer, length);

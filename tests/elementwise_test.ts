@@ -144,7 +144,7 @@ async function binaryOps(shapes: [number[], number[]][]): Promise<void> {
     ["add", add, (a, b) => a + b, () => [1, 1]],
     ["sub", sub, (a, b) => a - b, () => [1, -1]],
     ["mul", mul, (a, b) => a * b, (a, b) => [b, a]],
-    ["div", div, (a, b) => a / b, (a, b) => [1 / b, -a / (b * b)]],
+    ["div", div, (a, b) => a / b, (a, b) => [1 / b, -(a / b) / b]],
   ];
   let seed = 1;
   for (const [sa, sb] of shapes) {

@@ -87,4 +87,4 @@ export const sub: BinaryScalarOp = { f: (a, b) => a - b, da: () => 1, db: () => 
 export const mul: BinaryScalarOp = { f: (a, b) => a * b, da: (_, b) => b, db: (a) => a };
 
 /** a / b. */
-export const div: BinaryScalarOp = { f: (a, b) => a / b, da: (_, b) => 1 / b, db: (a, b) => -a / (b * b) };
+export const div: BinaryScalarOp = { f: (a, b) => a / b, da: (_, b) => 1 / b, db: (a, b) => -(a / b) / b };

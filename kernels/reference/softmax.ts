@@ -21,7 +21,7 @@ function forEachLine(x: Array64, axis: number, fn: (indices: number[]) => void):
 export function softmaxForward(x: Array64, axis: number, log = false): Array64 {
   const y = new Float64Array(x.data.length);
   forEachLine(x, axis, (indices) => {
-    const m = Math.max(...indices.map((i) => x.data[i]));
+    const m = indices.reduce((top, i) => Math.max(top, x.data[i]), -Infinity); // no spread: rows may be long
     let s = 0;
     for (const i of indices) s += Math.exp(x.data[i] - m);
     for (const i of indices) y[i] = log ? x.data[i] - m - Math.log(s) : Math.exp(x.data[i] - m) / s;
