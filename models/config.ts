@@ -323,6 +323,8 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
       attn_pdrop: config.attentionDropout,
       initializer_range: config.initializerRange,
       pad_token_id: config.padTokenId,
+      // Not a GPT2Config field, but its token classifier reads it (else 0.1): written when set.
+      ...(config.classifierDropout !== null ? { classifier_dropout: config.classifierDropout } : {}),
       // GPT2Config defaults both to 50256, GPT-2's own <|endoftext|>, written only when they differ.
       ...(config.bosTokenId !== GPT2_END_OF_TEXT || config.eosTokenId !== GPT2_END_OF_TEXT
         ? { bos_token_id: config.bosTokenId ?? null, eos_token_id: config.eosTokenId ?? null }

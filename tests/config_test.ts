@@ -204,3 +204,15 @@ Deno.test("a GPT-2 config.json names its bos and eos ids, none where the vocabul
     'gpt2 configuration: field "eosTokenId" must be null or a token id in [0, 50), got 50',
   );
 });
+
+Deno.test("a GPT-2 config.json keeps a classifier dropout that is set, as its token classifier reads it", () => {
+  // GPT2Config has no such field; GPT2ForTokenClassification takes `classifier_dropout` when present, else 0.1.
+  const set = hfJson("gpt2", { classifierDropout: 0.2 });
+  if (set.classifier_dropout !== 0.2 || configFromHf(set, "set.json").classifierDropout !== 0.2) {
+    throw new Error(`set: ${JSON.stringify(set)}`);
+  }
+  const unset = hfJson("gpt2");
+  if ("classifier_dropout" in unset || configFromHf(unset, "unset.json").classifierDropout !== null) {
+    throw new Error(`unset: ${JSON.stringify(unset)}`);
+  }
+});

@@ -21,7 +21,7 @@ import { assertClose, f64, randomValues, setup, withProfile } from "./helpers.ts
 await setup();
 
 /** Runs `op` on a seeded input (and seeded output gradient) with a software adapter's layouts. */
-function onSoftwareLayouts<T>(fn: () => Promise<T>): Promise<T> {
+function onSoftwareLayouts<T>(fn: () => T | Promise<T>): Promise<T> {
   return withProfile({ isSoftware: true }, fn);
 }
 
@@ -119,7 +119,7 @@ Deno.test("attention the software adapter's row kernels would walk too far is re
   // A head dimension of 30 leaves the texel kernels out; 2049 queries are past the row kernels' walk.
   const make = () => tensor(new Float32Array(2049 * 30), { shape: [1, 1, 2049, 30] });
   const [q, k, v] = [make(), make(), make()];
-  const message = await onSoftwareLayouts(async () => {
+  const message = await onSoftwareLayouts(() => {
     try {
       attention(q, k, v).dispose();
       return "";
