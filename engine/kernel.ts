@@ -307,7 +307,9 @@ export function rowWindowsFit(rows: number, rowBytes: readonly number[]): boolea
  * (gallivm's loop limiter), without an error, so a serial walk of a long row would leave the rest of it
  * out: on software adapters, kernels that give an invocation a whole row or column split it (see
  * {@linkcode walkers}) so that each walk takes at most this many steps, and the few walks a kernel
- * makes stay well under the limit. No shape a model of this project trains comes near it.
+ * makes stay well under the limit: the row kernels, cross-entropy and its loss reduction, sums, a
+ * strided softmax, matmul's inner steps, LayerNorm's parameter-gradient sums; attention's row kernels
+ * refuse what they cannot walk. No shape a model of this project trains comes near it.
  */
 export function walkLimit(): number {
   return gpu().profile.isSoftware ? 8192 : Infinity;

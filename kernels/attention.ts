@@ -33,6 +33,7 @@ import { checkOptions } from "../engine/options.ts";
 import {
   attachGrad,
   composedOp,
+  copyOf,
   emptyTensor,
   expectTensor,
   needsGrad,
@@ -348,18 +349,22 @@ function chooseVariant(
 }
 
 /**
- * The family for what the texel kernels cannot read on a software adapter: the row kernels, whose
- * invocations walk every query or key of a head. Past a quarter of {@linkcode walkLimit} of them (each
- * step loops a few times more) llvmpipe would cut the walk short - it did at 4500 queries, and the tiled
- * kernels' at 20000 - so longer sequences are refused rather than computed wrong.
+ * The family for what the texel kernels cannot read on a software adapter (a head dimension not a
+ * multiple of 4, a view off texel boundaries): the row kernels. Their invocations walk every query or key
+ * of a head, each step looping about 2 * ceil(D / 4) + 2 times, and llvmpipe ends an invocation's loops
+ * after 65535 iterations (it cut D = 62 short at 2000 keys, D = 30 at 4500): past three quarters of that
+ * ({@linkcode walkLimit} * 6), the problem is refused rather than computed wrong.
  */
-function softwareFallback({ queries, keys }: Pick<Problem, "queries" | "keys">): KernelVariant<"attention"> {
-  const longest = walkLimit() / 4;
+function softwareFallback(
+  { queries, keys, dim }: Pick<Problem, "queries" | "keys" | "dim">,
+): KernelVariant<"attention"> {
+  const perStep = 2 * Math.ceil(dim / 4) + 2;
+  const longest = Math.floor((6 * walkLimit()) / perStep);
   if (Math.max(queries, keys) > longest) {
     throw new Error(
-      `attention: ${queries} queries and ${keys} keys are more than this software adapter's row kernels ` +
-        `walk (${longest}); its texel kernels take longer sequences when the head dimension is a multiple of 4 ` +
-        "and q, k and v are contiguous",
+      `attention: ${queries} queries and ${keys} keys of dimension ${dim} are more than this software ` +
+        `adapter's row kernels walk (${longest}); its texel kernels take longer sequences when the head ` +
+        "dimension is a multiple of 4 and q, k and v start on 16-byte boundaries",
     );
   }
   return "rows";
@@ -404,12 +409,10 @@ function backward(
   }
   const [OUT, DVEC, DQ] = [DKV, DKV + 1, DKV + 2];
   const KEYS = dq ? DQ + 1 : DQ;
-  // The saved logsumexp means the same in every family, so an upstream gradient the texel kernels
-  // cannot read sends only the backward pass to the software fallback.
-  const pass = p.variant === "texel" && texelRange(outGrad.range()) === null
-    ? { ...p, variant: softwareFallback(p) }
-    : p;
-  for (const run of runsOf(op, p, operandsOf(p, [q, k, v, outGrad, lse], more))) {
+  // An upstream gradient the texel kernels cannot read (a view off texel boundaries) is read from a copy,
+  // which has the output's layout too.
+  const upstream = p.variant === "texel" && texelRange(outGrad.range()) === null ? copyOf(outGrad) : outGrad;
+  for (const run of runsOf(op, p, operandsOf(p, [q, k, v, upstream, lse], more))) {
     const r = run.ranges as BufferRange[];
     const rowDot = {
       rows: run.count * p.queries,
@@ -427,21 +430,22 @@ function backward(
     const shared = [r[Q], r[K], r[V], r[MASK], r[O], r[LSE], r[DVEC]];
     if (keyGrads && "target" in keyGrads) {
       const start = run.starts[KEYS];
-      launch("keyGrad", pass, run, shared, [r[KEYS]], keyGrads.dkOffset - start, keyGrads.dvOffset - start);
+      launch("keyGrad", p, run, shared, [r[KEYS]], keyGrads.dkOffset - start, keyGrads.dvOffset - start);
     } else if (keyGrads) {
       // k's layout is contiguous here: the run's heads are elements [start, start + size) of dK and dV.
       const size = run.count * headKV, start = run.first * headKV;
       const scratch = emptyTensor([2 * size]);
-      launch("keyGrad", pass, run, shared, [scratch.range()], -start, size - start);
+      launch("keyGrad", p, run, shared, [scratch.range()], -start, size - start);
       if (size > 0) {
         if (keyGrads.dk) copyBuffer(scratch.window(0, size), keyGrads.dk.window(start, size));
         if (keyGrads.dv) copyBuffer(scratch.window(size, size), keyGrads.dv.window(start, size));
       }
       scratch.dispose();
     }
-    if (dq) launch("queryGrad", pass, run, shared, [r[DQ]]);
+    if (dq) launch("queryGrad", p, run, shared, [r[DQ]]);
   }
   dvec.dispose();
+  if (upstream !== outGrad) upstream.dispose();
 }
 
 type Settings = Pick<Problem, "scale" | "causal" | "mask" | "dropout" | "seed">;

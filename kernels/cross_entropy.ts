@@ -84,16 +84,11 @@ function crossEntropyVariant(): KernelVariant<"cross_entropy"> {
  * invocation streams about 16 logits. Software adapters run a workgroup on one CPU thread, so
  * splitting a row only adds barriers: there the serial variant gives every invocation a row
  * (measured faster for C from 7 to 50257), and shares a row longer than one invocation may walk
- * ({@linkcode walkLimit}) among as few invocations as take it.
+ * ({@linkcode walkLimit}) among as few invocations as take it (at most 256: longer rows are composed).
  */
 function rowLayout(cols: number): RowLayout {
   if (crossEntropyVariant() === "serial") {
     const perRow = walkers(cols);
-    if (perRow > 256) {
-      throw new Error(
-        `crossEntropy: ${cols} classes are more than this software adapter can walk (${256 * walkLimit()})`,
-      );
-    }
     return { perRow, rows: Math.max(1, Math.floor(16 / perRow)) };
   }
   let perRow = 1;
@@ -275,9 +270,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   const out = emptyTensor([]);
   const count = hard ? emptyTensor([1]) : null;
   const lanes = emptyTensor([2 * REDUCE_THREADS]);
-  // Windows of whole lane strides: row r goes to lane r mod REDUCE_THREADS in every window.
+  // Windows of whole lane strides: row r goes to lane r mod REDUCE_THREADS in every window; a lane's walk
+  // through a window stays within walkLimit() steps.
   const rows = losses.size;
-  const perWindow = Math.max(1, Math.floor(windowElements() / REDUCE_THREADS)) * REDUCE_THREADS;
+  const strides = Math.min(Math.floor(windowElements() / REDUCE_THREADS), walkLimit());
+  const perWindow = Math.max(1, strides) * REDUCE_THREADS;
   for (let first = 0; first < rows || first === 0; first += perWindow) {
     const n = Math.min(perWindow, rows - first);
     const finish = first + n >= rows;
@@ -388,7 +385,9 @@ function lossOp(
   const rowShape = logits.shape.slice(0, -1);
   const rows = logits.size / cols;
   const rowBytes = soft ? [cols * 4, 4, 12] : [cols * 4, 4, 4, 8];
-  if (!rowWindowsFit(rows, rowBytes)) return wideLoss(kind, logits, targets, reduction, ignore);
+  // Rows a software adapter's workgroup may not walk whole (over 2M classes) take the composed path too.
+  const walkable = crossEntropyVariant() !== "serial" || walkers(cols) <= 256;
+  if (!rowWindowsFit(rows, rowBytes) || !walkable) return wideLoss(kind, logits, targets, reduction, ignore);
   const chunks = rowWindows(op, rows, rowBytes);
   const statWidth = soft ? 3 : 2;
   const losses = emptyTensor(rowShape);

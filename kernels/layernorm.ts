@@ -14,7 +14,7 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, kernelFor, rowWindows, rowWindowsFit } from "../engine/kernel.ts";
+import { grid, kernelFor, rowWindows, rowWindowsFit, walkLimit } from "../engine/kernel.ts";
 import { dispatch } from "../engine/recorder.ts";
 import {
   attachGrad,
@@ -397,7 +397,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
  * sums, then one more pass adding the blocks. The parameter gradients of LayerNorm and RMSNorm;
  * `variant` tells their inputs and terms apart in kernel keys. `rows` must be at least 1.
  * Inputs beyond one storage binding are bound in windows of whole blocks (bit-identical); only when
- * the partial sums themselves exceed a binding (inputs over 128 bindings) are they added in blocks
+ * the partial sums themselves exceed a binding (inputs over 128 bindings), or their blocks number more
+ * than a software adapter's walk ({@linkcode walkLimit}: over a million rows), are they added in blocks
  * again, a different order. A term whose `into` is given (a parameter's .grad, see gradientSink) adds its
  * sums onto it, which is then what is returned for it.
  */
@@ -415,7 +416,8 @@ export function parameterColumnSums(
   const names = partials.map((_, k) => `part${k}`);
   const partialInputs = partials.map((tensor, k) => ({ name: names[k], tensor }));
   const partialTerms = names.map((name) => `load_${name}(i)`);
-  const sums = blocks * cols * 4 <= gpu().profile.maxStorageBindingBytes
+  // The second pass has a lane walk every block: past walkLimit() blocks, they are added in blocks again.
+  const sums = blocks * cols * 4 <= gpu().profile.maxStorageBindingBytes && blocks <= walkLimit()
     ? columnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, blocks, into)
     : parameterColumnSums(`blocks${terms.length}`, partialInputs, partialTerms, blocks, cols, into);
   for (const p of partials) p.dispose();

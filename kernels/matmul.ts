@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { bindWindow } from "../engine/kernel.ts";
+import { bindWindow, walkLimit } from "../engine/kernel.ts";
 import { type BufferRange, dispatch } from "../engine/recorder.ts";
 import { gpu } from "../engine/device.ts";
 import { checkOptions } from "../engine/options.ts";
@@ -223,6 +223,8 @@ function product(op: string, a: Operand, b: Operand, options: ProductOptions): T
     const best = options.reduce((x, y) => score(y) < score(x) ? y : x);
     Object.assign(size, halved(size, best));
   }
+  // A software adapter's invocation walks a chunk's inner steps four at a time, at most walkLimit() walks.
+  size.k = Math.min(size.k, 4 * walkLimit());
   for (let l = 0; l < shapeSize(leading.map((d) => d.size)); l++) {
     const lead = { ...unit };
     for (let r = leading.length - 1, rest = l; r >= 0; r--) {

@@ -48,7 +48,8 @@ function outputWindows(count: number, perWindow: number, rowLength: number): [nu
 /**
  * Sums x viewed as [outer, length, inner] over the middle axis, times `factor`, into [outer, inner].
  * Beyond one storage binding the passes are the same, in windows (see {@linkcode stridedSum}), so
- * every sum keeps its order; only a row longer than a binding is summed in chunks instead of a tree.
+ * every sum keeps its order; only a row longer than a binding, or than a software adapter's workgroup
+ * may walk (256 * walkLimit() elements), is summed in chunks instead of a tree.
  * With `into` ([outer * inner], factor 1) the last pass adds its sums onto it (stored + sum) when it
  * is one whole-tensor pass, and returns it; otherwise the sums come back in a new tensor.
  */

@@ -130,12 +130,7 @@ export function rowLayout(cols: number): RowLayout {
   const { maxInvocationsPerWorkgroup } = gpu().profile;
   if (rowVariant() !== "tree") {
     const threads = walkers(vectors);
-    if (threads > maxInvocationsPerWorkgroup) {
-      throw new Error(
-        `rows of ${cols} floats are longer than a workgroup of this software adapter can walk ` +
-          `(${maxInvocationsPerWorkgroup * walkLimit() * width} floats)`,
-      );
-    }
+    if (!walkableRow(cols)) throw new Error(`rowLayout: rows of ${cols} floats go in parts (walkableRow)`);
     const rowsPerGroup = Math.max(1, Math.floor(16 / threads));
     return { threads, rowsPerGroup, perThread: Math.min(8, nextPow2(vectors)), width };
   }
@@ -143,6 +138,16 @@ export function rowLayout(cols: number): RowLayout {
   const threads = Math.min(invocations, nextPow2(Math.ceil(vectors / (8 / width))));
   const perThread = Math.min(16 / width, nextPow2(Math.ceil(vectors / threads)));
   return { threads, rowsPerGroup: Math.max(1, Math.min(256, invocations) / threads), perThread, width };
+}
+
+/**
+ * Whether the row kernels take rows of `cols` floats on this adapter: on a software adapter, a row must
+ * be walked by one workgroup's invocations, each at most {@linkcode walkLimit} vectors; longer rows go in
+ * parts ({@linkcode wideRowParts}).
+ */
+export function walkableRow(cols: number): boolean {
+  return rowVariant() === "tree" ||
+    walkers(cols / vectorWidth(cols)) <= gpu().profile.maxInvocationsPerWorkgroup;
 }
 
 /** A short key of a layout for kernel variants. */
@@ -248,11 +253,12 @@ export function rowLoops(layout: RowLayout, cached: string, tail: string): strin
 
 /**
  * [start, length] parts of a row of `length` elements that row kernels can each take: whole parts
- * of nearly a binding, a multiple of 64 elements (rows of them start aligned), then the rest as a
- * multiple of 64 and a tail below 64 elements.
+ * of nearly a binding (or of what a workgroup may walk, {@linkcode walkableRow}), a multiple of 64
+ * elements (rows of them start aligned), then the rest as a multiple of 64 and a tail below 64 elements.
  */
 export function wideRowParts(length: number): [number, number][] {
-  const width = Math.floor(windowElements() / 64) * 64;
+  const walkable = gpu().profile.maxInvocationsPerWorkgroup * walkLimit() * 4; // in vec4s: parts are whole ones
+  const width = Math.floor(Math.min(windowElements(), walkable) / 64) * 64;
   const parts: [number, number][] = [];
   let start = 0;
   for (; length - start >= width; start += width) parts.push([start, width]);

@@ -29,6 +29,7 @@ import {
   rowVariant,
   texelRows,
   vectorType,
+  walkableRow,
   wideRowParts,
 } from "./rows.ts";
 
@@ -240,7 +241,9 @@ function normalize(mode: Mode, x: Tensor, axis: number): Tensor {
   const outer = shapeSize(x.shape.slice(0, a));
   const length = x.shape[a];
   const inner = shapeSize(x.shape.slice(a + 1));
-  if (inner === 1 && !rowWindowsFit(outer, [length * 4])) return wideRows(mode, x, a);
+  if (inner === 1 && (!rowWindowsFit(outer, [length * 4]) || !walkableRow(length))) {
+    return wideRows(mode, x, a);
+  }
   // A strided axis is walked by one invocation per column: one too long for that goes last too.
   if (inner > 1 && (!rowWindowsFit(outer, [length * inner * 4]) || length > walkLimit())) {
     return lastAxisOf(mode, x, a);

@@ -5,9 +5,11 @@
  * share long rows among invocations (engine/kernel.ts, walkLimit). Each op runs on rows past that limit
  * with the software adapter's layouts, forward and backward, against its float64 reference: before the
  * rows were shared, llvmpipe gave softmax rows of 30001 floats that summed to 0.15. Attention that only
- * the row kernels can read (a head dimension not a multiple of 4) is refused past what they may walk.
+ * the row kernels can read (a head dimension not a multiple of 4) is refused past what they may walk. The
+ * cross-entropy loss's reduction and LayerNorm's parameter-gradient sums walk in bounded steps too, checked
+ * by hand at 2^24 and 9.4 M rows (too large for this suite).
  */
-import { attention, readAll, sum, type Tensor, tensor } from "../mod.ts";
+import { attention, matmul, readAll, sum, type Tensor, tensor } from "../mod.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import { rmsNorm } from "../kernels/rmsnorm.ts";
@@ -116,23 +118,51 @@ Deno.test("a sum of more elements than a software workgroup's lanes may walk is 
 });
 
 Deno.test("attention the software adapter's row kernels would walk too far is refused, not computed wrong", async () => {
-  // A head dimension of 30 leaves the texel kernels out; 2049 queries are past the row kernels' walk.
-  const make = () => tensor(new Float32Array(2049 * 30), { shape: [1, 1, 2049, 30] });
-  const [q, k, v] = [make(), make(), make()];
-  const message = await onSoftwareLayouts(() => {
-    try {
-      attention(q, k, v).dispose();
-      return "";
-    } catch (error) {
-      return (error as Error).message;
-    }
-  });
-  for (const t of [q, k, v]) t.dispose();
-  if (
-    !message.startsWith(
-      "attention: 2049 queries and 2049 keys are more than this software adapter's row kernels walk (2048)",
-    )
-  ) {
-    throw new Error(`got "${message}"`);
+  // Head dimensions not a multiple of 4 leave the texel kernels out; each key costs 2 * ceil(D / 4) + 2
+  // loop steps there: 2730 keys of 30, 1445 of 62 are the most they take.
+  for (const [dim, tokens, longest] of [[30, 2731, 2730], [62, 1446, 1445]]) {
+    const make = () => tensor(new Float32Array(tokens * dim), { shape: [1, 1, tokens, dim] });
+    const [q, k, v] = [make(), make(), make()];
+    const message = await onSoftwareLayouts(() => {
+      try {
+        attention(q, k, v).dispose();
+        return "";
+      } catch (error) {
+        return (error as Error).message;
+      }
+    });
+    for (const t of [q, k, v]) t.dispose();
+    const expected =
+      `attention: ${tokens} queries and ${tokens} keys of dimension ${dim} are more than this ` +
+      `software adapter's row kernels walk (${longest})`;
+    if (!message.startsWith(expected)) throw new Error(`got "${message}"`);
   }
+});
+
+Deno.test("a matrix product over more inner steps than a software invocation may walk matches the reference", async () => {
+  // 300001 ones: the inner loop of one invocation would take 75001 steps.
+  const K = 300001;
+  const product = await onSoftwareLayouts(async () => {
+    const a = tensor(new Float32Array(K).fill(1), { shape: [1, K] });
+    const b = tensor(new Float32Array(K).fill(1), { shape: [K, 1] });
+    const c = matmul(a, b);
+    const [value] = (await readAll([c])) as Float32Array[];
+    for (const t of [a, b, c]) t.dispose();
+    return value[0];
+  });
+  if (product !== K) throw new Error(`sum of ${K} products of ones gave ${product}`);
+});
+
+Deno.test("rows longer than a software workgroup may walk go in parts, as rows wider than a binding do", async () => {
+  // 8388609 floats: 256 invocations of 8192 vec4s hold one fewer; the composed path takes the row in parts.
+  const n = 8388609;
+  const total = await onSoftwareLayouts(async () => {
+    const x = tensor(new Float32Array(n).map((_, i) => Math.sin(i)), { shape: [1, n] });
+    const y = softmax(x);
+    const s = sum(y);
+    const [value] = (await readAll([s])) as Float32Array[];
+    for (const t of [x, y, s]) t.dispose();
+    return value[0];
+  });
+  if (!(Math.abs(total - 1) < 1e-3)) throw new Error(`softmax of ${n} floats sums to ${total}`);
 });

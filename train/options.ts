@@ -61,7 +61,7 @@ export interface TrainOptions {
    * exempts them, as Hugging Face's `Trainer` does.
    */
   decayBiasesAndNorms: boolean;
-  /** Dropout on hidden states and attention probabilities of models built from scratch. */
+  /** Dropout of models built from scratch: embeddings, hidden states, attention probabilities, classifier. */
   dropout: number;
   /** Per-model gradient-norm bound, or null. */
   clip: number | null;
