@@ -308,8 +308,8 @@ export function rowWindowsFit(rows: number, rowBytes: readonly number[]): boolea
  * out: on software adapters, kernels that give an invocation a whole row or column split it (see
  * {@linkcode walkers}) so that each walk takes at most this many steps, and the few walks a kernel
  * makes stay well under the limit: the row kernels, cross-entropy and its loss reduction, sums, a
- * strided softmax, matmul's inner steps, LayerNorm's parameter-gradient sums; attention's row kernels
- * refuse what they cannot walk. No shape a model of this project trains comes near it.
+ * strided softmax, matmul's inner steps, LayerNorm's parameter-gradient sums, the embedding gradient's
+ * runs of a repeated id; attention refuses what its kernels cannot walk. No shape a model of this project trains comes near it.
  */
 export function walkLimit(): number {
   return gpu().profile.isSoftware ? 8192 : Infinity;

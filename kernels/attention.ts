@@ -340,7 +340,16 @@ function chooseVariant(
 ): KernelVariant<"attention"> {
   const variant = attentionVariant();
   if (variant !== "texel") return variant;
-  const { dim, q, kv, o, vOffset } = shape;
+  const { dim, q, kv, o, vOffset, queries, keys } = shape;
+  // The texel kernels' invocations loop once a key (forward, dQ) or a query (dK, dV): llvmpipe would
+  // end the walk past 65535 of them (70000 keys came out wrong), so three quarters of that is the most.
+  const longest = 6 * walkLimit();
+  if (Math.max(queries, keys) > longest) {
+    throw new Error(
+      `attention: ${queries} queries and ${keys} keys are more than this software adapter's kernels walk ` +
+        `(${longest})`,
+    );
+  }
   const offsets = [dim, vOffset, ...[q, kv, o].flatMap((s) => [s.offset, s.batch, s.head, s.row])];
   const readable = (t: Tensor) => texelRange(t.range()) !== null;
   return offsets.every((n) => n % 4 === 0) && inputs.every(readable) && (!mask || readable(mask))
@@ -412,40 +421,43 @@ function backward(
   // An upstream gradient the texel kernels cannot read (a view off texel boundaries) is read from a copy,
   // which has the output's layout too.
   const upstream = p.variant === "texel" && texelRange(outGrad.range()) === null ? copyOf(outGrad) : outGrad;
-  for (const run of runsOf(op, p, operandsOf(p, [q, k, v, upstream, lse], more))) {
-    const r = run.ranges as BufferRange[];
-    const rowDot = {
-      rows: run.count * p.queries,
-      tq: p.queries,
-      heads: p.heads,
-      dim: p.dim,
-      bh0: run.first,
-      o_off: u32(-run.starts[O]),
-      o_sb: p.o.batch,
-      o_sh: p.o.head,
-      o_si: p.o.row,
-      stat_off: run.starts[LSE],
-    };
-    dispatch(rowDotKernel(), rowDot, [r[OUT], r[O], r[DVEC]], grid(rowDot.rows, 64));
-    const shared = [r[Q], r[K], r[V], r[MASK], r[O], r[LSE], r[DVEC]];
-    if (keyGrads && "target" in keyGrads) {
-      const start = run.starts[KEYS];
-      launch("keyGrad", p, run, shared, [r[KEYS]], keyGrads.dkOffset - start, keyGrads.dvOffset - start);
-    } else if (keyGrads) {
-      // k's layout is contiguous here: the run's heads are elements [start, start + size) of dK and dV.
-      const size = run.count * headKV, start = run.first * headKV;
-      const scratch = emptyTensor([2 * size]);
-      launch("keyGrad", p, run, shared, [scratch.range()], -start, size - start);
-      if (size > 0) {
-        if (keyGrads.dk) copyBuffer(scratch.window(0, size), keyGrads.dk.window(start, size));
-        if (keyGrads.dv) copyBuffer(scratch.window(size, size), keyGrads.dv.window(start, size));
+  try {
+    for (const run of runsOf(op, p, operandsOf(p, [q, k, v, upstream, lse], more))) {
+      const r = run.ranges as BufferRange[];
+      const rowDot = {
+        rows: run.count * p.queries,
+        tq: p.queries,
+        heads: p.heads,
+        dim: p.dim,
+        bh0: run.first,
+        o_off: u32(-run.starts[O]),
+        o_sb: p.o.batch,
+        o_sh: p.o.head,
+        o_si: p.o.row,
+        stat_off: run.starts[LSE],
+      };
+      dispatch(rowDotKernel(), rowDot, [r[OUT], r[O], r[DVEC]], grid(rowDot.rows, 64));
+      const shared = [r[Q], r[K], r[V], r[MASK], r[O], r[LSE], r[DVEC]];
+      if (keyGrads && "target" in keyGrads) {
+        const start = run.starts[KEYS];
+        launch("keyGrad", p, run, shared, [r[KEYS]], keyGrads.dkOffset - start, keyGrads.dvOffset - start);
+      } else if (keyGrads) {
+        // k's layout is contiguous here: the run's heads are elements [start, start + size) of dK and dV.
+        const size = run.count * headKV, start = run.first * headKV;
+        const scratch = emptyTensor([2 * size]);
+        launch("keyGrad", p, run, shared, [scratch.range()], -start, size - start);
+        if (size > 0) {
+          if (keyGrads.dk) copyBuffer(scratch.window(0, size), keyGrads.dk.window(start, size));
+          if (keyGrads.dv) copyBuffer(scratch.window(size, size), keyGrads.dv.window(start, size));
+        }
+        scratch.dispose();
       }
-      scratch.dispose();
+      if (dq) launch("queryGrad", p, run, shared, [r[DQ]]);
     }
-    if (dq) launch("queryGrad", p, run, shared, [r[DQ]]);
+  } finally {
+    dvec.dispose();
+    if (upstream !== outGrad) upstream.dispose();
   }
-  dvec.dispose();
-  if (upstream !== outGrad) upstream.dispose();
 }
 
 type Settings = Pick<Problem, "scale" | "causal" | "mask" | "dropout" | "seed">;

@@ -13,7 +13,7 @@
  * @module
  */
 import { gpu } from "../engine/device.ts";
-import { grid, kernelFor, linearIndex, rowWindows } from "../engine/kernel.ts";
+import { grid, kernelFor, linearIndex, rowWindows, walkLimit } from "../engine/kernel.ts";
 import { clearBuffer, dispatch } from "../engine/recorder.ts";
 import { checkOptions } from "../engine/options.ts";
 import {
@@ -258,9 +258,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }));
   const vecCols = cols / width;
   const tableWindows = rowWindows("gatherRows backward", vocab, [cols * 4]);
-  for (
-    const [positionFirst, positionCount] of rowWindows("gatherRows backward", hostIds.length, [cols * 4])
-  ) {
+  // An invocation walks every position of its id in a run: on a software adapter a run holds at most
+  // 4 * walkLimit() positions (32768 of them are whole 256-byte windows of g for any width).
+  const longestRun = 4 * walkLimit();
+  const runs = rowWindows("gatherRows backward", hostIds.length, [cols * 4]).flatMap(([first, count]) => {
+    const pieces: [number, number][] = [];
+    for (let at = first; at < first + count; at += Math.min(count, longestRun)) {
+      pieces.push([at, Math.min(first + count - at, longestRun)]);
+    }
+    return pieces;
+  });
+  for (const [positionFirst, positionCount] of runs) {
     const run = hostIds.subarray(positionFirst, positionFirst + positionCount);
     const { packed, unique } = groupPositions(run, vocab, skipped);
     if (unique === 0) continue;

@@ -4,12 +4,13 @@
  * (softmax, log-softmax, LayerNorm, RMSNorm, cross-entropy, a strided softmax's column, a row sum's lanes)
  * share long rows among invocations (engine/kernel.ts, walkLimit). Each op runs on rows past that limit
  * with the software adapter's layouts, forward and backward, against its float64 reference: before the
- * rows were shared, llvmpipe gave softmax rows of 30001 floats that summed to 0.15. Attention that only
- * the row kernels can read (a head dimension not a multiple of 4) is refused past what they may walk. The
+ * rows were shared, llvmpipe gave softmax rows of 30001 floats that summed to 0.15. Attention is refused
+ * past what its kernels may walk (the texel ones, and the row ones where a head dimension is not a multiple
+ * of 4 leaves them the only ones); an embedding gradient walks a repeated id's positions in runs. The
  * cross-entropy loss's reduction and LayerNorm's parameter-gradient sums walk in bounded steps too, checked
  * by hand at 2^24 and 9.4 M rows (too large for this suite).
  */
-import { attention, matmul, readAll, sum, type Tensor, tensor } from "../mod.ts";
+import { attention, gatherRows, matmul, readAll, sum, type Tensor, tensor } from "../mod.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import { rmsNorm } from "../kernels/rmsnorm.ts";
@@ -165,4 +166,37 @@ Deno.test("rows longer than a software workgroup may walk go in parts, as rows w
     return value[0];
   });
   if (!(Math.abs(total - 1) < 1e-3)) throw new Error(`softmax of ${n} floats sums to ${total}`);
+});
+
+Deno.test("attention longer than the software adapter's texel kernels walk is refused, not computed wrong", async () => {
+  // A head dimension of 4 is texel-readable; their invocations loop once a key (70000 came out wrong).
+  const [tokens, dim] = [49153, 4];
+  const q = tensor(new Float32Array(8 * dim), { shape: [1, 1, 8, dim] });
+  const kv = tensor(new Float32Array(tokens * dim), { shape: [1, 1, tokens, dim] });
+  const message = await onSoftwareLayouts(() => {
+    try {
+      attention(q, kv, kv).dispose();
+      return "";
+    } catch (error) {
+      return (error as Error).message;
+    }
+  });
+  for (const t of [q, kv]) t.dispose();
+  const expected =
+    `attention: 8 queries and ${tokens} keys are more than this software adapter's kernels walk (49152)`;
+  if (message !== expected) throw new Error(`got "${message}"`);
+});
+
+Deno.test("an embedding gradient of an id repeated more times than a software invocation may walk adds them all", async () => {
+  // 270001 copies of one id: one invocation walked them 4 at a time and stopped after 262140.
+  const n = 270001;
+  const row = await onSoftwareLayouts(async () => {
+    const table = tensor(new Float32Array(10), { shape: [10, 1], requiresGrad: true });
+    const picked = gatherRows(table, tensor(new Int32Array(n).fill(3)));
+    picked.backward(tensor(new Float32Array(n).fill(1), { shape: picked.shape }));
+    const [grad] = (await readAll([table.grad!])) as Float32Array[];
+    for (const t of [table, picked]) t.dispose();
+    return grad[3];
+  });
+  if (row !== n) throw new Error(`gradient of an id repeated ${n} times: ${row}`);
 });
