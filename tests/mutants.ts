@@ -353,6 +353,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ["engine_test.ts", "optimizer_test.ts"],
   },
   {
+    name: "llvmpipe: one invocation walks a row whatever its length",
+    file: "engine/kernel.ts",
+    find: "return steps <= limit ? 1 : 2 ** Math.ceil(Math.log2(steps / limit));",
+    replace: "return 1;",
+    tests: ["long_rows_test.ts"],
+  },
+  {
+    name: "div: the divisor's gradient as -a / (b * b)",
+    file: "kernels/elementwise_ops.ts",
+    find: "a.neg().div(b).div(b)",
+    replace: "a.neg().div(b.mul(b))",
+    tests: ["extreme_values_test.ts"],
+  },
+  {
     name: "ids: copyInto leaves the host copy stale",
     file: "engine/tensor.ts",
     find: "if (target.storage !== source.storage) target.storage.hostInts = source.storage.hostInts;",
@@ -360,6 +374,21 @@ export const MUTATIONS: Mutation[] = [
     tests: ["ids_test.ts"],
   },
   // Data and metrics.
+  {
+    name: "tokenizer: uncased BERT lowercases whole strings (a final sigma becomes ς)",
+    file: "data/wordpiece.ts",
+    find: `Array.from(text, (char) => char.toLowerCase()).join("")`,
+    replace: "text.toLowerCase()",
+    tests: ["tokenizer_test.ts"],
+    filter: "Rust library",
+  },
+  {
+    name: "train: GPT-2's token classifier keeps its own dropout",
+    file: "train/models.ts",
+    find: "    classifierDropout: options.dropout,\n",
+    replace: "",
+    tests: ["train_options_test.ts"],
+  },
   {
     name: "tagging: every sub-word labelled, not only the first",
     file: "data/encode.ts",
