@@ -19,7 +19,7 @@ import { crossEntropyBackward, crossEntropyForward } from "../kernels/reference/
 import { layerNormBackward, layerNormForward } from "../kernels/reference/layernorm.ts";
 import { rmsNormBackward, rmsNormForward } from "../kernels/reference/rmsnorm.ts";
 import { softmaxBackward, softmaxForward } from "../kernels/reference/softmax.ts";
-import { assertClose, f64, randomValues, setup, withProfile } from "./helpers.ts";
+import { assertClose, f64, randomValues, setup, thrownMessage, withProfile } from "./helpers.ts";
 
 await setup();
 
@@ -124,14 +124,7 @@ Deno.test("attention the software adapter's row kernels would walk too far is re
   for (const [dim, tokens, longest] of [[30, 2731, 2730], [62, 1446, 1445]]) {
     const make = () => tensor(new Float32Array(tokens * dim), { shape: [1, 1, tokens, dim] });
     const [q, k, v] = [make(), make(), make()];
-    const message = await onSoftwareLayouts(() => {
-      try {
-        attention(q, k, v).dispose();
-        return "";
-      } catch (error) {
-        return (error as Error).message;
-      }
-    });
+    const message = await onSoftwareLayouts(() => thrownMessage(() => attention(q, k, v).dispose()));
     for (const t of [q, k, v]) t.dispose();
     const expected =
       `attention: ${tokens} queries and ${tokens} keys of dimension ${dim} are more than this ` +
@@ -173,14 +166,7 @@ Deno.test("attention longer than the software adapter's texel kernels walk is re
   const [tokens, dim] = [49153, 4];
   const q = tensor(new Float32Array(8 * dim), { shape: [1, 1, 8, dim] });
   const kv = tensor(new Float32Array(tokens * dim), { shape: [1, 1, tokens, dim] });
-  const message = await onSoftwareLayouts(() => {
-    try {
-      attention(q, kv, kv).dispose();
-      return "";
-    } catch (error) {
-      return (error as Error).message;
-    }
-  });
+  const message = await onSoftwareLayouts(() => thrownMessage(() => attention(q, kv, kv).dispose()));
   for (const t of [q, kv]) t.dispose();
   const expected =
     `attention: 8 queries and ${tokens} keys are more than this software adapter's kernels walk (49152)`;
