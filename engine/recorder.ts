@@ -30,7 +30,14 @@ import {
   type ParamValues,
   pipelineCount,
 } from "./kernel.ts";
-import { acquireBuffer, createBuffer, releaseBuffer, setSubmitRecorded, sizeClass } from "./pool.ts";
+import {
+  acquireBuffer,
+  createBuffer,
+  destroyBuffer,
+  releaseBuffer,
+  setSubmitRecorded,
+  sizeClass,
+} from "./pool.ts";
 
 /** A byte range of a GPU buffer, as bound to a kernel. */
 export interface BufferRange {
@@ -460,27 +467,64 @@ function submit(reason: string, immediate = false): void {
 }
 
 /**
- * Bytes one readback round trip copies at most (a single larger range goes alone): the readback
- * buffers are kept for reuse, so reading a whole model's parameters must not keep gigabytes of them.
+ * Bytes one readback buffer holds at most (a single larger range goes alone): one buffer of each size
+ * is kept for reuse, so reading a whole model's parameters must not keep gigabytes of them.
  */
 const READBACK_BATCH_BYTES = 64 * 2 ** 20;
 
 /**
- * Copies the given ranges to the CPU with a single `mapAsync` round trip (about 11 ms in Deno
- * whatever the size), after submitting all recorded work; ranges that together exceed 64 MiB (or
- * half the device's largest buffer, whose size class must fit one) take a round trip per batch.
- * Never call this inside a training step. At level 4 the kernels' timestamps come back with the
- * (first) copy.
+ * Copies the given ranges to the CPU, after submitting all recorded work, and returns their values
+ * at the call: every copy is recorded before the first `await`, so work recorded, tensors disposed or
+ * buffers reused while it waits change nothing. Ranges that together exceed 64 MiB (or half the
+ * device's largest buffer, whose size class must fit one) go into a buffer per batch, mapped one
+ * after another (a `mapAsync` round trip each, about 11 ms in Deno whatever the size). Never call
+ * this inside a training step. At level 4 the kernels' timestamps come back with the (first) copy.
  */
 export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayBuffer[]> {
   const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
-  const batchBytes = Math.min(READBACK_BATCH_BYTES, Math.floor(gpu().profile.maxBufferBytes / 2));
-  if (rangeBytes > batchBytes && ranges.length > 1) return await readInBatches(ranges, batchBytes);
   const timing = timer !== undefined || rangeBytes > 0 || encoder ? kernelTimer() : null;
   const timestamps = timing instanceof TimestampTimer && timing.pending ? timing : undefined;
   if (timestamps) timestamps.resolve(endPass());
+  const batchBytes = Math.min(READBACK_BATCH_BYTES, Math.floor(gpu().profile.maxBufferBytes / 2));
+  const batches = rangeBatches(ranges, batchBytes);
+  const reads = batches.map((batch, i) => recordReadback(batch, i === 0 ? timestamps : undefined));
+  if (reads.every((read) => read === null)) return ranges.map(() => new ArrayBuffer(0));
+  submit("readback");
+  if (timing instanceof SerialTimer) await timing.drain();
+  const results: ArrayBuffer[] = [];
+  for (const [i, read] of reads.entries()) {
+    results.push(...(read ? await read() : batches[i].map(() => new ArrayBuffer(0))));
+  }
+  return results;
+}
+
+/** Consecutive batches of ranges of at most `batchBytes` each (one range may exceed it); one batch at least. */
+function rangeBatches(ranges: readonly BufferRange[], batchBytes: number): BufferRange[][] {
+  const batches: BufferRange[][] = [[]];
+  let bytes = 0;
+  for (const range of ranges) {
+    const rangeBytes = Math.ceil(range.size / 4) * 4;
+    if (batches.at(-1)!.length > 0 && bytes + rangeBytes > batchBytes) {
+      batches.push([]);
+      bytes = 0;
+    }
+    batches.at(-1)!.push(range);
+    bytes += rangeBytes;
+  }
+  return batches;
+}
+
+/**
+ * Records the copies of `ranges` (and of resolved kernel timestamps) into one readback buffer;
+ * returns the function that maps it and hands out the values, or null when there is nothing to read.
+ */
+function recordReadback(
+  ranges: readonly BufferRange[],
+  timestamps: TimestampTimer | undefined,
+): (() => Promise<ArrayBuffer[]>) | null {
+  const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
   const total = rangeBytes + (timestamps?.resolvedBytes ?? 0);
-  if (total === 0) return ranges.map(() => new ArrayBuffer(0));
+  if (total === 0) return null;
   const size = sizeClass(total);
   const target = readbackFree.get(size)?.pop() ??
     createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
@@ -491,37 +535,24 @@ export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayB
     offset += Math.ceil(r.size / 4) * 4;
   }
   const readTimes = timestamps?.copyResolved(copies, target, rangeBytes);
-  submit("readback");
-  if (timing instanceof SerialTimer) await timing.drain();
-  await target.mapAsync(GPUMapMode.READ, 0, total);
-  stats.readbacks++;
-  const mapped = target.getMappedRange(0, total);
-  const results: ArrayBuffer[] = [];
-  offset = 0;
-  for (const r of ranges) {
-    results.push(mapped.slice(offset, offset + r.size));
-    offset += Math.ceil(r.size / 4) * 4;
-  }
-  readTimes?.(mapped);
-  target.unmap();
-  let free = readbackFree.get(size);
-  if (!free) readbackFree.set(size, free = []);
-  free.push(target);
-  return results;
-}
-
-/** readRanges over consecutive batches of ranges of at most `batchBytes` each (one range may exceed it). */
-async function readInBatches(ranges: readonly BufferRange[], batchBytes: number): Promise<ArrayBuffer[]> {
-  const results: ArrayBuffer[] = [];
-  for (let first = 0; first < ranges.length;) {
-    let end = first + 1, bytes = Math.ceil(ranges[first].size / 4) * 4;
-    while (end < ranges.length && bytes + Math.ceil(ranges[end].size / 4) * 4 <= batchBytes) {
-      bytes += Math.ceil(ranges[end++].size / 4) * 4;
+  return async () => {
+    await target.mapAsync(GPUMapMode.READ, 0, total);
+    stats.readbacks++;
+    const mapped = target.getMappedRange(0, total);
+    const results: ArrayBuffer[] = [];
+    offset = 0;
+    for (const r of ranges) {
+      results.push(mapped.slice(offset, offset + r.size));
+      offset += Math.ceil(r.size / 4) * 4;
     }
-    results.push(...await readRanges(ranges.slice(first, end)));
-    first = end;
-  }
-  return results;
+    readTimes?.(mapped);
+    target.unmap();
+    const free = readbackFree.get(size);
+    if (!free) readbackFree.set(size, [target]);
+    else if (free.length === 0) free.push(target);
+    else destroyBuffer(target);
+    return results;
+  };
 }
 
 /**
@@ -549,19 +580,43 @@ export interface KernelTimes {
   byKernel: Map<string, { count: number; ms: number }>;
 }
 
+/** Whether a {@linkcode timeKernels} call is under way (it times every dispatch of the process). */
+let timingKernels = false;
+
 /**
  * Runs `work` and returns the GPU time of every kernel it dispatched, measured with timestamp
  * queries (each dispatch in a compute pass of its own, read back once at the end); null when the
  * adapter has no `timestamp-query`. Work recorded before is submitted first and not counted. Costs
- * one readback: call it around many steps, never inside one.
+ * one readback: call it around many steps, never inside one. One call at a time: the timer takes
+ * every dispatch of the process, so a second call before the first settles is refused.
  */
 export async function timeKernels(work: () => void | Promise<void>): Promise<KernelTimes | null> {
   const { device, profile } = gpu();
   if (!device.features.has("timestamp-query")) return null;
+  if (timingKernels) {
+    throw new Error(
+      "timeKernels: another timeKernels() call has not settled (it times every dispatch of the process); " +
+        "await it first",
+    );
+  }
+  timingKernels = true;
+  try {
+    return await timeKernelsAlone(work, device, profile.name);
+  } finally {
+    timingKernels = false;
+  }
+}
+
+/** {@linkcode timeKernels}' work, once no other call is timing. */
+async function timeKernelsAlone(
+  work: () => void | Promise<void>,
+  device: GPUDevice,
+  adapterName: string,
+): Promise<KernelTimes> {
   await synchronize();
   const times: KernelTimes = { totalMs: 0, dispatches: 0, byKernel: new Map() };
   const outer = kernelTimer();
-  const local = new TimestampTimer(device, profile.name, (kernel, ms) => {
+  const local = new TimestampTimer(device, adapterName, (kernel, ms) => {
     times.totalMs += ms;
     times.dispatches++;
     const entry = times.byKernel.get(kernel);

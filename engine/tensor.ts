@@ -599,6 +599,9 @@ export function tidy<T>(fn: () => T): T {
   scopes.pop();
   if (result instanceof Promise) {
     for (const t of scope) t.dispose();
+    // The refusal is the caller's error; what the rest of the function then throws (using a tensor
+    // freed here, most likely) must not end the process as an unhandled rejection.
+    result.catch(() => {});
     throw new Error("tidy() takes a synchronous function; await outside it");
   }
   const returned = new Set<Tensor>();

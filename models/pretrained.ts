@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import {
   architectureName,
   checkTensors,
@@ -21,6 +22,7 @@ import {
 } from "./checkpoint.ts";
 import { configFromHf, configToHf } from "./config.ts";
 import { type ModelOptions, TransformerModel } from "./model.ts";
+import { inCallOrder } from "./safetensors_file.ts";
 import { locateWeights, readWeights, type ShardOptions, writeWeights } from "./sharded.ts";
 
 /** Reads a `config.json` as a JSON object; errors name the file. */
@@ -167,17 +169,24 @@ export type SaveOptions = ShardOptions;
 /**
  * Writes `config.json` and the weights (Hugging Face names, F32) into `folder`, each file
  * atomically: `model.safetensors`, or with `maxShardBytes` shards and their index when the weights
- * exceed it, as Hugging Face's `save_pretrained(max_shard_size=...)` does.
+ * exceed it, as Hugging Face's `save_pretrained(max_shard_size=...)` does. The weights are those of
+ * the call, as a readback reads them (training may go on before the promise settles); saves into one
+ * folder from this process are written in the order of their calls.
  */
 export async function savePretrained(
   model: TransformerModel,
   folder: string,
   options: SaveOptions = {},
 ): Promise<void> {
-  await Deno.mkdir(folder, { recursive: true });
-  const { config, tensors } = await pretrainedContents(model);
-  await writeWeights(folder, tensors, options);
-  const temporary = `${folder}/config.json.tmp`;
-  await Deno.writeTextFile(temporary, JSON.stringify(config, null, 2) + "\n");
-  await Deno.rename(temporary, `${folder}/config.json`);
+  const contents = pretrainedContents(model);
+  // Its error, if any, is the save's, reported when the save's turn comes.
+  contents.catch(() => {});
+  await inCallOrder(resolve(folder), async () => {
+    const { config, tensors } = await contents;
+    await Deno.mkdir(folder, { recursive: true });
+    await writeWeights(folder, tensors, options);
+    const temporary = `${folder}/config.json.${crypto.randomUUID()}.tmp`;
+    await Deno.writeTextFile(temporary, JSON.stringify(config, null, 2) + "\n");
+    await Deno.rename(temporary, `${folder}/config.json`);
+  });
 }

@@ -15,6 +15,24 @@ import {
   type TensorHeader,
 } from "./safetensors.ts";
 
+/** The last write {@linkcode inCallOrder} queued for each path. */
+const lastWrites = new Map<string, Promise<void>>();
+
+/**
+ * Runs `write` once every write queued before it for the same `path` (an absolute one) has settled,
+ * whatever their outcome: saves into one file or folder from this process land in the order of their
+ * calls instead of interleaving their temporary files and renames.
+ */
+export function inCallOrder(path: string, write: () => Promise<void>): Promise<void> {
+  const queued = (lastWrites.get(path) ?? Promise.resolve()).catch(() => {}).then(write);
+  lastWrites.set(path, queued);
+  const forget = () => {
+    if (lastWrites.get(path) === queued) lastWrites.delete(path);
+  };
+  queued.then(forget, forget);
+  return queued;
+}
+
 /** Reads and parses a safetensors file (see {@linkcode parseSafetensors}). */
 export async function readSafetensors(path: string): Promise<SafetensorsContents> {
   return parseSafetensors(await Deno.readFile(path), path);

@@ -27,7 +27,7 @@ import { checkWeights, pretrainedContents } from "../models/checkpoint.ts";
 import { checkConfigFile } from "../models/pretrained.ts";
 import type { TransformerModel } from "../models/model.ts";
 import { checkTensorSet, type HostTensor, serializeSafetensors } from "../models/safetensors.ts";
-import { readSafetensors } from "../models/safetensors_file.ts";
+import { inCallOrder, readSafetensors } from "../models/safetensors_file.ts";
 import { type Counters, type MultiModelOptimizer, type OptimizerState, STATE_FORMAT } from "./multimodel.ts";
 import { checkSavedOptions, type LoadStateOptions, type SavedOptions } from "./state.ts";
 
@@ -156,20 +156,26 @@ async function replaceable(folder: string): Promise<"checkpoint" | "missing" | "
   throw new Error(`saveCheckpoint: ${folder} exists and is not a checkpoint (${what}); it was left as it is`);
 }
 
-/** Every file of a checkpoint, by path inside it, serialized (optimizer.json last). */
+/**
+ * Every file of a checkpoint, by path inside it, serialized (optimizer.json last): the state at the
+ * call, whose reads are all recorded before its first `await`, so a step recorded meanwhile is in none.
+ */
 async function checkpointContents(
   optimizer: MultiModelOptimizer,
   models: Record<string, TransformerModel>,
 ): Promise<[string, Uint8Array][]> {
-  const state = await optimizer.stateDict();
   const random = kernelSeedState();
+  const [state, ...modelContents] = await Promise.all([
+    optimizer.stateDict(),
+    ...optimizer.modelNames.map((name) => pretrainedContents(models[name])),
+  ]);
   const text = (value: unknown) => new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n");
   const files: [string, Uint8Array][] = [];
-  for (const name of state.models) {
-    const { config, tensors } = await pretrainedContents(models[name]);
+  state.models.forEach((name, m) => {
+    const { config, tensors } = modelContents[m];
     files.push([`models/${name}/model.safetensors`, serializeSafetensors(tensors, { format: "pt" })]);
     files.push([`models/${name}/config.json`, text(config)]);
-  }
+  });
   const tensors: [string, HostTensor][] = [
     ["control", { shape: [state.control.length], data: state.control }],
     ["loss_ring", { shape: [state.lossRing.length], data: state.lossRing }],
@@ -201,9 +207,12 @@ async function checkpointContents(
 
 /**
  * Writes models, optimizer state and the GPU random state into `folder`, crash-safe at every point
- * (see the module docs). `folder` must be missing, a checkpoint or an empty folder. `extraFiles` are
- * written with them, by path inside the checkpoint (say, each model's tokenizer beside its
- * config.json, where Hugging Face's `from_pretrained` looks); loading does not read them.
+ * (see the module docs). What it saves is the state at the call, as a readback reads: training may
+ * go on before the promise settles. `folder` must be missing, a checkpoint or an empty folder.
+ * `extraFiles` are written with them, by path inside the checkpoint (say, each model's tokenizer
+ * beside its config.json, where Hugging Face's `from_pretrained` looks); loading does not read them.
+ * Saves into one folder from this process are written in the order of their calls; another process
+ * must not save into the same folder at the same time.
  */
 export async function saveCheckpoint(
   folder: string,
@@ -217,7 +226,18 @@ export async function saveCheckpoint(
   // Model names become folder names: one that is not a plain name would write elsewhere.
   const unsafe = names.find((name) => !/^[^/\\]+$/.test(name) || name === "." || name === "..");
   if (unsafe !== undefined) throw new Error(`saveCheckpoint: model name "${unsafe}" cannot be a folder name`);
-  const files = await checkpointContents(optimizer, models);
+  const contents = checkpointContents(optimizer, models);
+  // Its error, if any, is the save's, reported when the save's turn comes.
+  contents.catch(() => {});
+  await inCallOrder(target, async () => writeCheckpoint(target, await contents, extraFiles));
+}
+
+/** {@linkcode saveCheckpoint}'s writing, once the files are serialized. */
+async function writeCheckpoint(
+  target: string,
+  files: [string, Uint8Array][],
+  extraFiles: Readonly<Record<string, Uint8Array>>,
+): Promise<void> {
   for (const [path, bytes] of Object.entries(extraFiles)) {
     const parts = path.split("/");
     if (

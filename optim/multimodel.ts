@@ -356,12 +356,14 @@ export class MultiModelOptimizer {
   }
 
   /**
-   * Zeroes the gradients of every model (one command), but only at the start of an accumulation
-   * cycle: between the micro-batches of one update it does nothing, so no gradient is discarded.
+   * Zeroes the gradients of every model (one command) when no micro-batch of an accumulation cycle
+   * has been counted yet, as PyTorch's `zero_grad()` (so a micro-batch abandoned before its `step()`
+   * leaves nothing in the next update); between the counted micro-batches of one update it does
+   * nothing, so no gradient is discarded.
    */
   zeroGrad(): void {
     this.#assertAlive("zeroGrad");
-    if (!this.#counters.gradientsStale) return;
+    if (this.#counters.microBatches > 0) return;
     this.#joint.arena.zeroGrads();
     this.#counters.gradientsStale = false;
   }
@@ -372,21 +374,24 @@ export class MultiModelOptimizer {
    */
   logMetrics(losses: Record<string, number | Tensor>): void {
     this.#assertAlive("logMetrics");
+    // Every entry is checked before anything is recorded: a refused call leaves the loss window as it was.
+    for (const [name, loss] of Object.entries(losses)) {
+      if (!this.modelNames.includes(name)) {
+        throw new Error(`logMetrics: "${name}" is not a model (${this.modelNames.join(", ")})`);
+      }
+      if (typeof loss !== "number" && (loss.size !== 1 || loss.dtype !== "float32")) {
+        throw new Error(
+          `logMetrics: the loss of "${name}" must be one float32 value, got ${loss.describe()}`,
+        );
+      }
+    }
     let present = 0;
     const slots = this.modelNames.map(() => 0);
     for (const [name, loss] of Object.entries(losses)) {
       const m = this.modelNames.indexOf(name);
-      if (m < 0) throw new Error(`logMetrics: "${name}" is not a model (${this.modelNames.join(", ")})`);
       const target = { buffer: this.#latest, offset: m * 4, size: 4 };
       if (typeof loss === "number") upload(target, Float32Array.of(loss));
-      else {
-        if (loss.size !== 1 || loss.dtype !== "float32") {
-          throw new Error(
-            `logMetrics: the loss of "${name}" must be one float32 value, got ${loss.describe()}`,
-          );
-        }
-        copyBuffer(loss.range(), target);
-      }
+      else copyBuffer(loss.range(), target);
       present |= 1 << m;
       slots[m] = this.#counters.ringPositions[m];
       this.#counters.ringPositions[m] = (this.#counters.ringPositions[m] + 1) % this.#window;
@@ -558,14 +563,16 @@ export class MultiModelOptimizer {
   /** Reads the optimizer's figures back from the GPU (one round trip; call it between steps, not inside one). */
   async metrics(): Promise<OptimizerMetrics> {
     this.#assertAlive("metrics");
+    // The counters of the call, as the values read: a step recorded while the read waits is not in either.
+    const counters = structuredClone(this.#counters);
     const [controlBytes, ringBytes] = await readRanges([this.#range(this.#control), this.#range(this.#ring)]);
     const control = new Float32Array(controlBytes);
     const ring = new Float32Array(ringBytes);
     const models: Record<string, ModelMetrics> = {};
     this.modelNames.forEach((name, m) => {
       const row = m * CONTROL_STRIDE;
-      const count = Math.min(this.#counters.ringCounts[m], this.#window);
-      const head = (this.#counters.ringPositions[m] - count + this.#window) % this.#window;
+      const count = Math.min(counters.ringCounts[m], this.#window);
+      const head = (counters.ringPositions[m] - count + this.#window) % this.#window;
       models[name] = {
         updates: control[row + CONTROL.steps],
         skipped: control[row + CONTROL.skipped],
@@ -582,7 +589,7 @@ export class MultiModelOptimizer {
         ),
       };
     });
-    return { updates: this.#counters.updates, pendingMicroBatches: this.#counters.microBatches, models };
+    return { updates: counters.updates, pendingMicroBatches: counters.microBatches, models };
   }
 
   /** The groups as a table: role, shape and members (model and Hugging Face parameter name). */
@@ -650,8 +657,10 @@ export class MultiModelOptimizer {
    */
   async stateDict(): Promise<OptimizerState> {
     this.#assertAlive("stateDict");
+    // The counters of the call, as the values read: a step recorded while the read waits is not in either.
+    const counters = structuredClone(this.#counters);
     // Gradients belong to the state while a cycle is open (micro-batches accumulated, no update yet).
-    const withGradients = !this.#counters.gradientsStale;
+    const withGradients = !counters.gradientsStale;
     const arenaBuffers = [this.#expAvg, this.#expAvgSq];
     if (this.#maxExpAvgSq) arenaBuffers.push(this.#maxExpAvgSq);
     if (withGradients) arenaBuffers.push(this.#grads);
@@ -678,7 +687,7 @@ export class MultiModelOptimizer {
       format: STATE_FORMAT,
       models: [...this.modelNames],
       options: savedOptions(this.options),
-      counters: structuredClone(this.#counters),
+      counters,
       control: new Float32Array(controlBytes).slice(0, this.modelNames.length * CONTROL_STRIDE),
       lossRing: new Float32Array(ringBytes).slice(0, this.modelNames.length * this.#window),
       moments,

@@ -67,7 +67,6 @@ export class ReferenceOptimizer {
   readonly #byKey = new Map<string, ReferenceParameter>();
   #updates = 0;
   #microBatches = 0;
-  #stale = true;
 
   /**
    * @param modelNames models in order
@@ -111,11 +110,10 @@ export class ReferenceOptimizer {
     return this.#byKey.get(`${model}/${name}`)!.values;
   }
 
-  /** Clears the gradients at the start of an accumulation cycle (a no-op mid-cycle). */
+  /** Clears the gradients while no micro-batch of a cycle is counted (a no-op mid-cycle). */
   zeroGrad(): void {
-    if (!this.#stale) return;
+    if (this.#microBatches > 0) return;
     for (const g of this.grads.values()) g.fill(0);
-    this.#stale = false;
   }
 
   /** Adds one micro-batch's gradient of a parameter. */
@@ -240,7 +238,6 @@ export class ReferenceOptimizer {
     if (o.parameterSync && (update + 1) % o.parameterSync.every === 0) {
       this.#mix("values", o.parameterSync.ratio, models.map((m) => skip[m] || this.state[m].faulted));
     }
-    this.#stale = true;
     return true;
   }
 }
