@@ -113,7 +113,8 @@ export function mergeRanks(merges: readonly (readonly [string, string])[]): Merg
   merges.forEach(([left, right], rank) => {
     let row = ranks.get(left);
     if (!row) ranks.set(left, row = new Map());
-    if (!row.has(right)) row.set(right, rank);
+    // A repeated merge takes its last rank, as the Rust library's map does (a later insert replaces).
+    row.set(right, rank);
   });
   return ranks;
 }

@@ -109,13 +109,22 @@ type Model =
     decoder: { prefix: string; cleanup: boolean } | null;
   };
 
-/** A tokenizer.json WordPiece decoder's settings (Hugging Face's defaults: prefix "##", cleanup on); null for none. */
+/**
+ * A tokenizer.json WordPiece decoder's settings; null for none. Hugging Face refuses a WordPiece decoder
+ * without a string `prefix` and a boolean `cleanup`, and so does this.
+ */
 function wordPieceDecoder(decoder: unknown): { prefix: string; cleanup: boolean } | null {
   if (!decoder || typeof decoder !== "object" || (decoder as { type?: unknown }).type !== "WordPiece") {
     return null;
   }
   const { prefix, cleanup } = decoder as { prefix?: unknown; cleanup?: unknown };
-  return { prefix: typeof prefix === "string" ? prefix : "##", cleanup: cleanup !== false };
+  if (typeof prefix !== "string") {
+    fail(`WordPiece decoder.prefix must be a string, got ${JSON.stringify(prefix)}`);
+  }
+  if (typeof cleanup !== "boolean") {
+    fail(`WordPiece decoder.cleanup must be a boolean, got ${JSON.stringify(cleanup)}`);
+  }
+  return { prefix, cleanup };
 }
 
 /** Hugging Face's WordPiece decoder cleanup, applied to each token with the space put before it. */
@@ -181,6 +190,33 @@ function fail(what: string): never {
 function record(value: unknown, what: string): Record<string, unknown> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) fail(`${what} must be an object`);
   return value as Record<string, unknown>;
+}
+
+/** The largest token id Hugging Face reads (its ids are `u32`). */
+const MAX_TOKEN_ID = 2 ** 32 - 1;
+
+/**
+ * A BPE file's `model.merges` as pairs, refused where Hugging Face refuses them: merges are all `"a b"`
+ * strings (split at the one space) or all `[a, b]` pairs of strings, and each merge's two parts and the
+ * token they make are in the model's vocabulary (a merged token outside it would be encoded as nothing).
+ */
+function bpeMerges(merges: unknown, vocab: ReadonlyMap<string, number>): [string, string][] {
+  if (!Array.isArray(merges)) fail(`model.merges must be an array, got ${JSON.stringify(merges)}`);
+  const strings = typeof merges[0] === "string";
+  return merges.map((merge: unknown, i) => {
+    const where = `model.merges[${i}] ${JSON.stringify(merge)}`;
+    if ((typeof merge === "string") !== strings) {
+      fail(`${where}: merges must be all "a b" strings or all [a, b] pairs, as model.merges[0] sets`);
+    }
+    const pair = typeof merge === "string" ? merge.split(" ") : merge;
+    if (!Array.isArray(pair) || pair.length !== 2 || !pair.every((part) => typeof part === "string")) {
+      fail(`${where} is not a pair of tokens ("a b" or [a, b])`);
+    }
+    for (const token of [pair[0], pair[1], pair[0] + pair[1]]) {
+      if (!vocab.has(token)) fail(`${where}: token ${JSON.stringify(token)} is not in model.vocab`);
+    }
+    return pair as [string, string];
+  });
 }
 
 /** The pair layout a tokenizer.json's `post_processor` declares (see {@linkcode Tokenizer.pairLayout}). */
@@ -329,17 +365,25 @@ export class Tokenizer {
     this.json = json;
     const model = record(json.model, "model");
     const vocab = record(model.vocab, "model.vocab");
+    // The largest id + 1: `tokens.length` misses the id 2^32 - 1, which Hugging Face reads and an array
+    // keeps as a property, not an element.
+    let size = 0;
     for (const [token, id] of Object.entries(vocab)) {
-      if (!Number.isInteger(id) || (id as number) < 0) fail(`model.vocab["${token}"] is not a token id`);
+      if (!Number.isInteger(id) || (id as number) < 0 || (id as number) > MAX_TOKEN_ID) {
+        const [name, value] = [JSON.stringify(token), JSON.stringify(id)];
+        fail(`model.vocab[${name}] = ${value} is not a token id (0 to ${MAX_TOKEN_ID})`);
+      }
       this.modelVocab.set(token, id as number);
       this.vocab.set(token, id as number);
       this.tokens[id as number] = token;
+      size = Math.max(size, (id as number) + 1);
     }
     this.added = parseAddedTokens(json.added_tokens);
     for (const token of this.added) {
       this.vocab.set(token.content, token.id); // not the model's: the Rust library's WordPiece cannot spell with it
       this.tokens[token.id] = token.content;
       this.addedByContent.set(token.content, token);
+      size = Math.max(size, token.id + 1);
     }
     this.unkToken = typeof model.unk_token === "string" ? model.unk_token : null;
     const normalizer = json.normalizer === null ? null : record(json.normalizer, "normalizer");
@@ -366,15 +410,9 @@ export class Tokenizer {
       if (this.unkToken !== null && !this.modelVocab.has(this.unkToken)) {
         fail(`BPE model.unk_token ${JSON.stringify(this.unkToken)} is not in the vocabulary`);
       }
-      if (!Array.isArray(model.merges)) fail("model.merges must be an array");
-      const merges = (model.merges as unknown[]).map((m, i) => {
-        const pair = typeof m === "string" ? m.split(" ", 2) : m;
-        if (!Array.isArray(pair) || pair.length !== 2) fail(`model.merges[${i}] is not a pair`);
-        return pair as [string, string];
-      });
       this.model = {
         kind: "bpe",
-        ranks: mergeRanks(merges),
+        ranks: mergeRanks(bpeMerges(model.merges, this.modelVocab)),
         ignoreMerges: model.ignore_merges === true,
         addPrefixSpace: pre.add_prefix_space === true,
         trimming: offsetTrimming(json.post_processor),
@@ -383,10 +421,20 @@ export class Tokenizer {
       if (this.unkToken === null || !this.modelVocab.has(this.unkToken)) {
         fail(`WordPiece model.unk_token ${JSON.stringify(model.unk_token)} is not in the vocabulary`);
       }
+      const { continuing_subword_prefix: prefix, max_input_chars_per_word: maxChars } = model;
+      if (typeof prefix !== "string") {
+        fail(`WordPiece model.continuing_subword_prefix must be a string, got ${JSON.stringify(prefix)}`);
+      }
+      // Hugging Face reads it as a `usize`; 2^64 - 1, its largest, reads as 2^64 in JavaScript.
+      if (!Number.isInteger(maxChars) || (maxChars as number) < 0 || (maxChars as number) > 2 ** 64) {
+        fail(
+          `WordPiece model.max_input_chars_per_word ${JSON.stringify(maxChars)} is not an integer from 0 up`,
+        );
+      }
       this.model = {
         kind: "wordpiece",
-        prefix: typeof model.continuing_subword_prefix === "string" ? model.continuing_subword_prefix : "##",
-        maxChars: typeof model.max_input_chars_per_word === "number" ? model.max_input_chars_per_word : 100,
+        prefix,
+        maxChars: maxChars as number,
         decoder: wordPieceDecoder(json.decoder),
       };
     } else {
@@ -395,7 +443,7 @@ export class Tokenizer {
           `(supported: WordPiece + BertPreTokenizer, BPE + ByteLevel)`,
       );
     }
-    this.vocabSize = this.tokens.length;
+    this.vocabSize = size;
     const find = (...names: string[]) =>
       names.map((n) => this.vocab.get(n)).find((id) => id !== undefined) ?? -1;
     this.special = {
@@ -570,7 +618,10 @@ export class Tokenizer {
     return [start, end];
   }
 
-  /** Ids of one byte-level piece (-1 for a token outside the vocabulary with no unknown token: dropped). */
+  /**
+   * Ids of one byte-level piece (-1 for a token outside the vocabulary with no unknown token: dropped, as the
+   * library drops it). Only a single character can be outside it: the loader refuses merges that make one.
+   */
   private bpePiece(text: string): { ids: number[]; ends: number[] } {
     const cached = this.cache.get(text);
     if (cached) return cached;

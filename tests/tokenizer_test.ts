@@ -7,7 +7,7 @@
  * added tokens' flags), the Rust library's own outputs are the reference: tests/fixtures/hf/tokenizers.
  */
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
-import { BYTE_TO_CHAR } from "../data/byte_level.ts";
+import { bpeWord, BYTE_TO_CHAR, mergeRanks } from "../data/byte_level.ts";
 import { encodeClassification, encodeQa } from "../data/encode.ts";
 import { loadDataset } from "../data/load.ts";
 import { Tokenizer, TRAINED_SPECIAL_TOKENS, trainTokenizer } from "../data/tokenizer.ts";
@@ -387,6 +387,133 @@ Deno.test("a tokenizer.json we cannot encode is refused naming what is unsupport
     }
     expect(thrown.includes(message), `expected "${message}", got "${thrown}"`);
   }
+});
+
+/** `json` with `fields` set in its model (a field set to undefined is left out of the file). */
+function withModel(json: Record<string, unknown>, fields: Record<string, unknown>): Record<string, unknown> {
+  return { ...json, model: { ...(json.model as object), ...fields } };
+}
+
+/** The message `Tokenizer.fromJson(json)` throws; "" when it loads. */
+function refusal(json: Record<string, unknown>): string {
+  try {
+    Tokenizer.fromJson(json);
+    return "";
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+Deno.test("a tokenizer.json Hugging Face refuses is refused naming the field and the value", async () => {
+  // Each file is refused by tokenizers 0.23.2 (Python): "Token `ca` out of vocabulary", "data did not
+  // match any variant of untagged enum MergeType", "invalid type: floating point `1e+300`, expected u32",
+  // "invalid value: integer `-1`, expected usize", "missing field `continuing_subword_prefix`", ...
+  const merges = (gpt2Json().model as { merges: [string, string][] }).merges;
+  const gpt2Vocab = (gpt2Json().model as { vocab: Record<string, number> }).vocab;
+  const strings = merges.map(([a, b]) => `${a} ${b}`);
+  const cases: [Record<string, unknown>, string][] = [
+    // Unchecked, "ca" was id -1 and dropped: "the cat" encoded as "the t".
+    [
+      withModel(gpt2Json(), { merges: [["c", "a"], ...merges] }),
+      'model.merges[0] ["c","a"]: token "ca" is not',
+    ],
+    [
+      withModel(gpt2Json(), { merges: [...merges, ["zz", "a"]] }),
+      'model.merges[9] ["zz","a"]: token "zz" is not',
+    ],
+    [
+      withModel(gpt2Json(), { merges: [...strings, "h e zz"] }),
+      'model.merges[9] "h e zz" is not a pair of tokens',
+    ],
+    [withModel(gpt2Json(), { merges: ["h  e"] }), 'model.merges[0] "h  e" is not a pair of tokens'],
+    [withModel(gpt2Json(), { merges: [[1, 2]] }), "model.merges[0] [1,2] is not a pair of tokens"],
+    [withModel(gpt2Json(), { merges: [["h", "e", "x"]] }), 'model.merges[0] ["h","e","x"] is not a pair'],
+    [withModel(gpt2Json(), { merges: ["h e", ["Ġ", "t"]] }), 'model.merges[1] ["Ġ","t"]: merges must be all'],
+    [withModel(gpt2Json(), { merges: "h e" }), 'model.merges must be an array, got "h e"'],
+    [
+      withModel(gpt2Json(), { vocab: { ...gpt2Vocab, zz: 1e300 } }),
+      'model.vocab["zz"] = 1e+300 is not a token id',
+    ],
+    [
+      withModel(gpt2Json(), { vocab: { ...gpt2Vocab, zz: 2 ** 32 } }),
+      'model.vocab["zz"] = 4294967296 is not',
+    ],
+    [
+      withModel(BERT_JSON, { vocab: { ...BERT_JSON.model.vocab, zz: 1.5 } }),
+      'model.vocab["zz"] = 1.5 is not',
+    ],
+    [withModel(BERT_JSON, { vocab: { ...BERT_JSON.model.vocab, zz: -1 } }), 'model.vocab["zz"] = -1 is not'],
+    [
+      withModel(BERT_JSON, { max_input_chars_per_word: -1 }),
+      "WordPiece model.max_input_chars_per_word -1 is not an integer from 0 up",
+    ],
+    [withModel(BERT_JSON, { max_input_chars_per_word: 1.5 }), "model.max_input_chars_per_word 1.5 is not"],
+    [
+      withModel(BERT_JSON, { max_input_chars_per_word: undefined }),
+      "model.max_input_chars_per_word undefined",
+    ],
+    [
+      withModel(BERT_JSON, { continuing_subword_prefix: 5 }),
+      "WordPiece model.continuing_subword_prefix must be a string, got 5",
+    ],
+    [withModel(BERT_JSON, { continuing_subword_prefix: null }), "continuing_subword_prefix must be a string"],
+    [withModel(BERT_JSON, { continuing_subword_prefix: undefined }), "continuing_subword_prefix must be a"],
+    [
+      { ...BERT_JSON, decoder: { type: "WordPiece", prefix: 5, cleanup: true } },
+      "WordPiece decoder.prefix must be a string, got 5",
+    ],
+    [
+      { ...BERT_JSON, decoder: { type: "WordPiece", prefix: "##" } },
+      "WordPiece decoder.cleanup must be a boolean, got undefined",
+    ],
+  ];
+  const wrong = cases.map(([json, message]) => [message, refusal(json)])
+    .filter(([message, thrown]) => !thrown.includes(message))
+    .map(([message, thrown]) => `expected "${message}", got "${thrown}"`);
+  expect(wrong.length === 0, wrong.join("\n"));
+  // Read from a file, the error names the file too.
+  const folder = await Deno.makeTempDir({ dir: "/tmp" });
+  try {
+    const path = `${folder}/tokenizer.json`;
+    await Deno.writeTextFile(path, JSON.stringify(cases[0][0]));
+    const thrown = await readTokenizer(path).then(() => "", (e: Error) => e.message);
+    expect(thrown.includes(cases[0][1]) && thrown.endsWith(`(in ${path})`), thrown);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
+Deno.test("values Hugging Face accepts at the edges of those checks still load, and encode as it does", () => {
+  // Expected ids from tokenizers 0.23.2 (Python) on the same files.
+  const none = Tokenizer.fromJson(withModel(BERT_JSON, { max_input_chars_per_word: 0 }));
+  expect(
+    none.encode("the cafe").ids.join() === "1,1",
+    `max_input_chars_per_word 0: ${none.encode("the cafe").ids}`,
+  );
+  const largest = Tokenizer.fromJson(withModel(BERT_JSON, { max_input_chars_per_word: 2 ** 64 }));
+  expect(largest.encode("the cafes").ids.join() === "5,6,7", `2^64 - 1: ${largest.encode("the cafes").ids}`);
+  const unprefixed = Tokenizer.fromJson(withModel(BERT_JSON, { continuing_subword_prefix: "" }));
+  expect(
+    unprefixed.encode("the cafes").ids.join() === "5,1",
+    `prefix "": ${unprefixed.encode("the cafes").ids}`,
+  );
+  // The largest u32 id: an array keeps it as a property, yet it counts in `vocabSize` (the largest id + 1).
+  const vocab = { ...BERT_JSON.model.vocab, zz: 2 ** 32 - 1 };
+  const wide = Tokenizer.fromJson(withModel(BERT_JSON, { vocab }));
+  expect(wide.vocabSize === 2 ** 32 && wide.idToToken(2 ** 32 - 1) === "zz", `vocabSize ${wide.vocabSize}`);
+  // Merges as "a b" strings, repeated or none at all.
+  const merges = (gpt2Json().model as { merges: [string, string][] }).merges;
+  const pairs = Tokenizer.fromJson(gpt2Json()).encode("the world").ids.join();
+  for (const form of [merges.map(([a, b]) => `${a} ${b}`), [...merges, ...merges]]) {
+    const ids = Tokenizer.fromJson(withModel(gpt2Json(), { merges: form })).encode("the world").ids.join();
+    expect(ids === pairs, `merges ${JSON.stringify(form)}: [${ids}], as pairs [${pairs}]`);
+  }
+  const bytes = Tokenizer.fromJson(withModel(gpt2Json(), { merges: [] })).encode("the").ids;
+  expect(bytes.length === 3, `no merges: [${bytes}]`);
+  // A merge listed twice takes its last rank, as in the Rust library: "abc" is a | bc there.
+  const ranks = mergeRanks([["a", "b"], ["b", "c"], ["a", "b"]]);
+  const { tokens } = bpeWord("abc", ranks);
+  expect(tokens.join("|") === "a|bc", `a repeated merge: ${tokens.join("|")}`);
 });
 
 Deno.test("a question and its context are laid out as the library lays out a pair, token types included", () => {
