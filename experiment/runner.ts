@@ -9,6 +9,7 @@
  */
 import { gpu } from "../engine/device.ts";
 import type { TrainOptions } from "../train/options.ts";
+import { jsonLine, parseJsonLine } from "../train/json_lines.ts";
 import { train } from "../train/loop.ts";
 import { measureCompute } from "./compute.ts";
 import { type ExperimentRun, parseRuns, validationScore } from "./runs.ts";
@@ -34,7 +35,10 @@ export interface RunnerSettings {
   commit?: string;
 }
 
-/** Reads the results file (a missing file is an empty one); broken lines (an interrupted write) are reported and skipped. */
+/**
+ * Reads the results file (a missing file is an empty one); broken lines (an interrupted write) are
+ * skipped and reported to `warn`.
+ */
 export async function readRuns(
   file: string,
   warn: (line: string) => void = () => {},
@@ -45,9 +49,7 @@ export async function readRuns(
 }
 
 async function append(file: string, run: ExperimentRun): Promise<void> {
-  await Deno.writeTextFile(file, JSON.stringify(run, (_, v) => (Number.isNaN(v) ? "NaN" : v)) + "\n", {
-    append: true,
-  });
+  await Deno.writeTextFile(file, jsonLine(run), { append: true });
 }
 
 /** The grid's choice: per task and condition, the learning rate with the best mean validation score. */
@@ -65,11 +67,16 @@ export function chooseRates(runs: readonly ExperimentRun[]): Map<string, number>
   return new Map([...best].map(([key, { lr }]) => [key, lr]));
 }
 
-async function execute(
-  planned: PlannedRun,
-  settings: RunnerSettings,
-  keepFolder = false,
-): Promise<ExperimentRun> {
+/** The fields of the run's metrics.jsonl lines that its run line takes. */
+interface MetricsLine {
+  type: string;
+  split?: string;
+  model: string;
+  step: number;
+  metrics: Record<string, number>;
+}
+
+async function execute(planned: PlannedRun, settings: RunnerSettings): Promise<ExperimentRun> {
   const out = `${settings.workFolder}/${planned.key.replaceAll("/", "_")}`;
   await Deno.remove(out, { recursive: true }).catch(() => {});
   const options: TrainOptions = { ...planned.options, out };
@@ -77,7 +84,7 @@ async function execute(
   const result = await train(options, { info: () => {} });
   const seconds = (performance.now() - started) / 1000;
   const lines = (await Deno.readTextFile(`${out}/metrics.jsonl`)).split("\n").filter((l) => l !== "")
-    .map((l) => JSON.parse(l, (_, v) => (v === "NaN" ? NaN : v)));
+    .map((l) => parseJsonLine(l) as MetricsLine);
   const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
   const models = planned.target ? [planned.target] : options.models.map((m) => m.name);
   const evaluation = lines.find((l) => l.type === "evaluation");
@@ -106,7 +113,7 @@ async function execute(
     ...(settings.commit ? { commit: settings.commit } : {}),
   };
   if (!evaluation) throw new Error(`experiment: run ${planned.key} wrote no evaluation`);
-  if (!keepFolder) await Deno.remove(out, { recursive: true });
+  await Deno.remove(out, { recursive: true });
   return run;
 }
 
@@ -119,7 +126,8 @@ export async function runExperiment(
   settings: RunnerSettings,
 ): Promise<ExperimentRun[]> {
   await Deno.mkdir(settings.workFolder, { recursive: true });
-  const done = new Set((await readRuns(settings.resultsFile)).map((r) => r.key));
+  // Broken lines are reported once, here; the later reads skip them quietly.
+  const done = new Set((await readRuns(settings.resultsFile, settings.info)).map((r) => r.key));
   const runAll = async (planned: readonly PlannedRun[]) => {
     const todo = planned.filter((p) => !done.has(p.key));
     for (const [i, p] of todo.entries()) {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { parseJsonLine } from "../train/json_lines.ts";
 import { type Estimate, mean, tInterval } from "./stats.ts";
 
 /** One finished run of the experiment: one line of `docs/results/runs.jsonl`. */
@@ -65,8 +66,7 @@ export function parseRuns(text: string): { runs: ExperimentRun[]; problems: stri
     if (!line.trim()) return;
     let value: unknown;
     try {
-      // The runner writes NaN, which JSON lacks, as the string "NaN".
-      value = JSON.parse(line, (_, v) => (v === "NaN" ? NaN : v));
+      value = parseJsonLine(line);
     } catch {
       problems.push(`line ${i + 1}: not JSON (an interrupted write?)`);
       return;

@@ -9,7 +9,7 @@
 import { formatShape, sameShape } from "../engine/shape.ts";
 import { readAll, writeTensor } from "../engine/tensor.ts";
 import { configToHf, type ModelFamily } from "./config.ts";
-import type { Task } from "./heads.ts";
+import { type Task, TASKS } from "./heads.ts";
 import type { TransformerModel } from "./model.ts";
 import { checkTensorSet, type HostTensor, type TensorHeader } from "./safetensors.ts";
 
@@ -269,14 +269,23 @@ export function fileLabels(json: Record<string, unknown>): string[] | undefined 
  * (masked LMs and RoBERTa's classifiers have none). Two heads share their names: BERT's sequence
  * and token classifiers, told apart by the pooler only the first has; and a masked LM from a
  * causal one, which `is_decoder` marks. GPT-2's causal LM saves its body under `transformer.`
- * without the decoder it ties to the embeddings.
+ * without the decoder it ties to the embeddings. A head this library lacks (`BertForMultipleChoice`,
+ * `BertForPreTraining`, `GPT2DoubleHeadsModel`...) is refused, naming `configPath`: its tensors
+ * could pass for one of ours (a multiple-choice scorer for a one-label regression).
  */
 export function inferTask(
   config: Record<string, unknown>,
   names: Iterable<string>,
+  configPath: string,
 ): { task: Task; numLabels?: number } {
   const architecture = Array.isArray(config.architectures) ? String(config.architectures[0]) : "";
   for (const [pattern, task] of ARCHITECTURE_TASKS) if (pattern.test(architecture)) return { task };
+  if (architecture !== "") {
+    throw new Error(
+      `${configPath}: field "architectures" names ${architecture}, a head this library does not have; ` +
+        `pass a task (${TASKS.join(", ")}) to load its body into that task's head`,
+    );
+  }
   const all = [...names];
   const has = (pattern: RegExp) => all.some((n) => pattern.test(n));
   if (has(/^qa_outputs\./)) return { task: "question-answering" };

@@ -108,7 +108,7 @@ export async function loadPretrainedWithReport(
   const json = await readConfigJson(configPath);
   const config = configFromHf(json, configPath);
   const weights = await locateWeights(folder);
-  const task = options.task ?? inferTask(json, weights.headers.keys()).task;
+  const task = options.task ?? inferTask(json, weights.headers.keys(), configPath).task;
   // The language-model heads here tie their decoder to the word embeddings; an untied one would be dropped.
   if ((task === "causal-lm" || task === "masked-lm") && json.tie_word_embeddings === false) {
     throw new Error(
@@ -119,6 +119,13 @@ export async function loadPretrainedWithReport(
   const labelsWeight = [...weights.headers].find(([n]) =>
     /(^|\.)(classifier|classifier\.out_proj|score)\.weight$/.test(n)
   );
+  if (
+    json.num_labels !== undefined && !(Number.isSafeInteger(json.num_labels) && Number(json.num_labels) >= 1)
+  ) {
+    throw new Error(
+      `${configPath}: field "num_labels" must be a positive integer, got ${JSON.stringify(json.num_labels)}`,
+    );
+  }
   const labelled = json.id2label && typeof json.id2label === "object"
     ? Object.keys(json.id2label).length
     : typeof json.num_labels === "number"

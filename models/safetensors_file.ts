@@ -35,7 +35,14 @@ export function inCallOrder(path: string, write: () => Promise<void>): Promise<v
 
 /** Reads and parses a safetensors file (see {@linkcode parseSafetensors}). */
 export async function readSafetensors(path: string): Promise<SafetensorsContents> {
-  return parseSafetensors(await Deno.readFile(path), path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    // Deno's own message (a folder: "Is a directory") does not always name the path.
+    throw fileError(path, `cannot read the file: ${(error as Error).message}`);
+  }
+  return parseSafetensors(bytes, path);
 }
 
 /**
@@ -48,7 +55,9 @@ export async function readSafetensorsHeader(
 ): Promise<{ tensors: Map<string, TensorHeader>; metadata: Record<string, string> }> {
   const file = await Deno.open(path, { read: true });
   try {
-    const size = (await file.stat()).size;
+    const info = await file.stat();
+    if (!info.isFile) throw fileError(path, "is not a file");
+    const size = info.size;
     const length = headerLength(await readPrefix(file, Math.min(8, size), path), size, path);
     return parseSafetensorsHeader(await readPrefix(file, length, path), size - 8 - length, path);
   } finally {

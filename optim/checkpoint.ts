@@ -500,7 +500,20 @@ export async function loadCheckpoint(
   for (const name of json.models) {
     await checkConfigFile(models[name], `${root}/models/${name}/config.json`);
     const weightsPath = `${root}/models/${name}/model.safetensors`;
-    weights.push(checkWeights(models[name], (await readSafetensors(weightsPath)).tensors, weightsPath));
+    const { tensors } = await readSafetensors(weightsPath);
+    // A model with a non-finite parameter sits out every update: such a checkpoint would resume a run
+    // that no longer trains that model.
+    for (const [tensorName, { data }] of tensors) {
+      const at = data.findIndex((v) => !Number.isFinite(v));
+      if (at >= 0) {
+        throw new Error(
+          `${weightsPath}: "${tensorName}" holds ${
+            data[at]
+          } at ${at}; a checkpoint's parameters must be finite`,
+        );
+      }
+    }
+    weights.push(checkWeights(models[name], tensors, weightsPath));
   }
   const state = await readOptimizerTensors(`${root}/optimizer.safetensors`, json, optimizer.options.amsgrad);
   try {

@@ -152,9 +152,17 @@ export function checkState(state: OptimizerState, expected: ExpectedState): void
         "saveCheckpoint and loadCheckpoint keep them)",
     );
   }
-  if (state.control.length !== models * CONTROL_STRIDE) fail("control table has the wrong size");
-  if (state.lossRing?.length !== models * expected.window) {
-    fail(`loss window of ${state.lossRing?.length / models}, this optimizer's is ${expected.window}`);
+  if (state.control.length !== models * CONTROL_STRIDE) {
+    fail(
+      `control table has the wrong size: ${state.control.length} values, ${models} models take ` +
+        `${models * CONTROL_STRIDE}`,
+    );
+  }
+  if (state.lossRing.length !== models * expected.window) {
+    fail(
+      `loss ring has ${state.lossRing.length} values; ${models} models with this optimizer's loss window of ` +
+        `${expected.window} take ${models * expected.window}`,
+    );
   }
   expected.modelNames.forEach((name, m) => {
     const field = (key: keyof typeof CONTROL) => state.control[m * CONTROL_STRIDE + CONTROL[key]];

@@ -238,6 +238,15 @@ Deno.test("a corrupt checkpoint is refused, naming the file and field, and chang
     ],
     [
       "optimizer.safetensors",
+      (f) =>
+        editTensors(
+          `${f}/optimizer.safetensors`,
+          (t) => t.set("loss_ring", { shape: [5], data: new Float32Array(5) }),
+        ),
+      "loss ring has 5 values; 2 models with this optimizer's loss window of 3 take 6",
+    ],
+    [
+      "optimizer.safetensors",
       async (f) => await Deno.truncate(`${f}/optimizer.safetensors`, 100),
       "optimizer.safetensors",
     ],
@@ -245,6 +254,14 @@ Deno.test("a corrupt checkpoint is refused, naming the file and field, and chang
       "models/gpt2/model.safetensors",
       (f) => editTensors(`${f}/models/gpt2/model.safetensors`, (t) => t.delete("score.weight")),
       'missing "score.weight"',
+    ],
+    [
+      "models/bert/model.safetensors",
+      (f) =>
+        editTensors(`${f}/models/bert/model.safetensors`, (t) => {
+          t.get("bert.encoder.layer.0.attention.self.query.weight")!.data[3] = NaN;
+        }),
+      '"bert.encoder.layer.0.attention.self.query.weight" holds NaN at 3; a checkpoint\'s parameters must be finite',
     ],
     [
       "models/bert/config.json",

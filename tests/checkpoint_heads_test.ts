@@ -307,3 +307,45 @@ Deno.test("is_decoder makes BERT and RoBERTa attention causal whatever the head,
   for (const m of [built, again.model]) m.dispose();
   await Deno.remove(folder, { recursive: true });
 });
+
+Deno.test("a config naming a head this library lacks is refused unless a task is given", async () => {
+  const folder = await copyHead(
+    "bert-sequence-classification",
+    (c) => (c.architectures = ["BertForMultipleChoice"]),
+  );
+  const message = await thrownMessage(() => loadPretrainedWithReport(folder));
+  if (
+    !message.includes(
+      `${folder}/config.json: field "architectures" names BertForMultipleChoice, a head this`,
+    ) ||
+    !message.includes("pass a task (")
+  ) {
+    throw new Error(message);
+  }
+  const { model } = await loadPretrainedWithReport(folder, { task: "sequence-classification" });
+  model.dispose();
+  await Deno.remove(folder, { recursive: true });
+});
+
+Deno.test("a bad num_labels or a folder where the weights file should be is named", async () => {
+  const folder = await copyHead("bert-sequence-classification", (c) => {
+    delete c.id2label;
+    c.num_labels = -1;
+  });
+  const labels = await thrownMessage(() => loadPretrainedWithReport(folder));
+  if (!labels.includes(`${folder}/config.json: field "num_labels" must be a positive integer, got -1`)) {
+    throw new Error(labels);
+  }
+  await Deno.remove(`${folder}/model.safetensors`);
+  await Deno.mkdir(`${folder}/model.safetensors`);
+  for (
+    const read of [
+      () => readSafetensors(`${folder}/model.safetensors`),
+      () => loadPretrainedWithReport(folder),
+    ]
+  ) {
+    const message = await thrownMessage(read);
+    if (!message.includes(`${folder}/model.safetensors: `)) throw new Error(message);
+  }
+  await Deno.remove(folder, { recursive: true });
+});

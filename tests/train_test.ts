@@ -346,6 +346,18 @@ Deno.test("a run that fails before it logs or saves anything removes what it wro
     throw new Error(positions);
   }
   await empty(longer.out);
+  // A tokenizer that gives ids past a loaded model's embeddings is refused before the run's folder is made.
+  const tokenizerFile = `${first.folder}/tokenizer.json`;
+  const tokenizer = JSON.parse(await Deno.readTextFile(tokenizerFile));
+  tokenizer.added_tokens.push({ ...tokenizer.added_tokens[0], id: 5000, content: "<extra>" });
+  await Deno.writeTextFile(tokenizerFile, JSON.stringify(tokenizer));
+  const wider = tiny("spam", { epochs: 1, from: { "*": first.folder } });
+  let embeddings = "";
+  await run(wider).catch((e: Error) => (embeddings = e.message));
+  if (!embeddings.includes('model "bert" has 320 token embeddings, fewer than its tokenizer\'s 5001 ids')) {
+    throw new Error(embeddings);
+  }
+  await empty(wider.out);
   await Deno.remove(first.folder, { recursive: true });
 });
 
@@ -691,5 +703,31 @@ Deno.test("a resumed run keeps NaN figures as NaN, and a failed start removes on
   if (left.join() !== "notes.txt,tokenizers" || !(await Deno.stat(`${out}/tokenizers/mine.json`)).isFile) {
     throw new Error(`left after discard: ${left}`);
   }
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("a run's files are checked on resume: a line cut by a crash is dropped, a broken one or an edited option named", async () => {
+  const out = await Deno.makeTempDir({ prefix: "run-folder-" });
+  const facts = { adapter: "test", versions: {}, counts: {}, started: "2026-12-01T00:00:00Z" };
+  const folder = await RunFolder.create({ ...tiny("sentiment"), out }, facts);
+  const metrics = { "bert": { loss: 0.5, lr: 1e-3, lrMultiplier: 1, gradNorm: 1, updates: 2, skipped: 0 } };
+  await folder.appendSteps([{ step: 2, steps: 2, seconds: 1, tokens: 8, models: metrics }]);
+  await Deno.writeTextFile(`${out}/state.json`, JSON.stringify({ step: 2, seconds: 1 }));
+  const file = `${out}/metrics.jsonl`;
+  const complete = await Deno.readTextFile(file);
+  await Deno.writeTextFile(file, complete + '{"type":"step","step":3,"mod', { append: false });
+  await (await RunFolder.open(out)).restore([], {});
+  if ((await Deno.readTextFile(file)) !== complete) throw new Error("the cut line was kept");
+  await Deno.writeTextFile(file, "garbage\n" + complete);
+  const broken = await (await RunFolder.open(out)).restore([], {}).then(() => "", (e) => e.message);
+  if (!broken.includes(`train: ${file}: line 1 is not a JSON object: garbage`)) throw new Error(broken);
+  const configFile = `${out}/config.json`;
+  const config = JSON.parse(await Deno.readTextFile(configFile));
+  await Deno.writeTextFile(
+    configFile,
+    JSON.stringify({ ...config, options: { ...config.options, batchSize: 1.5 } }),
+  );
+  const edited = await RunFolder.open(out).then(() => "", (e) => e.message);
+  if (!edited.startsWith(`train: ${configFile}: `) || !edited.includes("1.5")) throw new Error(edited);
   await Deno.remove(out, { recursive: true });
 });

@@ -90,7 +90,7 @@ export async function describedModel(source: string, task?: string): Promise<Tra
       : typeof json.num_labels === "number"
       ? json.num_labels
       : undefined);
-  const head = task ? headOf(base.config.family) : inferTask(json, headers.keys()).task;
+  const head = task ? headOf(base.config.family) : inferTask(json, headers.keys(), path).task;
   return new TransformerModel(base.config, { task: head, numLabels: labels, allocate: false });
 }
 

@@ -75,7 +75,8 @@ if (import.meta.main) {
         commit: checkoutCommit(),
       });
     }
-    const runs = await readRuns(resultsFile);
+    // The run reported broken lines as it began; --report reports them here.
+    const runs = await readRuns(resultsFile, flags.report ? (line) => console.error(line) : undefined);
     if (runs.length === 0) throw new Error(`${resultsFile} holds no runs; run ${command} first`);
     // The page depends on the run lines alone, so that --report rebuilds it exactly.
     await writeResults(folder, runs, metaFromRuns(runs, command, runsFile));

@@ -17,7 +17,8 @@ import type { TransformerModel } from "../models/model.ts";
 import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { headFor } from "./models.ts";
-import { defaultOptions, type TrainOptions } from "./options.ts";
+import { jsonLine, parseJsonLine } from "./json_lines.ts";
+import { checkTrainOptions, defaultOptions, type TrainOptions } from "./options.ts";
 import { renderReport, type RunRecord } from "./report.ts";
 import type { EvaluationLine, StepLine } from "./session.ts";
 
@@ -180,6 +181,13 @@ export class RunFolder {
         })`,
       );
     }
+    // The options go on as they were checked when the run began; a file changed since then must not
+    // train on values a new run would refuse (a batch of 1.5 trains, silently otherwise).
+    try {
+      checkTrainOptions(options);
+    } catch (error) {
+      throw new Error(`train: ${file}: ${(error as Error).message.replace(/^train: /, "")}`);
+    }
     return new RunFolder(path, options, json);
   }
 
@@ -286,11 +294,26 @@ export class RunFolder {
     return state.step;
   }
 
+  /** The records of metrics.jsonl; a line that is not a JSON object is an error naming the file and line. */
   async #lines(): Promise<Record<string, unknown>[]> {
-    const text = await Deno.readTextFile(`${this.path}/metrics.jsonl`).catch(() => "");
-    return text.split("\n").filter((l) => l.trim() !== "").map((l) =>
-      JSON.parse(l, (_, v) => (v === "NaN" ? NaN : v))
-    );
+    const file = `${this.path}/metrics.jsonl`;
+    const text = await Deno.readTextFile(file).catch(() => "");
+    const lines = text.split("\n");
+    // A crash while appending leaves a last line without its newline: never a complete record.
+    if (!text.endsWith("\n")) lines.pop();
+    return lines.flatMap((line, i) => {
+      if (line.trim() === "") return [];
+      let value: unknown;
+      try {
+        value = parseJsonLine(line);
+      } catch {
+        value = undefined;
+      }
+      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+        throw new Error(`train: ${file}: line ${i + 1} is not a JSON object: ${line.slice(0, 80)}`);
+      }
+      return [value as Record<string, unknown>];
+    });
   }
 
   /** Everything the report needs, from metrics.jsonl and config.json. */
@@ -374,11 +397,6 @@ export async function checkpointModel(checkpoint: string, name: string): Promise
   return null;
 }
 
-/** A metrics.jsonl line; NaN, which JSON lacks, is written as the string "NaN" (JSON would write null). */
-function jsonLine(record: object): string {
-  return JSON.stringify(record, (_, v) => (Number.isNaN(v) ? "NaN" : v)) + "\n";
-}
-
 /** The latest complete checkpoint of a run, from its state.json. */
 async function readState(run: string): Promise<RunState> {
   try {
@@ -390,9 +408,16 @@ async function readState(run: string): Promise<RunState> {
   throw new Error(`train: ${run} has no complete checkpoint (no valid state.json)`);
 }
 
-/** The folder of a run's latest checkpoint (for `--from <run>`). */
+/** The folder of a run's latest checkpoint (for `--from <run>` and `--resume`). */
 export async function latestCheckpoint(run: string): Promise<string> {
-  return checkpointFolder(run, (await readState(run)).step);
+  const { step } = await readState(run);
+  const folder = checkpointFolder(run, step);
+  if (!(await Deno.stat(folder).then(() => true, () => false))) {
+    throw new Error(
+      `train: ${run}/state.json names the checkpoint of step ${step}, but ${folder} is missing`,
+    );
+  }
+  return folder;
 }
 
 /** Writes a small file through a temporary name and a rename, so readers never see half of it. */

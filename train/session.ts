@@ -144,12 +144,19 @@ export async function prepareSession(
   }
   for (const [name, model] of Object.entries(models)) {
     const usable = usablePositions(model.config);
-    if (usable < options.maxLength) {
+    const ids = tokenizers[name].vocabSize;
+    // A loaded model's tokenizer comes from a file beside it: one that gives ids past its embeddings
+    // would fail at the first batch, naming neither.
+    const problem = usable < options.maxLength
+      ? `reads at most ${usable} tokens, fewer than --max-length ${options.maxLength} ` +
+        `(a loaded model keeps its positions: pass --max-length ${usable})`
+      : ids > model.config.vocabSize
+      ? `has ${model.config.vocabSize} token embeddings, fewer than its tokenizer's ${ids} ids ` +
+        "(a tokenizer.json that is not the one the model was trained with)"
+      : null;
+    if (problem) {
       for (const built of Object.values(models)) built.dispose();
-      throw new Error(
-        `train: model "${name}" reads at most ${usable} tokens, fewer than --max-length ${options.maxLength} ` +
-          `(a loaded model keeps its positions: pass --max-length ${usable})`,
-      );
+      throw new Error(`train: model "${name}" ${problem}`);
     }
   }
   const encoders = Object.fromEntries(options.models.map((spec) => [spec.name, {

@@ -102,9 +102,16 @@ export async function prepareRun(
     tokenizers,
     shared,
     loadModel: (spec, index) => {
-      const folder = checkpointModels.get(spec.name) ?? (opened ? null : options.from[spec.name] ?? null);
+      const checkpointed = checkpointModels.get(spec.name);
+      const folder = checkpointed ?? (opened ? null : options.from[spec.name] ?? null);
+      // Errors name the flag that chose the folder.
+      const origin = !checkpointed
+        ? `--from ${spec.name}=${folder}`
+        : opened
+        ? `--resume ${opened.path}`
+        : `--from ${earlierRun}`;
       return folder
-        ? loadModel(spec, folder, options.task, dataset.labels, modelSeed(options.seed, index))
+        ? loadModel(spec, folder, origin, options.task, dataset.labels, modelSeed(options.seed, index))
         : Promise.resolve(null);
     },
   });
@@ -127,10 +134,12 @@ export async function prepareRun(
 /**
  * Loads one model from a Hugging Face folder into the task's head (a new head is initialised, as HF
  * does, from `seed`: runs of other seeds start from other heads, as models built from scratch do).
+ * Errors start with `origin`, the flag that named the folder.
  */
 async function loadModel(
   spec: ModelSpec,
   folder: string,
+  origin: string,
   task: TrainOptions["task"],
   labels: readonly string[],
   seed: number,
@@ -151,7 +160,7 @@ async function loadModel(
   if (body) {
     model.dispose();
     throw new Error(
-      `--from ${spec.name}=${folder}: ${source} holds "${body.name}" as [${body.found}], its config.json ` +
+      `${origin}: ${source} holds "${body.name}" as [${body.found}], its config.json ` +
         `makes it [${body.expected}]`,
     );
   }
@@ -159,7 +168,7 @@ async function loadModel(
   if (model.config.family !== spec.family) {
     model.dispose();
     throw new Error(
-      `--from ${spec.name}=${folder}: the folder holds a ${model.config.family} model, not ${spec.family}`,
+      `${origin}: ${folder} holds a ${model.config.family} model, not ${spec.family}`,
     );
   }
   return model.train();
