@@ -75,7 +75,7 @@ class PairHeap {
  * Learns up to `maxMerges` merges over `words` (word -> count; every character must be in
  * `alphabet`, whose order gives the first symbol ids).
  */
-export function learnMerges(
+function learnMerges(
   words: ReadonlyMap<string, number>,
   alphabet: readonly string[],
   maxMerges: number,

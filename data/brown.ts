@@ -40,7 +40,7 @@ export function brownSplit(id: string): SplitName {
 }
 
 /** Parses one file: a sentence per non-empty line, each token split at its last `/`. */
-export function parseBrownFile(id: string, text: string): BrownSentence[] {
+function parseBrownFile(id: string, text: string): BrownSentence[] {
   const sentences: BrownSentence[] = [];
   for (const line of text.split("\n")) {
     const tokens = line.trim().split(/\s+/);
@@ -77,7 +77,7 @@ export async function* brownDocuments(wanted: (split: SplitName) => boolean): As
 }
 
 /** The tag without the `-tl` (title), `-hl` (headline) and `-nc` (cited word) markers. */
-export function baseTag(tag: string): string {
+function baseTag(tag: string): string {
   return tag.replace(/-(tl|hl|nc)\b/g, "");
 }
 
@@ -90,7 +90,7 @@ export function isProperNounTag(tag: string): boolean {
 export const NER_LABELS = ["O", "B-NAME", "I-NAME"];
 
 /** BIO ids of a sentence: consecutive proper-noun tokens form one NAME span. */
-export function nameBio(tags: readonly string[]): number[] {
+function nameBio(tags: readonly string[]): number[] {
   return tags.map((tag, i) => (isProperNounTag(tag) ? (i > 0 && isProperNounTag(tags[i - 1]) ? 2 : 1) : 0));
 }
 

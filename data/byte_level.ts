@@ -11,7 +11,7 @@
  * GPT-2's pre-tokenization pattern as the Rust library (Oniguruma) reads it: its `\s` is Unicode's
  * White_Space, which holds U+0085 and not U+FEFF, where JavaScript's `\s` does the opposite.
  */
-export const GPT2_PATTERN: RegExp =
+const GPT2_PATTERN: RegExp =
   /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
 
 /** GPT-2's reversible byte -> character table: printable Latin-1 bytes stand for themselves. */
@@ -26,7 +26,7 @@ export const BYTE_TO_CHAR: readonly string[] = (() => {
 })();
 
 /** The inverse of {@linkcode BYTE_TO_CHAR}. */
-export const CHAR_TO_BYTE: ReadonlyMap<string, number> = new Map(
+const CHAR_TO_BYTE: ReadonlyMap<string, number> = new Map(
   BYTE_TO_CHAR.map((char, byte) => [char, byte]),
 );
 

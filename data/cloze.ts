@@ -10,7 +10,7 @@ import { BROWN_PACKAGE, packageId } from "./packages.ts";
 import type { SplitName } from "./splits.ts";
 
 /** Sentences of context before each question. */
-export const CONTEXT_SENTENCES = 10;
+const CONTEXT_SENTENCES = 10;
 
 /** A sentence as text (words joined by single spaces) with each word's start offset. */
 function sentenceText(sentence: BrownSentence): { text: string; starts: number[] } {
@@ -54,7 +54,7 @@ function findName(context: string, name: string): number {
  * whole-word occurrence in the context. A possessive name (`np$`, `nps$`: "Atlanta's") is asked without its `'s` / `'`, which stays
  * in the question ("_____'s").
  */
-export function clozeQuestion(sentences: readonly BrownSentence[], index: number): QaExample | null {
+function clozeQuestion(sentences: readonly BrownSentence[], index: number): QaExample | null {
   if (index < CONTEXT_SENTENCES) return null;
   const context = sentences.slice(index - CONTEXT_SENTENCES, index).map((s) => sentenceText(s).text).join(
     " ",

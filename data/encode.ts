@@ -18,7 +18,7 @@ import type { Tokenizer } from "./tokenizer.ts";
 export const IGNORE_INDEX: number = -100;
 
 /** Share of tokens a masked-LM batch selects, and how selected tokens are changed (BERT's 80/10/10). */
-export const MASKING = { probability: 0.15, mask: 0.8, random: 0.1 } as const;
+const MASKING = { probability: 0.15, mask: 0.8, random: 0.1 } as const;
 
 /** Padded inputs of one batch; every [B, T] array is row-major. */
 export interface EncodedBatch {

@@ -12,7 +12,7 @@
  */
 
 /** Bodies longer than this are cut (at a line end when possible): beyond any sequence the models see. */
-export const MAX_BODY_CHARS = 8000;
+const MAX_BODY_CHARS = 8000;
 const MAX_DEPTH = 8;
 
 interface Part {
@@ -105,7 +105,7 @@ function textBytes(text: string): number[] {
 const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /** Base64 to bytes, skipping every character outside the alphabet; a trailing partial group is dropped. */
-export function decodeBase64(text: string): Uint8Array {
+function decodeBase64(text: string): Uint8Array {
   const out: number[] = [];
   let buffer = 0;
   let bits = 0;
@@ -126,7 +126,7 @@ export function decodeBase64(text: string): Uint8Array {
 }
 
 /** Quoted-printable to bytes: soft line breaks removed, `=XX` decoded, a malformed `=` kept. */
-export function decodeQuotedPrintable(text: string, underscoreIsSpace = false): Uint8Array {
+function decodeQuotedPrintable(text: string, underscoreIsSpace = false): Uint8Array {
   const source = text.replace(/=[ \t]*\n/g, "");
   const out: number[] = [];
   for (let i = 0; i < source.length; i++) {
@@ -183,7 +183,7 @@ function codePointText(code: number): string {
 }
 
 /** The readable text of an HTML document: scripts, styles and comments dropped, tags removed, entities decoded. */
-export function htmlText(html: string): string {
+function htmlText(html: string): string {
   return html
     .replace(/<!--[\s\S]*?(-->|$)/g, " ")
     .replace(/<(script|style|head|title)\b[\s\S]*?(<\/\1\s*>|$)/gi, " ")

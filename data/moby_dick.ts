@@ -15,20 +15,20 @@ const CHAPTERS = 135;
  * preset's 4,096-entry tokenizer, so that the lm task's 64-token rows keep 98% of the text (512
  * characters kept 65%: the rest was cut off, never trained on or scored).
  */
-export const CHUNK_CHARS = 240;
+const CHUNK_CHARS = 240;
 
 /**
  * Cuts a chapter into chunks of whole sentences, each at most {@linkcode CHUNK_CHARS} characters; a
  * paragraph break always ends a chunk, and a sentence longer than the limit is cut at spaces.
  */
-export function chunkText(text: string, max = CHUNK_CHARS): string[] {
+function chunkText(text: string): string[] {
   const chunks: string[] = [];
   for (const paragraph of text.split(/\n\s*\n/)) {
     const sentences = paragraph.trim().replace(/\s+/g, " ").split(/(?<=[.!?][)"'’”]*) (?=\S)/);
     let chunk = "";
     for (const sentence of sentences) {
-      for (const piece of cutAtSpaces(sentence, max)) {
-        if (chunk.length > 0 && chunk.length + 1 + piece.length > max) {
+      for (const piece of cutAtSpaces(sentence, CHUNK_CHARS)) {
+        if (chunk.length > 0 && chunk.length + 1 + piece.length > CHUNK_CHARS) {
           chunks.push(chunk);
           chunk = "";
         }
@@ -55,7 +55,7 @@ function cutAtSpaces(text: string, max: number): string[] {
 }
 
 /** How the novel is split. */
-export const MOBY_DICK_SPLIT_RULE =
+const MOBY_DICK_SPLIT_RULE =
   "by chapter: number mod 10 = 0 -> test, 1 -> validation, else train; etymology, extracts and epilogue -> train";
 
 /**

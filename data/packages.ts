@@ -60,7 +60,7 @@ async function packageRoot(pkg: DataPackage): Promise<string> {
 }
 
 /** The absolute path of `relative` inside the package (not checked; the readers below check). */
-export async function packagePath(pkg: DataPackage, relative: string): Promise<string> {
+async function packagePath(pkg: DataPackage, relative: string): Promise<string> {
   return (await packageRoot(pkg)) + relative;
 }
 

@@ -33,10 +33,10 @@ export function splitOfKey(key: string): SplitName {
 export const HASH_SPLIT_RULE =
   "FNV-1a 32-bit hash of the key mod 10: 0 -> test, 1 -> validation, 2-9 -> train";
 
-/** Words per shingle of {@linkcode NearDuplicateKeys}. */
+/** Words per shingle of {@linkcode nearDuplicateKeys}. */
 const SHINGLE_WORDS = 8;
 
-/** The Jaccard similarity of two texts' shingles from which {@linkcode NearDuplicateKeys} calls them near-duplicates. */
+/** The Jaccard similarity of two texts' shingles from which {@linkcode nearDuplicateKeys} calls them near-duplicates. */
 export const NEAR_DUPLICATE_JACCARD = 0.8;
 
 /**

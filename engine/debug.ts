@@ -40,7 +40,7 @@ export const debugLevel: number = (() => {
 })();
 
 /** The options of `MM_TIMING` (level 4), and what each one does. */
-export const TIMING_OPTIONS = {
+const TIMING_OPTIONS = {
   host: "host timing even where the adapter has timestamp queries",
   grid: "a row per kernel and workgroup grid instead of per kernel",
 } as const;
@@ -109,7 +109,7 @@ function addTime(kernel: string, ms: number): void {
 }
 
 /** The per-kernel table, sorted by total time: a title line, a header and a row per kernel. */
-export function kernelTimeTable(): string[] {
+function kernelTimeTable(): string[] {
   const rows = [...totals.entries()].sort((a, b) => b[1].ms - a[1].ms);
   const total = rows.reduce((sum, [, r]) => sum + r.ms, 0);
   const count = rows.reduce((sum, [, r]) => sum + r.count, 0);

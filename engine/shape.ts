@@ -51,6 +51,22 @@ export function broadcastShapes(op: string, shapes: readonly (readonly number[])
   return out;
 }
 
+/** Row-major element strides of a contiguous `shape` (the last dimension's is 1). */
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array(shape.length);
+  let stride = 1;
+  for (let r = shape.length - 1; r >= 0; r--) {
+    strides[r] = stride;
+    stride *= shape[r];
+  }
+  return strides;
+}
+
+/** The row-major coordinates of element `index` of a contiguous `shape` whose strides are `strides`. */
+export function coordinatesOf(index: number, shape: readonly number[], strides: readonly number[]): number[] {
+  return shape.map((d, r) => Math.floor(index / strides[r]) % d);
+}
+
 /**
  * Element strides of `shape` when broadcast to `outShape`: 0 along stretched or missing dimensions,
  * so that `index = sum(coordinate[i] * stride[i])` reads the right element.

@@ -22,7 +22,7 @@ import { type BufferRange, copyToTexture, noteTextureSource } from "./recorder.t
  * dropout and add, texel and storage forms timed alternately on 1-16 K floats, cross between 6 K and
  * 16 K). Kernels that read each element many times (matmul, attention) copy whatever the size.
  */
-export const TEXEL_MIN_FLOATS = 8192;
+const TEXEL_MIN_FLOATS = 8192;
 
 /** Whether an operand of `floats` read about once is worth a texture copy (see {@linkcode TEXEL_MIN_FLOATS}). */
 export function texelsPayOff(floats: number): boolean {

@@ -11,7 +11,7 @@ import { comparisonRows, computeRows, stepsRows, TARGET_FRACTION } from "./table
 import { fixed, intervalText, md, nText, signed, table } from "./markdown.ts";
 
 /** The seed's claims as tested: the claimed minimum of each effect and the value of no effect. */
-export const CLAIMS = {
+const CLAIMS = {
   /** Accuracy: +1.2 to +2.1 points, joint minus independent. */
   accuracy: { none: 0, minimum: 1.2, maximum: 2.1 },
   /** Steps to the target: 27-36% fewer with joint. */
@@ -47,7 +47,7 @@ export interface ClaimRow {
 }
 
 /** The coverage of each cell's interval so that a claim's `cells` intervals hold together at 95%. */
-export function familyLevel(cells: number): number {
+function familyLevel(cells: number): number {
   return 1 - 0.05 / Math.max(1, cells);
 }
 

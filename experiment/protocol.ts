@@ -114,7 +114,7 @@ export const SCALES: Record<ExperimentScale["name"], ExperimentScale> = {
 };
 
 /** The conditions a run may train under. */
-export const CONDITIONS = [
+const CONDITIONS = [
   "independent",
   "joint",
   "joint-no-sharing",
@@ -131,10 +131,10 @@ export const CONDITIONS = [
 export type Condition = (typeof CONDITIONS)[number];
 
 /** The seed's model weights, used by the joint condition. */
-export const SEED_WEIGHTS: Record<string, number> = { bert: 1.0, gpt2: 0.8, roberta: 1.2 };
+const SEED_WEIGHTS: Record<string, number> = { bert: 1.0, gpt2: 0.8, roberta: 1.2 };
 
 /** Mutual distillation weight of the distillation conditions (Deep Mutual Learning's 1). */
-export const DISTILL_WEIGHT = 1;
+const DISTILL_WEIGHT = 1;
 
 /** A run to do: its unique key, what it measures and its training options (without `out`). */
 export interface PlannedRun {

@@ -121,7 +121,7 @@ function tUpperTail(t: number, df: number): number {
 }
 
 /** Density of Student's t with `df` degrees of freedom. */
-export function tPdf(t: number, df: number): number {
+function tPdf(t: number, df: number): number {
   return Math.exp(
     logGamma((df + 1) / 2) - logGamma(df / 2) - 0.5 * Math.log(df * Math.PI) -
       ((df + 1) / 2) * Math.log1p((t * t) / df),

@@ -33,7 +33,7 @@ import {
 } from "./runs.ts";
 
 /** The ablation variants the protocol asks for, in order. */
-export const ABLATIONS: readonly string[] = [
+const ABLATIONS: readonly string[] = [
   "joint-no-sharing",
   "joint-no-sync",
   "joint-no-adaptive",
@@ -43,7 +43,7 @@ export const ABLATIONS: readonly string[] = [
   "distill-only",
 ];
 /** The compute conditions, in order; Table 3 divides by the last. */
-export const COMPUTE_CONDITIONS: readonly string[] = ["sequential", "parallel", "joint"];
+const COMPUTE_CONDITIONS: readonly string[] = ["sequential", "parallel", "joint"];
 /** Metrics shown besides the primary one when the runs have them (QA's exact match). */
 const SECONDARY_METRICS = ["exactMatch"];
 /** Steps-to-target: the target is this fraction of the independent model's mean final validation score. */

@@ -26,7 +26,7 @@ import {
 import { gpu } from "../engine/device.ts";
 import { dispatch } from "../engine/recorder.ts";
 import type { Tensor } from "../engine/tensor.ts";
-import { broadcastStrides, sameShape } from "../engine/shape.ts";
+import { broadcastStrides, contiguousStrides, coordinatesOf, sameShape } from "../engine/shape.ts";
 import { kernelVariant } from "../engine/variants.ts";
 import { BINARY_OPS, type Expr, UNARY_OPS } from "./elementwise_ops.ts";
 import { TEXEL_WGSL, texelRange, texelsPayOff, withTexels } from "../engine/texels.ts";
@@ -112,8 +112,7 @@ interface Layout {
 
 function layoutOf(outShape: readonly number[], shapes: readonly (readonly number[])[]): Layout {
   const c = collapse(outShape, shapes.map((s) => broadcastStrides(s, outShape)));
-  const full = (s: number[]) =>
-    s.length === c.dims.length && s.every((v, r) => v === c.dims.slice(r + 1).reduce((p, d) => p * d, 1));
+  const full = (s: number[]) => sameShape(s, contiguousStrides(c.dims));
   const strides = c.strides.map((s, k) => (sameShape(shapes[k], outShape) || full(s) ? null : s));
   const key = `${c.dims.length}:${strides.map((s) => (s ? "b" : "f")).join("")}`;
   return { dims: c.dims, strides, key };
@@ -266,11 +265,10 @@ export function recordElementwise(work: ElementwiseWork): void {
 function shiftedWindows(layout: Layout, count: number): [number, number][] {
   const span = windowElements();
   const { dims } = layout;
-  const blocks = dims.map((_, r) => dims.slice(r + 1).reduce((p, d) => p * d, 1));
-  const coords = (e: number) => dims.map((d, r) => Math.floor(e / blocks[r]) % d);
+  const blocks = contiguousStrides(dims);
   const out: [number, number][] = [];
   const visit = (first: number, end: number) => {
-    const a = coords(first), b = coords(end - 1);
+    const a = coordinatesOf(first, dims, blocks), b = coordinatesOf(end - 1, dims, blocks);
     const r = a.findIndex((c, q) => c !== b[q]);
     const fits = r < 0 || layout.strides.every((s) => {
       const { lo, hi } = s ? reachOf(s, dims, a, b, r) : { lo: 0, hi: 0 };
@@ -306,11 +304,10 @@ function recordShifted(work: ElementwiseWork, layout: Layout): void {
   const { inputs, outputs } = work;
   const { kernel, constants } = scalarKernel(work, layout, true);
   const { dims } = layout;
-  const blocks = dims.map((_, r) => dims.slice(r + 1).reduce((p, d) => p * d, 1));
-  const coords = (e: number) => dims.map((d, r) => Math.floor(e / blocks[r]) % d);
+  const blocks = contiguousStrides(dims);
   for (const [first, end] of shiftedWindows(layout, outputs[0].size)) {
     const values = paramValues(layout, constants, end - first, first) as Record<string, unknown>;
-    const a = coords(first), b = coords(end - 1);
+    const a = coordinatesOf(first, dims, blocks), b = coordinatesOf(end - 1, dims, blocks);
     const r = a.findIndex((c, q) => c !== b[q]);
     const ranges = inputs.map((t, k) => {
       const s = layout.strides[k];

@@ -16,7 +16,7 @@ import {
   type Tensor,
   zeros,
 } from "../engine/tensor.ts";
-import { formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
+import { contiguousStrides, formatShape, normalizeAxis, shapeSize } from "../engine/shape.ts";
 
 /** Ranks above this are merged before copying; six covers every layout the models use. */
 const MAX_RANK = 6;
@@ -26,16 +26,6 @@ interface StridedView {
   dims: number[];
   strides: number[];
   offset: number;
-}
-
-function contiguousStrides(shape: readonly number[]): number[] {
-  const strides = new Array(shape.length);
-  let s = 1;
-  for (let r = shape.length - 1; r >= 0; r--) {
-    strides[r] = s;
-    s *= shape[r];
-  }
-  return strides;
 }
 
 /** Drops unit dimensions and merges dimensions the strided side walks contiguously. */

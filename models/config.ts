@@ -360,7 +360,7 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
  * once with an error instead of exhausting memory while the model is built. `parameters` bounds the
  * body's total, 2^32 float32 values (16 GiB), more than a single device of this engine holds.
  */
-export const CONFIG_LIMITS = {
+const CONFIG_LIMITS = {
   vocabSize: 16_777_216, // 2^24
   hiddenSize: 65536,
   numLayers: 1024,

@@ -78,7 +78,7 @@ export interface MemoryEstimate {
 }
 
 /** Elements of a model's parameter arena: every tensor padded to whole alignment units ({@linkcode alignedLength}). */
-export function arenaElements(model: MemoryModel): number {
+function arenaElements(model: MemoryModel): number {
   const metadata = new TransformerModel(model.config, {
     task: model.task,
     numLabels: model.numLabels,
@@ -91,7 +91,7 @@ export function arenaElements(model: MemoryModel): number {
 }
 
 /** The float32 activations of one model's training forward pass, and its two largest ones (module docs). */
-export function activationElements(model: MemoryModel, batch: number, length: number): {
+function activationElements(model: MemoryModel, batch: number, length: number): {
   total: number;
   largest: [number, number];
 } {

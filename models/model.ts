@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { checkOptions } from "../engine/options.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import { BertEncoder } from "./bert.ts";
 import { type ModelConfig, validateConfig } from "./config.ts";
@@ -74,10 +75,7 @@ export class TransformerModel {
 
   /** Builds the model and initialises its weights like Hugging Face (normal(0, initializer_range), zero biases, unit norms). */
   constructor(readonly config: ModelConfig, options: ModelOptions = {}) {
-    const unknown = Object.keys(options).find((key) => !MODEL_OPTIONS.includes(key));
-    if (unknown !== undefined) {
-      throw new Error(`TransformerModel: unknown option "${unknown}"; accepted: ${MODEL_OPTIONS.join(", ")}`);
-    }
+    checkOptions("TransformerModel", options, MODEL_OPTIONS);
     this.name = options.name ?? config.family;
     this.task = options.task ?? "base";
     this.labels = options.labels ? [...options.labels] : null;

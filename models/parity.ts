@@ -50,7 +50,7 @@ export const MODEL_TOLERANCE: Readonly<Record<"0.02" | "0.25", ModelTolerance>> 
 };
 
 /** The tolerances for a model initialised with standard deviation `initializerRange`. */
-export function toleranceFor(initializerRange: number): ModelTolerance {
+function toleranceFor(initializerRange: number): ModelTolerance {
   const known = MODEL_TOLERANCE[String(initializerRange) as keyof typeof MODEL_TOLERANCE];
   if (known) return known;
   const [a, b] = Object.values(MODEL_TOLERANCE);
@@ -74,7 +74,7 @@ export function toleranceFor(initializerRange: number): ModelTolerance {
  * largest. A wrong gradient, say one that misses the softmax's shift invariance, is off by about
  * max |dW| itself, 4e4 times the bound.
  */
-export const ZERO_GRADIENT_BOUND = {
+const ZERO_GRADIENT_BOUND = {
   /** Float32 machine epsilon, the spacing of floats at 1. */
   eps: 2 ** -23,
   /** Multiple of eps * max |companion gradient| allowed. */
@@ -89,7 +89,7 @@ export const ZERO_GRADIENT_BOUND = {
  * shift of all positions, which each of them adds). GPT-2 packs its key bias with the query and
  * value biases in `c_attn.bias`, whose gradient is not zero: it is judged relatively.
  */
-export function zeroGradientParameters(
+function zeroGradientParameters(
   infos: readonly ParameterInfo[],
   task: Task,
 ): Map<ParameterInfo, ParameterInfo> {

@@ -7,6 +7,7 @@
  * @module
  */
 import { resolve } from "node:path";
+import { checkOptions } from "../engine/options.ts";
 import {
   architectureName,
   checkTensors,
@@ -132,11 +133,11 @@ export async function loadPretrainedWithReport(
     ? json.num_labels
     : undefined;
   const numLabels = options.numLabels ?? options.labels?.length ?? labelsWeight?.[1].shape[0] ?? labelled;
-  const accepted = ["name", "task", "numLabels", "labels", "seed", "allowNewHead", "ignoreMismatchedSizes"];
-  const unknown = Object.keys(options).find((key) => !accepted.includes(key));
-  if (unknown !== undefined) {
-    throw new Error(`loadPretrained: unknown option "${unknown}"; accepted: ${accepted.join(", ")}`);
-  }
+  checkOptions(
+    "loadPretrained",
+    options,
+    ["name", "task", "numLabels", "labels", "seed", "allowNewHead", "ignoreMismatchedSizes"],
+  );
   const { allowNewHead: _allowNewHead, ignoreMismatchedSizes: _ignoreMismatchedSizes, ...rest } = options;
   // The file's class names go with its classes; a head of another count (a new head) has none.
   const named = task === "sequence-classification" || task === "token-classification"

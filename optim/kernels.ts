@@ -109,7 +109,7 @@ export const TILE_PARTIAL = 3;
 export const TILE_FLAG = { gradient: 1, parameters: 2 } as const;
 
 /** u32 words per group in the group table: first block, size, count, pad, 8 offsets, 8 model indices. */
-export const GROUP_WORDS: number = 4 + 2 * MAX_MODELS;
+const GROUP_WORDS: number = 4 + 2 * MAX_MODELS;
 
 /**
  * Records each TILE-element tile's gradient norm without overflow (its largest finite |g| and the

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { checkOptions } from "../engine/options.ts";
 
 /** Linear warmup, then cosine decay to `minRatio` of the base rate, held there after `totalSteps`. */
 export interface ScheduleOptions {
@@ -145,18 +146,14 @@ const OPTION_NAMES: Record<string, readonly string[]> = {
   adaptiveLr: ["window", "min", "max", "smoothing"],
 };
 
-/** Throws naming a key of `value` that `names` lacks, and the accepted ones. */
-function checkNames(value: unknown, where: string, names: readonly string[]): void {
-  if (typeof value !== "object" || value === null) return;
-  const unknown = Object.keys(value).find((key) => !names.includes(key));
-  check(unknown === undefined, `unknown option ${where}"${unknown}"; accepted: ${names.join(", ")}`);
-}
-
 /** Fills in defaults and validates; errors name the option and the offending value. */
 export function resolveOptions(modelNames: readonly string[], options: OptimizerOptions): ResolvedOptions {
-  checkNames(options, "", OPTION_NAMES.options);
+  checkOptions("MultiModelOptimizer", options, OPTION_NAMES.options);
   for (const nested of ["schedule", "gradientSharing", "parameterSync", "adaptiveLr"] as const) {
-    checkNames(options[nested], `${nested}.`, OPTION_NAMES[nested]);
+    // null or false turns a mechanism off; other values that are not objects are refused below.
+    if (typeof options[nested] === "object" && options[nested] !== null) {
+      checkOptions(`MultiModelOptimizer: ${nested}`, options[nested], OPTION_NAMES[nested]);
+    }
   }
   check(modelNames.length >= 1, "no models given");
   check(modelNames.length <= MAX_MODELS, `at most ${MAX_MODELS} models, got ${modelNames.length}`);

@@ -44,7 +44,7 @@ export interface BufferChunk {
 export type ChunkedBuffer = readonly BufferChunk[];
 
 /** The index of the chunk, of those starting at `starts` (ascending, from 0), that holds `element`. */
-export function chunkOf(starts: readonly number[], element: number): number {
+function chunkOf(starts: readonly number[], element: number): number {
   let k = 0;
   while (k + 1 < starts.length && element >= starts[k + 1]) k++;
   return k;

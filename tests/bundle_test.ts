@@ -16,7 +16,7 @@ import { bundle, declarations, stopBundler } from "../tools/build.ts";
 const MARKER = "__bare_Deno_reference__";
 
 /** The uses of Deno in a bundle built with `Deno` defined as the marker: bare or unguarded, with surroundings. */
-export function unguardedDeno(code: string): string[] {
+function unguardedDeno(code: string): string[] {
   const around = (index: number) => code.slice(Math.max(0, index - 60), index + 60);
   const bare = [...code.matchAll(new RegExp(MARKER, "g"))].map((m) => around(m.index));
   const unchained = [...code.matchAll(/globalThis\.Deno(?![\w$])(?!\?\.)/g)].map((m) => around(m.index));

@@ -227,7 +227,7 @@ Deno.test("misspelt model options and configuration fields are refused, naming t
     [
       () =>
         new TransformerModel(modelConfig("bert", { hiddenSize: 8, numHeads: 2 }), { num_labels: 5 } as never),
-      'TransformerModel: unknown option "num_labels"; accepted: name, task, numLabels, labels, seed, allocate',
+      'TransformerModel: unknown option "num_labels" (did you mean "numLabels"?); accepted: name, task, numLabels, labels, seed, allocate',
     ],
     [
       () => modelConfig("bert", { hidden_size: 32 } as never),
@@ -252,7 +252,9 @@ Deno.test("misspelt model options and configuration fields are refused, naming t
     message = e.message
   );
   if (
-    !message.startsWith('loadPretrained: unknown option "allow_new_head"; accepted: name, task, numLabels')
+    !message.startsWith(
+      'loadPretrained: unknown option "allow_new_head" (did you mean "allowNewHead"?); accepted: name, task, numLabels',
+    )
   ) {
     throw new Error(message);
   }

@@ -350,12 +350,12 @@ Deno.test("values at and past each option's boundary are accepted or refused, na
     ],
     [
       { weight_decay: 0.01 } as OptimizerOptions,
-      'unknown option "weight_decay"; accepted: models, lr, betas',
+      'unknown option "weight_decay" (did you mean "weightDecay"?); accepted: models, lr, betas',
     ],
     [{ lR: 0.1 } as OptimizerOptions, 'unknown option "lR"; accepted: models, lr'],
     [
       { schedule: { warmup: 2, totalSteps: 10 } } as unknown as OptimizerOptions,
-      'unknown option schedule."warmup"; accepted: warmupSteps, totalSteps, minRatio',
+      'schedule: unknown option "warmup"; accepted: warmupSteps, totalSteps, minRatio',
     ],
   ];
   for (const [options, expected] of refused) {

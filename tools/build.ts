@@ -121,7 +121,7 @@ export async function stopBundler(): Promise<void> {
   await esbuild.stop();
 }
 
-/** Bytes as `123.4 kB`. */
+/** Bytes as `123.4 kB`, always in kB (formatBytes would switch units), so that sizes compare at a glance. */
 function kilobytes(bytes: number): string {
   return `${(bytes / 1000).toFixed(1)} kB`;
 }

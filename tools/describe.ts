@@ -33,7 +33,7 @@ const FAMILIES = ["bert", "gpt2", "roberta"];
  * or absent: the folder's own head as loading infers it (the config's `architectures` entry, else its
  * weights' names; the label count from the classifier's rows, else the config), else the base model.
  */
-export async function describedModel(source: string, task?: string): Promise<TransformerModel> {
+async function describedModel(source: string, task?: string): Promise<TransformerModel> {
   const isTrainTask = (TASK_NAMES as readonly string[]).includes(task ?? "");
   if (task && !isTrainTask && !(TASKS as readonly string[]).includes(task)) {
     throw new Error(
@@ -95,7 +95,7 @@ export async function describedModel(source: string, task?: string): Promise<Tra
 }
 
 /** The memory lines of `describe`: what training the model takes at a batch of `batch` x `length` tokens. */
-export function memoryLines(name: string, model: MemoryModel, batch: number, length: number): string {
+function memoryLines(name: string, model: MemoryModel, batch: number, length: number): string {
   const m: ModelMemory = estimateMemory({ [name]: model }, { batch, length }).models[name];
   const rows: [string, number][] = [
     ["parameters", m.parameters],
@@ -110,7 +110,7 @@ export function memoryLines(name: string, model: MemoryModel, batch: number, len
 }
 
 /** Formats metadata as an aligned text table. */
-export function metadataTable(infos: readonly ParameterInfo[]): string {
+function metadataTable(infos: readonly ParameterInfo[]): string {
   const rows = infos.map((p) => [
     p.name,
     p.role,

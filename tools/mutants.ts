@@ -73,7 +73,7 @@ export async function anchorCount(mutation: Mutation, root: string): Promise<num
 }
 
 /** Applies `mutation` (its text must occur exactly once) under `root`, runs its tests, restores the file. */
-export async function tryMutation(mutation: Mutation, root: string): Promise<MutationResult> {
+async function tryMutation(mutation: Mutation, root: string): Promise<MutationResult> {
   const path = `${root}/${mutation.file}`;
   const original = await Deno.readTextFile(path);
   const count = original.split(mutation.find).length - 1;

@@ -357,7 +357,7 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
 }
 
 /** The results as an aligned table: one row per model and the baseline, validation and test metrics. */
-export function resultsTable(
+function resultsTable(
   results: Record<string, { validation: Record<string, number>; test: Record<string, number> }>,
 ): string {
   const keys = [...new Set(Object.values(results).flatMap((r) => Object.keys(r.validation)))];

@@ -32,12 +32,12 @@ const FOLDERS: readonly { prefix: string; folder: string }[] = [
 ];
 
 /**
- * Answers one request from the repository at `base` (a path ending in "/"): GET and HEAD of files in
+ * Answers one request from the repository: GET and HEAD of files in
  * web/ and dist/ with their content type, "/" as web/index.html, 204 for /favicon.ico; 404 for
  * anything else, 405 for other methods. Paths with "..", control characters or other odd segments are
  * refused.
  */
-export async function handle(request: Request, base = root): Promise<Response> {
+export async function handle(request: Request): Promise<Response> {
   if (request.method !== "GET" && request.method !== "HEAD") {
     return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
@@ -62,7 +62,7 @@ export async function handle(request: Request, base = root): Promise<Response> {
   }
   let body: Uint8Array;
   try {
-    body = await Deno.readFile(`${base}${folder}${relative}`);
+    body = await Deno.readFile(`${root}${folder}${relative}`);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.IsADirectory) {
       return new Response("not found\n", { status: 404 });

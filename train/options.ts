@@ -25,7 +25,7 @@ export interface ModelSpec {
   intermediateSize: number;
 }
 
-/** Everything a run needs; {@linkcode resolveTrainOptions} fills in defaults and checks values. */
+/** Everything a run needs; {@linkcode defaultOptions} gives the defaults, {@linkcode checkTrainOptions} checks values. */
 export interface TrainOptions {
   /** Task. */
   task: TaskName;
@@ -139,7 +139,7 @@ export type PresetName = keyof typeof PRESETS;
  * cores: the small sentiment set trains for epochs; the large corpora get a step budget, three
  * evaluations, and validation and test cut to evenly spaced examples.
  */
-export const CPU_BUDGET: Record<TaskName, { steps: number | null; evalLimit: number | null }> = {
+const CPU_BUDGET: Record<TaskName, { steps: number | null; evalLimit: number | null }> = {
   sentiment: { steps: null, evalLimit: null },
   spam: { steps: 300, evalLimit: null },
   ner: { steps: 300, evalLimit: 1000 },

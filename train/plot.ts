@@ -141,16 +141,16 @@ function decimalsOf(step: number): number {
 }
 
 /**
- * About `count` evenly spaced round ticks (steps of 1, 2 or 5 times a power of ten) whose first and
+ * About five evenly spaced round ticks (steps of 1, 2 or 5 times a power of ten) whose first and
  * last enclose [min, max] (Heckbert's "nice numbers"). An empty range is widened around its value.
  */
-export function niceTicks(min: number, max: number, count = 5): number[] {
+export function niceTicks(min: number, max: number): number[] {
   if (!Number.isFinite(min) || !Number.isFinite(max)) throw new Error(`niceTicks: range [${min}, ${max}]`);
   if (!(max > min)) {
     const pad = min === 0 ? 1 : Math.abs(min) * 0.1;
     [min, max] = [min - pad, max + pad];
   }
-  const step = niceNumber(niceNumber(max - min, false) / Math.max(1, count - 1), true);
+  const step = niceNumber(niceNumber(max - min, false) / 4, true); // four intervals between five ticks
   const first = Math.floor(min / step);
   const last = Math.ceil(max / step);
   const decimals = decimalsOf(step);

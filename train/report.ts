@@ -111,7 +111,7 @@ function formatDuration(seconds: number): string {
 }
 
 /** The key of `metrics` the report ranks by; see {@linkcode RunRecord.primaryMetric}. */
-export function primaryMetricOf(run: RunRecord): string | undefined {
+function primaryMetricOf(run: RunRecord): string | undefined {
   if (run.primaryMetric) return run.primaryMetric;
   const first = run.evaluations[0]?.metrics ?? run.baseline?.validation ?? {};
   return run.metricName in first ? run.metricName : Object.keys(first)[0];

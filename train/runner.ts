@@ -19,7 +19,7 @@ import type { DistillationPart, Encoder, TaskKind } from "./task_kinds.ts";
 const EVALUATION_BATCH = 64;
 
 /** Copies of a batch's [B, T] arrays cut to its longest example, so no step computes on padding columns. */
-export function trimBatch(encoded: EncodedBatch): EncodedBatch {
+function trimBatch(encoded: EncodedBatch): EncodedBatch {
   const { batch: B, length: T } = encoded;
   let longest = 1;
   for (let b = 0; b < B; b++) {
@@ -226,7 +226,7 @@ export class TaskRunner {
 }
 
 /** A seeded permutation of 0..n-1 (Fisher-Yates): the same for the same seed and epoch, resumed or not. */
-export function shuffledOrder(n: number, seed: number, epoch: number): number[] {
+function shuffledOrder(n: number, seed: number, epoch: number): number[] {
   const random = new Random(seed * 7919 + epoch + 1);
   const order = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {

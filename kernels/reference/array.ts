@@ -1,6 +1,7 @@
 /**
  * Float64 CPU arrays for the reference implementations: the trusted, slow and obvious versions of
- * every kernel that tests compare the WGSL kernels against.
+ * every kernel that tests compare the WGSL kernels against. They share nothing with the engine, not
+ * even its shape helpers, so that a mistake there cannot hide in both sides of a comparison.
  *
  * @module
  */

@@ -46,7 +46,7 @@ export interface AttentionGradients {
 }
 
 /** The dropout multiplier of probability (i, j) of head `stream`: 0 or 1/(1-p), as the kernels draw it. */
-export function dropoutFactor(seed: number, stream: number, index: number, dropout: number): number {
+function dropoutFactor(seed: number, stream: number, index: number, dropout: number): number {
   if (dropout <= 0) return 1;
   return randomUniform(seed, stream, index) >= dropout ? 1 / (1 - dropout) : 0;
 }

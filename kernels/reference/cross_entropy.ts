@@ -9,7 +9,7 @@
 export type Reduction = "mean" | "sum" | "none";
 
 /** log_softmax of row `n`. */
-export function logSoftmaxRow(logits: ArrayLike<number>, cols: number, n: number): Float64Array {
+function logSoftmaxRow(logits: ArrayLike<number>, cols: number, n: number): Float64Array {
   let max = -Infinity;
   for (let c = 0; c < cols; c++) max = Math.max(max, logits[n * cols + c]);
   let sum = 0;

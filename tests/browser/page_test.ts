@@ -39,7 +39,7 @@ const COMPARED = 10;
  */
 const TOLERANCE = 1e-3;
 /** Where the screenshot of the page after training goes (a test artifact, not committed). */
-export const SCREENSHOT = "/tmp/multimodel-page.png";
+const SCREENSHOT = "/tmp/multimodel-page.png";
 /** Longest wait for the page to train (about a minute on 2 cores). */
 const TRAINING_TIMEOUT_MS = 8 * 60_000;
 
