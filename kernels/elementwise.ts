@@ -95,7 +95,11 @@ function checkInputs(op: string, inputs: readonly Tensor[]): void {
  * more kernel (plus a sum over broadcast dimensions where an input was broadcast).
  *
  * ```ts
- * const y = fused([x, bias], (x, b) => x.add(b).gelu("tanh"));
+ * import { fused, initGpu, tensor } from "@multimodel/multimodel";
+ * await initGpu();
+ * const x = tensor([[1, -2], [3, 4]]);
+ * const bias = tensor([0.5, -0.5]);
+ * const y = fused([x, bias], (x, b) => x.add(b).gelu("tanh")); // gelu(x + bias), one kernel
  * ```
  */
 export function fused(inputs: readonly Tensor[], fn: (...xs: Expr[]) => Expr, name = "fused"): Tensor {

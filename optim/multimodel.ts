@@ -7,8 +7,20 @@
  * The training loop of the seed works as written, including with gradient accumulation:
  *
  * ```ts
+ * import { initGpu, modelConfig, MultiModelOptimizer, type Tensor, tensor, TransformerModel } from "@multimodel/multimodel";
+ * await initGpu();
+ * const size = { hiddenSize: 32, numHeads: 2, numLayers: 1, vocabSize: 100 };
+ * const models = {
+ *   bert: new TransformerModel(modelConfig("bert", size), { task: "sequence-classification" }),
+ *   gpt2: new TransformerModel(modelConfig("gpt2", size), { task: "sequence-classification" }),
+ * };
+ * const optimizer = new MultiModelOptimizer({ models, lr: 1e-3, gradientAccumulationSteps: 2 });
+ * const batches = [0, 1, 2, 3].map((i) => ({
+ *   inputIds: tensor(Int32Array.of(5 + i, 6, 7, 8), { shape: [1, 4] }),
+ *   labels: tensor(Int32Array.of(i % 2)),
+ * }));
  * for (const batch of batches) {
- *   optimizer.zeroGrad();             // clears only when the previous step() updated
+ *   optimizer.zeroGrad();             // a no-op once a micro-batch of this update is counted
  *   const losses: Record<string, Tensor> = {};
  *   for (const [name, model] of Object.entries(models)) {
  *     const loss = model.forward(batch).loss!;
