@@ -475,20 +475,27 @@ const READBACK_BATCH_BYTES = 64 * 2 ** 20;
 /**
  * Copies the given ranges to the CPU, after submitting all recorded work, and returns their values
  * at the call: every copy is recorded before the first `await`, so work recorded, tensors disposed or
- * buffers reused while it waits change nothing. Ranges that together exceed 64 MiB (or half the
- * device's largest buffer, whose size class must fit one) go into a buffer per batch, mapped one
- * after another (a `mapAsync` round trip each, about 11 ms in Deno whatever the size). Never call
+ * buffers reused while it waits change nothing. That snapshot takes readback buffers for every byte
+ * read at once: ranges that together exceed 64 MiB (or half the device's largest buffer, whose size
+ * class must fit one) go into a buffer per batch, each mapped (a `mapAsync` round trip, about 11 ms in
+ * Deno whatever the size) and freed in turn, so the peak is the values read plus one batch. Never call
  * this inside a training step. At level 4 the kernels' timestamps come back with the (first) copy.
  */
 export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayBuffer[]> {
-  const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
+  const rangeBytes = ranges.reduce((sum, r) => sum + paddedBytes(r), 0);
   const timing = timer !== undefined || rangeBytes > 0 || encoder ? kernelTimer() : null;
   const timestamps = timing instanceof TimestampTimer && timing.pending ? timing : undefined;
   if (timestamps) timestamps.resolve(endPass());
   const batchBytes = Math.min(READBACK_BATCH_BYTES, Math.floor(gpu().profile.maxBufferBytes / 2));
   const batches = rangeBatches(ranges, batchBytes);
-  const reads = batches.map((batch, i) => recordReadback(batch, i === 0 ? timestamps : undefined));
-  if (reads.every((read) => read === null)) return ranges.map(() => new ArrayBuffer(0));
+  const totals = batches.map((batch, i) =>
+    batch.reduce((sum, r) => sum + paddedBytes(r), 0) + (i === 0 ? timestamps?.resolvedBytes ?? 0 : 0)
+  );
+  if (totals.every((total) => total === 0)) return ranges.map(() => new ArrayBuffer(0));
+  const targets = takeReadbackBuffers(totals);
+  const reads = batches.map((batch, i) =>
+    recordReadback(batch, targets[i], i === 0 ? timestamps : undefined)
+  );
   submit("readback");
   if (timing instanceof SerialTimer) await timing.drain();
   const results: ArrayBuffer[] = [];
@@ -498,41 +505,72 @@ export async function readRanges(ranges: readonly BufferRange[]): Promise<ArrayB
   return results;
 }
 
+/** A range's bytes rounded up to whole words, as ranges lie in readback buffers. */
+function paddedBytes(range: BufferRange): number {
+  return Math.ceil(range.size / 4) * 4;
+}
+
 /** Consecutive batches of ranges of at most `batchBytes` each (one range may exceed it); one batch at least. */
 function rangeBatches(ranges: readonly BufferRange[], batchBytes: number): BufferRange[][] {
   const batches: BufferRange[][] = [[]];
   let bytes = 0;
   for (const range of ranges) {
-    const rangeBytes = Math.ceil(range.size / 4) * 4;
-    if (batches.at(-1)!.length > 0 && bytes + rangeBytes > batchBytes) {
+    if (batches.at(-1)!.length > 0 && bytes + paddedBytes(range) > batchBytes) {
       batches.push([]);
       bytes = 0;
     }
     batches.at(-1)!.push(range);
-    bytes += rangeBytes;
+    bytes += paddedBytes(range);
   }
   return batches;
 }
 
 /**
- * Records the copies of `ranges` (and of resolved kernel timestamps) into one readback buffer;
- * returns the function that maps it and hands out the values, or null when there is nothing to read.
+ * A readback buffer of each size (none for 0), all taken before any copy is recorded: a refusal (the
+ * memory budget, the device's largest buffer) leaves nothing recorded and nothing held.
+ */
+function takeReadbackBuffers(totals: readonly number[]): (GPUBuffer | null)[] {
+  const taken: GPUBuffer[] = [];
+  try {
+    return totals.map((total) => {
+      if (total === 0) return null;
+      const size = sizeClass(total);
+      const buffer = readbackFree.get(size)?.pop() ??
+        createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
+      taken.push(buffer);
+      return buffer;
+    });
+  } catch (error) {
+    for (const buffer of taken) releaseReadback(buffer);
+    throw error;
+  }
+}
+
+/** Keeps one readback buffer of each size for the next read; destroys the others. */
+function releaseReadback(buffer: GPUBuffer): void {
+  const free = readbackFree.get(buffer.size);
+  if (!free) readbackFree.set(buffer.size, [buffer]);
+  else if (free.length === 0) free.push(buffer);
+  else destroyBuffer(buffer);
+}
+
+/**
+ * Records the copies of `ranges` (and of resolved kernel timestamps) into `target`; returns the
+ * function that maps it, hands out the values and releases it, or null without a target.
  */
 function recordReadback(
   ranges: readonly BufferRange[],
+  target: GPUBuffer | null,
   timestamps: TimestampTimer | undefined,
 ): (() => Promise<ArrayBuffer[]>) | null {
-  const rangeBytes = ranges.reduce((sum, r) => sum + Math.ceil(r.size / 4) * 4, 0);
+  if (!target) return null;
+  const rangeBytes = ranges.reduce((sum, r) => sum + paddedBytes(r), 0);
   const total = rangeBytes + (timestamps?.resolvedBytes ?? 0);
-  if (total === 0) return null;
-  const size = sizeClass(total);
-  const target = readbackFree.get(size)?.pop() ??
-    createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
   const copies = endPass();
   let offset = 0;
   for (const r of ranges) {
     if (r.size > 0) copies.copyBufferToBuffer(r.buffer, r.offset, target, offset, r.size);
-    offset += Math.ceil(r.size / 4) * 4;
+    offset += paddedBytes(r);
   }
   const readTimes = timestamps?.copyResolved(copies, target, rangeBytes);
   return async () => {
@@ -543,14 +581,11 @@ function recordReadback(
     offset = 0;
     for (const r of ranges) {
       results.push(mapped.slice(offset, offset + r.size));
-      offset += Math.ceil(r.size / 4) * 4;
+      offset += paddedBytes(r);
     }
     readTimes?.(mapped);
     target.unmap();
-    const free = readbackFree.get(size);
-    if (!free) readbackFree.set(size, [target]);
-    else if (free.length === 0) free.push(target);
-    else destroyBuffer(target);
+    releaseReadback(target);
     return results;
   };
 }

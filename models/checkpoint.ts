@@ -278,7 +278,8 @@ export function inferTask(
   names: Iterable<string>,
   configPath: string,
 ): { task: Task; numLabels?: number } {
-  const architecture = Array.isArray(config.architectures) ? String(config.architectures[0]) : "";
+  const first = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
+  const architecture = typeof first === "string" ? first : "";
   for (const [pattern, task] of ARCHITECTURE_TASKS) if (pattern.test(architecture)) return { task };
   if (architecture !== "") {
     throw new Error(

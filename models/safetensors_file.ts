@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { basename, dirname, join } from "node:path";
 import {
   fileError,
   headerLength,
@@ -24,13 +25,24 @@ const lastWrites = new Map<string, Promise<void>>();
  * calls instead of interleaving their temporary files and renames.
  */
 export function inCallOrder(path: string, write: () => Promise<void>): Promise<void> {
-  const queued = (lastWrites.get(path) ?? Promise.resolve()).catch(() => {}).then(write);
-  lastWrites.set(path, queued);
+  // Two spellings of one place (a link to its folder) share a queue.
+  const place = placeOf(path);
+  const queued = (lastWrites.get(place) ?? Promise.resolve()).catch(() => {}).then(write);
+  lastWrites.set(place, queued);
   const forget = () => {
-    if (lastWrites.get(path) === queued) lastWrites.delete(path);
+    if (lastWrites.get(place) === queued) lastWrites.delete(place);
   };
   queued.then(forget, forget);
   return queued;
+}
+
+/** `path` with the links of its folder resolved, where that folder exists (it is read synchronously, in call order). */
+function placeOf(path: string): string {
+  try {
+    return join(Deno.realPathSync(dirname(path)), basename(path));
+  } catch {
+    return path;
+  }
 }
 
 /** Reads and parses a safetensors file (see {@linkcode parseSafetensors}). */

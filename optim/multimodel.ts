@@ -391,7 +391,9 @@ export class MultiModelOptimizer {
       if (!this.modelNames.includes(name)) {
         throw new Error(`logMetrics: "${name}" is not a model (${this.modelNames.join(", ")})`);
       }
-      if (typeof loss !== "number" && (loss.size !== 1 || loss.dtype !== "float32")) {
+      if (typeof loss === "number") continue;
+      loss.range(); // a disposed loss throws here, naming itself
+      if (loss.size !== 1 || loss.dtype !== "float32") {
         throw new Error(
           `logMetrics: the loss of "${name}" must be one float32 value, got ${loss.describe()}`,
         );

@@ -1,5 +1,6 @@
 // What async code sees: every read (a readback, metrics, a state, a checkpoint, saved weights) holds
 // the values of its call whatever is recorded before it settles, and what cannot interleave says so.
+import { poolStats, setMemoryBudget } from "../engine/pool.ts";
 import { timeKernels } from "../engine/recorder.ts";
 import { readAll, type Tensor, tensor, tidy, writeTensor } from "../engine/tensor.ts";
 import { modelConfig } from "../models/config.ts";
@@ -73,6 +74,20 @@ Deno.test("a readback over several 64 MiB batches holds the values of its call",
   const reuse = tensor(new Float32Array(n).fill(3));
   const [, again] = await read;
   if (again[0] !== 2 || again[n - 1] !== 2) throw new Error(`read ${again[0]}, ${again[n - 1]} after reuse`);
+  // A read the memory budget refuses (its second batch's buffer) holds nothing and records nothing.
+  const held = poolStats().liveBytes;
+  setMemoryBudget(held + 2 ** 20);
+  try {
+    const refused = await thrownMessage(() => readAll([a, reuse]));
+    if (!refused.includes('buffer "readback')) throw new Error(refused);
+    if (poolStats().liveBytes !== held) throw new Error(`${poolStats().liveBytes - held} bytes left held`);
+  } finally {
+    setMemoryBudget(null);
+  }
+  const created = poolStats().buffersCreated;
+  const [last] = await readAll([a]);
+  if (last[0] !== 1) throw new Error(`after the refusal: ${last[0]}`);
+  if (poolStats().buffersCreated !== created) throw new Error("the refused read kept its first buffer");
   for (const t of [a, reuse]) t.dispose();
 });
 
@@ -116,9 +131,14 @@ Deno.test("a checkpoint saved while training goes on is the state of its call, a
   const got = await readAll(parameters(resumedModels));
   got.forEach((values, i) => assertBitwiseEqual(values, expected[i], `parameter ${i}`));
   if ((await resumed.metrics()).updates !== 2) throw new Error("the resumed optimizer's update count");
-  // Saves into one folder land in the order of their calls, neither failing.
+  // Saves into one folder land in the order of their calls, none failing, also through a link to its folder.
+  const link = `${folder.replace(/\/checkpoint$/, "")}/link`;
+  await Deno.symlink(folder.replace(/\/checkpoint$/, ""), link);
   step(models, optimizer);
-  const saves = [saveCheckpoint(folder, optimizer, models), saveCheckpoint(folder, optimizer, models)];
+  const saves = [
+    saveCheckpoint(folder, optimizer, models),
+    saveCheckpoint(`${link}/checkpoint`, optimizer, models),
+  ];
   step(models, optimizer);
   saves.push(saveCheckpoint(folder, optimizer, models));
   await Promise.all(saves);
@@ -151,6 +171,9 @@ Deno.test("a refused logMetrics() leaves the loss window as it was", async () =>
   const pair = tensor(Float32Array.of(1, 2));
   const message = await thrownMessage(() => optimizer.logMetrics({ bert: 0.5, gpt2: pair }));
   if (!message.includes(`logMetrics: the loss of "gpt2" must be one float32 value`)) throw new Error(message);
+  const stale = tensor(Float32Array.of(1));
+  stale.dispose();
+  await thrownMessage(() => optimizer.logMetrics({ bert: 0.5, gpt2: stale }));
   const { models: after } = await optimizer.metrics();
   if (after.bert.recentLosses.length !== 1 || after.gpt2.recentLosses.length !== 1) {
     throw new Error(`windows ${after.bert.recentLosses} / ${after.gpt2.recentLosses}`);

@@ -325,6 +325,12 @@ Deno.test("a config naming a head this library lacks is refused unless a task is
   const { model } = await loadPretrainedWithReport(folder, { task: "sequence-classification" });
   model.dispose();
   await Deno.remove(folder, { recursive: true });
+  // An empty list names no architecture: the tensors decide, as without the field.
+  const unnamed = await copyHead("bert-sequence-classification", (c) => (c.architectures = []));
+  const loaded = await loadPretrainedWithReport(unnamed);
+  if (loaded.model.task !== "sequence-classification") throw new Error(loaded.model.task);
+  loaded.model.dispose();
+  await Deno.remove(unnamed, { recursive: true });
 });
 
 Deno.test("a bad num_labels or a folder where the weights file should be is named", async () => {

@@ -729,5 +729,10 @@ Deno.test("a run's files are checked on resume: a line cut by a crash is dropped
   );
   const edited = await RunFolder.open(out).then(() => "", (e) => e.message);
   if (!edited.startsWith(`train: ${configFile}: `) || !edited.includes("1.5")) throw new Error(edited);
+  // Before --independent refused --weights and --align-init it ignored them: such a run opens without them.
+  const older = { ...config.options, independent: true, alignInit: true, weights: { bert: 2 } };
+  await Deno.writeTextFile(configFile, JSON.stringify({ ...config, options: older }));
+  const opened = (await RunFolder.open(out)).options;
+  if (opened.alignInit || opened.weights !== null) throw new Error(JSON.stringify(opened));
   await Deno.remove(out, { recursive: true });
 });

@@ -173,6 +173,8 @@ export class RunFolder {
     // A run from before an option existed goes on as it began: without the mechanism, limit or window
     // the option added (qa's runs cut contexts, every parameter decayed, at the decay then fixed).
     const options = { ...OPTIONS_BEFORE_THEY_EXISTED, ...json.options, out: path };
+    // Before --independent refused them, it ignored --weights and --align-init: such runs go on without.
+    if (options.independent) Object.assign(options, { weights: null, alignInit: false });
     const missing = Object.keys(defaultOptions()).filter((key) => !(key in options));
     if (missing.length > 0) {
       throw new Error(
