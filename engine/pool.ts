@@ -1,7 +1,9 @@
 /**
  * Buffer pool: GPU buffers are created once and reused. Sizes are rounded to size classes so that a
- * buffer freed by one step fits the same request in the next; after the first training step no
- * buffer is created and the pool's bytes stay constant.
+ * buffer freed by one step fits the same request in the next; in a loop of fixed shapes no buffer is
+ * created after the first training step and the pool's bytes stay constant. Where shapes vary from
+ * batch to batch, a free buffer of a class up to twice the request serves it, so the pool holds about
+ * the largest step's buffers rather than the peak of every class.
  *
  * @module
  */
@@ -113,25 +115,44 @@ export function destroyBuffer(buffer: GPUBuffer): void {
 }
 
 /**
- * Hands out a storage buffer of at least `bytes` bytes, reusing a free one of the same size class; a
- * class above the device's maxBufferSize (which need not be a power of two) is cut to the largest
- * size the device allows, so that every size the device can hold is served.
+ * Hands out a storage buffer of at least `bytes` bytes, reusing a free one of the same size class (or
+ * of a class at most twice it); a class above the device's maxBufferSize (which need not be a power of
+ * two) is cut to the largest size the device allows, so that every size the device can hold is
+ * served. A new buffer that the memory budget would refuse first empties the pool's free buffers.
  */
 export function acquireBuffer(bytes: number): GPUBuffer {
   const largest = Math.floor(gpu().profile.maxBufferBytes / 4) * 4;
   const size = bytes <= largest ? Math.min(sizeClass(bytes), largest) : sizeClass(bytes);
-  const free = freeBySize.get(size);
-  const reused = free?.pop();
+  const reused = freeBySize.get(size)?.pop() ?? largerFree(size);
   if (reused) {
     stats.freeBuffers--;
-    stats.inUseBytes += size;
+    stats.inUseBytes += reused.size;
     return reused;
   }
+  // Free buffers are a cache: under the memory budget they go before a new buffer is refused.
+  if (stats.liveBytes + size > budget && stats.freeBuffers > 0) trimPool();
   // Counted once created: a refused allocation (device limit, memory budget) changes no count.
   const buffer = createBuffer(size, STORAGE_USAGE, `pooled ${size}`);
   stats.inUseBytes += size;
   stats.pooledBytes += size;
   return buffer;
+}
+
+/**
+ * The free buffer of the smallest size class above `size` and at most twice it, taken from the pool;
+ * undefined when there is none. Shapes that vary from batch to batch (text of every length) then share
+ * buffers across neighbouring classes instead of each class keeping its own peak.
+ */
+function largerFree(size: number): GPUBuffer | undefined {
+  let best: number | undefined;
+  for (const [candidate, free] of freeBySize) {
+    if (
+      free.length > 0 && candidate > size && candidate <= 2 * size && (best === undefined || candidate < best)
+    ) {
+      best = candidate;
+    }
+  }
+  return best === undefined ? undefined : freeBySize.get(best)!.pop();
 }
 
 /** Returns a buffer from {@linkcode acquireBuffer} to the pool. Work already recorded on it stays valid. */

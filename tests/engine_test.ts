@@ -1,5 +1,5 @@
 import { copyInto, keep, noGrad, readAll, tensor, tidy, writeTensor, zeros } from "../engine/tensor.ts";
-import { poolStats } from "../engine/pool.ts";
+import { poolStats, setMemoryBudget, trimPool } from "../engine/pool.ts";
 import { copyBuffer, recorderStats, traceDispatches } from "../engine/recorder.ts";
 import { add, exp, mul, scale, sub } from "../kernels/elementwise.ts";
 import { mean, sum } from "../kernels/reduce.ts";
@@ -233,6 +233,32 @@ Deno.test("a steady training loop creates no buffer after its first step and kee
   // 500 steps were recorded without a submission of their own: only the final readback flushed.
   if (recorderStats().submits - submitsBefore > 2) throw new Error("steps submitted work on their own");
   if (!(lastLoss < firstLoss * 1e-3)) throw new Error(`loss went from ${firstLoss} to ${lastLoss}`);
+});
+
+Deno.test("a free buffer of up to twice a request's class serves it; under the budget free buffers go first", () => {
+  trimPool();
+  zeros([1000]).dispose(); // a 4096-byte buffer, free
+  let created = poolStats().buffersCreated;
+  const shorter = zeros([700]); // 2816 bytes: served by the free 4096
+  if (poolStats().buffersCreated !== created) throw new Error("a shorter tensor made a buffer of its own");
+  const tiny = zeros([100]); // 512 bytes: 4096 is more than twice, and in use anyway
+  if (poolStats().buffersCreated !== created + 1) {
+    throw new Error("a tiny tensor took a buffer 8 times its size");
+  }
+  for (const t of [shorter, tiny]) t.dispose();
+  trimPool();
+  // A free 1 MiB buffer stands between a 2 MiB one and the budget: it is destroyed, and the tensor made.
+  zeros([2 ** 18]).dispose();
+  setMemoryBudget(poolStats().liveBytes + 1.5 * 2 ** 20);
+  try {
+    created = poolStats().buffersCreated;
+    zeros([2 ** 19]).dispose();
+    if (poolStats().buffersCreated !== created + 1 || poolStats().freeBuffers !== 1) {
+      throw new Error(`${poolStats().freeBuffers} free buffers`);
+    }
+  } finally {
+    setMemoryBudget(null);
+  }
 });
 
 Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes", async () => {
