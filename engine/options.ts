@@ -30,6 +30,7 @@ const PYTORCH_NAMES: Readonly<Record<string, string>> = {
   eval_steps: "evalEvery",
   logging_steps: "logEvery",
   output_dir: "out",
+  save_total_limit: "saveLimit",
 };
 
 /**

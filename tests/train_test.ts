@@ -369,6 +369,7 @@ Deno.test("deno task train rejects bad flags with one line and exit 2", async ()
       'train: unknown task "foo"; valid tasks: sentiment, spam, ner, pos, qa, lm (try --help)',
     ],
     [["--steps", "x"], 'train: --steps must be a positive integer, got "x" (try --help)'],
+    [["--save-limit", "0"], 'train: --save-limit must be a positive integer, got "0" (try --help)'],
     [["--sharing", "2"], 'train: --sharing must be a ratio in [0, 1] or off, got "2" (try --help)'],
     [["--log-every", "0"], 'train: --log-every must be a positive integer, got "0" (try --help)'],
     [
@@ -523,6 +524,7 @@ Deno.test("--steps spreads three evaluations over the run on every task, as the 
     const { options } = optionsFromArgs(["--task", task, "--steps", "6"]);
     if (options.evalEvery !== 2) throw new Error(`${task}: --steps 6 evaluates every ${options.evalEvery}`);
   }
+  if (optionsFromArgs(["--save-limit", "3"]).options.saveLimit !== 3) throw new Error("--save-limit 3");
   const { options } = optionsFromArgs(["--task", "spam", "--steps", "6", "--eval-every", "5"]);
   if (options.evalEvery !== 5) throw new Error(`--eval-every 5 gave ${options.evalEvery}`);
 });
@@ -735,4 +737,16 @@ Deno.test("a run's files are checked on resume: a line cut by a crash is dropped
   const opened = (await RunFolder.open(out)).options;
   if (opened.alignInit || opened.weights !== null) throw new Error(JSON.stringify(opened));
   await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("--save-limit keeps the newest checkpoints, and the run resumes from the last", async () => {
+  const kept = await run(tiny("sentiment", { epochs: 3, saveLimit: 2 }));
+  const folders = [...Deno.readDirSync(`${kept.folder}/checkpoints`)].map((e) => e.name).sort();
+  if (folders.join() !== "step-6,step-9") throw new Error(`checkpoints left: ${folders}`);
+  const lines: string[] = [];
+  await train(tiny("sentiment"), { info: (line) => lines.push(line) }, kept.folder);
+  if (!lines.includes("the run had finished (step 9): evaluating it on the test split again")) {
+    throw new Error(lines.join(" | "));
+  }
+  await Deno.remove(kept.folder, { recursive: true });
 });

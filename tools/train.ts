@@ -78,6 +78,12 @@ const spec = {
       value: "n|all",
       description: "validation and test examples used (n spread evenly over each split)",
     },
+    "save-limit": {
+      type: "string",
+      default: "all",
+      value: "n|all",
+      description: "checkpoints kept, the newest n (all: one per evaluation)",
+    },
     batch: { type: "string", default: "preset", value: "n", description: "examples per batch" },
     lr: {
       type: "string",
@@ -269,6 +275,9 @@ export function optionsFromArgs(args: readonly string[]): { options: TrainOption
     options.evalLimit = flags["eval-limit"] === "all"
       ? null
       : positiveInteger(NAME, "eval-limit", flags["eval-limit"]);
+  }
+  if (flags["save-limit"] !== "all") {
+    options.saveLimit = positiveInteger(NAME, "save-limit", flags["save-limit"]);
   }
   options.logEvery = positiveInteger(NAME, "log-every", flags["log-every"]);
   options.batchSize = int("batch", preset.batchSize);

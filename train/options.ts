@@ -101,6 +101,8 @@ export interface TrainOptions {
   limit: number | null;
   /** Cap on validation and test examples (spread evenly over each split, which is fixed); null uses them all. */
   evalLimit: number | null;
+  /** Checkpoints kept, the newest (Hugging Face's `save_total_limit`); null keeps every evaluation's. */
+  saveLimit: number | null;
   /** Output folder of the run. */
   out: string;
   /** Plain progress lines instead of a live bar. */
@@ -268,6 +270,7 @@ export function defaultOptions(task: TaskName = "sentiment", preset: PresetName 
     evalEvery: budget.steps === null ? null : Math.ceil(budget.steps / 3),
     limit: null,
     evalLimit: budget.evalLimit,
+    saveLimit: null,
     out: "",
     quiet: false,
   };
@@ -305,6 +308,7 @@ export function checkTrainOptions(o: TrainOptions): void {
   positiveInteger("limit", o.limit);
   positiveInteger("eval-every", o.evalEvery);
   positiveInteger("eval-limit", o.evalLimit);
+  positiveInteger("save-limit", o.saveLimit);
   if (!(o.maxLength >= 8 && Number.isInteger(o.maxLength))) {
     fail(`max-length must be an integer >= 8, got ${o.maxLength}`);
   }

@@ -71,6 +71,7 @@ export interface RunFacts {
 const OPTIONS_BEFORE_THEY_EXISTED: Partial<TrainOptions> = {
   evalEvery: null,
   evalLimit: null,
+  saveLimit: null,
   dropout: 0.1,
   shuffledLabels: [],
   docStride: null,
@@ -260,6 +261,20 @@ export class RunFolder {
       `${this.path}/state.json`,
       JSON.stringify({ step, seconds } satisfies RunState) + "\n",
     );
+    if (this.options.saveLimit !== null) await this.#pruneCheckpoints(this.options.saveLimit);
+  }
+
+  /** Removes all but the newest `kept` checkpoints, once state.json names the newest. */
+  async #pruneCheckpoints(kept: number): Promise<void> {
+    const steps: number[] = [];
+    for await (const entry of Deno.readDir(`${this.path}/checkpoints`)) {
+      const match = /^step-(\d+)$/.exec(entry.name);
+      if (match && entry.isDirectory) steps.push(Number(match[1]));
+    }
+    steps.sort((a, b) => b - a);
+    for (const step of steps.slice(kept)) {
+      await Deno.remove(checkpointFolder(this.path, step), { recursive: true });
+    }
   }
 
   /** Seconds the run spent before this session (0 for a new run). */
