@@ -12,7 +12,7 @@
  * @module
  */
 import { gpu } from "./device.ts";
-import { createBuffer, destroyBuffer } from "./pool.ts";
+import { createBuffer, destroyBuffer, makeRoom } from "./pool.ts";
 import { clearBuffer, flush } from "./recorder.ts";
 import { shapeSize } from "./shape.ts";
 import { type DisposalReason, disposeBecause, keep, pinGrad, Storage, Tensor } from "./tensor.ts";
@@ -131,6 +131,7 @@ export class Arena {
     // A chunk refused part-way (device limit, memory budget) destroys the buffers already made.
     const made: GPUBuffer[] = [];
     const create = (bytes: number, what: string) => {
+      makeRoom(bytes);
       const buffer = createBuffer(bytes, STORAGE, what);
       made.push(buffer);
       return buffer;

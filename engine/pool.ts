@@ -118,7 +118,8 @@ export function destroyBuffer(buffer: GPUBuffer): void {
  * Hands out a storage buffer of at least `bytes` bytes, reusing a free one of the same size class (or
  * of a class at most twice it); a class above the device's maxBufferSize (which need not be a power of
  * two) is cut to the largest size the device allows, so that every size the device can hold is
- * served. A new buffer that the memory budget would refuse first empties the pool's free buffers.
+ * served. A new buffer that the memory budget would refuse first empties the pool's free buffers
+ * ({@linkcode makeRoom}).
  */
 export function acquireBuffer(bytes: number): GPUBuffer {
   const largest = Math.floor(gpu().profile.maxBufferBytes / 4) * 4;
@@ -129,8 +130,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
     stats.inUseBytes += reused.size;
     return reused;
   }
-  // Free buffers are a cache: under the memory budget they go before a new buffer is refused.
-  if (stats.liveBytes + size > budget && stats.freeBuffers > 0) trimPool();
+  makeRoom(size);
   // Counted once created: a refused allocation (device limit, memory budget) changes no count.
   const buffer = createBuffer(size, STORAGE_USAGE, `pooled ${size}`);
   stats.inUseBytes += size;
@@ -187,6 +187,15 @@ export function trimPool(): void {
   }
   freeBySize.clear();
   stats.freeBuffers = 0;
+}
+
+/**
+ * Destroys the pool's free buffers ({@linkcode trimPool}) when `bytes` more would exceed the memory
+ * budget: they are a cache, which goes before a new buffer is refused. It submits the work recorded so
+ * far, so a caller must not hold a command encoder or pass across it.
+ */
+export function makeRoom(bytes: number): void {
+  if (stats.liveBytes + bytes > budget && stats.freeBuffers > 0) trimPool();
 }
 
 /** A snapshot of the pool's counters. */

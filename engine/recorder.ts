@@ -34,6 +34,7 @@ import {
   acquireBuffer,
   createBuffer,
   destroyBuffer,
+  makeRoom,
   releaseBuffer,
   setSubmitRecorded,
   sizeClass,
@@ -325,14 +326,15 @@ function uniformRing(): GPUBuffer {
 export function copyBuffer(from: BufferRange, to: BufferRange): void {
   if (from.size !== to.size) throw new RangeError(`copyBuffer: ${from.size} bytes into ${to.size}`);
   if (from.size === 0 || (from.buffer === to.buffer && from.offset === to.offset)) return;
-  const commands = endPass();
   if (from.buffer !== to.buffer) {
-    commands.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.size);
+    endPass().copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.size);
     return;
   }
   // WebGPU forbids a copy within one buffer (two parameters of an arena chunk, a tensor and its view):
-  // it goes through a pooled buffer, released at once (the recorded copies keep it valid).
+  // it goes through a pooled buffer, released at once (the recorded copies keep it valid). It is taken
+  // before the encoder: under a memory budget, taking it may submit what is recorded.
   const staging = acquireBuffer(from.size);
+  const commands = endPass();
   commands.copyBufferToBuffer(from.buffer, from.offset, staging, 0, from.size);
   commands.copyBufferToBuffer(staging, 0, to.buffer, to.offset, from.size);
   releaseBuffer(staging);
@@ -535,8 +537,11 @@ function takeReadbackBuffers(totals: readonly number[]): (GPUBuffer | null)[] {
     return totals.map((total) => {
       if (total === 0) return null;
       const size = sizeClass(total);
-      const buffer = readbackFree.get(size)?.pop() ??
-        createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
+      let buffer = readbackFree.get(size)?.pop();
+      if (!buffer) {
+        makeRoom(size);
+        buffer = createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
+      }
       taken.push(buffer);
       return buffer;
     });

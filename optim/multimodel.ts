@@ -36,7 +36,7 @@
  */
 import { alignedLength } from "../engine/arena.ts";
 import { gpu } from "../engine/device.ts";
-import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary } from "../engine/pool.ts";
+import { assertFitsBudget, createBuffer, destroyBuffer, formatBinary, makeRoom } from "../engine/pool.ts";
 import { checkOptions } from "../engine/options.ts";
 import { shapeSize } from "../engine/shape.ts";
 import {
@@ -309,6 +309,7 @@ export class MultiModelOptimizer {
       0,
     );
     const moments = (this.options.amsgrad ? 3 : 2) * arena;
+    makeRoom(Math.max(2 * arena, moments));
     assertFitsBudget(
       `MultiModelOptimizer over [${this.modelNames.join(", ")}]`,
       Math.max(2 * arena, moments),

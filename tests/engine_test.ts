@@ -1,4 +1,5 @@
 import { copyInto, keep, noGrad, readAll, tensor, tidy, writeTensor, zeros } from "../engine/tensor.ts";
+import { Arena } from "../engine/arena.ts";
 import { poolStats, setMemoryBudget, trimPool } from "../engine/pool.ts";
 import { copyBuffer, recorderStats, traceDispatches } from "../engine/recorder.ts";
 import { add, exp, mul, scale, sub } from "../kernels/elementwise.ts";
@@ -235,7 +236,7 @@ Deno.test("a steady training loop creates no buffer after its first step and kee
   if (!(lastLoss < firstLoss * 1e-3)) throw new Error(`loss went from ${firstLoss} to ${lastLoss}`);
 });
 
-Deno.test("a free buffer of up to twice a request's class serves it; under the budget free buffers go first", () => {
+Deno.test("a free buffer of up to twice a request's class serves it; under the budget free buffers go first", async () => {
   trimPool();
   zeros([1000]).dispose(); // a 4096-byte buffer, free
   let created = poolStats().buffersCreated;
@@ -259,6 +260,21 @@ Deno.test("a free buffer of up to twice a request's class serves it; under the b
   } finally {
     setMemoryBudget(null);
   }
+  // A copy within one buffer takes its staging buffer before the encoder (taking it may submit), and a
+  // readback's buffer, like an arena's, makes room the same way.
+  const arena = new Arena([[1024], [1024]], "test");
+  const [a, b] = [arena.parameterTensor(0), arena.parameterTensor(1)];
+  writeTensor(a, Float32Array.from({ length: 1024 }, (_, i) => i + 1));
+  zeros([300000]).dispose();
+  setMemoryBudget(poolStats().liveBytes + 2048);
+  try {
+    copyInto(b, a);
+    const [copied] = await readAll([b]);
+    if (copied[1023] !== 1024) throw new Error(`copied ${copied[1023]}`);
+  } finally {
+    setMemoryBudget(null);
+  }
+  arena.destroy();
 });
 
 Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes", async () => {

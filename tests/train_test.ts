@@ -749,4 +749,19 @@ Deno.test("--save-limit keeps the newest checkpoints, and the run resumes from t
     throw new Error(lines.join(" | "));
   }
   await Deno.remove(kept.folder, { recursive: true });
+  // Only checkpoints count and go, with what interrupted saves of theirs left; a user's step-N stays.
+  const out = await Deno.makeTempDir({ prefix: "run-folder-" });
+  const facts = { adapter: "test", versions: {}, counts: {}, started: "2026-12-01T00:00:00Z" };
+  const folder = await RunFolder.create({ ...tiny("sentiment"), out, saveLimit: 1 }, facts);
+  for (const name of ["step-3", "step-6", "step-9/bert", "step-100", "step-3.tmp-" + crypto.randomUUID()]) {
+    await Deno.mkdir(`${out}/checkpoints/${name}`, { recursive: true });
+  }
+  for (const name of ["step-3", "step-6", "step-9/bert"]) {
+    await Deno.writeTextFile(`${out}/checkpoints/${name}/optimizer.json`, "{}");
+  }
+  await Deno.writeTextFile(`${out}/checkpoints/step-100/notes.txt`, "mine");
+  await folder.checkpoint(9, [], {}, 1);
+  const left = [...Deno.readDirSync(`${out}/checkpoints`)].map((e) => e.name).sort();
+  if (left.join() !== "step-100,step-9") throw new Error(`left: ${left}`);
+  await Deno.remove(out, { recursive: true });
 });

@@ -14,7 +14,7 @@ import { tokenizerConfig, tokenizerText, writeTokenizer } from "../data/tokenize
 import { usablePositions } from "../models/inputs.ts";
 import type { Task } from "../models/heads.ts";
 import type { TransformerModel } from "../models/model.ts";
-import { loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
+import { checkpointFiles, loadCheckpoint, saveCheckpoint } from "../optim/checkpoint.ts";
 import type { MultiModelOptimizer } from "../optim/multimodel.ts";
 import { headFor } from "./models.ts";
 import { jsonLine, parseJsonLine } from "./json_lines.ts";
@@ -264,16 +264,25 @@ export class RunFolder {
     if (this.options.saveLimit !== null) await this.#pruneCheckpoints(this.options.saveLimit);
   }
 
-  /** Removes all but the newest `kept` checkpoints, once state.json names the newest. */
+  /**
+   * Removes all but the newest `kept` checkpoints (and what interrupted saves of the removed steps left
+   * beside them), once state.json naming the newest is on disk. A `step-N` folder that holds no
+   * checkpoint (no optimizer.json in it or in its models' folders) is the user's and stays.
+   */
   async #pruneCheckpoints(kept: number): Promise<void> {
-    const steps: number[] = [];
-    for await (const entry of Deno.readDir(`${this.path}/checkpoints`)) {
-      const match = /^step-(\d+)$/.exec(entry.name);
-      if (match && entry.isDirectory) steps.push(Number(match[1]));
+    const folder = `${this.path}/checkpoints`;
+    const checkpoints: { step: number; name: string }[] = [];
+    const leftovers: { step: number; name: string }[] = [];
+    for await (const entry of Deno.readDir(folder)) {
+      const match = /^step-(\d+)(\.(tmp|old)-[0-9a-f-]{36})?$/.exec(entry.name);
+      if (!match || !entry.isDirectory) continue;
+      const found = { step: Number(match[1]), name: entry.name };
+      if (match[2]) leftovers.push(found);
+      else if (await holdsCheckpoint(`${folder}/${entry.name}`)) checkpoints.push(found);
     }
-    steps.sort((a, b) => b - a);
-    for (const step of steps.slice(kept)) {
-      await Deno.remove(checkpointFolder(this.path, step), { recursive: true });
+    const newest = new Set(checkpoints.map((c) => c.step).sort((a, b) => b - a).slice(0, kept));
+    for (const { step, name } of [...checkpoints, ...leftovers]) {
+      if (!newest.has(step)) await Deno.remove(`${folder}/${name}`, { recursive: true });
     }
   }
 
@@ -414,6 +423,16 @@ export async function checkpointModel(checkpoint: string, name: string): Promise
   return null;
 }
 
+/** Whether a checkpoint folder of a run holds a checkpoint: an optimizer.json, or one per model (independent runs). */
+async function holdsCheckpoint(folder: string): Promise<boolean> {
+  const has = (path: string) => Deno.stat(path).then((info) => info.isFile, () => false);
+  if (await has(`${folder}/optimizer.json`)) return true;
+  for await (const entry of Deno.readDir(folder)) {
+    if (entry.isDirectory && await has(`${folder}/${entry.name}/optimizer.json`)) return true;
+  }
+  return false;
+}
+
 /** The latest complete checkpoint of a run, from its state.json. */
 async function readState(run: string): Promise<RunState> {
   try {
@@ -437,11 +456,15 @@ export async function latestCheckpoint(run: string): Promise<string> {
   return folder;
 }
 
-/** Writes a small file through a temporary name and a rename, so readers never see half of it. */
+/**
+ * Writes a small file through a temporary name and a rename, so readers never see half of it; the
+ * data and the rename are on disk when it returns (state.json must be before checkpoints are pruned).
+ */
 async function writeAtomically(path: string, text: string): Promise<void> {
   const temporary = `${path}.tmp-${crypto.randomUUID()}`;
-  await Deno.writeTextFile(temporary, text);
+  await checkpointFiles.writeFile(temporary, new TextEncoder().encode(text));
   await Deno.rename(temporary, path);
+  await checkpointFiles.syncFolder(dirname(path));
 }
 
 /**
