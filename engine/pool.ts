@@ -55,7 +55,8 @@ export function sizeClass(bytes: number): number {
  * WebGPU cannot report how much memory an adapter has, so the engine cannot know when an allocation
  * will fail; with a budget (on a software adapter, the machine's free memory; on a GPU, its memory
  * size), a buffer that would exceed it is refused with an error saying what is needed and what is
- * left, instead of the device losing memory or the process being killed.
+ * left, instead of the device losing memory or the process being killed. The pool's free buffers are
+ * destroyed first ({@linkcode makeRoom}) for a pooled tensor, a readback, an arena or an optimizer.
  */
 export function setMemoryBudget(bytes: number | null): void {
   if (bytes !== null && !(bytes > 0)) {

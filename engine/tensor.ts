@@ -569,7 +569,10 @@ export function copyInto(target: Tensor, source: Tensor): void {
   if (target.storage !== source.storage) target.storage.hostInts = source.storage.hostInts;
 }
 
-/** Reads several tensors with one GPU-to-CPU round trip (one per 64 MiB): their values at the call. */
+/**
+ * Reads several tensors with one GPU-to-CPU round trip (one per 64 MiB): their values at the call, for
+ * which it takes readback buffers as large as what it reads (freed batch by batch as each is mapped).
+ */
 export async function readAll(tensors: readonly Tensor[]): Promise<(Float32Array | Int32Array)[]> {
   const bytes = await readRanges(tensors.map((t) => t.range()));
   return bytes.map((b, i) =>

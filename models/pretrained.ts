@@ -94,7 +94,7 @@ export interface LoadedModel {
  * Loads a Hugging Face folder (`config.json` and `model.safetensors`, or the shards of
  * `model.safetensors.index.json`) into a model in eval mode, like `from_pretrained`, and says what
  * was newly initialised or ignored. The task comes from `options.task`, else from the checkpoint
- * ({@linkcode inferTask}); the number of labels of a classifier from `options.numLabels`, else
+ * ({@linkcode inferTask}, which refuses an `architectures` entry naming a head this library lacks); the number of labels of a classifier from `options.numLabels`, else
  * `options.labels`, else its weight's shape, else the config's `id2label`, and a classifier's class
  * names (`model.labels`) from `options.labels`, else the config's `id2label` when it has that many.
  * The configuration is checked, and every file's

@@ -370,9 +370,9 @@ export class MultiModelOptimizer {
 
   /**
    * Zeroes the gradients of every model (one command) when no micro-batch of an accumulation cycle
-   * has been counted yet, as PyTorch's `zero_grad()` (so a micro-batch abandoned before its `step()`
-   * leaves nothing in the next update); between the counted micro-batches of one update it does
-   * nothing, so no gradient is discarded.
+   * has been counted yet, as PyTorch's `zero_grad()` (so a cycle's first micro-batch abandoned before
+   * its `step()` leaves nothing in the next update); between the counted micro-batches of one update
+   * it does nothing, so no gradient is discarded (a micro-batch abandoned there stays in its cycle).
    */
   zeroGrad(): void {
     this.#assertAlive("zeroGrad");
@@ -668,7 +668,8 @@ export class MultiModelOptimizer {
   /**
    * The optimizer's state: counters, per-model control rows (steps, skips, multipliers), the loss
    * window and both moments of every parameter (keyed "model/parameter"), with AMSGrad's maximum
-   * of the second. A fresh copy: changing it changes nothing here.
+   * of the second. A fresh copy: changing it changes nothing here. It holds the state of the call, read
+   * through readback buffers as large as the state (see `readAll`).
    */
   async stateDict(): Promise<OptimizerState> {
     this.#assertAlive("stateDict");

@@ -411,4 +411,36 @@ export const MUTATIONS: Mutation[] = [
     replace: "",
     tests: ["metrics_test.ts"],
   },
+  // Engine, optimizer, files and runs: the fixes of 2026-12-02.
+  {
+    name: "zeroGrad: only after an update, keeping an abandoned micro-batch",
+    file: "optim/multimodel.ts",
+    find: "if (this.#counters.microBatches > 0) return;",
+    replace: "if (!this.#counters.gradientsStale) return;",
+    tests: ["async_interleaving_test.ts"],
+    filter: "zeroGrad",
+  },
+  {
+    name: "pool: a request served by its own size class only",
+    file: "engine/pool.ts",
+    find: "candidate <= 2 * size",
+    replace: "candidate <= size",
+    tests: ["engine_test.ts"],
+    filter: "twice",
+  },
+  {
+    name: "tokenizer: a BPE merge not checked against the vocabulary",
+    file: "data/tokenizer.ts",
+    find: "for (const token of [pair[0], pair[1], pair[0] + pair[1]]) {",
+    replace: "for (const token of [pair[0], pair[1]]) {",
+    tests: ["tokenizer_test.ts"],
+  },
+  {
+    name: "train: --save-limit prunes nothing",
+    file: "train/run.ts",
+    find: "if (this.options.saveLimit !== null) await this.#pruneCheckpoints(this.options.saveLimit);",
+    replace: "",
+    tests: ["train_test.ts"],
+    filter: "save-limit",
+  },
 ];

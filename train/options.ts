@@ -101,7 +101,7 @@ export interface TrainOptions {
   limit: number | null;
   /** Cap on validation and test examples (spread evenly over each split, which is fixed); null uses them all. */
   evalLimit: number | null;
-  /** Checkpoints kept, the newest (Hugging Face's `save_total_limit`); null keeps every evaluation's. */
+  /** How many checkpoints are kept, the newest (Hugging Face's `save_total_limit`); null keeps every evaluation's. */
   saveLimit: number | null;
   /** Output folder of the run. */
   out: string;

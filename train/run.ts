@@ -2,7 +2,8 @@
  * A run's folder, `runs/<id>/`: `config.json` (every setting, the adapter, the versions),
  * `metrics.jsonl` (one line per logged interval of steps and per evaluation), a checkpoint after each
  * evaluation (models as Hugging Face folders and the optimizer state, written atomically by saveCheckpoint),
- * `state.json` (which checkpoint is the latest, written after it), the tokenizer(s) and `report.md`.
+ * `state.json` (which checkpoint is the latest, written after it; with `saveLimit`, older checkpoints are
+then removed), the tokenizer(s) and `report.md`.
  * `--resume` reads state.json, loads that checkpoint and drops metric lines written after it, so a
  * resumed run continues bit for bit.
  *
@@ -228,7 +229,8 @@ export class RunFolder {
   }
 
   /**
-   * Saves the checkpoint after `step` (one per optimizer), then records it in state.json. Each model's
+   * Saves the checkpoint after `step` (one per optimizer), then records it in state.json (and, with
+   * `saveLimit`, removes the older ones beyond it). Each model's
    * folder gets its tokenizer (`tokenizer.json` and Hugging Face's `tokenizer_config.json`), so that it
    * is a Hugging Face folder on its own (`from_pretrained` of model and tokenizer, or `--from name=`).
    */
