@@ -227,7 +227,7 @@ export class TimestampTimer {
     if (kernels.length === 0) return;
     const size = sizeClass(kernels.length * 16);
     const buffer = this.#free.get(size)?.pop() ??
-      createBuffer(size, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "kernel times");
+      createBuffer(size, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, "kernel times", false);
     encoder.resolveQuerySet(this.#querySet, 0, kernels.length * 2, buffer, 0);
     this.#resolved.push({ buffer, kernels });
     this.#recording = [];

@@ -390,16 +390,26 @@ export function upload(to: BufferRange, data: ArrayBufferView): void {
     return;
   }
   const size = Math.ceil(bytes.byteLength / 4) * 4;
-  while (
-    staging[stagingChunk] && staging[stagingChunk].used + size > staging[stagingChunk].bytes.byteLength
-  ) {
-    stagingChunk++;
-  }
-  if (!staging[stagingChunk]) {
+  const fits = () => {
+    while (
+      staging[stagingChunk] && staging[stagingChunk].used + size > staging[stagingChunk].bytes.byteLength
+    ) {
+      stagingChunk++;
+    }
+    return staging[stagingChunk] !== undefined;
+  };
+  if (!fits()) {
     const length = sizeClass(Math.max(size, 2 * (staging.at(-1)?.bytes.byteLength ?? 1 << 15)));
-    const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-    const buffer = createBuffer(length, usage, "upload staging");
-    staging.push({ buffer, bytes: new Uint8Array(length), used: 0 });
+    // Making room may submit, which empties every chunk: the upload may then fit one.
+    makeRoom(length);
+    if (!fits()) {
+      const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      staging.push({
+        buffer: createBuffer(length, usage, "upload staging"),
+        bytes: new Uint8Array(length),
+        used: 0,
+      });
+    }
   }
   const chunk = staging[stagingChunk];
   chunk.bytes.set(bytes, chunk.used);
@@ -411,7 +421,11 @@ export function upload(to: BufferRange, data: ArrayBufferView): void {
 export function flush(): void {
   submit("flush", true);
 }
-setSubmitRecorded(flush);
+// Host timing holds work back while it drains (times) earlier work: that work may still read any buffer.
+setSubmitRecorded(() => {
+  flush();
+  return !(timer instanceof SerialTimer && timer.pending);
+});
 
 /**
  * Submits what is recorded at the end of a training step, so that the device runs the step while the
@@ -432,6 +446,9 @@ function submit(reason: string, immediate = false): void {
   if (!encoder && uniformSlots === 0 && !staging.some((chunk) => chunk.used > 0)) return;
   const { device } = gpu();
   const timing = kernelTimer();
+  // The timestamps' resolve may allocate: before the uploads below are taken, so a refusal loses none.
+  const commands = timing instanceof SerialTimer ? undefined : endPass();
+  if (commands && timing instanceof TimestampTimer) timing.resolve(commands);
   const writes = [];
   if (uniformSlots > 0) {
     writes.push({
@@ -448,10 +465,8 @@ function submit(reason: string, immediate = false): void {
     timing.flush(writes);
     if (immediate) timing.submitNow();
   } else {
-    const commands = endPass();
-    timing?.resolve(commands);
     for (const { buffer, data } of writes) device.queue.writeBuffer(buffer, 0, data);
-    device.queue.submit([commands.finish()]);
+    device.queue.submit([commands!.finish()]);
   }
   stats.submits++;
   if (debugLevel >= 2) {

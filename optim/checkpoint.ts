@@ -519,13 +519,14 @@ export async function loadCheckpoint(
     await checkConfigFile(models[name], `${root}/models/${name}/config.json`);
     const weightsPath = `${root}/models/${name}/model.safetensors`;
     const { tensors } = await readSafetensors(weightsPath);
-    // A model whose own update broke it keeps its non-finite values and resumes so, sitting every update
-    // out; a corrupt file would look the same, so either is said rather than refused.
+    // A model whose own update broke it keeps its non-finite values and resumes with them; a corrupt
+    // file would look the same, so either is said rather than refused.
     const broken = nonFiniteValues(tensors);
     if (broken) {
       warnings.push(
-        `loadCheckpoint: model "${name}" holds ${broken.count} non-finite parameter values (the first in ` +
-          `"${broken.first}" of ${weightsPath}): it sits out every update (metrics() reports why)`,
+        `loadCheckpoint: model "${name}" holds ${broken.count} non-finite parameter ` +
+          `${broken.count === 1 ? "value" : "values"} (the first in "${broken.first}" of ${weightsPath}); ` +
+          "metrics() says how its updates take them (faulted, or skipped)",
       );
     }
     weights.push(checkWeights(models[name], tensors, weightsPath));

@@ -292,3 +292,61 @@ Deno.test("unknown families and variants are errors that list the accepted names
     'unknown variant "tiles" of attention in "attention:tiles"; accepted: tiled, tiled_small, rows, texel';
   if (output.code === 0 || !stderr.includes(expected)) throw new Error(`exit ${output.code}: ${stderr}`);
 });
+
+/**
+ * Three budget trims at each level-4 timer: during a readback's drain (host timing must not lose the
+ * buffers its held-back work reads), when the timestamps' resolve would need the last bytes of the
+ * budget (a staged upload must not be lost), and for a new upload staging chunk.
+ */
+const BUDGET_SCRIPT = `
+import { initGpu } from "${engine}engine/device.ts";
+import { poolStats, setMemoryBudget } from "${engine}engine/pool.ts";
+import { readAll, tensor, writeTensor, zeros } from "${engine}engine/tensor.ts";
+import { add, mul } from "${engine}kernels/elementwise.ts";
+await initGpu();
+const a = tensor(Float32Array.from({ length: 4096 }, (_, i) => i));
+const pending = readAll([add(a, a)]);
+const t = mul(a, a);
+const t2 = add(t, a);
+t.dispose();
+setMemoryBudget(poolStats().liveBytes + 3 * 4096 * 4 - 8192);
+// Host timing's drain holds back work that reads t's free buffer: nothing is trimmed, so this is refused.
+try {
+  tensor(new Float32Array(3 * 4096).fill(1));
+} catch (error) {
+  console.log("refused " + (error as Error).message.slice(0, 16));
+}
+setMemoryBudget(null);
+await pending;
+console.log("drain " + (await readAll([t2]))[0][2]);
+let x = tensor(Float32Array.from({ length: 4096 }, (_, i) => i));
+for (let i = 0; i < 41; i++) {
+  const next = add(x, tensor(new Float32Array(4096).fill(1)));
+  x.dispose();
+  x = next;
+}
+setMemoryBudget(poolStats().liveBytes + 100);
+tensor(new Float32Array(64).fill(1));
+setMemoryBudget(null);
+console.log("uploads " + (await readAll([x]))[0][1]);
+const target = zeros([100000]);
+zeros([1 << 20]).dispose();
+setMemoryBudget(poolStats().liveBytes + 1000);
+writeTensor(target, new Float32Array(100000).fill(7));
+setMemoryBudget(null);
+console.log("staging " + (await readAll([target]))[0][99999]);
+`;
+
+Deno.test("a memory budget's trims lose no recorded work at any timing level", async () => {
+  const levels: Record<string, string>[] = [{}, { MM_DEBUG: "4" }, { MM_DEBUG: "4", MM_TIMING: "host" }];
+  for (const env of levels) {
+    const run = await runScript(env, BUDGET_SCRIPT);
+    expect(
+      run.stdout.includes("drain 6") && run.stdout.includes("uploads 42") &&
+        run.stdout.includes("staging 7") && run.stdout.includes("refused") === (env.MM_TIMING === "host") &&
+        !run.stderr.includes("WebGPU error"),
+      `results under ${JSON.stringify(env)}: ${run.stdout}`,
+      run,
+    );
+  }
+});
