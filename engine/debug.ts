@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { createBuffer, destroyBuffer, sizeClass } from "./pool.ts";
+import { createBuffer, destroyBuffer, destroyHeldBackBuffers, sizeClass } from "./pool.ts";
 
 /** The part of Deno's global this engine reads, typed here so that the core needs no Deno types. */
 type DenoEnvironment = { Deno?: { env: { get(name: string): string | undefined } } };
@@ -323,6 +323,11 @@ export class SerialTimer {
     return this.#recording.length > 0 || this.#waiting.length > 0;
   }
 
+  /** True while work flushed to it has not all reached the device's queue (it waits, or a drain runs). */
+  get holdsSubmittedWork(): boolean {
+    return this.#waiting.length > 0 || this.#draining !== undefined;
+  }
+
   /** Submits everything queued at once, untimed, unless a timed drain is under way (it takes them). */
   submitNow(): void {
     if (this.#draining) return;
@@ -344,7 +349,10 @@ export class SerialTimer {
 
   /** Submits everything queued one step at a time, timing each dispatch; resolves when all is done. */
   drain(): Promise<void> {
-    this.#draining ??= this.#drainAll().finally(() => this.#draining = undefined);
+    this.#draining ??= this.#drainAll().finally(() => {
+      this.#draining = undefined;
+      destroyHeldBackBuffers();
+    });
     return this.#draining;
   }
 

@@ -120,6 +120,20 @@ export function createBuffer(
 
 /** Destroys a buffer made by {@linkcode createBuffer} and stops counting its bytes. */
 export function destroyBuffer(buffer: GPUBuffer): void {
+  if (workHeldBack()) {
+    destroyLater.push(buffer);
+    return;
+  }
+  for (const held of destroyLater.splice(0)) destroyNow(held);
+  destroyNow(buffer);
+}
+
+/** Destroys the buffers {@linkcode destroyBuffer} kept while submitted work was held back, once none is. */
+export function destroyHeldBackBuffers(): void {
+  if (!workHeldBack()) { for (const held of destroyLater.splice(0)) destroyNow(held); }
+}
+
+function destroyNow(buffer: GPUBuffer): void {
   stats.liveBytes -= buffer.size;
   buffer.destroy();
 }
@@ -175,24 +189,30 @@ export function releaseBuffer(buffer: GPUBuffer): void {
   stats.freeBuffers++;
 }
 
+/** Submits the work recorded so far; installed by engine/recorder.ts, which imports this module. */
+let submitRecorded: () => void = () => {};
 /**
- * Submits the work recorded so far and says whether all of it reached the device's queue; installed
- * by engine/recorder.ts, which imports this module.
+ * Whether work submitted to the recorder has not reached the device's queue yet (level-4 host timing
+ * holds it back to time it, one dispatch at a time); installed by engine/recorder.ts.
  */
-let submitRecorded: () => boolean = () => true;
+let workHeldBack: () => boolean = () => false;
+/** Buffers destroyed while work was held back: it may still read them, so they go once it has run. */
+const destroyLater: GPUBuffer[] = [];
 
-/** Installs the recorder's flush, which {@linkcode trimPool} calls before destroying anything. */
-export function setSubmitRecorded(submit: () => boolean): void {
+/** Installs the recorder's flush, which {@linkcode trimPool} calls first, and its held-back test. */
+export function setSubmitRecorded(submit: () => void, heldBack: () => boolean): void {
   submitRecorded = submit;
+  workHeldBack = heldBack;
 }
 
 /**
  * Destroys every free pooled buffer, shrinking the pool to what is in use. Work already recorded is
  * submitted first: a free buffer may still be read by a dispatch recorded before its tensor was disposed.
- * While level-4 host timing (`MM_TIMING=host`) holds submitted work back to time it, nothing is destroyed.
+ * While level-4 host timing (`MM_TIMING=host`) holds submitted work back, the buffers leave the pool
+ * at once and are destroyed (and uncounted) once that work has run.
  */
 export function trimPool(): void {
-  if (!submitRecorded()) return;
+  submitRecorded();
   for (const free of freeBySize.values()) {
     for (const buffer of free) {
       stats.pooledBytes -= buffer.size;

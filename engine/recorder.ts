@@ -422,10 +422,7 @@ export function flush(): void {
   submit("flush", true);
 }
 // Host timing holds work back while it drains (times) earlier work: that work may still read any buffer.
-setSubmitRecorded(() => {
-  flush();
-  return !(timer instanceof SerialTimer && timer.pending);
-});
+setSubmitRecorded(flush, () => timer instanceof SerialTimer && timer.holdsSubmittedWork);
 
 /**
  * Submits what is recorded at the end of a training step, so that the device runs the step while the

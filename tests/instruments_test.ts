@@ -300,6 +300,7 @@ Deno.test("unknown families and variants are errors that list the accepted names
  */
 const BUDGET_SCRIPT = `
 import { initGpu } from "${engine}engine/device.ts";
+import { Arena } from "${engine}engine/arena.ts";
 import { poolStats, setMemoryBudget } from "${engine}engine/pool.ts";
 import { readAll, tensor, writeTensor, zeros } from "${engine}engine/tensor.ts";
 import { add, mul } from "${engine}kernels/elementwise.ts";
@@ -319,6 +320,28 @@ try {
 setMemoryBudget(null);
 await pending;
 console.log("drain " + (await readAll([t2]))[0][2]);
+// Once host timing is calibrated, a drain takes its queue at once: the same again, then an arena freed.
+const u = mul(a, a);
+const u2 = add(u, a);
+u.dispose();
+const again = readAll([u2]);
+setMemoryBudget(poolStats().liveBytes + 3 * 4096 * 4 - 8192);
+try {
+  tensor(new Float32Array(3 * 4096).fill(1));
+} catch {
+  // refused under host timing, as above
+}
+setMemoryBudget(null);
+await again;
+console.log("second drain " + (await readAll([u2]))[0][2]);
+const arena = new Arena([[4096]], "freed");
+const p = arena.parameterTensor(0);
+writeTensor(p, new Float32Array(4096).fill(3));
+const doubled = add(p, p);
+const read = readAll([doubled]);
+arena.destroy();
+await read;
+console.log("arena " + (await readAll([doubled]))[0][0]);
 let x = tensor(Float32Array.from({ length: 4096 }, (_, i) => i));
 for (let i = 0; i < 41; i++) {
   const next = add(x, tensor(new Float32Array(4096).fill(1)));
@@ -342,7 +365,9 @@ Deno.test("a memory budget's trims lose no recorded work at any timing level", a
   for (const env of levels) {
     const run = await runScript(env, BUDGET_SCRIPT);
     expect(
-      run.stdout.includes("drain 6") && run.stdout.includes("uploads 42") &&
+      run.stdout.includes("drain 6") && run.stdout.includes("second drain 6") &&
+        run.stdout.includes("arena 6") &&
+        run.stdout.includes("uploads 42") &&
         run.stdout.includes("staging 7") && run.stdout.includes("refused") === (env.MM_TIMING === "host") &&
         !run.stderr.includes("WebGPU error"),
       `results under ${JSON.stringify(env)}: ${run.stdout}`,
