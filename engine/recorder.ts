@@ -107,6 +107,8 @@ const bindGroups = new Map<string, GPUBindGroup>();
 const objectIds = new WeakMap<GPUBuffer | GPUTextureView, number>();
 let nextObjectId = 1;
 const readbackFree = new Map<number, GPUBuffer[]>();
+/** Bytes of the readback buffers in {@linkcode readbackFree}. */
+let keptReadbackBytes = 0;
 let traces: DispatchRecord[][] = [];
 
 /** The level-4 kernel timer, created with the first dispatch; null below level 4. */
@@ -481,8 +483,8 @@ function submit(reason: string, immediate = false): void {
 }
 
 /**
- * Bytes one readback buffer holds at most (a single larger range goes alone): one buffer of each size
- * is kept for reuse, so reading a whole model's parameters must not keep gigabytes of them.
+ * Bytes one readback buffer holds at most (a single larger range goes alone), and that the buffers
+ * kept for reuse hold in all: reading a whole model's parameters must not keep gigabytes of them.
  */
 const READBACK_BATCH_BYTES = 64 * 2 ** 20;
 
@@ -550,7 +552,8 @@ function takeReadbackBuffers(totals: readonly number[]): (GPUBuffer | null)[] {
       if (total === 0) return null;
       const size = sizeClass(total);
       let buffer = readbackFree.get(size)?.pop();
-      if (!buffer) {
+      if (buffer) keptReadbackBytes -= size;
+      else {
         makeRoom(size);
         buffer = createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, `readback ${size}`);
       }
@@ -563,12 +566,20 @@ function takeReadbackBuffers(totals: readonly number[]): (GPUBuffer | null)[] {
   }
 }
 
-/** Keeps one readback buffer of each size for the next read; destroys the others. */
+/**
+ * Keeps a readback buffer for the next read while those kept hold at most 64 MiB in all (so reads in
+ * flight together, a loss and the optimizer's metrics, find theirs again, and a large read keeps at
+ * most one batch); destroys it otherwise.
+ */
 function releaseReadback(buffer: GPUBuffer): void {
-  const free = readbackFree.get(buffer.size);
-  if (!free) readbackFree.set(buffer.size, [buffer]);
-  else if (free.length === 0) free.push(buffer);
-  else destroyBuffer(buffer);
+  if (keptReadbackBytes + buffer.size > READBACK_BATCH_BYTES) {
+    destroyBuffer(buffer);
+    return;
+  }
+  keptReadbackBytes += buffer.size;
+  let free = readbackFree.get(buffer.size);
+  if (!free) readbackFree.set(buffer.size, free = []);
+  free.push(buffer);
 }
 
 /**

@@ -94,12 +94,12 @@ export interface LoadedModel {
  * Loads a Hugging Face folder (`config.json` and `model.safetensors`, or the shards of
  * `model.safetensors.index.json`) into a model in eval mode, like `from_pretrained`, and says what
  * was newly initialised or ignored. The task comes from `options.task`, else from the checkpoint
- * ({@linkcode inferTask}, which refuses an `architectures` entry naming a head this library lacks); the number of labels of a classifier from `options.numLabels`, else
- * `options.labels`, else its weight's shape, else the config's `id2label`, and a classifier's class
- * names (`model.labels`) from `options.labels`, else the config's `id2label` when it has that many.
- * The configuration is checked, and every file's
- * header compared with the model it describes, before the model allocates its weights or any
- * value is read: a mismatched folder fails at once.
+ * ({@linkcode inferTask}, which refuses an `architectures` entry naming a head this library lacks);
+ * the number of labels of a classifier from `options.numLabels`, else `options.labels`, else its
+ * weight's shape, else the config's `id2label`, and a classifier's class names (`model.labels`) from
+ * `options.labels`, else the config's `id2label` when it has that many. The configuration is checked,
+ * and every file's header compared with the model it describes, before the model allocates its
+ * weights or any value is read: a mismatched folder fails at once.
  */
 export async function loadPretrainedWithReport(
   folder: string,

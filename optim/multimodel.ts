@@ -7,7 +7,14 @@
  * The training loop of the seed works as written, including with gradient accumulation:
  *
  * ```ts
- * import { initGpu, modelConfig, MultiModelOptimizer, type Tensor, tensor, TransformerModel } from "@multimodel/multimodel";
+ * import {
+ *   initGpu,
+ *   modelConfig,
+ *   MultiModelOptimizer,
+ *   type Tensor,
+ *   tensor,
+ *   TransformerModel,
+ * } from "@multimodel/multimodel";
  * await initGpu();
  * const size = { hiddenSize: 32, numHeads: 2, numLayers: 1, vocabSize: 100 };
  * const models = {

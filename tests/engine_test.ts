@@ -277,6 +277,19 @@ Deno.test("a free buffer of up to twice a request's class serves it; under the b
   arena.destroy();
 });
 
+Deno.test("reads in flight together reuse their readback buffers the next time", async () => {
+  const values = [1, 2, 3].map((v) => tensor(Float32Array.of(v)));
+  const readTogether = () => Promise.all(values.map((t) => readAll([t])));
+  await readTogether();
+  const created = poolStats().buffersCreated;
+  const again = await readTogether();
+  if (again.map(([v]) => v[0]).join() !== "1,2,3") throw new Error(`read ${again}`);
+  if (poolStats().buffersCreated !== created) {
+    throw new Error(`${poolStats().buffersCreated - created} readback buffers made again`);
+  }
+  for (const t of values) t.dispose();
+});
+
 Deno.test("MM_DEBUG=1 lists every dispatch with its kernel, workgroups and bytes", async () => {
   const script = `
     import { initGpu } from "${new URL("../engine/device.ts", import.meta.url)}";

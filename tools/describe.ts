@@ -31,7 +31,8 @@ const FAMILIES = ["bert", "gpt2", "roberta"];
  * Builds a model's metadata (no weights) from a family name, a Hugging Face config.json path, or a
  * folder holding one. `task` is a head, a `train --task` (the head that task trains for the family),
  * or absent: the folder's own head as loading infers it (the config's `architectures` entry, refused
- * when it names a head this library lacks, else its weights' names; the label count from the classifier's rows, else the config), else the base model.
+ * when it names a head this library lacks, else its weights' names; the label count from the
+ * classifier's rows, else the config), else the base model.
  */
 async function describedModel(source: string, task?: string): Promise<TransformerModel> {
   const isTrainTask = (TASK_NAMES as readonly string[]).includes(task ?? "");

@@ -2,8 +2,8 @@
  * A run's folder, `runs/<id>/`: `config.json` (every setting, the adapter, the versions),
  * `metrics.jsonl` (one line per logged interval of steps and per evaluation), a checkpoint after each
  * evaluation (models as Hugging Face folders and the optimizer state, written atomically by saveCheckpoint),
- * `state.json` (which checkpoint is the latest, written after it; with `saveLimit`, older checkpoints are
-then removed), the tokenizer(s) and `report.md`.
+ * `state.json` (which checkpoint is the latest, written after it; with `saveLimit`, older checkpoints
+ * are then removed), the tokenizer(s) and `report.md`.
  * `--resume` reads state.json, loads that checkpoint and drops metric lines written after it, so a
  * resumed run continues bit for bit.
  *
